@@ -1,0 +1,108 @@
+"""The Python API for embedding diagc: compile a source to module text, or load a .diag as a module.
+
+>>> import compiler
+>>> text = compiler.compile_source("diagram dot(a: vec, b: vec) -> s: scalar { s = a[i] b[i] }")
+>>> ops = compiler.load("diagrams/products.diag")      # doctest: +SKIP
+>>> ops.cross(a, b)                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+from .check import Verdict, check_program
+from .codegen import generate_python
+from .errors import DiagError, OutputError
+from .ir import Program
+from .lower import lower_source
+
+TARGETS = ("numpy",)
+
+
+def read_source(path: str | os.PathLike) -> str:
+    """The text of a .diag file, or an OutputError saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except UnicodeDecodeError as exc:
+        raise OutputError(f"cannot read {os.fspath(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise OutputError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}") from None
+
+
+def check_source(source: str, filename: str = "<string>") -> list[Verdict]:
+    """Verdicts for every diagram of a source; raises DiagError for ill-formed input."""
+    return check_program(lower_source(source, filename))
+
+
+def checked_program(source: str, filename: str = "<string>") -> Program:
+    """The lowered program, raising the first EquivarianceError if a diagram is not equivariant."""
+    program = lower_source(source, filename)
+    for verdict in check_program(program):
+        if verdict.error is not None:
+            raise verdict.error
+    return program
+
+
+def compile_source(source: str, filename: str = "<string>", target: str = "numpy") -> str:
+    """Compile .diag text to the text of a standalone module for ``target``."""
+    if target not in TARGETS:
+        raise DiagError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
+    return generate_python(checked_program(source, filename))
+
+
+def compile_file(path: str | os.PathLike, target: str = "numpy") -> str:
+    """Compile a .diag file to module text."""
+    return compile_source(read_source(path), os.fspath(path), target)
+
+
+def load(path: str | os.PathLike, name: str | None = None) -> types.ModuleType:
+    """Compile a .diag file and import the result as a module (not added to sys.modules)."""
+    text = compile_file(path)
+    module = types.ModuleType(name or Path(path).stem)
+    module.__file__ = f"<diagc:{os.fspath(path)}>"
+    exec(compile(text, module.__file__, "exec"), module.__dict__)
+    return module
+
+
+def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
+    """Compile .diag text and import the result as a module."""
+    text = compile_source(source, f"<{name}>")
+    module = types.ModuleType(name)
+    exec(compile(text, f"<diagc:{name}>", "exec"), module.__dict__)
+    return module
+
+
+def write_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
+    failure never leaves a partial file; OutputError if the folder is missing or not writable."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise OutputError(f"cannot write {path}: it is a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise

@@ -1,0 +1,92 @@
+"""Syntax tree of a .diag file: frozen dataclasses that keep their source position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .errors import Position
+from .types import TensorType
+
+
+@dataclass(frozen=True)
+class Index:
+    """An index name as written, e.g. the ``i`` of ``X[i,j]``."""
+
+    name: str
+    pos: Position
+
+
+@dataclass(frozen=True)
+class Number:
+    """A rational constant such as ``1/3`` or ``0.5`` (kept exact)."""
+
+    value: Fraction
+    pos: Position
+
+
+@dataclass(frozen=True)
+class Factor:
+    """A tensor occurrence ``NAME[indices]``: an input, an earlier output, ``delta`` or ``eps``."""
+
+    name: str
+    indices: tuple[Index, ...]
+    pos: Position
+
+
+@dataclass(frozen=True)
+class Neg:
+    operand: "Expr"
+    pos: Position
+
+
+@dataclass(frozen=True)
+class BinOp:
+    """``left op right`` with op one of ``+ - * /`` (``/`` only by a number)."""
+
+    op: str
+    left: "Expr"
+    right: "Expr"
+    pos: Position
+
+
+Expr = Number | Factor | Neg | BinOp
+
+
+@dataclass(frozen=True)
+class Param:
+    """``name: type`` in a diagram's signature."""
+
+    name: str
+    type: TensorType
+    pos: Position
+    type_pos: Position
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``target[indices] = expr``."""
+
+    target: str
+    indices: tuple[Index, ...]
+    expr: Expr
+    pos: Position
+
+
+@dataclass(frozen=True)
+class Diagram:
+    name: str
+    inputs: tuple[Param, ...]
+    outputs: tuple[Param, ...]
+    equations: tuple[Equation, ...]
+    pos: Position
+
+
+@dataclass(frozen=True)
+class Module:
+    """A whole .diag file."""
+
+    filename: str
+    source: str
+    group: str
+    diagrams: tuple[Diagram, ...]

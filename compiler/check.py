@@ -1,0 +1,184 @@
+"""The equivariance checker: a structural proof per term, and exact checks where structure is not enough.
+
+Structural proof (the composition lemma): every node is equivariant (inputs by their declared type,
+``delta`` since R Rᵀ = 1, ``eps`` since it picks up det R, weights carry no geometric leg), every
+contracted geometric index joins exactly two legs of the same representation, and the open legs are
+exactly the output's. Then the term is SO(3)-equivariant with the output's representation.
+
+O(3) adds the inversion -I, which commutes with everything: a term scales by the product of the
+inversion eigenvalues of its input occurrences ((-1)^r for a rank-r tensor, one more -1 for a
+pseudotensor, p for a spherical ``lp``), which must equal the output's. For graded tensors
+(e.g. TensorNet's 0e+1o+2e) the parts have different eigenvalues and the rule is decided exactly on
+the whole equation instead (see :mod:`compiler.exact`), as is every declared output symmetry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import EquivarianceError
+from .exact import is_zero, parity_violation, rank2_parts, symmetry_violation
+from .ir import Diagram, Equation, Program, TensorNetwork
+
+_PART_NAMES = {0: "trace", 1: "antisymmetric", 2: "symmetric traceless"}
+
+
+@dataclass(frozen=True)
+class TermProof:
+    """Why one term is equivariant: node lemmas, matched edges, parity product."""
+
+    formula: str
+    lemmas: tuple[str, ...]
+    edges: tuple[str, ...]
+    parity: int | None  # product of inversion eigenvalues, None when decided exactly
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The checker's answer for one diagram."""
+
+    diagram: str
+    group: str
+    signature: str
+    proofs: tuple[TermProof, ...] = ()
+    exact_checks: tuple[str, ...] = ()
+    error: EquivarianceError | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def summary(self) -> str:
+        if self.ok:
+            n = len(self.proofs)
+            return f"{self.diagram}: equivariant under {self.group}  {self.signature}  ({n} term{'s' * (n != 1)})"
+        return str(self.error)
+
+
+def check_program(program: Program) -> list[Verdict]:
+    return [check_diagram(d) for d in program.diagrams]
+
+
+def check_diagram(diagram: Diagram) -> Verdict:
+    signature = (
+        "(" + ", ".join(f"{t.name}: {t.type}" for t in diagram.inputs) + ") -> "
+        + ", ".join(f"{t.name}: {t.type}" for t in diagram.outputs)
+    )
+    proofs: list[TermProof] = []
+    exact: list[str] = []
+    try:
+        for eq in diagram.equations:
+            for term in eq.terms:
+                proofs.append(_structural(diagram, eq, term))
+            exact += _exact(diagram, eq)
+    except EquivarianceError as err:
+        return Verdict(diagram.name, diagram.group, signature, tuple(proofs), tuple(exact), err)
+    return Verdict(diagram.name, diagram.group, signature, tuple(proofs), tuple(exact))
+
+
+def _show(index: str) -> str:
+    return index.replace("~", "'")
+
+
+def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProof:
+    where = f"in '{eq.target}' of diagram '{diagram.name}', term '{_show(term.formula())}'"
+    lemmas = []
+    for node in term.nodes:
+        if node.kind == "delta":
+            lemmas.append("delta: R delta R^T = R R^T = delta")
+        elif node.kind == "eps":
+            lemmas.append("eps: R⊗R⊗R eps = det(R) eps")
+        elif node.type.family == "weight":
+            lemmas.append(f"{node.name}: weight, no geometric leg")
+        else:
+            lemmas.append(f"{node.name}: input of type {node.type}")
+    edges = []
+    for index in term.indices():
+        kind = term.kind(index)
+        legs = term.legs(index)
+        in_output = index in term.output
+        if not kind.geometric:
+            if in_output and not legs:
+                raise EquivarianceError(
+                    f"{where}: output channel index '{_show(index)}' appears in no factor", term.pos)
+            continue
+        n = len(legs) + (1 if in_output else 0)
+        if in_output and not legs:
+            raise EquivarianceError(f"{where}: output index '{_show(index)}' appears in no factor of the term", term.pos)
+        if n == 1:
+            node = term.nodes[legs[0].node]
+            raise EquivarianceError(
+                f"{where}: index '{_show(index)}' is on one leg only ({_show(str(node))}) and is not an output "
+                "index; summing a single leg over its components is not equivariant", node.pos or term.pos)
+        if n > 2:
+            node = term.nodes[legs[-1].node]
+            owners = ", ".join(_show(str(term.nodes[leg.node])) for leg in legs)
+            extra = " and the output" if in_output else ""
+            raise EquivarianceError(
+                f"{where}: geometric index '{_show(index)}' is on {n} legs ({owners}{extra}); a geometric index "
+                "must join exactly two legs", node.pos or term.pos)
+        if not in_output:
+            a, b = legs
+            edges.append(f"{_show(index)}: {term.nodes[a.node].name} axis {a.axis} -- "
+                         f"{term.nodes[b.node].name} axis {b.axis} ({kind})")
+    parity = None
+    if diagram.group == "O3" and not _graded(diagram, eq):
+        parity = 1
+        for node in term.nodes:
+            if node.kind == "input":
+                parity *= node.type.inversion
+        want = eq.type.inversion
+        if parity != want:
+            raise EquivarianceError(
+                f"{where}: the term is {_parity_word(parity)} under inversion (product of its inputs' parities) "
+                f"but output {eq.target}: {eq.type} is {_parity_word(want)}; under O3 they must agree "
+                "(change the output type, or declare 'group SO3')", term.pos)
+    return TermProof(_show(term.formula()), tuple(lemmas), tuple(edges), parity)
+
+
+def _parity_word(p: int) -> str:
+    return "even (+1)" if p == 1 else "odd (-1)"
+
+
+def _graded(diagram: Diagram, eq: Equation) -> bool:
+    if eq.type.graded:
+        return True
+    used = {node.name for term in eq.terms for node in term.nodes if node.kind == "input"}
+    return any(t.type.graded for t in diagram.inputs if t.name in used)
+
+
+def _exact(diagram: Diagram, eq: Equation) -> list[str]:
+    done = []
+    if diagram.group == "O3" and _graded(diagram, eq):
+        per_term = parity_violation(diagram, eq)
+        total = per_term[0]
+        for v in per_term[1:]:
+            total = total + v
+        if not is_zero(total):
+            _raise_graded(diagram, eq, per_term, total)
+        done.append(f"{eq.target}: commutes with the inversion (exact, graded parts)")
+    problem = symmetry_violation(diagram, eq)
+    if problem is not None:
+        raise EquivarianceError(
+            f"output '{eq.target}' of diagram '{diagram.name}' is declared {eq.type} but its right-hand side "
+            f"is not {problem} (decided exactly, using the inputs' symmetries)", eq.pos)
+    if eq.type.family == "cart" and eq.type.symmetry:
+        done.append(f"{eq.target}: declared symmetry {eq.type.base_name()} holds (exact)")
+    return done
+
+
+def _raise_graded(diagram, eq, per_term, total):
+    typ = eq.type
+    if typ.family == "cart" and typ.rank == 2:
+        parts = dict(zip((0, 1, 2), rank2_parts(total)))
+        bad = [ir for ir in typ.parts if not is_zero(parts[ir.l])]
+        ir = bad[0]
+        culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(rank2_parts(v)[ir.l])), eq.terms[0])
+        what = f"the {_PART_NAMES[ir.l]} ({ir}) part of '{eq.target}'"
+    else:
+        culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(v)), eq.terms[0])
+        what = f"'{eq.target}' ({typ})"
+    raise EquivarianceError(
+        f"in diagram '{diagram.name}': {what} does not transform as declared under inversion; "
+        f"term '{_show(culprit.formula())}' mixes parities (decided exactly; under O3 every part must keep "
+        "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos)

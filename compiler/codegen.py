@@ -1,0 +1,181 @@
+"""Python code generation: a printer with one ``_print_<Node>`` method per plan node (sympy style),
+and a jinja2 template (``templates/python_module.py.j2``) that holds the shape of the module.
+
+Everything that comes from the user reaches the emitted text through :func:`py_string` (escaped
+string literals) or as a name that the parser has already checked to be a safe identifier.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from . import __version__
+from .exact import EPS
+from .ir import Diagram, Program
+from .plan import Contraction, FunctionPlan, OutputPlan, Scaled, plan_diagram
+
+TABLES = {
+    "eps": tuple(tuple(tuple(int(EPS[i, j, k]) for k in range(3)) for j in range(3)) for i in range(3)),
+    "eye": ((1, 0, 0), (0, 1, 0), (0, 0, 1)),
+}
+
+
+def py_string(text: str, triple: bool = False) -> str:
+    """A Python string literal whose value is exactly ``text``, whatever it contains.
+
+    Backslashes, quotes and every control character except the newline are escaped, so the
+    literal can never end early or smuggle code into the module.
+    """
+    out = []
+    for ch in text:
+        code = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif ch == '"':
+            out.append('\\"')
+        elif ch == "\n":
+            out.append("\n" if triple else "\\n")
+        elif code < 32 or code == 127 or 0xD800 <= code <= 0xDFFF or code in (0x85, 0x2028, 0x2029):
+            out.append(f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}")
+        else:
+            out.append(ch)
+    quote = '"""' if triple else '"'
+    return quote + "".join(out) + quote
+
+
+class PythonPrinter:
+    """Prints plan nodes as Python source (one ``_print_<Node>`` method per node type)."""
+
+    def doprint(self, node) -> str:
+        return getattr(self, "_print_" + type(node).__name__)(node)
+
+    def _print_Contraction(self, c: Contraction) -> str:
+        args = ", ".join(f"_{o}" if o in TABLES else o for o in c.operands)
+        lhs, _, rhs = c.spec.partition("->")
+        if len(c.operands) == 1 and lhs == rhs:  # an identity: no work to do
+            return f"{c.var} = {args}"
+        return f"{c.var} = _b.einsum({py_string(c.spec)}, {args})"
+
+    def _print_Scaled(self, s: Scaled) -> str:
+        value = s.var
+        if s.eye_spec is not None:
+            value = f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
+        c = abs(s.coefficient)
+        if c == 1:
+            return value
+        if c.denominator == 1:
+            return f"{c.numerator} * {value}"
+        return f"{value} * _b.rational({c.numerator}, {c.denominator}, _like)"
+
+    def _print_OutputPlan(self, o: OutputPlan) -> str:
+        parts = []
+        for k, s in enumerate(o.terms):
+            text = self.doprint(s)
+            if k == 0:
+                parts.append(("-" if s.coefficient < 0 else "") + text)
+            else:
+                parts.append(("- " if s.coefficient < 0 else "+ ") + text)
+        expr = " ".join(parts)
+        single = o.terms[0]
+        if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None:
+            expr = f"_b.copy({expr})"  # never hand back a view of an input
+        return f"{o.name} = {expr}"
+
+    def _print_FunctionPlan(self, f: FunctionPlan, doc: str) -> str:
+        lines = [f"def {f.name}({', '.join(f.inputs)}):", "    " + doc]
+        lines.append(f"    _b = _backend({', '.join(f.inputs)})")
+        first = f.inputs[0]
+        lines.append(f"    {first} = _b.asarray({first})")
+        for name in f.inputs[1:]:
+            lines.append(f"    {name} = _b.asarray({name}, {first})")
+        lines.append(f"    _like = {first}")
+        for const in f.constants:
+            lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
+        for c in f.contractions:
+            lines.append("    " + self.doprint(c))
+        for o in f.outputs:
+            lines.append("    " + self.doprint(o))
+        names = [o.name for o in f.outputs]
+        lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        return "\n".join(lines)
+
+
+def _shape_text(typ) -> str:
+    dims = ["..."] + [str(c) for c in typ.channels] + [str(d) for d in typ.geometric_dims]
+    return "(" + ", ".join(dims) + ")"
+
+
+def function_doc(d: Diagram) -> str:
+    lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
+    for t in d.inputs:
+        lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+    lines.append("Returns:" if len(d.outputs) == 1 else "Returns a tuple:")
+    for t in d.outputs:
+        lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+    lines.append("")
+    for eq in d.equations:
+        lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
+    return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
+
+
+def sum_formula(terms) -> str:
+    """A sum of terms in index notation: ``a[i] b[j] - 1/3 a[k] b[k] delta[i,j]``."""
+    text = ""
+    for k, t in enumerate(terms):
+        f = t.formula().replace("~", "'")
+        if k and f.startswith("-"):
+            text += " - " + f[1:]
+        elif k:
+            text += " + " + f
+        else:
+            text = f
+    return text
+
+
+@lru_cache(maxsize=1)
+def _template() -> jinja2.Template:
+    text = template_text("python_module.py.j2")
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.from_string(text)
+
+
+def template_text(name: str) -> str:
+    """A template's text: from the installed ``compiler.templates`` package, else the source tree."""
+    try:
+        return resources.files("compiler.templates").joinpath(name).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parent.parent / "templates" / name).read_text(encoding="utf-8")
+
+
+def source_sha256(source: str) -> str:
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()
+
+
+def generate_python(program: Program) -> str:
+    """The text of a standalone Python module with one function per diagram."""
+    printer = PythonPrinter()
+    plans = [plan_diagram(d) for d in program.diagrams]
+    functions = [printer._print_FunctionPlan(p, function_doc(d)) for p, d in zip(plans, program.diagrams)]
+    used = sorted({c for p in plans for c in p.constants})
+    tables = [("_TABLES", "{" + ", ".join(f"{py_string(n)}: {TABLES[n]!r}" for n in used) + "}")]
+    doc = (
+        f"Generated by diagc {__version__} from {program.filename}\n"
+        f"source sha256: {source_sha256(program.source)}\n"
+        f"functions: {', '.join(d.name for d in program.diagrams)}\n\n"
+        "Diagram source:\n\n" + program.source
+    )
+    text = _template().render(
+        docstring=py_string(doc, triple=True),
+        version=__version__,
+        tables=tables,
+        functions=functions,
+        exports=", ".join(py_string(d.name) for d in program.diagrams),
+    )
+    return text

@@ -1,0 +1,182 @@
+"""Exact evaluation of equations on symbolic inputs (polynomials over the rationals).
+
+Used by the checker to *decide* properties that the structure of a term alone does not settle:
+that a declared output symmetry holds, and how a term with mixed-parity (graded) tensors behaves
+under the inversion -I. Inputs are arrays of independent polynomial variables with their declared
+symmetry built in (a ``sym2t`` input has X[j,i] = X[i,j] and X[2,2] = -X[0,0] - X[1,1]), so the
+input symmetries are used when deciding.
+
+Channel axes get as many entries as there are distinct channel labels of that axis in the equation:
+every pattern of equal and distinct channel values then occurs, so an identity found here holds for
+every channel size.
+"""
+
+from __future__ import annotations
+
+import itertools
+from fractions import Fraction
+
+import numpy as np
+from sympy import QQ
+from sympy.polys.rings import ring
+
+from .ir import Equation, TensorNetwork
+from .types import TensorType
+
+EPS = np.zeros((3, 3, 3), dtype=object)
+for _i, _j, _k in itertools.permutations(range(3)):
+    EPS[_i, _j, _k] = 1 if (_i, _j, _k) in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
+DELTA = np.eye(3, dtype=int).astype(object)
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def channel_sizes(equations: list[Equation]) -> dict[str, int]:
+    """Entries per channel axis name: the number of distinct labels running over it (at least 1)."""
+    labels: dict[str, set[str]] = {}
+    for eq in equations:
+        for term in eq.terms:
+            for index, kind in term.kinds:
+                if kind.kind == "channel":
+                    labels.setdefault(str(kind.dim), set()).add(index)
+    return {dim: max(1, len(ls)) for dim, ls in sorted(labels.items())}
+
+
+def shape(typ: TensorType, sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes.get(c, 1) for c in typ.channels) + typ.geometric_dims
+
+
+def symbolic_inputs(inputs, sizes: dict[str, int]):
+    """One array of fresh polynomial variables per input, with the input's symmetry imposed."""
+    names: list[str] = []
+    layouts = []
+    for t in inputs:
+        shp = shape(t.type, sizes)
+        cells = {}
+        for idx in itertools.product(*(range(n) for n in shp)):
+            rep = _representative(t.type, idx)
+            if rep is not None and rep[0] not in cells:
+                cells[rep[0]] = len(names)
+                names.append(f"{t.name}_{'_'.join(map(str, rep[0]))}")
+        layouts.append((t, shp, cells))
+    R, *gens = ring(names or ["unused"], QQ)
+    arrays = {}
+    for t, shp, cells in layouts:
+        a = np.empty(shp, dtype=object)
+        for idx in itertools.product(*(range(n) for n in shp)):
+            a[idx] = _value(t.type, idx, cells, gens, R)
+        arrays[t.name] = a
+    return R, arrays
+
+
+def _representative(typ: TensorType, idx):
+    """The independent entry an entry equals (and its sign), or None if it is fixed to zero."""
+    if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
+        return idx, 1
+    *ch, i, j = idx
+    ch = tuple(ch)
+    if typ.symmetry == "skew":
+        if i == j:
+            return None
+        return (ch + (min(i, j), max(i, j)), 1 if i < j else -1)
+    if typ.symmetry == "sym_traceless" and i == j == 2:
+        return None
+    return ch + (min(i, j), max(i, j)), 1
+
+
+def _value(typ, idx, cells, gens, R):
+    rep = _representative(typ, idx)
+    if rep is None:
+        if typ.symmetry == "sym_traceless":
+            *ch, _, _ = idx
+            ch = tuple(ch)
+            return -gens[cells[ch + (0, 0)]] - gens[cells[ch + (1, 1)]]
+        return R(0)
+    key, sign = rep
+    return sign * gens[cells[key]]
+
+
+def evaluate_term(term: TensorNetwork, arrays: dict, R):
+    """coefficient × einsum of the term's nodes, exactly."""
+    letters: dict[str, str] = {}
+    for index in term.indices():
+        letters[index] = _LETTERS[len(letters)]
+    operands = []
+    specs = []
+    for node in term.nodes:
+        operands.append(DELTA if node.kind == "delta" else EPS if node.kind == "eps" else arrays[node.name])
+        specs.append("".join(letters[i] for i in node.indices))
+    out = "".join(letters[i] for i in term.output)
+    value = np.einsum(",".join(specs) + "->" + out, *operands) if operands else np.array(R(1), dtype=object)
+    coef = R(QQ(term.coefficient.numerator, term.coefficient.denominator))
+    return np.asarray(value * coef, dtype=object)
+
+
+def evaluate(equation: Equation, arrays: dict, R):
+    """The output of one equation, as an array of exact polynomials."""
+    total = None
+    for term in equation.terms:
+        v = evaluate_term(term, arrays, R)
+        total = v if total is None else total + v
+    return total
+
+
+def is_zero(array) -> bool:
+    return all(x == 0 for x in np.asarray(array, dtype=object).flat)
+
+
+def rank2_parts(y):
+    """(I, A, S) of arrays of 3x3 matrices: y = I + A + S (trace, antisymmetric, symmetric traceless)."""
+    yt = np.swapaxes(y, -1, -2)
+    tr = np.einsum("...ii->...", y)
+    third = QQ(1, 3)
+    half = QQ(1, 2)
+    i_part = np.einsum("...,ij->...ij", np.asarray(tr, dtype=object) * third, DELTA)
+    a_part = (y - yt) * half
+    s_part = (y + yt) * half - i_part
+    return i_part, a_part, s_part
+
+
+def invert(typ: TensorType, y):
+    """The action of the inversion -I on a tensor of type ``typ`` (part by part when graded)."""
+    if typ.family == "cart" and typ.rank == 2 and typ.graded:
+        parts = dict(zip((0, 1, 2), rank2_parts(y)))
+        result = None
+        for ir in typ.parts:
+            term = parts[ir.l] * ir.p
+            result = term if result is None else result + term
+        return result
+    return y * typ.inversion
+
+
+def parity_violation(diagram, equation: Equation):
+    """f(-I·x) - (-I)·f(x) for one equation, exactly; all zero iff it commutes with the inversion."""
+    relevant = [equation]
+    sizes = channel_sizes(relevant)
+    R, arrays = symbolic_inputs(diagram.inputs, sizes)
+    flipped = {t.name: invert(t.type, arrays[t.name]) for t in diagram.inputs}
+    per_term = []
+    for term in equation.terms:
+        per_term.append(evaluate_term(term, flipped, R) - invert(equation.type, evaluate_term(term, arrays, R)))
+    return per_term
+
+
+def symmetry_violation(diagram, equation: Equation) -> str | None:
+    """None if the output has its declared symmetry, else which property fails."""
+    typ = equation.type
+    if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
+        return None
+    sizes = channel_sizes([equation])
+    R, arrays = symbolic_inputs(diagram.inputs, sizes)
+    y = evaluate(equation, arrays, R)
+    yt = np.swapaxes(y, -1, -2)
+    if typ.symmetry == "skew":
+        return None if is_zero(y + yt) else "antisymmetric (Y[i,j] = -Y[j,i])"
+    if not is_zero(y - yt):
+        return "symmetric (Y[i,j] = Y[j,i])"
+    if typ.symmetry == "sym_traceless" and not is_zero(np.einsum("...ii->...", y)):
+        return "traceless (Y[k,k] = 0)"
+    return None
+
+
+def fraction(q) -> Fraction:
+    return Fraction(int(q.numerator), int(q.denominator))

@@ -1,0 +1,236 @@
+"""The tensor-network IR: one :class:`TensorNetwork` per term of an equation.
+
+A network is a coefficient times a contraction of nodes (input occurrences, ``delta``, ``eps``).
+Every axis of every node carries an index label; a label shared by two geometric legs is an edge
+(a contraction), a label on an output axis is an open leg, and channel labels (non-geometric) may be
+shared by any number of legs. :meth:`TensorNetwork.graph` gives the same thing as a networkx graph,
+and :meth:`TensorNetwork.canonical` a form that does not depend on the index names.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import networkx as nx
+
+from .errors import Position
+from .types import TensorType
+
+#: the constant nodes: delta (rank-2, proper) and eps (rank-3, pseudo: det R)
+DELTA_TYPE = TensorType("cart", 2, "sym", (1, 1))
+EPS_TYPE = TensorType("cart", 3, "", (-1,))
+
+
+@dataclass(frozen=True)
+class IndexKind:
+    """What an index runs over: a Cartesian leg (dim 3), a spherical leg of degree l, or a channel."""
+
+    kind: str  # 'cart' | 'sph' | 'channel'
+    dim: str | int  # 3, l, or the channel axis name
+
+    @property
+    def geometric(self) -> bool:
+        return self.kind != "channel"
+
+    def __str__(self) -> str:
+        if self.kind == "cart":
+            return "a Cartesian leg"
+        if self.kind == "sph":
+            return f"a spherical l={self.dim} leg"
+        return f"channel axis '{self.dim}'"
+
+
+def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
+    """The kind of every axis of a tensor of type ``typ``: channels first, then geometric legs."""
+    kinds = [IndexKind("channel", c) for c in typ.channels]
+    if typ.family == "cart":
+        kinds += [IndexKind("cart", 3)] * typ.rank
+    elif typ.family == "sph":
+        kinds.append(IndexKind("sph", typ.irrep.l))
+    return tuple(kinds)
+
+
+@dataclass(frozen=True)
+class Node:
+    """One factor of a term: ``kind`` is 'input', 'delta' or 'eps'; ``indices`` label its axes."""
+
+    kind: str
+    name: str
+    type: TensorType
+    indices: tuple[str, ...]
+    pos: Position | None = field(default=None, compare=False)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.type.channels)
+
+    def __str__(self) -> str:
+        return f"{self.name}[{','.join(self.indices)}]" if self.indices else self.name
+
+
+@dataclass(frozen=True)
+class Leg:
+    """Axis ``axis`` of node number ``node`` of a network."""
+
+    node: int
+    axis: int
+
+
+@dataclass(frozen=True)
+class TensorNetwork:
+    """``coefficient`` × the contraction of ``nodes``; ``output`` labels the output's axes."""
+
+    coefficient: Fraction
+    nodes: tuple[Node, ...]
+    output: tuple[str, ...]
+    kinds: tuple[tuple[str, IndexKind], ...]  # every index label and what it runs over
+    pos: Position | None = field(default=None, compare=False)
+
+    # -- views ---------------------------------------------------------------------------------
+    def kind(self, index: str) -> IndexKind:
+        return dict(self.kinds)[index]
+
+    def legs(self, index: str) -> list[Leg]:
+        """Every node axis carrying ``index``, in node order."""
+        return [Leg(n, a) for n, node in enumerate(self.nodes) for a, i in enumerate(node.indices) if i == index]
+
+    def indices(self) -> list[str]:
+        """All index labels, in order of first appearance (nodes, then output)."""
+        seen: dict[str, None] = {}
+        for node in self.nodes:
+            seen.update(dict.fromkeys(node.indices))
+        seen.update(dict.fromkeys(self.output))
+        return list(seen)
+
+    def formula(self) -> str:
+        """The term in index notation, e.g. ``-1/2 eps[i,j,k] A[c,j,k]``."""
+        factors = " ".join(str(n) for n in self.nodes)
+        c = self.coefficient
+        if c == 1 and factors:
+            return factors
+        if c == -1 and factors:
+            return "-" + factors
+        return f"{c} {factors}".strip()
+
+    def __str__(self) -> str:
+        return self.formula()
+
+    # -- graph form ----------------------------------------------------------------------------
+    def graph(self) -> nx.MultiGraph:
+        """The network as a graph: factor nodes ``('f', n)``, the output ``'out'``, channel indices
+        ``('c', name)``; a geometric edge joins two factor (or output) nodes and records the axes."""
+        g = nx.MultiGraph()
+        for n, node in enumerate(self.nodes):
+            g.add_node(("f", n), label=(node.kind, node.name, str(node.type)))
+        g.add_node("out", label=("output",))
+        for index in self.indices():
+            ends = [(("f", leg.node), leg.axis) for leg in self.legs(index)]
+            ends += [("out", k) for k, i in enumerate(self.output) if i == index]
+            if self.kind(index).geometric:
+                if len(ends) == 2:
+                    (u, a), (v, b) = ends
+                    g.add_edge(u, v, axes={u: a, v: b} if u != v else (a, b))
+            else:
+                g.add_node(("c", index), label=("channel", str(self.kind(index).dim)))
+                for u, a in ends:
+                    g.add_edge(u, ("c", index), axes={u: a})
+        return g
+
+    # -- canonical form ------------------------------------------------------------------------
+    def canonical(self) -> tuple:
+        """A form independent of index names and of the order of the factors.
+
+        Two networks have the same canonical form iff they are the same contraction up to renaming
+        indices and reordering factors (no symmetry of the factors is used). Factors are ordered by
+        trying every order among nodes that a colour refinement cannot tell apart; small terms only.
+        """
+        return (self.coefficient, self.shape_key())
+
+    def shape_key(self) -> tuple:
+        """The canonical form without the coefficient (terms that differ only in it combine)."""
+        n = len(self.nodes)
+        base = [(node.kind, node.name, str(node.type)) for node in self.nodes]
+        # colour refinement: a node's colour = its label + the sorted colours it touches
+        colours = [repr(b) for b in base]
+        for _ in range(n):
+            new = []
+            for k, node in enumerate(self.nodes):
+                around = []
+                for a, index in enumerate(node.indices):
+                    for leg in self.legs(index):
+                        if leg.node != k or leg.axis != a:
+                            around.append((a, colours[leg.node], leg.axis))
+                    around += [(a, "out", o) for o, i in enumerate(self.output) if i == index]
+                new.append(repr((colours[k], sorted(around))))
+            if len(set(new)) == len(set(colours)):
+                colours = new
+                break
+            colours = new
+        groups: dict[str, list[int]] = {}
+        for k in sorted(range(n), key=lambda k: colours[k]):
+            groups.setdefault(colours[k], []).append(k)
+        ordered_groups = [groups[c] for c in sorted(groups)]
+        best = None
+        choices = [itertools.permutations(g) for g in ordered_groups]
+        for count, combo in enumerate(itertools.product(*choices)):
+            order = [k for part in combo for k in part]
+            key = self._encode(order)
+            if best is None or key < best:
+                best = key
+            if count > 5000:  # enormous symmetric terms: stay deterministic, not necessarily minimal
+                break
+        return best if best is not None else ()
+
+    def _encode(self, order: list[int]) -> tuple:
+        rename: dict[str, str] = {}
+        for k, idx in enumerate(self.output):
+            rename.setdefault(idx, f"o{k}")
+        for k in order:
+            for index in self.nodes[k].indices:
+                rename.setdefault(index, f"x{len(rename)}")
+        return (
+            tuple((self.nodes[k].kind, self.nodes[k].name, str(self.nodes[k].type),
+                   tuple(rename[i] for i in self.nodes[k].indices)) for k in order),
+            tuple(rename[i] for i in self.output),
+        )
+
+
+@dataclass(frozen=True)
+class Equation:
+    """``target = sum(terms)`` for one output of a diagram."""
+
+    target: str
+    type: TensorType
+    terms: tuple[TensorNetwork, ...]
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A declared input or output: name and type."""
+
+    name: str
+    type: TensorType
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Diagram:
+    name: str
+    group: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    equations: tuple[Equation, ...]  # one per output, in output order
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Program:
+    """A lowered .diag file."""
+
+    filename: str
+    source: str = field(repr=False)
+    group: str
+    diagrams: tuple[Diagram, ...]

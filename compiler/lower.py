@@ -1,0 +1,224 @@
+"""Syntax tree -> tensor-network IR.
+
+Each equation's right-hand side is expanded into a sum of products (parentheses distribute,
+earlier outputs of the same diagram are substituted with fresh internal indices), and each product
+becomes a :class:`~compiler.ir.TensorNetwork`. Everything that makes a term ill-formed is reported
+here with its position (exit code 2): unknown names, wrong numbers of indices, an index used as a
+channel and as a geometric leg, a contraction of legs of different kinds. Whether a well-formed
+term is *equivariant* is the checker's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from . import ast
+from .errors import DiagError, DiagNameError, DiagTypeError, Position
+from .ir import DELTA_TYPE, EPS_TYPE, Diagram, Equation, IndexKind, Node, Program, Tensor, TensorNetwork, axis_kinds
+from .parser import parse
+
+MAX_TERMS = 4096
+_CONSTANTS = {"delta": DELTA_TYPE, "eps": EPS_TYPE}
+
+
+@dataclass(frozen=True)
+class _Occ:
+    """A factor while expanding: a name, its index labels and where it was written."""
+
+    name: str
+    indices: tuple[str, ...]
+    pos: Position
+    index_pos: tuple[Position, ...]
+
+
+@dataclass(frozen=True)
+class _Product:
+    coefficient: Fraction
+    factors: tuple[_Occ, ...]
+    pos: Position
+
+
+def lower_source(source: str, filename: str = "<string>") -> Program:
+    """Parse and lower a .diag text."""
+    return lower(parse(source, filename))
+
+
+def lower(module: ast.Module) -> Program:
+    seen: dict[str, Position] = {}
+    diagrams = []
+    for d in module.diagrams:
+        if d.name in seen:
+            raise DiagNameError(f"diagram '{d.name}' is defined twice (first at line {seen[d.name].line})", d.pos)
+        seen[d.name] = d.pos
+        diagrams.append(_DiagramLowering(d, module.group).run())
+    return Program(module.filename, module.source, module.group, tuple(diagrams))
+
+
+class _DiagramLowering:
+    def __init__(self, diagram: ast.Diagram, group: str):
+        self.d = diagram
+        self.group = group
+        self.inputs = {p.name: p for p in diagram.inputs}
+        self.outputs = {p.name: p for p in diagram.outputs}
+        self.defined: dict[str, tuple[tuple[str, ...], list[_Product]]] = {}
+        self.fresh = 0
+
+    def run(self) -> Diagram:
+        d = self.d
+        names: dict[str, Position] = {}
+        for p in d.inputs + d.outputs:
+            if p.name in names:
+                raise DiagNameError(f"'{p.name}' is declared twice in diagram '{d.name}'", p.pos)
+            if p.name == d.name:
+                raise DiagNameError(f"'{p.name}' is also the name of its diagram", p.pos)
+            names[p.name] = p.pos
+        for p in d.outputs:
+            if p.type.family == "weight":
+                raise DiagTypeError(f"output '{p.name}' cannot be a weight: weights are inputs only", p.type_pos)
+        equations: dict[str, Equation] = {}
+        for eq in d.equations:
+            equations[eq.target] = self.equation(eq)
+        for p in d.outputs:
+            if p.name not in equations:
+                raise DiagNameError(f"output '{p.name}' of diagram '{d.name}' is never assigned", p.pos)
+        return Diagram(
+            d.name,
+            self.group,
+            tuple(Tensor(p.name, p.type, p.pos) for p in d.inputs),
+            tuple(Tensor(p.name, p.type, p.pos) for p in d.outputs),
+            tuple(equations[p.name] for p in d.outputs),
+            d.pos,
+        )
+
+    # -- one equation ----------------------------------------------------------------------------
+    def equation(self, eq: ast.Equation) -> Equation:
+        if eq.target not in self.outputs:
+            what = "an input" if eq.target in self.inputs else "not a declared output"
+            raise DiagNameError(f"'{eq.target}' is {what} of diagram '{self.d.name}'; only outputs are assigned", eq.pos)
+        if eq.target in self.defined:
+            raise DiagNameError(f"output '{eq.target}' is assigned twice", eq.pos)
+        out = self.outputs[eq.target]
+        kinds = axis_kinds(out.type)
+        lhs = tuple(i.name for i in eq.indices)
+        if len(lhs) != len(kinds):
+            raise DiagTypeError(_arity_message(eq.target, out.type, len(lhs)), eq.pos)
+        for k, index in enumerate(eq.indices):
+            if index.name in lhs[:k]:
+                raise DiagTypeError(f"index '{index.name}' appears twice on the left-hand side", index.pos)
+        products = self.expand(eq.expr)
+        if not products:
+            raise DiagTypeError(f"the right-hand side of '{eq.target}' is empty", eq.pos)
+        if not any(p.factors for p in products):
+            raise DiagTypeError(f"'{eq.target}' does not depend on any tensor", eq.pos)
+        terms = tuple(self.network(p, lhs, kinds, eq) for p in products)
+        self.defined[eq.target] = (lhs, products)
+        return Equation(eq.target, out.type, terms, eq.pos)
+
+    def network(self, product: _Product, lhs, lhs_kinds, eq: ast.Equation) -> TensorNetwork:
+        kinds: dict[str, IndexKind] = {}
+        where: dict[str, str] = {}
+        nodes = []
+        for occ in product.factors:
+            if occ.name in _CONSTANTS:
+                kind, typ = occ.name, _CONSTANTS[occ.name]
+            elif occ.name in self.inputs:
+                kind, typ = "input", self.inputs[occ.name].type
+            elif occ.name in self.outputs:
+                raise DiagNameError(f"output '{occ.name}' is used before it is assigned", occ.pos)
+            else:
+                raise DiagNameError(f"unknown tensor '{occ.name}' in diagram '{self.d.name}'", occ.pos)
+            axes = axis_kinds(typ)
+            if len(occ.indices) != len(axes):
+                raise DiagTypeError(_arity_message(occ.name, typ, len(occ.indices)), occ.pos)
+            for index, ipos, ak in zip(occ.indices, occ.index_pos, axes):
+                self._unify(kinds, where, index, ak, f"{occ.name}", ipos)
+            nodes.append(Node(kind, occ.name, typ, occ.indices, occ.pos))
+        for index, ak, ipos in zip(lhs, lhs_kinds, (i.pos for i in eq.indices)):
+            if index in kinds:
+                self._unify(kinds, where, index, ak, f"output {eq.target}", ipos)
+            else:
+                kinds[index] = ak
+        ordered = {}
+        for node in nodes:
+            for i in node.indices:
+                ordered.setdefault(i, kinds[i])
+        for i in lhs:
+            ordered.setdefault(i, kinds[i])
+        return TensorNetwork(product.coefficient, tuple(nodes), tuple(lhs), tuple(ordered.items()), product.pos)
+
+    @staticmethod
+    def _unify(kinds, where, index, kind: IndexKind, owner: str, pos: Position) -> None:
+        if index not in kinds:
+            kinds[index], where[index] = kind, owner
+            return
+        have = kinds[index]
+        if have == kind:
+            return
+        shown = index.split("~")[0]
+        if have.geometric != kind.geometric:
+            raise DiagTypeError(
+                f"index '{shown}' is used for {kind} of {owner} and for {have} of {where[index]}; "
+                "channel and geometric indices cannot be mixed", pos)
+        raise DiagTypeError(
+            f"index '{shown}' joins {kind} of {owner} with {have} of {where[index]}; "
+            "only legs of the same kind can be contracted", pos)
+
+    # -- expansion into a sum of products --------------------------------------------------------
+    def expand(self, expr) -> list[_Product]:
+        """expr -> [coefficient × factors], distributing products over sums."""
+        if isinstance(expr, ast.Number):
+            return [_Product(expr.value, (), expr.pos)]
+        if isinstance(expr, ast.Factor):
+            return self.factor(expr)
+        if isinstance(expr, ast.Neg):
+            return [_Product(-p.coefficient, p.factors, p.pos) for p in self.expand(expr.operand)]
+        left = self.expand(expr.left)
+        if expr.op == "/":
+            return [_Product(p.coefficient / expr.right.value, p.factors, p.pos) for p in left]
+        right = self.expand(expr.right)
+        if expr.op == "+":
+            result = left + right
+        elif expr.op == "-":
+            result = left + [_Product(-p.coefficient, p.factors, p.pos) for p in right]
+        else:
+            if len(left) * len(right) > MAX_TERMS:
+                raise DiagError(f"the expression expands to more than {MAX_TERMS} terms", expr.pos)
+            result = [
+                _Product(a.coefficient * b.coefficient, a.factors + b.factors, a.pos if a.factors or not b.factors else b.pos)
+                for a in left for b in right
+            ]
+        if len(result) > MAX_TERMS:
+            raise DiagError(f"the expression expands to more than {MAX_TERMS} terms", expr.pos)
+        return result
+
+    def factor(self, f: ast.Factor) -> list[_Product]:
+        names = tuple(i.name for i in f.indices)
+        ipos = tuple(i.pos for i in f.indices)
+        if f.name not in self.defined:
+            return [_Product(Fraction(1), (_Occ(f.name, names, f.pos, ipos),), f.pos)]
+        # an earlier output: substitute its definition, renaming its indices
+        lhs, products = self.defined[f.name]
+        if len(names) != len(lhs):
+            raise DiagTypeError(_arity_message(f.name, self.outputs[f.name].type, len(names)), f.pos)
+        self.fresh += 1
+        result = []
+        for p in products:
+            rename = dict(zip(lhs, names))
+            occs = []
+            for occ in p.factors:
+                new = tuple(rename.setdefault(i, f"{i.split('~')[0]}~{self.fresh}") for i in occ.indices)
+                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos))
+            result.append(_Product(p.coefficient, tuple(occs), f.pos))
+        return result
+
+
+def _arity_message(name: str, typ, given: int) -> str:
+    n_ch, n_geo = len(typ.channels), typ.n_geometric
+    parts = []
+    if n_ch:
+        parts.append(f"{n_ch} channel")
+    parts.append(f"{n_geo} geometric")
+    want = n_ch + n_geo
+    return (f"'{name}' of type {typ} has {want} ax{'is' if want == 1 else 'es'} ({' + '.join(parts)}) "
+            f"but {given} ind{'ex is' if given == 1 else 'ices are'} given")

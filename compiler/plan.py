@@ -1,0 +1,172 @@
+"""Planning: from checked networks to a sequence of contractions.
+
+* ``delta`` elimination by index identification: delta[i,k] X[k,j] is X[i,j], delta[k,k] is 3;
+  only a delta whose two legs are both open stays (it becomes a constant factor).
+* like terms combine (same canonical network), zero coefficients vanish;
+* each distinct contraction is computed once per function and reused by every term and output
+  that needs it (common subexpressions, e.g. the trace in TensorNet's decomposition);
+* a free delta is split off its term, so the remaining contraction can be shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .ir import Diagram, Node, TensorNetwork
+
+_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def eliminate_deltas(term: TensorNetwork) -> TensorNetwork:
+    """The same term with every delta that touches a contracted index removed by renaming."""
+    nodes = list(term.nodes)
+    output = list(term.output)
+    coefficient = term.coefficient
+    changed = True
+    while changed:
+        changed = False
+        for k, node in enumerate(nodes):
+            if node.kind != "delta":
+                continue
+            a, b = node.indices
+            if a == b:  # delta[k,k] = 3
+                coefficient *= 3
+            elif b not in output:
+                nodes = _rename(nodes, b, a)
+            elif a not in output:
+                nodes = _rename(nodes, a, b)
+            else:
+                continue
+            del nodes[k]
+            changed = True
+            break
+    used = {i for n in nodes for i in n.indices} | set(output)
+    kinds = tuple((i, k) for i, k in term.kinds if i in used)
+    return TensorNetwork(coefficient, tuple(nodes), tuple(output), kinds, term.pos)
+
+
+def _rename(nodes: list[Node], old: str, new: str) -> list[Node]:
+    return [Node(n.kind, n.name, n.type, tuple(new if i == old else i for i in n.indices), n.pos) for n in nodes]
+
+
+def combine(terms) -> list[TensorNetwork]:
+    """Sum the coefficients of terms with the same canonical network; drop those that cancel."""
+    groups: dict[tuple, list[TensorNetwork]] = {}
+    for t in terms:
+        groups.setdefault(t.shape_key(), []).append(t)
+    result = []
+    for same in groups.values():
+        total = sum((t.coefficient for t in same), Fraction(0))
+        if total != 0:
+            first = same[0]
+            result.append(TensorNetwork(total, first.nodes, first.output, first.kinds, first.pos))
+    return result
+
+
+@dataclass(frozen=True)
+class Contraction:
+    """``var = einsum(spec, *operands)``; operands are input names or the constants 'eps' / 'eye'."""
+
+    var: str
+    spec: str
+    operands: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """``coefficient × var``, optionally times delta on the axes named by ``eye_spec``."""
+
+    coefficient: Fraction
+    var: str
+    eye_spec: str | None = None  # einsum spec multiplying var by free deltas, e.g. '...c,ij->...cij'
+
+
+@dataclass(frozen=True)
+class OutputPlan:
+    name: str
+    terms: tuple[Scaled, ...]
+
+
+@dataclass(frozen=True)
+class FunctionPlan:
+    """Everything code generation needs for one diagram."""
+
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[OutputPlan, ...]
+    contractions: tuple[Contraction, ...]
+    constants: tuple[str, ...]  # 'eps' / 'eye' as used
+
+
+def plan_diagram(diagram: Diagram) -> FunctionPlan:
+    contractions: dict[tuple, Contraction] = {}
+    outputs = []
+    for eq in diagram.equations:
+        terms = combine(eliminate_deltas(t) for t in eq.terms)
+        scaled = []
+        for term in terms:
+            core, free_deltas = _split_free_deltas(term)
+            spec, operands = _einsum(core)
+            key = (spec, operands)
+            if key not in contractions:
+                contractions[key] = Contraction(f"_t{len(contractions)}", spec, operands)
+            eye_spec = None
+            if free_deltas:
+                eye_spec = _eye_spec(core.output, free_deltas, term.output, term)
+            scaled.append(Scaled(term.coefficient, contractions[key].var, eye_spec))
+        outputs.append(OutputPlan(eq.target, tuple(scaled)))
+    used = []
+    for c in contractions.values():
+        used += [o for o in c.operands if o in ("eps",)]
+    if any(s.eye_spec for o in outputs for s in o.terms):
+        used.append("eye")
+    return FunctionPlan(
+        diagram.name,
+        tuple(t.name for t in diagram.inputs),
+        tuple(outputs),
+        tuple(contractions.values()),
+        tuple(dict.fromkeys(sorted(used))),
+    )
+
+
+def _split_free_deltas(term: TensorNetwork):
+    """(term without its free deltas, the free deltas' index pairs)."""
+    free = [n.indices for n in term.nodes if n.kind == "delta"]
+    rest = tuple(n for n in term.nodes if n.kind != "delta")
+    dropped = {i for pair in free for i in pair}
+    core_output = tuple(i for i in term.output if i not in dropped)
+    return TensorNetwork(Fraction(1), rest, core_output, term.kinds, term.pos), free
+
+
+def _letters(term: TensorNetwork) -> dict[str, str]:
+    letters: dict[str, str] = {}
+    for index in list(term.output) + term.indices():
+        if index not in letters:
+            if len(letters) == len(_LETTERS):
+                raise ValueError("a term with more than 52 distinct indices")
+            letters[index] = _LETTERS[len(letters)]
+    return letters
+
+
+def _einsum(core: TensorNetwork) -> tuple[str, tuple[str, ...]]:
+    """A canonical einsum for a delta-free network: letters by first appearance, '...' on inputs."""
+    letters = _letters(core)
+    specs, operands = [], []
+    for node in core.nodes:
+        sub = "".join(letters[i] for i in node.indices)
+        if node.kind == "eps":
+            specs.append(sub)
+            operands.append("eps")
+        else:
+            specs.append("..." + sub)
+            operands.append(node.name)
+    out = "..." + "".join(letters[i] for i in core.output)
+    return ",".join(specs) + "->" + out, tuple(operands)
+
+
+def _eye_spec(core_output, pairs, full_output, term) -> str:
+    letters = _letters(TensorNetwork(Fraction(1), (), tuple(full_output), term.kinds))
+    core = "..." + "".join(letters[i] for i in core_output)
+    eyes = ",".join(letters[a] + letters[b] for a, b in pairs)
+    return f"{core},{eyes}->..." + "".join(letters[i] for i in full_output)

@@ -1,0 +1,211 @@
+"""Tensor types of the language: a small immutable value type that parses from text and prints back.
+
+>>> TensorType.parse("cart2(0e+1o+2e)[c]")
+TensorType('cart2(0e+1o+2e)[c]')
+>>> str(TensorType.parse("cart(1)"))
+'vec'
+
+A type is one of three families:
+
+* ``cart``: a Cartesian tensor with ``rank`` legs of dimension 3, ``R`` acting on each leg, optionally
+  a symmetry (``sym``, ``skew``, ``sym_traceless`` on rank 2) and an inversion parity per
+  irreducible part (a rank-2 tensor has parts l = 0, 1, 2; TensorNet's feature is 0e+1o+2e);
+* ``sph``: a spherical tensor of type ``lp`` with one leg of dimension 2l+1;
+* ``weight``: invariant parameters, channel axes only.
+
+Every type may carry channel axes (non-geometric, declared by name) stored before its geometric axes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+#: irreducible parts (the l's) of a rank-2 tensor with each symmetry
+RANK2_PARTS = {"": (0, 1, 2), "sym": (0, 2), "skew": (1,), "sym_traceless": (2,)}
+_SYMMETRY_NAMES = {"cart2": "", "sym2": "sym", "skew2": "skew", "sym2t": "sym_traceless"}
+_NAMED = {
+    "scalar": (0, False),
+    "pscalar": (0, True),
+    "vec": (1, False),
+    "axial": (1, True),
+}
+TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "sph", "weight")
+MAX_RANK = 12
+MAX_L = 12
+
+
+class TypeSyntaxError(ValueError):
+    """A type written wrongly; the parser turns it into a positioned DiagTypeError."""
+
+
+@dataclass(frozen=True, order=True)
+class Irrep:
+    """An irreducible representation of O(3): degree ``l``, inversion parity ``p`` = +1 (e) or -1 (o)."""
+
+    l: int
+    p: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Irrep":
+        m = re.fullmatch(r"([0-9]+)([eo])", text.strip())
+        if not m:
+            raise TypeSyntaxError(f"'{text}' is not an irrep such as 0e or 1o")
+        return cls(int(m.group(1)), 1 if m.group(2) == "e" else -1)
+
+    def __str__(self) -> str:
+        return f"{self.l}{'e' if self.p == 1 else 'o'}"
+
+    @property
+    def dim(self) -> int:
+        return 2 * self.l + 1
+
+
+@dataclass(frozen=True)
+class TensorType:
+    """A tensor type; see the module docstring. Build with :meth:`parse` or :func:`make_type`."""
+
+    family: str  # 'cart' | 'sph' | 'weight'
+    rank: int = 0  # number of Cartesian legs
+    symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2 only)
+    parities: tuple[int, ...] = ()  # cart: inversion sign of each irreducible part, rank 2; else one sign
+    irrep: Irrep | None = None  # sph only
+    channels: tuple[str, ...] = field(default=())
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def parse(cls, text: str) -> "TensorType":
+        """Parse ``scalar``, ``vec[c]``, ``cart(3)``, ``skew2(1o)``, ``sph(2e)[c,d]``, ``weight[c,d]``..."""
+        m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^)]*)\))?\s*(?:\[([^\]]*)\])?\s*", text)
+        if not m:
+            raise TypeSyntaxError(f"'{text}' is not a type")
+        args = None if m.group(2) is None else [a.strip() for a in m.group(2).split("+")]
+        channels = None if m.group(3) is None else [c.strip() for c in m.group(3).split(",") if c.strip()]
+        return make_type(m.group(1), args, channels)
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def geometric_dims(self) -> tuple[int, ...]:
+        """Sizes of the geometric axes: 3 per Cartesian leg, 2l+1 for a spherical one."""
+        if self.family == "cart":
+            return (3,) * self.rank
+        if self.family == "sph":
+            return (self.irrep.dim,)
+        return ()
+
+    @property
+    def n_geometric(self) -> int:
+        return len(self.geometric_dims)
+
+    @property
+    def parts(self) -> tuple[Irrep, ...]:
+        """The irreducible parts with their inversion parity (rank 2 and spherical only)."""
+        if self.family == "sph":
+            return (self.irrep,)
+        if self.family == "cart" and self.rank == 2:
+            return tuple(Irrep(l, p) for l, p in zip(RANK2_PARTS[self.symmetry], self.parities))
+        return ()
+
+    @property
+    def inversion(self) -> int | None:
+        """The eigenvalue of the inversion -I on the whole tensor, or None if its parts differ."""
+        if self.family == "weight":
+            return 1
+        if self.family == "sph":
+            return self.irrep.p
+        if self.graded:
+            return None
+        return self.parities[0] * (-1) ** self.rank
+
+    @property
+    def pseudo(self) -> bool | None:
+        """True for a pseudotensor (an extra det R), None for a mixed grading."""
+        if self.family != "cart":
+            return False
+        signs = set(self.parities)
+        return None if len(signs) != 1 else (signs.pop() == -1)
+
+    @property
+    def graded(self) -> bool:
+        """True when the irreducible parts have different inversion parities (e.g. 0e+1o+2e)."""
+        return self.family == "cart" and len(set(self.parities)) > 1
+
+    def with_channels(self, channels: tuple[str, ...]) -> "TensorType":
+        return TensorType(self.family, self.rank, self.symmetry, self.parities, self.irrep, tuple(channels))
+
+    # -- printing ------------------------------------------------------------------------------
+    def base_name(self) -> str:
+        """The type without channel axes, in its shortest spelling."""
+        if self.family == "weight":
+            return "weight"
+        if self.family == "sph":
+            return f"sph({self.irrep})"
+        if self.rank == 2:
+            name = {v: k for k, v in _SYMMETRY_NAMES.items()}[self.symmetry]
+            if all(p == 1 for p in self.parities):
+                return name
+            if name == "cart2" and all(p == -1 for p in self.parities):
+                return "pcart(2)"
+            return f"{name}({'+'.join(str(ir) for ir in self.parts)})"
+        pseudo = self.parities == (-1,)
+        for name, (rank, ps) in _NAMED.items():
+            if rank == self.rank and ps == pseudo:
+                return name
+        return f"{'pcart' if pseudo else 'cart'}({self.rank})"
+
+    def __str__(self) -> str:
+        if self.family == "weight" or self.channels:
+            return f"{self.base_name()}[{','.join(self.channels)}]"
+        return self.base_name()
+
+    def __repr__(self) -> str:
+        return f"TensorType('{self}')"
+
+
+def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> TensorType:
+    """Build a type from its name, its parenthesised arguments and its channel names."""
+    chans = tuple(channels or ())
+    if len(set(chans)) != len(chans):
+        raise TypeSyntaxError(f"channel axes of '{name}' repeat a name: {', '.join(chans)}")
+    if name == "weight":
+        if args is not None:
+            raise TypeSyntaxError("'weight' takes no arguments, only channel axes: weight[c,d]")
+        if not chans:
+            raise TypeSyntaxError("'weight' needs at least one channel axis, e.g. weight[c,d]")
+        return TensorType("weight", channels=chans)
+    if name in _NAMED:
+        if args is not None:
+            raise TypeSyntaxError(f"'{name}' takes no arguments")
+        rank, pseudo = _NAMED[name]
+        return TensorType("cart", rank, "", (-1 if pseudo else 1,), channels=chans)
+    if name in ("cart", "pcart"):
+        if args is None or len(args) != 1 or not args[0].isdigit():
+            raise TypeSyntaxError(f"'{name}' needs a rank, e.g. {name}(3)")
+        rank = int(args[0])
+        if rank > MAX_RANK:
+            raise TypeSyntaxError(f"rank {rank} is above the supported maximum {MAX_RANK}")
+        sign = -1 if name == "pcart" else 1
+        if rank == 2:
+            return TensorType("cart", 2, "", (sign,) * 3, channels=chans)
+        return TensorType("cart", rank, "", (sign,), channels=chans)
+    if name in _SYMMETRY_NAMES:
+        symmetry = _SYMMETRY_NAMES[name]
+        expected = RANK2_PARTS[symmetry]
+        if args is None:
+            return TensorType("cart", 2, symmetry, (1,) * len(expected), channels=chans)
+        irreps = [Irrep.parse(a) for a in args]
+        if tuple(ir.l for ir in irreps) != expected:
+            want = "+".join(f"{l}e" for l in expected)
+            raise TypeSyntaxError(
+                f"'{name}' has irreducible parts l = {', '.join(map(str, expected))}; "
+                f"write their parities in that order, e.g. {name}({want})"
+            )
+        return TensorType("cart", 2, symmetry, tuple(ir.p for ir in irreps), channels=chans)
+    if name == "sph":
+        if args is None or len(args) != 1:
+            raise TypeSyntaxError("'sph' needs one irrep, e.g. sph(1o)")
+        irrep = Irrep.parse(args[0])
+        if irrep.l > MAX_L:
+            raise TypeSyntaxError(f"l = {irrep.l} is above the supported maximum {MAX_L}")
+        return TensorType("sph", irrep=irrep, channels=chans)
+    raise TypeSyntaxError(f"unknown type '{name}' (known: {', '.join(TYPE_NAMES)})")
