@@ -27,6 +27,8 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+from .types import RANK2_PARTS, Irrep
+
 __all__ = [
     "Irrep",
     "Rep",
@@ -39,8 +41,6 @@ __all__ = [
 
 #: the groups understood by :func:`hom_dimension`
 GROUPS = ("O3", "SO3")
-#: irreducible parts (the l's) of a rank-2 Cartesian tensor with each symmetry, in order
-RANK2_PARTS = {"": (0, 1, 2), "sym": (0, 2), "skew": (1,), "sym_traceless": (2,)}
 #: largest rank accepted by :meth:`Rep.cartesian` (rank 14 already has 616,227 irreducible parts)
 MAX_CARTESIAN_RANK = 14
 
@@ -55,38 +55,6 @@ def _is_int(x: object) -> bool:
 # ----------------------------------------------------------------------------------------------
 # Irreps and representations
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, order=True)
-class Irrep:
-    """Irreducible representation of O(3): degree ``l >= 0``, inversion parity ``p`` = +1 (e) or -1 (o)."""
-
-    l: int
-    p: int
-
-    def __post_init__(self) -> None:
-        if not _is_int(self.l) or self.l < 0:
-            raise ValueError(f"irrep degree l must be an integer >= 0, got {self.l!r}")
-        if not _is_int(self.p) or self.p not in (1, -1):
-            raise ValueError(f"irrep parity p must be +1 or -1, got {self.p!r}")
-
-    @classmethod
-    def parse(cls, text: str) -> "Irrep":
-        """Parse ``'1o'``, ``'2e'``, ... (e3nn style)."""
-        if not isinstance(text, str):
-            raise ValueError(f"an irrep is written as a string such as '1o', got {text!r}")
-        m = _IRREP_RE.fullmatch(text)
-        if not m:
-            raise ValueError(f"'{text}' is not an irrep such as 0e or 1o")
-        return cls(int(m.group(1)), 1 if m.group(2) == "e" else -1)
-
-    def __str__(self) -> str:
-        return f"{self.l}{'e' if self.p == 1 else 'o'}"
-
-    @property
-    def dim(self) -> int:
-        """``2l + 1``."""
-        return 2 * self.l + 1
 
 
 def _sort_key(ir: Irrep) -> tuple[int, int]:

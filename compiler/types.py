@@ -46,8 +46,16 @@ class Irrep:
     l: int
     p: int
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.l, int) or isinstance(self.l, bool) or self.l < 0:
+            raise TypeSyntaxError(f"irrep degree l must be an integer >= 0, got {self.l!r}")
+        if self.p not in (1, -1) or isinstance(self.p, bool):
+            raise TypeSyntaxError(f"irrep parity p must be +1 or -1, got {self.p!r}")
+
     @classmethod
     def parse(cls, text: str) -> "Irrep":
+        if not isinstance(text, str):
+            raise TypeSyntaxError(f"an irrep is written as a string such as '1o', got {text!r}")
         m = re.fullmatch(r"([0-9]+)([eo])", text.strip())
         if not m:
             raise TypeSyntaxError(f"'{text}' is not an irrep such as 0e or 1o")

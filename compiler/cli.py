@@ -1,0 +1,160 @@
+"""The ``diagc`` command line: check, compile, build.
+
+Exit codes: 0 success; 1 a well-formed diagram that is not equivariant; 2 bad input (syntax, names,
+types, unreadable or unwritable files); 3 an internal error (a bug in diagc: please report it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .api import TARGETS, compile_source, read_source, write_atomic
+from .check import check_program
+from .codegen import source_sha256
+from .errors import DiagError, OutputError
+from .lower import lower_source
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="diagc",
+        description="Compile tensor-network diagrams (.diag) into proven-equivariant array code.",
+        epilog="Exit codes: 0 ok, 1 not equivariant, 2 bad input.",
+    )
+    p.add_argument("--version", action="version", version=f"diagc {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("check", help="prove every diagram of a file equivariant (or say why not)",
+                       description="Check every diagram: a structural proof per term (legs, parity) and "
+                       "exact checks of declared symmetries. Exit 0 if all are equivariant, 1 if one is "
+                       "not, 2 for bad input.")
+    c.add_argument("files", nargs="+", metavar="FILE.diag")
+    c.add_argument("-v", "--verbose", action="store_true", help="print the proof of every term")
+
+    k = sub.add_parser("compile", help="compile a file to a standalone module",
+                       description="Compile every diagram of FILE into one standalone module (one function "
+                       "per diagram). Nothing is written unless every diagram checks.")
+    k.add_argument("file", metavar="FILE.diag")
+    k.add_argument("--target", choices=TARGETS, default="numpy",
+                   help="numpy: a Python module running on numpy, torch, jax or cupy arrays (default)")
+    k.add_argument("-o", "--output", metavar="OUT", help="output file (default: standard output)")
+
+    b = sub.add_parser("build", help="compile every .diag file in a folder",
+                       description="Compile every .diag file under DIR into OUT, mirroring the folder layout, "
+                       "and write OUT/index.json and OUT/INDEX.md listing what was produced and what failed.")
+    b.add_argument("directory", metavar="DIR")
+    b.add_argument("-o", "--output", metavar="OUT", required=True)
+    b.add_argument("--target", choices=TARGETS, default="numpy")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"check": _check, "compile": _compile, "build": _build}[args.command](args)
+    except DiagError as err:
+        print(str(err), file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: say so in one line rather than with a traceback
+        print(f"diagc: internal error (please report it): {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 3
+
+
+def _check(args) -> int:
+    code = 0
+    for path in args.files:
+        program = lower_source(read_source(path), path)
+        for verdict in check_program(program):
+            if verdict.ok:
+                print(verdict.summary())
+                if args.verbose:
+                    for proof in verdict.proofs:
+                        print(f"  term {proof.formula}")
+                        for line in proof.lemmas + proof.edges:
+                            print(f"    {line}")
+                        if proof.parity is not None:
+                            print(f"    parity product {proof.parity:+d} matches the output")
+                    for line in verdict.exact_checks:
+                        print(f"  {line}")
+            else:
+                print(str(verdict.error), file=sys.stderr)
+                code = max(code, verdict.error.exit_code)
+    return code
+
+
+def _compile(args) -> int:
+    text = compile_source(read_source(args.file), args.file, args.target)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        write_atomic(args.output, text)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def _build(args) -> int:
+    root = Path(args.directory)
+    if not root.is_dir():
+        raise OutputError(f"cannot build {root}: not a folder")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"cannot build into {out}: it exists and is not a folder")
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {out}: {exc.strerror or exc}") from None
+    sources = sorted(p for p in root.rglob("*.diag") if p.is_file())
+    produced, failed = [], []
+    code = 0
+    for src in sources:
+        rel = src.relative_to(root)
+        target = out / rel.with_suffix(".py")
+        try:
+            text = read_source(src)
+            module = compile_source(text, str(src), args.target)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, module)
+        except DiagError as err:
+            if target.is_file():  # never leave a stale module from an earlier build beside a failure
+                target.unlink()
+            failed.append({"source": str(rel), "exit_code": err.exit_code, "message": str(err)})
+            print(str(err), file=sys.stderr)
+            code = max(code, err.exit_code)
+            continue
+        except OSError as exc:
+            failed.append({"source": str(rel), "exit_code": 2, "message": f"cannot write {target}: {exc}"})
+            code = 2
+            continue
+        names = [d.name for d in lower_source(text, str(src)).diagrams]
+        produced.append({"source": str(rel), "module": str(rel.with_suffix(".py")), "functions": names,
+                         "source_sha256": source_sha256(text)})
+        print(f"compiled {src} -> {target} ({', '.join(names)})")
+    index = {"diagc": __version__, "target": args.target, "produced": produced, "failed": failed}
+    write_atomic(out / "index.json", json.dumps(index, indent=2, sort_keys=True) + "\n")
+    write_atomic(out / "INDEX.md", _index_markdown(index))
+    print(f"{len(produced)} compiled, {len(failed)} failed; index in {out / 'INDEX.md'}")
+    return code
+
+
+def _index_markdown(index) -> str:
+    lines = [f"# diagc build (diagc {index['diagc']}, target {index['target']})", "",
+             "| source | module | functions |", "|---|---|---|"]
+    for p in index["produced"]:
+        lines.append(f"| `{p['source']}` | `{p['module']}` | {', '.join(p['functions'])} |")
+    if index["failed"]:
+        lines += ["", "## Failed", ""]
+        for f in index["failed"]:
+            lines += [f"### `{f['source']}` (exit {f['exit_code']})", "", "```", f["message"], "```", ""]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
