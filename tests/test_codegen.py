@@ -1,0 +1,216 @@
+"""The emitted Python modules: equivariance, agreement with independent references, backends,
+exactness, determinism, safety of what the module carries."""
+
+import os
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.testing import assert_equivariant, random_input
+from conftest import DIAGRAMS, ROOT, example_diagrams
+from reference import REFERENCES
+
+MODULES = {}
+
+
+def module_for(path):
+    if path not in MODULES:
+        MODULES[path] = compiler.load(path)
+    return MODULES[path]
+
+
+def inputs_for(diagram, rng, batch=(5,), channels=None, dtype=np.float64):
+    sizes = channels or {"c": 3, "d": 2}
+    return [random_input(t.type, rng, batch, sizes, dtype) for t in diagram.inputs]
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_example_is_equivariant(path, diagram):
+    fn = getattr(module_for(path), diagram.name)
+    assert_equivariant(fn, [t.type for t in diagram.inputs], [t.type for t in diagram.outputs],
+                       diagram.group, trials=3, channel_sizes={"c": 3, "d": 2}, tol=1e-12)
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_example_matches_independent_reference(path, diagram):
+    fn = getattr(module_for(path), diagram.name)
+    ref = REFERENCES[(path.stem, diagram.name)]
+    rng = np.random.default_rng(7)
+    for batch in [(), (4,), (2, 3)]:
+        args = inputs_for(diagram, rng, batch)
+        got, want = fn(*args), ref(*args)
+        if len(diagram.outputs) == 1:
+            got, want = (got,), (want,)
+        assert len(got) == len(want) == len(diagram.outputs)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_references_cover_every_example():
+    assert {(p.values[0].stem, p.values[1].name) for p in example_diagrams()} == set(REFERENCES)
+
+
+def test_so3_product_is_not_reflection_equivariant():
+    """TensorNet's SO(3) product passes rotations and must fail a reflection (SEEDS T9)."""
+    fn = module_for(ROOT / "diagrams" / "tensornet_so3.diag").matmul_so3
+    t = ["cart2(0e+1o+2e)[c]"] * 2
+    assert_equivariant(fn, t, t[:1], "SO3")
+    with pytest.raises(AssertionError, match="reflection"):
+        assert_equivariant(fn, t, t[:1], "O3")
+
+
+def test_float32_stays_float32_and_batches_broadcast():
+    ops = module_for(ROOT / "diagrams" / "tensornet.diag")
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(4, 3)).astype(np.float32)
+    f = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    x = ops.edge_tensor(r, f, f, f)
+    assert x.dtype == np.float32 and x.shape == (2, 4, 5, 3, 3)
+
+
+def test_exact_rational_inputs_give_exact_outputs():
+    """Object arrays of Fractions go through numpy exactly (what certificates rely on)."""
+    ops = module_for(ROOT / "diagrams" / "tensornet.diag")
+    x = np.array([[[Fraction(i * 3 + j + 1, 7) for j in range(3)] for i in range(3)]], dtype=object)
+    i_part, a_part, s_part = ops.decompose(x)
+    assert all(isinstance(v, Fraction) for v in s_part.flat)
+    assert (i_part + a_part + s_part == x).all()
+    assert sum(s_part[0, k, k] for k in range(3)) == 0
+
+
+def test_delta_contractions_are_eliminated_not_multiplied():
+    text = compiler.compile_source(
+        "diagram f(X: cart2, a: vec) -> y: vec {\n  y[i] = delta[i,j] X[j,k] a[k] + X[k,k] a[i] + delta[k,k] a[i]\n}\n")
+    assert "_eye" not in text and '"eye"' not in text
+    ns = {}
+    exec(text, ns)
+    rng = np.random.default_rng(1)
+    X, a = rng.normal(size=(3, 3)), rng.normal(size=3)
+    np.testing.assert_allclose(ns["f"](X, a), X @ a + np.trace(X) * a + 3 * a)
+
+
+def test_common_subexpressions_are_computed_once():
+    text = (ROOT / "diagrams" / "decompose.diag").read_text()
+    module = compiler.compile_source(text)
+    assert module.count('"...aa->..."') == 1  # the trace, shared by I and S
+
+
+def test_output_is_never_a_view_of_an_input():
+    ns = {}
+    exec(compiler.compile_source("diagram f(X: cart2) -> Y: cart2 {\n  Y[i,j] = X[j,i]\n}\n"), ns)
+    x = np.arange(9.0).reshape(3, 3)
+    y = ns["f"](x)
+    y[0, 1] = 100.0
+    assert x[1, 0] == 3.0
+
+
+def test_module_is_standalone():
+    text = compiler.compile_file(ROOT / "diagrams" / "tensornet.diag")
+    assert "compiler" not in [line.split()[1] for line in text.splitlines() if line.startswith(("import ", "from "))]
+    code = ("import sys, runpy; ns = runpy.run_path(sys.argv[1]); "
+            "assert 'numpy' not in sys.modules and 'torch' not in sys.modules and 'compiler' not in sys.modules; "
+            "import numpy as np; ns['tensor_norm'](np.ones((2, 3, 3))); print('ok')")
+    out_dir = ROOT / "build" / "test_standalone"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / "tn.py"
+    target.write_text(text)
+    env = dict(os.environ, PYTHONPATH="")
+    res = subprocess.run([sys.executable, "-S", "-c", code, str(target)], capture_output=True, text=True,
+                         cwd=out_dir, env=env)
+    # -S leaves site-packages out: numpy is then only importable if it is on the default path
+    if "No module named 'numpy'" in res.stderr:
+        res = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True,
+                             cwd=out_dir, env=env)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
+
+
+def test_docstring_carries_source_version_and_hash_and_cannot_run_code():
+    import hashlib
+
+    source = ('# """ ; import os; os.system("echo pwned") ; """\n'
+              "# \\\"\"\" \\x00 \\N{DIGIT ONE} \r tab\t \u2028 end\n"
+              "diagram dot(a: vec, b: vec) -> s: scalar {\n  s = a[i] b[i]\n}\n")
+    text = compiler.compile_source(source, "evil\"\"\"name.diag")
+    ns = {}
+    exec(compile(text, "m", "exec"), ns)
+    doc = ns["__doc__"]
+    assert source in doc
+    assert compiler.__version__ in doc
+    assert hashlib.sha256(source.encode()).hexdigest() in doc
+    assert set(k for k in ns if not k.startswith("__")) == {"_TABLES", "_CONSTANTS", "_Backend", "_BACKENDS",
+                                                            "_backend", "dot"}
+
+
+@pytest.mark.parametrize("path", DIAGRAMS, ids=[p.stem for p in DIAGRAMS])
+def test_output_is_byte_identical_across_hash_seeds(path):
+    outputs = set()
+    for seed in ("0", "1", "12345"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        res = subprocess.run([sys.executable, "-m", "compiler", "compile", str(path)], capture_output=True,
+                             env=env, cwd=ROOT)
+        assert res.returncode == 0, res.stderr
+        outputs.add(res.stdout)
+    assert len(outputs) == 1
+
+
+# -- other array libraries -------------------------------------------------------------------------
+
+def _torch():
+    if os.environ.get("DIAGC_REQUIRE_TORCH"):
+        import torch as t  # noqa: F811  (CI installs it: a missing torch must fail there)
+
+        return t
+    return pytest.importorskip("torch")
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_torch_in_torch_out_with_gradients(path, diagram):
+    torch = _torch()
+    fn = getattr(module_for(path), diagram.name)
+    rng = np.random.default_rng(3)
+    args = inputs_for(diagram, rng, batch=(2,), channels={"c": 2, "d": 2})
+    targs = [torch.tensor(a, requires_grad=True) for a in args]
+    out = fn(*targs)
+    outs = out if isinstance(out, tuple) else (out,)
+    want = fn(*args)
+    wants = want if isinstance(want, tuple) else (want,)
+    for o, w in zip(outs, wants):
+        assert isinstance(o, torch.Tensor) and o.dtype == torch.float64
+        np.testing.assert_allclose(o.detach().numpy(), w, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(fn, tuple(targs), eps=1e-6, atol=1e-8)
+
+
+def test_torch_float32_and_mixed_weight_inputs():
+    torch = _torch()
+    ops = module_for(ROOT / "diagrams" / "linear.diag")
+    x = torch.randn(4, 3, 3, 3, dtype=torch.float32)
+    w = np.random.default_rng(0).normal(size=(3, 2))  # numpy weights are converted to x's dtype
+    y = ops.mix(x, w)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (4, 2, 3, 3)
+    np.testing.assert_allclose(y.numpy(), np.einsum("cd,ncij->ndij", w, x.numpy()), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_jax_in_jax_out(path, diagram):
+    if os.environ.get("DIAGC_REQUIRE_JAX"):
+        import jax
+    else:
+        jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    fn = getattr(module_for(path), diagram.name)
+    args = inputs_for(diagram, np.random.default_rng(4), batch=(2,))
+    out = jax.jit(fn)(*[jnp.asarray(a) for a in args])
+    outs = out if isinstance(out, tuple) else (out,)
+    want = fn(*args)
+    wants = want if isinstance(want, tuple) else (want,)
+    for o, w in zip(outs, wants):
+        assert isinstance(o, jax.Array)
+        np.testing.assert_allclose(np.asarray(o), w, rtol=1e-12, atol=1e-12)
