@@ -1,0 +1,43 @@
+import networkx as nx
+
+from compiler.lower import lower_source
+from compiler.plan import combine, eliminate_deltas
+
+
+def terms(rhs, sig="X: cart2, Y: cart2, a: vec", out="Z: cart2", lhs="Z[i,j]"):
+    src = f"diagram f({sig}) -> {out} {{\n  {lhs} = {rhs}\n}}\n"
+    return lower_source(src).diagrams[0].equations[0].terms
+
+
+def test_canonical_form_ignores_index_names_and_factor_order():
+    a, b, c = terms("X[i,k] Y[k,j] + Y[m,j] X[i,m] + X[k,j] Y[i,k]")
+    assert a.canonical() == b.canonical()
+    assert a.canonical() != c.canonical()  # Y X is a different contraction
+
+
+def test_canonical_form_sees_coefficients_and_output_order():
+    a, b, c = terms("X[i,j] + 2 X[i,j] + X[j,i]")
+    assert a.shape_key() == b.shape_key() and a.canonical() != b.canonical()
+    assert a.shape_key() != c.shape_key()
+
+
+def test_graph_has_one_edge_per_contraction():
+    (t,) = terms("X[i,k] Y[k,l] X[l,j]")
+    g = t.graph()
+    factors = [n for n in g if isinstance(n, tuple) and n[0] == "f"]
+    assert len(factors) == 3
+    assert g.number_of_edges() == 4  # k, l contracted; i, j to the output
+    assert nx.is_connected(g)
+
+
+def test_delta_elimination_and_like_terms():
+    ts = terms("delta[i,k] X[k,j] + X[i,j] - delta[k,k] X[i,j] / 3 + delta[i,j] X[k,k]")
+    reduced = combine(eliminate_deltas(t) for t in ts)
+    assert [t.formula() for t in reduced] == ["X[i,j]", "delta[i,j] X[k,k]"]
+    # X + X - 3X/3 = X: the first three terms combined into one
+    assert reduced[0].coefficient == 1
+
+
+def test_cancelling_terms_vanish():
+    ts = terms("X[i,j] - delta[j,l] X[i,l]")
+    assert combine(eliminate_deltas(t) for t in ts) == []
