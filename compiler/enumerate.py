@@ -1,0 +1,748 @@
+"""Enumerate every independent equivariant contraction between given tensor types, and prove the
+list complete.
+
+For inputs V_1..V_n used with polynomial degrees d_1..d_n and an output W (Cartesian types):
+
+1. **candidates**: the legs of all input copies and of the output are joined pairwise by deltas
+   (a perfect matching), with one eps on three legs when the number of legs is odd (never two:
+   eps eps is a determinant of deltas). Contractions that vanish by a declared symmetry are
+   skipped (the trace of a skew or traceless tensor, eps on two legs of a symmetric one, ...).
+2. **dedupe** by a canonical form of each network, which treats the copies of one input, the legs
+   of a symmetric tensor and the legs of eps as interchangeable.
+3. **order**: fewest eps; then the fewest input factors on the part of the network that carries the
+   output legs (delta before X before X·X: the classical generators); then the fewest scalar
+   factors (traces, dot products); then the canonical form. Deterministic.
+4. **independence**: every candidate, projected onto the output's symmetry, is evaluated at random
+   integer points modulo a prime p; the first candidates (in the order above) whose evaluation
+   vectors are independent mod p are kept. Independence mod p implies independence over Q.
+5. **completeness**: the number kept must equal dim Hom_G(⊗ S^{d_i} V_i, W) from character theory
+   (:mod:`compiler.characters`). Since the kept elements are independent over Q and the space has
+   exactly that dimension, they are a basis. A shortfall is an error, never a silent result.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from .characters import Rep, hom_dimension
+from .errors import DiagError
+from .ir import DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork
+from .types import TensorType
+
+PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
+MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
+_LABELS = "ijklmnpqrstuvwxyzabcdefgh"
+
+
+class EnumerationError(DiagError):
+    """A request that cannot be enumerated (unsupported type, too large, ...)."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input tensor, used ``degree`` times (a homogeneous polynomial of that degree in it)."""
+
+    name: str
+    type: TensorType
+    degree: int = 1
+
+
+@dataclass(frozen=True)
+class Request:
+    inputs: tuple[InputSpec, ...]
+    output: TensorType
+    group: str = "O3"
+    output_name: str = "Y"
+
+    def __str__(self) -> str:
+        ins = ", ".join(f"{i.name}: {i.type}" + (f"^{i.degree}" if i.degree != 1 else "") for i in self.inputs)
+        return f"({ins}) -> {self.output_name}: {self.output} under {self.group}"
+
+
+@dataclass(frozen=True)
+class Element:
+    """One basis element: the output as a sum of networks, with readable forms."""
+
+    terms: tuple[TensorNetwork, ...]
+    formula: str  # index notation of the generating contraction
+    words: str  # e.g. "tr(X) X", "(v·v) delta"
+    degrees: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Basis:
+    request: Request
+    elements: tuple[Element, ...]
+    expected: int  # dimension from character theory
+    candidates: int  # contractions generated (after symmetry pruning)
+    unique: int  # after canonical dedupe
+    prime: int = PRIME
+    timings: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def dimension(self) -> int:
+        return len(self.elements)
+
+
+def rep_of(t: TensorType) -> Rep:
+    """The O(3) representation carried by a type's geometric axes."""
+    if t.family == "sph":
+        return Rep((t.irrep,))
+    if t.family != "cart":
+        raise EnumerationError(f"type {t} carries no rotation")
+    if t.rank == 2:
+        return Rep.cartesian2(t.symmetry, t.parities)
+    return Rep.cartesian(t.rank, pseudo=t.parities == (-1,))
+
+
+# ------------------------------------------------------------------------------------------------
+# validation
+# ------------------------------------------------------------------------------------------------
+
+def validate(request: Request) -> None:
+    if request.group not in ("O3", "SO3"):
+        raise EnumerationError(f"unknown group '{request.group}' (known: O3, SO3)")
+    for t, what in [(i.type, f"input '{i.name}'") for i in request.inputs] + [(request.output, "the output")]:
+        if t.family != "cart":
+            raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian types (spherical types "
+                                   "are not supported by the enumerator yet)")
+        if t.channels:
+            raise EnumerationError(f"{what} has channel axes ({t}); enumerate channel-free types")
+        if t.graded:
+            raise EnumerationError(f"{what} has the graded type {t}; enumerate its parts separately")
+    names = [i.name for i in request.inputs]
+    if len(set(names)) != len(names):
+        raise EnumerationError("an input name is given twice")
+    for i in request.inputs:
+        if i.degree < 0:
+            raise EnumerationError(f"degree of '{i.name}' must be >= 0")
+    legs = sum(i.type.rank * i.degree for i in request.inputs) + request.output.rank
+    if legs > MAX_LEGS:
+        raise EnumerationError(f"the request has {legs} legs in total; the limit is {MAX_LEGS} "
+                               f"({_double_factorial(MAX_LEGS - 1):,} matchings)")
+
+
+def _double_factorial(n: int) -> int:
+    return math.prod(range(n, 0, -2)) if n > 0 else 1
+
+
+def expected_dimension(request: Request) -> int:
+    """dim Hom_G(⊗ S^{d_i} V_i, W) by character theory."""
+    return hom_dimension([(rep_of(i.type), i.degree) for i in request.inputs], rep_of(request.output),
+                         request.group)
+
+
+# ------------------------------------------------------------------------------------------------
+# candidates
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Occ:
+    name: str
+    type: TensorType
+    copy: int
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    pairs: tuple[tuple[tuple[int, int], tuple[int, int]], ...]  # ((occ, axis), (occ, axis)); occ -1 = output
+    eps: tuple[tuple[int, int], ...] | None
+
+
+class _Setup:
+    def __init__(self, request: Request):
+        self.request = request
+        self.occs = [_Occ(i.name, i.type, c) for i in request.inputs for c in range(i.degree)]
+        self.legs = [(-1, a) for a in range(request.output.rank)]
+        self.legs += [(o, a) for o, occ in enumerate(self.occs) for a in range(occ.type.rank)]
+        self.chains_only = all(i.type.rank <= 2 for i in request.inputs)
+
+    def type_of(self, occ: int) -> TensorType:
+        return self.request.output if occ == -1 else self.occs[occ].type
+
+    def vanishes_pair(self, a, b) -> bool:
+        """A delta between two legs of one symmetric-kind tensor that makes the term zero."""
+        if a[0] != b[0]:
+            return False
+        sym = self.type_of(a[0]).symmetry
+        return sym in ("skew", "sym_traceless")
+
+    def vanishes_eps(self, legs) -> bool:
+        for a, b in itertools.combinations(legs, 2):
+            if a[0] == b[0] and self.type_of(a[0]).symmetry in ("sym", "sym_traceless"):
+                return True
+        return False
+
+    def candidates(self):
+        legs = self.legs
+        if len(legs) % 2 == 0:
+            for m in _matchings(legs, self.vanishes_pair):
+                yield _Candidate(m, None)
+        else:
+            for triple in itertools.combinations(legs, 3):
+                if self.vanishes_eps(triple):
+                    continue
+                rest = [leg for leg in legs if leg not in triple]
+                for m in _matchings(rest, self.vanishes_pair):
+                    yield _Candidate(m, triple)
+
+
+def _matchings(legs, vanishes):
+    if not legs:
+        yield ()
+        return
+    first, rest = legs[0], legs[1:]
+    for k, other in enumerate(rest):
+        if vanishes(first, other):
+            continue
+        for m in _matchings(rest[:k] + rest[k + 1:], vanishes):
+            yield ((first, other),) + m
+
+
+# ------------------------------------------------------------------------------------------------
+# canonical form and preference order
+# ------------------------------------------------------------------------------------------------
+
+def _slot_class(t: TensorType, axis: int, is_output: bool) -> int:
+    return 0 if t.symmetry else axis
+
+
+def _canonical(setup: _Setup, cand: _Candidate) -> tuple:
+    """The canonical form: by paths and cycles when every tensor has rank <= 2, else by search."""
+    if setup.chains_only:
+        return _canonical_chains(setup, cand)
+    return _canonical_search(setup, cand)
+
+
+def _canonical_chains(setup: _Setup, cand: _Candidate) -> tuple:
+    """Canonical form of a network of vectors, rank-2 tensors and at most one eps.
+
+    Such a network is a union of paths and cycles (plus the arms of eps). Each path or cycle is
+    written as the sequence of tensors met along it, with the leg each is entered and left by
+    (legs of a symmetric tensor are one class), read from both ends (and every rotation for a
+    cycle) keeping the smallest; the sorted list of these strings is the canonical form.
+    """
+    partner: dict = {}
+    for a, b in cand.pairs:
+        partner[a] = b
+        partner[b] = a
+    eps_slots = set(cand.eps) if cand.eps else set()
+    occs = setup.occs
+    out = setup.request.output
+    seen = set()
+
+    def cls(o, a):
+        return 0 if setup.type_of(o).symmetry else a
+
+    def walk(leg, from_eps=False):
+        """Follow the chain from ``leg`` (the leg by which a tensor is entered) to its end."""
+        tokens = []
+        while True:
+            if leg in eps_slots and not from_eps:
+                tokens.append(("E",))
+                return tokens
+            o, a = leg
+            if o == -1:
+                tokens.append(("o", cls(-1, a)))
+                return tokens
+            if o in seen:
+                return tokens  # back at the start of a cycle
+            seen.add(o)
+            occ = occs[o]
+            if occ.type.rank == 1:
+                tokens.append((occ.name,))
+                return tokens
+            tokens.append((occ.name, cls(o, a), cls(o, 1 - a)))
+            from_eps = False
+            if (o, 1 - a) in eps_slots:
+                tokens.append(("E",))
+                return tokens
+            leg = partner[(o, 1 - a)]
+
+    def reverse(tokens):
+        return [t if len(t) < 3 else (t[0], t[2], t[1]) for t in reversed(tokens)]
+
+    parts = []
+    if cand.eps:
+        arms = []
+        for slot in cand.eps:
+            arm = [] if slot[0] >= 0 and slot[0] in seen else walk(slot, from_eps=True)
+            if arm and arm[-1] == ("E",):
+                arm = min(arm[:-1], reverse(arm[:-1])) + [("E",)]
+            arms.append(tuple(arm))
+        parts.append(("eps", tuple(sorted(arms))))
+    # paths end at vectors or output legs: start from each such end
+    starts = [((-1, a), None) for a in range(out.rank)]
+    starts += [((o, 0), occ.name) for o, occ in enumerate(occs) if occ.type.rank == 1]
+    for leg, vname in starts:
+        if vname is not None:
+            if leg[0] in seen:
+                continue
+            seen.add(leg[0])
+            head = [(vname,)]
+        else:
+            head = [("o", cls(-1, leg[1]))]
+        nxt = partner.get(leg)
+        if nxt is None:  # joined to eps: already counted in its arm
+            continue
+        if nxt[0] == -1 and vname is None and nxt[1] < leg[1]:
+            continue  # delta between two output legs: count it once
+        if nxt[0] >= 0 and nxt[0] in seen and vname is None:
+            continue
+        tokens = head + walk(nxt)
+        parts.append(("path", tuple(min(tokens, reverse(tokens)))))
+    for o, occ in enumerate(occs):
+        if occ.type.rank == 0:
+            parts.append(("scalar", occ.name))
+        elif o not in seen and occ.type.rank == 2:
+            seen_before = set(seen)
+            tokens = walk((o, 0))
+            n = len(tokens)
+            best = None
+            for seq in (tokens, reverse(tokens)):
+                for r in range(n):
+                    rot = tuple(seq[r:] + seq[:r])
+                    if best is None or rot < best:
+                        best = rot
+            parts.append(("cycle", best))
+            del seen_before
+    return tuple(sorted(parts))
+
+
+def _canonical_search(setup: _Setup, cand: _Candidate) -> tuple:
+    """A key equal for candidates that differ by renaming copies of an input, swapping the legs of
+    a symmetric-kind tensor, or permuting the legs of eps."""
+    occs = setup.occs
+    groups: dict[str, list[int]] = {}
+    for o, occ in enumerate(occs):
+        groups.setdefault(occ.name, []).append(o)
+
+    def cls(leg):
+        o, a = leg
+        return _slot_class(setup.type_of(o), a, o == -1)
+
+    # neighbour signature for refinement
+    nbrs: dict[int, list] = {o: [] for o in range(len(occs))}
+    for a, b in cand.pairs:
+        if a[0] >= 0:
+            nbrs[a[0]].append((cls(a), "o" if b[0] == -1 else occs[b[0]].name, cls(b)))
+        if b[0] >= 0:
+            nbrs[b[0]].append((cls(b), "o" if a[0] == -1 else occs[a[0]].name, cls(a)))
+    if cand.eps:
+        for leg in cand.eps:
+            if leg[0] >= 0:
+                nbrs[leg[0]].append((cls(leg), "eps", 0))
+    sig = {o: tuple(sorted(v)) for o, v in nbrs.items()}
+    orders = []
+    for name in sorted(groups):
+        members = sorted(groups[name], key=lambda o: sig[o])
+        tied = [list(g) for _, g in itertools.groupby(members, key=lambda o: sig[o])]
+        orders.append(tied)
+    best = None
+    choices = [itertools.product(*[itertools.permutations(t) for t in tied]) for tied in orders]
+    for count, combo in enumerate(itertools.product(*choices)):
+        position = {-1: -1}
+        k = 0
+        for group in combo:
+            for tie in group:
+                for o in tie:
+                    position[o] = k
+                    k += 1
+        key = _encode(cand, position, cls)
+        if best is None or key < best:
+            best = key
+        if count >= 720:
+            break
+    return best
+
+
+def _encode(cand, position, cls):
+    edges = []
+    for a, b in cand.pairs:
+        ea, eb = (position[a[0]], cls(a)), (position[b[0]], cls(b))
+        edges.append((min(ea, eb), max(ea, eb)))
+    eps = tuple(sorted((position[leg[0]], cls(leg)) for leg in cand.eps)) if cand.eps else ()
+    return (eps, tuple(sorted(edges)))
+
+
+def _components(setup: _Setup, cand: _Candidate):
+    """Union-find over occurrences (-1 is the output, -2 the eps node)."""
+    parent = {o: o for o in range(-2, len(setup.occs))}
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in cand.pairs:
+        parent[find(a[0])] = find(b[0])
+    if cand.eps:
+        for leg in cand.eps:
+            parent[find(leg[0])] = find(-2)
+    comps: dict[int, list[int]] = {}
+    for o in range(-2, len(setup.occs)):
+        if o == -2 and not cand.eps:
+            continue
+        if o == -1 and setup.request.output.rank == 0:
+            continue
+        comps.setdefault(find(o), []).append(o)
+    return list(comps.values())
+
+
+def _preference(setup: _Setup, cand: _Candidate, key) -> tuple:
+    comps = _components(setup, cand)
+    out_nodes = 0
+    scalars = 0
+    for comp in comps:
+        if -1 in comp:
+            out_nodes += sum(1 for o in comp if o >= 0)
+        else:
+            scalars += 1
+    return (1 if cand.eps else 0, out_nodes, scalars, key)
+
+
+# ------------------------------------------------------------------------------------------------
+# candidate -> networks (projected onto the output's symmetry)
+# ------------------------------------------------------------------------------------------------
+
+def _network(setup: _Setup, cand: _Candidate, out_labels, output=None) -> TensorNetwork:
+    """The candidate as one term; output leg k carries out_labels[k]; the output's axes are
+    ``output`` (default: out_labels in order)."""
+    label: dict[tuple[int, int], str] = {}
+    for k in range(setup.request.output.rank):
+        label[(-1, k)] = out_labels[k]
+    taken = set(out_labels) | set(_LABELS[:setup.request.output.rank])
+    fresh = iter(l for l in list(_LABELS) + [f"{c}{n}" for n in range(1, 9) for c in _LABELS] if l not in taken)
+    deltas = []
+    for a, b in cand.pairs:
+        if a[0] == -1 and b[0] == -1:
+            deltas.append((label[a], label[b]))
+        elif a[0] == -1:
+            label[b] = label[a]
+        elif b[0] == -1:
+            label[a] = label[b]
+        else:
+            label[a] = label[b] = next(fresh)
+    nodes = []
+    if cand.eps:
+        for leg in cand.eps:
+            if leg not in label:
+                label[leg] = next(fresh)
+        nodes.append(Node("eps", "eps", EPS_TYPE, tuple(label[leg] for leg in cand.eps)))
+    for o, occ in enumerate(setup.occs):
+        nodes.append(Node("input", occ.name, occ.type, tuple(label[(o, a)] for a in range(occ.type.rank))))
+    for a, b in deltas:
+        nodes.append(Node("delta", "delta", DELTA_TYPE, (a, b)))
+    used = [i for n in nodes for i in n.indices] + list(out_labels)
+    kinds = tuple((i, IndexKind("cart", 3)) for i in dict.fromkeys(used))
+    return TensorNetwork(Fraction(1), tuple(nodes), tuple(output or out_labels), kinds)
+
+
+def _element_terms(setup: _Setup, cand: _Candidate) -> list[TensorNetwork]:
+    """The candidate projected onto the output's symmetry: sym/skew part, minus the trace part."""
+    out = setup.request.output
+    labels = tuple(_LABELS[:out.rank])
+    base = _network(setup, cand, labels)
+    if not out.symmetry:
+        return [base]
+    swapped = _network(setup, cand, (labels[1], labels[0]), labels)
+    half = Fraction(1, 2)
+    sign = -1 if out.symmetry == "skew" else 1
+    terms = [_scaled(base, half), _scaled(swapped, sign * half)]
+    if out.symmetry == "sym_traceless":
+        traced = _network(setup, cand, ("z", "z"))
+        nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
+        kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
+        terms.append(TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items())))
+    return _merge(terms)
+
+
+def _scaled(t: TensorNetwork, c: Fraction) -> TensorNetwork:
+    return TensorNetwork(t.coefficient * c, t.nodes, t.output, t.kinds, t.pos)
+
+
+def _merge(terms):
+    groups: dict = {}
+    for t in terms:
+        groups.setdefault(t.shape_key(), []).append(t)
+    out = []
+    for same in groups.values():
+        c = sum((t.coefficient for t in same), Fraction(0))
+        if c:
+            out.append(_scaled(same[0], c / same[0].coefficient))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluation modulo a prime
+# ------------------------------------------------------------------------------------------------
+
+_EPS_INT = np.zeros((3, 3, 3), dtype=np.int64)
+for _p in itertools.permutations(range(3)):
+    _EPS_INT[_p] = 1 if _p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
+_EYE_INT = np.eye(3, dtype=np.int64)
+
+
+def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[str, np.ndarray]:
+    """n random integer points per input (entries mod p), with the input's symmetry built in."""
+    rng = np.random.default_rng(seed)
+    points = {}
+    for spec in request.inputs:
+        t = spec.type
+        x = rng.integers(0, p, size=(n,) + t.geometric_dims, dtype=np.int64)
+        if t.rank == 2 and t.symmetry:
+            xt = np.swapaxes(x, -1, -2)
+            if t.symmetry == "skew":
+                x = np.triu(x, 1)
+                x = (x - np.swapaxes(x, -1, -2)) % p
+            else:
+                x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
+                if t.symmetry == "sym_traceless":
+                    x[..., 2, 2] = (-x[..., 0, 0] - x[..., 1, 1]) % p
+            del xt
+        points[spec.name] = x % p
+    return points
+
+
+def _contract(operands, p):
+    """Contract (array, labels) operands pairwise, preferring pairs that share labels; mod p."""
+    ops = list(operands)
+    while len(ops) > 1:
+        best = None
+        for x, y in itertools.combinations(range(len(ops)), 2):
+            lx, ly = ops[x][1], ops[y][1]
+            shared = set(lx) & set(ly)
+            size = len(set(lx) ^ set(ly))
+            score = (0 if shared else 1, size)
+            if best is None or score < best[0]:
+                best = (score, x, y)
+        _, x, y = best
+        (ax, lx), (ay, ly) = ops[x], ops[y]
+        batch_x, batch_y = ax.ndim > len(lx), ay.ndim > len(ly)
+        others = [l for k, (_, ls) in enumerate(ops) if k not in (x, y) for l in ls]
+        keep = [l for l in dict.fromkeys(lx + ly) if (l in others) or ((lx + ly).count(l) == 1)]
+        letters = {l: chr(97 + k) for k, l in enumerate(dict.fromkeys(lx + ly))}
+        sx = ("..." if batch_x else "") + "".join(letters[l] for l in lx)
+        sy = ("..." if batch_y else "") + "".join(letters[l] for l in ly)
+        so = ("..." if (batch_x or batch_y) else "") + "".join(letters[l] for l in keep)
+        contracted = len(set(lx) & set(ly) - set(keep))
+        if contracted > 6:
+            raise EnumerationError("a contraction over more than 6 legs at once is not supported")
+        value = np.einsum(f"{sx},{sy}->{so}", ax, ay) % p
+        ops = [o for k, o in enumerate(ops) if k not in (x, y)] + [(value, keep)]
+    value, labels = ops[0]
+    return value, labels
+
+
+def evaluate(terms, points, out_labels, n, p: int = PRIME) -> np.ndarray:
+    """Σ coefficient × network at every point, mod p, as an (n, out_size) int64 array."""
+    total = None
+    for t in terms:
+        operands = []
+        for node in t.nodes:
+            if node.kind == "eps":
+                operands.append((_EPS_INT, list(node.indices)))
+            elif node.kind == "delta":
+                operands.append((_EYE_INT, list(node.indices)))
+            else:
+                operands.append((points[node.name], list(node.indices)))
+        # repeated labels inside one operand (a trace) are taken by einsum directly
+        fixed = []
+        for arr, labels in operands:
+            if len(set(labels)) < len(labels):
+                uniq = list(dict.fromkeys(labels))
+                letters = {l: chr(97 + k) for k, l in enumerate(uniq)}
+                batch = "..." if arr.ndim > len(labels) else ""
+                arr = np.einsum(batch + "".join(letters[l] for l in labels) + "->" + batch
+                                + "".join(letters[l] for l in uniq if labels.count(l) == 1), arr) % p
+                labels = [l for l in uniq if labels.count(l) == 1]
+            fixed.append((arr, labels))
+        value, labels = _contract(fixed, p)
+        value = np.broadcast_to(value, (n,) + value.shape[value.ndim - len(labels):] if value.ndim == len(labels)
+                                else value.shape)
+        perm = [labels.index(l) for l in out_labels]
+        value = np.moveaxis(value, [1 + k for k in perm], list(range(1, 1 + len(perm)))) if perm else value
+        c = t.coefficient
+        coef = (c.numerator % p) * pow(c.denominator, -1, p) % p
+        term = value.reshape(n, -1) * coef % p
+        total = term if total is None else (total + term) % p
+    return total
+
+
+# ------------------------------------------------------------------------------------------------
+# the enumeration
+# ------------------------------------------------------------------------------------------------
+
+def enumerate_basis(request: Request, seed: int = 0) -> Basis:
+    """Every independent equivariant contraction for ``request``, with its completeness proof."""
+    import time
+
+    validate(request)
+    timings = {}
+    t0 = time.perf_counter()
+    expected = expected_dimension(request)
+    timings["characters"] = time.perf_counter() - t0
+    setup = _Setup(request)
+    parity_ok = True
+    if request.group == "O3":
+        prod = 1
+        for spec in request.inputs:
+            prod *= spec.type.inversion ** spec.degree
+        parity_ok = prod == request.output.inversion
+
+    t0 = time.perf_counter()
+    unique: dict[tuple, _Candidate] = {}
+    n_candidates = 0
+    if parity_ok:
+        for cand in setup.candidates():
+            n_candidates += 1
+            key = _canonical(setup, cand)
+            if key not in unique:
+                unique[key] = cand
+    ordered = sorted(unique.items(), key=lambda kv: _preference(setup, kv[1], kv[0]))
+    timings["candidates"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    elements = []
+    if expected and ordered:
+        out_labels = list(_LABELS[:request.output.rank])
+        out_size = 3 ** request.output.rank
+        term_lists = [(cand, _element_terms(setup, cand)) for _, cand in ordered]
+        # each point gives several coordinates, but not always independent ones: start with enough
+        # coordinates for 1.5x the dimension and add points until the rank is reached (at most one
+        # point per dimension, where every coordinate set is generic enough)
+        n_points = max(2, math.ceil(1.5 * (expected + 8) / _independent_size(request.output)) + 1)
+        timings["evaluate"] = timings["rank"] = 0.0
+        while True:
+            t0 = time.perf_counter()
+            points = random_points(request, n_points, seed)
+            rows = [evaluate(terms, points, out_labels, n_points).reshape(-1) if terms
+                    else np.zeros(n_points * out_size, dtype=np.int64) for _, terms in term_lists]
+            timings["evaluate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            chosen = _first_independent(np.array(rows), PRIME)
+            timings["rank"] += time.perf_counter() - t0
+            if len(chosen) >= expected or n_points >= expected + 8:
+                break
+            n_points = min(2 * n_points, expected + 8)
+        for k in chosen:
+            cand, terms = term_lists[k]
+            elements.append(_element(setup, cand, terms))
+    if len(elements) != expected:
+        raise EnumerationError(
+            f"internal error: found {len(elements)} independent contractions for {request} but character "
+            f"theory counts {expected}; this is a bug in diagc, please report it")
+    return Basis(request, tuple(elements), expected, n_candidates, len(unique), PRIME, timings)
+
+
+def _independent_size(t: TensorType) -> int:
+    n = 3 ** t.rank
+    if t.rank == 2 and t.symmetry:
+        return {"sym": 6, "skew": 3, "sym_traceless": 5}[t.symmetry]
+    return n
+
+
+def _first_independent(matrix: np.ndarray, p: int) -> list[int]:
+    """Indices of the rows that are independent of the rows before them, mod p (the rank profile)."""
+    import flint
+
+    n, m = matrix.shape
+    if n == 0:
+        return []
+    # columns of the transpose are the candidates: the pivot columns of its rref are the first
+    # independent candidates
+    t = flint.nmod_mat(m, n, [int(v) for v in matrix.T.reshape(-1)], p)
+    r, rank = t.rref()
+    pivots = []
+    col = 0
+    for row in range(rank):
+        while int(r[row, col]) == 0:
+            col += 1
+        pivots.append(col)
+        col += 1
+    return pivots
+
+
+# ------------------------------------------------------------------------------------------------
+# readable forms
+# ------------------------------------------------------------------------------------------------
+
+def _element(setup: _Setup, cand: _Candidate, terms) -> Element:
+    base = _network(setup, cand, tuple(_LABELS[:setup.request.output.rank]))
+    degrees = tuple(spec.degree for spec in setup.request.inputs)
+    return Element(tuple(terms), base.formula(), words(base), degrees)
+
+
+def words(t: TensorNetwork) -> str:
+    """A readable form: traces and dot products of the scalar parts, times the part carrying the
+    output: ``tr(X·X) X``, ``(v·v) delta``, ``X·v``; index notation where no such form fits."""
+    nodes = list(t.nodes)
+    if any(n.kind == "eps" for n in nodes) or any(n.type.rank > 2 for n in nodes if n.kind == "input"):
+        return t.formula()
+    # walk chains: each rank-1/rank-2 node is a link between its legs' labels
+    links = []
+    for n in nodes:
+        if n.kind == "delta":
+            continue
+        links.append(n)
+    used = [False] * len(links)
+    label_nodes: dict[str, list[int]] = {}
+    for k, n in enumerate(links):
+        for l in n.indices:
+            label_nodes.setdefault(l, []).append(k)
+    scalars, main = [], []
+
+    def walk(start_label, k):
+        """Follow the chain from link k entered through start_label; return its text and end label."""
+        parts = []
+        label = start_label
+        while k is not None:
+            used[k] = True
+            n = links[k]
+            if len(n.indices) == 1:
+                parts.append(n.name)
+                return parts, None
+            if len(n.indices) == 0:
+                parts.append(n.name)
+                return parts, None
+            a, b = n.indices
+            if a == label:
+                parts.append(n.name)
+                label = b
+            else:
+                parts.append(n.name + "ᵀ" if not n.type.symmetry else n.name)
+                label = a
+            nxt = [j for j in label_nodes.get(label, []) if not used[j]]
+            k = nxt[0] if nxt else None
+        return parts, label
+
+    out = list(t.output)
+    for o in out:
+        ks = [j for j in label_nodes.get(o, []) if not used[j]]
+        if ks:
+            parts, end = walk(o, ks[0])
+            main.append("·".join(parts))
+    for k, n in enumerate(links):
+        if used[k]:
+            continue
+        if len(n.indices) == 0:
+            used[k] = True
+            scalars.append(n.name)
+            continue
+        if len(n.indices) == 1:
+            parts, _ = walk(n.indices[0], k)
+            scalars.append("(" + "·".join(parts) + ")")
+            continue
+        parts, _ = walk(n.indices[0], k)
+        scalars.append("tr(" + "·".join(parts) + ")")
+    deltas = [n for n in nodes if n.kind == "delta"]
+    if deltas:
+        main.append("delta")
+    text = " ".join(sorted(scalars) + main)
+    return text or "1"
