@@ -83,10 +83,29 @@ class Diagram:
 
 
 @dataclass(frozen=True)
+class BasisInput:
+    """``X: sym2^2`` (degree 2) or ``X: sym2^<=2`` (every degree up to 2) in a basis declaration."""
+
+    param: Param
+    degree: int
+    up_to: bool
+
+
+@dataclass(frozen=True)
+class Basis:
+    """``basis NAME(inputs) -> output``: every independent equivariant contraction, stacked."""
+
+    name: str
+    inputs: tuple[BasisInput, ...]
+    output: Param
+    pos: Position
+
+
+@dataclass(frozen=True)
 class Module:
     """A whole .diag file."""
 
     filename: str
     source: str
     group: str
-    diagrams: tuple[Diagram, ...]
+    diagrams: tuple[Diagram | Basis, ...]

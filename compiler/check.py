@@ -60,10 +60,10 @@ def check_program(program: Program) -> list[Verdict]:
 
 
 def check_diagram(diagram: Diagram) -> Verdict:
-    signature = (
-        "(" + ", ".join(f"{t.name}: {t.type}" for t in diagram.inputs) + ") -> "
-        + ", ".join(f"{t.name}: {t.type}" for t in diagram.outputs)
-    )
+    outputs = ", ".join(f"{t.name}: {t.type}" for t in diagram.outputs)
+    if diagram.stacked:
+        outputs = f"{len(diagram.outputs)} x {diagram.outputs[0].type}, stacked"
+    signature = "(" + ", ".join(f"{t.name}: {t.type}" for t in diagram.inputs) + ") -> " + outputs
     proofs: list[TermProof] = []
     exact: list[str] = []
     try:

@@ -45,6 +45,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="numpy: a Python module running on numpy, torch, jax or cupy arrays (default)")
     k.add_argument("-o", "--output", metavar="OUT", help="output file (default: standard output)")
 
+    e = sub.add_parser("enumerate", help="list every independent equivariant contraction",
+                       description="Enumerate every linearly independent equivariant contraction from the "
+                       "inputs to the output (deltas, at most one eps), with the character-theory count "
+                       "that proves the list complete. Example: diagc enumerate --in X=sym2 --out sym2 "
+                       "--degree X=2")
+    e.add_argument("--in", dest="inputs", action="append", default=[], metavar="NAME=TYPE",
+                   help="an input tensor, e.g. X=sym2 (repeatable)")
+    e.add_argument("--out", required=True, metavar="[NAME=]TYPE", help="the output type, e.g. sym2 or S=sym2")
+    e.add_argument("--degree", action="append", default=[], metavar="NAME=D|NAME<=D",
+                   help="polynomial degree of an input (default 1); NAME<=D gives every degree up to D")
+    e.add_argument("--group", choices=("O3", "SO3"), default="O3")
+    e.add_argument("--name", default="maps", help="name of the diagram written by -o (default: maps)")
+    e.add_argument("-o", "--output", metavar="BASIS.diag", help="write the basis as a .diag file")
+    e.add_argument("--module", metavar="OUT.py", help="write a compiled module returning the stacked basis")
+    e.add_argument("--json", action="store_true", help="print one JSON object instead of the listing")
+
     b = sub.add_parser("build", help="compile every .diag file in a folder",
                        description="Compile every .diag file under DIR into OUT, mirroring the folder layout, "
                        "and write OUT/index.json and OUT/INDEX.md listing what was produced and what failed.")
@@ -57,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": _check, "compile": _compile, "build": _build}[args.command](args)
+        return {"check": _check, "compile": _compile, "build": _build, "enumerate": _enumerate}[args.command](args)
     except DiagError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
@@ -97,6 +113,68 @@ def _compile(args) -> int:
     else:
         write_atomic(args.output, text)
         print(f"wrote {args.output}")
+    return 0
+
+
+def _name_type(text: str, what: str):
+    from .parser import RESERVED
+    from .types import TensorType, TypeSyntaxError
+
+    name, sep, typ = text.partition("=")
+    if not sep:
+        raise DiagError(f"{what} '{text}': write NAME=TYPE, e.g. X=sym2")
+    name = name.strip()
+    if not name.isidentifier() or not name.isascii() or name.startswith("_") or name in RESERVED:
+        raise DiagError(f"{what} '{text}': '{name}' is not a usable name (an identifier, not a keyword, "
+                        "not starting with '_')")
+    try:
+        return name, TensorType.parse(typ)
+    except TypeSyntaxError as exc:
+        raise DiagError(f"{what} '{text}': {exc}") from None
+
+
+def _enumerate(args) -> int:
+    import re
+
+    from . import enumerate as en
+    from .api import compile_source
+
+    inputs = [_name_type(t, "--in") for t in args.inputs]
+    out_text = args.out if "=" in args.out else "Y=" + args.out
+    out_name, out_type = _name_type(out_text, "--out")
+    degrees = {n: (1,) for n, _ in inputs}
+    for d in args.degree:
+        m = re.fullmatch(r"\s*([A-Za-z][A-Za-z0-9_]*)\s*(<=|=)\s*([0-9]+)\s*", d)
+        if not m:
+            raise DiagError(f"--degree '{d}': write NAME=D or NAME<=D, e.g. X=2")
+        name, op, value = m.group(1), m.group(2), int(m.group(3))
+        if name not in degrees:
+            raise DiagError(f"--degree '{d}': no input named '{name}' (inputs: "
+                            f"{', '.join(degrees) or 'none'})")
+        degrees[name] = tuple(range(value + 1)) if op == "<=" else (value,)
+    _name_type(f"{args.name}=scalar", "--name")
+    names = [n for n, _ in inputs]
+    if len(set(names + [out_name])) != len(names) + 1:
+        raise DiagError("input and output names must all differ")
+    specs = [(n, t, degrees[n]) for n, t in inputs]
+    try:
+        found = en.enumerate_degrees(specs, out_type, args.group, out_name)
+    except en.EnumerationError as err:
+        raise DiagError(err.message) from None
+    diag_text = en.to_diag(found, specs, out_type, args.group, out_name, args.name)
+    module_text = None
+    if args.module:
+        if not found.elements:
+            raise DiagError("the space is empty (dimension 0): there is no module to write")
+        module_text = compile_source(diag_text, args.output or f"<{args.name}.diag>")
+    if args.output:
+        write_atomic(args.output, diag_text)
+    if module_text is not None:
+        write_atomic(args.module, module_text)
+    if args.json:
+        print(json.dumps(en.to_json(found, specs, out_type, args.group, out_name), indent=2))
+    else:
+        sys.stdout.write(en.listing(found, specs, out_type, args.group, out_name))
     return 0
 
 

@@ -64,7 +64,10 @@ class PythonPrinter:
 
     def _print_Scaled(self, s: Scaled) -> str:
         value = s.var
-        if s.eye_spec is not None:
+        if value is None:  # deltas only: a fresh constant array
+            n = s.eye_spec.partition("->")[0].count(",") + 1
+            value = f"_b.copy(_b.einsum({py_string(s.eye_spec)}, {', '.join(['_eye'] * n)}))"
+        elif s.eye_spec is not None:
             value = f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
         c = abs(s.coefficient)
         if c == 1:
@@ -83,7 +86,7 @@ class PythonPrinter:
                 parts.append(("- " if s.coefficient < 0 else "+ ") + text)
         expr = " ".join(parts)
         single = o.terms[0]
-        if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None:
+        if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var:
             expr = f"_b.copy({expr})"  # never hand back a view of an input
         return f"{o.name} = {expr}"
 
@@ -102,7 +105,10 @@ class PythonPrinter:
         for o in f.outputs:
             lines.append("    " + self.doprint(o))
         names = [o.name for o in f.outputs]
-        lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        if f.stack_axis is not None:
+            lines.append(f"    return _b.stack(({', '.join(names)},), {f.stack_axis})")
+        else:
+            lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
         return "\n".join(lines)
 
 

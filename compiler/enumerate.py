@@ -219,7 +219,7 @@ def _canonical(setup: _Setup, cand: _Candidate) -> tuple:
     return _canonical_search(setup, cand)
 
 
-def _canonical_chains(setup: _Setup, cand: _Candidate) -> tuple:
+def _canonical_chains(setup: _Setup, cand: _Candidate, output_axes: bool = False) -> tuple:
     """Canonical form of a network of vectors, rank-2 tensors and at most one eps.
 
     Such a network is a union of paths and cycles (plus the arms of eps). Each path or cycle is
@@ -237,6 +237,8 @@ def _canonical_chains(setup: _Setup, cand: _Candidate) -> tuple:
     seen = set()
 
     def cls(o, a):
+        if o == -1 and output_axes:
+            return a
         return 0 if setup.type_of(o).symmetry else a
 
     def walk(leg, from_eps=False):
@@ -444,6 +446,16 @@ def _network(setup: _Setup, cand: _Candidate, out_labels, output=None) -> Tensor
     return TensorNetwork(Fraction(1), tuple(nodes), tuple(output or out_labels), kinds)
 
 
+def _swap_invariant(setup: _Setup, cand: _Candidate) -> bool:
+    """True if exchanging the two output legs gives the same network (then it is already symmetric)."""
+    if not setup.chains_only:
+        return False
+    swap = {(-1, 0): (-1, 1), (-1, 1): (-1, 0)}
+    other = _Candidate(tuple((swap.get(a, a), swap.get(b, b)) for a, b in cand.pairs),
+                       tuple(swap.get(leg, leg) for leg in cand.eps) if cand.eps else None)
+    return _canonical_chains(setup, cand, True) == _canonical_chains(setup, other, True)
+
+
 def _element_terms(setup: _Setup, cand: _Candidate) -> list[TensorNetwork]:
     """The candidate projected onto the output's symmetry: sym/skew part, minus the trace part."""
     out = setup.request.output
@@ -451,12 +463,20 @@ def _element_terms(setup: _Setup, cand: _Candidate) -> list[TensorNetwork]:
     base = _network(setup, cand, labels)
     if not out.symmetry:
         return [base]
+    if out.symmetry != "skew" and _swap_invariant(setup, cand):
+        terms = [base]
+        if out.symmetry == "sym_traceless":
+            traced = _network(setup, cand, (_LABELS[out.rank],) * 2)
+            nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
+            kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
+            terms.append(TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items())))
+        return _merge(terms)
     swapped = _network(setup, cand, (labels[1], labels[0]), labels)
     half = Fraction(1, 2)
     sign = -1 if out.symmetry == "skew" else 1
     terms = [_scaled(base, half), _scaled(swapped, sign * half)]
     if out.symmetry == "sym_traceless":
-        traced = _network(setup, cand, ("z", "z"))
+        traced = _network(setup, cand, (_LABELS[out.rank],) * 2)
         nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
         kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
         terms.append(TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items())))
@@ -746,3 +766,145 @@ def words(t: TensorNetwork) -> str:
         main.append("delta")
     text = " ".join(sorted(scalars) + main)
     return text or "1"
+
+
+# ------------------------------------------------------------------------------------------------
+# several degrees at once
+# ------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BasisSet:
+    """The union over several multidegrees (``X<=3``): a direct sum, one :class:`Basis` per degree."""
+
+    parts: tuple[Basis, ...]
+
+    @property
+    def elements(self) -> tuple[Element, ...]:
+        return tuple(e for b in self.parts for e in b.elements)
+
+    @property
+    def dimension(self) -> int:
+        return sum(b.dimension for b in self.parts)
+
+    @property
+    def expected(self) -> int:
+        return sum(b.expected for b in self.parts)
+
+    @property
+    def candidates(self) -> int:
+        return sum(b.candidates for b in self.parts)
+
+    @property
+    def unique(self) -> int:
+        return sum(b.unique for b in self.parts)
+
+
+def enumerate_degrees(inputs, output: TensorType, group: str = "O3", output_name: str = "Y") -> BasisSet:
+    """``inputs``: (name, type, degrees) with degrees a tuple of the degrees wanted for that input;
+    every combination is enumerated, in increasing total degree."""
+    combos = list(itertools.product(*[sorted(set(d)) for _, _, d in inputs]))
+    combos.sort(key=lambda c: (sum(c), c))
+    parts = []
+    for combo in combos:
+        request = Request(tuple(InputSpec(n, t, d) for (n, t, _), d in zip(inputs, combo)), output, group,
+                          output_name)
+        parts.append(enumerate_basis(request))
+    return BasisSet(tuple(parts))
+
+
+# ------------------------------------------------------------------------------------------------
+# output forms
+# ------------------------------------------------------------------------------------------------
+
+def describe(inputs, output: TensorType, group: str, output_name: str = "Y") -> str:
+    """``Hom_O3(S^2(X: sym2) ⊗ v: vec, Y: sym2)`` for a listing's title."""
+    parts = []
+    for name, t, degrees in inputs:
+        ds = sorted(set(degrees))
+        if ds == [1]:
+            parts.append(f"{name}: {t}")
+        elif len(ds) == 1:
+            parts.append(f"S^{ds[0]}({name}: {t})")
+        else:
+            parts.append(f"S^<={ds[-1]}({name}: {t})")
+    return f"Hom_{group}({' ⊗ '.join(parts) or '1'}, {output_name}: {output})"
+
+
+def element_formula(element: Element) -> str:
+    """The element's equation right-hand side, in index notation that the parser reads back."""
+    text = ""
+    for k, t in enumerate(element.terms):
+        f = t.formula()
+        if k and f.startswith("-"):
+            text += " - " + f[1:]
+        elif k:
+            text += " + " + f
+        else:
+            text = f
+    return text
+
+
+def listing(found: BasisSet, inputs, output: TensorType, group: str, output_name: str = "Y") -> str:
+    title = describe(inputs, output, group, output_name)
+    lines = [f"{title}: dimension {found.dimension} (character theory: {found.expected}); "
+             f"{found.candidates} candidate contractions, {found.unique} distinct"]
+    if not found.elements:
+        lines.append("The space is empty: no equivariant contraction maps these inputs to this output "
+                     f"under {group}.")
+    width = max([len(e.words) for e in found.elements] + [0])
+    for k, e in enumerate(found.elements):
+        lines.append(f"  {k:>3}. {e.words:<{width}}   {output_name}[{','.join(_LABELS[:output.rank])}] = "
+                     f"{element_formula(e)}")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(found: BasisSet, inputs, output: TensorType, group: str, output_name: str = "Y") -> dict:
+    return {
+        "space": describe(inputs, output, group, output_name),
+        "group": group,
+        "inputs": [{"name": n, "type": str(t), "degrees": sorted(set(d))} for n, t, d in inputs],
+        "output": {"name": output_name, "type": str(output)},
+        "dimension": found.dimension,
+        "expected": found.expected,
+        "candidates": found.candidates,
+        "distinct": found.unique,
+        "prime": PRIME,
+        "basis": [{"index": k, "words": e.words, "formula": element_formula(e), "generator": e.formula,
+                   "degrees": dict(zip([n for n, _, _ in inputs], e.degrees))}
+                  for k, e in enumerate(found.elements)],
+    }
+
+
+def to_diag(found: BasisSet, inputs, output: TensorType, group: str, output_name: str = "Y",
+            name: str = "basis") -> str:
+    """A .diag file: the basis as one ordinary diagram (one output per element) and as a ``basis``
+    declaration (the same elements stacked on one axis)."""
+    lines = [f"# {describe(inputs, output, group, output_name)}",
+             f"# dimension {found.dimension} = character-theory count {found.expected}; written by diagc enumerate",
+             f"group {group}", ""]
+    if found.elements:
+        taken = {n for n, _, _ in inputs}
+        prefix = output_name
+        while any(f"{prefix}{k}" in taken for k in range(len(found.elements))):
+            prefix += "_"
+        outs = [f"{prefix}{k}" for k in range(len(found.elements))]
+        sig = ", ".join(f"{n}: {t}" for n, t, _ in inputs)
+        lines.append(f"diagram {name}({sig}) -> ({', '.join(f'{o}: {output}' for o in outs)}) {{")
+        idx = ",".join(_LABELS[:output.rank])
+        for o, e in zip(outs, found.elements):
+            lhs = f"{o}[{idx}]" if output.rank else o
+            lines.append(f"    # {e.words}")
+            lines.append(f"    {lhs} = {element_formula(e)}")
+        lines.append("}")
+        lines.append("")
+        decl = []
+        for n, t, d in inputs:
+            ds = sorted(set(d))
+            deg = "" if ds == [1] else (f"^{ds[0]}" if len(ds) == 1 else f"^<={ds[-1]}")
+            decl.append(f"{n}: {t}{deg}")
+        lines.append(f"# the same elements stacked on one axis: shape (..., {found.dimension}, "
+                     f"{', '.join(['3'] * output.rank) or ''})".replace(", )", ")"))
+        lines.append(f"basis {name}_stacked({', '.join(decl)}) -> {output_name}: {output}")
+    else:
+        lines.append("# the space is empty: there is nothing to compile")
+    return "\n".join(lines) + "\n"

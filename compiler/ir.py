@@ -224,6 +224,7 @@ class Diagram:
     outputs: tuple[Tensor, ...]
     equations: tuple[Equation, ...]  # one per output, in output order
     pos: Position | None = field(default=None, compare=False)
+    stacked: bool = False  # return the outputs stacked on a new axis before their geometric axes
 
 
 @dataclass(frozen=True)

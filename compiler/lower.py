@@ -51,7 +51,10 @@ def lower(module: ast.Module) -> Program:
         if d.name in seen:
             raise DiagNameError(f"diagram '{d.name}' is defined twice (first at line {seen[d.name].line})", d.pos)
         seen[d.name] = d.pos
-        diagrams.append(_DiagramLowering(d, module.group).run())
+        if isinstance(d, ast.Basis):
+            diagrams.append(lower_basis(d, module.group))
+        else:
+            diagrams.append(_DiagramLowering(d, module.group).run())
     return Program(module.filename, module.source, module.group, tuple(diagrams))
 
 
@@ -211,6 +214,37 @@ class _DiagramLowering:
                 occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos))
             result.append(_Product(p.coefficient, tuple(occs), f.pos))
         return result
+
+
+def lower_basis(decl: ast.Basis, group: str) -> Diagram:
+    """A basis declaration -> a diagram whose outputs are the basis elements, stacked."""
+    from .enumerate import EnumerationError, enumerate_degrees
+
+    names = [i.param.name for i in decl.inputs]
+    for k, i in enumerate(decl.inputs):
+        if i.param.name in names[:k] or i.param.name == decl.output.name:
+            raise DiagNameError(f"'{i.param.name}' is declared twice in basis '{decl.name}'", i.param.pos)
+    specs = [(i.param.name, i.param.type, tuple(range(i.degree + 1)) if i.up_to else (i.degree,))
+             for i in decl.inputs]
+    out = decl.output
+    try:
+        found = enumerate_degrees(specs, out.type, group, out.name)
+    except EnumerationError as err:
+        raise DiagTypeError(err.message, decl.pos) from None
+    if not found.elements:
+        raise DiagTypeError(
+            f"basis '{decl.name}' is empty: no equivariant contraction maps these inputs to {out.type} under "
+            f"{group} (character theory: dimension 0)", decl.pos)
+    equations, outputs = [], []
+    for k, element in enumerate(found.elements):
+        name = f"_e{k}"
+        terms = tuple(TensorNetwork(t.coefficient, tuple(Node(n.kind, n.name, n.type, n.indices, decl.pos)
+                                                         for n in t.nodes), t.output, t.kinds, decl.pos)
+                      for t in element.terms)
+        equations.append(Equation(name, out.type, terms, decl.pos))
+        outputs.append(Tensor(name, out.type, decl.pos))
+    inputs = tuple(Tensor(i.param.name, i.param.type, i.param.pos) for i in decl.inputs)
+    return Diagram(decl.name, group, inputs, tuple(outputs), tuple(equations), decl.pos, stacked=True)
 
 
 def _arity_message(name: str, typ, given: int) -> str:

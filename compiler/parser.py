@@ -25,7 +25,7 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", 
     mutable namespace new operator private protected public template this throw true try typeid
     typename using virtual nullptr constexpr decltype noexcept static_assert thread_local alignas
     alignof char16_t char32_t __global__ __device__ __host__ __shared__ __constant__ dim3
-    threadIdx blockIdx blockDim gridDim warpSize diagram group delta eps""".split()
+    threadIdx blockIdx blockDim gridDim warpSize diagram basis group delta eps""".split()
 )
 
 _NAMES = {
@@ -49,6 +49,8 @@ _NAMES = {
     "SLASH": "'/'",
     "SEMICOLON": "';'",
     "__ANON_0": "'->'",
+    "__ANON_1": "'<='",
+    "CIRCUMFLEX": "'^'",
     "$END": "end of file",
 }
 
@@ -128,6 +130,28 @@ class _ToAst(Transformer):
         pos = self._pos(name)
         check_name(str(name), pos, "diagram")
         return ast.Diagram(str(name), tuple(params or ()), tuple(outputs), tuple(equations), pos)
+
+    def basis(self, items):
+        name, params, output = items
+        pos = self._pos(name)
+        check_name(str(name), pos, "basis")
+        return ast.Basis(str(name), tuple(params or ()), output, pos)
+
+    def bparams(self, items):
+        return list(items)
+
+    def bparam(self, items):
+        name, (typ, type_pos), degree = items
+        pos = self._pos(name)
+        check_name(str(name), pos, "tensor")
+        d, up_to = degree if degree is not None else (1, False)
+        return ast.BasisInput(ast.Param(str(name), typ, pos, type_pos), d, up_to)
+
+    def exact_degree(self, items):
+        return int(items[0]), False
+
+    def max_degree(self, items):
+        return int(items[0]), True
 
     def outputs(self, items):
         (item,) = items

@@ -78,7 +78,7 @@ class Scaled:
     """``coefficient × var``, optionally times delta on the axes named by ``eye_spec``."""
 
     coefficient: Fraction
-    var: str
+    var: str | None  # None: the term is made of free deltas only
     eye_spec: str | None = None  # einsum spec multiplying var by free deltas, e.g. '...c,ij->...cij'
 
 
@@ -97,6 +97,7 @@ class FunctionPlan:
     outputs: tuple[OutputPlan, ...]
     contractions: tuple[Contraction, ...]
     constants: tuple[str, ...]  # 'eps' / 'eye' as used
+    stack_axis: int | None = None  # stack the outputs on this (negative) axis
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
@@ -107,6 +108,12 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         scaled = []
         for term in terms:
             core, free_deltas = _split_free_deltas(term)
+            if not core.nodes:  # a product of deltas alone: a constant
+                letters = _letters(term)
+                spec = ",".join(letters[a] + letters[b] for a, b in free_deltas) + "->" + "".join(
+                    letters[i] for i in term.output)
+                scaled.append(Scaled(term.coefficient, None, spec))
+                continue
             spec, operands = _einsum(core)
             key = (spec, operands)
             if key not in contractions:
@@ -121,12 +128,16 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         used += [o for o in c.operands if o in ("eps",)]
     if any(s.eye_spec for o in outputs for s in o.terms):
         used.append("eye")
+    stack_axis = None
+    if diagram.stacked:
+        stack_axis = -(diagram.outputs[0].type.n_geometric + len(diagram.outputs[0].type.channels)) - 1
     return FunctionPlan(
         diagram.name,
         tuple(t.name for t in diagram.inputs),
         tuple(outputs),
         tuple(contractions.values()),
         tuple(dict.fromkeys(sorted(used))),
+        stack_axis,
     )
 
 
@@ -161,7 +172,8 @@ def _einsum(core: TensorNetwork) -> tuple[str, tuple[str, ...]]:
         else:
             specs.append("..." + sub)
             operands.append(node.name)
-    out = "..." + "".join(letters[i] for i in core.output)
+    batch = "..." if any(o != "eps" for o in operands) else ""
+    out = batch + "".join(letters[i] for i in core.output)
     return ",".join(specs) + "->" + out, tuple(operands)
 
 
