@@ -64,7 +64,9 @@ class PythonPrinter:
 
     def _print_Scaled(self, s: Scaled) -> str:
         value = s.var
-        if value is None:  # deltas only: a fresh constant array
+        if value is None and s.eye_spec is None:  # a number alone
+            value = "_b.one(_like)"
+        elif value is None:  # deltas only: a fresh constant array
             n = s.eye_spec.partition("->")[0].count(",") + 1
             value = f"_b.copy(_b.einsum({py_string(s.eye_spec)}, {', '.join(['_eye'] * n)}))"
         elif s.eye_spec is not None:

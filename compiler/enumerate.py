@@ -583,6 +583,8 @@ def evaluate(terms, points, out_labels, n, p: int = PRIME) -> np.ndarray:
                                 + "".join(letters[l] for l in uniq if labels.count(l) == 1), arr) % p
                 labels = [l for l in uniq if labels.count(l) == 1]
             fixed.append((arr, labels))
+        if not fixed:  # the empty network: the constant 1
+            fixed = [(np.ones(n, dtype=np.int64), [])]
         value, labels = _contract(fixed, p)
         value = np.broadcast_to(value, (n,) + value.shape[value.ndim - len(labels):] if value.ndim == len(labels)
                                 else value.shape)
@@ -756,7 +758,9 @@ def words(t: TensorNetwork) -> str:
             scalars.append(n.name)
             continue
         if len(n.indices) == 1:
-            parts, _ = walk(n.indices[0], k)
+            used[k] = True
+            nxt = [j for j in label_nodes.get(n.indices[0], []) if not used[j]]
+            parts = [n.name] + (walk(n.indices[0], nxt[0])[0] if nxt else [])
             scalars.append("(" + "·".join(parts) + ")")
             continue
         parts, _ = walk(n.indices[0], k)
@@ -764,7 +768,8 @@ def words(t: TensorNetwork) -> str:
     deltas = [n for n in nodes if n.kind == "delta"]
     if deltas:
         main.append("delta")
-    text = " ".join(sorted(scalars) + main)
+    scalars = [f"{s}^{scalars.count(s)}" if scalars.count(s) > 1 else s for s in dict.fromkeys(sorted(scalars))]
+    text = " ".join(scalars + ["⊗".join(main)] if main else scalars)
     return text or "1"
 
 

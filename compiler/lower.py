@@ -112,8 +112,6 @@ class _DiagramLowering:
         products = self.expand(eq.expr)
         if not products:
             raise DiagTypeError(f"the right-hand side of '{eq.target}' is empty", eq.pos)
-        if not any(p.factors for p in products):
-            raise DiagTypeError(f"'{eq.target}' does not depend on any tensor", eq.pos)
         terms = tuple(self.network(p, lhs, kinds, eq) for p in products)
         self.defined[eq.target] = (lhs, products)
         return Equation(eq.target, out.type, terms, eq.pos)

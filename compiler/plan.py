@@ -108,6 +108,9 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         scaled = []
         for term in terms:
             core, free_deltas = _split_free_deltas(term)
+            if not term.nodes:  # a number alone
+                scaled.append(Scaled(term.coefficient, None, None))
+                continue
             if not core.nodes:  # a product of deltas alone: a constant
                 letters = _letters(term)
                 spec = ",".join(letters[a] + letters[b] for a, b in free_deltas) + "->" + "".join(

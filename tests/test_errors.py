@@ -34,7 +34,6 @@ ERRORS = [
     ('name_used_before', 'diagram f(a: vec) -> (s: scalar, t: scalar) {\n    s = t a[i] a[i]\n    t = a[i] a[i]\n}\n', 2, 2, 9, "output 't' is used before it is assigned"),
     ('name_diagram_twice', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] a[i]\n}\ndiagram f(a: vec) -> s: scalar {\n    s = a[i] a[i]\n}\n', 2, 4, 9, "diagram 'f' is defined twice (first at line 1)"),
     ('lhs_repeated', 'diagram f(X: cart2) -> Y: cart2 {\n    Y[i,i] = X[i,i]\n}\n', 2, 2, 9, "index 'i' appears twice on the left-hand side"),
-    ('no_tensor', 'diagram f(a: vec) -> s: scalar {\n    s = 2\n}\n', 2, 2, 5, "'s' does not depend on any tensor"),
     ('eq_hyperedge', 'diagram f(a: vec, b: vec, c: vec) -> s: scalar {\n    s = a[i] b[i] c[i]\n}\n', 1, 2, 19, "in 's' of diagram 'f', term 'a[i] b[i] c[i]': geometric inde"),
     ('eq_dangling', 'diagram f(a: vec, b: vec) -> s: scalar {\n    s = a[i] b[j]\n}\n', 1, 2, 9, "in 's' of diagram 'f', term 'a[i] b[j]': index 'i' is on one"),
     ('eq_missing_free', 'diagram f(a: vec) -> v: vec {\n    v[i] = a[j] a[j]\n}\n', 1, 2, 12, "in 'v' of diagram 'f', term 'a[j] a[j]': output index 'i' ap"),

@@ -485,6 +485,7 @@ KNOWN_BUG_INPUTS = [
     ("graded-missing-part-skew", _src("X: cart2(0e+1o+2e)", "A[i,j] = X[i,j] - X[j,i]", "A: sym2")),
     ("channels-60", f"diagram f(W: weight[{INDICES_60}]) -> s: scalar[{INDICES_60}] {{\n"
                     f"    s[{INDICES_60}] = 2 W[{INDICES_60}]\n}}\n"),
+    ("huge-product-of-numbers", _src("a: vec", "s = 1" + "0" * 3000 + " 1" + "0" * 3000 + " a[i] a[i]")),
     ("huge-number-5000-digits", _src("a: vec", "s = " + "9" * 5000 + " a[i] a[i]")),
     ("sum-1000", _src("a: vec", "s = " + " + ".join(["a[i] a[i]"] * 1000))),
     ("unary-minus-500", _src("a: vec", "s = " + "-" * 500 + "a[i] a[i]")),
@@ -539,3 +540,25 @@ def test_high_rank_input_is_checked_quickly():
     except subprocess.TimeoutExpired:
         pytest.fail("checking took more than 4 s")
     assert done.returncode == 0 and done.stdout.strip() == "True", done.stderr[-500:]
+
+
+@pytest.mark.parametrize("source", [
+    pytest.param(_src("a: vec", "Y[i,j] = a[i] a[j] + delta[i,j]", "Y: sym2"), id="constant-delta-term"),
+    pytest.param(_src("a: vec", "Y[i,j] = 2 delta[i,j] a[k] a[k] - delta[i,j]", "Y: sym2"), id="constant-delta-term-2"),
+    pytest.param(_src("a: vec", "s = 1" + "0" * 400 + " a[i] a[i]"), id="coefficient-overflow"),
+    pytest.param(_src("a: vec", "s = 1" + "0" * 400 + " a[i] a[i] / 7"), id="coefficient-overflow-rational"),
+])
+@pytest.mark.xfail(strict=True, reason="known bugs constant-delta-term (compiles to einsum('->...') with no operand) "
+                   "and coefficient-overflow (an integer coefficient beyond float range compiles, then every call "
+                   "raises OverflowError)")
+def test_compiled_function_runs(source):
+    """A source that compiles gives functions that run on float inputs (or it is refused at compile time)."""
+    try:
+        module = compiler.compile_source(source, FILE)
+    except DiagError as err:
+        assert_positioned(err, source)
+        return
+    namespace: dict = {}
+    exec(compile(module, "<diagc nasty>", "exec"), namespace)
+    result = namespace["f"](np.random.default_rng(2).normal(size=(4, 3)))
+    assert np.shape(result)[0] == 4

@@ -1,0 +1,226 @@
+"""The enumerator: counts equal character theory, classical results, equivariance and independence
+of every basis element, and the emitted .diag round-trips through the checker."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.enumerate import (MAX_LEGS, EnumerationError, InputSpec, Request, enumerate_basis,
+                                enumerate_degrees, to_diag)
+from compiler.testing import assert_equivariant, random_input
+from compiler.types import TensorType as T
+from conftest import ROOT
+
+
+def request(inputs, out, group="O3"):
+    return Request(tuple(InputSpec(n, T.parse(t), d) for n, t, d in inputs), T.parse(out), group)
+
+
+# (inputs as (name, type, degree), output, group, expected dimension) -- expected values from
+# /work/shared/SEEDS.md section 4 (computed there independently) and classical invariant theory
+TABLE = [
+    ([("X", "cart2", 1)], "cart2", "O3", 3),  # T1: id, transpose, tr delta
+    ([("X", "cart2", 1)], "cart2", "SO3", 3),
+    ([("v", "vec", 1)], "skew2", "SO3", 1),  # T3
+    ([("v", "vec", 1)], "skew2", "O3", 0),
+    ([("v", "vec", 1)], "skew2(1o)", "O3", 1),
+    ([("w", "axial", 1)], "skew2", "O3", 1),
+    ([("X", "cart2", 1)], "vec", "SO3", 1),  # T4
+    ([("X", "cart2", 1)], "vec", "O3", 0),
+    ([("X", "cart2", 1)], "axial", "O3", 1),
+    *[([("r", "vec", d)], "cart2", "SO3", n) for d, n in enumerate([1, 1, 2, 1])],  # T5
+    *[([("r", "vec", d)], "cart2", "O3", n) for d, n in enumerate([1, 0, 2, 0])],
+    ([("r", "vec", 2)], "sym2t", "O3", 1),  # T6
+    ([("r", "vec", 2)], "sym2t", "SO3", 1),
+    ([("X", "cart2", 1), ("Y", "cart2", 1)], "cart2", "O3", 15),  # T7
+    ([("X", "cart2", 1), ("Y", "cart2", 1)], "cart2", "SO3", 15),
+    ([("X", "cart2", 1), ("Y", "cart2", 1)], "scalar", "O3", 3),  # T10
+    ([("X", "cart2", 1), ("v", "vec", 1)], "vec", "O3", 3),  # T11
+    ([("X", "cart2", 1), ("v", "vec", 1)], "vec", "SO3", 3),
+    ([("X", "cart2", 1), ("v", "vec", 1)], "cart2", "SO3", 6),
+    ([("X", "cart2", 1), ("v", "vec", 1)], "cart2", "O3", 0),
+    ([("X", "cart2", 1), ("v", "vec", 1)], "pcart(2)", "O3", 6),
+    *[([("T", f"cart({k})", 1)], "scalar", "SO3", n)  # T12: Riordan numbers
+      for k, n in enumerate([1, 0, 1, 1, 3, 6, 15, 36, 91])],
+    *[([("T", f"cart({k})", 1)], "scalar", "O3", n if k % 2 == 0 else 0)
+      for k, n in enumerate([1, 0, 1, 1, 3, 6, 15, 36, 91])],
+    ([("a", "vec", 1), ("b", "vec", 1)], "scalar", "O3", 1),  # T14
+    ([("a", "vec", 1), ("b", "vec", 1)], "vec", "SO3", 1),
+    ([("a", "vec", 1), ("b", "vec", 1)], "vec", "O3", 0),
+    ([("a", "vec", 1), ("b", "vec", 1)], "axial", "O3", 1),
+    ([("a", "vec", 1), ("b", "vec", 1), ("c", "vec", 1)], "pscalar", "O3", 1),
+    ([("a", "vec", 1), ("b", "vec", 1), ("c", "vec", 1)], "scalar", "SO3", 1),
+    ([("a", "vec", 1), ("b", "vec", 1), ("c", "vec", 1)], "scalar", "O3", 0),
+    ([("a", "vec", 2), ("b", "vec", 1)], "cart2", "SO3", 3),  # T15
+    ([("a", "vec", 2), ("b", "vec", 1)], "cart2", "O3", 0),
+    ([("a", "vec", 2), ("b", "vec", 1)], "pcart(2)", "O3", 3),
+    ([("a", "vec", 1), ("b", "vec", 1)], "cart2", "O3", 3),  # T16
+    ([("E", "sym2", 1)], "sym2", "O3", 2),  # T17: isotropic elasticity
+    ([("E", "sym2", 1), ("F", "sym2", 1)], "sym2", "O3", 5),
+    ([("E", "sym2", 1), ("F", "sym2", 1)], "scalar", "O3", 2),
+    *[([("E", "sym2", d)], "sym2", "O3", n) for d, n in enumerate([1, 2, 4, 6, 9])],  # T18
+    *[([("E", "sym2", d)], "scalar", "O3", n) for d, n in enumerate([1, 1, 2, 3, 4])],
+    ([("X", "cart2", 1)], "sym2t", "O3", 1),  # T19 (cart2 -> 2e)
+    ([("X", "skew2", 1), ("Y", "skew2", 1)], "skew2", "SO3", 1),
+    ([("X", "sym2t", 3)], "sym2t", "O3", 1),
+    ([("X", "sym2", 2), ("v", "vec", 2)], "sym2", "O3", 11),
+    ([("X", "cart2", 2), ("v", "vec", 1)], "vec", "SO3", 9),
+    ([("a", "vec", 1), ("w", "axial", 1), ("X", "skew2", 1)], "pcart(2)", "O3", 6),
+    ([("T", "cart(3)", 1)], "vec", "O3", 3),
+    # four vector legs -> 0e+2e: multiplicities of l=0 (3) and l=2 (6) in 1o^{⊗4}
+    ([("T", "cart(3)", 1), ("v", "vec", 1)], "sym2", "SO3", 9),
+]
+
+
+@pytest.mark.parametrize("inputs, out, group, expected", TABLE,
+                         ids=[f"{'+'.join(f'{n}:{t}^{d}' for n, t, d in i)}->{o}:{g}" for i, o, g, _ in TABLE])
+def test_dimension_equals_character_count_and_known_value(inputs, out, group, expected):
+    b = enumerate_basis(request(inputs, out, group))
+    assert b.expected == expected
+    assert b.dimension == expected
+
+
+def _evaluate(basis, args):
+    """Stack the basis elements at numeric points via a compiled module."""
+    from compiler.enumerate import element_formula
+
+    r = basis.request
+    sig = ", ".join(f"{i.name}: {i.type}" for i in r.inputs)
+    outs = [f"B{k}" for k in range(basis.dimension)]
+    idx = ",".join("ijklmnpq"[: r.output.rank])
+    body = "\n".join(f"  {o}{f'[{idx}]' if idx else ''} = {element_formula(e)}" for o, e in zip(outs, basis.elements))
+    src = f"group {r.group}\ndiagram f({sig}) -> ({', '.join(f'{o}: {r.output}' for o in outs)}) {{\n{body}\n}}\n"
+    return compiler.load_source(src).f
+
+
+@pytest.mark.parametrize("inputs, out, group", [
+    ([("X", "cart2", 1), ("v", "vec", 1)], "cart2", "SO3"),
+    ([("E", "sym2", 3)], "sym2", "O3"),
+    ([("a", "vec", 2), ("b", "vec", 1)], "pcart(2)", "O3"),
+    ([("X", "sym2", 2), ("v", "vec", 2)], "sym2t", "O3"),
+    ([("T", "cart(3)", 1), ("v", "vec", 1)], "sym2", "SO3"),
+])
+def test_every_element_is_equivariant_and_the_basis_is_independent(inputs, out, group):
+    basis = enumerate_basis(request(inputs, out, group))
+    f = _evaluate(basis, None)
+    types = [t for _, t, _ in inputs]
+    assert_equivariant(lambda *a: f(*a), types, [out] * basis.dimension, group)
+    # independence: the elements evaluated at random points have full rank (float64, well conditioned)
+    rng = np.random.default_rng(5)
+    args = [random_input(t, rng, batch=(40,)) for t in types]
+    values = np.stack([np.broadcast_to(np.asarray(v), (40,) + (3,) * T.parse(out).rank).reshape(-1)
+                       for v in (f(*args) if basis.dimension > 1 else (f(*args),))])
+    assert np.linalg.matrix_rank(values) == basis.dimension
+
+
+def test_rivlin_ericksen_form():
+    """Polynomial sym2 -> sym2: invariant coefficients times delta, E, E·E (no E^3: Cayley-Hamilton)."""
+    for d in range(1, 5):
+        words = [e.words for e in enumerate_basis(request([("E", "sym2", d)], "sym2")).elements]
+        generators = {w.split()[-1] for w in words}
+        assert generators <= {"delta", "E", "E·E"}
+    words = [e.words for e in enumerate_basis(request([("E", "sym2", 3)], "sym2")).elements]
+    assert words == ["tr(E·E·E) delta", "tr(E) tr(E·E) delta", "tr(E)^3 delta", "tr(E·E) E",
+                     "tr(E)^2 E", "tr(E) E·E"]
+
+
+def test_invariants_of_one_symmetric_tensor():
+    words = {d: [e.words for e in enumerate_basis(request([("A", "sym2", d)], "scalar")).elements]
+             for d in (1, 2, 3)}
+    assert words == {1: ["tr(A)"], 2: ["tr(A·A)", "tr(A)^2"], 3: ["tr(A·A·A)", "tr(A) tr(A·A)", "tr(A)^3"]}
+
+
+def test_dot_and_cross_are_the_single_generators():
+    (dot,) = enumerate_basis(request([("a", "vec", 1), ("b", "vec", 1)], "scalar")).elements
+    assert dot.words == "(a·b)"
+    (cross,) = enumerate_basis(request([("a", "vec", 1), ("b", "vec", 1)], "vec", "SO3")).elements
+    assert cross.formula == "eps[i,j,k] a[j] b[k]"
+
+
+def test_union_over_degrees_is_the_direct_sum():
+    found = enumerate_degrees([("E", T.parse("sym2"), (0, 1, 2, 3))], T.parse("sym2"))
+    assert found.dimension == found.expected == 1 + 2 + 4 + 6
+
+
+def test_symmetry_reduces_candidates_before_the_rank_step():
+    b = enumerate_basis(request([("E", "sym2", 5)], "sym2"))  # 12 legs
+    assert b.candidates == 10395 and b.unique < 30 and b.dimension == 12
+
+
+def test_emitted_diag_round_trips_through_check(tmp_path):
+    inputs = [("X", T.parse("sym2"), (0, 1, 2)), ("v", T.parse("vec"), (1,))]
+    found = enumerate_degrees(inputs, T.parse("vec"), "O3")
+    text = to_diag(found, inputs, T.parse("vec"), "O3", "Y", "maps")
+    verdicts = compiler.check_source(text, "basis.diag")
+    assert [v.diagram for v in verdicts] == ["maps", "maps_stacked"] and all(v.ok for v in verdicts)
+    m = compiler.load_source(text)
+    rng = np.random.default_rng(0)
+    X, v = random_input("sym2", rng, (6,)), random_input("vec", rng, (6,))
+    stacked = m.maps_stacked(X, v)
+    assert stacked.shape == (6, found.dimension, 3)
+    np.testing.assert_allclose(stacked, np.stack(m.maps(X, v), axis=-2), atol=1e-12)
+
+
+def test_empty_space_is_a_plain_answer():
+    b = enumerate_basis(request([("a", "vec", 1), ("b", "vec", 1)], "vec", "O3"))
+    assert b.dimension == b.expected == 0
+
+
+def test_refuses_absurd_sizes_and_unsupported_types():
+    with pytest.raises(EnumerationError, match="limit"):
+        enumerate_basis(request([("X", "cart2", 9)], "scalar"))
+    assert MAX_LEGS == 16
+    with pytest.raises(EnumerationError, match="graded"):
+        enumerate_basis(request([("X", "cart2(0e+1o+2e)", 1)], "scalar"))
+    with pytest.raises(EnumerationError, match="channel"):
+        enumerate_basis(request([("X", "cart2[c]", 1)], "scalar"))
+
+
+def test_basis_declaration_compiles_to_a_stacked_function():
+    m = compiler.load_source("basis stress(E: sym2^<=2) -> S: sym2\n")
+    E = random_input("sym2", np.random.default_rng(1), (5,))
+    assert m.stress(E).shape == (5, 7, 3, 3)
+    assert_equivariant(m.stress, ["sym2"], ["sym2"], "O3")
+    with pytest.raises(compiler.DiagError, match="empty"):
+        compiler.compile_source("basis f(a: vec, b: vec) -> c: vec\n")
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "compiler", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cli_json_and_files(tmp_path):
+    r = run("enumerate", "--in", "X=sym2", "--in", "v=vec", "--out", "sym2", "--degree", "X=1",
+            "--degree", "v=2", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["dimension"] == data["expected"] == len(data["basis"]) == 5
+    out = tmp_path / "b.diag"
+    r = run("enumerate", "--in", "E=sym2", "--out", "S=sym2", "--degree", "E<=2", "-o", str(out),
+            "--module", str(tmp_path / "b.py"))
+    assert r.returncode == 0, r.stderr
+    assert "dimension 7 (character theory: 7)" in r.stdout
+    assert run("check", str(out)).returncode == 0
+    assert (tmp_path / "b.py").is_file()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--in", "X=vector", "--out", "sym2"], "unknown type 'vector'"),
+    (["--in", "X=sym2", "--out", "sym2", "--degree", "Y=2"], "no input named 'Y'"),
+    (["--in", "X", "--out", "sym2"], "write NAME=TYPE"),
+    (["--in", "X=cart2", "--out", "sym2", "--degree", "X=9"], "the limit is 16"),
+    (["--in", "X=sph(1o)", "--out", "vec"], "Cartesian types"),
+    (["--in", "class=vec", "--out", "vec"], "not a usable name"),
+])
+def test_cli_bad_requests(args, message):
+    r = run("enumerate", *args)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cli_empty_space(tmp_path):
+    r = run("enumerate", "--in", "a=vec", "--in", "b=vec", "--out", "vec", "-o", str(tmp_path / "e.diag"))
+    assert r.returncode == 0 and "dimension 0" in r.stdout and "The space is empty" in r.stdout
