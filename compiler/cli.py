@@ -61,6 +61,24 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--module", metavar="OUT.py", help="write a compiled module returning the stacked basis")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the listing")
 
+    pr = sub.add_parser("prove", help="write a proof certificate for every diagram of a file",
+                        description="Write CERT (a folder): certificate.json, report.md, one SVG picture per "
+                        "diagram, and the source and module it certifies. The algebraic proof runs the emitted "
+                        "module on exact rational inputs.")
+    pr.add_argument("file", metavar="FILE.diag")
+    pr.add_argument("-o", "--output", metavar="CERT", required=True)
+
+    ve = sub.add_parser("verify", help="re-check a certificate and the code it certifies",
+                        description="Re-check a certificate folder (or its certificate.json) from the "
+                        "certificate, the source and the module alone. Exit 0 if all holds, 1 naming what "
+                        "failed, 2 if it cannot be read.")
+    ve.add_argument("certificate", metavar="CERT")
+
+    dr = sub.add_parser("draw", help="draw the diagrams of a file as symmetric tensor networks (SVG)",
+                        description="Draw every diagram of FILE: one row per equation, one picture per term.")
+    dr.add_argument("file", metavar="FILE.diag")
+    dr.add_argument("-o", "--output", metavar="OUT.svg", required=True)
+
     b = sub.add_parser("build", help="compile every .diag file in a folder",
                        description="Compile every .diag file under DIR into OUT, mirroring the folder layout, "
                        "and write OUT/index.json and OUT/INDEX.md listing what was produced and what failed.")
@@ -73,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"check": _check, "compile": _compile, "build": _build, "enumerate": _enumerate}[args.command](args)
+        return {"check": _check, "compile": _compile, "build": _build, "enumerate": _enumerate,
+                "prove": _prove, "verify": _verify, "draw": _draw}[args.command](args)
     except DiagError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
@@ -175,6 +194,31 @@ def _enumerate(args) -> int:
         print(json.dumps(en.to_json(found, specs, out_type, args.group, out_name), indent=2))
     else:
         sys.stdout.write(en.listing(found, specs, out_type, args.group, out_name))
+    return 0
+
+
+def _prove(args) -> int:
+    from .certify import write_certificate
+
+    cert = write_certificate(args.file, args.output)
+    print(f"wrote {args.output}: {len(cert['diagrams'])} diagram(s) proved "
+          f"(certificate.json, report.md, pictures)")
+    return 0
+
+
+def _verify(args) -> int:
+    from .certify import verify
+
+    print(verify(args.certificate))
+    return 0
+
+
+def _draw(args) -> int:
+    from .draw import draw_program
+
+    program = lower_source(read_source(args.file), args.file)
+    write_atomic(args.output, draw_program(program))
+    print(f"wrote {args.output}")
     return 0
 
 

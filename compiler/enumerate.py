@@ -636,10 +636,10 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
         out_labels = list(_LABELS[:request.output.rank])
         out_size = 3 ** request.output.rank
         term_lists = [(cand, _element_terms(setup, cand)) for _, cand in ordered]
-        # each point gives several coordinates, but not always independent ones: start with enough
-        # coordinates for 1.5x the dimension and add points until the rank is reached (at most one
-        # point per dimension, where every coordinate set is generic enough)
-        n_points = max(2, math.ceil(1.5 * (expected + 8) / _independent_size(request.output)) + 1)
+        # Each point gives several coordinates, though not always independent ones: start with a few
+        # more coordinates than the dimension and add points until the rank is reached (at most one
+        # point per dimension, where every coordinate set is generic enough).
+        n_points = max(2, math.ceil((expected + 16) / _independent_size(request.output)) + 1)
         timings["evaluate"] = timings["rank"] = 0.0
         while True:
             t0 = time.perf_counter()

@@ -1,0 +1,153 @@
+"""Certificates: they verify for every example, and every kind of tampering is caught."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from compiler import cli
+from compiler.certify import cayley, det3, mirror, prove_source, verify, CertificateError
+from conftest import DIAGRAMS, ROOT
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "compiler", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    """A certificate for every example file; also measures how long proving all of them takes."""
+    root = tmp_path_factory.mktemp("certs")
+    start = time.perf_counter()
+    for path in DIAGRAMS:
+        assert cli.main(["prove", str(path), "-o", str(root / path.stem)]) == 0
+    return root, time.perf_counter() - start
+
+
+def test_exact_group_elements():
+    from fractions import Fraction as F
+
+    r = cayley([F(1, 2), F(-2, 3), F(3)])
+    for i in range(3):
+        for j in range(3):
+            assert sum(r[i][k] * r[j][k] for k in range(3)) == (1 if i == j else 0)
+    assert det3(r) == 1
+    m = mirror([F(1), F(2), F(-5, 7)])
+    assert det3(m) == -1 and all(m[i][j] == m[j][i] for i in range(3) for j in range(3))
+
+
+@pytest.mark.parametrize("path", DIAGRAMS, ids=[p.stem for p in DIAGRAMS])
+def test_every_example_certificate_verifies(certs, path):
+    root, _ = certs
+    folder = root / path.stem
+    assert sorted(p.name for p in folder.iterdir() if p.suffix != ".svg") == [
+        "certificate.json", "module.py", "report.md", "source.diag"]
+    r = run("verify", folder)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("verified ") and len(r.stdout.strip().splitlines()) == 1
+    report = (folder / "report.md").read_text()
+    assert "Structural proof" in report and "Algebraic proof" in report and ".svg)" in report
+
+
+def test_proving_all_examples_is_fast(certs):
+    _, seconds = certs
+    assert seconds < 30
+
+
+def _copy(certs, name, tmp_path):
+    root, _ = certs
+    target = tmp_path / name
+    shutil.copytree(root / name, target)
+    return target
+
+
+def test_module_edited_by_one_character_fails(certs, tmp_path):
+    folder = _copy(certs, "products", tmp_path)
+    module = folder / "module.py"
+    text = module.read_text()
+    module.write_text(text.replace("_t0 = _b.einsum(", "_t0 = _b.einsum( ", 1))
+    r = run("verify", folder)
+    assert r.returncode == 1 and "module does not match its sha256" in r.stderr
+
+
+def test_changed_claim_fails(certs, tmp_path):
+    folder = _copy(certs, "products", tmp_path)
+    cert = json.loads((folder / "certificate.json").read_text())
+    cross = next(d for d in cert["diagrams"] if d["name"] == "cross")
+    cross["outputs"][0]["type"] = "vec"
+    (folder / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError) as info:
+        verify(str(folder))
+    message = str(info.value)
+    assert "claims outputs" in message and "algebraic check fails for a reflection" in message
+
+
+def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path):
+    """An attacker edits the module and updates its hash: the exact identity catches it."""
+    import hashlib
+
+    folder = _copy(certs, "products", tmp_path)
+    module = folder / "module.py"
+    text = module.read_text()
+    # compute a[i] b[i] + a[0] b[0]: well-formed code, not rotation-invariant
+    bad = text.replace("    s = _b.copy(_t0)\n", "    s = _t0 + a[..., 0] * b[..., 0]\n")
+    assert bad != text
+    module.write_text(bad)
+    cert = json.loads((folder / "certificate.json").read_text())
+    cert["module"]["sha256"] = hashlib.sha256(bad.encode()).hexdigest()
+    (folder / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError, match="algebraic check fails for a rotation"):
+        verify(str(folder))
+
+
+def test_edited_source_and_structural_proof_fail(certs, tmp_path):
+    folder = _copy(certs, "tensornet", tmp_path)
+    cert = json.loads((folder / "certificate.json").read_text())
+    cert["diagrams"][0]["structural"]["terms"][0]["parity"] = 1
+    (folder / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError, match="structural proof does not match"):
+        verify(str(folder))
+    src = folder / "source.diag"
+    src.write_text(src.read_text() + "\n")
+    with pytest.raises(CertificateError, match="source does not match"):
+        verify(str(folder))
+
+
+def test_truncated_and_missing_certificates(certs, tmp_path):
+    folder = _copy(certs, "linear", tmp_path)
+    path = folder / "certificate.json"
+    path.write_text(path.read_text()[:200])
+    r = run("verify", folder)
+    assert r.returncode == 1 and "not valid JSON" in r.stderr and "Traceback" not in r.stderr
+    r = run("verify", tmp_path / "nothing")
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    path.write_text(json.dumps({"format": "diagc-certificate/1"}))
+    r = run("verify", folder)
+    assert r.returncode == 1 and "malformed" in r.stderr
+
+
+def test_basis_certificate_has_a_checked_completeness_claim(tmp_path):
+    src = tmp_path / "law.diag"
+    src.write_text("group O3\nbasis stress(E: sym2^<=2) -> S: sym2\n")
+    assert cli.main(["prove", str(src), "-o", str(tmp_path / "cert")]) == 0
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    (entry,) = cert["diagrams"]
+    assert entry["completeness"]["dimension"] == entry["completeness"]["rank"] == 7
+    assert verify(str(tmp_path / "cert")).startswith("verified 1 diagram")
+    # a witness at which the evaluations are singular is caught
+    entry["completeness"]["witness_points"] = [[[["0"] * 3] * 3]]
+    (tmp_path / "cert" / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError, match="full rank"):
+        verify(str(tmp_path / "cert"))
+
+
+def test_prove_refuses_non_equivariant_sources(tmp_path):
+    src = tmp_path / "bad.diag"
+    src.write_text("diagram cross(a: vec, b: vec) -> c: vec {\n  c[i] = eps[i,j,k] a[j] b[k]\n}\n")
+    r = run("prove", src, "-o", tmp_path / "cert")
+    assert r.returncode == 1 and not (tmp_path / "cert").exists()
+    assert not any(p.name.startswith(".cert") for p in tmp_path.iterdir())
