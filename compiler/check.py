@@ -149,21 +149,21 @@ def _graded(diagram: Diagram, eq: Equation) -> bool:
 
 def _exact(diagram: Diagram, eq: Equation) -> list[str]:
     done = []
+    problem, how = symmetry_violation(diagram, eq)
+    if problem is not None:
+        raise EquivarianceError(
+            f"output '{eq.target}' of diagram '{diagram.name}' is declared {eq.type} but its right-hand side "
+            f"is not {problem} (decided {how}, using the inputs' symmetries)", eq.pos)
+    if eq.type.family == "cart" and eq.type.symmetry:
+        done.append(f"{eq.target}: declared symmetry {eq.type.base_name()} holds ({how})")
     if diagram.group == "O3" and _graded(diagram, eq):
-        per_term = parity_violation(diagram, eq)
+        per_term, how = parity_violation(diagram, eq)
         total = per_term[0]
         for v in per_term[1:]:
             total = total + v
         if not is_zero(total):
             _raise_graded(diagram, eq, per_term, total)
-        done.append(f"{eq.target}: commutes with the inversion (exact, graded parts)")
-    problem = symmetry_violation(diagram, eq)
-    if problem is not None:
-        raise EquivarianceError(
-            f"output '{eq.target}' of diagram '{diagram.name}' is declared {eq.type} but its right-hand side "
-            f"is not {problem} (decided exactly, using the inputs' symmetries)", eq.pos)
-    if eq.type.family == "cart" and eq.type.symmetry:
-        done.append(f"{eq.target}: declared symmetry {eq.type.base_name()} holds (exact)")
+        done.append(f"{eq.target}: commutes with the inversion ({how}, graded parts)")
     return done
 
 
@@ -172,9 +172,14 @@ def _raise_graded(diagram, eq, per_term, total):
     if typ.family == "cart" and typ.rank == 2:
         parts = dict(zip((0, 1, 2), rank2_parts(total)))
         bad = [ir for ir in typ.parts if not is_zero(parts[ir.l])]
-        ir = bad[0]
-        culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(rank2_parts(v)[ir.l])), eq.terms[0])
-        what = f"the {_PART_NAMES[ir.l]} ({ir}) part of '{eq.target}'"
+        if bad:
+            ir = bad[0]
+            culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(rank2_parts(v)[ir.l])),
+                           eq.terms[0])
+            what = f"the {_PART_NAMES[ir.l]} ({ir}) part of '{eq.target}'"
+        else:
+            culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(v)), eq.terms[0])
+            what = f"'{eq.target}' ({typ})"
     else:
         culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(v)), eq.terms[0])
         what = f"'{eq.target}' ({typ})"

@@ -72,6 +72,8 @@ class PythonPrinter:
         elif s.eye_spec is not None:
             value = f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
         c = abs(s.coefficient)
+        if c == 0:
+            return f"0 * {value}"
         if c == 1:
             return value
         if c.denominator == 1:
@@ -95,11 +97,14 @@ class PythonPrinter:
     def _print_FunctionPlan(self, f: FunctionPlan, doc: str) -> str:
         lines = [f"def {f.name}({', '.join(f.inputs)}):", "    " + doc]
         lines.append(f"    _b = _backend({', '.join(f.inputs)})")
-        first = f.inputs[0]
-        lines.append(f"    {first} = _b.asarray({first})")
-        for name in f.inputs[1:]:
-            lines.append(f"    {name} = _b.asarray({name}, {first})")
-        lines.append(f"    _like = {first}")
+        if f.inputs:
+            first = f.inputs[0]
+            lines.append(f"    {first} = _b.asarray({first})")
+            for name in f.inputs[1:]:
+                lines.append(f"    {name} = _b.asarray({name}, {first})")
+            lines.append(f"    _like = {first}")
+        else:  # no inputs: constants in float64 numpy
+            lines.append("    _like = _b.asarray(0.0)")
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
         for c in f.contractions:

@@ -26,8 +26,9 @@ Output is deterministic: no set iteration, fixed seeds, coordinates rounded to 2
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import networkx as nx
 import numpy as np
@@ -39,7 +40,7 @@ __all__ = ["Picture", "draw_network", "draw_diagram", "draw_program", "svg_docum
 SVG_NS = "http://www.w3.org/2000/svg"
 
 TERM_W = 160  # the box of one term
-TERM_H = 140
+TERM_H = 150
 CAPTION_H = 16  # the formula under the box
 MARGIN = 16
 ROW_GAP = 12
@@ -78,13 +79,13 @@ def _text_width(text: str, size: float) -> float:
     w = 0.0
     for ch in text:
         if ch in "ijl'|.,:;!()[] ":
-            w += 0.32
-        elif ch in "fIrt1-":
-            w += 0.42
-        elif ch.isupper() or ch in "mwMW":
-            w += 0.72
+            w += 0.34
+        elif ch in "fIrt-":
+            w += 0.44
+        elif ch.isupper() or ch in "mw":
+            w += 0.74
         else:
-            w += 0.58
+            w += 0.63
     return w * size
 
 
@@ -148,7 +149,7 @@ class _Vertex:
             return 6.0
         if self.kind == "way":
             return 4.0
-        return 5.0  # eps
+        return 8.0  # eps: room for its label and axis numbers
 
 
 @dataclass
@@ -160,7 +161,6 @@ class _Wire:
     axes: tuple[int | None, int | None]
     index: str
     offset: float = 0.0  # bend of parallel wires
-    points: list[tuple[float, float]] = field(default_factory=list)
 
 
 def _boundary(shape: tuple, angle: float) -> tuple[float, float]:
@@ -206,9 +206,8 @@ def _ordered_legs(node) -> bool:
 class _TermDrawing:
     """Builds the picture of one term: the graph, its layout, then the SVG."""
 
-    def __init__(self, term: TensorNetwork, output_name: str):
+    def __init__(self, term: TensorNetwork, height: float | None = None):
         self.term = term
-        self.output_name = output_name
         self.verts: list[_Vertex] = []
         self.wires: list[_Wire] = []
         self.loops: list[int] = []  # 'way' vertices of closed delta loops (delta[i,i])
@@ -217,11 +216,10 @@ class _TermDrawing:
         ch_out = [k for k, i in enumerate(term.output) if not term.kind(i).geometric]
         labels = [_show_index(i) for i in term.output]
         side_w = max([_text_width(labels[k], LABEL_FONT) for k in geo_out] + [0.0])
-        n_nodes = sum(1 for n in term.nodes if n.kind != "delta")
         self.caption = _caption(term)
         cap_w = _text_width(self.caption, 9.5) + 12
-        self.width = max(float(TERM_W), cap_w, 50.0 * n_nodes + 40, 44.0 * len(ch_out) + 40)
-        self.height = float(TERM_H)
+        self.width = max(float(TERM_W), cap_w, 46.0 * _crowd(term) + 30, 44.0 * len(ch_out) + 40)
+        self.height = float(height) if height is not None else _term_height(term)
         self.inset_x = max(14.0, side_w + 7)
         self.inset_top = 18.0
         self.inset_bottom = 20.0
@@ -336,7 +334,7 @@ class _TermDrawing:
                 groups.setdefault((min(w.path), max(w.path)), []).append(w)
         for ws in groups.values():
             for k, w in enumerate(ws):
-                w.offset = (k - (len(ws) - 1) / 2) * 20.0
+                w.offset = (k - (len(ws) - 1) / 2) * 24.0
 
     # -- layout -------------------------------------------------------------------------------
     def _ideal(self, u: int, v: int) -> float:
@@ -348,7 +346,7 @@ class _TermDrawing:
             return 42.0 + (a.radius if b.kind == "way" else b.radius)
         if a.kind == "anchor" or b.kind == "anchor":
             return 40.0 + a.radius + b.radius
-        return 36.0 + a.radius + b.radius
+        return 42.0 + a.radius + b.radius
 
     def _layout_graph(self) -> nx.Graph:
         """The factor graph the layout works on; ``length`` is the preferred length of each line."""
@@ -364,10 +362,10 @@ class _TermDrawing:
                     g.add_edge(u, v, weight=1.0, length=self._ideal(u, v))
         return g
 
-    def _targets(self, g: nx.Graph) -> tuple[np.ndarray, np.ndarray]:
+    def _targets(self, g: nx.Graph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Preferred distances between all vertex pairs (graph distances) and their stress weights."""
         n = len(self.verts)
-        far = 0.55 * min(self.width, self.height)
+        far = 0.38 * min(self.width, self.height)
         D = np.full((n, n), far)
         linked = np.zeros((n, n), dtype=bool)
         for i, row in nx.all_pairs_dijkstra_path_length(g, weight="length"):
@@ -380,10 +378,9 @@ class _TermDrawing:
                     D[i, j] = max(D[i, j], self.verts[i].radius + self.verts[j].radius + 24.0)
         np.fill_diagonal(D, 1.0)
         Wt = D ** -2.0
-        Wt[~linked] *= 0.35
         np.fill_diagonal(Wt, 0.0)
         np.fill_diagonal(D, 0.0)
-        return D, Wt
+        return D, Wt, linked
 
     def _bounds(self, v: _Vertex) -> tuple[float, float, float, float]:
         """Where the centre of a movable vertex may go: inside the box, clear of the open-leg labels."""
@@ -392,26 +389,51 @@ class _TermDrawing:
         return (self.inset_x + r + pad, self.width - self.inset_x - r - pad,
                 self.inset_top + r + pad + 4, self.height - self.inset_bottom - r - pad)
 
-    def _stress(self, X: np.ndarray, movable: list[int], D: np.ndarray, Wt: np.ndarray, anchored: bool) -> None:
-        """Stress majorization with the anchors held in place, clamped to the box every sweep."""
+    def _free_lines(self) -> list[tuple[int, int, int]]:
+        """(bend point, anchor, anchor) of each delta line between two open legs."""
+        out = []
+        for w in self.wires:
+            if len(w.path) == 3 and self.verts[w.path[0]].fixed and self.verts[w.path[2]].fixed:
+                out.append((w.path[1], w.path[0], w.path[2]))
+        return out
+
+    def _project(self, X: np.ndarray) -> None:
+        """Keep the bend of a delta line between two open legs on the perpendicular bisector of its
+        ends, so that the line is a symmetric arc (X: (..., vertices, 2), changed in place)."""
+        for k, a, b in getattr(self, "free_lines", ()):
+            A, B = X[..., a, :], X[..., b, :]
+            m = (A + B) / 2
+            t = B - A
+            nrm = np.stack([-t[..., 1], t[..., 0]], axis=-1)
+            nrm = nrm / np.maximum(np.sqrt((nrm ** 2).sum(axis=-1, keepdims=True)), 1e-9)
+            off = ((X[..., k, :] - m) * nrm).sum(axis=-1, keepdims=True)
+            X[..., k, :] = m + off * nrm
+
+    def _stress(self, X: np.ndarray, movable: list[int], D: np.ndarray, Wt: np.ndarray, linked: np.ndarray,
+                anchored: bool) -> None:
+        """Stress majorization with the anchors held in place, clamped to the box every sweep.
+
+        Pairs joined by a path keep their graph distance; unjoined pairs only keep apart."""
         mov = np.array(movable)
         lo = np.array([[self._bounds(self.verts[k])[0], self._bounds(self.verts[k])[2]] for k in movable])
         hi = np.array([[self._bounds(self.verts[k])[1], self._bounds(self.verts[k])[3]] for k in movable])
-        Wm, Dm = Wt[mov], D[mov]
-        den = Wm.sum(axis=1)[:, None]
-        den[den == 0] = 1.0
-        for _ in range(90):
+        W0, Dm, Lm = Wt[mov], D[mov], linked[mov]
+        for _ in range(60):
             diff = X[mov][:, None, :] - X[None, :, :]
             dist = np.sqrt((diff ** 2).sum(axis=2))
             dist[dist < 1e-6] = 1e-6
             unit = diff / dist[:, :, None]
+            Wm = np.where(Lm | (dist < Dm), W0, 0.0)
+            den = Wm.sum(axis=1)[:, None]
+            den[den == 0] = 1.0
             num = (Wm[:, :, None] * (X[None, :, :] + Dm[:, :, None] * unit)).sum(axis=1)
             new = num / den
             if anchored:
                 new = np.minimum(np.maximum(new, lo), hi)
             step = np.abs(new - X[mov]).max()
             X[mov] = new
-            if step < 0.05:
+            self._project(X)
+            if step < 0.3:
                 break
 
     def layout(self) -> None:
@@ -420,29 +442,74 @@ class _TermDrawing:
         if not movable:
             return
         g = self._layout_graph()
-        D, Wt = self._targets(g)
+        self.free_lines = self._free_lines()
+        D, Wt, linked = self._targets(g)
         n = len(self.verts)
         cx, cy = self.width / 2, (self.inset_top + self.height - self.inset_bottom) / 2
         hx, hy = self.width / 2 - self.inset_x - 20, (self.height - self.inset_top - self.inset_bottom) / 2 - 20
+        # starting points for stress majorization: near the open legs each vertex leads to, networkx
+        # spring layouts of the factor graph, seeded random points
         inits = []
-        # networkx layouts of the whole factor graph (anchors included), then ones from seeded points
-        for seed in range(3):
+        anchors = list(fixed)
+        if anchors:
+            smart = {}
+            for j, k in enumerate(movable):
+                wsum, px, py = 0.0, 0.0, 0.0
+                for a in anchors:
+                    if linked[k, a]:
+                        wgt = 1.0 / D[k, a] ** 2
+                        wsum += wgt
+                        px += wgt * self.verts[a].x
+                        py += wgt * self.verts[a].y
+                jit = 9.0 * math.cos(2.4 * j), 9.0 * math.sin(2.4 * j)
+                if wsum:
+                    smart[k] = (0.55 * px / wsum + 0.45 * cx + jit[0], 0.55 * py / wsum + 0.45 * cy + jit[1])
+                else:
+                    smart[k] = (cx + jit[0], cy + jit[1])
+            inits.append(smart)
+        for seed in range(1):
             sp = nx.spring_layout(g, seed=seed, iterations=50, weight=None)
             inits.append({k: (cx + sp[k][0] * hx, cy + sp[k][1] * hy) for k in movable})
-        for cand in range(1, 6):
+        for cand in range(1, 4):
             rng = np.random.RandomState(cand)
             inits.append({k: (cx + rng.uniform(-1, 1) * hx, cy + rng.uniform(-1, 1) * hy) for k in movable})
-        best, best_score = None, None
+        results = []
         for init in inits:
             X = np.zeros((n, 2))
             for k, v in enumerate(self.verts):
                 X[k] = init[k] if k in init else (v.x, v.y)
-            self._stress(X, movable, D, Wt, bool(fixed))
+            self._stress(X, movable, D, Wt, linked, bool(fixed))
             placed = {k: (float(X[k, 0]), float(X[k, 1])) for k in movable}
             self._fit(placed, bool(fixed))
+            X = np.array([placed.get(k, (v.x, v.y)) for k, v in enumerate(self.verts)], dtype=float)
+            self._project(X)
+            placed = {k: (float(X[k, 0]), float(X[k, 1])) for k in movable}
             score = self._score(placed)
+            results.append((score, len(results), placed))
+        scorer = self._scorer()
+        # and the best of many random placements, scored all at once
+        rng = np.random.RandomState(12345)
+        m = 1000
+        Xb = np.zeros((m, n, 2))
+        for k, v in enumerate(self.verts):
+            if v.fixed:
+                Xb[:, k] = (v.x, v.y)
+            else:
+                lo_x, hi_x, lo_y, hi_y = self._bounds(v)
+                Xb[:, k, 0] = rng.uniform(lo_x, max(lo_x, hi_x), m)
+                Xb[:, k, 1] = rng.uniform(lo_y, max(lo_y, hi_y), m)
+        self._project(Xb)
+        scores = scorer.batch(Xb)
+        for j in np.argsort(scores, kind="stable")[:3]:
+            results.append((float(scores[j]), len(results), {k: (float(Xb[j, k, 0]), float(Xb[j, k, 1])) for k in movable}))
+        results.sort(key=lambda r: (round(r[0], 6), r[1]))
+        best, best_score = None, None
+        for score, _, placed in results[:3]:  # polish the three best by local search on the score
+            X = np.array([placed.get(k, (v.x, v.y)) for k, v in enumerate(self.verts)], dtype=float)
+            if score > 1.0:
+                score = self._refine(X, movable, scorer)
             if best_score is None or score < best_score - 1e-6:
-                best, best_score = placed, score
+                best, best_score = {k: (float(X[k, 0]), float(X[k, 1])) for k in movable}, score
         for k, (x, y) in best.items():
             self.verts[k].x, self.verts[k].y = x, y
         # loop bend points sit at a fixed distance from their node
@@ -492,43 +559,55 @@ class _TermDrawing:
             if not moved:
                 break
 
-    def _score(self, placed: dict[int, tuple[float, float]]) -> float:
-        def p(k):
-            return placed[k] if k in placed else (self.verts[k].x, self.verts[k].y)
-
+    def _scorer(self) -> "_Scorer":
         segs = []
         for w in self.wires:
             for u, v in zip(w.path, w.path[1:]):
                 if u != v:
                     segs.append((u, v))
-        score = 0.0
-        for i, (a, b) in enumerate(segs):  # crossings
-            for c, d in segs[i + 1:]:
-                if len({a, b, c, d}) < 4:
-                    continue
-                if _cross(p(a), p(b), p(c), p(d)):
-                    score += 100.0
-        ks = list(range(len(self.verts)))
-        for i in ks:  # crowding
-            for j in ks[i + 1:]:
-                vi, vj = self.verts[i], self.verts[j]
-                need = vi.radius + vj.radius + 22
-                d = math.dist(p(i), p(j))
-                if d < need:
-                    score += (need - d) * 6.0
-        for k, v in enumerate(self.verts):  # a vertex on a line it is not part of
-            if v.kind == "anchor" or (v.kind == "way" and v.node is None and v.loop_of is None):
+        return _Scorer(self, segs)
+
+    def _score(self, placed: dict[int, tuple[float, float]]) -> float:
+        X = np.array([placed.get(k, (v.x, v.y)) for k, v in enumerate(self.verts)], dtype=float)
+        return self._scorer().score(X)
+
+    def _refine(self, X: np.ndarray, movable: list[int], scorer: "_Scorer") -> float:
+        """Local search on the score: move one vertex at a time a step in one of 8 directions."""
+        best = scorer.score(X)
+        for k in movable:  # a hub may do better at the centre of what it joins
+            if self.verts[k].kind != "hub":
                 continue
-            for a, b in segs:
-                if k in (a, b):
-                    continue
-                d = _seg_dist(p(k), p(a), p(b))
-                need = v.radius + 9
-                if d < need:
-                    score += (need - d) * 8.0
-        for a, b in segs:  # prefer short, even lines
-            score += 0.05 * abs(math.dist(p(a), p(b)) - self._ideal(a, b))
-        return score
+            ends = [w.path[0] for w in self.wires if w.path[-1] == k] + [w.path[-1] for w in self.wires if w.path[0] == k]
+            if not ends:
+                continue
+            old = X[k].copy()
+            X[k] = X[ends].mean(axis=0)
+            sc = scorer.score(X)
+            if sc < best - 1e-6:
+                best = sc
+            else:
+                X[k] = old
+        dirs = np.array([(math.cos(a * math.pi / 4), math.sin(a * math.pi / 4)) for a in range(8)])
+        bounds = {k: self._bounds(self.verts[k]) for k in movable}
+        for step in (24.0, 12.0, 6.0, 3.0):
+            for _ in range(5):
+                improved = False
+                for k in movable:
+                    lo_x, hi_x, lo_y, hi_y = bounds[k]
+                    trial = np.repeat(X[None], 8, axis=0)
+                    moved = X[k] + dirs * step
+                    moved[:, 0] = np.clip(moved[:, 0], lo_x, max(lo_x, hi_x))
+                    moved[:, 1] = np.clip(moved[:, 1], lo_y, max(lo_y, hi_y))
+                    trial[:, k] = moved
+                    self._project(trial)
+                    scores = scorer.batch(trial)
+                    j = int(np.argmin(scores))
+                    if scores[j] < best - 1e-6:
+                        best, improved = float(scores[j]), True
+                        X[k] = trial[j, k]
+                if not improved:
+                    break
+        return best
 
     # -- geometry and SVG ---------------------------------------------------------------------
     def _centre(self, k: int) -> tuple[float, float]:
@@ -546,13 +625,16 @@ class _TermDrawing:
         return (mx + 2 * w.offset * nx_, my + 2 * w.offset * ny_)
 
     def _attach(self) -> dict[tuple[int, int], tuple[float, float]]:
-        """Where each wire end meets its node: spread around the node, ordered by direction."""
+        """Where each wire end meets its node: spread around the node, ordered by direction.
+
+        Also records ``self.leg_angle[(wire, side)]``, the direction of every leg at its node."""
         wants: dict[int, list[tuple[float, int, tuple[int, int]]]] = {}
         for wi, w in enumerate(self.wires):
+            is_loop = len(w.path) == 3 and w.path[0] == w.path[-1]
             for side in (0, 1):
                 k = w.path[0] if side == 0 else w.path[-1]
                 v = self.verts[k]
-                if v.kind != "node" or v.shape[0] == "point":
+                if v.kind != "node":
                     continue
                 nxt = w.path[1] if side == 0 else w.path[-2]
                 if len(w.path) == 2 and w.offset:
@@ -560,19 +642,25 @@ class _TermDrawing:
                 else:
                     target = self._centre(nxt)
                 ang = math.atan2(target[1] - v.y, target[0] - v.x)
+                if is_loop:  # the two ends of a self-loop leave side by side
+                    ang += -0.55 if side == 0 else 0.55
                 wants.setdefault(k, []).append((ang, side, (wi, side)))
         result: dict[tuple[int, int], tuple[float, float]] = {}
+        self.leg_angle: dict[tuple[int, int], float] = {}
+        self.node_angles: dict[int, list[float]] = {}
         for k, legs in wants.items():
             v = self.verts[k]
             legs.sort(key=lambda t: (round(t[0], 9), t[1], t[2]))
-            angs = _spread([t[0] for t in legs])
+            angs = [t[0] for t in legs] if v.shape[0] == "point" else _spread([t[0] for t in legs])
+            self.node_angles[k] = angs
             for (_, _, key), ang in zip(legs, angs):
-                bx, by = _boundary(v.shape, ang)
-                result[key] = (v.x + bx, v.y + by)
+                self.leg_angle[key] = ang
+                if v.shape[0] != "point":
+                    bx, by = _boundary(v.shape, ang)
+                    result[key] = (v.x + bx, v.y + by)
         return result
 
-    def picture(self) -> Picture:
-        self.layout()
+    def picture(self, output_name: str) -> Picture:
         att = self._attach()
         out: list[str] = []
         W, H = self.width, self.height
@@ -586,15 +674,14 @@ class _TermDrawing:
             pts[-1] = att.get((wi, 1), pts[-1])
             is_loop = w.path[0] == w.path[-1] and len(w.path) == 3
             if is_loop:
-                d = self._loop_path(w, pts)
+                curve = self._loop_curve(w, pts)
             elif len(pts) == 2 and w.offset:
-                c = self._control(w, pts[0], pts[1])
-                d = f"M{_pt(pts[0])} Q{_pt(c)} {_pt(pts[1])}"
+                curve = [_quad(pts[0], self._control(w, pts[0], pts[1]), pts[1])]
             elif len(pts) == 2:
-                d = f"M{_pt(pts[0])} L{_pt(pts[1])}"
+                curve = [_line(pts[0], pts[1])]
             else:
-                d = _smooth(pts)
-            w.points = pts
+                curve = _catmull_rom(pts)
+            d = _path_d(curve)
             shown = _show_index(w.index)
             if w.channel:
                 out.append(f'<path class="channel" d="{d}" fill="none" stroke="{CHANNEL_INK}" stroke-width="1.3" '
@@ -613,7 +700,7 @@ class _TermDrawing:
                 if not _ordered_legs(node):
                     continue
                 number = axis - node.n_channels + 1
-                numbers.append(self._axis_number(v, pts, side, is_loop, number))
+                numbers.append(self._axis_number(v, curve, side, number))
         for k in self.loops:
             v = self.verts[k]
             out.append(f'<circle class="leg" cx="{_num(v.x)}" cy="{_num(v.y)}" r="9" fill="none" '
@@ -643,40 +730,34 @@ class _TermDrawing:
                        f'font-style="italic" text-anchor="{anchor}" fill="#333">{text}</text>')
         out.append(f'<text class="formula" x="{_num(W / 2)}" y="{_num(H + 12)}" font-size="9.5" '
                    f'text-anchor="middle" fill="#8a8a8e">{_esc(self.caption)}</text>')
-        title = f"{self.output_name}: {self.caption}"
+        title = f"{output_name}: {self.caption}"
         body = f'<g class="term"><title>{_esc(title)}</title>' + "".join(out) + "</g>"
         return Picture(body, W, H + CAPTION_H, title)
 
-    def _loop_path(self, w: _Wire, pts) -> str:
+    def _loop_curve(self, w: _Wire, pts) -> list:
+        """A self-loop: one cubic leaving the node at both attachment points, bulging outwards."""
         o = self.verts[w.path[0]]
         way = self.verts[w.path[1]]
         a, b = pts[0], pts[-1]
         ux, uy = way.x - o.x, way.y - o.y
         d = math.hypot(ux, uy) or 1.0
         ux, uy = ux / d, uy / d
-        L = 26.0
-        # leave along the outward normal at each attachment point, bent towards the loop's direction
+        L = 30.0
+
         def out_dir(p):
             dx, dy = p[0] - o.x, p[1] - o.y
             n = math.hypot(dx, dy) or 1.0
-            return ((dx / n + ux) / 2, (dy / n + uy) / 2)
+            return (0.7 * dx / n + 0.3 * ux, 0.7 * dy / n + 0.3 * uy)
         da, db = out_dir(a), out_dir(b)
-        c1 = (a[0] + da[0] * L, a[1] + da[1] * L)
-        c2 = (b[0] + db[0] * L, b[1] + db[1] * L)
-        return f"M{_pt(a)} C{_pt(c1)} {_pt(c2)} {_pt(b)}"
+        return [(a, (a[0] + da[0] * L, a[1] + da[1] * L), (b[0] + db[0] * L, b[1] + db[1] * L), b)]
 
-    def _axis_number(self, v: _Vertex, pts, side: int, is_loop: bool, number: int) -> str:
-        p = pts[0] if side == 0 else pts[-1]
-        q = pts[1] if side == 0 else pts[-2]
-        dx, dy = q[0] - p[0], q[1] - p[1]
-        d = math.hypot(dx, dy) or 1.0
-        dx, dy = dx / d, dy / d
-        along = 9.0 if v.shape[0] == "point" else 6.0
-        nx_, ny_ = -dy, dx
-        x = p[0] + dx * along + nx_ * 6.0
-        y = p[1] + dy * along + ny_ * 6.0 + 3.0
-        return (f'<text class="axis" x="{_num(x)}" y="{_num(y)}" font-size="8" text-anchor="middle" '
-                f'fill="#8a6d00">{number}</text>')
+    def _axis_number(self, v: _Vertex, curve: list, side: int, number: int) -> str:
+        """A small axis number on the leg itself, a little way from the node, on a white bead."""
+        dist = 15.0 if v.shape[0] == "point" else 9.0
+        x, y = _point_along(curve, dist, from_end=side == 1)
+        return (f'<g class="axis"><circle cx="{_num(x)}" cy="{_num(y)}" r="4.6" fill="#ffffff" '
+                f'stroke="#c9a227" stroke-width="0.6"/><text x="{_num(x)}" y="{_num(y + 2.8)}" font-size="7.5" '
+                f'text-anchor="middle" fill="#7a5c00">{number}</text></g>')
 
     def _node_svg(self, k: int, v: _Vertex) -> str:
         node = self.term.nodes[v.node]
@@ -685,14 +766,8 @@ class _TermDrawing:
         x, y = v.x, v.y
         if node.kind == "eps":
             # the ε label goes into the widest gap between the legs
-            angs = []
-            for w in self.wires:
-                for side in (0, 1):
-                    if (w.path[0] if side == 0 else w.path[-1]) == k:
-                        q = self._centre(w.path[1] if side == 0 else w.path[-2])
-                        angs.append(math.atan2(q[1] - y, q[0] - x))
-            gap = _widest_gap(angs)
-            lx, ly = x + 11 * math.cos(gap), y + 11 * math.sin(gap) + 3.5
+            gap = _widest_gap(self.node_angles.get(k, []))
+            lx, ly = x + 12 * math.cos(gap), y + 12 * math.sin(gap) + 3.5
             return (f'<g class="eps"><title>eps</title><circle cx="{_num(x)}" cy="{_num(y)}" r="4.2" fill="{INK}"/>'
                     f'<text x="{_num(lx)}" y="{_num(ly)}" font-size="10" text-anchor="middle" '
                     f'fill="{INK}">\u03b5</text></g>')
@@ -719,14 +794,108 @@ class _TermDrawing:
                 f'font-size="{NODE_FONT}" text-anchor="middle" fill="{INK}">{name}</text></g>')
 
 
+class _Scorer:
+    """How bad a placement looks: crossings, crowding, vertices on lines, uneven line lengths."""
+
+    def __init__(self, td: "_TermDrawing", segs: list[tuple[int, int]]):
+        verts = td.verts
+        self.A = np.array([a for a, _ in segs], dtype=int)
+        self.B = np.array([b for _, b in segs], dtype=int)
+        self.ideal = np.array([td._ideal(a, b) for a, b in segs])
+        pairs = [(i, j) for i in range(len(segs)) for j in range(i + 1, len(segs))
+                 if len({segs[i][0], segs[i][1], segs[j][0], segs[j][1]}) == 4]
+        self.S1 = np.array([p[0] for p in pairs], dtype=int)
+        self.S2 = np.array([p[1] for p in pairs], dtype=int)
+        adjacent = {(min(a, b), max(a, b)) for a, b in segs}
+        n = len(verts)
+        cp = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        self.I = np.array([i for i, _ in cp], dtype=int)
+        self.J = np.array([j for _, j in cp], dtype=int)
+        def gap(i, j):
+            if (i, j) not in adjacent:
+                return 30.0
+            return 12.0 if verts[i].kind == "anchor" or verts[j].kind == "anchor" else 20.0
+        self.need = np.array([verts[i].radius + verts[j].radius + gap(i, j) for i, j in cp])
+        vs = [(k, s) for k, v in enumerate(verts)
+              if not (v.kind == "anchor" or (v.kind == "way" and v.node is None and v.loop_of is None))
+              for s, (a, b) in enumerate(segs) if k not in (a, b)]
+        self.K = np.array([k for k, _ in vs], dtype=int)
+        self.KS = np.array([s for _, s in vs], dtype=int)
+        self.kneed = np.array([verts[k].radius + 13 for k, _ in vs])
+        # pairs of lines leaving a node or hub towards two different places: keep them apart in angle
+        nbrs: dict[int, list[int]] = {}
+        for a, b in segs:
+            for u, v in ((a, b), (b, a)):
+                if verts[u].kind in ("node", "hub") and v not in nbrs.setdefault(u, []):
+                    nbrs[u].append(v)
+        tri = [(u, x, y) for u, ns in nbrs.items() for i, x in enumerate(ns) for y in ns[i + 1:]]
+        self.TU = np.array([t[0] for t in tri], dtype=int)
+        self.TA = np.array([t[1] for t in tri], dtype=int)
+        self.TB = np.array([t[2] for t in tri], dtype=int)
+
+    def score(self, X: np.ndarray) -> float:
+        return float(self.batch(X[None])[0])
+
+    def batch(self, X: np.ndarray) -> np.ndarray:
+        """Scores of m placements at once: X has shape (m, vertices, 2)."""
+        total = np.zeros(X.shape[0])
+        if len(self.A):
+            P, Q = X[:, self.A], X[:, self.B]
+            if len(self.S1):
+                p1, p2, p3, p4 = P[:, self.S1], Q[:, self.S1], P[:, self.S2], Q[:, self.S2]
+
+                def orient(a, b, c):
+                    return ((b[..., 0] - a[..., 0]) * (c[..., 1] - a[..., 1])
+                            - (b[..., 1] - a[..., 1]) * (c[..., 0] - a[..., 0]))
+                d1, d2, d3, d4 = orient(p3, p4, p1), orient(p3, p4, p2), orient(p1, p2, p3), orient(p1, p2, p4)
+                e = 1e-9
+                crossing = ((((d1 > e) & (d2 < -e)) | ((d1 < -e) & (d2 > e)))
+                            & (((d3 > e) & (d4 < -e)) | ((d3 < -e) & (d4 > e))))
+                total += 150.0 * crossing.sum(axis=1)
+            lengths = np.sqrt(((P - Q) ** 2).sum(axis=2))
+            total += 0.05 * np.abs(lengths - self.ideal).sum(axis=1)
+            if len(self.K):
+                pt, a, b = X[:, self.K], P[:, self.KS], Q[:, self.KS]
+                ab = b - a
+                L2 = (ab ** 2).sum(axis=2)
+                safe = np.where(L2 > 1e-12, L2, 1.0)
+                t = np.clip(((pt - a) * ab).sum(axis=2) / safe, 0.0, 1.0)
+                d = np.sqrt(((pt - (a + t[..., None] * ab)) ** 2).sum(axis=2))
+                total += 8.0 * np.maximum(self.kneed - d, 0.0).sum(axis=1)
+        if len(self.I):
+            d = np.sqrt(((X[:, self.I] - X[:, self.J]) ** 2).sum(axis=2))
+            total += 6.0 * np.maximum(self.need - d, 0.0).sum(axis=1)
+        if len(self.TU):
+            u = X[:, self.TA] - X[:, self.TU]
+            v = X[:, self.TB] - X[:, self.TU]
+            nu = np.sqrt((u ** 2).sum(axis=2))
+            nv = np.sqrt((v ** 2).sum(axis=2))
+            cos = (u * v).sum(axis=2) / np.maximum(nu * nv, 1e-9)
+            ang = np.arccos(np.clip(cos, -1.0, 1.0))
+            total += 120.0 * np.maximum(0.7 - ang, 0.0).sum(axis=1)
+        return total
+
+
 # -- geometry helpers ------------------------------------------------------------------------------
 def _pt(p) -> str:
     return f"{_num(p[0])},{_num(p[1])}"
 
 
-def _smooth(pts) -> str:
-    """A Catmull-Rom curve through the points, as cubic Bezier segments."""
-    d = [f"M{_pt(pts[0])}"]
+def _line(a, b) -> tuple:
+    """A straight segment as a cubic Bezier."""
+    return (a, (a[0] + (b[0] - a[0]) / 3, a[1] + (b[1] - a[1]) / 3),
+            (a[0] + 2 * (b[0] - a[0]) / 3, a[1] + 2 * (b[1] - a[1]) / 3), b)
+
+
+def _quad(a, c, b) -> tuple:
+    """A quadratic Bezier (control point c) as a cubic."""
+    return (a, (a[0] + 2 * (c[0] - a[0]) / 3, a[1] + 2 * (c[1] - a[1]) / 3),
+            (b[0] + 2 * (c[0] - b[0]) / 3, b[1] + 2 * (c[1] - b[1]) / 3), b)
+
+
+def _catmull_rom(pts) -> list:
+    """A smooth curve through the points, as cubic Bezier segments."""
+    segs = []
     n = len(pts)
     for i in range(n - 1):
         p0 = pts[i - 1] if i > 0 else pts[i]
@@ -734,8 +903,44 @@ def _smooth(pts) -> str:
         p3 = pts[i + 2] if i + 2 < n else pts[i + 1]
         c1 = (p1[0] + (p2[0] - p0[0]) / 6, p1[1] + (p2[1] - p0[1]) / 6)
         c2 = (p2[0] - (p3[0] - p1[0]) / 6, p2[1] - (p3[1] - p1[1]) / 6)
-        d.append(f"C{_pt(c1)} {_pt(c2)} {_pt(p2)}")
+        segs.append((p1, c1, c2, p2))
+    return segs
+
+
+def _path_d(curve: list) -> str:
+    """The SVG path data of a chain of cubic Bezier segments (straight ones as lines)."""
+    d = [f"M{_pt(curve[0][0])}"]
+    for seg in curve:
+        a, c1, c2, b = seg
+        if seg == _line(a, b):
+            d.append(f"L{_pt(b)}")
+        else:
+            d.append(f"C{_pt(c1)} {_pt(c2)} {_pt(b)}")
     return " ".join(d)
+
+
+def _bezier(seg, t: float) -> tuple[float, float]:
+    a, c1, c2, b = seg
+    u = 1 - t
+    return (u ** 3 * a[0] + 3 * u * u * t * c1[0] + 3 * u * t * t * c2[0] + t ** 3 * b[0],
+            u ** 3 * a[1] + 3 * u * u * t * c1[1] + 3 * u * t * t * c2[1] + t ** 3 * b[1])
+
+
+def _point_along(curve: list, dist: float, from_end: bool = False) -> tuple[float, float]:
+    """The point at arc length ``dist`` from the start (or the end) of a chain of cubics."""
+    samples = [curve[0][0]]
+    for seg in curve:
+        samples += [_bezier(seg, j / 24) for j in range(1, 25)]
+    if from_end:
+        samples = samples[::-1]
+    walked = 0.0
+    for p, q in zip(samples, samples[1:]):
+        step = math.dist(p, q)
+        if walked + step >= dist and step > 0:
+            t = (dist - walked) / step
+            return (p[0] + t * (q[0] - p[0]), p[1] + t * (q[1] - p[1]))
+        walked += step
+    return samples[len(samples) // 2]
 
 
 def _spread(angles: list[float]) -> list[float]:
@@ -773,24 +978,6 @@ def _widest_gap(angles: list[float]) -> float:
     return best
 
 
-def _cross(p1, p2, p3, p4) -> bool:
-    """Whether segments p1p2 and p3p4 properly intersect."""
-    def orient(a, b, c):
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-    d1, d2 = orient(p3, p4, p1), orient(p3, p4, p2)
-    d3, d4 = orient(p1, p2, p3), orient(p1, p2, p4)
-    return ((d1 > 1e-9 and d2 < -1e-9) or (d1 < -1e-9 and d2 > 1e-9)) and \
-           ((d3 > 1e-9 and d4 < -1e-9) or (d3 < -1e-9 and d4 > 1e-9))
-
-
-def _seg_dist(p, a, b) -> float:
-    ax, ay = a
-    dx, dy = b[0] - ax, b[1] - ay
-    L2 = dx * dx + dy * dy
-    t = 0.0 if L2 < 1e-12 else max(0.0, min(1.0, ((p[0] - ax) * dx + (p[1] - ay) * dy) / L2))
-    return math.hypot(p[0] - (ax + t * dx), p[1] - (ay + t * dy))
-
-
 def _caption(term: TensorNetwork) -> str:
     """The term's factors in index notation (no coefficient), internal indices shown as k'."""
     if not term.nodes:
@@ -802,9 +989,32 @@ def _caption(term: TensorNetwork) -> str:
 
 
 # -- public API ------------------------------------------------------------------------------------
-def draw_network(term: TensorNetwork, output_name: str) -> Picture:
-    """The picture of one term (without its coefficient), a box of about 160 x 156 px."""
-    return _TermDrawing(term, output_name).picture()
+def _term_height(term: TensorNetwork) -> float:
+    """The height of a term's box: taller when it has many things to place."""
+    return float(TERM_H) if _crowd(term) <= 3 else float(TERM_H) + 30.0
+
+
+def _crowd(term: TensorNetwork) -> int:
+    """How many things a term's layout has to place: nodes, free-standing delta lines, hubs."""
+    crowd = sum(1 for n in term.nodes if n.kind != "delta")
+    crowd += sum(1 for n in term.nodes if n.kind == "delta" and all(i in term.output for i in n.indices))
+    crowd += sum(1 for i in term.indices() if not term.kind(i).geometric
+                 and len(term.legs(i)) + term.output.count(i) >= 3)
+    return crowd
+
+
+def draw_network(term: TensorNetwork, output_name: str, height: float | None = None) -> Picture:
+    """The picture of one term (without its coefficient): a box of about 160 x 140 px (wider or taller
+    when the term is crowded; ``height`` forces the box height) with the term's formula under it."""
+    return _laid_out(term, height).picture(output_name)
+
+
+@lru_cache(maxsize=512)
+def _laid_out(term: TensorNetwork, height: float | None) -> _TermDrawing:
+    """A term's graph with its layout done (the slow part; terms repeat between rows and diagrams)."""
+    drawing = _TermDrawing(term, height)
+    drawing.layout()
+    return drawing
 
 
 def _signature(diagram: Diagram) -> str:
@@ -820,14 +1030,15 @@ def _diagram_body(diagram: Diagram) -> tuple[str, float, float]:
     title = _signature(diagram)
     parts.append(f'<text class="title" x="0" y="16" font-size="15" font-weight="bold" fill="{INK}">'
                  f'{_esc(title)}</text>')
-    width = _text_width(title, 15) * 1.08
+    width = _text_width(title, 15) * 1.12
     y = float(TITLE_H)
     for eq in diagram.equations:
         terms = eq.terms
         lhs_idx = terms[0].output if terms else ()
         lhs = eq.target + (f"[{','.join(_show_index(i) for i in lhs_idx)}]" if lhs_idx else "") + " ="
-        row_h = TERM_H + CAPTION_H
-        mid = y + TERM_H / 2 + 5
+        box_h = max([_term_height(t) for t in terms] + [float(TERM_H)])
+        row_h = box_h + CAPTION_H
+        mid = y + box_h / 2 + 5
         x = 0.0
         parts.append(f'<text class="lhs" x="{_num(x)}" y="{_num(mid)}" font-size="{FONT}" fill="{INK}">'
                      f'{_esc(lhs)}</text>')
@@ -838,7 +1049,9 @@ def _diagram_body(diagram: Diagram) -> tuple[str, float, float]:
                 parts.append(f'<text class="coefficient" x="{_num(x)}" y="{_num(mid)}" font-size="{FONT}" '
                              f'fill="{INK}">{_esc(coef)}</text>')
                 x += _text_width(coef, FONT) + 6
-            pic = draw_network(term, eq.target)
+            if not term.nodes and not term.output:  # a constant: its number says it all
+                continue
+            pic = draw_network(term, eq.target, box_h)
             parts.append(pic.placed(x, y))
             x += pic.width + 8
         width = max(width, x)
@@ -859,7 +1072,8 @@ def svg_document(fragments: list[str], width: float, height: float, title: str =
     for f in fragments:
         parts.append(f + "\n")
     parts.append("</svg>\n")
-    return "".join(parts)
+    # pure ASCII (ε and − as character references): the file reads the same in any encoding
+    return "".join(parts).encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 def draw_diagram(diagram: Diagram) -> str:

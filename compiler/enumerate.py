@@ -36,6 +36,7 @@ from .types import TensorType
 
 PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
+MAX_LEGS_GENERAL = 12  # the same with an input of rank > 2 (slower canonical form by search)
 _LABELS = "ijklmnpqrstuvwxyzabcdefgh"
 
 
@@ -122,9 +123,11 @@ def validate(request: Request) -> None:
         if i.degree < 0:
             raise EnumerationError(f"degree of '{i.name}' must be >= 0")
     legs = sum(i.type.rank * i.degree for i in request.inputs) + request.output.rank
-    if legs > MAX_LEGS:
-        raise EnumerationError(f"the request has {legs} legs in total; the limit is {MAX_LEGS} "
-                               f"({_double_factorial(MAX_LEGS - 1):,} matchings)")
+    limit = MAX_LEGS if all(i.type.rank <= 2 for i in request.inputs) else MAX_LEGS_GENERAL
+    if legs > limit:
+        raise EnumerationError(f"the request has {legs} legs in total; the limit is {limit} "
+                               f"({_double_factorial(limit - 1):,} matchings)"
+                               + ("" if limit == MAX_LEGS else " when an input has rank above 2"))
 
 
 def _double_factorial(n: int) -> int:

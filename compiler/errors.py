@@ -24,10 +24,10 @@ class Position:
 
     def context(self) -> str:
         """The source line and a caret under ``column`` (empty when unknown)."""
-        lines = self.source.splitlines()
+        lines = [line[:-1] if line.endswith("\r") else line for line in self.source.split("\n")]  # as the lexer
         if not 1 <= self.line <= len(lines):
             return ""
-        text = lines[self.line - 1].expandtabs(1)
+        text = "".join(ch if ch.isprintable() or ch == "\t" else " " for ch in lines[self.line - 1]).expandtabs(1)
         caret = " " * (max(self.column, 1) - 1) + "^"
         return f"    {text}\n    {caret}"
 

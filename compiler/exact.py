@@ -6,6 +6,11 @@ under the inversion -I. Inputs are arrays of independent polynomial variables wi
 symmetry built in (a ``sym2t`` input has X[j,i] = X[i,j] and X[2,2] = -X[0,0] - X[1,1]), so the
 input symmetries are used when deciding.
 
+When the inputs an equation uses have more than ``MAX_VARIABLES`` independent entries (high-rank
+tensors), the identity is instead checked at ``RANDOM_TRIALS`` random integer points in exact
+arithmetic; a nonzero polynomial of degree D vanishes at such a point with probability at most
+D / 2**20 (Schwartz-Zippel), and the checker's record says which way each check was decided.
+
 Channel axes get as many entries as there are distinct channel labels of that axis in the equation:
 every pattern of equal and distinct channel values then occurs, so an identity found here holds for
 every channel size.
@@ -30,6 +35,10 @@ DELTA = np.eye(3, dtype=int).astype(object)
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
+MAX_VARIABLES = 3000
+RANDOM_TRIALS = 3
+
+
 def channel_sizes(equations: list[Equation]) -> dict[str, int]:
     """Entries per channel axis name: the number of distinct labels running over it (at least 1)."""
     labels: dict[str, set[str]] = {}
@@ -43,6 +52,54 @@ def channel_sizes(equations: list[Equation]) -> dict[str, int]:
 
 def shape(typ: TensorType, sizes: dict[str, int]) -> tuple[int, ...]:
     return tuple(sizes.get(c, 1) for c in typ.channels) + typ.geometric_dims
+
+
+def _used_inputs(diagram, equation: Equation):
+    used = {n.name for t in equation.terms for n in t.nodes if n.kind == "input"}
+    return [t for t in diagram.inputs if t.name in used]
+
+
+def _n_entries(inputs, sizes) -> int:
+    return sum(int(np.prod(shape(t.type, sizes))) for t in inputs)
+
+
+def instances(diagram, equation: Equation):
+    """(ring, arrays, how) for every way the equation is to be evaluated: one symbolic instance, or
+    RANDOM_TRIALS random integer instances when there are too many variables."""
+    sizes = channel_sizes([equation])
+    inputs = _used_inputs(diagram, equation)
+    if _n_entries(inputs, sizes) <= MAX_VARIABLES:
+        R, arrays = symbolic_inputs(inputs, sizes)
+        return [(R, arrays)], "exactly"
+    import random
+
+    rng = random.Random(f"{diagram.name}:{equation.target}")
+    R, _ = ring(["unused"], QQ)
+    out = []
+    for _ in range(RANDOM_TRIALS):
+        arrays = {}
+        for t in inputs:
+            shp = shape(t.type, sizes)
+            a = np.empty(shp, dtype=object)
+            for idx in itertools.product(*(range(n) for n in shp)):
+                a[idx] = R(rng.randrange(-(1 << 19), 1 << 19))
+            arrays[t.name] = _symmetrize(t.type, a)
+        out.append((R, arrays))
+    bound = f"at {RANDOM_TRIALS} random integer points, false pass <= (degree/2^20)^{RANDOM_TRIALS}"
+    return out, bound
+
+
+def _symmetrize(typ: TensorType, a):
+    if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
+        return a
+    at = np.swapaxes(a, -1, -2)
+    if typ.symmetry == "skew":
+        return a - at
+    a = a + at
+    if typ.symmetry == "sym_traceless":
+        a = a.copy()
+        a[..., 2, 2] = -a[..., 0, 0] - a[..., 1, 1]
+    return a
 
 
 def symbolic_inputs(inputs, sizes: dict[str, int]):
@@ -149,34 +206,35 @@ def invert(typ: TensorType, y):
 
 
 def parity_violation(diagram, equation: Equation):
-    """f(-I·x) - (-I)·f(x) for one equation, exactly; all zero iff it commutes with the inversion."""
-    relevant = [equation]
-    sizes = channel_sizes(relevant)
-    R, arrays = symbolic_inputs(diagram.inputs, sizes)
-    flipped = {t.name: invert(t.type, arrays[t.name]) for t in diagram.inputs}
+    """(per-term f(-I·x) - (-I)·f(x), how decided); their sum is zero iff the equation commutes with
+    the inversion. Random instances are stacked along a new first axis."""
+    types = {t.name: t.type for t in diagram.inputs}
+    runs, how = instances(diagram, equation)
     per_term = []
     for term in equation.terms:
-        per_term.append(evaluate_term(term, flipped, R) - invert(equation.type, evaluate_term(term, arrays, R)))
-    return per_term
+        values = []
+        for R, arrays in runs:
+            flipped = {name: invert(types[name], a) for name, a in arrays.items()}
+            values.append(evaluate_term(term, flipped, R) - invert(equation.type, evaluate_term(term, arrays, R)))
+        per_term.append(values[0] if len(values) == 1 else np.stack(values))
+    return per_term, how
 
 
-def symmetry_violation(diagram, equation: Equation) -> str | None:
-    """None if the output has its declared symmetry, else which property fails."""
+def symmetry_violation(diagram, equation: Equation):
+    """(None or which property fails, how decided) for the output's declared symmetry."""
     typ = equation.type
     if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
-        return None
-    sizes = channel_sizes([equation])
-    R, arrays = symbolic_inputs(diagram.inputs, sizes)
-    y = evaluate(equation, arrays, R)
-    yt = np.swapaxes(y, -1, -2)
-    if typ.symmetry == "skew":
-        return None if is_zero(y + yt) else "antisymmetric (Y[i,j] = -Y[j,i])"
-    if not is_zero(y - yt):
-        return "symmetric (Y[i,j] = Y[j,i])"
-    if typ.symmetry == "sym_traceless" and not is_zero(np.einsum("...ii->...", y)):
-        return "traceless (Y[k,k] = 0)"
-    return None
-
-
-def fraction(q) -> Fraction:
-    return Fraction(int(q.numerator), int(q.denominator))
+        return None, "exactly"
+    runs, how = instances(diagram, equation)
+    for R, arrays in runs:
+        y = evaluate(equation, arrays, R)
+        yt = np.swapaxes(y, -1, -2)
+        if typ.symmetry == "skew":
+            if not is_zero(y + yt):
+                return "antisymmetric (Y[i,j] = -Y[j,i])", how
+            continue
+        if not is_zero(y - yt):
+            return "symmetric (Y[i,j] = Y[j,i])", how
+        if typ.symmetry == "sym_traceless" and not is_zero(np.einsum("...ii->...", y)):
+            return "traceless (Y[k,k] = 0)", how
+    return None, how

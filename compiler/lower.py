@@ -19,6 +19,8 @@ from .ir import DELTA_TYPE, EPS_TYPE, Diagram, Equation, IndexKind, Node, Progra
 from .parser import parse
 
 MAX_TERMS = 4096
+MAX_INDICES = 52  # distinct indices in one term (einsum letters)
+MAX_COEFFICIENT = 10**30
 _CONSTANTS = {"delta": DELTA_TYPE, "eps": EPS_TYPE}
 
 
@@ -41,7 +43,25 @@ class _Product:
 
 def lower_source(source: str, filename: str = "<string>") -> Program:
     """Parse and lower a .diag text."""
-    return lower(parse(source, filename))
+    with deep_recursion():
+        return lower(parse(source, filename))
+
+
+class deep_recursion:
+    """Allow the recursion a long expression needs (a sum of a few thousand terms) while it lasts."""
+
+    LIMIT = 20000
+
+    def __enter__(self):
+        import sys
+
+        self.old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(self.old, self.LIMIT))
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.setrecursionlimit(self.old)
 
 
 def lower(module: ast.Module) -> Program:
@@ -109,7 +129,10 @@ class _DiagramLowering:
         for k, index in enumerate(eq.indices):
             if index.name in lhs[:k]:
                 raise DiagTypeError(f"index '{index.name}' appears twice on the left-hand side", index.pos)
-        products = self.expand(eq.expr)
+        try:
+            products = self.expand(eq.expr)
+        except RecursionError:
+            raise DiagError("the right-hand side is nested too deeply or is too long to compile", eq.pos) from None
         if not products:
             raise DiagTypeError(f"the right-hand side of '{eq.target}' is empty", eq.pos)
         terms = tuple(self.network(p, lhs, kinds, eq) for p in products)
@@ -117,6 +140,13 @@ class _DiagramLowering:
         return Equation(eq.target, out.type, terms, eq.pos)
 
     def network(self, product: _Product, lhs, lhs_kinds, eq: ast.Equation) -> TensorNetwork:
+        c = product.coefficient
+        if abs(c.numerator) >= MAX_COEFFICIENT or c.denominator >= MAX_COEFFICIENT:
+            raise DiagError(f"a coefficient is too large to compute with (more than 30 digits)", product.pos)
+        labels = {i for occ in product.factors for i in occ.indices} | set(lhs)
+        if len(labels) > MAX_INDICES:
+            raise DiagTypeError(f"a term with {len(labels)} distinct indices; at most {MAX_INDICES} are supported",
+                                product.pos)
         kinds: dict[str, IndexKind] = {}
         where: dict[str, str] = {}
         nodes = []

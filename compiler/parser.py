@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import keyword
 from fractions import Fraction
 from functools import lru_cache
@@ -83,8 +84,16 @@ def _lark() -> Lark:
     return Lark(grammar, parser="lalr", postlex=_Postlex(), propagate_positions=True, maybe_placeholders=True)
 
 
+#: module-level names of the emitted module may not shadow the Python builtins it calls
+BUILTINS = frozenset(dir(builtins))
+MAX_DIGITS = 30
+
+
 def check_name(name: str, pos: Position, what: str) -> None:
     """Reject names that are keywords of Python/C or reserved for generated code."""
+    if what in ("diagram", "basis") and name in BUILTINS:
+        raise DiagNameError(f"{what} '{name}' would shadow the Python builtin of that name in the emitted module",
+                            pos)
     if name.startswith("_"):
         raise DiagNameError(f"{what} '{name}': names starting with '_' are reserved for generated code", pos)
     if name in RESERVED:
@@ -204,6 +213,8 @@ class _ToAst(Transformer):
 
     def number(self, items):
         (tok,) = items
+        if len(str(tok).replace(".", "").lstrip("0")) > MAX_DIGITS:
+            raise DiagSyntaxError(f"a number of more than {MAX_DIGITS} digits", self._pos(tok))
         return ast.Number(Fraction(str(tok)), self._pos(tok))
 
     def _binop(self, op, items, meta):
@@ -249,33 +260,45 @@ def _describe(token_types) -> str:
     return ", ".join(names)
 
 
+def _end_position(filename: str, source: str) -> Position:
+    """The position just after the last character (lines counted by newlines, as the lexer does)."""
+    lines = source.rstrip("\n").split("\n")
+    last = lines[-1][:-1] if lines[-1].endswith("\r") else lines[-1]
+    return Position(filename, len(lines), len(last) + 1, source)
+
+
 def parse(source: str, filename: str = "<string>") -> ast.Module:
     """Parse a whole .diag text; raise a positioned :class:`DiagError` on any mistake."""
     if "\x00" in source:
-        line = source[: source.index("\x00")].count("\n") + 1
-        raise DiagSyntaxError("the file contains a NUL character", Position(filename, line, 1, source))
+        before = source[: source.index("\x00")]
+        line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+        raise DiagSyntaxError("the file contains a NUL character", Position(filename, line, column, source))
     try:
         tree = _lark().parse(source)
+    except RecursionError:
+        raise DiagSyntaxError("an expression is nested too deeply or is too long to compile",
+                              Position(filename, 1, 1, source)) from None
     except UnexpectedCharacters as exc:
         char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
         raise DiagSyntaxError(f"unexpected character {char!r}", Position(filename, exc.line, exc.column, source)) from None
     except UnexpectedToken as exc:
         tok = exc.token
         if tok.type == "$END":
-            lines = source.splitlines() or [""]
-            pos = Position(filename, len(lines), len(lines[-1]) + 1, source)
+            pos = _end_position(filename, source)
             raise DiagSyntaxError(f"unexpected end of file; expected {_describe(exc.expected)}", pos) from None
         shown = "end of line" if tok.type == "_NL" else repr(str(tok))
         pos = Position(filename, tok.line, tok.column, source)
         raise DiagSyntaxError(f"unexpected {shown}; expected {_describe(exc.expected)}", pos) from None
     except UnexpectedEOF as exc:
-        lines = source.splitlines() or [""]
-        pos = Position(filename, len(lines), len(lines[-1]) + 1, source)
+        pos = _end_position(filename, source)
         raise DiagSyntaxError(f"unexpected end of file; expected {_describe(exc.expected)}", pos) from None
     except UnexpectedInput as exc:  # pragma: no cover - other lark input errors
         raise DiagSyntaxError(str(exc).splitlines()[0], Position(filename, exc.line, exc.column, source)) from None
     try:
         return _ToAst(filename, source).transform(tree)
+    except RecursionError:
+        raise DiagSyntaxError("an expression is nested too deeply or is too long to compile",
+                              Position(filename, 1, 1, source)) from None
     except VisitError as exc:
         if isinstance(exc.orig_exc, DiagError):
             raise exc.orig_exc from None

@@ -104,7 +104,11 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
     contractions: dict[tuple, Contraction] = {}
     outputs = []
     for eq in diagram.equations:
-        terms = combine(eliminate_deltas(t) for t in eq.terms)
+        reduced = [eliminate_deltas(t) for t in eq.terms]
+        terms = combine(reduced)
+        if not terms:  # everything cancels: zero, with the shape and dtype of a term
+            first = reduced[0]
+            terms = [TensorNetwork(Fraction(0), first.nodes, first.output, first.kinds, first.pos)]
         scaled = []
         for term in terms:
             core, free_deltas = _split_free_deltas(term)
