@@ -49,6 +49,8 @@ from .errors import DiagError, OutputError
 FORMAT = "diagc-certificate/1"
 SAMPLE_BITS = 20  # entries of random points are integers in [-2^19, 2^19): S = 2^20
 TRIALS = 2
+SYMBOLIC_ENTRIES = 40  # identities with at most this many input entries (one batch, channels of 2)
+SYMBOLIC_DEGREE = 3  # and at most this degree are expanded symbolically and shown to be zero
 
 
 class CertificateError(DiagError):
@@ -162,6 +164,54 @@ def sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def symbolic_point(types):
+    """Inputs made of independent symbols (one batch entry, channel axes of size 2), with the declared
+    symmetry of each type built in."""
+    import sympy
+
+    args = []
+    for k, typ in enumerate(types):
+        shape = (1,) + (2,) * len(typ.channels) + typ.geometric_dims
+        x = np.empty(shape, dtype=object)
+        for idx in np.ndindex(*shape):
+            x[idx] = sympy.Symbol(f"x{k}_{'_'.join(map(str, idx))}")
+        if typ.family == "cart" and typ.rank == 2 and typ.symmetry:
+            if typ.symmetry == "skew":
+                x = np.triu(x, 1) - np.swapaxes(np.triu(x, 1), -1, -2)
+            else:
+                x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
+                if typ.symmetry == "sym_traceless":
+                    x[..., 2, 2] = -x[..., 0, 0] - x[..., 1, 1]
+        args.append(x)
+    return args
+
+
+def symbolic_size(types) -> int:
+    return sum(int(np.prod((1,) + (2,) * len(t.channels) + t.geometric_dims)) for t in types)
+
+
+def check_identity_symbolic(fn, in_types, out_types, g) -> tuple[str | None, int]:
+    """(None or what failed, number of expanded entries): f(g x) - g f(x) expanded to zero."""
+    import sympy
+
+    args = symbolic_point(in_types)
+    try:
+        plain = fn(*args)
+        moved = fn(*[act_exact(t, g, a) for t, a in zip(in_types, args)])
+    except Exception as exc:
+        return f"the module raised {type(exc).__name__}: {exc}", 0
+    if len(out_types) == 1:
+        plain, moved = (plain,), (moved,)
+    count = 0
+    for t, y, y_moved in zip(out_types, plain, moved):
+        diff = np.asarray(y_moved, dtype=object) - act_exact(t, g, np.asarray(y, dtype=object))
+        for entry in np.asarray(diff, dtype=object).flat:
+            count += 1
+            if sympy.expand(entry) != 0:
+                return "f(g x) - g f(x) does not expand to zero", count
+    return None, count
+
+
 def check_identity(fn, in_types, out_types, g, points) -> str | None:
     """None if f(rho(g) x) == rho(g) f(x) exactly at every point, else what failed."""
     for k, args in enumerate(points):
@@ -259,15 +309,20 @@ def prove_source(source: str, filename: str):
         out_types = [t.type for t in d.outputs] if not d.stacked else [d.outputs[0].type]
         elements = _group_elements(f"{src_hash}:{d.name}:elements", d.group)
         points = _points(d, f"{src_hash}:{d.name}:points")
+        degree = _degree(d)
+        symbolic = symbolic_size(in_types) <= SYMBOLIC_ENTRIES and degree <= SYMBOLIC_DEGREE
         results = []
         for el in elements:
-            problem = check_identity(fn, in_types, out_types, _decode(el["matrix"]).tolist(), points)
+            g = _decode(el["matrix"]).tolist()
+            problem = check_identity(fn, in_types, out_types, g, points)
+            expanded = 0
+            if problem is None and symbolic:
+                problem, expanded = check_identity_symbolic(fn, in_types, out_types, g)
             if problem is not None:
                 raise DiagError(f"internal error: the emitted code for '{d.name}' fails the exact identity "
                                 f"for a {el['kind']}: {problem}")
-            results.append({**el, "holds": True})
-        degree = _degree(d)
-        bound = Fraction(len(elements)) * Fraction(degree, 2 ** SAMPLE_BITS) ** TRIALS
+            results.append({**el, "holds": True, **({"expanded_entries": expanded} if symbolic else {})})
+        bound = Fraction(0) if symbolic else Fraction(len(elements)) * Fraction(degree, 2 ** SAMPLE_BITS) ** TRIALS
         entry = {
             "name": d.name,
             "group": d.group,
@@ -283,7 +338,9 @@ def prove_source(source: str, filename: str):
                 "exact_checks": list(verdict.exact_checks),
             },
             "algebraic": {
-                "method": "exact identity at random integer points (Schwartz-Zippel)",
+                "method": ("symbolic: f(g x) - g f(x) expanded to zero, and checked at random integer points"
+                           if symbolic else "exact identity at random integer points (Schwartz-Zippel)"),
+                "symbolic": symbolic,
                 "degree": degree,
                 "sample_size": 2 ** SAMPLE_BITS,
                 "trials": TRIALS,
@@ -391,8 +448,13 @@ def report(cert: dict, pictures: dict) -> str:
             what = f"Cayley rotation w = ({', '.join(el['w'])})" if el["kind"] == "rotation" else \
                 f"mirror with normal ({', '.join(el['normal'])})"
             lines.append(f"- f(g x) = g f(x) holds for the {what} at {a['trials']} random points")
-        lines += [f"- polynomial degree ≤ {a['degree']}, entries from a set of {a['sample_size']} integers: "
-                  f"probability of a false pass ≤ {a['false_pass_bound']}",
+        if a.get("symbolic"):
+            lines.append("- for each element, every entry of f(g x) - g f(x) on symbolic inputs was expanded and is "
+                         "zero: the identity holds exactly, for all inputs")
+        else:
+            lines.append(f"- polynomial degree ≤ {a['degree']}, entries from a set of {a['sample_size']} integers: "
+                         f"probability of a false pass ≤ {a['false_pass_bound']}")
+        lines += [
                   "- the two rotations have irrational angles (rational cosines other than 0, ±1/2, ±1: "
                   "Niven) about different axes, so they generate a dense subgroup of SO(3)", ""]
         if "completeness" in d:
@@ -520,7 +582,15 @@ def _verify(cert: dict, folder: Path) -> str:
                     failures.append(f"{where}: the algebraic check fails for a {e['kind']} at the {what} "
                                     f"points ({problem}) under the claimed types")
         degree = _degree(d)
-        bound = Fraction(len(elements)) * Fraction(degree, 2 ** SAMPLE_BITS) ** TRIALS
+        symbolic = bool(entry["algebraic"].get("symbolic"))
+        if symbolic:
+            for e in elements:
+                problem, _ = check_identity_symbolic(fn, in_types, out_types, _decode(e["matrix"]).tolist())
+                n_checks += 1
+                if problem is not None:
+                    failures.append(f"{where}: the symbolic check fails for a {e['kind']} ({problem}) under the "
+                                    "claimed types")
+        bound = Fraction(0) if symbolic else Fraction(len(elements)) * Fraction(degree, 2 ** SAMPLE_BITS) ** TRIALS
         if Fraction(entry["algebraic"]["false_pass_bound"]) < bound:
             failures.append(f"{where}: the stated false-pass bound is smaller than the true one ({bound})")
         if d.stacked:

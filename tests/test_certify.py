@@ -151,3 +151,18 @@ def test_prove_refuses_non_equivariant_sources(tmp_path):
     r = run("prove", src, "-o", tmp_path / "cert")
     assert r.returncode == 1 and not (tmp_path / "cert").exists()
     assert not any(p.name.startswith(".cert") for p in tmp_path.iterdir())
+
+
+def test_small_identities_are_expanded_large_ones_sampled(tmp_path):
+    src = tmp_path / "two.diag"
+    src.write_text("diagram small(a: vec, b: vec) -> c: axial {\n  c[i] = eps[i,j,k] a[j] b[k]\n}\n"
+                   "diagram large(T: cart(4), U: cart(4)) -> s: scalar {\n  s = T[i,j,k,l] U[i,j,k,l]\n}\n")
+    assert cli.main(["prove", str(src), "-o", str(tmp_path / "cert")]) == 0
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    small, large = cert["diagrams"]
+    assert small["algebraic"]["symbolic"] and small["algebraic"]["false_pass_bound"] == "0"
+    assert all(e["expanded_entries"] == 3 for e in small["algebraic"]["elements"])
+    assert not large["algebraic"]["symbolic"]
+    # 3 group elements x (degree 2 / 2^20)^2
+    assert large["algebraic"]["false_pass_bound"] == "3/274877906944"
+    assert verify(str(tmp_path / "cert")).startswith("verified 2 diagram")
