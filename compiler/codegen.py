@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__
 from .exact import EPS
-from .ir import Diagram, Program
+from .ir import Diagram, Program, sum_formula
 from .plan import Contraction, FunctionPlan, OutputPlan, Scaled, plan_diagram
 
 TABLES = {
@@ -135,20 +135,6 @@ def function_doc(d: Diagram) -> str:
     for eq in d.equations:
         lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
-
-
-def sum_formula(terms) -> str:
-    """A sum of terms in index notation: ``a[i] b[j] - 1/3 a[k] b[k] delta[i,j]``."""
-    text = ""
-    for k, t in enumerate(terms):
-        f = t.formula().replace("~", "'")
-        if k and f.startswith("-"):
-            text += " - " + f[1:]
-        elif k:
-            text += " + " + f
-        else:
-            text = f
-    return text
 
 
 @lru_cache(maxsize=1)

@@ -31,7 +31,7 @@ import numpy as np
 
 from .characters import Rep, hom_dimension
 from .errors import DiagError
-from .ir import DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork
+from .ir import DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
 
 PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
@@ -840,16 +840,7 @@ def describe(inputs, output: TensorType, group: str, output_name: str = "Y") -> 
 
 def element_formula(element: Element) -> str:
     """The element's equation right-hand side, in index notation that the parser reads back."""
-    text = ""
-    for k, t in enumerate(element.terms):
-        f = t.formula()
-        if k and f.startswith("-"):
-            text += " - " + f[1:]
-        elif k:
-            text += " + " + f
-        else:
-            text = f
-    return text
+    return sum_formula(element.terms)
 
 
 def listing(found: BasisSet, inputs, output: TensorType, group: str, output_name: str = "Y") -> str:

@@ -197,6 +197,21 @@ class TensorNetwork:
         )
 
 
+def sum_formula(terms) -> str:
+    """A sum of terms in index notation, as the parser reads it: ``a[i] b[j] - 1/3 a[k] b[k] delta[i,j]``
+    (renamed internal indices ``k~1`` shown as ``k'1``)."""
+    text = ""
+    for k, t in enumerate(terms):
+        f = t.formula().replace("~", "'")
+        if k and f.startswith("-"):
+            text += " - " + f[1:]
+        elif k:
+            text += " + " + f
+        else:
+            text = f
+    return text
+
+
 @dataclass(frozen=True)
 class Equation:
     """``target = sum(terms)`` for one output of a diagram."""

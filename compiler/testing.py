@@ -33,25 +33,36 @@ def random_reflection(rng: np.random.Generator) -> np.ndarray:
     return random_rotation(rng) @ np.diag([1.0, 1.0, -1.0])
 
 
-def wigner_d(irrep, g: np.ndarray) -> np.ndarray:
+def _det(g) -> float:
+    """det g: exact for matrices of Fractions (object arrays or nested lists), float otherwise."""
+    m = np.asarray(g, dtype=object if not isinstance(g, np.ndarray) or g.dtype == object else float)
+    if m.dtype == object:
+        return (m[0, 0] * (m[1, 1] * m[2, 2] - m[1, 2] * m[2, 1]) - m[0, 1] * (m[1, 0] * m[2, 2] - m[1, 2] * m[2, 0])
+                + m[0, 2] * (m[1, 0] * m[2, 1] - m[1, 1] * m[2, 0]))
+    return float(np.linalg.det(m))
+
+
+def wigner_d(irrep, g) -> np.ndarray:
     """The real Wigner matrix of an irrep (l, p) at g in O(3), for l = 0, 1 (e3nn order y, z, x)."""
-    det = np.linalg.det(g)
-    q = g * np.sign(det)  # the proper part
+    g = np.asarray(g)
+    det = _det(g)
     sign = irrep.p if det < 0 else 1
+    q = g * (1 if det > 0 else -1)  # the proper part
     if irrep.l == 0:
-        return np.array([[float(sign)]])
+        return np.array([[sign]], dtype=g.dtype)
     if irrep.l == 1:
         perm = [1, 2, 0]  # e3nn's l=1 order (y, z, x)
         return sign * q[np.ix_(perm, perm)]
     raise NotImplementedError(f"Wigner matrices for l = {irrep.l} are not available yet (l <= 1 only)")
 
 
-def act(t, g: np.ndarray, x):
+def act(t, g, x):
     """rho(g) x for x of type ``t``: R on each Cartesian leg, the det(R) factor of pseudo parts,
-    part by part for graded rank-2 tensors; channel axes untouched."""
+    part by part for graded rank-2 tensors; channel axes untouched. Exact when g and x hold
+    Fractions (object arrays): the certifier uses the same function."""
     t = _as_type(t)
+    g = np.asarray(g, dtype=object) if isinstance(g, list) else np.asarray(g)
     x = np.asarray(x)
-    det = float(np.sign(np.linalg.det(g)))
     if t.family == "weight":
         return x
     if t.family == "sph":
@@ -60,14 +71,17 @@ def act(t, g: np.ndarray, x):
     for k in range(t.rank):
         axis = x.ndim - t.rank + k
         y = np.moveaxis(np.tensordot(g, y, axes=([1], [axis])), 0, axis)
-    if det > 0:
+    if _det(g) > 0:
         return y
     if t.rank == 2 and t.graded:
         yt = np.swapaxes(y, -1, -2)
-        tr = np.trace(y, axis1=-2, axis2=-1)[..., None, None] * np.eye(3) / 3
-        parts = {0: tr, 1: (y - yt) / 2, 2: (y + yt) / 2 - tr}
-        return sum(parts[ir.l] * (ir.p if ir.p == -1 else 1) for ir in t.parts)
-    return y * (-1.0 if t.parities[0] == -1 else 1.0)
+        trace = np.einsum("...ii->...", y)[..., None, None] * np.eye(3, dtype=int)
+        parts = {0: trace / 3, 1: (y - yt) / 2, 2: (y + yt) / 2 - trace / 3}
+        total = parts[t.parts[0].l] * t.parts[0].p
+        for ir in t.parts[1:]:
+            total = total + parts[ir.l] * ir.p
+        return total
+    return y * (-1 if t.parities[0] == -1 else 1)
 
 
 def random_input(t, rng: np.random.Generator, batch=(4,), channel_sizes=None, dtype=np.float64) -> np.ndarray:
