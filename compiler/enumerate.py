@@ -37,6 +37,7 @@ from .types import TensorType
 PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
 MAX_LEGS_GENERAL = 12  # the same with an input of rank > 2 (slower canonical form by search)
+MAX_DIMENSION = 5000  # larger spaces are refused: the exact rank step grows like candidates × dimension²
 _LABELS = "ijklmnpqrstuvwxyzabcdefgh"
 
 
@@ -613,6 +614,10 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
     t0 = time.perf_counter()
     expected = expected_dimension(request)
     timings["characters"] = time.perf_counter() - t0
+    if expected > MAX_DIMENSION:
+        raise EnumerationError(f"the space has dimension {expected:,} (character theory); listing more than "
+                               f"{MAX_DIMENSION:,} elements is refused (the exact rank step would take hours); "
+                               "use symmetric inputs or polynomial degrees to shrink it")
     setup = _Setup(request)
     parity_ok = True
     if request.group == "O3":

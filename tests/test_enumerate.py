@@ -174,6 +174,8 @@ def test_refuses_absurd_sizes_and_unsupported_types():
     with pytest.raises(EnumerationError, match="limit"):
         enumerate_basis(request([("X", "cart2", 9)], "scalar"))
     assert MAX_LEGS == 16
+    with pytest.raises(EnumerationError, match="dimension 30,537"):  # six distinct cart2 -> cart2: 14 legs
+        enumerate_basis(request([(n, "cart2", 1) for n in "ABCDEF"], "cart2"))
     with pytest.raises(EnumerationError, match="graded"):
         enumerate_basis(request([("X", "cart2(0e+1o+2e)", 1)], "scalar"))
     with pytest.raises(EnumerationError, match="channel"):
