@@ -8,7 +8,6 @@ string literals) or as a name that the parser has already checked to be a safe i
 from __future__ import annotations
 
 import hashlib
-from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path

@@ -19,7 +19,6 @@ every channel size.
 from __future__ import annotations
 
 import itertools
-from fractions import Fraction
 
 import numpy as np
 from sympy import QQ

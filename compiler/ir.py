@@ -120,7 +120,7 @@ class TensorNetwork:
     # -- graph form ----------------------------------------------------------------------------
     def graph(self) -> nx.MultiGraph:
         """The network as a graph: factor nodes ``('f', n)``, the output ``'out'``, channel indices
-        ``('c', name)``; a geometric edge joins two factor (or output) nodes and records the axes."""
+        ``('c', name)``; an edge records its index and the (node, axis) ends it joins."""
         g = nx.MultiGraph()
         for n, node in enumerate(self.nodes):
             g.add_node(("f", n), label=(node.kind, node.name, str(node.type)))
@@ -131,11 +131,11 @@ class TensorNetwork:
             if self.kind(index).geometric:
                 if len(ends) == 2:
                     (u, a), (v, b) = ends
-                    g.add_edge(u, v, axes={u: a, v: b} if u != v else (a, b))
+                    g.add_edge(u, v, index=index, axes=((u, a), (v, b)))
             else:
                 g.add_node(("c", index), label=("channel", str(self.kind(index).dim)))
                 for u, a in ends:
-                    g.add_edge(u, ("c", index), axes={u: a})
+                    g.add_edge(u, ("c", index), index=index, axes=((u, a),))
         return g
 
     # -- canonical form ------------------------------------------------------------------------

@@ -142,7 +142,7 @@ class _DiagramLowering:
     def network(self, product: _Product, lhs, lhs_kinds, eq: ast.Equation) -> TensorNetwork:
         c = product.coefficient
         if abs(c.numerator) >= MAX_COEFFICIENT or c.denominator >= MAX_COEFFICIENT:
-            raise DiagError(f"a coefficient is too large to compute with (more than 30 digits)", product.pos)
+            raise DiagError("a coefficient is too large to compute with (more than 30 digits)", product.pos)
         labels = {i for occ in product.factors for i in occ.indices} | set(lhs)
         if len(labels) > MAX_INDICES:
             raise DiagTypeError(f"a term with {len(labels)} distinct indices; at most {MAX_INDICES} are supported",

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from compiler import cli
-from compiler.certify import cayley, det3, mirror, prove_source, verify, CertificateError
+from compiler.certify import cayley, det3, mirror, verify, CertificateError
 from conftest import DIAGRAMS, ROOT
 
 
