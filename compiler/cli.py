@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--target", choices=TARGETS, default="numpy",
                    help="numpy: a Python module running on numpy, torch, jax or cupy arrays (default)")
     k.add_argument("-o", "--output", metavar="OUT", help="output file (default: standard output)")
+    k.add_argument("--explain", action="store_true",
+                   help="print the plan (contraction steps, estimated cost) instead of the module, or beside -o")
 
     e = sub.add_parser("enumerate", help="list every independent equivariant contraction",
                        description="Enumerate every linearly independent equivariant contraction from the "
@@ -125,7 +127,16 @@ def _check(args) -> int:
 
 
 def _compile(args) -> int:
-    text = compile_source(read_source(args.file), args.file, args.target)
+    source = read_source(args.file)
+    text = compile_source(source, args.file, args.target)
+    if args.explain:
+        from .api import checked_program
+        from .plan import explain, plan_diagram
+
+        program = checked_program(source, args.file)
+        sys.stdout.write("".join(explain(plan_diagram(d)) for d in program.diagrams))
+        if args.output is None:
+            return 0
     if args.output is None:
         sys.stdout.write(text)
     else:

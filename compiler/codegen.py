@@ -79,6 +79,8 @@ class PythonPrinter:
             return f"{c.numerator} * {value}"
         return f"{value} * _b.rational({c.numerator}, {c.denominator}, _like)"
 
+    views: frozenset = frozenset()  # vars that may be views of an input (single-operand einsums)
+
     def _print_OutputPlan(self, o: OutputPlan) -> str:
         parts = []
         for k, s in enumerate(o.terms):
@@ -89,7 +91,7 @@ class PythonPrinter:
                 parts.append(("- " if s.coefficient < 0 else "+ ") + text)
         expr = " ".join(parts)
         single = o.terms[0]
-        if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var:
+        if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var in self.views:
             expr = f"_b.copy({expr})"  # never hand back a view of an input
         return f"{o.name} = {expr}"
 
@@ -106,6 +108,7 @@ class PythonPrinter:
             lines.append("    _like = _b.asarray(0.0)")
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
+        self.views = frozenset(c.var for c in f.contractions if len(c.operands) == 1)
         for c in f.contractions:
             lines.append("    " + self.doprint(c))
         for o in f.outputs:
