@@ -43,7 +43,8 @@ def _det(g) -> float:
 
 
 def wigner_d(irrep, g) -> np.ndarray:
-    """The real Wigner matrix of an irrep (l, p) at g in O(3), for l = 0, 1 (e3nn order y, z, x)."""
+    """The real Wigner matrix of an irrep (l, p) at g in O(3), in e3nn's basis (l = 1 is (x, y, z)):
+    D^l of the proper part, times p when g is improper. Exact for exact g when l <= 1."""
     g = np.asarray(g)
     det = _det(g)
     sign = irrep.p if det < 0 else 1
@@ -51,9 +52,14 @@ def wigner_d(irrep, g) -> np.ndarray:
     if irrep.l == 0:
         return np.array([[sign]], dtype=g.dtype)
     if irrep.l == 1:
-        perm = [1, 2, 0]  # e3nn's l=1 order (y, z, x)
-        return sign * q[np.ix_(perm, perm)]
-    raise NotImplementedError(f"Wigner matrices for l = {irrep.l} are not available yet (l <= 1 only)")
+        return sign * q
+    if g.dtype == object:
+        from .spherical import wigner_D
+
+        return sign * np.array(wigner_D(irrep.l, q.tolist()).tolist(), dtype=object)
+    from .spherical import wigner_D_numeric
+
+    return sign * wigner_D_numeric(irrep.l, q.astype(float))
 
 
 def act(t, g, x):

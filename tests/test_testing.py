@@ -45,8 +45,19 @@ def test_detects_non_equivariant_functions():
 
 
 def test_spherical_l1_is_e3nn_order():
+    """e3nn 0.6 stores l = 1 as (x, y, z): spherical_harmonics(1, r) = sqrt(3) r, D^1(R) = R."""
     rng = np.random.default_rng(3)
     g = random_rotation(rng)
     v = rng.normal(size=3)
-    y = act("sph(1o)", g, v[[1, 2, 0]])  # (y, z, x)
-    np.testing.assert_allclose(y, (g @ v)[[1, 2, 0]])
+    np.testing.assert_allclose(act("sph(1o)", g, v), g @ v)
+    np.testing.assert_allclose(act("sph(1o)", -g, v), -(g @ v))  # improper: D^1(g) times p = -1
+
+
+def test_spherical_l2_action_matches_the_cartesian_one():
+    from compiler.spherical import cartesian_to_spherical_numeric
+
+    rng = np.random.default_rng(4)
+    g = random_rotation(rng)
+    p2 = cartesian_to_spherical_numeric(2)
+    s = random_input("sym2t", rng, ())
+    np.testing.assert_allclose(act("sph(2e)", g, p2 @ s.reshape(-1)), p2 @ (g @ s @ g.T).reshape(-1), atol=1e-12)
