@@ -35,6 +35,16 @@ class Factor:
 
 
 @dataclass(frozen=True)
+class Constant:
+    """A built-in constant with parameters: ``cg(l1,l2,l3)[a,b,c]`` or ``P(l)[m,i1,...,il]``."""
+
+    name: str
+    params: tuple[int, ...]
+    indices: tuple[Index, ...]
+    pos: Position
+
+
+@dataclass(frozen=True)
 class Neg:
     operand: "Expr"
     pos: Position
@@ -50,7 +60,7 @@ class BinOp:
     pos: Position
 
 
-Expr = Number | Factor | Neg | BinOp
+Expr = Number | Factor | Constant | Neg | BinOp
 
 
 @dataclass(frozen=True)

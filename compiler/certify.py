@@ -269,6 +269,14 @@ def prove_source(source: str, filename: str):
     from .codegen import generate_python
 
     program = checked_program(source, filename)
+    for d in program.diagrams:
+        for eq in d.equations:
+            for t in eq.terms:
+                for n in t.nodes:
+                    if n.kind in ("cg", "P"):
+                        raise DiagError(f"diagram '{d.name}' uses {n.name}, whose values are irrational: the emitted "
+                                        "module holds them rounded to float64, so it cannot be certified exactly "
+                                        "yet (exact spherical certificates are future work)", n.pos or d.pos)
     module_text = generate_python(program)
     module = load_module_text(module_text)
     verdicts = {v.diagram: v for v in check_program(program)}

@@ -88,6 +88,10 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
             lemmas.append("delta: R delta R^T = R R^T = delta")
         elif node.kind == "eps":
             lemmas.append("eps: R⊗R⊗R eps = det(R) eps")
+        elif node.kind == "cg":
+            lemmas.append(f"{node.name}: real Wigner-3j, D^l1 ⊗ D^l2 ⊗ D^l3 C = C (SO(3)-invariant)")
+        elif node.kind == "P":
+            lemmas.append(f"{node.name}: D^l(R) P = P R^{{⊗l}} (isometry onto spherical l)")
         elif node.type.family == "weight":
             lemmas.append(f"{node.name}: weight, no geometric leg")
         else:

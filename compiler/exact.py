@@ -21,7 +21,7 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
-from sympy import QQ
+from sympy import EX, QQ
 from sympy.polys.rings import ring
 
 from .ir import Equation, TensorNetwork
@@ -36,6 +36,23 @@ _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 MAX_VARIABLES = 3000
 RANDOM_TRIALS = 3
+
+
+def constant_array(node):
+    """The exact values of a constant node: delta, eps (integers), cg, P (sympy surds)."""
+    if node.kind == "delta":
+        return DELTA
+    if node.kind == "eps":
+        return EPS
+    from .ir import constant_params
+    from .spherical import cartesian_to_spherical, wigner_3j
+
+    kind, params = constant_params(node.name)
+    if kind == "cg":
+        return np.array(wigner_3j(*params), dtype=object)
+    (l,) = params
+    p = np.array(cartesian_to_spherical(l).tolist(), dtype=object)
+    return p.reshape((2 * l + 1,) + (3,) * l)
 
 
 def channel_sizes(equations: list[Equation]) -> dict[str, int]:
@@ -67,13 +84,15 @@ def instances(diagram, equation: Equation):
     RANDOM_TRIALS random integer instances when there are too many variables."""
     sizes = channel_sizes([equation])
     inputs = _used_inputs(diagram, equation)
+    # cg and P hold square roots: exact arithmetic over sympy expressions (domain EX) instead of QQ
+    domain = EX if any(n.kind in ("cg", "P") for t in equation.terms for n in t.nodes) else QQ
     if _n_entries(inputs, sizes) <= MAX_VARIABLES:
-        R, arrays = symbolic_inputs(inputs, sizes)
+        R, arrays = symbolic_inputs(inputs, sizes, domain)
         return [(R, arrays)], "exactly"
     import random
 
     rng = random.Random(f"{diagram.name}:{equation.target}")
-    R, _ = ring(["unused"], QQ)
+    R, _ = ring(["unused"], domain)
     out = []
     for _ in range(RANDOM_TRIALS):
         arrays = {}
@@ -101,7 +120,7 @@ def _symmetrize(typ: TensorType, a):
     return a
 
 
-def symbolic_inputs(inputs, sizes: dict[str, int]):
+def symbolic_inputs(inputs, sizes: dict[str, int], domain=QQ):
     """One array of fresh polynomial variables per input, with the input's symmetry imposed."""
     names: list[str] = []
     layouts = []
@@ -114,7 +133,7 @@ def symbolic_inputs(inputs, sizes: dict[str, int]):
                 cells[rep[0]] = len(names)
                 names.append(f"{t.name}_{'_'.join(map(str, rep[0]))}")
         layouts.append((t, shp, cells))
-    R, *gens = ring(names or ["unused"], QQ)
+    R, *gens = ring(names or ["unused"], domain)
     arrays = {}
     for t, shp, cells in layouts:
         a = np.empty(shp, dtype=object)
@@ -159,9 +178,11 @@ def evaluate_term(term: TensorNetwork, arrays: dict, R):
     operands = []
     specs = []
     for node in term.nodes:
-        operands.append(DELTA if node.kind == "delta" else EPS if node.kind == "eps" else arrays[node.name])
+        operands.append(arrays[node.name] if node.kind == "input" else constant_array(node))
         specs.append("".join(letters[i] for i in node.indices))
     out = "".join(letters[i] for i in term.output)
+    operands = [np.vectorize(R, otypes=[object])(o) if o.dtype == object and o is not arrays.get(n.name) else o
+                for o, n in zip(operands, term.nodes)]
     value = np.einsum(",".join(specs) + "->" + out, *operands) if operands else np.array(R(1), dtype=object)
     coef = R(QQ(term.coefficient.numerator, term.coefficient.denominator))
     return np.asarray(value * coef, dtype=object)

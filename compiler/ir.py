@@ -42,6 +42,26 @@ class IndexKind:
         return f"channel axis '{self.dim}'"
 
 
+#: the largest l of the built-in spherical constants cg and P
+MAX_CONSTANT_L = 8
+#: the type carried by cg / P nodes (their legs come from :func:`constant_axes`)
+CONSTANT_TYPE = TensorType("cart", 0, "", (1,))
+
+
+def constant_axes(kind: str, params: tuple[int, ...]) -> tuple[IndexKind, ...]:
+    """Legs of a built-in constant: cg(l1,l2,l3) has three spherical legs; P(l) one spherical leg of
+    degree l then l Cartesian legs."""
+    if kind == "cg":
+        return tuple(IndexKind("sph", l) for l in params)
+    return (IndexKind("sph", params[0]),) + (IndexKind("cart", 3),) * params[0]
+
+
+def constant_params(name: str) -> tuple[str, tuple[int, ...]]:
+    """('cg', (1, 1, 2)) from a node name 'cg(1,1,2)'."""
+    kind, _, rest = name.partition("(")
+    return kind, tuple(int(x) for x in rest.rstrip(")").split(","))
+
+
 def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
     """The kind of every axis of a tensor of type ``typ``: channels first, then geometric legs."""
     kinds = [IndexKind("channel", c) for c in typ.channels]

@@ -15,7 +15,8 @@ from fractions import Fraction
 
 from . import ast
 from .errors import DiagError, DiagNameError, DiagTypeError, Position
-from .ir import DELTA_TYPE, EPS_TYPE, Diagram, Equation, IndexKind, Node, Program, Tensor, TensorNetwork, axis_kinds
+from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
+                 Tensor, TensorNetwork, axis_kinds, constant_axes)
 from .parser import parse
 
 MAX_TERMS = 4096
@@ -32,6 +33,7 @@ class _Occ:
     indices: tuple[str, ...]
     pos: Position
     index_pos: tuple[Position, ...]
+    params: tuple[int, ...] | None = None  # cg / P constants
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,16 @@ class _DiagramLowering:
         where: dict[str, str] = {}
         nodes = []
         for occ in product.factors:
+            if occ.params is not None:
+                kind, typ = occ.name.partition("(")[0], CONSTANT_TYPE
+                axes = constant_axes(kind, occ.params)
+                if len(occ.indices) != len(axes):
+                    raise DiagTypeError(f"'{occ.name}' has {len(axes)} legs but {len(occ.indices)} indices are given",
+                                        occ.pos)
+                for index, ipos, ak in zip(occ.indices, occ.index_pos, axes):
+                    self._unify(kinds, where, index, ak, occ.name, ipos)
+                nodes.append(Node(kind, occ.name, typ, occ.indices, occ.pos))
+                continue
             if occ.name in _CONSTANTS:
                 kind, typ = occ.name, _CONSTANTS[occ.name]
             elif occ.name in self.inputs:
@@ -202,6 +214,8 @@ class _DiagramLowering:
             return [_Product(expr.value, (), expr.pos)]
         if isinstance(expr, ast.Factor):
             return self.factor(expr)
+        if isinstance(expr, ast.Constant):
+            return [_Product(Fraction(1), (self.constant(expr),), expr.pos)]
         if isinstance(expr, ast.Neg):
             return [_Product(-p.coefficient, p.factors, p.pos) for p in self.expand(expr.operand)]
         left = self.expand(expr.left)
@@ -223,6 +237,23 @@ class _DiagramLowering:
             raise DiagError(f"the expression expands to more than {MAX_TERMS} terms", expr.pos)
         return result
 
+    def constant(self, c: ast.Constant) -> _Occ:
+        """cg(l1,l2,l3) or P(l), with its parameters checked."""
+        if c.name == "cg":
+            if len(c.params) != 3:
+                raise DiagTypeError("cg takes three degrees: cg(l1,l2,l3)[a,b,c]", c.pos)
+            l1, l2, l3 = c.params
+            if not abs(l1 - l2) <= l3 <= l1 + l2:
+                raise DiagTypeError(f"cg({l1},{l2},{l3}) violates the triangle condition |l1-l2| <= l3 <= l1+l2",
+                                    c.pos)
+        elif len(c.params) != 1:
+            raise DiagTypeError("P takes one degree: P(l)[m,i1,...,il]", c.pos)
+        if max(c.params) > MAX_CONSTANT_L:
+            raise DiagTypeError(f"l = {max(c.params)} is above the supported maximum {MAX_CONSTANT_L} for {c.name}",
+                                c.pos)
+        name = f"{c.name}({','.join(map(str, c.params))})"
+        return _Occ(name, tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), c.params)
+
     def factor(self, f: ast.Factor) -> list[_Product]:
         names = tuple(i.name for i in f.indices)
         ipos = tuple(i.pos for i in f.indices)
@@ -239,7 +270,7 @@ class _DiagramLowering:
             occs = []
             for occ in p.factors:
                 new = tuple(rename.setdefault(i, f"{i.split('~')[0]}~{self.fresh}") for i in occ.indices)
-                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos))
+                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos, occ.params))
             result.append(_Product(p.coefficient, tuple(occs), f.pos))
         return result
 

@@ -26,7 +26,7 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", 
     mutable namespace new operator private protected public template this throw true try typeid
     typename using virtual nullptr constexpr decltype noexcept static_assert thread_local alignas
     alignof char16_t char32_t __global__ __device__ __host__ __shared__ __constant__ dim3
-    threadIdx blockIdx blockDim gridDim warpSize diagram basis group delta eps""".split()
+    threadIdx blockIdx blockDim gridDim warpSize diagram basis group delta eps cg P""".split()
 )
 
 _NAMES = {
@@ -51,6 +51,7 @@ _NAMES = {
     "SEMICOLON": "';'",
     "__ANON_0": "'->'",
     "__ANON_1": "'<='",
+    "CONSTNAME": "cg or P",
     "CIRCUMFLEX": "'^'",
     "$END": "end of file",
 }
@@ -210,6 +211,10 @@ class _ToAst(Transformer):
     def factor(self, items):
         name, indices = items
         return ast.Factor(str(name), tuple(indices or ()), self._pos(name))
+
+    def constant(self, items):
+        name, *params, indices = items
+        return ast.Constant(str(name), tuple(int(p) for p in params), tuple(indices or ()), self._pos(name))
 
     def number(self, items):
         (tok,) = items

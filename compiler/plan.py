@@ -6,6 +6,8 @@
 * each distinct contraction is computed once per function and reused by every term and output
   that needs it (common subexpressions, e.g. the trace in TensorNet's decomposition);
 * a free delta is split off its term, so the remaining contraction can be shared;
+* the constant subnetwork of a term (cg, P, eps) is folded at compile time into one table, computed
+  exactly and rounded once to float64 (a lone eps stays the integer Levi-Civita table);
 * a contraction of three or more operands is ordered at compile time (opt_einsum's optimal path at
   reference sizes: batch 4096, channel axes 16, geometric axes their size) and emitted as a fixed
   sequence of pairwise einsums; the emitted code never searches for a path at run time.
@@ -16,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import Diagram, Node, TensorNetwork
+import numpy as np
+
+from .ir import CONSTANT_TYPE, Diagram, Node, TensorNetwork
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -105,13 +109,15 @@ class FunctionPlan:
     inputs: tuple[str, ...]
     outputs: tuple[OutputPlan, ...]
     contractions: tuple[Contraction, ...]
-    constants: tuple[str, ...]  # 'eps' / 'eye' as used
+    constants: tuple[str, ...]  # tables used: 'eps', 'eye', folded constants
     stack_axis: int | None = None  # stack the outputs on this (negative) axis
+    tables: tuple[tuple[str, tuple], ...] = ()  # folded constant tables: (name, nested values)
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
     contractions: dict[tuple, list[Contraction]] = {}
     outputs = []
+    folded: dict[str, tuple] = {}
     for eq in diagram.equations:
         reduced = [eliminate_deltas(t) for t in eq.terms]
         terms = combine(reduced)
@@ -130,6 +136,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                     letters[i] for i in term.output)
                 scaled.append(Scaled(term.coefficient, None, spec))
                 continue
+            core = _fold_constants(core, folded)
             spec, operands, sizes = _einsum(core)
             key = (spec, operands)
             if key not in contractions:
@@ -142,7 +149,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
     steps = [step for chain in contractions.values() for step in chain]
     used = []
     for c in steps:
-        used += [o for o in c.operands if o in ("eps",)]
+        used += [o for o in c.operands if o == "eps" or o in folded]
     if any(s.eye_spec for o in outputs for s in o.terms):
         used.append("eye")
     stack_axis = None
@@ -155,7 +162,48 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         tuple(steps),
         tuple(dict.fromkeys(sorted(used))),
         stack_axis,
+        tuple(sorted(folded.items())),
     )
+
+
+CONSTANT_KINDS = ("eps", "cg", "P")
+
+
+def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
+    """Replace the constant nodes of a term by one 'table' node, computed exactly then rounded once.
+    A lone eps is left alone (the emitted module has its integer table)."""
+    consts = [n for n in core.nodes if n.kind in CONSTANT_KINDS]
+    if not consts or (len(consts) == 1 and consts[0].kind == "eps"):
+        return core
+    import hashlib
+
+    from .exact import constant_array
+
+    labels = [i for n in consts for i in n.indices]
+    open_labels = [i for i in dict.fromkeys(labels) if labels.count(i) == 1]
+    letters = {i: _LETTERS[k] for k, i in enumerate(dict.fromkeys(labels))}
+    spec = ",".join("".join(letters[i] for i in n.indices) for n in consts) + "->" + "".join(
+        letters[i] for i in open_labels)
+    exact = np.einsum(spec, *[constant_array(n) for n in consts]) if len(consts) > 1 or labels != open_labels \
+        else constant_array(consts[0])
+    values = _nested(np.asarray(exact, dtype=object))
+    name = "c_" + hashlib.sha256(repr(values).encode()).hexdigest()[:12]
+    tables[name] = values
+    table = Node("table", name, CONSTANT_TYPE, tuple(open_labels))
+    rest = tuple(n for n in core.nodes if n.kind not in CONSTANT_KINDS)
+    return TensorNetwork(core.coefficient, (table,) + rest, core.output, core.kinds, core.pos)
+
+
+def _nested(a) -> tuple:
+    """A float64 nested tuple of an exact array (integers stay integers)."""
+    import sympy
+
+    if isinstance(a, np.ndarray) and a.ndim == 0:
+        a = a.item()
+    if not isinstance(a, np.ndarray):
+        v = sympy.sympify(a)
+        return int(v) if v.is_Integer else float(sympy.N(v, 30))
+    return tuple(_nested(x) for x in a)
 
 
 def _split_free_deltas(term: TensorNetwork):
@@ -226,13 +274,13 @@ def _einsum(core: TensorNetwork) -> tuple[str, tuple[str, ...], dict[str, int]]:
     specs, operands = [], []
     for node in core.nodes:
         sub = "".join(letters[i] for i in node.indices)
-        if node.kind == "eps":
+        if node.kind in ("eps", "table"):
             specs.append(sub)
-            operands.append("eps")
+            operands.append(node.name if node.kind == "table" else "eps")
         else:
             specs.append("..." + sub)
             operands.append(node.name)
-    batch = "..." if any(o != "eps" for o in operands) else ""
+    batch = "..." if any(n.kind not in ("eps", "table") for n in core.nodes) else ""
     out = batch + "".join(letters[i] for i in core.output)
     return ",".join(specs) + "->" + out, tuple(operands), sizes
 

@@ -10,7 +10,7 @@ ERRORS = [
     ('syntax_missing_brace', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] a[i]\n', 2, 2, 18, "unexpected end of file; expected '}', a name"),
     ('syntax_bad_char', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] @ a[i]\n}\n', 2, 2, 14, "unexpected character '@'"),
     ('syntax_missing_arrow', 'diagram f(a: vec) s: scalar {\n    s = a[i] a[i]\n}\n', 2, 1, 19, "unexpected 's'; expected '->', end of line"),
-    ('syntax_dangling_op', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] a[i] +\n}\n', 2, 3, 1, "unexpected '}'; expected '(', '+', '-', a name, a number, en"),
+    ('syntax_dangling_op', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] a[i] +\n}\n', 2, 3, 1, "unexpected '}'; expected '(', '+', '-', a name, a number, cg"),
     ('syntax_group_unknown', 'group U1\n', 2, 1, 7, "unknown group 'U1' (known: O3, SO3)"),
     ('syntax_group_twice', 'group O3\ngroup SO3\n', 2, 2, 7, 'the group is declared twice'),
     ('syntax_div_zero', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] a[i] / 0\n}\n', 2, 2, 21, 'division by zero'),

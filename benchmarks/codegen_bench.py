@@ -1,0 +1,774 @@
+"""Time the code diagc emits against the alternatives a user would pick, in one process.
+
+    python benchmarks/codegen_bench.py                 # 10^4, 10^5, 10^6 elements (about 10 min, 2 cores)
+    python benchmarks/codegen_bench.py --quick         # 10^4 and 10^5 only (under 2 min)
+    python benchmarks/codegen_bench.py --out DIR       # where codegen.md / .png / .json go
+                                                       # (default: benchmarks/results)
+
+For every diagram of every ``diagrams/*.diag`` file, at batch sizes N*C in {10^4, 10^5, 10^6}
+(C = 64 channels on every channel axis, N = total / C rows; N = total for a diagram without
+channels), float32 and float64, 1 and 2 threads, it times:
+
+* ``emitted np`` / ``emitted torch``: the function diagc emits (``compiler.load``), called on numpy
+  arrays and on torch CPU tensors (the same memory, via ``torch.from_numpy``); when an emitted
+  function takes ``out=``, also ``np out=`` / ``torch out=`` into preallocated outputs;
+* ``naive``: every term of every equation transcribed into one ``numpy.einsum`` with ``delta =
+  eye(3)`` and the dense 3x3x3 Levi-Civita array as operands (``optimize=False``), read from the IR;
+* ``optimize``: the same einsums with ``optimize=True``;
+* ``expert np`` / ``expert torch``: hand-written code. For TensorNet's operations this is the
+  torchmd-net formulation (``torchmdnet/models/tensornet.py`` in its [N, F, 3, 3] layout, see
+  SEEDS section 2.4): ``vector_to_skewtensor`` by ``torch.stack`` of components,
+  ``decompose_tensor`` by diagonal-mean and transpose, ``tensor_norm`` as ``(X**2).sum((-2,-1))``,
+  ``M@Y + Y@M`` and ``2*(Y@M)`` with ``torch.matmul``, channel mixing as a bias-free linear layer
+  over the permuted channel axis; the numpy column is the same formulas in numpy. For the other
+  diagrams it is the obvious code (``np.cross``, ``(a*b).sum(-1)``, ``torch.linalg.cross``...).
+  Every expert result is checked against the emitted result before anything is timed;
+* the memory bound: the bytes the operation must read and write (its inputs and outputs at the
+  dtype) divided by the copy bandwidth measured in this run, once for ``np.copyto`` into an
+  existing 256 MB buffer (``copy bound``) and once for ``src.copy()`` into fresh memory
+  (``oop bound``, out of place: allocation and page faults included). A bandwidth counts the bytes
+  read plus the bytes written, so a copy runs exactly at its own bound. Small cases fit in the
+  caches and can run below a DRAM bound (ratio < 1).
+
+Times are wall-clock, best of ``--repeats`` (default 5) timed loops after a warm-up call, with the
+contenders of a case alternating inside every repeat (the order rotates), all in this one process so
+that the ratios are meaningful on a noisy machine. Nothing here belongs in the test suite.
+
+Threads: ``torch.set_num_threads``; numpy's BLAS through threadpoolctl when it is installed, else
+through OpenBLAS's own ``*_set_num_threads`` found with ctypes, else not at all (then said in the
+table header: numpy's BLAS keeps its default thread count, numpy's own loops are single-threaded).
+
+Diagrams without a hand-written implementation are still timed against the naive einsums (a note is
+printed); a diagram file that does not compile is skipped with a note.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import glob
+import inspect
+import json
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import compiler  # noqa: E402
+from compiler.lower import lower_source  # noqa: E402
+from compiler.testing import random_input  # noqa: E402
+
+try:
+    import torch
+except ImportError:  # pragma: no cover - torch is part of the test extras
+    torch = None
+
+LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+EPS = np.zeros((3, 3, 3))
+for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
+    EPS[_i, _j, _k], EPS[_i, _k, _j] = 1.0, -1.0
+
+# contender keys, in the order of the table
+EMIT_NP, EMIT_T, OUT_NP, OUT_T = "emitted np", "emitted torch", "np out=", "torch out="
+NAIVE, OPT, EXP_NP, EXP_T = "naive", "optimize", "expert np", "expert torch"
+CONTENDERS = (EMIT_NP, EMIT_T, OUT_NP, OUT_T, NAIVE, OPT, EXP_NP, EXP_T)
+SLOW = 0.5  # seconds per call beyond which a contender gets 3 timed calls (its warm-up and 2 more)
+VERY_SLOW = 2.0  # ... beyond which its warm-up call alone is its time
+TENSORNET_FILES = ("tensornet", "tensornet_so3")
+
+
+# ---------------------------------------------------------------------------------------------
+# threads
+
+
+class Threads:
+    """Sets torch's intra-op threads and numpy's BLAS threads; ``how`` says what numpy got."""
+
+    def __init__(self):
+        self.how = "not controllable in-process (no threadpoolctl, no OpenBLAS symbol found)"
+        self._setters = []
+        try:
+            import threadpoolctl  # noqa: F401
+
+            self._tpc = threadpoolctl
+            self.how = "threadpoolctl"
+            return
+        except ImportError:
+            self._tpc = None
+        names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
+                 "openblas_set_num_threads64_", "openblas_set_num_threads")
+        try:
+            with open("/proc/self/maps") as fh:
+                libs = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line})
+        except OSError:
+            libs = []
+        for lib in libs:
+            try:
+                dll = ctypes.CDLL(lib)
+            except OSError:
+                continue
+            for name in names:
+                fn = getattr(dll, name, None)
+                if fn is not None:
+                    self._setters.append(fn)
+                    break
+        if self._setters:
+            self.how = f"OpenBLAS *_set_num_threads via ctypes ({len(self._setters)} librar{'y' if len(self._setters) == 1 else 'ies'}; threadpoolctl not installed)"
+        self._limit = None
+
+    def set(self, n: int) -> None:
+        if torch is not None:
+            torch.set_num_threads(n)
+        if self._tpc is not None:
+            self._limit = self._tpc.threadpool_limits(limits=n)
+        for fn in self._setters:
+            fn(ctypes.c_int(n))
+
+
+# ---------------------------------------------------------------------------------------------
+# the memory bound
+
+
+def bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> tuple[float, float]:
+    """(in-place copy GB/s, out-of-place copy GB/s), counting bytes read + bytes written."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best_in = best_out = math.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        np.copyto(dst, src)
+        best_in = min(best_in, time.perf_counter() - t)
+        t = time.perf_counter()
+        fresh = src.copy()
+        best_out = min(best_out, time.perf_counter() - t)
+        del fresh
+    return 2 * nbytes / best_in / 1e9, 2 * nbytes / best_out / 1e9
+
+
+# ---------------------------------------------------------------------------------------------
+# naive einsum, transcribed from the IR term by term
+
+
+def _shape(typ, batch, c):
+    return tuple(batch) + tuple(c for _ in typ.channels) + tuple(typ.geometric_dims)
+
+
+class Naive:
+    """One ``numpy.einsum`` per term, deltas and eps as dense operands, nothing eliminated."""
+
+    def __init__(self, diagram):
+        self.d = diagram
+        self.inputs = [t.name for t in diagram.inputs]
+        self.batched = {t.name: t.type.family != "weight" for t in diagram.inputs}
+        self.equations = []
+        for eq in diagram.equations:
+            terms = []
+            for term in eq.terms:
+                letters = {}
+                for index in term.indices():
+                    letters[index] = LETTERS[len(letters)]
+                subs, ops, batched = [], [], False
+                for node in term.nodes:
+                    s = "".join(letters[i] for i in node.indices)
+                    if node.kind == "input" and self.batched[node.name]:
+                        s = "..." + s
+                        batched = True
+                    subs.append(s)
+                    ops.append(node.name if node.kind == "input" else node.kind)
+                out = ("..." if batched else "") + "".join(letters[i] for i in term.output)
+                terms.append((float(term.coefficient), ",".join(subs) + "->" + out, tuple(ops)))
+            self.equations.append((eq.type, terms))
+
+    def __call__(self, args, optimize: bool, c: int):
+        values = dict(zip(self.inputs, args))
+        dtype = np.result_type(*args)
+        values["delta"] = np.eye(3, dtype=dtype)
+        values["eps"] = EPS.astype(dtype)
+        batch = next((a.shape[: a.ndim - len(t.type.channels) - len(t.type.geometric_dims)]
+                      for a, t in zip(args, self.d.inputs) if self.batched[t.name]), ())
+        results = []
+        for typ, terms in self.equations:
+            total = None
+            for coef, spec, ops in terms:
+                y = np.einsum(spec, *[values[o] for o in ops], optimize=optimize)
+                if coef != 1.0:
+                    y = coef * y
+                total = y if total is None else total + y
+            shape = _shape(typ, batch, c)
+            if total is None:
+                total = np.zeros(shape, dtype)
+            elif total.shape != shape:
+                total = np.broadcast_to(total, shape).copy()
+            results.append(total)
+        if self.d.stacked:
+            t = self.d.outputs[0].type
+            return (np.stack(results, axis=-(len(t.geometric_dims) + len(t.channels)) - 1),)
+        return tuple(results)
+
+
+# ---------------------------------------------------------------------------------------------
+# experts: torchmd-net's TensorNet formulas ([N, F, 3, 3] layout), and the obvious code elsewhere
+
+
+def _expert_set(xp):
+    """The hand-written implementations for array module ``xp`` (numpy or torch)."""
+    T = xp is not np
+
+    def eye(like):
+        return xp.eye(3, dtype=like.dtype) if not T else torch.eye(3, 3, dtype=like.dtype, device=like.device)
+
+    def stack(arrs, axis):
+        return torch.stack(arrs, dim=axis) if T else np.stack(arrs, axis=axis)
+
+    def transpose(x):
+        return x.transpose(-2, -1) if T else np.swapaxes(x, -2, -1)
+
+    def diag(x):
+        return x.diagonal(dim1=-1, dim2=-2) if T else x.diagonal(axis1=-1, axis2=-2)
+
+    def movedim(x, a, b):
+        return x.movedim(a, b) if T else np.moveaxis(x, a, b)
+
+    def vector_to_skewtensor(vector):
+        zero = xp.zeros_like(vector[..., 0])
+        tensor = stack((zero, -vector[..., 2], vector[..., 1],
+                        vector[..., 2], zero, -vector[..., 0],
+                        -vector[..., 1], vector[..., 0], zero), -1)
+        return tensor.reshape(*vector.shape[:-1], 3, 3)
+
+    def skewtensor_to_vector(tensor):
+        tensor = tensor.reshape(*tensor.shape[:-2], 9)
+        return 0.5 * stack((tensor[..., 7] - tensor[..., 5],
+                            tensor[..., 2] - tensor[..., 6],
+                            tensor[..., 3] - tensor[..., 1]), -1)
+
+    def I_to_tensor(I):
+        return I[..., None, None] * eye(I)
+
+    def outer_to_symtensor(tensor):
+        S = 0.5 * (tensor + transpose(tensor))
+        I = diag(tensor).mean(-1)
+        return S - I_to_tensor(I)
+
+    def vector_to_symtensor(v):
+        return outer_to_symtensor(xp.matmul(v[..., :, None], v[..., None, :]))
+
+    def decompose_tensor(tensor):
+        A = 0.5 * (tensor - transpose(tensor))
+        S = tensor - A
+        I = diag(tensor).mean(-1)
+        S = S - I_to_tensor(I)
+        return I, A, S
+
+    def decompose(X):  # the diagram returns I as a full 3x3 tensor
+        I, A, S = decompose_tensor(X)
+        return I_to_tensor(I), A, S
+
+    def tensor_norm(tensor):
+        return (tensor**2).sum((-2, -1))
+
+    def matmul_o3(M, Y):  # torchmd-net: A = matmul(msg, Y); B = matmul(Y, msg); A + B
+        return xp.matmul(M, Y) + xp.matmul(Y, M)
+
+    def matmul_so3(M, Y):  # torchmd-net: 2 * matmul(Y, msg)
+        return 2 * xp.matmul(Y, M)
+
+    def linear(x, W):  # nn.Linear(F, F, bias=False) over the channel axis: x @ weight.T, weight = W.T
+        if T:
+            return torch.nn.functional.linear(x, W.t())
+        return np.tensordot(x, W, axes=([-1], [0]))
+
+    def mix(A, W):  # linears_tensor[k](A.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return movedim(linear(movedim(A, -3, -1), W), -1, -3)
+
+    def edge_tensor(r, fI, fA, fS):  # TensorEmbedding._get_tensor_messages + forward, no aggregation
+        vec_A = fA[..., None] * r[..., None, :]
+        outer = xp.matmul(r[..., :, None], r[..., None, :])
+        S = fS[..., None, None] * outer[..., None, :, :]
+        return vector_to_skewtensor(vec_A) + outer_to_symtensor(S) + I_to_tensor(fI)
+
+    def linear_cart2(X, W0, W1, W2):
+        Xp = movedim(X, -3, -1)
+        Y = linear(Xp, W0) + linear(movedim(Xp, -3, -2), W1)
+        tr = linear(diag(X).sum(-1), W2)
+        return movedim(Y, -1, -3) + I_to_tensor(tr)
+
+    def cross(a, b):
+        return torch.linalg.cross(a, b) if T else np.cross(a, b)
+
+    def dot(a, b):
+        return (a * b).sum(-1)
+
+    def triple(a, b, c):
+        return (cross(a, b) * c).sum(-1)
+
+    def plain_decompose(X):
+        A = 0.5 * (X - transpose(X))
+        I = I_to_tensor(diag(X).mean(-1))
+        return I, A, 0.5 * (X + transpose(X)) - I
+
+    return {
+        # (file stem, diagram): (input types, function)
+        ("tensornet", "vector_to_skew"): (("vec[c]",), vector_to_skewtensor),
+        ("tensornet", "vector_to_sym"): (("vec[c]",), vector_to_symtensor),
+        ("tensornet", "decompose"): (("cart2(0e+1o+2e)[c]",), decompose),
+        ("tensornet", "tensor_norm"): (("cart2(0e+1o+2e)[c]",), tensor_norm),
+        ("tensornet", "matmul_o3"): (("cart2(0e+1o+2e)[c]",) * 2, matmul_o3),
+        ("tensornet", "mix_skew"): (("skew2(1o)[c]", "weight[c,d]"), mix),
+        ("tensornet", "edge_tensor"): (("vec", "scalar[c]", "scalar[c]", "scalar[c]"), edge_tensor),
+        ("tensornet", "skew_to_vector"): (("skew2(1o)[c]",), skewtensor_to_vector),
+        ("tensornet_so3", "matmul_so3"): (("cart2(0e+1o+2e)[c]",) * 2, matmul_so3),
+        ("products", "dot"): (("vec", "vec"), dot),
+        ("products", "cross"): (("vec", "vec"), cross),
+        ("products", "triple"): (("vec", "vec", "vec"), triple),
+        ("linear", "mix"): (("cart2[c]", "weight[c,d]"), mix),
+        ("linear", "linear_cart2"): (("cart2[c]",) + ("weight[c,d]",) * 3, linear_cart2),
+        ("decompose", "decompose"): (("cart2",), plain_decompose),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# cases
+
+
+def as_tuple(y):
+    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+
+
+def to_np(y):
+    if torch is not None and isinstance(y, torch.Tensor):
+        return y.detach().numpy()
+    return np.asarray(y)
+
+
+def max_rel_err(got, ref) -> float:
+    got, ref = as_tuple(got), as_tuple(ref)
+    if len(got) != len(ref):
+        return math.inf
+    worst = 0.0
+    for g, r in zip(got, ref):
+        g, r = to_np(g), to_np(r)
+        if g.shape != r.shape:
+            return math.inf
+        scale = max(1.0, float(np.max(np.abs(r)))) if r.size else 1.0
+        worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - r))) / scale if r.size else 0.0)
+    return worst
+
+
+def make_inputs(diagram, total: int, c: int, rng):
+    """float64 inputs with N*C = total (N = total for a diagram without channels)."""
+    has_channels = any(t.type.channels for t in list(diagram.inputs) + list(diagram.outputs))
+    n = max(1, round(total / c)) if has_channels else total
+    args = []
+    for t in diagram.inputs:
+        if t.type.family == "weight":
+            x = random_input(t.type, rng, batch=(), channel_sizes={ch: c for ch in t.type.channels})
+            x = x / math.sqrt(c)
+        else:
+            x = random_input(t.type, rng, batch=(n,), channel_sizes={ch: c for ch in t.type.channels})
+        args.append(np.ascontiguousarray(x))
+    return n, args
+
+
+def preallocated(ys, lib):
+    ys = as_tuple(ys)
+    if lib == "torch":
+        outs = tuple(torch.empty_like(torch.as_tensor(to_np(y)).contiguous()) for y in ys)
+    else:
+        outs = tuple(np.empty(to_np(y).shape, to_np(y).dtype) for y in ys)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def timeit(calls: dict, warm: dict, repeats: int, target: float) -> tuple[dict, dict]:
+    """Best per-call seconds of every callable, the callables alternating inside each repeat (the
+    order rotates from repeat to repeat); ``warm`` holds the seconds of each one's warm-up call,
+    which set the loop lengths. A slow callable gets fewer repeats, its warm-up call counting as one:
+    more than SLOW seconds, 2 more single calls; more than VERY_SLOW seconds, none. The second dict
+    gives the number of timed calls of each such callable."""
+    inner = {name: max(1, int(target / max(warm[name], 1e-7))) for name in calls}
+    limit = {name: (0 if warm[name] > VERY_SLOW else 2 if warm[name] > SLOW else repeats) for name in calls}
+    best = {name: (warm[name] if limit[name] < repeats else math.inf) for name in calls}
+    names = list(calls)
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(repeats):
+            for name in names[r % len(names):] + names[: r % len(names)]:
+                if r >= limit[name]:
+                    continue
+                f, n = calls[name], inner[name]
+                t = time.perf_counter()
+                for _ in range(n):
+                    f()
+                best[name] = min(best[name], (time.perf_counter() - t) / n)
+    finally:
+        if gc_was:
+            gc.enable()
+    return best, {name: limit[name] + 1 for name in calls if limit[name] < repeats}
+
+
+def geomean(xs):
+    xs = [x for x in xs if x is not None and x > 0 and math.isfinite(x)]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
+
+
+# ---------------------------------------------------------------------------------------------
+# main
+
+
+def machine_line(threads: Threads, bw) -> list[str]:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
+    except OSError:
+        pass
+    proc = platform.processor() or platform.machine()
+    return [
+        f"Machine: platform.processor() = '{platform.processor()}' ({proc}{', ' + model if model else ''}), "
+        f"os.cpu_count() = {os.cpu_count()}; Python {platform.python_version()}, numpy {np.__version__}, "
+        f"torch {torch.__version__ if torch else 'absent'}.",
+        f"Copy bandwidth in this run (bytes read + written): np.copyto into an existing 256 MB buffer "
+        f"{bw[0]:.1f} GB/s; src.copy() into fresh memory {bw[1]:.1f} GB/s.",
+        f"Threads: torch.set_num_threads; numpy BLAS: {threads.how}.",
+    ]
+
+
+def fmt_ms(s):
+    return "—" if s is None or not math.isfinite(s) else (f"{s * 1e3:.3g}" if s * 1e3 < 100 else f"{s * 1e3:.0f}")
+
+
+def fmt_x(x):
+    return "—" if x is None or not math.isfinite(x) else (f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="batch sizes 10^4 and 10^5 only")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for codegen.md/.png/.json")
+    ap.add_argument("--repeats", type=int, default=5, help="timed repeats per contender (best of)")
+    ap.add_argument("--channels", type=int, default=64, help="size of every channel axis")
+    ap.add_argument("--sizes", default="", help="comma-separated N*C sizes instead of the defaults, e.g. 1e6")
+    ap.add_argument("--only", default="", help="only diagrams whose 'file:name' contains this text")
+    args = ap.parse_args()
+    t_start = time.perf_counter()
+    C = args.channels
+    sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
+    if args.sizes:
+        sizes = [int(float(x)) for x in args.sizes.split(",")]
+    target = 0.01  # seconds per timed loop: short loops, so that one of the repeats misses the noise
+    dtypes = [np.float32, np.float64]
+    thread_counts = [1, 2]
+    threads = Threads()
+    bw = bandwidth()
+    print("\n".join(machine_line(threads, bw)), flush=True)
+    experts = {"np": _expert_set(np), "torch": _expert_set(torch) if torch else {}}
+
+    notes, failures, rows = [], [], []
+
+    def note(text):
+        notes.append(text)
+        print("note:", text, flush=True)
+
+    cases = []
+    for path in sorted(glob.glob(str(ROOT / "diagrams" / "*.diag"))):
+        stem = Path(path).stem
+        try:
+            prog = lower_source(Path(path).read_text(encoding="utf-8"), path)
+            module = compiler.load(path)
+        except Exception as exc:  # a file that does not compile right now: say so, go on
+            note(f"{Path(path).name}: skipped, it does not compile ({type(exc).__name__}: {exc})")
+            continue
+        for d in prog.diagrams:
+            label = f"{stem}:{d.name}"
+            if args.only and args.only not in label:
+                continue
+            fn = getattr(module, d.name, None)
+            if fn is None:
+                note(f"{label}: no emitted function, skipped")
+                continue
+            exp = experts["np"].get((stem, d.name))
+            sig = tuple(str(t.type) for t in d.inputs)
+            if exp is None:
+                note(f"{label}: no expert implementation; timed against the naive einsums only")
+            elif exp[0] != sig:
+                note(f"{label}: signature {sig} differs from the expert's {exp[0]}; expert skipped")
+            has_out = "out" in inspect.signature(fn).parameters
+            cases.append((stem, label, d, fn, exp is not None and exp[0] == sig, has_out))
+
+    rng = np.random.default_rng(0)
+    for stem, label, d, fn, has_expert, has_out in cases:
+        naive = Naive(d)
+        for total in sizes:
+            n, args64 = make_inputs(d, total, C, rng)
+            for dtype in dtypes:
+                a_np = [a.astype(dtype) for a in args64]
+                a_t = [torch.from_numpy(a) for a in a_np] if torch else None
+                # warm-up calls, which also give the values to check
+                calls = {EMIT_NP: lambda: fn(*a_np), NAIVE: lambda: naive(a_np, False, C),
+                         OPT: lambda: naive(a_np, True, C)}
+                if torch:
+                    calls[EMIT_T] = lambda: fn(*a_t)
+                if has_expert:
+                    ex_np = experts["np"][(stem, d.name)][1]
+                    calls[EXP_NP] = lambda: ex_np(*a_np)
+                    if torch:
+                        ex_t = experts["torch"][(stem, d.name)][1]
+                        calls[EXP_T] = lambda: ex_t(*a_t)
+                threads.set(1)
+                try:
+                    t = time.perf_counter()
+                    ref = fn(*a_np)
+                    t_ref = time.perf_counter() - t
+                except Exception as exc:
+                    note(f"{label}: emitted code raised {type(exc).__name__}: {exc}; diagram skipped")
+                    traceback.print_exc()
+                    break
+                if has_out:
+                    o_np = preallocated(ref, "np")
+                    calls[OUT_NP] = lambda: fn(*a_np, out=o_np)
+                    if torch:
+                        o_t = preallocated(ref, "torch")
+                        calls[OUT_T] = lambda: fn(*a_t, out=o_t)
+                tol = 1e-4 if dtype == np.float32 else 1e-10
+                warm = {EMIT_NP: t_ref}
+                for name in list(calls):
+                    if name == EMIT_NP:
+                        continue
+                    try:
+                        t = time.perf_counter()
+                        got = calls[name]()
+                        warm[name] = time.perf_counter() - t
+                        if name == OUT_NP:
+                            got = o_np if got is None else got
+                        elif name == OUT_T:
+                            got = o_t if got is None else got
+                        err = max_rel_err(got, ref)
+                    except Exception as exc:
+                        err = math.inf
+                        note(f"{label} {np.dtype(dtype).name} N*C={total}: {name} raised {type(exc).__name__}: {exc}")
+                    got = None
+                    if not err <= tol:
+                        msg = (f"{label} {np.dtype(dtype).name} N*C={total}: {name} disagrees with the emitted "
+                               f"code (max relative error {err:.2e} > {tol:.0e}); not timed")
+                        failures.append(msg)
+                        print("MISMATCH:", msg, flush=True)
+                        del calls[name]
+                del ref
+                nbytes = sum(a.nbytes for a in a_np) + sum(to_np(y).nbytes for y in as_tuple(fn(*a_np)))
+                for nt in thread_counts:
+                    threads.set(nt)
+                    best, reduced = timeit(calls, warm, args.repeats, target)
+                    row = {"op": label, "tensornet": stem in TENSORNET_FILES, "dtype": np.dtype(dtype).name,
+                           "threads": nt, "total": total, "N": n, "C": C, "bytes": nbytes,
+                           "copy": nbytes / (bw[0] * 1e9), "oop": nbytes / (bw[1] * 1e9),
+                           "reduced": reduced}
+                    row.update({k: best.get(k) for k in CONTENDERS})
+                    rows.append(row)
+                    print(f"{label:28s} {row['dtype']:8s} {nt}t N*C={total:<8d} " + "  ".join(
+                        f"{k}={fmt_ms(row[k])}" for k in CONTENDERS if row[k] is not None)
+                        + f"  copy={fmt_ms(row['copy'])} oop={fmt_ms(row['oop'])} ms"
+                        + (f"  (timed calls: {', '.join(f'{k} {v}' for k, v in reduced.items())})" if reduced else ""), flush=True)
+                threads.set(1)
+                del calls, a_np, a_t
+            else:
+                continue
+            break
+    bw_end = bandwidth()
+    elapsed = time.perf_counter() - t_start
+    report = render(rows, notes, failures, threads, bw, bw_end, args, elapsed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "codegen.md").write_text(report, encoding="utf-8")
+    (out / "codegen.json").write_text(json.dumps({"bandwidth_GBps": {"copyto": bw[0], "copy": bw[1],
+                                                                     "copyto_end": bw_end[0], "copy_end": bw_end[1]},
+                                                  "rows": rows, "notes": notes, "failures": failures},
+                                                 indent=1), encoding="utf-8")
+    plot_note = plot(rows, out / "codegen.png")
+    print()
+    print(report)
+    print(plot_note)
+    print(f"wrote {out / 'codegen.md'}, {out / 'codegen.json'}" + ("" if "skipped" in plot_note else f", {out / 'codegen.png'}"))
+    return 1 if failures else 0
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+RATIOS = [  # (column title, numerator, denominator)
+    ("np/expert", EMIT_NP, EXP_NP), ("torch/expert", EMIT_T, EXP_T),
+    ("np/naive", EMIT_NP, NAIVE), ("np/optimize", EMIT_NP, OPT),
+    ("np/copy", EMIT_NP, "copy"), ("np/oop", EMIT_NP, "oop"),
+    ("torch/copy", EMIT_T, "copy"), ("torch/oop", EMIT_T, "oop"),
+]
+
+
+def ratio(row, a, b):
+    x, y = row.get(a), row.get(b)
+    return x / y if x and y and math.isfinite(x) and math.isfinite(y) else None
+
+
+def summary(rows, scope, fw, nt):
+    """Geometric means of one framework at one thread count over the rows of ``scope``."""
+    emit, expert, out = (EMIT_NP, EXP_NP, OUT_NP) if fw == "numpy" else (EMIT_T, EXP_T, OUT_T)
+    rs = [r for r in rows if r["threads"] == nt and scope(r)]
+    return {
+        "emitted/expert": geomean([ratio(r, emit, expert) for r in rs]),
+        "emitted/naive": geomean([ratio(r, emit, NAIVE) for r in rs]),
+        "emitted/optimize": geomean([ratio(r, emit, OPT) for r in rs]),
+        "emitted/copy bound": geomean([ratio(r, emit, "copy") for r in rs]),
+        "emitted/oop bound": geomean([ratio(r, emit, "oop") for r in rs]),
+        "expert/copy bound": geomean([ratio(r, expert, "copy") for r in rs]),
+        "expert/oop bound": geomean([ratio(r, expert, "oop") for r in rs]),
+        "out=/expert": geomean([ratio(r, out, expert) for r in rs]),
+        "out=/copy bound": geomean([ratio(r, out, "copy") for r in rs]),
+        "cases": len(rs),
+    }
+
+
+def render(rows, notes, failures, threads, bw, bw_end, args, elapsed) -> str:
+    L = []
+    L.append("# diagc emitted code against the alternatives")
+    L.append("")
+    L.append(f"`python benchmarks/codegen_bench.py{' --quick' if args.quick else ''}` — all numbers are wall-clock "
+             f"times, best of {args.repeats} timed loops after a warm-up, all contenders alternating in one "
+             f"process (run took {elapsed:.0f} s). Batch: N rows × C = {args.channels} channels on every channel "
+             f"axis (N·C ≈ the size column; a diagram without channels has N = size).")
+    L.append("")
+    for line in machine_line(threads, bw):
+        L.append(f"- {line}")
+    L.append(f"- Bandwidth again at the end of the run: {bw_end[0]:.1f} / {bw_end[1]:.1f} GB/s (the bounds use the "
+             f"first measurement).")
+    L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; naive = one "
+             "`np.einsum` per term with dense delta and eps operands (optimize=False); optimize = the same "
+             "with optimize=True; expert = hand-written (torchmd-net's TensorNet formulas for tensornet*, "
+             "numpy and torch); copy bound = (input + output bytes) / copyto bandwidth; oop bound = the same "
+             "at the fresh-memory copy bandwidth. Ratios > 1 mean the emitted code is slower.")
+    L.append("")
+    L.append("## Geometric means (over sizes and dtypes)")
+    L.append("")
+    keys = ["emitted/expert", "emitted/naive", "emitted/optimize", "emitted/copy bound", "emitted/oop bound",
+            "expert/copy bound", "expert/oop bound"]
+    has_out = any(r.get(OUT_NP) or r.get(OUT_T) for r in rows)
+    if has_out:
+        keys += ["out=/expert", "out=/copy bound"]
+    L.append("| operations | framework | threads | " + " | ".join(keys) + " | cases |")
+    L.append("|---|---|---|" + "---|" * len(keys) + "---|")
+    scopes = [("TensorNet", lambda r: r["tensornet"]), ("all", lambda r: True)]
+    for sname, scope in scopes:
+        for fw in ("numpy", "torch"):
+            for nt in (1, 2):
+                s = summary(rows, scope, fw, nt)
+                if not s["cases"]:
+                    continue
+                L.append(f"| {sname} | {fw} | {nt} | " + " | ".join(fmt_x(s[k]) for k in keys) + f" | {s['cases']} |")
+    L.append("")
+    L.append("naive and optimize are numpy einsums, so torch's emitted/naive compares across frameworks.")
+    L.append("")
+    # goals of issue 8
+    L.append("## Goals (issue 8)")
+    L.append("")
+    for fw, emit, expert in (("numpy", EMIT_NP, EXP_NP), ("torch", EMIT_T, EXP_T)):
+        for nt in (1, 2):
+            tn = [r for r in rows if r["tensornet"] and r["threads"] == nt]
+            g = geomean([ratio(r, emit, expert) for r in tn])
+            if g is None:
+                continue
+            per_op = {}
+            for r in tn:
+                per_op.setdefault(r["op"], []).append(ratio(r, emit, expert))
+            bad = {op: geomean(v) for op, v in per_op.items() if (geomean(v) or 0) > 1.5}
+            L.append(f"- {fw}, {nt} thread{'s' if nt > 1 else ''}: TensorNet emitted/expert geomean {fmt_x(g)} "
+                     f"(goal ≤ 1.0): **{'met' if g <= 1.0 else 'MISSED'}**; per operation ≤ 1.5: "
+                     + ("**met**" if not bad else "**MISSED** by " + ", ".join(f"{op} {fmt_x(x)}" for op, x in sorted(bad.items()))))
+    for nt in (1, 2):
+        g = geomean([ratio(r, EMIT_NP, NAIVE) for r in rows if r["threads"] == nt])
+        if g is not None:
+            L.append(f"- numpy, {nt} thread{'s' if nt > 1 else ''}: emitted/naive geomean over all diagrams {fmt_x(g)} "
+                     f"(goal ≤ 0.33, i.e. ≥ 3× faster): **{'met' if g <= 1 / 3 else 'MISSED'}**")
+    L.append("")
+    L.append("## Per operation (geometric means over sizes and dtypes)")
+    L.append("")
+    titles = [t for t, _, _ in RATIOS]
+    L.append("| operation | threads | " + " | ".join(titles) + " |")
+    L.append("|---|---|" + "---|" * len(titles))
+    for op in dict.fromkeys(r["op"] for r in rows):
+        for nt in (1, 2):
+            rs = [r for r in rows if r["op"] == op and r["threads"] == nt]
+            L.append(f"| {op} | {nt} | " + " | ".join(fmt_x(geomean([ratio(r, a, b) for r in rs])) for _, a, b in RATIOS) + " |")
+    L.append("")
+    L.append("## Every case (times in ms)")
+    L.append("")
+    shown = [k for k in CONTENDERS if any(r.get(k) for r in rows)]
+    L.append("| operation | dtype | threads | N·C | " + " | ".join(shown) + " | copy bound | oop bound | "
+             + " | ".join(titles) + " |")
+    L.append("|---|---|---|---|" + "---|" * (len(shown) + 2 + len(titles)))
+    for r in rows:
+        mark = lambda k: {1: "‡", 3: "†"}.get(r["reduced"].get(k), "")  # noqa: E731
+        L.append(f"| {r['op']} | {r['dtype']} | {r['threads']} | {r['N'] * (r['C'] if r['N'] != r['total'] else 1)} | "
+                 + " | ".join(fmt_ms(r.get(k)) + mark(k) for k in shown)
+                 + f" | {fmt_ms(r['copy'])} | {fmt_ms(r['oop'])} | "
+                 + " | ".join(fmt_x(ratio(r, a, b)) for _, a, b in RATIOS) + " |")
+    L.append("")
+    L.append(f"† slower than {SLOW} s per call: best of 3 single calls (the warm-up and 2 more); "
+             f"‡ slower than {VERY_SLOW} s: the time of its one (warm-up) call.")
+    if notes or failures:
+        L.append("")
+        L.append("## Notes")
+        L.append("")
+        for text in failures:
+            L.append(f"- **MISMATCH** {text}")
+        for text in notes:
+            L.append(f"- {text}")
+    L.append("")
+    return "\n".join(L)
+
+
+def plot(rows, path: Path) -> str:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "plot skipped: matplotlib is not installed (pip install matplotlib)"
+    ops = list(dict.fromkeys(r["op"] for r in rows))
+    series = [("vs expert", EXP_NP, EXP_T), ("vs naive einsum", NAIVE, NAIVE), ("vs einsum optimize", OPT, OPT),
+              ("vs copy bound", "copy", "copy"), ("vs out-of-place bound", "oop", "oop")]
+    fig, axes = plt.subplots(2, 2, figsize=(16, 10), sharey=True)
+    width = 0.8 / len(series)
+    for col, nt in enumerate((1, 2)):
+        for row_i, (fw, emit) in enumerate((("numpy", EMIT_NP), ("torch", EMIT_T))):
+            ax = axes[row_i][col]
+            for k, (name, den_np, den_t) in enumerate(series):
+                den = den_np if fw == "numpy" else den_t
+                vals = [geomean([ratio(r, emit, den) for r in rows if r["op"] == op and r["threads"] == nt]) or float("nan")
+                        for op in ops]
+                ax.bar([i + (k - len(series) / 2 + 0.5) * width for i in range(len(ops))], vals, width, label=name)
+            ax.axhline(1.0, color="black", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_xticks(range(len(ops)))
+            ax.set_xticklabels(ops, rotation=60, ha="right", fontsize=8)
+            ax.set_title(f"emitted ({fw}) / alternative, {nt} thread{'s' if nt > 1 else ''}")
+            ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0][0].set_ylabel("time ratio (geomean over sizes, dtypes); < 1: emitted faster")
+    axes[1][0].set_ylabel("time ratio (geomean over sizes, dtypes); < 1: emitted faster")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return f"plot written: {path}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
