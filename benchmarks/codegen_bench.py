@@ -389,15 +389,17 @@ def preallocated(ys, lib):
     return outs[0] if len(outs) == 1 else outs
 
 
-def timeit(calls: dict, warm: dict, repeats: int, target: float) -> tuple[dict, dict]:
+def timeit(calls: dict, warm: dict, repeats: int, target: float, seed: bool) -> tuple[dict, dict]:
     """Best per-call seconds of every callable, the callables alternating inside each repeat (the
     order rotates from repeat to repeat); ``warm`` holds the seconds of each one's warm-up call,
     which set the loop lengths. A slow callable gets fewer repeats, its warm-up call counting as one:
     more than SLOW seconds, 2 more single calls; more than VERY_SLOW seconds, none. The second dict
-    gives the number of timed calls of each such callable."""
+    gives the number of timed calls of each such callable. ``seed``: the warm-up ran at the same
+    thread count, so it may count (else only a VERY_SLOW callable keeps its warm-up time)."""
     inner = {name: max(1, int(target / max(warm[name], 1e-7))) for name in calls}
     limit = {name: (0 if warm[name] > VERY_SLOW else 2 if warm[name] > SLOW else repeats) for name in calls}
-    best = {name: (warm[name] if limit[name] < repeats else math.inf) for name in calls}
+    best = {name: (warm[name] if limit[name] == 0 or (seed and limit[name] < repeats) else math.inf)
+            for name in calls}
     names = list(calls)
     gc_was = gc.isenabled()
     gc.disable()
@@ -414,7 +416,7 @@ def timeit(calls: dict, warm: dict, repeats: int, target: float) -> tuple[dict, 
     finally:
         if gc_was:
             gc.enable()
-    return best, {name: limit[name] + 1 for name in calls if limit[name] < repeats}
+    return best, {name: max(1, limit[name] + seed) for name in calls if limit[name] < repeats}
 
 
 def geomean(xs):
@@ -568,7 +570,7 @@ def main() -> int:
                 nbytes = sum(a.nbytes for a in a_np) + sum(to_np(y).nbytes for y in as_tuple(fn(*a_np)))
                 for nt in thread_counts:
                     threads.set(nt)
-                    best, reduced = timeit(calls, warm, args.repeats, target)
+                    best, reduced = timeit(calls, warm, args.repeats, target, seed=nt == 1)
                     row = {"op": label, "tensornet": stem in TENSORNET_FILES, "dtype": np.dtype(dtype).name,
                            "threads": nt, "total": total, "N": n, "C": C, "bytes": nbytes,
                            "copy": nbytes / (bw[0] * 1e9), "oop": nbytes / (bw[1] * 1e9),
@@ -714,14 +716,15 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed) -> str:
              + " | ".join(titles) + " |")
     L.append("|---|---|---|---|" + "---|" * (len(shown) + 2 + len(titles)))
     for r in rows:
-        mark = lambda k: {1: "‡", 3: "†"}.get(r["reduced"].get(k), "")  # noqa: E731
+        mark = lambda k: ("" if k not in r["reduced"] else "‡" if r["reduced"][k] == 1 else "†")  # noqa: E731
         L.append(f"| {r['op']} | {r['dtype']} | {r['threads']} | {r['N'] * (r['C'] if r['N'] != r['total'] else 1)} | "
                  + " | ".join(fmt_ms(r.get(k)) + mark(k) for k in shown)
                  + f" | {fmt_ms(r['copy'])} | {fmt_ms(r['oop'])} | "
                  + " | ".join(fmt_x(ratio(r, a, b)) for _, a, b in RATIOS) + " |")
     L.append("")
-    L.append(f"† slower than {SLOW} s per call: best of 3 single calls (the warm-up and 2 more); "
-             f"‡ slower than {VERY_SLOW} s: the time of its one (warm-up) call.")
+    L.append(f"† slower than {SLOW} s per call: best of 3 single calls at 1 thread (the warm-up and 2 "
+             f"more), of 2 at 2 threads; ‡ slower than {VERY_SLOW} s: the time of its one warm-up call, "
+             f"made at 1 thread (also shown in the 2-thread row).")
     if notes or failures:
         L.append("")
         L.append("## Notes")
