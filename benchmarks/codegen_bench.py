@@ -81,8 +81,8 @@ for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
 EMIT_NP, EMIT_T, OUT_NP, OUT_T = "emitted np", "emitted torch", "np out=", "torch out="
 NAIVE, OPT, EXP_NP, EXP_T = "naive", "optimize", "expert np", "expert torch"
 CONTENDERS = (EMIT_NP, EMIT_T, OUT_NP, OUT_T, NAIVE, OPT, EXP_NP, EXP_T)
-SLOW = 0.5  # seconds per call beyond which a contender gets 3 timed calls (its warm-up and 2 more)
-VERY_SLOW = 2.0  # ... beyond which its warm-up call alone is its time
+SLOW = 0.5  # seconds per call beyond which a contender gets 2 timed calls instead of the repeats
+VERY_SLOW = 2.0  # ... beyond which it gets 1, at the first thread count only
 TENSORNET_FILES = ("tensornet", "tensornet_so3")
 
 
@@ -377,7 +377,7 @@ def make_inputs(diagram, total: int, c: int, rng):
         else:
             x = random_input(t.type, rng, batch=(n,), channel_sizes={ch: c for ch in t.type.channels})
         args.append(np.ascontiguousarray(x))
-    return n, args
+    return n, (n * c if has_channels else n), args
 
 
 def preallocated(ys, lib):
@@ -389,17 +389,19 @@ def preallocated(ys, lib):
     return outs[0] if len(outs) == 1 else outs
 
 
-def timeit(calls: dict, warm: dict, repeats: int, target: float, seed: bool) -> tuple[dict, dict]:
+def timeit(calls: dict, warm: dict, repeats: int, target: float, earlier: dict | None) -> tuple[dict, dict]:
     """Best per-call seconds of every callable, the callables alternating inside each repeat (the
-    order rotates from repeat to repeat); ``warm`` holds the seconds of each one's warm-up call,
-    which set the loop lengths. A slow callable gets fewer repeats, its warm-up call counting as one:
-    more than SLOW seconds, 2 more single calls; more than VERY_SLOW seconds, none. The second dict
-    gives the number of timed calls of each such callable. ``seed``: the warm-up ran at the same
-    thread count, so it may count (else only a VERY_SLOW callable keeps its warm-up time)."""
+    order rotates from repeat to repeat). ``warm`` holds the seconds of each one's warm-up call
+    (not counted: a first call into fresh memory can be several times slower), which set the loop
+    lengths. A slow callable gets fewer repeats: more than SLOW seconds, 2 single calls; more than
+    VERY_SLOW seconds, 1 call, and none at all when ``earlier`` (the times at the first thread
+    count) has it. The second dict gives the number of timed calls of each such callable."""
     inner = {name: max(1, int(target / max(warm[name], 1e-7))) for name in calls}
-    limit = {name: (0 if warm[name] > VERY_SLOW else 2 if warm[name] > SLOW else repeats) for name in calls}
-    best = {name: (warm[name] if limit[name] == 0 or (seed and limit[name] < repeats) else math.inf)
-            for name in calls}
+    limit = {name: (1 if warm[name] > VERY_SLOW else 2 if warm[name] > SLOW else repeats) for name in calls}
+    best = {name: math.inf for name in calls}
+    for name in calls:
+        if limit[name] == 1 and earlier and name in earlier:
+            best[name], limit[name] = earlier[name], 0
     names = list(calls)
     gc_was = gc.isenabled()
     gc.disable()
@@ -416,7 +418,7 @@ def timeit(calls: dict, warm: dict, repeats: int, target: float, seed: bool) -> 
     finally:
         if gc_was:
             gc.enable()
-    return best, {name: max(1, limit[name] + seed) for name in calls if limit[name] < repeats}
+    return best, {name: limit[name] for name in calls if limit[name] < repeats}
 
 
 def geomean(xs):
@@ -472,6 +474,7 @@ def main() -> int:
     dtypes = [np.float32, np.float64]
     thread_counts = [1, 2]
     threads = Threads()
+    load_start = os.getloadavg()
     bw = bandwidth()
     print("\n".join(machine_line(threads, bw)), flush=True)
     experts = {"np": _expert_set(np), "torch": _expert_set(torch) if torch else {}}
@@ -512,7 +515,7 @@ def main() -> int:
     for stem, label, d, fn, has_expert, has_out in cases:
         naive = Naive(d)
         for total in sizes:
-            n, args64 = make_inputs(d, total, C, rng)
+            n, nc, args64 = make_inputs(d, total, C, rng)
             for dtype in dtypes:
                 a_np = [a.astype(dtype) for a in args64]
                 a_t = [torch.from_numpy(a) for a in a_np] if torch else None
@@ -568,11 +571,12 @@ def main() -> int:
                         del calls[name]
                 del ref
                 nbytes = sum(a.nbytes for a in a_np) + sum(to_np(y).nbytes for y in as_tuple(fn(*a_np)))
+                best = None
                 for nt in thread_counts:
                     threads.set(nt)
-                    best, reduced = timeit(calls, warm, args.repeats, target, seed=nt == 1)
+                    best, reduced = timeit(calls, warm, args.repeats, target, best)
                     row = {"op": label, "tensornet": stem in TENSORNET_FILES, "dtype": np.dtype(dtype).name,
-                           "threads": nt, "total": total, "N": n, "C": C, "bytes": nbytes,
+                           "threads": nt, "total": total, "N": n, "C": C, "NC": nc, "bytes": nbytes,
                            "copy": nbytes / (bw[0] * 1e9), "oop": nbytes / (bw[1] * 1e9),
                            "reduced": reduced}
                     row.update({k: best.get(k) for k in CONTENDERS})
@@ -588,7 +592,12 @@ def main() -> int:
             break
     bw_end = bandwidth()
     elapsed = time.perf_counter() - t_start
-    report = render(rows, notes, failures, threads, bw, bw_end, args, elapsed)
+    loads = (load_start, os.getloadavg())
+    if max(l[0] for l in loads) > 1.5:
+        note(f"the 1-minute load average reached {max(l[0] for l in loads):.1f} on {os.cpu_count()} CPUs: other "
+             f"processes were running, so the 2-thread numbers (OpenMP/OpenBLAS threads waiting for a busy "
+             f"core) can be far off; 1-thread numbers suffer less")
+    report = render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_counts, loads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "codegen.md").write_text(report, encoding="utf-8")
@@ -638,7 +647,7 @@ def summary(rows, scope, fw, nt):
     }
 
 
-def render(rows, notes, failures, threads, bw, bw_end, args, elapsed) -> str:
+def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_counts, loads) -> str:
     L = []
     L.append("# diagc emitted code against the alternatives")
     L.append("")
@@ -650,7 +659,7 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed) -> str:
     for line in machine_line(threads, bw):
         L.append(f"- {line}")
     L.append(f"- Bandwidth again at the end of the run: {bw_end[0]:.1f} / {bw_end[1]:.1f} GB/s (the bounds use the "
-             f"first measurement).")
+             f"first measurement). Load average (1 min) at the start {loads[0][0]:.2f}, at the end {loads[1][0]:.2f}.")
     L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; naive = one "
              "`np.einsum` per term with dense delta and eps operands (optimize=False); optimize = the same "
              "with optimize=True; expert = hand-written (torchmd-net's TensorNet formulas for tensornet*, "
@@ -716,15 +725,15 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed) -> str:
              + " | ".join(titles) + " |")
     L.append("|---|---|---|---|" + "---|" * (len(shown) + 2 + len(titles)))
     for r in rows:
-        mark = lambda k: ("" if k not in r["reduced"] else "‡" if r["reduced"][k] == 1 else "†")  # noqa: E731
-        L.append(f"| {r['op']} | {r['dtype']} | {r['threads']} | {r['N'] * (r['C'] if r['N'] != r['total'] else 1)} | "
+        mark = lambda k: {0: "‡", 1: "*", 2: "†"}.get(r["reduced"].get(k), "")  # noqa: E731
+        L.append(f"| {r['op']} | {r['dtype']} | {r['threads']} | {r['NC']} | "
                  + " | ".join(fmt_ms(r.get(k)) + mark(k) for k in shown)
                  + f" | {fmt_ms(r['copy'])} | {fmt_ms(r['oop'])} | "
                  + " | ".join(fmt_x(ratio(r, a, b)) for _, a, b in RATIOS) + " |")
     L.append("")
-    L.append(f"† slower than {SLOW} s per call: best of 3 single calls at 1 thread (the warm-up and 2 "
-             f"more), of 2 at 2 threads; ‡ slower than {VERY_SLOW} s: the time of its one warm-up call, "
-             f"made at 1 thread (also shown in the 2-thread row).")
+    L.append(f"† slower than {SLOW} s per call: best of 2 single calls instead of {args.repeats} loops; "
+             f"* slower than {VERY_SLOW} s: one call; ‡ the same one call, made at {thread_counts[0]} thread "
+             f"(not repeated at this thread count). Warm-up calls are never counted.")
     if notes or failures:
         L.append("")
         L.append("## Notes")
@@ -764,8 +773,8 @@ def plot(rows, path: Path) -> str:
             ax.set_xticklabels(ops, rotation=60, ha="right", fontsize=8)
             ax.set_title(f"emitted ({fw}) / alternative, {nt} thread{'s' if nt > 1 else ''}")
             ax.grid(axis="y", which="both", alpha=0.3)
-    axes[0][0].set_ylabel("time ratio (geomean over sizes, dtypes); < 1: emitted faster")
-    axes[1][0].set_ylabel("time ratio (geomean over sizes, dtypes); < 1: emitted faster")
+    for ax in (axes[0][0], axes[1][0]):
+        ax.set_ylabel("time ratio, geomean over sizes and dtypes\n(< 1: emitted faster)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

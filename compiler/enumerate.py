@@ -31,7 +31,7 @@ import numpy as np
 
 from .characters import Rep, hom_dimension
 from .errors import DiagError
-from .ir import DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork, sum_formula
+from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
 
 PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
@@ -109,10 +109,22 @@ def rep_of(t: TensorType) -> Rep:
 def validate(request: Request) -> None:
     if request.group not in ("O3", "SO3"):
         raise EnumerationError(f"unknown group '{request.group}' (known: O3, SO3)")
+    families = {i.type.family for i in request.inputs} | {request.output.family}
+    if families == {"sph"} or (families == {"sph", "cart"} and not request.inputs
+                               and request.output.family == "sph"):
+        for i in request.inputs:
+            if i.type.channels:
+                raise EnumerationError(f"input '{i.name}' has channel axes ({i.type}); enumerate channel-free types")
+            if i.degree != 1:
+                raise EnumerationError(f"input '{i.name}': spherical inputs are enumerated with degree 1 only "
+                                       "(the coupling basis of a symmetric power is not supported yet)")
+        if request.output.channels:
+            raise EnumerationError(f"the output has channel axes ({request.output}); enumerate channel-free types")
+        return
     for t, what in [(i.type, f"input '{i.name}'") for i in request.inputs] + [(request.output, "the output")]:
         if t.family != "cart":
-            raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian types (spherical types "
-                                   "are not supported by the enumerator yet)")
+            raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian types, or spherical types "
+                                   "alone (mixed Cartesian and spherical requests are not supported yet)")
         if t.channels:
             raise EnumerationError(f"{what} has channel axes ({t}); enumerate channel-free types")
         if t.graded:
@@ -610,6 +622,8 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
     import time
 
     validate(request)
+    if request.output.family == "sph":
+        return _enumerate_spherical(request)
     timings = {}
     t0 = time.perf_counter()
     expected = expected_dimension(request)
@@ -669,6 +683,86 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
             f"internal error: found {len(elements)} independent contractions for {request} but character "
             f"theory counts {expected}; this is a bug in diagc, please report it")
     return Basis(request, tuple(elements), expected, n_candidates, len(unique), PRIME, timings)
+
+
+def _enumerate_spherical(request: Request) -> Basis:
+    """Spherical inputs x_1..x_n (degree 1) to a spherical output: the left-coupled Clebsch-Gordan
+    chains ((x1 ⊗ x2 -> k1) ⊗ x3 -> k2) ... -> L over every admissible k. They are an orthonormal
+    basis of the space (the coupling basis), so their number must equal the character count."""
+    expected = expected_dimension(request)
+    ins = request.inputs
+    out = request.output
+    L = out.irrep.l
+    parity_ok = request.group == "SO3" or math.prod(i.type.irrep.p for i in ins) == out.irrep.p
+    chains: list[list[int]] = []
+    if parity_ok and ins:
+        def extend(k_prev: int, position: int, acc: list[int]) -> None:
+            if position == len(ins):
+                if k_prev == L:
+                    chains.append(acc)
+                return
+            l = ins[position].type.irrep.l
+            last = position == len(ins) - 1
+            for k in range(abs(k_prev - l), k_prev + l + 1):
+                if last and k != L:
+                    continue
+                extend(k, position + 1, acc + [k])
+
+        extend(ins[0].type.irrep.l, 1, [])
+    elif parity_ok and L == 0:
+        chains.append([])
+    elements = []
+    for ks in chains:
+        term = _coupling_network(request, ks)
+        words = _coupling_words(request, ks)
+        elements.append(Element((term,), term.formula(), words, tuple(1 for _ in ins)))
+    if len(elements) != expected:
+        raise EnumerationError(
+            f"internal error: {len(elements)} coupling paths for {request} but character theory counts {expected}; "
+            "this is a bug in diagc, please report it")
+    return Basis(request, tuple(elements), expected, len(chains), len(chains), PRIME, {})
+
+
+def _coupling_network(request: Request, ks: list[int]) -> TensorNetwork:
+    ins = request.inputs
+    labels = iter(f"{c}{n}" if n else c for n in range(0, 9) for c in _LABELS[1:])
+    out_label = _LABELS[0]
+    kinds: dict[str, IndexKind] = {out_label: IndexKind("sph", request.output.irrep.l)}
+    nodes = []
+    if not ins:  # the constant 1 of 0e
+        nodes.append(Node("P", "P(0)", CONSTANT_TYPE, (out_label,)))
+        return TensorNetwork(Fraction(1), tuple(nodes), (out_label,), tuple(kinds.items()))
+    current = next(labels)
+    kinds[current] = IndexKind("sph", ins[0].type.irrep.l)
+    input_labels = [current]
+    if len(ins) == 1:
+        current = out_label
+        input_labels = [out_label]
+    for n, k in enumerate(ks):
+        x = ins[n + 1]
+        lx = next(labels)
+        kinds[lx] = IndexKind("sph", x.type.irrep.l)
+        input_labels.append(lx)
+        last = n == len(ks) - 1
+        new = out_label if last else next(labels)
+        if not last:
+            kinds[new] = IndexKind("sph", k)
+        prev_l = ins[0].type.irrep.l if n == 0 else ks[n - 1]
+        nodes.append(Node("cg", f"cg({prev_l},{x.type.irrep.l},{k})", CONSTANT_TYPE, (current, lx, new)))
+        current = new
+    for spec, label in zip(ins, input_labels):
+        nodes.append(Node("input", spec.name, spec.type, (label,)))
+    return TensorNetwork(Fraction(1), tuple(nodes), (out_label,), tuple(kinds.items()))
+
+
+def _coupling_words(request: Request, ks: list[int]) -> str:
+    ins = request.inputs
+    if not ins:
+        return "1"
+    text = ins[0].name
+    for n, k in enumerate(ks):
+        text = f"({text} ⊗ {ins[n + 1].name} -> {k})"
+    return text
 
 
 def _independent_size(t: TensorType) -> int:
@@ -857,7 +951,7 @@ def listing(found: BasisSet, inputs, output: TensorType, group: str, output_name
                      f"under {group}.")
     width = max([len(e.words) for e in found.elements] + [0])
     for k, e in enumerate(found.elements):
-        lines.append(f"  {k:>3}. {e.words:<{width}}   {output_name}[{','.join(_LABELS[:output.rank])}] = "
+        lines.append(f"  {k:>3}. {e.words:<{width}}   {output_name}[{','.join(_LABELS[:output.n_geometric])}] = "
                      f"{element_formula(e)}")
     return "\n".join(lines) + "\n"
 
@@ -894,9 +988,9 @@ def to_diag(found: BasisSet, inputs, output: TensorType, group: str, output_name
         outs = [f"{prefix}{k}" for k in range(len(found.elements))]
         sig = ", ".join(f"{n}: {t}" for n, t, _ in inputs)
         lines.append(f"diagram {name}({sig}) -> ({', '.join(f'{o}: {output}' for o in outs)}) {{")
-        idx = ",".join(_LABELS[:output.rank])
+        idx = ",".join(_LABELS[:output.n_geometric])
         for o, e in zip(outs, found.elements):
-            lhs = f"{o}[{idx}]" if output.rank else o
+            lhs = f"{o}[{idx}]" if output.n_geometric else o
             lines.append(f"    # {e.words}")
             lines.append(f"    {lhs} = {element_formula(e)}")
         lines.append("}")
@@ -907,7 +1001,7 @@ def to_diag(found: BasisSet, inputs, output: TensorType, group: str, output_name
             deg = "" if ds == [1] else (f"^{ds[0]}" if len(ds) == 1 else f"^<={ds[-1]}")
             decl.append(f"{n}: {t}{deg}")
         lines.append(f"# the same elements stacked on one axis: shape (..., {found.dimension}, "
-                     f"{', '.join(['3'] * output.rank) or ''})".replace(", )", ")"))
+                     f"{', '.join(map(str, output.geometric_dims))})".replace(", )", ")"))
         lines.append(f"basis {name}_stacked({', '.join(decl)}) -> {output_name}: {output}")
     else:
         lines.append("# the space is empty: there is nothing to compile")

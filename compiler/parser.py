@@ -178,7 +178,9 @@ class _ToAst(Transformer):
 
     def type(self, items):
         name, args, channels = items
-        pos = self._pos(name)
+        return self._type(str(name), args, channels, self._pos(name))
+
+    def _type(self, name, args, channels, pos):
         chan_names = None
         if channels is not None:
             chan_names = []
@@ -186,10 +188,15 @@ class _ToAst(Transformer):
                 check_name(str(tok), self._pos(tok), "channel axis")
                 chan_names.append(str(tok))
         try:
-            typ = make_type(str(name), args, chan_names)
+            typ = make_type(name, args, chan_names)
         except TypeSyntaxError as exc:
             raise DiagTypeError(str(exc), pos) from None
         return typ, pos
+
+    def irrep_type(self, items):
+        """``1o`` is shorthand for ``sph(1o)`` (e3nn's notation)."""
+        irrep, channels = items
+        return self._type("sph", [str(irrep)], channels, self._pos(irrep))
 
     def type_args(self, items):
         return [str(a) for a in items]

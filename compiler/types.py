@@ -84,6 +84,9 @@ class TensorType:
     @classmethod
     def parse(cls, text: str) -> "TensorType":
         """Parse ``scalar``, ``vec[c]``, ``cart(3)``, ``skew2(1o)``, ``sph(2e)[c,d]``, ``weight[c,d]``..."""
+        shorthand = re.fullmatch(r"\s*([0-9]+[eo])\s*(\[[^\]]*\])?\s*", text)
+        if shorthand:  # e3nn's notation: 1o is sph(1o)
+            text = f"sph({shorthand.group(1)}){shorthand.group(2) or ''}"
         m = re.fullmatch(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?:\(([^)]*)\))?\s*(?:\[([^\]]*)\])?\s*", text)
         if not m:
             raise TypeSyntaxError(f"'{text}' is not a type")

@@ -226,3 +226,44 @@ def test_cli_bad_requests(args, message):
 def test_cli_empty_space(tmp_path):
     r = run("enumerate", "--in", "a=vec", "--in", "b=vec", "--out", "vec", "-o", str(tmp_path / "e.diag"))
     assert r.returncode == 0 and "dimension 0" in r.stdout and "The space is empty" in r.stdout
+
+
+SPHERICAL = [
+    ([("x", "1o"), ("y", "2e")], "1o", "O3", 1),
+    ([("x", "1o"), ("y", "1o")], "1e", "O3", 1),
+    ([("x", "1o"), ("y", "1o")], "1o", "O3", 0),
+    ([("x", "1o"), ("y", "1o")], "1o", "SO3", 1),
+    ([("x", "2e"), ("y", "2e")], "2e", "O3", 1),
+    ([("x", "1o"), ("y", "1o"), ("z", "2e")], "1e", "SO3", 2),
+    ([("x", "2e"), ("y", "2e"), ("z", "2e")], "2e", "O3", 5),
+    ([("x", "1o"), ("y", "2e"), ("z", "3o"), ("w", "1o")], "2e", "O3", 0),  # parity -1 vs +1
+    ([("x", "1o"), ("y", "2e"), ("z", "3o"), ("w", "1o")], "2o", "O3", 8),  # k1 in 1..3: 2 + 3 + 3 paths
+    ([("x", "3o")], "3o", "O3", 1),
+    ([], "0e", "O3", 1),
+]
+
+
+@pytest.mark.parametrize("inputs, out, group, expected", SPHERICAL,
+                         ids=[f"{'x'.join(t for _, t in i) or '1'}->{o}:{g}" for i, o, g, _ in SPHERICAL])
+def test_spherical_coupling_paths_match_character_theory(inputs, out, group, expected):
+    b = enumerate_basis(request([(n, t, 1) for n, t in inputs], out, group))
+    assert b.expected == expected == b.dimension
+
+
+def test_spherical_basis_is_equivariant_and_independent():
+    m = compiler.load_source("basis paths(x: 1o, y: 2e, z: 2e) -> w: 1o\n")
+    assert_equivariant(m.paths, ["1o", "2e", "2e"], ["1o"], "O3")
+    rng = np.random.default_rng(2)
+    args = [random_input(t, rng, (30,)) for t in ("1o", "2e", "2e")]
+    values = m.paths(*args)  # (30, k, 3)
+    k = values.shape[1]
+    assert k == 3 and np.linalg.matrix_rank(np.moveaxis(values, 1, 0).reshape(k, -1)) == k
+
+
+def test_spherical_cli_listing():
+    r = run("enumerate", "--in", "x=1o", "--in", "y=2e", "--out", "1o", "--json")
+    data = json.loads(r.stdout)
+    assert r.returncode == 0 and data["dimension"] == data["expected"] == 1
+    assert data["basis"][0]["formula"] == "cg(1,2,1)[j,k,i] x[j] y[k]"
+    r = run("enumerate", "--in", "x=1o", "--in", "X=cart2", "--out", "1o")
+    assert r.returncode == 2 and "mixed" in r.stderr
