@@ -107,8 +107,34 @@ def test_spherical_rejections(body, sig, out, code, message):
     assert code == 1 or not isinstance(info.value, EquivarianceError)
 
 
-def test_certificates_refuse_irrational_constants(tmp_path):
-    from compiler import cli
+def test_spherical_certificates(tmp_path):
+    """Irrational constants: the identity is proved exactly on the source (exact surds and Wigner D
+    matrices), and the module, bound by its hash, must agree with the source numerically."""
+    import hashlib
+    import json
 
-    assert cli.main(["prove", str(PATH), "-o", str(tmp_path / "cert")]) == 2
-    assert not (tmp_path / "cert").exists()
+    from compiler import cli
+    from compiler.certify import CertificateError, verify
+
+    cert_dir = tmp_path / "cert"
+    assert cli.main(["prove", str(PATH), "-o", str(cert_dir)]) == 0
+    assert verify(str(cert_dir)).startswith("verified 6 diagram(s)")
+    cert = json.loads((cert_dir / "certificate.json").read_text())
+    assert all(d["algebraic"]["module_agreement"] < 1e-12 for d in cert["diagrams"])
+    # a wrong parity claim fails the exact check under the reflection
+    bad = json.loads(json.dumps(cert))
+    bad["diagrams"][0]["outputs"][2]["type"] = "sph(2o)"
+    (cert_dir / "certificate.json").write_text(json.dumps(bad))
+    with pytest.raises(CertificateError, match="fails for a reflection"):
+        verify(str(cert_dir))
+    # a module whose rounded constants were changed (hash updated) no longer agrees with the source
+    (cert_dir / "certificate.json").write_text(json.dumps(cert))
+    module = cert_dir / "module.py"
+    text = module.read_text()
+    edited = text.replace("0.7071067811865476", "0.7071167811865476", 1)  # off by 1e-5
+    assert edited != text
+    module.write_text(edited)
+    cert["module"]["sha256"] = hashlib.sha256(edited.encode()).hexdigest()
+    (cert_dir / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError, match="differs from the source"):
+        verify(str(cert_dir))
