@@ -241,3 +241,62 @@ REFERENCES: dict[tuple[str, str], Callable] = {
     ("tensornet", "skew_to_vector"): skew_to_vector,
     ("tensornet_so3", "matmul_so3"): matmul_so3,
 }
+
+
+# ---------------------------------------------------------------------------------------------------
+# spherical.diag: e3nn's Wigner-3j (read from e3nn itself, float64) and the explicit l = 2 basis
+# matrices of SEEDS §1.3 / the README (e3nn order; l = 1 is (x, y, z))
+# ---------------------------------------------------------------------------------------------------
+
+def _w3j(l1, l2, l3):
+    import torch
+    from e3nn import o3
+
+    return o3.wigner_3j(l1, l2, l3, dtype=torch.float64).numpy()
+
+
+_S2 = 1 / np.sqrt(2.0)
+_S6 = 1 / np.sqrt(6.0)
+_L2 = np.zeros((5, 3, 3))
+_L2[0, 0, 2] = _L2[0, 2, 0] = _S2  # (E_xz + E_zx)/sqrt2
+_L2[1, 0, 1] = _L2[1, 1, 0] = _S2  # (E_xy + E_yx)/sqrt2
+_L2[2] = np.diag([-_S6, 2 * _S6, -_S6])  # (2E_yy - E_xx - E_zz)/sqrt6
+_L2[3, 1, 2] = _L2[3, 2, 1] = _S2  # (E_yz + E_zy)/sqrt2
+_L2[4] = np.diag([-_S2, 0.0, _S2])  # (E_zz - E_xx)/sqrt2
+
+
+def vec_vec(x, y):
+    return tuple(np.einsum("abc,...a,...b->...c", _w3j(1, 1, l), x, y) for l in (0, 1, 2))
+
+
+def tp_2e(x, y):
+    return np.einsum("abm,...ca,...cb->...cm", _w3j(2, 2, 2), x, y)
+
+
+def tp_1o_2e(x, y):
+    return np.einsum("abm,...ca,...cb->...cm", _w3j(1, 2, 1), x, y)
+
+
+def cart_to_sph(X):
+    s = np.trace(X, axis1=-2, axis2=-1)[..., None]
+    v = 0.5 * np.stack([X[..., 1, 2] - X[..., 2, 1], X[..., 2, 0] - X[..., 0, 2], X[..., 0, 1] - X[..., 1, 0]], -1)
+    t = np.tensordot(X, _L2, axes=([-2, -1], [1, 2]))
+    return s, v, t
+
+
+def sph_to_sym2t(t):
+    return np.tensordot(t, _L2, axes=([-1], [0]))
+
+
+def vec_to_sph(r):
+    return np.array(r, copy=True)
+
+
+REFERENCES.update({
+    ("spherical", "vec_vec"): vec_vec,
+    ("spherical", "tp_2e"): tp_2e,
+    ("spherical", "tp_1o_2e"): tp_1o_2e,
+    ("spherical", "cart_to_sph"): cart_to_sph,
+    ("spherical", "sph_to_sym2t"): sph_to_sym2t,
+    ("spherical", "vec_to_sph"): vec_to_sph,
+})

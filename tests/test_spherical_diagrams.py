@@ -11,7 +11,7 @@ from compiler.lower import lower_source
 from compiler.testing import assert_equivariant, random_input
 from conftest import ROOT
 
-PATH = ROOT / "examples" / "spherical.diag"
+PATH = ROOT / "diagrams" / "spherical.diag"
 
 
 @pytest.fixture(scope="module")
