@@ -30,9 +30,15 @@ channels), float32 and float64, 1 and 2 threads, it times:
   read plus the bytes written, so a copy runs exactly at its own bound. Small cases fit in the
   caches and can run below a DRAM bound (ratio < 1).
 
-Times are wall-clock, best of ``--repeats`` (default 5) timed loops after a warm-up call, with the
-contenders of a case alternating inside every repeat (the order rotates), all in this one process so
-that the ratios are meaningful on a noisy machine. Nothing here belongs in the test suite.
+Times are wall-clock, best of ``--repeats`` (default 5) timed loops of about 5 ms (at least one call)
+after a warm-up call, with the contenders of a case alternating inside every repeat (the order
+rotates), all in this one process so that the ratios are meaningful on a noisy machine. A contender
+slower than 0.5 s per call gets 2 single timed calls, one slower than 2 s one call (made at 1 thread
+and reused for 2), which keeps the default run near 8 minutes on a 2-core machine and --quick near
+1.5 minutes. The warm-up call's results are checked against the emitted code's (relative 1e-4 in
+float32, 1e-10 in float64); a contender that disagrees is reported as a MISMATCH, not timed, and the
+exit status is 1. The header records the load average: on a 2-core machine shared with other work,
+2-thread numbers suffer most. Nothing here belongs in the test suite.
 
 Threads: ``torch.set_num_threads``; numpy's BLAS through threadpoolctl when it is installed, else
 through OpenBLAS's own ``*_set_num_threads`` found with ctypes, else not at all (then said in the
@@ -48,6 +54,7 @@ import argparse
 import ctypes
 import gc
 import glob
+import hashlib
 import inspect
 import json
 import math
@@ -164,12 +171,15 @@ def _shape(typ, batch, c):
 
 
 class Naive:
-    """One ``numpy.einsum`` per term, deltas and eps as dense operands, nothing eliminated."""
+    """One ``numpy.einsum`` per term, every constant (delta, eps, cg, P) a dense operand, nothing
+    eliminated or folded."""
 
     def __init__(self, diagram):
         self.d = diagram
         self.inputs = [t.name for t in diagram.inputs]
         self.batched = {t.name: t.type.family != "weight" for t in diagram.inputs}
+        self.constants = {}  # node name -> float64 table
+        self.cast = {}
         self.equations = []
         for eq in diagram.equations:
             terms = []
@@ -180,20 +190,28 @@ class Naive:
                 subs, ops, batched = [], [], False
                 for node in term.nodes:
                     s = "".join(letters[i] for i in node.indices)
-                    if node.kind == "input" and self.batched[node.name]:
-                        s = "..." + s
-                        batched = True
+                    if node.kind == "input":
+                        if self.batched[node.name]:
+                            s = "..." + s
+                            batched = True
+                        ops.append(("in", node.name))
+                    else:
+                        if node.name not in self.constants:
+                            self.constants[node.name] = constant_table(node)
+                        ops.append(("const", node.name))
                     subs.append(s)
-                    ops.append(node.name if node.kind == "input" else node.kind)
                 out = ("..." if batched else "") + "".join(letters[i] for i in term.output)
                 terms.append((float(term.coefficient), ",".join(subs) + "->" + out, tuple(ops)))
             self.equations.append((eq.type, terms))
 
     def __call__(self, args, optimize: bool, c: int):
-        values = dict(zip(self.inputs, args))
         dtype = np.result_type(*args)
-        values["delta"] = np.eye(3, dtype=dtype)
-        values["eps"] = EPS.astype(dtype)
+        values = {("in", name): a for name, a in zip(self.inputs, args)}
+        for name, table in self.constants.items():
+            key = (name, dtype)
+            if key not in self.cast:
+                self.cast[key] = table.astype(dtype)
+            values[("const", name)] = self.cast[key]
         batch = next((a.shape[: a.ndim - len(t.type.channels) - len(t.type.geometric_dims)]
                       for a, t in zip(args, self.d.inputs) if self.batched[t.name]), ())
         results = []
@@ -214,6 +232,18 @@ class Naive:
             t = self.d.outputs[0].type
             return (np.stack(results, axis=-(len(t.geometric_dims) + len(t.channels)) - 1),)
         return tuple(results)
+
+
+def constant_table(node) -> np.ndarray:
+    """A constant node's dense float64 table: delta and eps here, anything else (cg, P, ...) from
+    the compiler's exact values."""
+    if node.kind == "delta":
+        return np.eye(3)
+    if node.kind == "eps":
+        return EPS
+    from compiler.exact import constant_array
+
+    return np.asarray(constant_array(node), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -470,7 +500,7 @@ def main() -> int:
     sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
     if args.sizes:
         sizes = [int(float(x)) for x in args.sizes.split(",")]
-    target = 0.01  # seconds per timed loop: short loops, so that one of the repeats misses the noise
+    target = 0.005  # seconds per timed loop: short loops, so that one of the repeats misses the noise
     dtypes = [np.float32, np.float64]
     thread_counts = [1, 2]
     threads = Threads()
@@ -486,10 +516,12 @@ def main() -> int:
         print("note:", text, flush=True)
 
     cases = []
+    digest = hashlib.sha256()
     for path in sorted(glob.glob(str(ROOT / "diagrams" / "*.diag"))):
         stem = Path(path).stem
         try:
             prog = lower_source(Path(path).read_text(encoding="utf-8"), path)
+            digest.update(compiler.compile_file(path).encode())
             module = compiler.load(path)
         except Exception as exc:  # a file that does not compile right now: say so, go on
             note(f"{Path(path).name}: skipped, it does not compile ({type(exc).__name__}: {exc})")
@@ -513,15 +545,21 @@ def main() -> int:
 
     rng = np.random.default_rng(0)
     for stem, label, d, fn, has_expert, has_out in cases:
-        naive = Naive(d)
+        try:
+            naive = Naive(d)
+        except Exception as exc:
+            naive = None
+            note(f"{label}: no naive einsum ({type(exc).__name__}: {exc}); timed without it")
         for total in sizes:
             n, nc, args64 = make_inputs(d, total, C, rng)
             for dtype in dtypes:
                 a_np = [a.astype(dtype) for a in args64]
                 a_t = [torch.from_numpy(a) for a in a_np] if torch else None
                 # warm-up calls, which also give the values to check
-                calls = {EMIT_NP: lambda: fn(*a_np), NAIVE: lambda: naive(a_np, False, C),
-                         OPT: lambda: naive(a_np, True, C)}
+                calls = {EMIT_NP: lambda: fn(*a_np)}
+                if naive is not None:
+                    calls[NAIVE] = lambda: naive(a_np, False, C)
+                    calls[OPT] = lambda: naive(a_np, True, C)
                 if torch:
                     calls[EMIT_T] = lambda: fn(*a_t)
                 if has_expert:
@@ -593,6 +631,7 @@ def main() -> int:
     bw_end = bandwidth()
     elapsed = time.perf_counter() - t_start
     loads = (load_start, os.getloadavg())
+    args.emitted_sha = digest.hexdigest()[:12]
     if max(l[0] for l in loads) > 1.5:
         note(f"the 1-minute load average reached {max(l[0] for l in loads):.1f} on {os.cpu_count()} CPUs: other "
              f"processes were running, so the 2-thread numbers (OpenMP/OpenBLAS threads waiting for a busy "
@@ -658,6 +697,8 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_cou
     L.append("")
     for line in machine_line(threads, bw):
         L.append(f"- {line}")
+    L.append(f"- Emitted code measured: diagc {compiler.__version__}, sha256 of the emitted modules of all "
+             f"diagram files {args.emitted_sha} (changes whenever the code generator's output changes).")
     L.append(f"- Bandwidth again at the end of the run: {bw_end[0]:.1f} / {bw_end[1]:.1f} GB/s (the bounds use the "
              f"first measurement). Load average (1 min) at the start {loads[0][0]:.2f}, at the end {loads[1][0]:.2f}.")
     L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; naive = one "

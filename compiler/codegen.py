@@ -17,7 +17,7 @@ import jinja2
 from . import __version__
 from .exact import EPS
 from .ir import Diagram, Program, sum_formula
-from .plan import Contraction, FunctionPlan, OutputPlan, Scaled, plan_diagram
+from .plan import Contraction, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled, plan_diagram
 
 TABLES = {
     "eps": tuple(tuple(tuple(int(EPS[i, j, k]) for k in range(3)) for j in range(3)) for i in range(3)),
@@ -60,6 +60,44 @@ class PythonPrinter:
         if len(c.operands) == 1 and lhs == rhs:  # an identity: no work to do
             return f"{c.var} = {args}"
         return f"{c.var} = _b.einsum({py_string(c.spec)}, {args})"
+
+    def _print_Matmul(self, m: Matmul) -> str:
+        x, y = (f"_b.swap({o})" if t else o for o, t in zip(m.operands, m.transpose))
+        return f"{m.var} = {x} @ {y}"
+
+    def _print_Product(self, p: Product) -> str:
+        """One signed product of sliced operands: plain * when the slices line up, einsum otherwise."""
+        parts = []
+        for name, idx in p.slices:
+            parts.append(f"{name}[..., {', '.join(':' if i is None else str(i) for i in idx)}]"
+                         if any(i is not None for i in idx) else name)
+        lhs, out = p.spec.split("->")
+        if all(sub == out for sub in lhs.split(",")):
+            return " * ".join(parts)
+        return f"_b.einsum({py_string(p.spec)}, {', '.join(parts)})"
+
+    def _print_Unrolled(self, u: Unrolled) -> str:
+        cells = []
+        for products in u.cells:
+            text = ""
+            for k, p in enumerate(products):
+                term = self.doprint(p)
+                text += (("-" if p.sign < 0 else "") if k == 0 else (" - " if p.sign < 0 else " + ")) + term
+            cells.append(text or None)
+        filler = next(c for c in cells if c is not None)
+        cells = [c if c is not None else f"0 * ({filler})" for c in cells]
+
+        def nest(items, depth):
+            if depth == 1:
+                return "_b.stack((" + ", ".join(items) + "), -1)"
+            step = len(items) // 3  # the outer leg varies slowest: its axis comes first
+            return "_b.stack((" + ", ".join(nest(items[k * step:(k + 1) * step], depth - 1)
+                                            for k in range(3)) + f"), -{depth})"
+
+        value = nest(cells, u.n_open) if u.n_open else cells[0]
+        if u.source:
+            value = f"_b.moveaxis({value}, {u.source}, {u.destination})"
+        return f"{u.var} = {value}"
 
     def _print_Scaled(self, s: Scaled) -> str:
         value = s.var
@@ -108,7 +146,8 @@ class PythonPrinter:
             lines.append("    _like = _b.asarray(0.0)")
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
-        self.views = frozenset(c.var for c in f.contractions if len(c.operands) == 1)
+        self.views = frozenset(c.var for c in f.contractions
+                               if isinstance(c, Contraction) and len(c.operands) == 1)
         for c in f.contractions:
             lines.append("    " + self.doprint(c))
         for o in f.outputs:

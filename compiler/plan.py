@@ -87,6 +87,43 @@ class Contraction:
 
 
 @dataclass(frozen=True)
+class Matmul:
+    """``var = x @ y`` over the last two axes (leading axes broadcast), either side transposed first:
+    the cost model's choice for a pairwise contraction shaped like a batched matrix product."""
+
+    var: str
+    operands: tuple[str, str]
+    transpose: tuple[bool, bool]
+    cost: int = 0
+    spec: str = ""
+
+
+@dataclass(frozen=True)
+class Product:
+    """One signed product of operands sliced at fixed components: sign × einsum(spec, *slices)."""
+
+    sign: int
+    spec: str
+    slices: tuple[tuple[str, tuple], ...]  # (operand, index per axis after '...': int or None)
+
+
+@dataclass(frozen=True)
+class Unrolled:
+    """``var`` from its components: eps written as its six signed terms, one Product list per
+    component of eps's open legs; the components are stacked on trailing axes, then moved to
+    ``destination``."""
+
+    var: str
+    operands: tuple[str, ...]
+    cells: tuple[tuple[Product, ...], ...]  # row-major over the open eps legs
+    n_open: int  # number of open eps legs (stacked axes, each of size 3)
+    source: tuple[int, ...]  # moveaxis source positions (negative) ...
+    destination: tuple[int, ...]  # ... and destinations, empty when already in place
+    cost: int = 0
+    spec: str = ""
+
+
+@dataclass(frozen=True)
 class Scaled:
     """``coefficient × var``, optionally times delta on the axes named by ``eye_spec``."""
 
@@ -140,7 +177,12 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
             spec, operands, sizes = _einsum(core)
             key = (spec, operands)
             if key not in contractions:
-                contractions[key] = _ordered(Contraction(f"_t{len(contractions)}", spec, operands), sizes)
+                var = f"_t{len(contractions)}"
+                unrolled = _unrolled(var, spec, operands, sizes)
+                if unrolled is not None:
+                    contractions[key] = [unrolled]
+                else:
+                    contractions[key] = [_as_matmul(c) for c in _ordered(Contraction(var, spec, operands), sizes)]
             eye_spec = None
             if free_deltas:
                 eye_spec = _eye_spec(core.output, free_deltas, term.output, term)
@@ -253,6 +295,80 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
     return steps
 
 
+def _as_matmul(c: Contraction):
+    """The cost model's matmul choice: '...Lik,...Lkj->...Lij' (L shared leading letters, either
+    matrix possibly transposed) becomes x @ y, which beats einsum's loops on batched 3x3 products."""
+    lhs, out = c.spec.split("->")
+    parts = lhs.split(",")
+    if len(parts) != 2 or not all(p.startswith("...") for p in parts) or not out.startswith("..."):
+        return c
+    x, y, o = parts[0][3:], parts[1][3:], out[3:]
+    if len(x) < 2 or len(y) < 2 or len(o) < 2 or len(set(x)) < len(x) or len(set(y)) < len(y):
+        return c
+    lead = o[:-2]
+    if x[:-2] != lead or y[:-2] != lead:
+        return c
+    i, j = o[-2:]
+    shared = set(x[-2:]) & set(y[-2:])
+    if len(shared) != 1:
+        return c
+    (k,) = shared
+    if k in o or set(x[-2:]) != {i, k} or set(y[-2:]) != {k, j} or i == j:
+        return c
+    return Matmul(c.var, (c.operands[0], c.operands[1]), (x[-2:] == k + i, y[-2:] == j + k), c.cost, c.spec)
+
+
+def _unrolled(var, spec, operands, sizes):
+    """The cost model's unrolled choice for a contraction with one eps and input operands: eps as its
+    six signed terms, each a product of operands sliced at fixed components (the cross-product form);
+    it beats a dense 3x3x3 contraction several times over. None when it does not apply."""
+    import itertools
+
+    if operands.count("eps") != 1 or any(o.startswith("c_") for o in operands) or len(operands) < 2:
+        return None
+    lhs, out = spec.split("->")
+    specs = lhs.split(",")
+    e = operands.index("eps")
+    eps_letters = specs[e]
+    out_letters = out[3:] if out.startswith("...") else out
+    others = [(operands[k], specs[k][3:] if specs[k].startswith("...") else specs[k])
+              for k in range(len(operands)) if k != e]
+    if not all(specs[k].startswith("...") for k in range(len(operands)) if k != e):
+        return None
+    open_legs = [ch for ch in eps_letters if ch in out_letters]
+    rest = [ch for ch in out_letters if ch not in open_legs]
+    cells = []
+    signs = {p: (1 if p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1) for p in itertools.permutations(range(3))}
+    for values in itertools.product(range(3), repeat=len(open_legs)):
+        fixed_open = dict(zip(open_legs, values))
+        products = []
+        for perm, sign in signs.items():
+            assign = dict(zip(eps_letters, perm))
+            if any(assign[ch] != v for ch, v in fixed_open.items()):
+                continue
+            slices, sub_specs = [], []
+            for name, letters in others:
+                idx = tuple(assign.get(ch) if ch in assign else None for ch in letters)
+                slices.append((name, idx))
+                sub_specs.append("..." + "".join(ch for ch in letters if ch not in assign))
+            products.append(Product(sign, ",".join(sub_specs) + "->..." + "".join(rest), tuple(slices)))
+        cells.append(tuple(products))
+    n = len(open_legs)
+    # stacked axes come last, in open_legs order; move each to its place in the output
+    final = rest + open_legs
+    source, destination = [], []
+    if final != list(out_letters):
+        for ch in open_legs:
+            source.append(final.index(ch) - len(final))
+            destination.append(out_letters.index(ch) - len(out_letters))
+    per_component = BATCH_SIZE
+    for ch in rest:
+        per_component *= sizes[ch]
+    cost = per_component * sum(len(c) for c in cells) * max(1, len(others) - 1)
+    return Unrolled(var, tuple(o for o in operands if o != "eps"), tuple(cells), n, tuple(source), tuple(destination),
+                    cost, spec)
+
+
 def _flops(operand_specs, out, sizes) -> float:
     """Multiply-adds of one pairwise einsum: the product of the sizes of every letter involved."""
     letters = set("".join(operand_specs)) | set(out)
@@ -298,7 +414,8 @@ def explain(plan: FunctionPlan) -> str:
     total = 0
     for c in plan.contractions:
         total += c.cost
-        lines.append(f"  {c.var:<8} = einsum({c.spec!r}, {', '.join(c.operands)})   ~{c.cost:,} multiply-adds")
+        how = {"Contraction": "einsum", "Matmul": "matmul", "Unrolled": "unrolled"}[type(c).__name__]
+        lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)})   ~{c.cost:,} multiply-adds")
     for o in plan.outputs:
         parts = []
         for s in o.terms:

@@ -44,3 +44,72 @@ def test_shared_trace_and_no_copy_of_fresh_results():
     assert text.count('"...aa->..."') == 1  # the trace is computed once
     assert "t = _b.copy(_t0)" in text  # a single-operand einsum may be a view: copied
     assert "w = _b.copy(" not in text and "w = _t" in text  # a fresh product is returned as is
+
+
+def _naive(diagram, args):
+    """The unplanned evaluation: one dense einsum per term, deltas, eps and constants as arrays."""
+    from compiler.exact import constant_array
+
+    arrays = {t.name: a for t, a in zip(diagram.inputs, args)}
+    outs = []
+    for eq in diagram.equations:
+        total = 0
+        for term in eq.terms:
+            lab = {i: "abcdefghijklmnopqrstuvwxyz"[k] for k, i in enumerate(term.indices())}
+            ops, specs = [], []
+            for n in term.nodes:
+                if n.kind == "input":
+                    ops.append(arrays[n.name])
+                    specs.append("..." + "".join(lab[i] for i in n.indices))
+                else:
+                    ops.append(np.vectorize(float)(constant_array(n)).astype(float))
+                    specs.append("".join(lab[i] for i in n.indices))
+            out = "..." + "".join(lab[i] for i in term.output)
+            total = total + float(term.coefficient) * np.einsum(",".join(specs) + "->" + out, *ops)
+        outs.append(total)
+    return outs
+
+
+def test_planned_code_equals_unplanned_for_every_example():
+    from conftest import example_diagrams
+    from compiler.testing import random_input
+
+    rng = np.random.default_rng(11)
+    for param in example_diagrams():
+        path, d = param.values
+        fn = getattr(compiler.load(path), d.name)
+        args = [random_input(t.type, rng, (4,), {"c": 3, "d": 2}) for t in d.inputs]
+        got = fn(*args)
+        got = list(got) if isinstance(got, tuple) else [got]
+        for g, w in zip(got, _naive(d, args)):
+            np.testing.assert_allclose(g, np.broadcast_to(w, np.shape(g)), rtol=1e-12, atol=1e-12)
+
+
+def test_cost_model_choices():
+    from compiler.plan import Contraction, Matmul, Unrolled
+
+    src = """diagram f(X: cart2[c], Y: cart2[c], a: vec, b: vec) -> (t: scalar[c], M: cart2[c], N: cart2[c], w: axial) {
+    t[c] = X[c,k,k]
+    M[c,i,j] = X[c,i,k] Y[c,k,j]
+    N[c,i,j] = X[c,k,i] Y[c,j,k]
+    w[i] = eps[i,j,k] a[j] b[k]
+}
+"""
+    (d,) = checked_program(src).diagrams
+    plan = plan_diagram(d)
+    kinds = [type(c) for c in plan.contractions]
+    assert kinds == [Contraction, Matmul, Matmul, Unrolled]
+    assert plan.contractions[1].transpose == (False, False)
+    assert plan.contractions[2].transpose == (True, True)  # X^T Y^T
+    text = compiler.compile_source(src)
+    assert "_t1 = X @ Y" in text and "_t2 = _b.swap(X) @ _b.swap(Y)" in text
+    assert "a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]" in text and '"eps"' not in text.split('"""')[2]
+    f = compiler.load_source(src).f
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(2, 5, 2, 3, 3))
+    a, b = rng.normal(size=(2, 5, 3))
+    t, M, N, w = f(X, Y, a, b)
+    np.testing.assert_allclose(M, X @ Y)
+    np.testing.assert_allclose(N, np.swapaxes(X, -1, -2) @ np.swapaxes(Y, -1, -2))
+    np.testing.assert_allclose(w, np.cross(a, b))
+    np.testing.assert_allclose(t, np.trace(X, axis1=-2, axis2=-1))
