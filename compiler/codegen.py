@@ -87,14 +87,12 @@ class PythonPrinter:
         filler = next(c for c in cells if c is not None)
         cells = [c if c is not None else f"0 * ({filler})" for c in cells]
 
-        def nest(items, depth):
-            if depth == 1:
-                return "_b.stack((" + ", ".join(items) + "), -1)"
-            step = len(items) // 3  # the outer leg varies slowest: its axis comes first
-            return "_b.stack((" + ", ".join(nest(items[k * step:(k + 1) * step], depth - 1)
-                                            for k in range(3)) + f"), -{depth})"
-
-        value = nest(cells, u.n_open) if u.n_open else cells[0]
+        if u.n_open == 0:
+            value = cells[0]
+        elif u.n_open == 1:
+            value = "_b.stack((" + ", ".join(cells) + "), -1)"
+        else:  # one stack of all components (row-major), then the trailing axis split: a single copy
+            value = "_b.unflatten(_b.stack((" + ", ".join(cells) + f"), -1), {u.n_open})"
         if u.source:
             value = f"_b.moveaxis({value}, {u.source}, {u.destination})"
         return f"{u.var} = {value}"
@@ -107,7 +105,7 @@ class PythonPrinter:
             n = s.eye_spec.partition("->")[0].count(",") + 1
             value = f"_b.copy(_b.einsum({py_string(s.eye_spec)}, {', '.join(['_eye'] * n)}))"
         elif s.eye_spec is not None:
-            value = f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
+            value = self.eye_names.get((s.var, s.eye_spec)) or f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
         c = abs(s.coefficient)
         if c == 0:
             return f"0 * {value}"
@@ -118,16 +116,27 @@ class PythonPrinter:
         return f"{value} * _b.rational({c.numerator}, {c.denominator}, _like)"
 
     views: frozenset = frozenset()  # vars that may be views of an input (single-operand einsums)
+    eye_names: dict = {}  # (var, eye_spec) -> name of a product with deltas used by several terms
 
     def _print_OutputPlan(self, o: OutputPlan) -> str:
         parts = []
-        for k, s in enumerate(o.terms):
+        scale = None
+        terms = o.terms
+        magnitudes = {abs(s.coefficient) for s in terms}
+        if len(terms) > 1 and len(magnitudes) == 1 and magnitudes != {1} and magnitudes != {0}:
+            # a common factor: (t1 - t2) * c is one pass fewer than t1 * c - t2 * c
+            scale = next(iter(magnitudes))
+            terms = tuple(Scaled(s.coefficient / scale, s.var, s.eye_spec) for s in terms)
+        for k, s in enumerate(terms):
             text = self.doprint(s)
             if k == 0:
                 parts.append(("-" if s.coefficient < 0 else "") + text)
             else:
                 parts.append(("- " if s.coefficient < 0 else "+ ") + text)
         expr = " ".join(parts)
+        if scale is not None:
+            expr = f"({expr}) * " + (str(scale.numerator) if scale.denominator == 1
+                                     else f"_b.rational({scale.numerator}, {scale.denominator}, _like)")
         single = o.terms[0]
         if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var in self.views:
             expr = f"_b.copy({expr})"  # never hand back a view of an input
@@ -150,6 +159,17 @@ class PythonPrinter:
                                if isinstance(c, Contraction) and len(c.operands) == 1)
         for c in f.contractions:
             lines.append("    " + self.doprint(c))
+        uses: dict = {}
+        for o in f.outputs:
+            for s in o.terms:
+                if s.var is not None and s.eye_spec is not None:
+                    uses[(s.var, s.eye_spec)] = uses.get((s.var, s.eye_spec), 0) + 1
+        self.eye_names = {}
+        for key, n in uses.items():
+            if n > 1:
+                name = f"_e{len(self.eye_names)}"
+                lines.append(f"    {name} = _b.einsum({py_string(key[1])}, {key[0]}, _eye)")
+                self.eye_names[key] = name
         for o in f.outputs:
             lines.append("    " + self.doprint(o))
         names = [o.name for o in f.outputs]
