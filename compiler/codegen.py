@@ -77,16 +77,31 @@ class PythonPrinter:
         return f"_b.einsum({py_string(p.spec)}, {', '.join(parts)})"
 
     def _print_Unrolled(self, u: Unrolled) -> str:
+        """Components of an eps contraction, stacked; a product used by several components is
+        computed once, and a zero component is a zeros_like of a computed one."""
+        texts = [[(p.sign, self.doprint(p)) for p in products] for products in u.cells]
+        counts: dict = {}
+        for cell in texts:
+            for _, t in cell:
+                counts[t] = counts.get(t, 0) + 1
+        lines, names = [], {}
+        for t, n in counts.items():
+            if n > 1 and ("einsum" in t or "*" in t):
+                names[t] = f"{u.var}_{len(names)}"
+                lines.append(f"{names[t]} = {t}")
         cells = []
-        for products in u.cells:
+        for cell in texts:
             text = ""
-            for k, p in enumerate(products):
-                term = self.doprint(p)
-                text += (("-" if p.sign < 0 else "") if k == 0 else (" - " if p.sign < 0 else " + ")) + term
+            for k, (sign, t) in enumerate(cell):
+                t = names.get(t, t)
+                text += (("-" if sign < 0 else "") if k == 0 else (" - " if sign < 0 else " + ")) + t
             cells.append(text or None)
         filler = next(c for c in cells if c is not None)
-        cells = [c if c is not None else f"0 * ({filler})" for c in cells]
-
+        zero = None
+        if any(c is None for c in cells):
+            zero = f"{u.var}_z"
+            lines.append(f"{zero} = _b.zeros_like({filler})")
+        cells = [c if c is not None else zero for c in cells]
         if u.n_open == 0:
             value = cells[0]
         elif u.n_open == 1:
@@ -95,7 +110,8 @@ class PythonPrinter:
             value = "_b.unflatten(_b.stack((" + ", ".join(cells) + f"), -1), {u.n_open})"
         if u.source:
             value = f"_b.moveaxis({value}, {u.source}, {u.destination})"
-        return f"{u.var} = {value}"
+        lines.append(f"{u.var} = {value}")
+        return "\n    ".join(lines)
 
     def _print_Scaled(self, s: Scaled) -> str:
         value = s.var
@@ -119,24 +135,39 @@ class PythonPrinter:
     eye_names: dict = {}  # (var, eye_spec) -> name of a product with deltas used by several terms
 
     def _print_OutputPlan(self, o: OutputPlan) -> str:
+        """sum of terms, grouped by coefficient magnitude: (t1 - t2) * c costs one pass fewer than
+        t1 * c - t2 * c; a lone negative term takes its sign into its coefficient."""
+        groups: dict = {}
+        for s in o.terms:
+            groups.setdefault(abs(s.coefficient), []).append(s)
         parts = []
-        scale = None
-        terms = o.terms
-        magnitudes = {abs(s.coefficient) for s in terms}
-        if len(terms) > 1 and len(magnitudes) == 1 and magnitudes != {1} and magnitudes != {0}:
-            # a common factor: (t1 - t2) * c is one pass fewer than t1 * c - t2 * c
-            scale = next(iter(magnitudes))
-            terms = tuple(Scaled(s.coefficient / scale, s.var, s.eye_spec) for s in terms)
-        for k, s in enumerate(terms):
-            text = self.doprint(s)
+        for magnitude, members in groups.items():
+            unit = [Scaled(s.coefficient / magnitude if magnitude else s.coefficient, s.var, s.eye_spec)
+                    for s in members]
+            body = ""
+            for k, s in enumerate(unit):
+                text = self.doprint(s)
+                neg = s.coefficient < 0
+                body += (("-" if neg else "") if k == 0 else (" - " if neg else " + ")) + text
+            if magnitude in (0, 1):
+                parts.append((body, False) if magnitude == 1 else (f"0 * ({body})", False))
+                continue
+            sign = 1
+            if len(unit) == 1 and unit[0].coefficient < 0:  # -t * c: fold the sign into c
+                body, sign = body[1:], -1
+            elif len(unit) > 1:
+                body = f"({body})"
+            factor = (str(sign * magnitude.numerator) if magnitude.denominator == 1
+                      else f"_b.rational({sign * magnitude.numerator}, {magnitude.denominator}, _like)")
+            parts.append((f"{body} * {factor}", False))
+        expr = ""
+        for k, (text, _) in enumerate(parts):
             if k == 0:
-                parts.append(("-" if s.coefficient < 0 else "") + text)
+                expr = text
+            elif text.startswith("-"):
+                expr += " - " + text[1:]
             else:
-                parts.append(("- " if s.coefficient < 0 else "+ ") + text)
-        expr = " ".join(parts)
-        if scale is not None:
-            expr = f"({expr}) * " + (str(scale.numerator) if scale.denominator == 1
-                                     else f"_b.rational({scale.numerator}, {scale.denominator}, _like)")
+                expr += " + " + text
         single = o.terms[0]
         if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var in self.views:
             expr = f"_b.copy({expr})"  # never hand back a view of an input
