@@ -121,7 +121,7 @@ class PythonPrinter:
             n = s.eye_spec.partition("->")[0].count(",") + 1
             value = f"_b.copy(_b.einsum({py_string(s.eye_spec)}, {', '.join(['_eye'] * n)}))"
         elif s.eye_spec is not None:
-            value = self.eye_names.get((s.var, s.eye_spec)) or f"_b.einsum({py_string(s.eye_spec)}, {value}, _eye)"
+            value = self.eye_names.get((s.var, s.eye_spec)) or self._times_eye(value, s.eye_spec)
         c = abs(s.coefficient)
         if c == 0:
             return f"0 * {value}"
@@ -130,6 +130,16 @@ class PythonPrinter:
         if c.denominator == 1:
             return f"{c.numerator} * {value}"
         return f"{value} * _b.rational({c.numerator}, {c.denominator}, _like)"
+
+    @staticmethod
+    def _times_eye(var: str, spec: str) -> str:
+        """var ⊗ delta: a broadcast multiply when the delta's legs are the trailing output axes (cheaper
+        than an einsum outer product on every backend), else an einsum."""
+        lhs, out = spec.split("->")
+        core, *eyes = lhs.split(",")
+        if len(eyes) == 1 and core.startswith("...") and out == core + eyes[0]:
+            return f"{var}[..., None, None] * _eye"
+        return f"_b.einsum({py_string(spec)}, {var}, _eye)"
 
     views: frozenset = frozenset()  # vars that may be views of an input (single-operand einsums)
     eye_names: dict = {}  # (var, eye_spec) -> name of a product with deltas used by several terms
@@ -199,7 +209,7 @@ class PythonPrinter:
         for key, n in uses.items():
             if n > 1:
                 name = f"_e{len(self.eye_names)}"
-                lines.append(f"    {name} = _b.einsum({py_string(key[1])}, {key[0]}, _eye)")
+                lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
         for o in f.outputs:
             lines.append("    " + self.doprint(o))
