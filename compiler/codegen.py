@@ -211,14 +211,33 @@ class PythonPrinter:
                 name = f"_e{len(self.eye_names)}"
                 lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
+        earlier: list[OutputPlan] = []
         for o in f.outputs:
-            lines.append("    " + self.doprint(o))
+            lines.append("    " + self.doprint(_reuse(o, earlier)))
+            earlier.append(o)
         names = [o.name for o in f.outputs]
         if f.stack_axis is not None:
             lines.append(f"    return _b.stack(({', '.join(names)},), {f.stack_axis})")
         else:
             lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
         return "\n".join(lines)
+
+
+def _reuse(o: OutputPlan, earlier: list[OutputPlan]) -> OutputPlan:
+    """Write ``o`` with an earlier output in place of the terms they share up to a factor
+    (TensorNet's S = sym(X) - I reuses I instead of recomputing it)."""
+    terms = {(s.var, s.eye_spec): s.coefficient for s in o.terms}
+    for prev in earlier:
+        if not prev.terms or len(prev.terms) >= len(o.terms) or any(s.var is None for s in prev.terms):
+            continue
+        keys = [(s.var, s.eye_spec) for s in prev.terms]
+        if not all(k in terms for k in keys):
+            continue
+        factor = terms[keys[0]] / prev.terms[0].coefficient
+        if all(terms[k] == factor * s.coefficient for k, s in zip(keys, prev.terms)):
+            rest = tuple(s for s in o.terms if (s.var, s.eye_spec) not in keys)
+            return OutputPlan(o.name, rest + (Scaled(factor, prev.name, None),))
+    return o
 
 
 def _shape_text(typ) -> str:
