@@ -93,6 +93,19 @@ def act_exact(typ, g, x):
     return act(typ, np.array(g, dtype=object), np.asarray(x, dtype=object))
 
 
+def with_symmetry(typ, x):
+    """An object array of independent entries made symmetric, antisymmetric or symmetric traceless
+    as ``typ`` declares (from its upper triangle)."""
+    if typ.family == "cart" and typ.rank == 2 and typ.symmetry:
+        if typ.symmetry == "skew":
+            x = np.triu(x, 1) - np.swapaxes(np.triu(x, 1), -1, -2)
+        else:
+            x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
+            if typ.symmetry == "sym_traceless":
+                x[..., 2, 2] = -x[..., 0, 0] - x[..., 1, 1]
+    return x
+
+
 def random_point(typ, rng: random.Random, batch: int, channels: int):
     """Random integer entries in [-2^19, 2^19) with the type's symmetry, as Fractions."""
     shape = (batch,) + (channels,) * len(typ.channels) + typ.geometric_dims
@@ -100,17 +113,7 @@ def random_point(typ, rng: random.Random, batch: int, channels: int):
     x = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
         x[idx] = Fraction(rng.randrange(-half, half))
-    if typ.family == "cart" and typ.rank == 2 and typ.symmetry:
-        xt = np.swapaxes(x, -1, -2)
-        if typ.symmetry == "skew":
-            x = np.triu(x, 1) - np.swapaxes(np.triu(x, 1), -1, -2)
-        else:
-            x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
-            if typ.symmetry == "sym_traceless":
-                x[..., 2, 2] = -x[..., 0, 0] - x[..., 1, 1]
-        del xt
-        x = np.vectorize(Fraction, otypes=[object])(x)
-    return x
+    return np.vectorize(Fraction, otypes=[object])(with_symmetry(typ, x))
 
 
 def _encode(x) -> list:
@@ -156,14 +159,7 @@ def symbolic_point(types):
         x = np.empty(shape, dtype=object)
         for idx in np.ndindex(*shape):
             x[idx] = sympy.Symbol(f"x{k}_{'_'.join(map(str, idx))}")
-        if typ.family == "cart" and typ.rank == 2 and typ.symmetry:
-            if typ.symmetry == "skew":
-                x = np.triu(x, 1) - np.swapaxes(np.triu(x, 1), -1, -2)
-            else:
-                x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
-                if typ.symmetry == "sym_traceless":
-                    x[..., 2, 2] = -x[..., 0, 0] - x[..., 1, 1]
-        args.append(x)
+        args.append(with_symmetry(typ, x))
     return args
 
 
