@@ -100,7 +100,8 @@ class PythonPrinter:
         zero = None
         if any(c is None for c in cells):
             zero = f"{u.var}_z"
-            lines.append(f"{zero} = _b.zeros_like({filler})")
+            shape_of = filler[1:] if filler.startswith("-") and " " not in filler else filler  # no negation
+            lines.append(f"{zero} = _b.zeros_like({shape_of})")
         cells = [c if c is not None else zero for c in cells]
         if u.n_open == 0:
             value = cells[0]

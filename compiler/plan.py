@@ -188,6 +188,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 eye_spec = _eye_spec(core.output, free_deltas, term.output, term)
             scaled.append(Scaled(term.coefficient, contractions[key][-1].var, eye_spec))
         outputs.append(OutputPlan(eq.target, tuple(scaled)))
+    outputs = _fold_signs(outputs, contractions)
     steps = [step for chain in contractions.values() for step in chain]
     used = []
     for c in steps:
@@ -293,6 +294,30 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
         steps.append(Contraction(var, step_spec.replace("Z", "..."), tuple(picked), step_cost))
         names.append(var)
     return steps
+
+
+def _fold_signs(outputs, contractions):
+    """An output that is minus an unrolled contraction used nowhere else takes the sign into the
+    contraction's components (one pass over the output fewer)."""
+    uses: dict[str, int] = {}
+    for o in outputs:
+        for t in o.terms:
+            uses[t.var] = uses.get(t.var, 0) + 1
+    result = []
+    for o in outputs:
+        if len(o.terms) == 1 and o.terms[0].coefficient == -1 and o.terms[0].eye_spec is None \
+                and uses.get(o.terms[0].var) == 1:
+            key = next((k for k, chain in contractions.items()
+                        if len(chain) == 1 and chain[0].var == o.terms[0].var and isinstance(chain[0], Unrolled)),
+                       None)
+            if key is not None:
+                u = contractions[key][0]
+                cells = tuple(tuple(Product(-p.sign, p.spec, p.slices) for p in cell) for cell in u.cells)
+                contractions[key] = [Unrolled(u.var, u.operands, cells, u.n_open, u.source, u.destination,
+                                              u.cost, u.spec)]
+                o = OutputPlan(o.name, (Scaled(Fraction(1), u.var, None),))
+        result.append(o)
+    return result
 
 
 def _as_matmul(c: Contraction):
