@@ -19,6 +19,11 @@ entry; a nonzero polynomial of degree D vanishes there with probability at most 
 (Schwartz-Zippel), so a false pass over t independent points has probability at most
 (number of group elements) × (D/S)^t, which the certificate states.
 
+A diagram with cg or P constants is the exception: their values are square roots of rationals, which
+the module holds rounded to float64. Its identity is then proved exactly on the source (exact surds,
+exact Wigner D matrices), and the module is bound to the source by its sha256 and a numerical
+agreement check (relative 1e-10 at random points).
+
 For a stacked basis (a ``basis`` declaration) the certificate also holds the completeness claim:
 the character-theory dimension and a rank witness, points at which the basis evaluations have full
 rank (checked exactly).

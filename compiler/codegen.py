@@ -161,7 +161,7 @@ class PythonPrinter:
                 neg = s.coefficient < 0
                 body += (("-" if neg else "") if k == 0 else (" - " if neg else " + ")) + text
             if magnitude in (0, 1):
-                parts.append((body, False) if magnitude == 1 else (f"0 * ({body})", False))
+                parts.append(body if magnitude == 1 else f"0 * ({body})")
                 continue
             sign = 1
             if len(unit) == 1 and unit[0].coefficient < 0:  # -t * c: fold the sign into c
@@ -170,9 +170,9 @@ class PythonPrinter:
                 body = f"({body})"
             factor = (str(sign * magnitude.numerator) if magnitude.denominator == 1
                       else f"_b.rational({sign * magnitude.numerator}, {magnitude.denominator}, _like)")
-            parts.append((f"{body} * {factor}", False))
+            parts.append(f"{body} * {factor}")
         expr = ""
-        for k, (text, _) in enumerate(parts):
+        for k, text in enumerate(parts):
             if k == 0:
                 expr = text
             elif text.startswith("-"):

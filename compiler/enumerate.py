@@ -224,7 +224,7 @@ def _matchings(legs, vanishes):
 # canonical form and preference order
 # ------------------------------------------------------------------------------------------------
 
-def _slot_class(t: TensorType, axis: int, is_output: bool) -> int:
+def _slot_class(t: TensorType, axis: int) -> int:
     return 0 if t.symmetry else axis
 
 
@@ -318,7 +318,6 @@ def _canonical_chains(setup: _Setup, cand: _Candidate, output_axes: bool = False
         if occ.type.rank == 0:
             parts.append(("scalar", occ.name))
         elif o not in seen and occ.type.rank == 2:
-            seen_before = set(seen)
             tokens = walk((o, 0))
             n = len(tokens)
             best = None
@@ -328,7 +327,6 @@ def _canonical_chains(setup: _Setup, cand: _Candidate, output_axes: bool = False
                     if best is None or rot < best:
                         best = rot
             parts.append(("cycle", best))
-            del seen_before
     return tuple(sorted(parts))
 
 
@@ -342,7 +340,7 @@ def _canonical_search(setup: _Setup, cand: _Candidate) -> tuple:
 
     def cls(leg):
         o, a = leg
-        return _slot_class(setup.type_of(o), a, o == -1)
+        return _slot_class(setup.type_of(o), a)
 
     # neighbour signature for refinement
     nbrs: dict[int, list] = {o: [] for o in range(len(occs))}

@@ -10,7 +10,9 @@
   exactly and rounded once to float64 (a lone eps stays the integer Levi-Civita table);
 * a contraction of three or more operands is ordered at compile time (opt_einsum's optimal path at
   reference sizes: batch 4096, channel axes 16, geometric axes their size) and emitted as a fixed
-  sequence of pairwise einsums; the emitted code never searches for a path at run time.
+  sequence of pairwise einsums; the emitted code never searches for a path at run time;
+* a cost model picks, per contraction, an einsum, a batched ``x @ y`` (matrix-product shapes) or
+  unrolled components (eps as its six signed terms, the cross-product form).
 """
 
 from __future__ import annotations
