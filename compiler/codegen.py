@@ -8,6 +8,8 @@ string literals) or as a name that the parser has already checked to be a safe i
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
+from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -185,7 +187,8 @@ class PythonPrinter:
         return f"{o.name} = {expr}"
 
     def _print_FunctionPlan(self, f: FunctionPlan, doc: str) -> str:
-        lines = [f"def {f.name}({', '.join(f.inputs)}):", "    " + doc]
+        params = ", ".join(f.inputs) + (", " if f.inputs else "") + "*, out=None"
+        lines = [f"def {f.name}({params}):", "    " + doc]
         lines.append(f"    _b = _backend({', '.join(f.inputs)})")
         if f.inputs:
             first = f.inputs[0]
@@ -199,10 +202,13 @@ class PythonPrinter:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
         self.views = frozenset(c.var for c in f.contractions
                                if isinstance(c, Contraction) and len(c.operands) == 1)
+        outputs = [_reuse(o, list(f.outputs[:k])) for k, o in enumerate(f.outputs)]
+        seeds = _direct_seeds(f, outputs)
         for c in f.contractions:
-            lines.append("    " + self.doprint(c))
+            if c.var not in seeds:
+                lines.append("    " + self.doprint(c))
         uses: dict = {}
-        for o in f.outputs:
+        for o in outputs:
             for s in o.terms:
                 if s.var is not None and s.eye_spec is not None:
                     uses[(s.var, s.eye_spec)] = uses.get((s.var, s.eye_spec), 0) + 1
@@ -212,16 +218,193 @@ class PythonPrinter:
                 name = f"_e{len(self.eye_names)}"
                 lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
-        earlier: list[OutputPlan] = []
-        for o in f.outputs:
-            lines.append("    " + self.doprint(_reuse(o, earlier)))
-            earlier.append(o)
         names = [o.name for o in f.outputs]
+        # the planned path: fresh results
+        lines.append("    if out is None:")
+        for c in f.contractions:
+            if c.var in seeds:
+                lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
+        for o in outputs:
+            lines.append("        " + self.doprint(o))
         if f.stack_axis is not None:
-            lines.append(f"    return _b.stack(({', '.join(names)},), {f.stack_axis})")
+            lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
         else:
-            lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+            lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        # the same results written into preallocated outputs, in place
+        inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
+        batch = "_b.batch(" + ", ".join(
+            f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
+        if f.stack_axis is not None:
+            o = f.outputs[0]
+            shape = self._shape_text(batch, o, (len(f.outputs),))
+            lines.append(f"    out = _b.out(out, {shape}, {inputs}, \"out\")")
+            rest = ", :" * (-f.stack_axis - 1)
+            for k, name in enumerate(names):
+                lines.append(f"    {name} = out[..., {k}{rest}]")
+        elif len(names) == 1:
+            shape = self._shape_text(batch, f.outputs[0])
+            lines.append(f"    {names[0]} = _b.out(out, {shape}, {inputs}, \"out\")")
+        else:
+            shapes = ", ".join(self._shape_text(batch, o) for o in f.outputs)
+            lines.append(f"    {', '.join(names)} = _b.outs(out, ({shapes}), {inputs})")
+        for o in outputs:
+            for line in self._print_into(o, seeds):
+                lines.append("    " + line)
+        if f.stack_axis is not None or len(names) == 1:
+            lines.append("    return out")
+        else:
+            lines.append("    return (" + ", ".join(names) + ")")
         return "\n".join(lines)
+
+    @staticmethod
+    def _shape_text(batch: str, o: OutputPlan, extra: tuple[int, ...] = ()) -> str:
+        """The output's shape: the inputs' broadcast batch, then channel and geometric sizes."""
+        dims = [str(k) for k in extra] + [f"{a.input}.shape[{a.axis}]" for a in o.channels] + [
+            str(d) for d in o.geometric]
+        if not dims:
+            return batch
+        return f"{batch} + ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
+
+    def _print_into(self, o: OutputPlan, seeds: dict) -> list[str]:
+        """``o`` evaluated in place into the array bound to its name: a seed written into it (a
+        contraction computed straight into it, or a ufunc with ``out=``), then in-place adds, and
+        one in-place scale per change of coefficient magnitude (Horner), so no term needs a
+        temporary the size of the output."""
+        target = o.name
+        terms = list(o.terms)
+        arrays = [k for k, s in enumerate(terms) if s.var is not None]
+        if not arrays:  # constants only
+            return [f"_b.copyto({target}, {self.doprint(replace(o, name='_v')).partition(' = ')[2]})"]
+        direct = [k for k in arrays if terms[k].var in seeds and terms[k].eye_spec is None]
+        first = direct[0] if direct else next((k for k in arrays if terms[k].eye_spec is None), arrays[0])
+        seed = terms.pop(first)
+        mag = abs(seed.coefficient)
+        terms.sort(key=lambda s: abs(s.coefficient) != mag)  # the seed's magnitude first (stable)
+        lines = []
+        scale = seed.coefficient
+        if seed.var in seeds and seed.eye_spec is None:
+            lines += self._print_seed(seeds[seed.var], target)
+        elif terms and abs(terms[0].coefficient) == mag and seed.eye_spec is None \
+                and terms[0].var is not None and terms[0].eye_spec is None:
+            nxt = terms.pop(0)
+            op = "add" if nxt.coefficient == seed.coefficient else "subtract"
+            lines.append(f"_b.{op}({self._value(seed)}, {self._value(nxt)}, {target})")
+        elif scale != 1:
+            a, b = self._factors(seed)
+            if b is None:
+                lines.append(f"_b.multiply({a}, {self._number(scale)}, {target})")
+                scale = Fraction(1)
+            else:
+                lines.append(f"_b.multiply({a}, {b}, {target})")
+        else:
+            a, b = self._factors(seed)
+            lines.append(f"_b.copyto({target}, {a})" if b is None else f"_b.multiply({a}, {b}, {target})")
+        for s in terms:
+            if abs(s.coefficient) != abs(scale):
+                lines.append(f"{target} *= {self._number(abs(scale) / abs(s.coefficient))}")
+                scale = abs(s.coefficient) * (1 if scale > 0 else -1)
+            sign = "+" if s.coefficient / scale > 0 else "-"
+            if s.var is not None and s.eye_spec is not None and (s.var, s.eye_spec) not in self.eye_names \
+                    and self._times_eye(s.var, s.eye_spec).endswith("* _eye"):
+                lines.append(f"_b.add_diagonal({target}, {s.var}, {1 if sign == '+' else -1})")
+            else:
+                lines.append(f"{target} {sign}= {self._value(s)}")
+        if scale != 1:
+            lines.append(f"{target} *= {self._number(scale)}")
+        return lines
+
+    def _print_seed(self, c, target: str) -> list[str]:
+        """A contraction computed straight into ``target``."""
+        if isinstance(c, Matmul):
+            x, y = (f"_b.swap({o})" if t else o for o, t in zip(c.operands, c.transpose))
+            return [f"_b.matmul({x}, {y}, {target})"]
+        if isinstance(c, Contraction):
+            args = ", ".join(f"_{o}" if o in TABLES or o.startswith("c_") else o for o in c.operands)
+            return [f"_b.einsum_into({target}, {py_string(c.spec)}, {args})"]
+        return self._print_unrolled_into(c, target)
+
+    def _print_unrolled_into(self, u: Unrolled, target: str) -> list[str]:
+        """Each component of an eps contraction written into its place in ``target``."""
+        lhs, out = u.spec.split("->")
+        out_letters = out[3:] if out.startswith("...") else out
+        eps_letters = next(p for p in lhs.split(",") if not p.startswith("..."))
+        open_legs = [ch for ch in eps_letters if ch in out_letters]
+        texts = [[(p.sign, self.doprint(p)) for p in products] for products in u.cells]
+        counts: dict = {}
+        for cell in texts:
+            for _, t in cell:
+                counts[t] = counts.get(t, 0) + 1
+        lines, names = [], {}
+        for t, n in counts.items():
+            if n > 1 and ("einsum" in t or "*" in t):
+                names[t] = f"{u.var}_{len(names)}"
+                lines.append(f"{names[t]} = {t}")
+        import itertools
+
+        for values, cell in zip(itertools.product(range(3), repeat=len(open_legs)), texts):
+            fixed = dict(zip(open_legs, values))
+            index = ", ".join(str(fixed[ch]) if ch in fixed else ":" for ch in out_letters)
+            view = f"{target}[..., {index}]" if index else f"{target}[...]"
+            if not cell:
+                lines.append(f"{view} = 0")
+                continue
+            text = ""
+            for k, (sign, t) in enumerate(cell):
+                t = names.get(t, t)
+                text += (("-" if sign < 0 else "") if k == 0 else (" - " if sign < 0 else " + ")) + t
+            lines.append(f"{view} = {text}")
+        return lines
+
+    def _value(self, s: Scaled) -> str:
+        """The term without its coefficient."""
+        return self.doprint(Scaled(Fraction(1), s.var, s.eye_spec))
+
+    def _factors(self, s: Scaled) -> tuple[str, str | None]:
+        """The term (without coefficient) as one array, or as two broadcast factors (var, _eye)."""
+        text = self._value(s)
+        if text.endswith("[..., None, None] * _eye"):
+            return text[: -len(" * _eye")], "_eye"
+        return text, None
+
+    @staticmethod
+    def _number(c: Fraction) -> str:
+        if c.denominator == 1:
+            return str(c.numerator)
+        return f"_b.rational({c.numerator}, {c.denominator}, _like)"
+
+
+def _direct_seeds(f: FunctionPlan, outputs: list[OutputPlan]) -> dict:
+    """Contractions that may be computed straight into their output: the last step of a chain, used
+    by one term of one output only, not a view, and reading every input (so its batch shape is the
+    output's)."""
+    uses: dict[str, int] = {}
+    for o in outputs:
+        for s in o.terms:
+            if s.var is not None:
+                uses[s.var] = uses.get(s.var, 0) + 1
+    steps = {c.var: c for c in f.contractions}
+    operand_vars = {o for c in f.contractions for o in c.operands}
+
+    def reads(var: str) -> set[str]:
+        found = set()
+        for o in steps[var].operands:
+            found |= reads(o) if o in steps else {o}
+        return found
+
+    candidates = set()
+    for var, c in steps.items():
+        if uses.get(var) != 1 or var in operand_vars:
+            continue
+        if isinstance(c, Contraction) and len(c.operands) == 1:
+            continue
+        if set(f.inputs) <= reads(var):
+            candidates.add(var)
+    seeds = {}
+    for o in outputs:  # one seed per output: its first candidate term without deltas
+        var = next((s.var for s in o.terms if s.var in candidates and s.eye_spec is None), None)
+        if var is not None:
+            seeds[var] = steps[var]
+    return seeds
 
 
 def _reuse(o: OutputPlan, earlier: list[OutputPlan]) -> OutputPlan:
@@ -237,7 +420,7 @@ def _reuse(o: OutputPlan, earlier: list[OutputPlan]) -> OutputPlan:
         factor = terms[keys[0]] / prev.terms[0].coefficient
         if all(terms[k] == factor * s.coefficient for k, s in zip(keys, prev.terms)):
             rest = tuple(s for s in o.terms if (s.var, s.eye_spec) not in keys)
-            return OutputPlan(o.name, rest + (Scaled(factor, prev.name, None),))
+            return replace(o, terms=rest + (Scaled(factor, prev.name, None),))
     return o
 
 

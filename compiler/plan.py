@@ -135,9 +135,19 @@ class Scaled:
 
 
 @dataclass(frozen=True)
+class AxisSize:
+    """The size of an output channel axis: axis ``axis`` (negative) of input ``input``."""
+
+    input: str
+    axis: int
+
+
+@dataclass(frozen=True)
 class OutputPlan:
     name: str
     terms: tuple[Scaled, ...]
+    channels: tuple[AxisSize, ...] = ()  # where each channel axis's size comes from
+    geometric: tuple[int, ...] = ()  # the geometric axes' sizes
 
 
 @dataclass(frozen=True)
@@ -151,6 +161,7 @@ class FunctionPlan:
     constants: tuple[str, ...]  # tables used: 'eps', 'eye', folded constants
     stack_axis: int | None = None  # stack the outputs on this (negative) axis
     tables: tuple[tuple[str, tuple], ...] = ()  # folded constant tables: (name, nested values)
+    trailing: tuple[tuple[str, int], ...] = ()  # (input, its number of channel + geometric axes)
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
@@ -189,7 +200,9 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
             if free_deltas:
                 eye_spec = _eye_spec(core.output, free_deltas, term.output, term)
             scaled.append(Scaled(term.coefficient, contractions[key][-1].var, eye_spec))
-        outputs.append(OutputPlan(eq.target, tuple(scaled)))
+        out_type = next(t.type for t in diagram.outputs if t.name == eq.target)
+        outputs.append(OutputPlan(eq.target, tuple(scaled), _channel_sizes(out_type, diagram.inputs),
+                                  out_type.geometric_dims))
     outputs = _fold_signs(outputs, contractions)
     steps = [step for chain in contractions.values() for step in chain]
     used = []
@@ -208,7 +221,22 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         tuple(dict.fromkeys(sorted(used))),
         stack_axis,
         tuple(sorted(folded.items())),
+        tuple((t.name, len(t.type.channels) + t.type.n_geometric) for t in diagram.inputs),
     )
+
+
+def _channel_sizes(out_type, inputs) -> tuple[AxisSize, ...]:
+    """For each channel axis of the output, the first input axis with the same channel name."""
+    sizes = []
+    for name in out_type.channels:
+        for t in inputs:
+            if name in t.type.channels:
+                n = len(t.type.channels) + t.type.n_geometric
+                sizes.append(AxisSize(t.name, t.type.channels.index(name) - n))
+                break
+        else:  # not reachable for checked diagrams: every output channel comes from an input
+            raise ValueError(f"output channel axis '{name}' appears in no input")
+    return tuple(sizes)
 
 
 CONSTANT_KINDS = ("eps", "cg", "P")
@@ -317,7 +345,7 @@ def _fold_signs(outputs, contractions):
                 cells = tuple(tuple(Product(-p.sign, p.spec, p.slices) for p in cell) for cell in u.cells)
                 contractions[key] = [Unrolled(u.var, u.operands, cells, u.n_open, u.source, u.destination,
                                               u.cost, u.spec)]
-                o = OutputPlan(o.name, (Scaled(Fraction(1), u.var, None),))
+                o = OutputPlan(o.name, (Scaled(Fraction(1), u.var, None),), o.channels, o.geometric)
         result.append(o)
     return result
 

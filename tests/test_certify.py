@@ -95,7 +95,7 @@ def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path)
     module = folder / "module.py"
     text = module.read_text()
     # compute a[i] b[i] + a[0] b[0]: well-formed code, not rotation-invariant
-    bad = re.sub(r"\n    s = (_[^\n]*)\n", r"\n    s = \1 + a[..., 0] * b[..., 0]\n", text, count=1)
+    bad = re.sub(r"\n( +)s = (_[^\n]*)\n", r"\n\1s = \2 + a[..., 0] * b[..., 0]\n", text, count=1)
     assert bad != text
     module.write_text(bad)
     cert = json.loads((folder / "certificate.json").read_text())

@@ -210,3 +210,96 @@ def test_jax_in_jax_out(path, diagram):
     for o, w in zip(outs, wants):
         assert isinstance(o, jax.Array)
         np.testing.assert_allclose(np.asarray(o), w, rtol=1e-12, atol=1e-12)
+
+
+# -- preallocated outputs (out=) --------------------------------------------------------------------
+
+def _as_tuple(x):
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _buffers(want, make):
+    bufs = tuple(make(w) for w in _as_tuple(want))
+    return bufs if isinstance(want, tuple) else bufs[0]
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_out_numpy_writes_the_planned_result_in_place(path, diagram):
+    fn = getattr(module_for(path), diagram.name)
+    rng = np.random.default_rng(11)
+    args = inputs_for(diagram, rng, batch=(3, 2))
+    before = [a.copy() for a in args]
+    want = fn(*args)
+    out = _buffers(want, lambda w: np.full_like(w, np.nan))
+    got = fn(*args, out=out)
+    for g, o, w in zip(_as_tuple(got), _as_tuple(out), _as_tuple(want)):
+        assert g is o  # the very buffers, filled in place
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+    for a, b in zip(args, before):
+        assert np.array_equal(a, b)  # inputs untouched
+
+
+@pytest.mark.parametrize("path, diagram", example_diagrams())
+def test_out_torch_writes_the_planned_result_in_place(path, diagram):
+    torch = _torch()
+    fn = getattr(module_for(path), diagram.name)
+    args = inputs_for(diagram, np.random.default_rng(12), batch=(4,))
+    want = fn(*args)
+    out = _buffers(want, lambda w: torch.full(w.shape, float("nan"), dtype=torch.float64))
+    got = fn(*[torch.from_numpy(a) for a in args], out=out)
+    for g, o, w in zip(_as_tuple(got), _as_tuple(out), _as_tuple(want)):
+        assert g is o
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-12, atol=1e-12)
+
+
+def test_out_is_exact_on_rational_inputs_and_broadcasts_batches():
+    ops = module_for(ROOT / "diagrams" / "tensornet.diag")
+    x = np.array([[[Fraction(i * 3 + j + 1, 7) for j in range(3)] for i in range(3)]], dtype=object)
+    out = tuple(np.empty((1, 3, 3), dtype=object) for _ in range(3))
+    ops.decompose(x, out=out)
+    for o, w in zip(out, ops.decompose(x)):
+        assert (o == w).all() and all(isinstance(v, Fraction) for v in o.flat)
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(4, 3)).astype(np.float32)
+    f = rng.normal(size=(2, 4, 5)).astype(np.float32)
+    buf = np.empty((2, 4, 5, 3, 3), np.float32)
+    assert ops.edge_tensor(r, f, f, f, out=buf) is buf
+    np.testing.assert_allclose(buf, ops.edge_tensor(r, f, f, f), rtol=1e-6, atol=1e-6)
+
+
+def _bad_out_cases():
+    z = np.zeros((2, 3, 3, 3))
+    x = np.ones((2, 3, 3, 3))
+    read_only = np.zeros((2, 3, 3, 3))
+    read_only.flags.writeable = False
+    return [
+        ("matmul_o3", (x, x), np.zeros((2, 3, 3)), ValueError, r"out has shape \(2, 3, 3\); the result has shape \(2, 3, 3, 3\)"),
+        ("matmul_o3", (x, x), z.astype(np.float32), TypeError, "out has dtype float32; the result has dtype float64"),
+        ("matmul_o3", (x, x), x, ValueError, "out shares memory with an input"),
+        ("matmul_o3", (x, x), [[0.0]], TypeError, "out must be a numpy array like the inputs, not list"),
+        ("matmul_o3", (x, x), read_only, ValueError, "out is read-only"),
+        ("decompose", (x,), (z, z.copy()), TypeError, "out must be a tuple of 3 arrays, one per result"),
+        ("decompose", (x,), (z, z, z.copy()), ValueError, "two arrays of out share memory"),
+        ("decompose", (x,), (z, z.copy(), np.zeros(3)), ValueError, r"out\[2\] has shape \(3,\)"),
+    ]
+
+
+@pytest.mark.parametrize("name, args, out, error, message", _bad_out_cases())
+def test_bad_out_gets_one_clear_error(name, args, out, error, message):
+    fn = getattr(module_for(ROOT / "diagrams" / "tensornet.diag"), name)
+    with pytest.raises(error, match=message):
+        fn(*args, out=out)
+
+
+def test_out_is_refused_for_jax_and_torch_buffers_must_match():
+    import jax.numpy as jnp
+
+    torch = _torch()
+    ops = module_for(ROOT / "diagrams" / "tensornet.diag")
+    with pytest.raises(TypeError, match="jax arrays are immutable"):
+        ops.tensor_norm(jnp.ones((2, 3, 3, 3)), out=jnp.zeros((2, 3)))
+    x = torch.ones(2, 3, 3, 3)
+    with pytest.raises(TypeError, match="out has dtype torch.float64; the result has dtype torch.float32"):
+        ops.tensor_norm(x, out=torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(TypeError, match="out must be a torch array like the inputs, not ndarray"):
+        ops.tensor_norm(x, out=np.zeros((2, 3), np.float32))
