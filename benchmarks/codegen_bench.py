@@ -4,6 +4,9 @@
     python benchmarks/codegen_bench.py --quick         # 10^4 and 10^5 only (under 2 min)
     python benchmarks/codegen_bench.py --out DIR       # where codegen.md / .png / .json go
                                                        # (default: benchmarks/results)
+    python benchmarks/codegen_bench.py --fused all     # fused=True contenders for every diagram file
+                                                       # (tensornet: diagrams/tensornet.diag only, the
+                                                       # default; none: not at all)
 
 For every diagram of every ``diagrams/*.diag`` file, at batch sizes N*C in {10^4, 10^5, 10^6}
 (C = 64 channels on every channel axis, N = total / C rows; N = total for a diagram without
@@ -12,6 +15,14 @@ channels), float32 and float64, 1 and 2 threads, it times:
 * ``emitted np`` / ``emitted torch``: the function diagc emits (``compiler.load``), called on numpy
   arrays and on torch CPU tensors (the same memory, via ``torch.from_numpy``); when an emitted
   function takes ``out=``, also ``np out=`` / ``torch out=`` into preallocated outputs;
+* ``np fused`` / ``torch fused``: the emitted function called with ``fused=True`` (when it takes
+  that argument: every output component as one unrolled formula, run eagerly on numpy and through
+  ``torch.compile`` on tensors; a diagram without a fused form runs its normal path). Each
+  ``torch.compile`` costs seconds (tens of seconds for large functions on 2 cores), and it compiles
+  again for every dtype, for the second batch size (dynamic shapes) and for every thread count, so
+  these contenders are timed only for the files of ``--fused`` (default ``tensornet``: the diagrams
+  of ``diagrams/tensornet.diag``, also under --quick). Every compiling call is made untimed, before
+  the warm-up call and again after each change of the thread count; the report gives their total;
 * ``naive``: every term of every equation transcribed into one ``numpy.einsum`` with ``delta =
   eye(3)`` and the dense 3x3x3 Levi-Civita array as operands (``optimize=False``), read from the IR;
 * ``optimize``: the same einsums with ``optimize=True``;
@@ -29,6 +40,11 @@ channels), float32 and float64, 1 and 2 threads, it times:
   (``oop bound``, out of place: allocation and page faults included). A bandwidth counts the bytes
   read plus the bytes written, so a copy runs exactly at its own bound. Small cases fit in the
   caches and can run below a DRAM bound (ratio < 1).
+
+The tables give, per framework, the ratios of emitted, out= and fused to the expert and to both
+bounds, per operation and as geometric means; the Goals section judges TensorNet's emitted/expert
+and out=/expert (goal <= 1), torch fused/copy bound (goal: near the bound, met at <= 3.5, FUSED_GOAL:
+the 3.5x the issue measured for M@Y+Y@M unrolled under torch.compile) and numpy emitted/naive.
 
 Times are wall-clock, best of ``--repeats`` (default 5) timed loops of about 5 ms (at least one call)
 after a warm-up call, with the contenders of a case alternating inside every repeat (the order
@@ -86,11 +102,15 @@ for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
 
 # contender keys, in the order of the table
 EMIT_NP, EMIT_T, OUT_NP, OUT_T = "emitted np", "emitted torch", "np out=", "torch out="
+FUSED_NP, FUSED_T = "np fused", "torch fused"
 NAIVE, OPT, EXP_NP, EXP_T = "naive", "optimize", "expert np", "expert torch"
-CONTENDERS = (EMIT_NP, EMIT_T, OUT_NP, OUT_T, NAIVE, OPT, EXP_NP, EXP_T)
+CONTENDERS = (EMIT_NP, EMIT_T, OUT_NP, OUT_T, FUSED_NP, FUSED_T, NAIVE, OPT, EXP_NP, EXP_T)
+COMPILED = (FUSED_T,)  # torch.compile: compiles on its first call, again for a new thread count
 SLOW = 0.15  # seconds per call beyond which a contender gets 2 timed calls instead of the repeats
 VERY_SLOW = 1.0  # ... beyond which it gets 1, at the first thread count only
 TENSORNET_FILES = ("tensornet", "tensornet_so3")
+FUSED_FILES = {"tensornet": ("tensornet",), "all": None, "none": ()}  # --fused: files timed with fused=True
+FUSED_GOAL = 3.5  # torch fused/copy bound counted as "near the bound": what the issue measured for M@Y+Y@M
 
 
 # ---------------------------------------------------------------------------------------------
@@ -451,6 +471,27 @@ def timeit(calls: dict, warm: dict, repeats: int, target: float, earlier: dict |
     return best, {name: limit[name] for name in calls if limit[name] < repeats}
 
 
+def seconds(f) -> float:
+    """Seconds of one call of ``f``."""
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
+def recompile(calls: dict, where: str, note) -> list[float]:
+    """One untimed call of every COMPILED contender in ``calls`` at the current thread count:
+    torch.compile guards on the thread count and compiles again when it changes. A contender that
+    raises is dropped with a note. Returns the seconds of the calls."""
+    spent = []
+    for name in [k for k in COMPILED if k in calls]:
+        try:
+            spent.append(seconds(calls[name]))
+        except Exception as exc:
+            note(f"{where}: {name} raised {type(exc).__name__}: {exc}; not timed at this thread count")
+            del calls[name]
+    return spent
+
+
 def geomean(xs):
     xs = [x for x in xs if x is not None and x > 0 and math.isfinite(x)]
     return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
@@ -494,7 +535,10 @@ def main() -> int:
     ap.add_argument("--channels", type=int, default=64, help="size of every channel axis")
     ap.add_argument("--sizes", default="", help="comma-separated N*C sizes instead of the defaults, e.g. 1e6")
     ap.add_argument("--only", default="", help="only diagrams whose 'file:name' contains this text")
+    ap.add_argument("--fused", choices=tuple(FUSED_FILES), default="tensornet",
+                    help="which diagram files get the fused=True contenders (each torch.compile costs seconds)")
     args = ap.parse_args()
+    fused_files = FUSED_FILES[args.fused]
     t_start = time.perf_counter()
     C = args.channels
     sizes = [10**4, 10**5] if args.quick else [10**4, 10**5, 10**6]
@@ -540,11 +584,15 @@ def main() -> int:
                 note(f"{label}: no expert implementation; timed against the naive einsums only")
             elif exp[0] != sig:
                 note(f"{label}: signature {sig} differs from the expert's {exp[0]}; expert skipped")
-            has_out = "out" in inspect.signature(fn).parameters
-            cases.append((stem, label, d, fn, exp is not None and exp[0] == sig, has_out))
+            params = inspect.signature(fn).parameters
+            fused = "fused" in params and (fused_files is None or stem in fused_files)
+            cases.append((stem, label, d, fn, exp is not None and exp[0] == sig, "out" in params, fused))
 
     rng = np.random.default_rng(0)
-    for stem, label, d, fn, has_expert, has_out in cases:
+    if fused_files != () and not any("fused" in inspect.signature(case[3]).parameters for case in cases):
+        note("no emitted function takes fused=: the fused contenders are not timed")
+    compiled = []  # seconds of every untimed torch fused call that compiled (or might have)
+    for stem, label, d, fn, has_expert, has_out, fused in cases:
         try:
             naive = Naive(d)
         except Exception as exc:
@@ -583,12 +631,19 @@ def main() -> int:
                     if torch:
                         o_t = preallocated(ref, "torch")
                         calls[OUT_T] = lambda: fn(*a_t, out=o_t)
+                if fused:
+                    calls[FUSED_NP] = lambda: fn(*a_np, fused=True)
+                    if torch:
+                        calls[FUSED_T] = lambda: fn(*a_t, fused=True)
                 tol = 1e-4 if dtype == np.float32 else 1e-10
+                where = f"{label} {np.dtype(dtype).name} N*C={total}"
                 warm = {EMIT_NP: t_ref}
                 for name in list(calls):
                     if name == EMIT_NP:
                         continue
                     try:
+                        if name in COMPILED:  # torch.compile's compile, outside the timed warm-up
+                            compiled.append(seconds(calls[name]))
                         t = time.perf_counter()
                         got = calls[name]()
                         warm[name] = time.perf_counter() - t
@@ -599,10 +654,10 @@ def main() -> int:
                         err = max_rel_err(got, ref)
                     except Exception as exc:
                         err = math.inf
-                        note(f"{label} {np.dtype(dtype).name} N*C={total}: {name} raised {type(exc).__name__}: {exc}")
+                        note(f"{where}: {name} raised {type(exc).__name__}: {exc}")
                     got = None
                     if not err <= tol:
-                        msg = (f"{label} {np.dtype(dtype).name} N*C={total}: {name} disagrees with the emitted "
+                        msg = (f"{where}: {name} disagrees with the emitted "
                                f"code (max relative error {err:.2e} > {tol:.0e}); not timed")
                         failures.append(msg)
                         print("MISMATCH:", msg, flush=True)
@@ -612,6 +667,7 @@ def main() -> int:
                 best = None
                 for nt in thread_counts:
                     threads.set(nt)
+                    compiled += recompile(calls, f"{where} {nt}t", note)
                     best, reduced = timeit(calls, warm, args.repeats, target, best)
                     row = {"op": label, "tensornet": stem in TENSORNET_FILES, "dtype": np.dtype(dtype).name,
                            "threads": nt, "total": total, "N": n, "C": C, "NC": nc, "bytes": nbytes,
@@ -632,6 +688,7 @@ def main() -> int:
     elapsed = time.perf_counter() - t_start
     loads = (load_start, os.getloadavg())
     args.emitted_sha = digest.hexdigest()[:12]
+    args.compiled = compiled
     if max(l[0] for l in loads) > 1.5:
         note(f"the 1-minute load average reached {max(l[0] for l in loads):.1f} on {os.cpu_count()} CPUs: other "
              f"processes were running, so the 2-thread numbers (OpenMP/OpenBLAS threads waiting for a busy "
@@ -642,6 +699,7 @@ def main() -> int:
     (out / "codegen.md").write_text(report, encoding="utf-8")
     (out / "codegen.json").write_text(json.dumps({"bandwidth_GBps": {"copyto": bw[0], "copy": bw[1],
                                                                      "copyto_end": bw_end[0], "copy_end": bw_end[1]},
+                                                  "fused_first_calls_s": compiled,
                                                   "rows": rows, "notes": notes, "failures": failures},
                                                  indent=1), encoding="utf-8")
     plot_note = plot(rows, out / "codegen.png")
@@ -655,12 +713,20 @@ def main() -> int:
 # ---------------------------------------------------------------------------------------------
 # report
 
-RATIOS = [  # (column title, numerator, denominator)
-    ("np/expert", EMIT_NP, EXP_NP), ("torch/expert", EMIT_T, EXP_T),
-    ("np/naive", EMIT_NP, NAIVE), ("np/optimize", EMIT_NP, OPT),
-    ("np/copy", EMIT_NP, "copy"), ("np/oop", EMIT_NP, "oop"),
-    ("torch/copy", EMIT_T, "copy"), ("torch/oop", EMIT_T, "oop"),
-]
+FRAMEWORKS = {"numpy": ("np", EMIT_NP, OUT_NP, FUSED_NP, EXP_NP), "torch": ("torch", EMIT_T, OUT_T, FUSED_T, EXP_T)}
+
+
+def _framework_ratios(tag, emit, out, fused, expert):
+    """The table columns of one framework: (title, numerator, denominator)."""
+    cols = [(f"{tag}/expert", emit, expert), (f"{tag} out=/expert", out, expert), (f"{tag} fused/expert", fused, expert)]
+    if tag == "np":
+        cols += [("np/naive", emit, NAIVE), ("np/optimize", emit, OPT)]
+    for name, num in (("", emit), (" out=", out), (" fused", fused)):
+        cols += [(f"{tag}{name}/copy", num, "copy"), (f"{tag}{name}/oop", num, "oop")]
+    return cols
+
+
+RATIOS = [col for fw in FRAMEWORKS.values() for col in _framework_ratios(*fw)]  # (column title, numerator, denominator)
 
 
 def ratio(row, a, b):
@@ -670,27 +736,61 @@ def ratio(row, a, b):
 
 def summary(rows, scope, fw, nt):
     """Geometric means of one framework at one thread count over the rows of ``scope``."""
-    emit, expert, out = (EMIT_NP, EXP_NP, OUT_NP) if fw == "numpy" else (EMIT_T, EXP_T, OUT_T)
+    _, emit, out, fused, expert = FRAMEWORKS[fw]
     rs = [r for r in rows if r["threads"] == nt and scope(r)]
-    return {
-        "emitted/expert": geomean([ratio(r, emit, expert) for r in rs]),
-        "emitted/naive": geomean([ratio(r, emit, NAIVE) for r in rs]),
-        "emitted/optimize": geomean([ratio(r, emit, OPT) for r in rs]),
-        "emitted/copy bound": geomean([ratio(r, emit, "copy") for r in rs]),
-        "emitted/oop bound": geomean([ratio(r, emit, "oop") for r in rs]),
-        "expert/copy bound": geomean([ratio(r, expert, "copy") for r in rs]),
-        "expert/oop bound": geomean([ratio(r, expert, "oop") for r in rs]),
-        "out=/expert": geomean([ratio(r, out, expert) for r in rs]),
-        "out=/copy bound": geomean([ratio(r, out, "copy") for r in rs]),
-        "cases": len(rs),
+    pairs = {
+        "emitted/expert": (emit, expert), "emitted/naive": (emit, NAIVE), "emitted/optimize": (emit, OPT),
+        "emitted/copy bound": (emit, "copy"), "emitted/oop bound": (emit, "oop"),
+        "expert/copy bound": (expert, "copy"), "expert/oop bound": (expert, "oop"),
+        "out=/expert": (out, expert), "out=/copy bound": (out, "copy"), "out=/oop bound": (out, "oop"),
+        "fused/expert": (fused, expert), "fused/copy bound": (fused, "copy"), "fused/oop bound": (fused, "oop"),
     }
+    return {key: geomean([ratio(r, a, b) for r in rs]) for key, (a, b) in pairs.items()} | {"cases": len(rs)}
+
+
+def goal_line(rows, fw, nt, what, num, den, goal, goal_text, per_op_goal):
+    """One line of the Goals section: the TensorNet geometric mean of num/den at nt threads against
+    ``goal``, and the operations whose own geometric mean exceeds ``per_op_goal``; None when there
+    are no TensorNet rows at nt threads."""
+    tn = [r for r in rows if r["tensornet"] and r["threads"] == nt]
+    if not tn:
+        return None
+    head = f"- {fw}, {nt} thread{'s' if nt > 1 else ''}: TensorNet {what} geomean"
+    g = geomean([ratio(r, num, den) for r in tn])
+    if g is None:
+        return f"{head} — ({goal_text}): **not measured**"
+    per_op = {}
+    for r in tn:
+        per_op.setdefault(r["op"], []).append(ratio(r, num, den))
+    bad = {op: geomean(v) for op, v in per_op.items() if (geomean(v) or 0) > per_op_goal}
+    return (f"{head} {fmt_x(g)} ({goal_text}): **{'met' if g <= goal else 'MISSED'}**; per operation ≤ {per_op_goal}: "
+            + ("**met**" if not bad else "**MISSED** by " + ", ".join(f"{op} {fmt_x(x)}" for op, x in sorted(bad.items()))))
+
+
+def goal_lines(rows) -> list[str]:
+    """The Goals section's lines (issue 8, and the fused path's)."""
+    lines = []
+    for fw, (_, emit, out, _, expert) in FRAMEWORKS.items():
+        for what, num in (("emitted/expert", emit), ("out=/expert", out)):
+            lines += [goal_line(rows, fw, nt, what, num, expert, 1.0, "goal ≤ 1.0", 1.5) for nt in (1, 2)]
+    fused_text = (f"goal: near the bound, counted as met at ≤ {FUSED_GOAL}; the issue measured 3.5× for Y@M+M@Y "
+                  f"written as unrolled components under torch.compile")
+    lines += [goal_line(rows, "torch", nt, "torch fused/copy bound", FUSED_T, "copy", FUSED_GOAL, fused_text, FUSED_GOAL)
+              for nt in (1, 2)]
+    for nt in (1, 2):
+        g = geomean([ratio(r, EMIT_NP, NAIVE) for r in rows if r["threads"] == nt])
+        if g is not None:
+            lines.append(f"- numpy, {nt} thread{'s' if nt > 1 else ''}: emitted/naive geomean over all diagrams {fmt_x(g)} "
+                         f"(goal ≤ 0.33, i.e. ≥ 3× faster): **{'met' if g <= 1 / 3 else 'MISSED'}**")
+    return [line for line in lines if line is not None]
 
 
 def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_counts, loads) -> str:
     L = []
     L.append("# diagc emitted code against the alternatives")
     L.append("")
-    L.append(f"`python benchmarks/codegen_bench.py{' --quick' if args.quick else ''}` — all numbers are wall-clock "
+    flags = (" --quick" if args.quick else "") + (f" --fused {args.fused}" if args.fused != "tensornet" else "")
+    L.append(f"`python benchmarks/codegen_bench.py{flags}` — all numbers are wall-clock "
              f"times, best of {args.repeats} timed loops after a warm-up, all contenders alternating in one "
              f"process (run took {elapsed:.0f} s). Batch: N rows × C = {args.channels} channels on every channel "
              f"axis (N·C ≈ the size column; a diagram without channels has N = size).")
@@ -701,53 +801,38 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_cou
              f"diagram files {args.emitted_sha} (changes whenever the code generator's output changes).")
     L.append(f"- Bandwidth again at the end of the run: {bw_end[0]:.1f} / {bw_end[1]:.1f} GB/s (the bounds use the "
              f"first measurement). Load average (1 min) at the start {loads[0][0]:.2f}, at the end {loads[1][0]:.2f}.")
-    L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; naive = one "
+    L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; out= = the same into "
+             "preallocated outputs; fused = the same with fused=True (one unrolled elementwise pass, under "
+             f"torch.compile on tensors; timed for --fused {args.fused}); naive = one "
              "`np.einsum` per term with dense delta and eps operands (optimize=False); optimize = the same "
              "with optimize=True; expert = hand-written (torchmd-net's TensorNet formulas for tensornet*, "
              "numpy and torch); copy bound = (input + output bytes) / copyto bandwidth; oop bound = the same "
              "at the fresh-memory copy bandwidth. Ratios > 1 mean the emitted code is slower.")
+    if args.compiled:
+        L.append(f"- torch fused: {len(args.compiled)} untimed calls before timing (torch.compile compiles per "
+                 f"dtype, shape family and thread count) took {sum(args.compiled):.0f} s in all, the longest "
+                 f"{max(args.compiled):.1f} s.")
     L.append("")
     L.append("## Geometric means (over sizes and dtypes)")
     L.append("")
-    keys = ["emitted/expert", "emitted/naive", "emitted/optimize", "emitted/copy bound", "emitted/oop bound",
-            "expert/copy bound", "expert/oop bound"]
-    has_out = any(r.get(OUT_NP) or r.get(OUT_T) for r in rows)
-    if has_out:
-        keys += ["out=/expert", "out=/copy bound"]
+    keys = [k for k in summary(rows, lambda r: True, "numpy", 1) if k != "cases"]
     L.append("| operations | framework | threads | " + " | ".join(keys) + " | cases |")
     L.append("|---|---|---|" + "---|" * len(keys) + "---|")
     scopes = [("TensorNet", lambda r: r["tensornet"]), ("all", lambda r: True)]
     for sname, scope in scopes:
-        for fw in ("numpy", "torch"):
+        for fw in FRAMEWORKS:
             for nt in (1, 2):
                 s = summary(rows, scope, fw, nt)
                 if not s["cases"]:
                     continue
                 L.append(f"| {sname} | {fw} | {nt} | " + " | ".join(fmt_x(s[k]) for k in keys) + f" | {s['cases']} |")
     L.append("")
-    L.append("naive and optimize are numpy einsums, so torch's emitted/naive compares across frameworks.")
+    L.append("naive and optimize are numpy einsums, so torch's emitted/naive compares across frameworks. The out= "
+             "and fused columns are over the cases that timed them (fused: the files of --fused).")
     L.append("")
-    # goals of issue 8
-    L.append("## Goals (issue 8)")
+    L.append("## Goals (issue 8, and the fused path)")
     L.append("")
-    for fw, emit, expert in (("numpy", EMIT_NP, EXP_NP), ("torch", EMIT_T, EXP_T)):
-        for nt in (1, 2):
-            tn = [r for r in rows if r["tensornet"] and r["threads"] == nt]
-            g = geomean([ratio(r, emit, expert) for r in tn])
-            if g is None:
-                continue
-            per_op = {}
-            for r in tn:
-                per_op.setdefault(r["op"], []).append(ratio(r, emit, expert))
-            bad = {op: geomean(v) for op, v in per_op.items() if (geomean(v) or 0) > 1.5}
-            L.append(f"- {fw}, {nt} thread{'s' if nt > 1 else ''}: TensorNet emitted/expert geomean {fmt_x(g)} "
-                     f"(goal ≤ 1.0): **{'met' if g <= 1.0 else 'MISSED'}**; per operation ≤ 1.5: "
-                     + ("**met**" if not bad else "**MISSED** by " + ", ".join(f"{op} {fmt_x(x)}" for op, x in sorted(bad.items()))))
-    for nt in (1, 2):
-        g = geomean([ratio(r, EMIT_NP, NAIVE) for r in rows if r["threads"] == nt])
-        if g is not None:
-            L.append(f"- numpy, {nt} thread{'s' if nt > 1 else ''}: emitted/naive geomean over all diagrams {fmt_x(g)} "
-                     f"(goal ≤ 0.33, i.e. ≥ 3× faster): **{'met' if g <= 1 / 3 else 'MISSED'}**")
+    L.extend(goal_lines(rows))
     L.append("")
     L.append("## Per operation (geometric means over sizes and dtypes)")
     L.append("")
@@ -796,26 +881,30 @@ def plot(rows, path: Path) -> str:
     except ImportError:
         return "plot skipped: matplotlib is not installed (pip install matplotlib)"
     ops = list(dict.fromkeys(r["op"] for r in rows))
-    series = [("vs expert", EXP_NP, EXP_T), ("vs naive einsum", NAIVE, NAIVE), ("vs einsum optimize", OPT, OPT),
-              ("vs copy bound", "copy", "copy"), ("vs out-of-place bound", "oop", "oop")]
-    fig, axes = plt.subplots(2, 2, figsize=(16, 10), sharey=True)
+    series = [  # (numerator, denominator); emitted, out=, fused and expert stand for the framework's
+        ("emitted", "expert"), ("emitted", NAIVE), ("emitted", OPT), ("emitted", "copy"), ("emitted", "oop"),
+        ("out=", "copy"), ("fused", "copy"), ("fused", "expert"),
+    ]
+    names = {NAIVE: "naive einsum", OPT: "einsum optimize", "copy": "copy bound", "oop": "out-of-place bound"}
+    fig, axes = plt.subplots(2, 2, figsize=(18, 10), sharey=True)
     width = 0.8 / len(series)
     for col, nt in enumerate((1, 2)):
-        for row_i, (fw, emit) in enumerate((("numpy", EMIT_NP), ("torch", EMIT_T))):
+        for row_i, (fw, (_, emit, out, fused, expert)) in enumerate(FRAMEWORKS.items()):
+            key = {"emitted": emit, "out=": out, "fused": fused, "expert": expert}
             ax = axes[row_i][col]
-            for k, (name, den_np, den_t) in enumerate(series):
-                den = den_np if fw == "numpy" else den_t
-                vals = [geomean([ratio(r, emit, den) for r in rows if r["op"] == op and r["threads"] == nt]) or float("nan")
-                        for op in ops]
-                ax.bar([i + (k - len(series) / 2 + 0.5) * width for i in range(len(ops))], vals, width, label=name)
+            for k, (num, den) in enumerate(series):
+                vals = [geomean([ratio(r, key[num], key.get(den, den)) for r in rows if r["op"] == op and r["threads"] == nt])
+                        or float("nan") for op in ops]
+                ax.bar([i + (k - len(series) / 2 + 0.5) * width for i in range(len(ops))], vals, width,
+                       label=f"{num} / {names.get(den, den)}")
             ax.axhline(1.0, color="black", linewidth=0.8)
             ax.set_yscale("log")
             ax.set_xticks(range(len(ops)))
             ax.set_xticklabels(ops, rotation=60, ha="right", fontsize=8)
-            ax.set_title(f"emitted ({fw}) / alternative, {nt} thread{'s' if nt > 1 else ''}")
+            ax.set_title(f"diagc ({fw}) / alternative, {nt} thread{'s' if nt > 1 else ''}")
             ax.grid(axis="y", which="both", alpha=0.3)
     for ax in (axes[0][0], axes[1][0]):
-        ax.set_ylabel("time ratio, geomean over sizes and dtypes\n(< 1: emitted faster)")
+        ax.set_ylabel("time ratio, geomean over sizes and dtypes\n(< 1: diagc faster)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

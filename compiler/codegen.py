@@ -19,6 +19,7 @@ import jinja2
 from . import __version__
 from .exact import EPS
 from .ir import Diagram, Program, sum_formula
+from .fuse import FusedPlan
 from .plan import Contraction, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled, plan_diagram
 
 TABLES = {
@@ -187,7 +188,7 @@ class PythonPrinter:
         return f"{o.name} = {expr}"
 
     def _print_FunctionPlan(self, f: FunctionPlan, doc: str) -> str:
-        params = ", ".join(f.inputs) + (", " if f.inputs else "") + "*, out=None"
+        params = ", ".join(f.inputs) + (", " if f.inputs else "") + "*, out=None, fused=False"
         lines = [f"def {f.name}({params}):", "    " + doc]
         lines.append(f"    _b = _backend({', '.join(f.inputs)})")
         if f.inputs:
@@ -198,6 +199,10 @@ class PythonPrinter:
             lines.append(f"    _like = {first}")
         else:  # no inputs: constants in float64 numpy
             lines.append("    _like = _b.asarray(0.0)")
+        if f.fused is not None and f.fused.outputs:
+            args = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
+            lines.append("    if fused:")
+            lines.append(f"        return _b.fused(_{f.name}_fused, {args}, out)")
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
         self.views = frozenset(c.var for c in f.contractions
@@ -256,6 +261,87 @@ class PythonPrinter:
             lines.append("    return (" + ", ".join(names) + ")")
         return "\n".join(lines)
 
+    def _print_FusedPlan(self, p: FusedPlan, stack_axis: int | None) -> str:
+        """``_<name>_fused(_b, inputs)``: every output component as one arithmetic expression, then
+        stacked; elementwise over batch and channels, so a compiler fuses it into one pass."""
+        lines = [f"def _{p.name}_fused(_b, {', '.join(p.inputs)}):",
+                 f"    \"\"\"{p.name} with every output component written out ({p.products} products).\"\"\""]
+        names = []
+        for o in p.outputs:
+            cells, first_array, seen = [], None, {}
+            for k, monomials in enumerate(o.components):
+                text = self._polynomial(monomials, o.n_channels)
+                var = f"_{o.name}_{k}" if o.geometric else o.name
+                if text in seen:
+                    cells.append(seen[text])
+                elif any(m.factors for m in monomials):
+                    seen[text] = var
+                    lines.append(f"    {var} = {text}")
+                    first_array = first_array or var
+                    cells.append(var)
+                else:
+                    cells.append(text)  # a number: made an array below
+            zero = f"_{o.name}_z"
+            if any(not any(m.factors for m in c) for c in o.components):
+                lines.append(f"    {zero} = _b.zeros_like({first_array})")
+            cells = [c if c.startswith("_") or c == o.name else (zero if c == "0" else f"{zero} + {c}")
+                     for c in cells]
+            stacked = f"_b.stack(({', '.join(cells)}{',' if len(cells) == 1 else ''}), -1)"
+            if not o.geometric:
+                value = cells[0]
+            elif o.spherical or len(o.geometric) == 1:
+                value = stacked
+            else:
+                value = f"_b.unflatten({stacked}, {len(o.geometric)})"
+            if value != o.name:
+                lines.append(f"    {o.name} = {value}")
+            names.append(o.name)
+        if stack_axis is not None:
+            lines.append(f"    return _b.stack(({', '.join(names)},), {stack_axis})")
+        else:
+            lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        return "\n".join(lines)
+
+    @staticmethod
+    def _polynomial(monomials, n_channels: int) -> str:
+        """Σ coefficient × Π entries, entries as ``x[..., None, :, i, j]`` (channels broadcast);
+        monomials of equal coefficient magnitude share one multiplication."""
+        if not monomials:
+            return "0"
+        groups: dict = {}
+        for m in monomials:
+            groups.setdefault(abs(m.coefficient), []).append(m)
+        parts = []
+        for magnitude, members in groups.items():
+            body = ""
+            for k, m in enumerate(members):
+                factors = []
+                for e in m.factors:
+                    slots = [":" if q in e.channels else "None" for q in range(n_channels)]
+                    slots = slots[slots.index("None"):] if "None" in slots else []
+                    index = slots + [str(i) for i in e.component]
+                    factors.append(f"{e.input}[..., {', '.join(index)}]" if index else e.input)
+                text = " * ".join(factors) or "1"
+                negative = m.coefficient < 0
+                body += (("-" if negative else "") if k == 0 else (" - " if negative else " + ")) + text
+            if isinstance(magnitude, Fraction):
+                number = str(magnitude.numerator) if magnitude.denominator == 1 \
+                    else f"({magnitude.numerator} / {magnitude.denominator})"
+            else:
+                number = repr(float(magnitude))
+            if number == "1":
+                parts.append(body)
+            elif len(members) == 1:
+                negative = body.startswith("-")
+                parts.append(("-" if negative else "") + (number if body.lstrip("-") == "1"
+                                                          else f"{number} * {body.lstrip('-')}"))
+            else:
+                parts.append(f"{number} * ({body})")
+        text = parts[0]
+        for part in parts[1:]:
+            text += " - " + part[1:] if part.startswith("-") else " + " + part
+        return text
+
     @staticmethod
     def _shape_text(batch: str, o: OutputPlan, extra: tuple[int, ...] = ()) -> str:
         """The output's shape: the inputs' broadcast batch, then channel and geometric sizes."""
@@ -300,15 +386,16 @@ class PythonPrinter:
             a, b = self._factors(seed)
             lines.append(f"_b.copyto({target}, {a})" if b is None else f"_b.multiply({a}, {b}, {target})")
         for s in terms:
+            if s.var is not None and s.eye_spec is not None and (s.var, s.eye_spec) not in self.eye_names \
+                    and self._times_eye(s.var, s.eye_spec).endswith("* _eye"):
+                ratio = s.coefficient / scale  # a diagonal is cheap to scale: no rescale of the rest
+                lines.append(f"_b.add_diagonal({target}, {s.var}, {self._number(ratio)})")
+                continue
             if abs(s.coefficient) != abs(scale):
                 lines.append(f"{target} *= {self._number(abs(scale) / abs(s.coefficient))}")
                 scale = abs(s.coefficient) * (1 if scale > 0 else -1)
             sign = "+" if s.coefficient / scale > 0 else "-"
-            if s.var is not None and s.eye_spec is not None and (s.var, s.eye_spec) not in self.eye_names \
-                    and self._times_eye(s.var, s.eye_spec).endswith("* _eye"):
-                lines.append(f"_b.add_diagonal({target}, {s.var}, {1 if sign == '+' else -1})")
-            else:
-                lines.append(f"{target} {sign}= {self._value(s)}")
+            lines.append(f"{target} {sign}= {self._value(s)}")
         if scale != 1:
             lines.append(f"{target} *= {self._number(scale)}")
         return lines
@@ -369,7 +456,7 @@ class PythonPrinter:
     @staticmethod
     def _number(c: Fraction) -> str:
         if c.denominator == 1:
-            return str(c.numerator)
+            return str(c.numerator) if c >= 0 else f"({c.numerator})"
         return f"_b.rational({c.numerator}, {c.denominator}, _like)"
 
 
@@ -429,10 +516,17 @@ def _shape_text(typ) -> str:
     return "(" + ", ".join(dims) + ")"
 
 
-def function_doc(d: Diagram) -> str:
+def function_doc(d: Diagram, fused: FusedPlan | None = None) -> str:
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
     for t in d.inputs:
         lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+    lines.append("    out: optional preallocated result (a tuple for several), numpy or torch, written in place")
+    if fused is not None and fused.outputs:
+        lines.append(f"    fused: every component as one formula ({fused.products} products), one pass;")
+        lines.append("        torch inputs run it through torch.compile (compiled on the first call)")
+    else:
+        reason = fused.reason if fused is not None else "no inputs"
+        lines.append(f"    fused: no fused form ({reason}); the planned code runs")
     lines.append("Returns:" if len(d.outputs) == 1 else "Returns a tuple:")
     for t in d.outputs:
         lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
@@ -466,7 +560,11 @@ def generate_python(program: Program) -> str:
     """The text of a standalone Python module with one function per diagram."""
     printer = PythonPrinter()
     plans = [plan_diagram(d) for d in program.diagrams]
-    functions = [printer._print_FunctionPlan(p, function_doc(d)) for p, d in zip(plans, program.diagrams)]
+    functions = []
+    for p, d in zip(plans, program.diagrams):
+        if p.fused is not None and p.fused.outputs:
+            functions.append(printer._print_FusedPlan(p.fused, p.stack_axis))
+        functions.append(printer._print_FunctionPlan(p, function_doc(d, p.fused)))
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:

@@ -22,6 +22,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from .fuse import FusedPlan, fuse_diagram
 from .ir import CONSTANT_TYPE, Diagram, Node, TensorNetwork
 
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -162,6 +163,7 @@ class FunctionPlan:
     stack_axis: int | None = None  # stack the outputs on this (negative) axis
     tables: tuple[tuple[str, tuple], ...] = ()  # folded constant tables: (name, nested values)
     trailing: tuple[tuple[str, int], ...] = ()  # (input, its number of channel + geometric axes)
+    fused: FusedPlan | None = None  # the opt-in fused form: every component as one formula
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
@@ -222,6 +224,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         stack_axis,
         tuple(sorted(folded.items())),
         tuple((t.name, len(t.type.channels) + t.type.n_geometric) for t in diagram.inputs),
+        fuse_diagram(diagram),
     )
 
 
