@@ -1,7 +1,8 @@
 """Time the code diagc emits against the alternatives a user would pick, in one process.
 
-    python benchmarks/codegen_bench.py                 # 10^4, 10^5, 10^6 elements (about 10 min, 2 cores)
-    python benchmarks/codegen_bench.py --quick         # 10^4 and 10^5 only (under 2 min)
+    python benchmarks/codegen_bench.py                 # 10^4, 10^5, 10^6 elements (about 10 min, 2 cores,
+                                                       # + about 2 min of torch.compile, see --fused)
+    python benchmarks/codegen_bench.py --quick         # 10^4 and 10^5 only (about 2 min + the same compiles)
     python benchmarks/codegen_bench.py --out DIR       # where codegen.md / .png / .json go
                                                        # (default: benchmarks/results)
     python benchmarks/codegen_bench.py --fused all     # fused=True contenders for every diagram file
@@ -18,11 +19,15 @@ channels), float32 and float64, 1 and 2 threads, it times:
 * ``np fused`` / ``torch fused``: the emitted function called with ``fused=True`` (when it takes
   that argument: every output component as one unrolled formula, run eagerly on numpy and through
   ``torch.compile`` on tensors; a diagram without a fused form runs its normal path). Each
-  ``torch.compile`` costs seconds (tens of seconds for large functions on 2 cores), and it compiles
-  again for every dtype, for the second batch size (dynamic shapes) and for every thread count, so
-  these contenders are timed only for the files of ``--fused`` (default ``tensornet``: the diagrams
-  of ``diagrams/tensornet.diag``, also under --quick). Every compiling call is made untimed, before
-  the warm-up call and again after each change of the thread count; the report gives their total;
+  compile costs seconds (2 s typical, 10 s at most for tensornet.diag on 2 cores, with an empty
+  inductor cache), and dynamo compiles again for every dtype, for the second batch size (dynamic
+  shapes) and for every thread count (8 compiles per function, about 2 minutes for tensornet.diag),
+  so these contenders are timed only for the files of ``--fused`` (default ``tensornet``: the
+  diagrams of ``diagrams/tensornet.diag``, also under --quick). Every compiling call is made untimed, before
+  the warm-up call and again after each change of the thread count; the report gives their total.
+  Dynamo compiles a code object at most ``torch._dynamo.config.recompile_limit`` (8) times and
+  then silently runs it eagerly; this benchmark sets ``fail_on_recompile_limit_hit``, so that such
+  a call raises and is reported (a MISMATCH, or a note) instead of being timed as if compiled;
 * ``naive``: every term of every equation transcribed into one ``numpy.einsum`` with ``delta =
   eye(3)`` and the dense 3x3x3 Levi-Civita array as operands (``optimize=False``), read from the IR;
 * ``optimize``: the same einsums with ``optimize=True``;
@@ -51,7 +56,7 @@ after a warm-up call, with the contenders of a case alternating inside every rep
 rotates), all in this one process so that the ratios are meaningful on a noisy machine. A contender
 slower than 0.15 s per call gets 2 single timed calls, one slower than 1 s one call (made at 1 thread
 and reused for 2), which keeps the default run near 8 minutes on a 2-core machine (21 diagrams,
-loaded) and --quick near 1.5 minutes. The warm-up call's results are checked against the emitted code's (relative 1e-4 in
+loaded) and --quick near 1.5 minutes, each plus the torch fused compiles. The warm-up call's results are checked against the emitted code's (relative 1e-4 in
 float32, 1e-10 in float64); a contender that disagrees is reported as a MISMATCH, not timed, and the
 exit status is 1. The header records the load average: on a 2-core machine shared with other work,
 2-thread numbers suffer most. Nothing here belongs in the test suite.
@@ -478,6 +483,15 @@ def seconds(f) -> float:
     return time.perf_counter() - t
 
 
+def compile_or_raise() -> None:
+    """Make torch.compile raise where dynamo gives up on a function (past its recompile limit,
+    ``torch._dynamo.config.recompile_limit`` compiles per code object) instead of running it
+    eagerly from then on: a ``torch fused`` time must be a compiled one."""
+    import torch._dynamo
+
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
+
+
 def recompile(calls: dict, where: str, note) -> list[float]:
     """One untimed call of every COMPILED contender in ``calls`` at the current thread count:
     torch.compile guards on the thread count and compiles again when it changes. A contender that
@@ -591,6 +605,8 @@ def main() -> int:
     rng = np.random.default_rng(0)
     if fused_files != () and not any("fused" in inspect.signature(case[3]).parameters for case in cases):
         note("no emitted function takes fused=: the fused contenders are not timed")
+    if torch and any(case[-1] for case in cases):
+        compile_or_raise()
     compiled = []  # seconds of every untimed torch fused call that compiled (or might have)
     for stem, label, d, fn, has_expert, has_out, fused in cases:
         try:
@@ -803,7 +819,8 @@ def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_cou
              f"first measurement). Load average (1 min) at the start {loads[0][0]:.2f}, at the end {loads[1][0]:.2f}.")
     L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; out= = the same into "
              "preallocated outputs; fused = the same with fused=True (one unrolled elementwise pass, under "
-             f"torch.compile on tensors; timed for --fused {args.fused}); naive = one "
+             f"torch.compile on tensors, which here raises rather than run eagerly past dynamo's recompile "
+             f"limit; timed for --fused {args.fused}); naive = one "
              "`np.einsum` per term with dense delta and eps operands (optimize=False); optimize = the same "
              "with optimize=True; expert = hand-written (torchmd-net's TensorNet formulas for tensornet*, "
              "numpy and torch); copy bound = (input + output bytes) / copyto bandwidth; oop bound = the same "

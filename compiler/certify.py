@@ -294,12 +294,12 @@ def prove_source(source: str, filename: str):
         degree = _degree(d)
         symbolic = symbolic_size(in_types) <= SYMBOLIC_ENTRIES and degree <= SYMBOLIC_DEGREE
         irrational = _irrational(d)
-        agreement = None
+        # every code path of the function (planned, out=, fused=True) against the source
+        agreement = module_agreement(fn, ir_function(d), in_types, f"{src_hash}:{d.name}:agreement")
+        if agreement > AGREEMENT_TOLERANCE:
+            raise DiagError(f"internal error: the emitted code for '{d.name}' differs from its source by "
+                            f"{agreement:.1e}")
         if irrational:  # the module's constants are rounded: prove the source exactly, bind the module
-            agreement = module_agreement(fn, ir_function(d), in_types, f"{src_hash}:{d.name}:agreement")
-            if agreement > AGREEMENT_TOLERANCE:
-                raise DiagError(f"internal error: the emitted code for '{d.name}' differs from its source by "
-                                f"{agreement:.1e}")
             fn = ir_function(d)
         results = []
         for el in elements:
@@ -400,19 +400,28 @@ def ir_function(d):
 
 
 def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
-    """max |module(x) - source(x)| / max(1, |source(x)|) at random float points."""
+    """max |module(x) - source(x)| / max(1, |source(x)|) at random float points, over every code
+    path of the module's function: the planned one, ``out=`` buffers and ``fused=True``."""
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
     from .testing import random_input
 
     args = [random_input(t, rng, (3,), {c: 2 for c in t.channels}) for t in in_types]
-    got = fn(*args)
     want = exact_fn(*args)
-    got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+    want = want if isinstance(want, tuple) else (want,)
+    want = [np.vectorize(float, otypes=[float])(np.asarray(w, dtype=object)) for w in want]
+    planned = fn(*args)
+    buffers = tuple(np.full(np.shape(p), np.nan) for p in (planned if isinstance(planned, tuple) else (planned,)))
+    try:
+        written = fn(*args, out=buffers if len(buffers) > 1 else buffers[0])
+        fused = fn(*args, fused=True)
+    except TypeError as exc:  # a module without these paths is not one diagc emits
+        raise CertificateError(f"the module's function does not take out= and fused=: {exc}") from None
     worst = 0.0
-    for g, w in zip(got, want):
-        w = np.vectorize(float, otypes=[float])(np.asarray(w, dtype=object))
-        worst = max(worst, float(np.max(np.abs(np.asarray(g, dtype=float) - w), initial=0.0))
-                    / max(1.0, float(np.max(np.abs(w), initial=0.0))))
+    for got in (planned, written, fused):
+        got = got if isinstance(got, tuple) else (got,)
+        for g, w in zip(got, want):
+            worst = max(worst, float(np.max(np.abs(np.asarray(g, dtype=float) - w), initial=0.0))
+                        / max(1.0, float(np.max(np.abs(w), initial=0.0))))
     return worst
 
 
@@ -605,10 +614,12 @@ def _verify(cert: dict, folder: Path) -> str:
         if fn is None:
             failures.append(f"{where}: the module has no function '{name}'")
             continue
-        if _irrational(d):  # prove the source exactly; the module must agree with it numerically
-            err = module_agreement(fn, ir_function(d), [t.type for t in d.inputs], f"verify:{name}")
-            if err > AGREEMENT_TOLERANCE:
-                failures.append(f"{where}: the module differs from the source by {err:.1e}")
+        # every code path must agree with the source numerically; with irrational constants the
+        # identity is then proved on the source exactly
+        err = module_agreement(fn, ir_function(d), [t.type for t in d.inputs], f"verify:{name}")
+        if err > AGREEMENT_TOLERANCE:
+            failures.append(f"{where}: the module differs from the source by {err:.1e}")
+        if _irrational(d):
             fn = ir_function(d)
         in_types = [TensorType.parse(i["type"]) for i in entry["inputs"]]
         out_types = [TensorType.parse(o["type"]) for o in entry["outputs"]]

@@ -99,6 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader went away (diagc ... | head): not an error of diagc's
+        sys.stdout = None
+        return 0
     except Exception as exc:  # a bug: say so in one line rather than with a traceback
         print(f"diagc: internal error (please report it): {type(exc).__name__}: {exc}", file=sys.stderr)
         return 3

@@ -8,6 +8,7 @@ string literals) or as a name that the parser has already checked to be a safe i
 from __future__ import annotations
 
 import hashlib
+import itertools
 from dataclasses import replace
 from fractions import Fraction
 from functools import lru_cache
@@ -20,6 +21,7 @@ from . import __version__
 from .exact import EPS
 from .ir import Diagram, Program, sum_formula
 from .fuse import FusedPlan
+from .plan import broadcast_indexes
 from .plan import Contraction, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled, plan_diagram
 
 TABLES = {
@@ -62,7 +64,10 @@ class PythonPrinter:
         lhs, _, rhs = c.spec.partition("->")
         if len(c.operands) == 1 and lhs == rhs:  # an identity: no work to do
             return f"{c.var} = {args}"
-        return f"{c.var} = _b.einsum({py_string(c.spec)}, {args})"
+        if c.broadcast:
+            return f"{c.var} = " + " * ".join(_broadcast(c.spec, args.split(", ")))
+        how = "einsum_blas" if c.blas else "einsum"
+        return f"{c.var} = _b.{how}({py_string(c.spec)}, {args})"
 
     def _print_Matmul(self, m: Matmul) -> str:
         x, y = (f"_b.swap({o})" if t else o for o, t in zip(m.operands, m.transpose))
@@ -77,12 +82,22 @@ class PythonPrinter:
         lhs, out = p.spec.split("->")
         if all(sub == out for sub in lhs.split(",")):
             return " * ".join(parts)
+        if broadcast_indexes(p.spec) is not None:
+            return " * ".join(_broadcast(p.spec, parts))
         return f"_b.einsum({py_string(p.spec)}, {', '.join(parts)})"
+
+    def _signed(self, p: Product) -> tuple[int, str]:
+        """(sign, text of |coefficient| × product)."""
+        text = self.doprint(p)
+        magnitude = abs(p.coefficient)
+        if magnitude != 1:
+            text = f"{magnitude!r} * {text}"
+        return (-1 if p.coefficient < 0 else 1), text
 
     def _print_Unrolled(self, u: Unrolled) -> str:
         """Components of an eps contraction, stacked; a product used by several components is
         computed once, and a zero component is a zeros_like of a computed one."""
-        texts = [[(p.sign, self.doprint(p)) for p in products] for products in u.cells]
+        texts = [[self._signed(p) for p in products] for products in u.cells]
         counts: dict = {}
         for cell in texts:
             for _, t in cell:
@@ -106,12 +121,12 @@ class PythonPrinter:
             shape_of = filler[1:] if filler.startswith("-") and " " not in filler else filler  # no negation
             lines.append(f"{zero} = _b.zeros_like({shape_of})")
         cells = [c if c is not None else zero for c in cells]
-        if u.n_open == 0:
+        if not u.open_dims:
             value = cells[0]
-        elif u.n_open == 1:
-            value = "_b.stack((" + ", ".join(cells) + "), -1)"
+        elif len(u.open_dims) == 1:
+            value = "_b.stack((" + ", ".join(cells) + ("," if len(cells) == 1 else "") + "), -1)"
         else:  # one stack of all components (row-major), then the trailing axis split: a single copy
-            value = "_b.unflatten(_b.stack((" + ", ".join(cells) + f"), -1), {u.n_open})"
+            value = "_b.unflatten(_b.stack((" + ", ".join(cells) + f"), -1), {u.open_dims})"
         if u.source:
             value = f"_b.moveaxis({value}, {u.source}, {u.destination})"
         lines.append(f"{u.var} = {value}")
@@ -292,7 +307,7 @@ class PythonPrinter:
             elif o.spherical or len(o.geometric) == 1:
                 value = stacked
             else:
-                value = f"_b.unflatten({stacked}, {len(o.geometric)})"
+                value = f"_b.unflatten({stacked}, {o.geometric})"
             if value != o.name:
                 lines.append(f"    {o.name} = {value}")
             names.append(o.name)
@@ -405,9 +420,14 @@ class PythonPrinter:
         if isinstance(c, Matmul):
             x, y = (f"_b.swap({o})" if t else o for o, t in zip(c.operands, c.transpose))
             return [f"_b.matmul({x}, {y}, {target})"]
+        if isinstance(c, Contraction) and c.broadcast:
+            factors = _broadcast(c.spec, [f"_{o}" if o in TABLES or o.startswith("c_") else o for o in c.operands])
+            if len(factors) == 2:
+                return [f"_b.multiply({factors[0]}, {factors[1]}, {target})"]
+            return [f"_b.copyto({target}, {' * '.join(factors)})"]
         if isinstance(c, Contraction):
             args = ", ".join(f"_{o}" if o in TABLES or o.startswith("c_") else o for o in c.operands)
-            return [f"_b.einsum_into({target}, {py_string(c.spec)}, {args})"]
+            return [f"_b.einsum_into({target}, {py_string(c.spec)}, {args}{', blas=True' if c.blas else ''})"]
         return self._print_unrolled_into(c, target)
 
     def _print_unrolled_into(self, u: Unrolled, target: str) -> list[str]:
@@ -416,7 +436,7 @@ class PythonPrinter:
         out_letters = out[3:] if out.startswith("...") else out
         eps_letters = next(p for p in lhs.split(",") if not p.startswith("..."))
         open_legs = [ch for ch in eps_letters if ch in out_letters]
-        texts = [[(p.sign, self.doprint(p)) for p in products] for products in u.cells]
+        texts = [[self._signed(p) for p in products] for products in u.cells]
         counts: dict = {}
         for cell in texts:
             for _, t in cell:
@@ -426,9 +446,7 @@ class PythonPrinter:
             if n > 1 and ("einsum" in t or "*" in t):
                 names[t] = f"{u.var}_{len(names)}"
                 lines.append(f"{names[t]} = {t}")
-        import itertools
-
-        for values, cell in zip(itertools.product(range(3), repeat=len(open_legs)), texts):
+        for values, cell in zip(itertools.product(*(range(d) for d in u.open_dims)), texts):
             fixed = dict(zip(open_legs, values))
             index = ", ".join(str(fixed[ch]) if ch in fixed else ":" for ch in out_letters)
             view = f"{target}[..., {index}]" if index else f"{target}[...]"
@@ -458,6 +476,16 @@ class PythonPrinter:
         if c.denominator == 1:
             return str(c.numerator) if c >= 0 else f"({c.numerator})"
         return f"_b.rational({c.numerator}, {c.denominator}, _like)"
+
+
+def _broadcast(spec: str, operands: list[str]) -> list[str]:
+    """The operands of an einsum that sums nothing, indexed so that their product broadcasts to it."""
+    factors = []
+    for text, (perm, index) in zip(operands, broadcast_indexes(spec)):
+        if perm is not None:
+            text = f"_b.einsum({py_string(perm)}, {text})"  # a view with the axes in output order
+        factors.append(text + index)
+    return factors
 
 
 def _direct_seeds(f: FunctionPlan, outputs: list[OutputPlan]) -> dict:

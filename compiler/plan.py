@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -87,6 +88,12 @@ class Contraction:
     spec: str
     operands: tuple[str, ...]
     cost: int = 0  # estimated flops at the reference sizes
+    blas: bool = False  # a matrix product in disguise: numpy's optimize=True sends it to BLAS
+    broadcast: bool = False  # nothing summed: a broadcast multiply beats einsum's loops
+
+    def __post_init__(self):
+        object.__setattr__(self, "blas", _gemm_like(self.spec))
+        object.__setattr__(self, "broadcast", len(self.operands) > 1 and broadcast_indexes(self.spec) is not None)
 
 
 @dataclass(frozen=True)
@@ -103,23 +110,24 @@ class Matmul:
 
 @dataclass(frozen=True)
 class Product:
-    """One signed product of operands sliced at fixed components: sign × einsum(spec, *slices)."""
+    """One product of operands sliced at fixed components: coefficient × einsum(spec, *slices)
+    (the coefficient is ±1 for eps, a table entry for a folded constant)."""
 
-    sign: int
+    coefficient: int | float
     spec: str
     slices: tuple[tuple[str, tuple], ...]  # (operand, index per axis after '...': int or None)
 
 
 @dataclass(frozen=True)
 class Unrolled:
-    """``var`` from its components: eps written as its six signed terms, one Product list per
-    component of eps's open legs; the components are stacked on trailing axes, then moved to
-    ``destination``."""
+    """``var`` from its components: a constant (eps, or a folded table) written as its nonzero
+    entries, one Product list per component of the constant's open legs; the components are stacked
+    on trailing axes, then moved to ``destination``."""
 
     var: str
     operands: tuple[str, ...]
-    cells: tuple[tuple[Product, ...], ...]  # row-major over the open eps legs
-    n_open: int  # number of open eps legs (stacked axes, each of size 3)
+    cells: tuple[tuple[Product, ...], ...]  # row-major over the constant's open legs
+    open_dims: tuple[int, ...]  # sizes of the constant's open legs (the stacked axes)
     source: tuple[int, ...]  # moveaxis source positions (negative) ...
     destination: tuple[int, ...]  # ... and destinations, empty when already in place
     cost: int = 0
@@ -193,7 +201,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
             key = (spec, operands)
             if key not in contractions:
                 var = f"_t{len(contractions)}"
-                unrolled = _unrolled(var, spec, operands, sizes)
+                unrolled = _unrolled(var, spec, operands, sizes, folded)
                 if unrolled is not None:
                     contractions[key] = [unrolled]
                 else:
@@ -329,6 +337,47 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
     return steps
 
 
+def broadcast_indexes(spec: str) -> list[tuple[str | None, str]] | None:
+    """For an einsum that sums nothing, each operand as (permutation spec or None, index text) such
+    that the product of ``operand[index]`` broadcasts to the output, e.g. '...ab,...ac->...abc' gives
+    '[..., :, :, None]' and '[..., :, None, :]'. None when something is summed, a letter repeats or
+    an operand lacks '...'."""
+    lhs, out = spec.split("->")
+    parts = lhs.split(",")
+    if not out.startswith("...") or not all(p.startswith("...") for p in parts):
+        return None
+    out = out[3:]
+    letters = [p[3:] for p in parts]
+    if set("".join(letters)) != set(out) or any(len(set(x)) < len(x) for x in letters):
+        return None
+    result = []
+    for mine in letters:
+        ordered = "".join(ch for ch in out if ch in mine)
+        perm = f"...{mine}->...{ordered}" if ordered != mine else None
+        index = [":" if ch in mine else "None" for ch in out]
+        result.append((perm, "" if "None" not in index else "[..., " + ", ".join(index) + "]"))
+    return result
+
+
+def _gemm_like(spec: str) -> bool:
+    """A pairwise contraction with a summed letter and, on each side, a letter the other side lacks
+    (or a constant side without batch axes): BLAS's shape, worth numpy's optimize=True. Everything
+    else (elementwise products, outer products, dot products) runs faster in einsum's own loops,
+    without optimize's per-call path search (10-20 us)."""
+    lhs, out = spec.split("->")
+    parts = lhs.split(",")
+    if len(parts) != 2:
+        return False
+    a, b = (p.replace("...", "") for p in parts)
+    summed = (set(a) | set(b)) - set(out.replace("...", ""))
+    if not summed:
+        return False
+    batched = [p.startswith("...") for p in parts]
+    free_a = (set(a) - set(b)) - summed
+    free_b = (set(b) - set(a)) - summed
+    return bool((free_a or not batched[1]) and (free_b or not batched[0]))
+
+
 def _fold_signs(outputs, contractions):
     """An output that is minus an unrolled contraction used nowhere else takes the sign into the
     contraction's components (one pass over the output fewer)."""
@@ -345,8 +394,8 @@ def _fold_signs(outputs, contractions):
                        None)
             if key is not None:
                 u = contractions[key][0]
-                cells = tuple(tuple(Product(-p.sign, p.spec, p.slices) for p in cell) for cell in u.cells)
-                contractions[key] = [Unrolled(u.var, u.operands, cells, u.n_open, u.source, u.destination,
+                cells = tuple(tuple(Product(-p.coefficient, p.spec, p.slices) for p in cell) for cell in u.cells)
+                contractions[key] = [Unrolled(u.var, u.operands, cells, u.open_dims, u.source, u.destination,
                                               u.cost, u.spec)]
                 o = OutputPlan(o.name, (Scaled(Fraction(1), u.var, None),), o.channels, o.geometric)
         result.append(o)
@@ -376,42 +425,60 @@ def _as_matmul(c: Contraction):
     return Matmul(c.var, (c.operands[0], c.operands[1]), (x[-2:] == k + i, y[-2:] == j + k), c.cost, c.spec)
 
 
-def _unrolled(var, spec, operands, sizes):
-    """The cost model's unrolled choice for a contraction with one eps and input operands: eps as its
-    six signed terms, each a product of operands sliced at fixed components (the cross-product form);
-    it beats a dense 3x3x3 contraction several times over. None when it does not apply."""
-    import itertools
-
-    if operands.count("eps") != 1 or any(o.startswith("c_") for o in operands) or len(operands) < 2:
+def _unrolled(var, spec, operands, sizes, tables):
+    """The cost model's unrolled choice for a contraction of one constant with input operands: the
+    constant written as its nonzero entries, each a product of operands sliced at fixed components.
+    For eps (six signed terms, the cross-product form) it beats a dense 3x3x3 contraction several
+    times over; for a folded table (cg, P) of at most three arrays whose every summed leg touches the
+    table, it is chosen when the dense form would multiply two or more arrays (an outer-product
+    temporary) or when at most a quarter of the table is nonzero.
+    None when it does not apply."""
+    constants = [k for k, o in enumerate(operands) if o == "eps" or o in tables]
+    if len(constants) != 1 or len(operands) < 2:
         return None
     lhs, out = spec.split("->")
     specs = lhs.split(",")
-    e = operands.index("eps")
-    eps_letters = specs[e]
+    e = constants[0]
+    if operands[e] == "eps":
+        table = np.zeros((3, 3, 3), dtype=int)
+        for p in itertools.permutations(range(3)):
+            table[p] = 1 if p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
+    else:
+        table = np.array(tables[operands[e]], dtype=object)
+        n_arrays = len(operands) - 1
+        if n_arrays < 2 and 4 * np.count_nonzero(table != 0) > table.size:
+            return None
+        array_letters = [ch for k, sp in enumerate(specs) if k != e for ch in sp.replace("...", "")]
+        if n_arrays > 3 or any(ch not in specs[e] and ch not in out for ch in array_letters):
+            return None  # the products would still need contractions of their own
+    const_letters = specs[e]
+    if len(set(const_letters)) < len(const_letters):
+        return None
     out_letters = out[3:] if out.startswith("...") else out
     others = [(operands[k], specs[k][3:] if specs[k].startswith("...") else specs[k])
               for k in range(len(operands)) if k != e]
     if not all(specs[k].startswith("...") for k in range(len(operands)) if k != e):
         return None
-    open_legs = [ch for ch in eps_letters if ch in out_letters]
+    open_legs = [ch for ch in const_letters if ch in out_letters]
+    open_dims = tuple(table.shape[const_letters.index(ch)] for ch in open_legs)
     rest = [ch for ch in out_letters if ch not in open_legs]
+    entries = [(idx, table[idx]) for idx in np.ndindex(*table.shape) if table[idx] != 0]
     cells = []
-    signs = {p: (1 if p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1) for p in itertools.permutations(range(3))}
-    for values in itertools.product(range(3), repeat=len(open_legs)):
+    for values in itertools.product(*(range(d) for d in open_dims)):
         fixed_open = dict(zip(open_legs, values))
         products = []
-        for perm, sign in signs.items():
-            assign = dict(zip(eps_letters, perm))
+        for idx, value in entries:
+            assign = dict(zip(const_letters, idx))
             if any(assign[ch] != v for ch, v in fixed_open.items()):
                 continue
             slices, sub_specs = [], []
             for name, letters in others:
-                idx = tuple(assign.get(ch) if ch in assign else None for ch in letters)
-                slices.append((name, idx))
+                sl = tuple(assign.get(ch) if ch in assign else None for ch in letters)
+                slices.append((name, sl))
                 sub_specs.append("..." + "".join(ch for ch in letters if ch not in assign))
-            products.append(Product(sign, ",".join(sub_specs) + "->..." + "".join(rest), tuple(slices)))
+            products.append(Product(value if isinstance(value, float) else int(value),
+                                    ",".join(sub_specs) + "->..." + "".join(rest), tuple(slices)))
         cells.append(tuple(products))
-    n = len(open_legs)
     # stacked axes come last, in open_legs order; move each to its place in the output
     final = rest + open_legs
     source, destination = [], []
@@ -423,8 +490,8 @@ def _unrolled(var, spec, operands, sizes):
     for ch in rest:
         per_component *= sizes[ch]
     cost = per_component * sum(len(c) for c in cells) * max(1, len(others) - 1)
-    return Unrolled(var, tuple(o for o in operands if o != "eps"), tuple(cells), n, tuple(source), tuple(destination),
-                    cost, spec)
+    return Unrolled(var, tuple(o for k, o in enumerate(operands) if k != e), tuple(cells), open_dims,
+                    tuple(source), tuple(destination), cost, spec)
 
 
 def _flops(operand_specs, out, sizes) -> float:
@@ -473,7 +540,12 @@ def explain(plan: FunctionPlan) -> str:
     for c in plan.contractions:
         total += c.cost
         how = {"Contraction": "einsum", "Matmul": "matmul", "Unrolled": "unrolled"}[type(c).__name__]
-        lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)})   ~{c.cost:,} multiply-adds")
+        if isinstance(c, Contraction) and c.blas:
+            how = "einsum(BLAS)"
+        elif isinstance(c, Contraction) and c.broadcast:
+            how = "broadcast"
+        detail = f", {sum(len(cell) for cell in c.cells)} products" if isinstance(c, Unrolled) else ""
+        lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)}{detail})   ~{c.cost:,} multiply-adds")
     for o in plan.outputs:
         parts = []
         for s in o.terms:
@@ -485,4 +557,8 @@ def explain(plan: FunctionPlan) -> str:
     if plan.stack_axis is not None:
         lines.append(f"  stacked on axis {plan.stack_axis}")
     lines.append(f"  total ~{total:,} multiply-adds in contractions")
+    if plan.fused is not None and plan.fused.outputs:
+        lines.append(f"  fused=True: every component as one formula, {plan.fused.products} products")
+    elif plan.fused is not None:
+        lines.append(f"  fused=True: no fused form ({plan.fused.reason})")
     return "\n".join(lines) + "\n"

@@ -105,6 +105,30 @@ def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path)
         verify(str(folder))
 
 
+@pytest.mark.parametrize("edit", ["fused", "out"])
+def test_every_code_path_is_bound_to_the_source(certs, tmp_path, edit):
+    """The out= and fused=True paths are checked against the source too: an edit to either fails."""
+    import hashlib
+
+    folder = _copy(certs, "tensornet", tmp_path)
+    module = folder / "module.py"
+    text = module.read_text()
+    if edit == "fused":  # one sign flipped in the unrolled formulas of matmul_o3
+        start = text.index("def _matmul_o3_fused")
+        k = text.index(" + ", start)
+    else:  # matmul_o3's in-place path subtracts Y M instead of adding it
+        start = text.index("def matmul_o3(")
+        k = text.index("C += ", start) + 1
+    bad = text[:k] + " - " + text[k + 3:] if edit == "fused" else text[:k] + " -= " + text[k + 3:]
+    assert bad != text
+    module.write_text(bad)
+    cert = json.loads((folder / "certificate.json").read_text())
+    cert["module"]["sha256"] = hashlib.sha256(bad.encode()).hexdigest()
+    (folder / "certificate.json").write_text(json.dumps(cert))
+    with pytest.raises(CertificateError, match="the module differs from the source"):
+        verify(str(folder))
+
+
 def test_edited_source_and_structural_proof_fail(certs, tmp_path):
     folder = _copy(certs, "tensornet", tmp_path)
     cert = json.loads((folder / "certificate.json").read_text())

@@ -85,7 +85,14 @@ def test_cartesian_to_spherical_and_back(ops):
 def test_constant_subnetworks_are_folded_into_one_table():
     text = compiler.compile_file(PATH)
     assert "cg(" not in text.split('"""')[2] and "P(" not in text.split('"""')[2]  # only in docstrings
-    assert text.count('"c_') >= 5
+    from compiler.api import checked_program
+    from compiler.plan import Unrolled, plan_diagram
+
+    plans = {d.name: plan_diagram(d) for d in checked_program(PATH.read_text(), str(PATH)).diagrams}
+    assert sum(len(p.tables) for p in plans.values()) >= 5  # each constant subnetwork: one exact table
+    # a sparse table of a product of two arrays is written as its nonzero entries (no dense einsum)
+    (step,) = plans["tp_2e"].contractions
+    assert isinstance(step, Unrolled) and sum(len(c) for c in step.cells) == 25
     # cart_to_sph's v = P(1) eps X: one folded table, no separate eps
     body = text[text.index("def cart_to_sph"):text.index("def sph_to_sym2t")]
     assert "_eps" not in body.split('"""')[2]
