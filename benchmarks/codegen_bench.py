@@ -778,7 +778,11 @@ def goal_line(rows, fw, nt, what, num, den, goal, goal_text, per_op_goal):
     per_op = {}
     for r in tn:
         per_op.setdefault(r["op"], []).append(ratio(r, num, den))
-    bad = {op: geomean(v) for op, v in per_op.items() if (geomean(v) or 0) > per_op_goal}
+    means = {op: geomean(v) for op, v in per_op.items()}
+    bad = {op: x for op, x in means.items() if (x or 0) > per_op_goal}
+    measured = sum(x is not None for x in means.values())
+    if measured < len(means):
+        head = f"{head} over {measured} of {len(means)} operations"
     return (f"{head} {fmt_x(g)} ({goal_text}): **{'met' if g <= goal else 'MISSED'}**; per operation ≤ {per_op_goal}: "
             + ("**met**" if not bad else "**MISSED** by " + ", ".join(f"{op} {fmt_x(x)}" for op, x in sorted(bad.items()))))
 

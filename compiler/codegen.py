@@ -218,6 +218,9 @@ class PythonPrinter:
             args = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
             lines.append("    if fused:")
             lines.append(f"        return _b.fused(_{f.name}_fused, {args}, out)")
+        if f.prefer_unrolled:  # the cost model's choice for fresh results
+            lines.append("    if out is None:")
+            lines.append(f"        return _{f.name}_fused(_b, {', '.join(f.inputs)})")
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
         self.views = frozenset(c.var for c in f.contractions
@@ -239,17 +242,17 @@ class PythonPrinter:
                 lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
         names = [o.name for o in f.outputs]
-        # the planned path: fresh results
-        lines.append("    if out is None:")
-        for c in f.contractions:
-            if c.var in seeds:
-                lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
-        for o in outputs:
-            lines.append("        " + self.doprint(o))
-        if f.stack_axis is not None:
-            lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
-        else:
-            lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        if not f.prefer_unrolled:  # the planned path: fresh results
+            lines.append("    if out is None:")
+            for c in f.contractions:
+                if c.var in seeds:
+                    lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
+            for o in outputs:
+                lines.append("        " + self.doprint(o))
+            if f.stack_axis is not None:
+                lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
+            else:
+                lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
         # the same results written into preallocated outputs, in place
         inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
         batch = "_b.batch(" + ", ".join(
@@ -285,7 +288,7 @@ class PythonPrinter:
         for o in p.outputs:
             cells, first_array, seen = [], None, {}
             for k, monomials in enumerate(o.components):
-                text = self._polynomial(monomials, o.n_channels)
+                text = self._polynomial(monomials, o.n_channels, p.inputs[0])
                 var = f"_{o.name}_{k}" if o.geometric else o.name
                 if text in seen:
                     cells.append(seen[text])
@@ -318,7 +321,7 @@ class PythonPrinter:
         return "\n".join(lines)
 
     @staticmethod
-    def _polynomial(monomials, n_channels: int) -> str:
+    def _polynomial(monomials, n_channels: int, like: str) -> str:
         """Σ coefficient × Π entries, entries as ``x[..., None, :, i, j]`` (channels broadcast);
         monomials of equal coefficient magnitude share one multiplication."""
         if not monomials:
@@ -339,9 +342,9 @@ class PythonPrinter:
                 text = " * ".join(factors) or "1"
                 negative = m.coefficient < 0
                 body += (("-" if negative else "") if k == 0 else (" - " if negative else " + ")) + text
-            if isinstance(magnitude, Fraction):
+            if isinstance(magnitude, Fraction):  # exact on object arrays of Fractions
                 number = str(magnitude.numerator) if magnitude.denominator == 1 \
-                    else f"({magnitude.numerator} / {magnitude.denominator})"
+                    else f"_b.rational({magnitude.numerator}, {magnitude.denominator}, {like})"
             else:
                 number = repr(float(magnitude))
             if number == "1":
