@@ -227,6 +227,22 @@ class PythonPrinter:
                                if isinstance(c, Contraction) and len(c.operands) == 1)
         outputs = [_reuse(o, list(f.outputs[:k])) for k, o in enumerate(f.outputs)]
         seeds = _direct_seeds(f, outputs)
+        self.all_inputs = set(f.inputs)
+        steps = {c.var: c for c in f.contractions}
+        earlier = {o.name: o for o in outputs}
+
+        def reads_of(s: Scaled) -> set:
+            """The inputs a term reads (its batch shape is their broadcast)."""
+            if s.var is None:
+                return set()
+            if s.var in earlier:
+                return set().union(*(reads_of(t) for t in earlier[s.var].terms))
+            found = set()
+            for operand in steps[s.var].operands if s.var in steps else (s.var,):
+                found |= reads_of(Scaled(Fraction(1), operand)) if operand in steps else (
+                    {operand} if operand in self.all_inputs else set())
+            return found
+
         for c in f.contractions:
             if c.var not in seeds:
                 lines.append("    " + self.doprint(c))
@@ -248,7 +264,10 @@ class PythonPrinter:
                 if c.var in seeds:
                     lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
             for o in outputs:
-                lines.append("        " + self.doprint(o))
+                single_eye = len(o.terms) == 1 and o.terms[0].eye_spec is not None and o.terms[0].coefficient != 1
+                fresh = self._print_into(o, seeds, reads_of) if len(o.terms) > 1 or single_eye else None
+                for line in fresh or [self.doprint(o)]:
+                    lines.append("        " + line)
             if f.stack_axis is not None:
                 lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
             else:
@@ -369,15 +388,23 @@ class PythonPrinter:
             return batch
         return f"{batch} + ({', '.join(dims)}{',' if len(dims) == 1 else ''})"
 
-    def _print_into(self, o: OutputPlan, seeds: dict) -> list[str]:
+    def _print_into(self, o: OutputPlan, seeds: dict, fresh_reads=None) -> list[str] | None:
         """``o`` evaluated in place into the array bound to its name: a seed written into it (a
         contraction computed straight into it, or a ufunc with ``out=``), then in-place adds, and
         one in-place scale per change of coefficient magnitude (Horner), so no term needs a
-        temporary the size of the output."""
+        temporary the size of the output.
+
+        With ``fresh_reads`` (the inputs each term reads) the array is not given but created by the
+        seed (a fresh contraction result, or the first sum or product), and the rest is done in
+        place as above; None when no seed is known to have the output's full shape (it must read
+        every input for in-place adds to broadcast)."""
         target = o.name
+        fresh = fresh_reads is not None
         terms = list(o.terms)
         arrays = [k for k, s in enumerate(terms) if s.var is not None]
         if not arrays:  # constants only
+            if fresh:
+                return None
             return [f"_b.copyto({target}, {self.doprint(replace(o, name='_v')).partition(' = ')[2]})"]
         direct = [k for k in arrays if terms[k].var in seeds and terms[k].eye_spec is None]
         first = direct[0] if direct else next((k for k in arrays if terms[k].eye_spec is None), arrays[0])
@@ -386,28 +413,43 @@ class PythonPrinter:
         terms.sort(key=lambda s: abs(s.coefficient) != mag)  # the seed's magnitude first (stable)
         lines = []
         scale = seed.coefficient
+        covered = fresh_reads(seed) if fresh else None
         if seed.var in seeds and seed.eye_spec is None:
-            lines += self._print_seed(seeds[seed.var], target)
+            lines += [f"{target} = {seed.var}"] if fresh else self._print_seed(seeds[seed.var], target)
         elif terms and abs(terms[0].coefficient) == mag and seed.eye_spec is None \
                 and terms[0].var is not None and terms[0].eye_spec is None:
             nxt = terms.pop(0)
             op = "add" if nxt.coefficient == seed.coefficient else "subtract"
-            lines.append(f"_b.{op}({self._value(seed)}, {self._value(nxt)}, {target})")
+            if fresh:
+                covered = covered | fresh_reads(nxt)
+                lines.append(f"{target} = {self._value(seed)} {'+' if op == 'add' else '-'} {self._value(nxt)}")
+            else:
+                lines.append(f"_b.{op}({self._value(seed)}, {self._value(nxt)}, {target})")
         elif scale != 1:
             a, b = self._factors(seed)
             if b is None:
-                lines.append(f"_b.multiply({a}, {self._number(scale)}, {target})")
+                lines.append(f"{target} = {a} * {self._number(scale)}" if fresh
+                             else f"_b.multiply({a}, {self._number(scale)}, {target})")
                 scale = Fraction(1)
-            else:
-                lines.append(f"_b.multiply({a}, {b}, {target})")
+            else:  # scale the small factor before it is broadcast: one pass over the output fewer
+                small = a[: -len("[..., None, None]")] if a.endswith("[..., None, None]") else None
+                if small is not None:
+                    a = f"({small} * {self._number(scale)})[..., None, None]"
+                    scale = Fraction(1)
+                lines.append(f"{target} = {a} * {b}" if fresh else f"_b.multiply({a}, {b}, {target})")
         else:
             a, b = self._factors(seed)
-            lines.append(f"_b.copyto({target}, {a})" if b is None else f"_b.multiply({a}, {b}, {target})")
+            if fresh:
+                lines.append(f"{target} = _b.copy({a})" if b is None else f"{target} = {a} * {b}")
+            else:
+                lines.append(f"_b.copyto({target}, {a})" if b is None else f"_b.multiply({a}, {b}, {target})")
+        if fresh and not covered >= self.all_inputs:
+            return None
         for s in terms:
             if s.var is not None and s.eye_spec is not None and (s.var, s.eye_spec) not in self.eye_names \
                     and self._times_eye(s.var, s.eye_spec).endswith("* _eye"):
                 ratio = s.coefficient / scale  # a diagonal is cheap to scale: no rescale of the rest
-                lines.append(f"_b.add_diagonal({target}, {s.var}, {self._number(ratio)})")
+                lines.append(f"{target} = _b.add_diagonal({target}, {s.var}, {self._number(ratio)})")
                 continue
             if abs(s.coefficient) != abs(scale):
                 lines.append(f"{target} *= {self._number(abs(scale) / abs(s.coefficient))}")
@@ -456,11 +498,18 @@ class PythonPrinter:
             if not cell:
                 lines.append(f"{view} = 0")
                 continue
-            text = ""
             for k, (sign, t) in enumerate(cell):
                 t = names.get(t, t)
-                text += (("-" if sign < 0 else "") if k == 0 else (" - " if sign < 0 else " + ")) + t
-            lines.append(f"{view} = {text}")
+                if k > 0:  # accumulate in place on the component's view
+                    lines.append(f"_b.{'add' if sign > 0 else 'subtract'}({view}, {t}, {view})")
+                    continue
+                factors = t.split(" * ") if "einsum" not in t and "(" not in t else [t]
+                if len(factors) == 1:
+                    lines.append(f"_b.copyto({view}, {t})" if sign > 0 else f"_b.negative({t}, {view})")
+                    continue
+                lines.append(f"_b.multiply({factors[0]}, {' * '.join(factors[1:])}, {view})")
+                if sign < 0:
+                    lines.append(f"_b.negative({view}, {view})")
         return lines
 
     def _value(self, s: Scaled) -> str:
