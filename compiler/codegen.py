@@ -498,18 +498,31 @@ class PythonPrinter:
             if not cell:
                 lines.append(f"{view} = 0")
                 continue
-            for k, (sign, t) in enumerate(cell):
-                t = names.get(t, t)
-                if k > 0:  # accumulate in place on the component's view
-                    lines.append(f"_b.{'add' if sign > 0 else 'subtract'}({view}, {t}, {view})")
-                    continue
-                factors = t.split(" * ") if "einsum" not in t and "(" not in t else [t]
+            cell = [(sign, names.get(t, t)) for sign, t in cell]
+            single = [t for _, t in cell if " * " not in t and "(" not in t]  # plain slices or names
+            if len(cell) == 2 and len(single) == 2:  # a ± b in one pass
+                (sa, a), (sb, b) = cell
+                if sa > 0:
+                    lines.append(f"_b.{'add' if sb > 0 else 'subtract'}({a}, {b}, {view})")
+                elif sb > 0:
+                    lines.append(f"_b.subtract({b}, {a}, {view})")
+                else:
+                    lines.append(f"_b.add({a}, {b}, {view})")
+                    lines.append(f"_b.negative({view}, {view})")
+            elif len(cell) == 1:  # one product, straight into the view
+                sign, t = cell[0]
+                factors = t.split(" * ") if "(" not in t else [t]
                 if len(factors) == 1:
                     lines.append(f"_b.copyto({view}, {t})" if sign > 0 else f"_b.negative({t}, {view})")
-                    continue
-                lines.append(f"_b.multiply({factors[0]}, {' * '.join(factors[1:])}, {view})")
-                if sign < 0:
-                    lines.append(f"_b.negative({view}, {view})")
+                else:
+                    lines.append(f"_b.multiply({factors[0]}, {' * '.join(factors[1:])}, {view})")
+                    if sign < 0:
+                        lines.append(f"_b.negative({view}, {view})")
+            else:  # a longer sum: component-sized temporaries, one strided write
+                text = ""
+                for k, (sign, t) in enumerate(cell):
+                    text += (("-" if sign < 0 else "") if k == 0 else (" - " if sign < 0 else " + ")) + t
+                lines.append(f"_b.copyto({view}, {text})")
         return lines
 
     def _value(self, s: Scaled) -> str:

@@ -303,3 +303,24 @@ def test_out_is_refused_for_jax_and_torch_buffers_must_match():
         ops.tensor_norm(x, out=torch.zeros(2, 3, dtype=torch.float64))
     with pytest.raises(TypeError, match="out must be a torch array like the inputs, not ndarray"):
         ops.tensor_norm(x, out=np.zeros((2, 3), np.float32))
+
+
+def test_out_unrolled_cells_with_every_sign_pattern():
+    """Components written into out= views by one ufunc: a + b, a - b, -a + b and -(a + b)."""
+    src = ("diagram f(A: cart2, X: cart2) -> (v: axial, w: axial, y: cart2) {\n"
+           "  v[i] = -eps[i,j,k] A[j,k]\n  w[i] = eps[i,j,k] A[j,k]\n"
+           "  y[i,j] = -X[i,j] - X[j,i] + 2 X[k,k] delta[i,j]\n}\n")
+    ns = {}
+    exec(compiler.compile_source(src), ns)
+    rng = np.random.default_rng(3)
+    A, X = rng.normal(size=(2, 4, 3, 3))
+    want = ns["f"](A, X)
+    out = tuple(np.full_like(w, np.nan) for w in want)
+    ns["f"](A, X, out=out)
+    for o, w in zip(out, want):
+        np.testing.assert_allclose(o, w, rtol=1e-12, atol=1e-12)
+    vec = np.stack([A[:, 1, 2] - A[:, 2, 1], A[:, 2, 0] - A[:, 0, 2], A[:, 0, 1] - A[:, 1, 0]], -1)
+    np.testing.assert_allclose(out[1], vec)
+    np.testing.assert_allclose(out[0], -vec)
+    np.testing.assert_allclose(out[2], -X - np.swapaxes(X, -1, -2) + 2 * np.trace(X, axis1=1, axis2=2)[:, None, None]
+                               * np.eye(3))
