@@ -327,6 +327,13 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
     import opt_einsum
 
     lhs, out = c.spec.split("->")
+    if len(c.operands) > 1:
+        traced = _reduce_traces(c)
+        if traced is not None:
+            first, rest = traced
+            reads = first.spec.split("->")[0].replace("...", "")
+            cost = BATCH_SIZE * int(np.prod([sizes[ch] for ch in reads]))
+            return [Contraction(first.var, first.spec, first.operands, cost)] + _ordered(rest, sizes)
     terms = [t.replace("...", "Z") for t in lhs.split(",")]
     sizes = dict(sizes, Z=BATCH_SIZE)
     shapes = [tuple(sizes[ch] for ch in t) for t in terms]
@@ -373,10 +380,11 @@ def broadcast_indexes(spec: str) -> list[tuple[str | None, str]] | None:
 
 
 def _gemm_like(spec: str) -> bool:
-    """A pairwise contraction with a summed letter and, on each side, a letter the other side lacks
-    (or a constant side without batch axes): BLAS's shape, worth numpy's optimize=True. Everything
-    else (elementwise products, outer products, dot products) runs faster in einsum's own loops,
-    without optimize's per-call path search (10-20 us)."""
+    """A pairwise contraction with a summed letter and a free letter that only one side has: a
+    matrix product or matrix-vector product, which numpy's optimize=True sends to BLAS when the
+    arrays allow it (weights without batch axes). Everything else (elementwise, outer and dot
+    products) runs faster in einsum's own loops, without optimize's per-call path search
+    (10-20 us)."""
     lhs, out = spec.split("->")
     parts = lhs.split(",")
     if len(parts) != 2:
@@ -385,10 +393,30 @@ def _gemm_like(spec: str) -> bool:
     summed = (set(a) | set(b)) - set(out.replace("...", ""))
     if not summed:
         return False
-    batched = [p.startswith("...") for p in parts]
     free_a = (set(a) - set(b)) - summed
     free_b = (set(b) - set(a)) - summed
-    return bool((free_a or not batched[1]) and (free_b or not batched[0]))
+    return bool(free_a or free_b)
+
+
+def _reduce_traces(c: Contraction):
+    """(a single-operand step summing an operand's repeated letters, the contraction left), or None:
+    W[b,a] X[b,c,c] becomes t = X[b,c,c] first, then the matrix-vector product W[b,a] t[b]."""
+    lhs, out = c.spec.split("->")
+    parts = lhs.split(",")
+    for k, part in enumerate(parts):
+        letters = part.replace("...", "")
+        repeated = [ch for ch in dict.fromkeys(letters) if letters.count(ch) == 2 and lhs.count(ch) == 2
+                    and ch not in out]
+        if not repeated:
+            continue
+        kept = "".join(ch for ch in letters if ch not in repeated)
+        prefix = "..." if part.startswith("...") else ""
+        var = f"{c.var}_tr{k}"
+        step = Contraction(var, f"{part}->{prefix}{kept}", (c.operands[k],))
+        parts[k] = prefix + kept
+        operands = c.operands[:k] + (var,) + c.operands[k + 1:]
+        return step, Contraction(c.var, ",".join(parts) + "->" + out, operands)
+    return None
 
 
 def _fold_signs(outputs, contractions):
