@@ -199,6 +199,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 continue
             core = _fold_constants(core, folded)
             spec, operands, sizes = _einsum(core)
+            spec, operands = _shared_traces(spec, operands, contractions)
             key = (spec, operands)
             if key not in contractions:
                 var = f"_t{len(contractions)}"
@@ -241,12 +242,19 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
 
 def _prefer_unrolled(steps, fused: FusedPlan) -> bool:
     """The cost model's whole-diagram choice: when the plan materialises an outer product of tiny
-    vectors (a broadcast step) and has no matrix product, the component formulas run eagerly are
+    vectors and has no matrix product, the component formulas run eagerly are
     faster (each component written once, on long contiguous rows, instead of passes over 3x3
     temporaries with inner loops of length 3): measured 2.5-4x on TensorNet's vector_to_sym and
     edge_tensor at 10^5-10^6 elements, numpy and torch alike."""
-    return bool(fused.outputs) and any(isinstance(c, Contraction) and c.broadcast for c in steps) \
-        and not any(isinstance(c, Matmul) for c in steps)
+    return bool(fused.outputs) and any(_outer(c) for c in steps) and not any(isinstance(c, Matmul) for c in steps)
+
+
+def _outer(c) -> bool:
+    """A broadcast step whose output is larger than each operand: an outer product."""
+    if not (isinstance(c, Contraction) and c.broadcast):
+        return False
+    lhs, out = c.spec.split("->")
+    return all(len(p.replace("...", "")) < len(out.replace("...", "")) for p in lhs.split(","))
 
 
 def _channel_sizes(out_type, inputs) -> tuple[AxisSize, ...]:
@@ -327,13 +335,6 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
     import opt_einsum
 
     lhs, out = c.spec.split("->")
-    if len(c.operands) > 1:
-        traced = _reduce_traces(c)
-        if traced is not None:
-            first, rest = traced
-            reads = first.spec.split("->")[0].replace("...", "")
-            cost = BATCH_SIZE * int(np.prod([sizes[ch] for ch in reads]))
-            return [Contraction(first.var, first.spec, first.operands, cost)] + _ordered(rest, sizes)
     terms = [t.replace("...", "Z") for t in lhs.split(",")]
     sizes = dict(sizes, Z=BATCH_SIZE)
     shapes = [tuple(sizes[ch] for ch in t) for t in terms]
@@ -398,25 +399,32 @@ def _gemm_like(spec: str) -> bool:
     return bool(free_a or free_b)
 
 
-def _reduce_traces(c: Contraction):
-    """(a single-operand step summing an operand's repeated letters, the contraction left), or None:
-    W[b,a] X[b,c,c] becomes t = X[b,c,c] first, then the matrix-vector product W[b,a] t[b]."""
-    lhs, out = c.spec.split("->")
+def _shared_traces(spec: str, operands: tuple[str, ...], contractions: dict):
+    """The contraction with each operand's own trace summed first, as a contraction of its own
+    (shared with any other term that takes the same trace): W[b,a] X[b,c,c] becomes
+    t = X[b,c,c], then the matrix-vector product W[b,a] t[b]."""
+    if len(operands) < 2:
+        return spec, operands
+    lhs, out = spec.split("->")
     parts = lhs.split(",")
+    operands = list(operands)
     for k, part in enumerate(parts):
         letters = part.replace("...", "")
-        repeated = [ch for ch in dict.fromkeys(letters) if letters.count(ch) == 2 and lhs.count(ch) == 2
-                    and ch not in out]
+        repeated = [ch for ch in dict.fromkeys(letters) if letters.count(ch) == 2 and lhs.count(ch) == 2]
         if not repeated:
             continue
         kept = "".join(ch for ch in letters if ch not in repeated)
         prefix = "..." if part.startswith("...") else ""
-        var = f"{c.var}_tr{k}"
-        step = Contraction(var, f"{part}->{prefix}{kept}", (c.operands[k],))
+        rename = {ch: _LETTERS[n] for n, ch in enumerate(dict.fromkeys(letters))}  # canonical letters
+        trace_spec = prefix + "".join(rename[ch] for ch in letters) + "->" + prefix + "".join(
+            rename[ch] for ch in kept)
+        key = (trace_spec, (operands[k],))
+        if key not in contractions:
+            size = BATCH_SIZE * 3 ** len(letters)  # an upper bound: channels counted as 3
+            contractions[key] = [Contraction(f"_t{len(contractions)}", trace_spec, (operands[k],), size)]
+        operands[k] = contractions[key][-1].var
         parts[k] = prefix + kept
-        operands = c.operands[:k] + (var,) + c.operands[k + 1:]
-        return step, Contraction(c.var, ",".join(parts) + "->" + out, operands)
-    return None
+    return ",".join(parts) + "->" + out, tuple(operands)
 
 
 def _fold_signs(outputs, contractions):

@@ -39,9 +39,9 @@ def test_plan_is_deterministic_and_explained():
 
 
 def test_shared_trace_and_no_copy_of_fresh_results():
-    src = "diagram f(X: cart2, a: vec) -> (t: scalar, v: vec, w: vec) {\n t = X[k,k]\n v[i] = X[k,k] a[i]\n w[i] = X[i,j] a[j]\n}\n"
+    src = "diagram f(X: cart2, a: vec) -> (t: scalar, v: vec, w: vec) {\n t = X[k,k]\n v[i] = X[i,j] a[j] X[k,k]\n w[i] = X[i,j] a[j]\n}\n"
     text = compiler.compile_source(src)
-    assert text.count('"...aa->..."') == 1  # the trace is computed once
+    assert text.count('"...aa->..."') == 1  # the trace is computed once, also inside v's product
     assert "t = _b.copy(_t0)" in text  # a single-operand einsum may be a view: copied
     assert "w = _b.copy(" not in text and "w = _t" in text  # a fresh product is returned as is
 
