@@ -305,24 +305,25 @@ class PythonPrinter:
                  f"    \"\"\"{p.name} with every output component written out ({p.products} products).\"\"\""]
         names = []
         for o in p.outputs:
-            cells, first_array, seen = [], None, {}
+            cells, numbers, first_array, seen = [], [], None, {}
             for k, monomials in enumerate(o.components):
                 text = self._polynomial(monomials, o.n_channels, p.inputs[0])
                 var = f"_{o.name}_{k}" if o.geometric else o.name
-                if text in seen:
+                if not any(m.factors for m in monomials):  # a number: made an array below
+                    numbers.append(len(cells))
+                    cells.append(text)
+                elif text in seen:
                     cells.append(seen[text])
-                elif any(m.factors for m in monomials):
+                else:
                     seen[text] = var
                     lines.append(f"    {var} = {text}")
                     first_array = first_array or var
                     cells.append(var)
-                else:
-                    cells.append(text)  # a number: made an array below
             zero = f"_{o.name}_z"
-            if any(not any(m.factors for m in c) for c in o.components):
+            if numbers:
                 lines.append(f"    {zero} = _b.zeros_like({first_array})")
-            cells = [c if c.startswith("_") or c == o.name else (zero if c == "0" else f"{zero} + {c}")
-                     for c in cells]
+            for k in numbers:
+                cells[k] = zero if cells[k] == "0" else f"{zero} + {cells[k]}"
             stacked = f"_b.stack(({', '.join(cells)}{',' if len(cells) == 1 else ''}), -1)"
             if not o.geometric:
                 value = cells[0]

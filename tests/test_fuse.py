@@ -126,3 +126,16 @@ def test_fused_jax_runs_under_jit():
     got = ops.edge_tensor(jnp.asarray(r), jnp.asarray(f), jnp.asarray(f), jnp.asarray(f), fused=True)
     assert isinstance(got, jax.Array)
     np.testing.assert_allclose(np.asarray(got), ops.edge_tensor(r, f, f, f), rtol=1e-12, atol=1e-12)
+
+
+def test_constant_components_become_arrays():
+    """A component that is a number alone (here the diagonal: X_ii - X_ii cancels, 1/3 stays)."""
+    torch = pytest.importorskip("torch")
+    src = "diagram f(X: cart2) -> Y: cart2 {\n  Y[i,j] = X[i,j] - X[j,i] + 1/3 delta[i,j]\n}\n"
+    ns = {}
+    exec(compiler.compile_source(src), ns)
+    x = np.random.default_rng(0).normal(size=(4, 3, 3))
+    want = x - np.swapaxes(x, -1, -2) + np.eye(3) / 3
+    np.testing.assert_allclose(ns["f"](x, fused=True), want, atol=1e-12)
+    got = ns["_f_fused"](ns["_backend"](torch.zeros(1)), torch.from_numpy(x))
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
