@@ -218,9 +218,15 @@ class PythonPrinter:
             args = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
             lines.append("    if fused:")
             lines.append(f"        return _b.fused(_{f.name}_fused, {args}, out)")
-        if f.prefer_unrolled:  # the cost model's choice for fresh results
+        if f.prefer_unrolled:  # the cost model's choice: the component formulas, into out= too
             lines.append("    if out is None:")
             lines.append(f"        return _{f.name}_fused(_b, {', '.join(f.inputs)})")
+            lines += self._out_buffers(f)
+            names = [o.name for o in f.outputs]
+            lines.append(f"    _{f.name}_fused(_b, {', '.join(f.inputs)}, ({', '.join(names)},))")
+            lines.append("    return out" if f.stack_axis is not None or len(names) == 1
+                         else "    return (" + ", ".join(names) + ")")
+            return "\n".join(lines)
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
         self.views = frozenset(c.var for c in f.contractions
@@ -273,22 +279,7 @@ class PythonPrinter:
             else:
                 lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
         # the same results written into preallocated outputs, in place
-        inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
-        batch = "_b.batch(" + ", ".join(
-            f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
-        if f.stack_axis is not None:
-            o = f.outputs[0]
-            shape = self._shape_text(batch, o, (len(f.outputs),))
-            lines.append(f"    out = _b.out(out, {shape}, {inputs}, \"out\")")
-            rest = ", :" * (-f.stack_axis - 1)
-            for k, name in enumerate(names):
-                lines.append(f"    {name} = out[..., {k}{rest}]")
-        elif len(names) == 1:
-            shape = self._shape_text(batch, f.outputs[0])
-            lines.append(f"    {names[0]} = _b.out(out, {shape}, {inputs}, \"out\")")
-        else:
-            shapes = ", ".join(self._shape_text(batch, o) for o in f.outputs)
-            lines.append(f"    {', '.join(names)} = _b.outs(out, ({shapes}), {inputs})")
+        lines += self._out_buffers(f)
         for o in outputs:
             for line in self._print_into(o, seeds):
                 lines.append("    " + line)
@@ -299,17 +290,18 @@ class PythonPrinter:
         return "\n".join(lines)
 
     def _print_FusedPlan(self, p: FusedPlan, stack_axis: int | None) -> str:
-        """``_<name>_fused(_b, inputs)``: every output component as one arithmetic expression, then
-        stacked; elementwise over batch and channels, so a compiler fuses it into one pass."""
-        lines = [f"def _{p.name}_fused(_b, {', '.join(p.inputs)}):",
+        """``_<name>_fused(_b, inputs, _out=None)``: every output component as one arithmetic
+        expression, elementwise over batch and channels (a compiler fuses it into one pass); the
+        components are stacked, or written into the views of ``_out`` (a tuple, one array per output)."""
+        lines = [f"def _{p.name}_fused(_b, {', '.join(p.inputs)}, _out=None):",
                  f"    \"\"\"{p.name} with every output component written out ({p.products} products).\"\"\""]
-        names = []
-        for o in p.outputs:
+        assembled, written = [], []
+        for n, o in enumerate(p.outputs):
             cells, numbers, first_array, seen = [], [], None, {}
             for k, monomials in enumerate(o.components):
                 text = self._polynomial(monomials, o.n_channels, p.inputs[0])
                 var = f"_{o.name}_{k}" if o.geometric else o.name
-                if not any(m.factors for m in monomials):  # a number: made an array below
+                if not any(m.factors for m in monomials):  # a number: made an array when stacked
                     numbers.append(len(cells))
                     cells.append(text)
                 elif text in seen:
@@ -319,9 +311,12 @@ class PythonPrinter:
                     lines.append(f"    {var} = {text}")
                     first_array = first_array or var
                     cells.append(var)
+            for k, index in enumerate(itertools.product(*(range(d) for d in o.geometric))):
+                view = f"_out[{n}][..., {', '.join(map(str, index))}]" if index else f"_out[{n}][...]"
+                written.append(f"{view} = {cells[k]}" if k in numbers else f"_b.copyto({view}, {cells[k]})")
             zero = f"_{o.name}_z"
             if numbers:
-                lines.append(f"    {zero} = _b.zeros_like({first_array})")
+                assembled.append(f"    {zero} = _b.zeros_like({first_array})")
             for k in numbers:
                 cells[k] = zero if cells[k] == "0" else f"{zero} + {cells[k]}"
             stacked = f"_b.stack(({', '.join(cells)}{',' if len(cells) == 1 else ''}), -1)"
@@ -332,8 +327,12 @@ class PythonPrinter:
             else:
                 value = f"_b.unflatten({stacked}, {o.geometric})"
             if value != o.name:
-                lines.append(f"    {o.name} = {value}")
-            names.append(o.name)
+                assembled.append(f"    {o.name} = {value}")
+        lines.append("    if _out is not None:  # each component written once, into its place")
+        lines += ["        " + w for w in written]
+        lines.append("        return _out")
+        lines += assembled
+        names = [o.name for o in p.outputs]
         if stack_axis is not None:
             lines.append(f"    return _b.stack(({', '.join(names)},), {stack_axis})")
         else:
@@ -379,6 +378,23 @@ class PythonPrinter:
         for part in parts[1:]:
             text += " - " + part[1:] if part.startswith("-") else " + " + part
         return text
+
+    def _out_buffers(self, f: FunctionPlan) -> list[str]:
+        """``out`` checked and bound to the output names (views of one array for a stacked basis)."""
+        names = [o.name for o in f.outputs]
+        inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
+        batch = "_b.batch(" + ", ".join(
+            f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
+        if f.stack_axis is not None:
+            shape = self._shape_text(batch, f.outputs[0], (len(f.outputs),))
+            rest = ", :" * (-f.stack_axis - 1)
+            return [f"    out = _b.out(out, {shape}, {inputs}, \"out\")"] + [
+                f"    {name} = out[..., {k}{rest}]" for k, name in enumerate(names)]
+        if len(names) == 1:
+            shape = self._shape_text(batch, f.outputs[0])
+            return [f"    {names[0]} = _b.out(out, {shape}, {inputs}, \"out\")"]
+        shapes = ", ".join(self._shape_text(batch, o) for o in f.outputs)
+        return [f"    {', '.join(names)} = _b.outs(out, ({shapes}), {inputs})"]
 
     @staticmethod
     def _shape_text(batch: str, o: OutputPlan, extra: tuple[int, ...] = ()) -> str:

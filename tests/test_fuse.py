@@ -139,3 +139,16 @@ def test_constant_components_become_arrays():
     np.testing.assert_allclose(ns["f"](x, fused=True), want, atol=1e-12)
     got = ns["_f_fused"](ns["_backend"](torch.zeros(1)), torch.from_numpy(x))
     np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
+
+
+def test_each_fused_function_has_its_own_compile_budget():
+    """torch.compile counts recompiles per code object: two diagrams must not share one (a shared
+    wrapper made the ninth compile of a module fail or fall back to eager)."""
+    torch = pytest.importorskip("torch")
+    import torch._dynamo.config as dynamo_config
+
+    ops = compiler.load(ROOT / "diagrams" / "products.diag")
+    a, b = torch.randn(8, 3), torch.randn(8, 3)
+    with dynamo_config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        torch.testing.assert_close(ops.cross(a, b, fused=True), torch.linalg.cross(a, b))
+        torch.testing.assert_close(ops.dot(a, b, fused=True), (a * b).sum(-1))
