@@ -18,7 +18,8 @@ channels), float32 and float64, 1 and 2 threads, it times:
   function takes ``out=``, also ``np out=`` / ``torch out=`` into preallocated outputs;
 * ``np fused`` / ``torch fused``: the emitted function called with ``fused=True`` (when it takes
   that argument: every output component as one unrolled formula, run eagerly on numpy and through
-  ``torch.compile`` on tensors; a diagram without a fused form runs its normal path). Each
+  ``torch.compile`` on tensors; a diagram without a fused form, such as channel mixing, is not
+  timed with it, since fused=True would only run its normal path). Each
   compile costs seconds (2 s typical, 10 s at most for tensornet.diag on 2 cores, with an empty
   inductor cache), and dynamo compiles again for every dtype, for the second batch size (dynamic
   shapes) and for every thread count (8 compiles per function, about 2 minutes for tensornet.diag),
@@ -600,6 +601,9 @@ def main() -> int:
                 note(f"{label}: signature {sig} differs from the expert's {exp[0]}; expert skipped")
             params = inspect.signature(fn).parameters
             fused = "fused" in params and (fused_files is None or stem in fused_files)
+            if fused and f"_{d.name}_fused" not in fn.__globals__:  # no fused form: fused=True is the planned path
+                note(f"{label}: no fused form (see its docstring); the fused contenders are not timed")
+                fused = False
             cases.append((stem, label, d, fn, exp is not None and exp[0] == sig, "out" in params, fused))
 
     rng = np.random.default_rng(0)

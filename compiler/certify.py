@@ -401,7 +401,7 @@ def ir_function(d):
 
 def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     """max |module(x) - source(x)| / max(1, |source(x)|) at random float points, over every code
-    path of the module's function: the planned one, ``out=`` buffers and ``fused=True``."""
+    path of the module's function: the planned one, ``out=`` buffers, ``fused=True`` and both."""
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
     from .testing import random_input
 
@@ -411,13 +411,15 @@ def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     want = [np.vectorize(float, otypes=[float])(np.asarray(w, dtype=object)) for w in want]
     planned = fn(*args)
     buffers = tuple(np.full(np.shape(p), np.nan) for p in (planned if isinstance(planned, tuple) else (planned,)))
+    both = tuple(np.full(np.shape(b), np.nan) for b in buffers)
     try:
         written = fn(*args, out=buffers if len(buffers) > 1 else buffers[0])
         fused = fn(*args, fused=True)
+        fused_written = fn(*args, fused=True, out=both if len(both) > 1 else both[0])
     except TypeError as exc:  # a module without these paths is not one diagc emits
         raise CertificateError(f"the module's function does not take out= and fused=: {exc}") from None
     worst = 0.0
-    for got in (planned, written, fused):
+    for got in (planned, written, fused, fused_written):
         got = got if isinstance(got, tuple) else (got,)
         for g, w in zip(got, want):
             worst = max(worst, float(np.max(np.abs(np.asarray(g, dtype=float) - w), initial=0.0))

@@ -216,8 +216,15 @@ class PythonPrinter:
             lines.append("    _like = _b.asarray(0.0)")
         if f.fused is not None and f.fused.outputs:
             args = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
+            names = [o.name for o in f.outputs]
             lines.append("    if fused:")
-            lines.append(f"        return _b.fused(_{f.name}_fused, {args}, out)")
+            lines.append("        if out is None:")
+            lines.append(f"            return _b.fused(_{f.name}_fused, {args})")
+            lines += ["    " + line for line in self._out_buffers(f)]  # written inside the compiled code
+            whole = ", out" if f.stack_axis is not None else ""
+            lines.append(f"        _b.fused(_{f.name}_fused, {args}, ({', '.join(names)},){whole})")
+            lines.append("        return out" if f.stack_axis is not None or len(names) == 1
+                         else "        return (" + ", ".join(names) + ")")
         if f.prefer_unrolled:  # the cost model's choice: the component formulas, into out= too
             lines.append("    if out is None:")
             lines.append(f"        return _{f.name}_fused(_b, {', '.join(f.inputs)})")

@@ -95,7 +95,7 @@ def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path)
     module = folder / "module.py"
     text = module.read_text()
     # compute a[i] b[i] + a[0] b[0]: well-formed code, not rotation-invariant
-    bad = re.sub(r"\n( +)s = (_[^\n]*)\n", r"\n\1s = \2 + a[..., 0] * b[..., 0]\n", text, count=1)
+    bad = re.sub(r"\n( +)s = (_t[^\n]*)\n", r"\n\1s = \2 + a[..., 0] * b[..., 0]\n", text, count=1)
     assert bad != text
     module.write_text(bad)
     cert = json.loads((folder / "certificate.json").read_text())
@@ -105,7 +105,7 @@ def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path)
         verify(str(folder))
 
 
-@pytest.mark.parametrize("edit", ["fused", "out"])
+@pytest.mark.parametrize("edit", ["fused", "out", "fused_out"])
 def test_every_code_path_is_bound_to_the_source(certs, tmp_path, edit):
     """The out= and fused=True paths are checked against the source too: an edit to either fails."""
     import hashlib
@@ -120,6 +120,8 @@ def test_every_code_path_is_bound_to_the_source(certs, tmp_path, edit):
         start = text.index("def matmul_o3(")
         k = text.index("C += ", start) + 1
     bad = text[:k] + " - " + text[k + 3:] if edit == "fused" else text[:k] + " -= " + text[k + 3:]
+    if edit == "fused_out":  # the fused formulas write one component into the wrong place
+        bad = text.replace("_b.copyto(_out[0][..., 0, 1], _C_1)", "_b.copyto(_out[0][..., 0, 1], _C_2)", 1)
     assert bad != text
     module.write_text(bad)
     cert = json.loads((folder / "certificate.json").read_text())

@@ -152,3 +152,18 @@ def test_each_fused_function_has_its_own_compile_budget():
     with dynamo_config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
         torch.testing.assert_close(ops.cross(a, b, fused=True), torch.linalg.cross(a, b))
         torch.testing.assert_close(ops.dot(a, b, fused=True), (a * b).sum(-1))
+
+
+def test_fused_out_for_a_stacked_basis_numpy_and_torch():
+    """A basis returns its elements stacked; fused=True with out= fills the one stacked buffer."""
+    torch = pytest.importorskip("torch")
+    src = "basis B(X: sym2) -> S: sym2\n"
+    ns = {}
+    exec(compiler.compile_source(src), ns)
+    x = random_input("sym2", np.random.default_rng(1), (5,))
+    want = ns["B"](x)
+    for lib in ("numpy", "torch"):
+        buf = np.full_like(want, np.nan) if lib == "numpy" else torch.full(want.shape, float("nan"), dtype=torch.float64)
+        arg = x if lib == "numpy" else torch.from_numpy(x)
+        assert ns["B"](arg, fused=True, out=buf) is buf
+        np.testing.assert_allclose(np.asarray(buf), want, atol=1e-12)

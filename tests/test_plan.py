@@ -113,3 +113,38 @@ def test_cost_model_choices():
     np.testing.assert_allclose(N, np.swapaxes(X, -1, -2) @ np.swapaxes(Y, -1, -2))
     np.testing.assert_allclose(w, np.cross(a, b))
     np.testing.assert_allclose(t, np.trace(X, axis1=-2, axis2=-1))
+
+
+def test_cost_model_blas_broadcast_tables_and_whole_diagram_unrolling():
+    """The later choices of the cost model: BLAS only for matrix-shaped contractions, a broadcast
+    multiply for an outer product, a sparse constant table as its nonzero entries, a trace summed
+    before the product it feeds, and the component formulas for a diagram with an outer product."""
+    from compiler.plan import Contraction, Unrolled
+
+    src = """diagram f(X: cart2[c], W: weight[c,d], a: vec, b: vec, p: 1o, q: 1o) -> (Y: cart2[d], s: scalar, t: sph(2e), y: scalar[d]) {
+    Y[d,i,j] = W[c,d] X[c,i,j]
+    s = a[i] b[i]
+    t[m] = cg(1,1,2)[i,j,m] p[i] q[j]
+    y[d] = W[c,d] X[c,k,k]
+}
+"""
+    (d,) = checked_program(src).diagrams
+    plan = plan_diagram(d)
+    by_spec = {c.spec: c for c in plan.contractions}
+    assert by_spec["...da,...dbc->...abc"].blas  # channel mixing: BLAS
+    assert not by_spec["...a,...a->..."].blas  # a dot product: einsum's own loop, no path search
+    (table,) = [c for c in plan.contractions if isinstance(c, Unrolled)]
+    assert sum(len(cell) for cell in table.cells) == 11  # cg(1,1,2): 11 nonzero entries of 45
+    trace = by_spec["...abb->...a"]  # X[c,k,k] summed first, then a matrix-vector product (BLAS)
+    assert isinstance(trace, Contraction) and by_spec["...ba,...b->...a"].blas
+    assert not plan.prefer_unrolled  # channel mixing has no component form
+    outer = "diagram g(v: vec) -> S: sym2t {\n  S[i,j] = v[i] v[j] - 1/3 v[k] v[k] delta[i,j]\n}\n"
+    (g,) = checked_program(outer).diagrams
+    gplan = plan_diagram(g)
+    assert any(isinstance(c, Contraction) and c.broadcast for c in gplan.contractions)
+    assert gplan.prefer_unrolled and "the component formulas" in explain(gplan)
+    text = compiler.compile_source(outer)
+    assert "return _g_fused(_b, v)" in text
+    v = np.random.default_rng(0).normal(size=(4, 3))
+    want = np.einsum("ni,nj->nij", v, v) - np.einsum("nk,nk->n", v, v)[:, None, None] * np.eye(3) / 3
+    np.testing.assert_allclose(compiler.load_source(outer).g(v), want, atol=1e-12)
