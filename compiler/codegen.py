@@ -94,9 +94,9 @@ class PythonPrinter:
             text = f"{magnitude!r} * {text}"
         return (-1 if p.coefficient < 0 else 1), text
 
-    def _print_Unrolled(self, u: Unrolled) -> str:
-        """Components of an eps contraction, stacked; a product used by several components is
-        computed once, and a zero component is a zeros_like of a computed one."""
+    def _shared_products(self, u: Unrolled):
+        """(each cell's (sign, product text), lines naming the products used by several cells,
+        text -> name): a product shared by components is computed once."""
         texts = [[self._signed(p) for p in products] for products in u.cells]
         counts: dict = {}
         for cell in texts:
@@ -107,6 +107,12 @@ class PythonPrinter:
             if n > 1 and ("einsum" in t or "*" in t):
                 names[t] = f"{u.var}_{len(names)}"
                 lines.append(f"{names[t]} = {t}")
+        return texts, lines, names
+
+    def _print_Unrolled(self, u: Unrolled) -> str:
+        """Components of an eps contraction, stacked; a product used by several components is
+        computed once, and a zero component is a zeros_like of a computed one."""
+        texts, lines, names = self._shared_products(u)
         cells = []
         for cell in texts:
             text = ""
@@ -500,21 +506,12 @@ class PythonPrinter:
         return self._print_unrolled_into(c, target)
 
     def _print_unrolled_into(self, u: Unrolled, target: str) -> list[str]:
-        """Each component of an eps contraction written into its place in ``target``."""
+        """Each component of an unrolled contraction written into its place in ``target``."""
         lhs, out = u.spec.split("->")
         out_letters = out[3:] if out.startswith("...") else out
-        eps_letters = next(p for p in lhs.split(",") if not p.startswith("..."))
-        open_legs = [ch for ch in eps_letters if ch in out_letters]
-        texts = [[self._signed(p) for p in products] for products in u.cells]
-        counts: dict = {}
-        for cell in texts:
-            for _, t in cell:
-                counts[t] = counts.get(t, 0) + 1
-        lines, names = [], {}
-        for t, n in counts.items():
-            if n > 1 and ("einsum" in t or "*" in t):
-                names[t] = f"{u.var}_{len(names)}"
-                lines.append(f"{names[t]} = {t}")
+        const_letters = next(p for p in lhs.split(",") if not p.startswith("..."))
+        open_legs = [ch for ch in const_letters if ch in out_letters]
+        texts, lines, names = self._shared_products(u)
         for values, cell in zip(itertools.product(*(range(d) for d in u.open_dims)), texts):
             fixed = dict(zip(open_legs, values))
             index = ", ".join(str(fixed[ch]) if ch in fixed else ":" for ch in out_letters)

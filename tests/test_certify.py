@@ -87,46 +87,49 @@ def test_changed_claim_fails(certs, tmp_path):
     assert "claims outputs" in message and "algebraic check fails for a reflection" in message
 
 
-def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path):
-    """An attacker edits the module and updates its hash: the exact identity catches it."""
+def _tamper(folder, edit) -> None:
+    """Edit the certified module with ``edit(text) -> text`` and update its hash, as an attacker would."""
     import hashlib
 
-    folder = _copy(certs, "products", tmp_path)
     module = folder / "module.py"
     text = module.read_text()
-    # compute a[i] b[i] + a[0] b[0]: well-formed code, not rotation-invariant
-    bad = re.sub(r"\n( +)s = (_t[^\n]*)\n", r"\n\1s = \2 + a[..., 0] * b[..., 0]\n", text, count=1)
+    bad = edit(text)
     assert bad != text
     module.write_text(bad)
     cert = json.loads((folder / "certificate.json").read_text())
     cert["module"]["sha256"] = hashlib.sha256(bad.encode()).hexdigest()
     (folder / "certificate.json").write_text(json.dumps(cert))
+
+
+def test_non_equivariant_module_fails_even_with_matching_hashes(certs, tmp_path):
+    """An attacker edits the module and updates its hash: the exact identity catches it."""
+    folder = _copy(certs, "products", tmp_path)
+    # compute a[i] b[i] + a[0] b[0]: well-formed code, not rotation-invariant
+    _tamper(folder, lambda text: re.sub(r"\n( +)s = (_t[^\n]*)\n", r"\n\1s = \2 + a[..., 0] * b[..., 0]\n",
+                                        text, count=1))
     with pytest.raises(CertificateError, match="algebraic check fails for a rotation"):
         verify(str(folder))
 
 
-@pytest.mark.parametrize("edit", ["fused", "out", "fused_out"])
+def _flip_fused_sign(text):  # one sign flipped in the unrolled formulas of matmul_o3
+    k = text.index(" + ", text.index("def _matmul_o3_fused"))
+    return text[:k] + " - " + text[k + 3:]
+
+
+def _subtract_in_place(text):  # matmul_o3's in-place path subtracts Y M instead of adding it
+    k = text.index("C += ", text.index("def matmul_o3(")) + 1
+    return text[:k] + " -= " + text[k + 3:]
+
+
+def _misplace_component(text):  # the fused formulas write one component into the wrong place
+    return text.replace("_b.copyto(_out[0][..., 0, 1], _C_1)", "_b.copyto(_out[0][..., 0, 1], _C_2)", 1)
+
+
+@pytest.mark.parametrize("edit", [_flip_fused_sign, _subtract_in_place, _misplace_component])
 def test_every_code_path_is_bound_to_the_source(certs, tmp_path, edit):
     """The out= and fused=True paths are checked against the source too: an edit to either fails."""
-    import hashlib
-
     folder = _copy(certs, "tensornet", tmp_path)
-    module = folder / "module.py"
-    text = module.read_text()
-    if edit == "fused":  # one sign flipped in the unrolled formulas of matmul_o3
-        start = text.index("def _matmul_o3_fused")
-        k = text.index(" + ", start)
-    else:  # matmul_o3's in-place path subtracts Y M instead of adding it
-        start = text.index("def matmul_o3(")
-        k = text.index("C += ", start) + 1
-    bad = text[:k] + " - " + text[k + 3:] if edit == "fused" else text[:k] + " -= " + text[k + 3:]
-    if edit == "fused_out":  # the fused formulas write one component into the wrong place
-        bad = text.replace("_b.copyto(_out[0][..., 0, 1], _C_1)", "_b.copyto(_out[0][..., 0, 1], _C_2)", 1)
-    assert bad != text
-    module.write_text(bad)
-    cert = json.loads((folder / "certificate.json").read_text())
-    cert["module"]["sha256"] = hashlib.sha256(bad.encode()).hexdigest()
-    (folder / "certificate.json").write_text(json.dumps(cert))
+    _tamper(folder, edit)
     with pytest.raises(CertificateError, match="the module differs from the source"):
         verify(str(folder))
 
