@@ -22,7 +22,7 @@ from .exact import EPS
 from .ir import Diagram, Program, sum_formula
 from .fuse import FusedPlan
 from .plan import broadcast_indexes
-from .plan import Contraction, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled, plan_diagram
+from .plan import Contraction, FlatMatmul, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled, plan_diagram
 
 TABLES = {
     "eps": tuple(tuple(tuple(int(EPS[i, j, k]) for k in range(3)) for j in range(3)) for i in range(3)),
@@ -68,6 +68,10 @@ class PythonPrinter:
             return f"{c.var} = " + " * ".join(_broadcast(c.spec, args.split(", ")))
         how = "einsum_blas" if c.blas else "einsum"
         return f"{c.var} = _b.{how}({py_string(c.spec)}, {args})"
+
+    def _print_FlatMatmul(self, m: FlatMatmul) -> str:
+        w = f"_b.swap({m.operands[0]})" if m.transpose else m.operands[0]
+        return f"{m.var} = _b.matmul_flat({w}, {m.operands[1]}, {m.n})"
 
     def _print_Matmul(self, m: Matmul) -> str:
         x, y = (f"_b.swap({o})" if t else o for o, t in zip(m.operands, m.transpose))
@@ -492,6 +496,9 @@ class PythonPrinter:
 
     def _print_seed(self, c, target: str) -> list[str]:
         """A contraction computed straight into ``target``."""
+        if isinstance(c, FlatMatmul):
+            w = f"_b.swap({c.operands[0]})" if c.transpose else c.operands[0]
+            return [f"_b.matmul_flat({w}, {c.operands[1]}, {c.n}, {target})"]
         if isinstance(c, Matmul):
             x, y = (f"_b.swap({o})" if t else o for o, t in zip(c.operands, c.transpose))
             return [f"_b.matmul({x}, {y}, {target})"]

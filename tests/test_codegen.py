@@ -324,3 +324,18 @@ def test_out_unrolled_cells_with_every_sign_pattern():
     np.testing.assert_allclose(out[0], -vec)
     np.testing.assert_allclose(out[2], -X - np.swapaxes(X, -1, -2) + 2 * np.trace(X, axis1=1, axis2=2)[:, None, None]
                                * np.eye(3))
+
+
+def test_channel_mixing_into_a_non_contiguous_out_buffer():
+    """The flat matmul writes in place into a contiguous buffer, and copies into any other view."""
+    torch = _torch()
+    ops = module_for(ROOT / "diagrams" / "linear.diag")
+    rng = np.random.default_rng(4)
+    x, w = rng.normal(size=(5, 3, 3, 3)), rng.normal(size=(3, 2))
+    want = np.einsum("cd,ncij->ndij", w, x)
+    strided = np.zeros((5, 2, 3, 6))[..., ::2]  # every other column: not contiguous
+    assert ops.mix(x, w, out=strided) is strided
+    np.testing.assert_allclose(strided, want, atol=1e-12)
+    tbuf = torch.zeros(5, 2, 3, 6, dtype=torch.float64)[..., ::2]
+    ops.mix(torch.from_numpy(x), torch.from_numpy(w), out=tbuf)
+    np.testing.assert_allclose(tbuf.numpy(), want, atol=1e-12)
