@@ -281,6 +281,10 @@ class PythonPrinter:
                 lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
         names = [o.name for o in f.outputs]
+        if any(isinstance(c, Unrolled) for c in seeds.values()):
+            # components written into fresh buffers beat stacking them (not under autograd or jax)
+            lines.append(f"    if out is None and _b.writable({', '.join(f.inputs)}):")
+            lines += ["    " + line for line in self._out_buffers(f, fresh=True)]
         if not f.prefer_unrolled:  # the planned path: fresh results
             lines.append("    if out is None:")
             for c in f.contractions:
@@ -396,22 +400,27 @@ class PythonPrinter:
             text += " - " + part[1:] if part.startswith("-") else " + " + part
         return text
 
-    def _out_buffers(self, f: FunctionPlan) -> list[str]:
-        """``out`` checked and bound to the output names (views of one array for a stacked basis)."""
+    def _out_buffers(self, f: FunctionPlan, fresh: bool = False) -> list[str]:
+        """``out`` checked and bound to the output names (views of one array for a stacked basis);
+        with ``fresh``, ``out`` made of new buffers of the result's shape and dtype instead."""
         names = [o.name for o in f.outputs]
         inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
         batch = "_b.batch(" + ", ".join(
             f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
         if f.stack_axis is not None:
-            shape = self._shape_text(batch, f.outputs[0], (len(f.outputs),))
+            shapes = [self._shape_text(batch, f.outputs[0], (len(f.outputs),))]
+        else:
+            shapes = [self._shape_text(batch, o) for o in f.outputs]
+        if fresh:
+            made = ", ".join(f"_b.empty({shape}, {inputs})" for shape in shapes)
+            return [f"    out = {made if len(shapes) == 1 else '(' + made + ')'}"]
+        if f.stack_axis is not None:
             rest = ", :" * (-f.stack_axis - 1)
-            return [f"    out = _b.out(out, {shape}, {inputs}, \"out\")"] + [
+            return [f"    out = _b.out(out, {shapes[0]}, {inputs}, \"out\")"] + [
                 f"    {name} = out[..., {k}{rest}]" for k, name in enumerate(names)]
         if len(names) == 1:
-            shape = self._shape_text(batch, f.outputs[0])
-            return [f"    {names[0]} = _b.out(out, {shape}, {inputs}, \"out\")"]
-        shapes = ", ".join(self._shape_text(batch, o) for o in f.outputs)
-        return [f"    {', '.join(names)} = _b.outs(out, ({shapes}), {inputs})"]
+            return [f"    {names[0]} = _b.out(out, {shapes[0]}, {inputs}, \"out\")"]
+        return [f"    {', '.join(names)} = _b.outs(out, ({', '.join(shapes)}), {inputs})"]
 
     @staticmethod
     def _shape_text(batch: str, o: OutputPlan, extra: tuple[int, ...] = ()) -> str:
