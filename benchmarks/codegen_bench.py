@@ -1,7 +1,7 @@
 """Time the code diagc emits against the alternatives a user would pick, in one process.
 
-    python benchmarks/codegen_bench.py                 # 10^4, 10^5, 10^6 elements (about 10 min, 2 cores,
-                                                       # + about 2 min of torch.compile, see --fused)
+    python benchmarks/codegen_bench.py                 # 10^4, 10^5, 10^6 elements (about 6 min on 2 cores,
+                                                       # torch.compile included, see --fused)
     python benchmarks/codegen_bench.py --quick         # 10^4 and 10^5 only (about 2 min + the same compiles)
     python benchmarks/codegen_bench.py --out DIR       # where codegen.md / .png / .json go
                                                        # (default: benchmarks/results)
@@ -56,8 +56,9 @@ Times are wall-clock, best of ``--repeats`` (default 5) timed loops of about 5 m
 after a warm-up call, with the contenders of a case alternating inside every repeat (the order
 rotates), all in this one process so that the ratios are meaningful on a noisy machine. A contender
 slower than 0.15 s per call gets 2 single timed calls, one slower than 1 s one call (made at 1 thread
-and reused for 2), which keeps the default run near 8 minutes on a 2-core machine (21 diagrams,
-loaded) and --quick near 1.5 minutes, each plus the torch fused compiles. The warm-up call's results are checked against the emitted code's (relative 1e-4 in
+and reused for 2), which keeps the default run near 6 minutes on a 2-core machine (21 diagrams;
+measured 338-346 s, of which about 15 s were torch.compile with a warm inductor cache) and --quick
+near 2 minutes. The warm-up call's results are checked against the emitted code's (relative 1e-4 in
 float32, 1e-10 in float64); a contender that disagrees is reported as a MISMATCH, not timed, and the
 exit status is 1. The header records the load average: on a 2-core machine shared with other work,
 2-thread numbers suffer most. Nothing here belongs in the test suite.
