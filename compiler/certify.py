@@ -412,12 +412,13 @@ def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     planned = fn(*args)
     buffers = tuple(np.full(np.shape(p), np.nan) for p in (planned if isinstance(planned, tuple) else (planned,)))
     both = tuple(np.full(np.shape(b), np.nan) for b in buffers)
-    try:
-        written = fn(*args, out=buffers if len(buffers) > 1 else buffers[0])
-        fused = fn(*args, fused=True)
-        fused_written = fn(*args, fused=True, out=both if len(both) > 1 else both[0])
-    except TypeError as exc:  # a module without these paths is not one diagc emits
-        raise CertificateError(f"the module's function does not take out= and fused=: {exc}") from None
+    import inspect
+
+    if not {"out", "fused"} <= set(inspect.signature(fn).parameters):  # not a module diagc emits
+        raise CertificateError(f"the module's function '{fn.__name__}' does not take out= and fused=")
+    written = fn(*args, out=buffers if len(buffers) > 1 else buffers[0])
+    fused = fn(*args, fused=True)
+    fused_written = fn(*args, fused=True, out=both if len(both) > 1 else both[0])
     worst = 0.0
     for got in (planned, written, fused, fused_written):
         got = got if isinstance(got, tuple) else (got,)

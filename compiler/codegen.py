@@ -114,8 +114,9 @@ class PythonPrinter:
         return texts, lines, names
 
     def _print_Unrolled(self, u: Unrolled) -> str:
-        """Components of an eps contraction, stacked; a product used by several components is
-        computed once, and a zero component is a zeros_like of a computed one."""
+        """Components of an unrolled contraction (eps, or a sparse constant table), stacked; a
+        product used by several components is computed once, and a zero component is a zeros_like
+        of a computed one."""
         texts, lines, names = self._shared_products(u)
         cells = []
         for cell in texts:
@@ -224,25 +225,22 @@ class PythonPrinter:
             lines.append(f"    _like = {first}")
         else:  # no inputs: constants in float64 numpy
             lines.append("    _like = _b.asarray(0.0)")
+        names = [o.name for o in f.outputs]
         if f.fused is not None and f.fused.outputs:
-            args = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
-            names = [o.name for o in f.outputs]
+            args = _tuple_text(f.inputs)
             lines.append("    if fused:")
             lines.append("        if out is None:")
             lines.append(f"            return _b.fused(_{f.name}_fused, {args})")
-            lines += ["    " + line for line in self._out_buffers(f)]  # written inside the compiled code
+            lines += ["    " + line for line in self._out_buffers(f)]
             whole = ", out" if f.stack_axis is not None else ""
             lines.append(f"        _b.fused(_{f.name}_fused, {args}, ({', '.join(names)},){whole})")
-            lines.append("        return out" if f.stack_axis is not None or len(names) == 1
-                         else "        return (" + ", ".join(names) + ")")
+            lines.append(_return_out(f, "        "))
         if f.prefer_unrolled:  # the cost model's choice: the component formulas, into out= too
             lines.append("    if out is None:")
             lines.append(f"        return _{f.name}_fused(_b, {', '.join(f.inputs)})")
             lines += self._out_buffers(f)
-            names = [o.name for o in f.outputs]
             lines.append(f"    _{f.name}_fused(_b, {', '.join(f.inputs)}, ({', '.join(names)},))")
-            lines.append("    return out" if f.stack_axis is not None or len(names) == 1
-                         else "    return (" + ", ".join(names) + ")")
+            lines.append(_return_out(f, "    "))
             return "\n".join(lines)
         for const in f.constants:
             lines.append(f"    _{const} = _b.const({py_string(const)}, _like)")
@@ -260,11 +258,7 @@ class PythonPrinter:
                 return set()
             if s.var in earlier:
                 return set().union(*(reads_of(t) for t in earlier[s.var].terms))
-            found = set()
-            for operand in steps[s.var].operands if s.var in steps else (s.var,):
-                found |= reads_of(Scaled(Fraction(1), operand)) if operand in steps else (
-                    {operand} if operand in self.all_inputs else set())
-            return found
+            return (_leaves(s.var, steps) if s.var in steps else {s.var}) & self.all_inputs
 
         for c in f.contractions:
             if c.var not in seeds:
@@ -280,34 +274,30 @@ class PythonPrinter:
                 name = f"_e{len(self.eye_names)}"
                 lines.append(f"    {name} = {self._times_eye(key[0], key[1])}")
                 self.eye_names[key] = name
-        names = [o.name for o in f.outputs]
         if any(isinstance(c, Unrolled) for c in seeds.values()):
             # components written into fresh buffers beat stacking them (not under autograd or jax)
             lines.append(f"    if out is None and _b.writable({', '.join(f.inputs)}):")
             lines += ["    " + line for line in self._out_buffers(f, fresh=True)]
-        if not f.prefer_unrolled:  # the planned path: fresh results
-            lines.append("    if out is None:")
-            for c in f.contractions:
-                if c.var in seeds:
-                    lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
-            for o in outputs:
-                single_eye = len(o.terms) == 1 and o.terms[0].eye_spec is not None and o.terms[0].coefficient != 1
-                fresh = self._print_into(o, seeds, reads_of) if len(o.terms) > 1 or single_eye else None
-                for line in fresh or [self.doprint(o)]:
-                    lines.append("        " + line)
-            if f.stack_axis is not None:
-                lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
-            else:
-                lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+        # the planned path: fresh results
+        lines.append("    if out is None:")
+        for c in f.contractions:
+            if c.var in seeds:
+                lines.append("        " + self.doprint(c).replace("\n    ", "\n        "))
+        for o in outputs:
+            single_eye = len(o.terms) == 1 and o.terms[0].eye_spec is not None and o.terms[0].coefficient != 1
+            fresh = self._print_into(o, seeds, reads_of) if len(o.terms) > 1 or single_eye else None
+            for line in fresh or [self.doprint(o)]:
+                lines.append("        " + line)
+        if f.stack_axis is not None:
+            lines.append(f"        return _b.stack(({', '.join(names)},), {f.stack_axis})")
+        else:
+            lines.append("        return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
         # the same results written into preallocated outputs, in place
         lines += self._out_buffers(f)
         for o in outputs:
             for line in self._print_into(o, seeds):
                 lines.append("    " + line)
-        if f.stack_axis is not None or len(names) == 1:
-            lines.append("    return out")
-        else:
-            lines.append("    return (" + ", ".join(names) + ")")
+        lines.append(_return_out(f, "    "))
         return "\n".join(lines)
 
     def _print_FusedPlan(self, p: FusedPlan, stack_axis: int | None) -> str:
@@ -404,7 +394,7 @@ class PythonPrinter:
         """``out`` checked and bound to the output names (views of one array for a stacked basis);
         with ``fresh``, ``out`` made of new buffers of the result's shape and dtype instead."""
         names = [o.name for o in f.outputs]
-        inputs = "(" + ", ".join(f.inputs) + ("," if len(f.inputs) == 1 else "") + ")"
+        inputs = _tuple_text(f.inputs)
         batch = "_b.batch(" + ", ".join(
             f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
         if f.stack_axis is not None:
@@ -434,8 +424,8 @@ class PythonPrinter:
     def _print_into(self, o: OutputPlan, seeds: dict, fresh_reads=None) -> list[str] | None:
         """``o`` evaluated in place into the array bound to its name: a seed written into it (a
         contraction computed straight into it, or a ufunc with ``out=``), then in-place adds, and
-        one in-place scale per change of coefficient magnitude (Horner), so no term needs a
-        temporary the size of the output.
+        one in-place scale per change of coefficient magnitude (Horner), so the sum needs no
+        temporary the size of the output (other contractions are computed before, on their own).
 
         With ``fresh_reads`` (the inputs each term reads) the array is not given but created by the
         seed (a fresh contraction result, or the first sum or product), and the rest is done in
@@ -590,6 +580,26 @@ def _broadcast(spec: str, operands: list[str]) -> list[str]:
     return factors
 
 
+def _tuple_text(names) -> str:
+    """Python source of a tuple of names: '(a,)', '(a, b)'."""
+    return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
+
+
+def _return_out(f: FunctionPlan, indent: str) -> str:
+    """The return statement after the outputs were written into ``out`` (bound to their names)."""
+    names = [o.name for o in f.outputs]
+    return indent + ("return out" if f.stack_axis is not None or len(names) == 1
+                     else "return (" + ", ".join(names) + ")")
+
+
+def _leaves(var: str, steps: dict) -> set[str]:
+    """What the contraction chain ending in ``var`` reads: inputs and constant tables."""
+    found = set()
+    for o in steps[var].operands:
+        found |= _leaves(o, steps) if o in steps else {o}
+    return found
+
+
 def _direct_seeds(f: FunctionPlan, outputs: list[OutputPlan]) -> dict:
     """Contractions that may be computed straight into their output: the last step of a chain, used
     by one term of one output only, not a view, and reading every input (so its batch shape is the
@@ -601,20 +611,13 @@ def _direct_seeds(f: FunctionPlan, outputs: list[OutputPlan]) -> dict:
                 uses[s.var] = uses.get(s.var, 0) + 1
     steps = {c.var: c for c in f.contractions}
     operand_vars = {o for c in f.contractions for o in c.operands}
-
-    def reads(var: str) -> set[str]:
-        found = set()
-        for o in steps[var].operands:
-            found |= reads(o) if o in steps else {o}
-        return found
-
     candidates = set()
     for var, c in steps.items():
         if uses.get(var) != 1 or var in operand_vars:
             continue
         if isinstance(c, Contraction) and len(c.operands) == 1:
             continue
-        if set(f.inputs) <= reads(var):
+        if set(f.inputs) <= _leaves(var, steps):
             candidates.add(var)
     seeds = {}
     for o in outputs:  # one seed per output: its first candidate term without deltas

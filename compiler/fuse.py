@@ -5,7 +5,7 @@ For a term ``c × Π nodes`` the component of the output at geometric index valu
     Σ_{values of the contracted geometric legs}  c × Π constants(values) × Π inputs[..., values]
 
 Constants (delta, eps, cg, P) are evaluated exactly, so only nonzero products survive: TensorNet's
-``M Y + Y M`` becomes 9 components of 6 products each, the Levi-Civita symbol its six signed terms.
+``M Y + Y M`` becomes 9 components of 51 products in all, the Levi-Civita symbol its six signed terms.
 Channel axes stay array axes (each input's channels are broadcast to the output's), so the formulas
 are elementwise over batch and channels: one pass over memory once a compiler fuses them
 (``torch.compile``), which is the planner's opt-in fused output. A diagram whose terms contract or

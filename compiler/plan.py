@@ -88,12 +88,16 @@ class Contraction:
     spec: str
     operands: tuple[str, ...]
     cost: int = 0  # estimated flops at the reference sizes
-    blas: bool = False  # a matrix product in disguise: numpy's optimize=True sends it to BLAS
-    broadcast: bool = False  # nothing summed: a broadcast multiply beats einsum's loops
 
-    def __post_init__(self):
-        object.__setattr__(self, "blas", _gemm_like(self.spec))
-        object.__setattr__(self, "broadcast", len(self.operands) > 1 and broadcast_indexes(self.spec) is not None)
+    @property
+    def blas(self) -> bool:
+        """A matrix product in disguise: numpy's optimize=True sends it to BLAS."""
+        return _gemm_like(self.spec)
+
+    @property
+    def broadcast(self) -> bool:
+        """Nothing summed: a broadcast multiply beats einsum's loops."""
+        return len(self.operands) > 1 and broadcast_indexes(self.spec) is not None
 
 
 @dataclass(frozen=True)
@@ -213,7 +217,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 continue
             core = _fold_constants(core, folded)
             spec, operands, sizes = _einsum(core)
-            spec, operands = _shared_traces(spec, operands, contractions)
+            spec, operands = _shared_traces(spec, operands, sizes, contractions)
             key = (spec, operands)
             if key not in contractions:
                 var = f"_t{len(contractions)}"
@@ -413,7 +417,7 @@ def _gemm_like(spec: str) -> bool:
     return bool(free_a or free_b)
 
 
-def _shared_traces(spec: str, operands: tuple[str, ...], contractions: dict):
+def _shared_traces(spec: str, operands: tuple[str, ...], sizes: dict[str, int], contractions: dict):
     """The contraction with each operand's own trace summed first, as a contraction of its own
     (shared with any other term that takes the same trace): W[b,a] X[b,c,c] becomes
     t = X[b,c,c], then the matrix-vector product W[b,a] t[b]."""
@@ -434,8 +438,8 @@ def _shared_traces(spec: str, operands: tuple[str, ...], contractions: dict):
             rename[ch] for ch in kept)
         key = (trace_spec, (operands[k],))
         if key not in contractions:
-            size = BATCH_SIZE * 3 ** len(letters)  # an upper bound: channels counted as 3
-            contractions[key] = [Contraction(f"_t{len(contractions)}", trace_spec, (operands[k],), size)]
+            cost = BATCH_SIZE * int(np.prod([sizes[ch] for ch in letters]))
+            contractions[key] = [Contraction(f"_t{len(contractions)}", trace_spec, (operands[k],), cost)]
         operands[k] = contractions[key][-1].var
         parts[k] = prefix + kept
     return ",".join(parts) + "->" + out, tuple(operands)
