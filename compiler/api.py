@@ -14,12 +14,14 @@ import types
 from pathlib import Path
 
 from .check import Verdict, check_program
-from .codegen import generate_python
-from .errors import DiagError, OutputError
+from .errors import OutputError
 from .ir import Program
 from .lower import lower_source
+from .targets import TARGETS as _REGISTRY
+from .targets import generate, get_target
 
-TARGETS = ("numpy",)
+#: the names ``--target`` accepts (the registry of :mod:`compiler.targets`)
+TARGETS = tuple(_REGISTRY)
 
 
 def read_source(path: str | os.PathLike) -> str:
@@ -49,9 +51,8 @@ def checked_program(source: str, filename: str = "<string>") -> Program:
 
 def compile_source(source: str, filename: str = "<string>", target: str = "numpy") -> str:
     """Compile .diag text to the text of a standalone module for ``target``."""
-    if target not in TARGETS:
-        raise DiagError(f"unknown target '{target}' (known: {', '.join(TARGETS)})")
-    return generate_python(checked_program(source, filename))
+    get_target(target)  # an unknown target is refused before anything is parsed
+    return generate(checked_program(source, filename), target)
 
 
 def compile_file(path: str | os.PathLike, target: str = "numpy") -> str:

@@ -13,10 +13,14 @@ from pathlib import Path
 
 from . import __version__
 from .api import TARGETS, compile_source, read_source, write_atomic
+from .targets import TARGETS as _REGISTRY
 from .check import check_program
 from .codegen import source_sha256
 from .errors import DiagError, OutputError
 from .lower import lower_source
+
+
+_TARGET_HELP = "; ".join(f"{t.name}: {t.summary}" for t in _REGISTRY.values()).replace("%", "%%")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -40,8 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Compile every diagram of FILE into one standalone module (one function "
                        "per diagram). Nothing is written unless every diagram checks.")
     k.add_argument("file", metavar="FILE.diag")
-    k.add_argument("--target", choices=TARGETS, default="numpy",
-                   help="numpy: a Python module running on numpy, torch, jax or cupy arrays (default)")
+    k.add_argument("--target", choices=TARGETS, default="numpy", help=_TARGET_HELP)
     k.add_argument("-o", "--output", metavar="OUT", help="output file (default: standard output)")
     k.add_argument("--explain", action="store_true",
                    help="print the plan (contraction steps, estimated cost) instead of the module, or beside -o")
@@ -85,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                        "and write OUT/index.json and OUT/INDEX.md listing what was produced and what failed.")
     b.add_argument("directory", metavar="DIR")
     b.add_argument("-o", "--output", metavar="OUT", required=True)
-    b.add_argument("--target", choices=TARGETS, default="numpy")
+    b.add_argument("--target", choices=TARGETS, default="numpy", help=_TARGET_HELP)
     return p
 
 
@@ -251,7 +254,7 @@ def _build(args) -> int:
     code = 0
     for src in sources:
         rel = src.relative_to(root)
-        target = out / rel.with_suffix(".py")
+        target = out / rel.with_suffix(_REGISTRY[args.target].suffix)
         try:
             text = read_source(src)
             module = compile_source(text, str(src), args.target)
@@ -269,7 +272,7 @@ def _build(args) -> int:
             code = 2
             continue
         names = [d.name for d in lower_source(text, str(src)).diagrams]
-        produced.append({"source": str(rel), "module": str(rel.with_suffix(".py")), "functions": names,
+        produced.append({"source": str(rel), "module": str(rel.with_suffix(_REGISTRY[args.target].suffix)), "functions": names,
                          "source_sha256": source_sha256(text)})
         print(f"compiled {src} -> {target} ({', '.join(names)})")
     index = {"diagc": __version__, "target": args.target, "produced": produced, "failed": failed}

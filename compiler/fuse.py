@@ -98,6 +98,17 @@ def fuse_diagram(diagram: Diagram) -> FusedPlan:
     return FusedPlan(diagram.name, inputs, tuple(outputs))
 
 
+def term_components(term: TensorNetwork, n_channels: int, dims: tuple[int, ...]) -> tuple[tuple[Monomial, ...], ...] | str:
+    """One term alone as component formulas over ``term.output`` (its first ``n_channels`` labels
+    channels, then geometric axes of sizes ``dims``), or the reason it has none."""
+    sums: list[dict[tuple, object]] = [dict() for _ in range(_size(dims))]
+    try:
+        _expand(term, n_channels, dims, sums)
+    except _NoFusedForm as e:
+        return str(e)
+    return tuple(tuple(Monomial(_number(c), key) for key, c in sorted(acc.items()) if c != 0) for acc in sums)
+
+
 def _size(dims) -> int:
     n = 1
     for d in dims:

@@ -1,0 +1,54 @@
+"""The back ends, one per target, behind one registry.
+
+A target turns a checked :class:`~compiler.ir.Program` into the text of one standalone source file.
+``diagc compile --target NAME`` and :func:`compiler.compile_source` take their names from
+:data:`TARGETS`; an unknown name is a :class:`~compiler.errors.DiagError` listing the known ones.
+Each target's generator is imported only when it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from ..errors import DiagError
+from ..ir import Program
+
+
+@dataclass(frozen=True)
+class Target:
+    """One back end: ``generate`` (``module:function``) maps a checked program to source text."""
+
+    name: str
+    suffix: str  # the file name ending of what it writes
+    generate: str
+    summary: str
+
+    def generator(self):
+        module, _, function = self.generate.partition(":")
+        return getattr(importlib.import_module(module, __package__), function)
+
+
+TARGETS: dict[str, Target] = {
+    t.name: t
+    for t in (
+        Target("numpy", ".py", "..codegen:generate_python",
+               "a Python module running on numpy, torch, jax or cupy arrays (default)"),
+        Target("cuda", ".cu", ".cuda:generate_cuda",
+               "one CUDA C++ source: per diagram a __host__ __device__ element function, float and "
+               "double kernels, extern \"C\" launchers"),
+    )
+}
+
+
+def get_target(name: str) -> Target:
+    """The target called ``name``, or a DiagError listing the known ones."""
+    try:
+        return TARGETS[name]
+    except KeyError:
+        raise DiagError(f"unknown target '{name}' (known: {', '.join(TARGETS)})") from None
+
+
+def generate(program: Program, target: str = "numpy") -> str:
+    """The text ``target`` emits for a checked program."""
+    return get_target(target).generator()(program)

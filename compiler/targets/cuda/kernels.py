@@ -1,0 +1,363 @@
+"""Lowering for the CUDA target: a diagram's fused plan as a kernel program (data, no text).
+
+Every decision the CUDA printer needs is made here and recorded in frozen dataclasses:
+
+* :class:`ElementwiseKernel` (a diagram with a fused form): every output component of one
+  (batch, channel) element as a sum of :class:`Product` s of input components, read through
+  :class:`View` s (one per placement of an input's channel axes among the output's), the tile of
+  elements a block handles and where each staged input and each result lives in shared memory.
+  A view whose input has all of the output's channel axes is *dense*: for a batched input, a
+  block's elements are one contiguous run of memory, loaded and stored coalesced through shared
+  memory; any other view is read per element (a broadcast input: small, cached).
+* :class:`MixingKernel` (channel mixing, ``Y[d,...] = Σ_t Σ_c W_t[c,d] P_t(inputs[c])``): the
+  per-channel polynomials ``P_t`` as components (the same :class:`Component` form), the weight of
+  each term and how it is indexed; the printer emits a tiled batched GEMM over ``c``.
+
+Anything else (a contraction over a channel axis of another form, outputs with different channel
+axes, more components than shared memory can stage) is a :class:`~compiler.errors.DiagError` naming
+the construct: the CUDA target never emits code that computes something else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from ...errors import DiagError
+from ...fuse import Entry, Monomial, fuse_diagram, term_components
+from ...ir import Diagram, Program
+
+#: threads (and elements) of an elementwise block, tried in order until the staged tile fits
+TILES = (128, 64, 32)
+#: static shared memory a block may use without opting in (bytes), sized for double
+SHARED_BYTES = 48 * 1024
+#: the widest scalar type a kernel is instantiated for (double)
+WORD_BYTES = 8
+#: the mixing kernel: threads per block (one output channel each), batch rows per block
+MIX_THREADS = 128
+MIX_ROWS = 4
+#: channel chunks of the mixing kernel's staged polynomials, tried in order until they fit
+MIX_CHUNKS = (32, 16, 8, 4, 2, 1)
+
+_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+
+@dataclass(frozen=True)
+class View:
+    """Input ``input`` (its ``position`` among the diagram's inputs) read at the output's channel
+    axes ``places``; ``size`` geometric components per element, ``dims`` their shape."""
+
+    input: str
+    position: int
+    places: tuple[int, ...]
+    dims: tuple[int, ...]
+    size: int
+    dense: bool  # it has every output channel axis, in order: batched, a block's tile is contiguous
+    shared_offset: int  # where its tile starts in shared memory, in words per element (dense only)
+
+
+@dataclass(frozen=True)
+class Factor:
+    view: int  # index into the kernel's views
+    component: int  # row-major over the view's geometric axes
+
+
+@dataclass(frozen=True)
+class Product:
+    """coefficient × Π factors (the coefficient alone when there are none)."""
+
+    coefficient: Fraction | float
+    factors: tuple[Factor, ...]
+
+
+@dataclass(frozen=True)
+class Component:
+    products: tuple[Product, ...]  # summed; empty means 0
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    dims: tuple[int, ...]
+    size: int
+    components: tuple[Component, ...]  # row-major over ``dims`` (elementwise kernels)
+    shared_offset: int  # where its staged tile starts, in words per element / per thread
+
+
+@dataclass(frozen=True)
+class Input:
+    name: str
+    channels: tuple[str, ...]  # its channel axes' names, in its storage order
+    size: int  # geometric components per element
+
+
+@dataclass(frozen=True)
+class ElementwiseKernel:
+    """One thread per (batch, channel) element, ``tile`` elements a block."""
+
+    name: str
+    inputs: tuple[Input, ...]
+    channels: tuple[str, ...]  # the outputs' channel axes (sizes are launch arguments)
+    views: tuple[View, ...]
+    results: tuple[Result, ...]
+    tile: int
+    shared_words: int  # per element: max(staged inputs, staged results)
+    products: int
+
+    @property
+    def kind(self) -> str:
+        return "elementwise"
+
+
+@dataclass(frozen=True)
+class MixTerm:
+    """Σ_c W[c,d] z[c, offset : offset + size]: one term's weight and its polynomials in ``z``."""
+
+    weight: int  # position of the weight among the inputs
+    contracted_first: bool  # W stored [..., c, d] (else [..., d, c])
+    z_offset: int
+
+
+@dataclass(frozen=True)
+class MixResult:
+    name: str
+    dims: tuple[int, ...]
+    size: int
+    terms: tuple[MixTerm, ...]
+    acc_offset: int  # its components among a thread's accumulators (and the staged output row)
+
+
+@dataclass(frozen=True)
+class MixingKernel:
+    """Channel mixing: per (batch row, output channel d), Σ over the contracted channel c.
+
+    ``z`` holds, per (batch, c), every term's polynomial components (``z_components``, computed by
+    the element function from the views at channel c); a block of ``threads`` output channels and
+    ``rows`` batch rows stages ``z`` for ``chunk`` channels at a time in shared memory.
+    """
+
+    name: str
+    inputs: tuple[Input, ...]
+    channel_in: str  # the contracted axis (size C)
+    channel_out: str  # the output axis (size D)
+    views: tuple[View, ...]  # places () or (0,): the contracted channel
+    z_components: tuple[Component, ...]
+    results: tuple[MixResult, ...]
+    threads: int
+    rows: int
+    chunk: int
+    shared_words: int  # total, not per element
+
+    @property
+    def kind(self) -> str:
+        return "mixing"
+
+
+@dataclass(frozen=True)
+class CudaProgram:
+    filename: str
+    source_sha256: str
+    kernels: tuple[ElementwiseKernel | MixingKernel, ...]
+
+
+def _size(dims) -> int:
+    n = 1
+    for d in dims:
+        n *= d
+    return n
+
+
+def _flat(component: tuple[int, ...], dims: tuple[int, ...]) -> int:
+    k = 0
+    for v, d in zip(component, dims):
+        k = k * d + v
+    return k
+
+
+def _refuse(diagram: Diagram, what: str) -> DiagError:
+    return DiagError(f"diagram '{diagram.name}': the cuda target cannot express it: {what}", diagram.pos)
+
+
+def _check_names(diagram: Diagram) -> None:
+    for name in [diagram.name] + [t.name for t in diagram.inputs + diagram.outputs]:
+        if not _IDENTIFIER.match(name):
+            raise _refuse(diagram, f"'{name}' is not a plain ASCII identifier")
+
+
+def _inputs(diagram: Diagram) -> tuple[Input, ...]:
+    return tuple(Input(t.name, tuple(t.type.channels), _size(t.type.geometric_dims)) for t in diagram.inputs)
+
+
+class _Views:
+    """Collects the views the components read, in order of first use."""
+
+    def __init__(self, diagram: Diagram, n_channels: int):
+        self.diagram = diagram
+        self.n_channels = n_channels
+        self.position = {t.name: k for k, t in enumerate(diagram.inputs)}
+        self.dims = {t.name: tuple(t.type.geometric_dims) for t in diagram.inputs}
+        self.keys: list[tuple[str, tuple[int, ...]]] = []
+
+    def factor(self, entry: Entry) -> Factor:
+        key = (entry.input, entry.channels)
+        if key not in self.keys:
+            self.keys.append(key)
+        return Factor(self.keys.index(key), _flat(entry.component, self.dims[entry.input]))
+
+    def component(self, monomials: tuple[Monomial, ...]) -> Component:
+        return Component(tuple(Product(m.coefficient, tuple(self.factor(e) for e in m.factors)) for m in monomials))
+
+    def views(self, stage_dense: bool) -> tuple[View, ...]:
+        out, offset = [], 0
+        for name, places in sorted(self.keys, key=lambda k: (self.position[k[0]], k[1])):
+            dims = self.dims[name]
+            dense = stage_dense and places == tuple(range(self.n_channels))
+            out.append(View(name, self.position[name], places, dims, _size(dims), dense, offset if dense else -1))
+            offset += _size(dims) if dense else 0
+        return tuple(out)
+
+    def renumber(self, views: tuple[View, ...]):
+        """Factor view indices follow ``views``' (sorted) order."""
+        new = {(v.input, v.places): k for k, v in enumerate(views)}
+        old_to_new = {k: new[key] for k, key in enumerate(self.keys)}
+
+        def fix(c: Component) -> Component:
+            return Component(tuple(Product(p.coefficient, tuple(Factor(old_to_new[f.view], f.component)
+                                                               for f in p.factors)) for p in c.products))
+        return fix
+
+
+def lower_diagram(diagram: Diagram) -> ElementwiseKernel | MixingKernel:
+    """The kernel program of one diagram, or a DiagError naming what the target cannot express."""
+    _check_names(diagram)
+    channels = {tuple(eq.type.channels) for eq in diagram.equations}
+    if len(channels) != 1:
+        raise _refuse(diagram, "its outputs have different channel axes (one kernel needs one index space: "
+                      "put them in separate diagrams)")
+    fused = fuse_diagram(diagram)
+    if fused.outputs:
+        return _elementwise(diagram, fused)
+    return _mixing(diagram, fused.reason)
+
+
+def _elementwise(diagram: Diagram, fused) -> ElementwiseKernel:
+    out_channels = tuple(diagram.equations[0].type.channels)
+    views = _Views(diagram, len(out_channels))
+    results = []
+    for out in fused.outputs:
+        results.append((out.name, out.geometric, tuple(views.component(c) for c in out.components)))
+    staged = views.views(stage_dense=True)
+    fix = views.renumber(staged)
+    in_words = sum(v.size for v in staged if v.dense)
+    out_words = sum(_size(dims) for _, dims, _ in results)
+    words = max(in_words, out_words, 1)
+    tile = next((t for t in TILES if t * words * WORD_BYTES <= SHARED_BYTES), None)
+    if tile is None:
+        raise _refuse(diagram, f"{words} components per element do not fit a tile of {TILES[-1]} elements "
+                      f"in {SHARED_BYTES // 1024} KiB of shared memory")
+    lowered, offset = [], 0
+    for name, dims, comps in results:
+        lowered.append(Result(name, dims, _size(dims), tuple(fix(c) for c in comps), offset))
+        offset += _size(dims)
+    return ElementwiseKernel(diagram.name, _inputs(diagram), out_channels, staged, tuple(lowered), tile, words,
+                             fused.products)
+
+
+def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
+    """Channel mixing: every term one weight W[c,d] (or W[d,c]) times a fused polynomial in inputs
+    that carry the contracted channel c (or none)."""
+    expected = ("of the form Y[d,...] = sum of W[c,d] times a product of inputs carrying channel c or "
+                "no channel (a weight with two channel axes and no geometric axis per term)")
+    out_channels = tuple(diagram.equations[0].type.channels)
+    if len(out_channels) != 1:
+        raise _refuse(diagram, f"{reason}, and the contraction is not channel mixing {expected}")
+    position = {t.name: k for k, t in enumerate(diagram.inputs)}
+    views = _Views(diagram, 1)
+    z: list[Component] = []
+    results = []
+    contracted_axis = None
+    acc = 0
+    for eq in diagram.equations:
+        dims = tuple(eq.type.geometric_dims)
+        terms = []
+        for term in eq.terms:
+            d = term.output[0]
+            kinds = dict(term.kinds)
+            carriers = [n for n in term.nodes if n.kind == "input" and d in n.indices]
+            if len(carriers) != 1:
+                raise _refuse(diagram, f"{reason}; term '{term.formula()}' is not channel mixing {expected}")
+            w = carriers[0]
+            ch = w.indices[:w.n_channels]
+            if w.n_channels != 2 or len(w.indices) != 2 or ch[0] == ch[1]:
+                raise _refuse(diagram, f"{reason}; in term '{term.formula()}', '{w.name}' is not a weight "
+                              f"[c,d] {expected}")
+            c = ch[0] if ch[1] == d else ch[1]
+            if c in term.output:
+                raise _refuse(diagram, f"{reason}; term '{term.formula()}' is not channel mixing {expected}")
+            axis = str(kinds[c].dim)
+            if contracted_axis not in (None, axis):
+                raise _refuse(diagram, f"{reason}; its terms contract different channel axes "
+                              f"('{contracted_axis}', '{axis}')")
+            contracted_axis = axis
+            rest = tuple(n for n in term.nodes if n is not w)
+            for n in rest:
+                if n.kind == "input" and any(i != c for i in n.indices[:n.n_channels]):
+                    raise _refuse(diagram, f"{reason}; in term '{term.formula()}', '{n.name}' carries a channel "
+                                  f"axis other than the contracted one {expected}")
+            reduced = replace(term, nodes=rest, output=(c,) + tuple(term.output[1:]))
+            comps = term_components(reduced, 1, dims)
+            if isinstance(comps, str):
+                raise _refuse(diagram, f"{reason}; term '{term.formula()}': {comps}")
+            terms.append(MixTerm(position[w.name], ch[0] == c, len(z)))
+            z.extend(views.component(cm) for cm in comps)
+        results.append((eq.target, dims, tuple(terms), acc))
+        acc += _size(dims)
+    staged = views.views(stage_dense=False)
+    fix = views.renumber(staged)
+    z_words = max(len(z), 1)
+    out_words = MIX_THREADS * acc
+    chunk = next((k for k in MIX_CHUNKS if max(MIX_ROWS * k * z_words, out_words) * WORD_BYTES <= SHARED_BYTES),
+                 None)
+    if chunk is None:
+        raise _refuse(diagram, f"{len(z)} polynomial components per channel or {acc} output components do not "
+                      f"fit in {SHARED_BYTES // 1024} KiB of shared memory")
+    return MixingKernel(
+        diagram.name, _inputs(diagram), contracted_axis, out_channels[0], staged, tuple(fix(c) for c in z),
+        tuple(MixResult(n, dims, _size(dims), terms, off) for n, dims, terms, off in results),
+        MIX_THREADS, MIX_ROWS, chunk, max(MIX_ROWS * chunk * z_words, out_words))
+
+
+def lower_program(program: Program) -> CudaProgram:
+    from ...codegen import source_sha256
+
+    return CudaProgram(program.filename, source_sha256(program.source),
+                       tuple(lower_diagram(d) for d in program.diagrams))
+
+
+#: the scalar types every kernel is instantiated for: suffix of its symbols, C type
+PRECISIONS = (("f32", "float"), ("f64", "double"))
+
+
+def kernel_symbol(name: str, suffix: str) -> str:
+    """The extern "C" __global__ kernel of diagram ``name`` (what NVRTC users look up)."""
+    return f"diagc_{name}_kernel_{suffix}"
+
+
+def launcher_symbol(name: str, suffix: str) -> str:
+    """The extern "C" host launcher of diagram ``name`` (nvcc builds only)."""
+    return f"diagc_{name}_{suffix}"
+
+
+def launch_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
+    """How to launch ``kernel`` without the host launcher (e.g. through NVRTC): its arguments in
+    order and its block, grid and shared memory, as plain data (JSON-ready)."""
+    args = [{"kind": "input", "name": i.name, "size": i.size, "channels": list(i.channels)} for i in kernel.inputs]
+    args += [{"kind": "output", "name": r.name, "dims": list(r.dims)} for r in kernel.results]
+    common = {"name": kernel.name, "kind": kernel.kind, "args": args,
+              "kernels": {s: kernel_symbol(kernel.name, s) for s, _ in PRECISIONS}}
+    if isinstance(kernel, ElementwiseKernel):
+        return dict(common, channels=list(kernel.channels), block=kernel.tile,
+                    elements_per_block=kernel.tile, shared_words=kernel.tile * kernel.shared_words)
+    return dict(common, channel_in=kernel.channel_in, channel_out=kernel.channel_out, block=kernel.threads,
+                rows_per_block=kernel.rows, shared_words=kernel.shared_words)

@@ -1,0 +1,121 @@
+"""The CUDA printer: a :class:`~.kernels.CudaProgram` in, the text of one ``.cu`` file out.
+
+Only printing happens here: coefficients as literals of the kernel's scalar type ``T`` (a rational
+p/q as ``(T(p) / T(q))``, folded by the compiler, correctly rounded in either precision),
+components as sums of products, C index expressions from the views' channel places. The shape of
+the file is the template ``templates/cuda/module.cu.j2``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from functools import lru_cache
+
+import jinja2
+
+from ... import __version__
+from ...codegen import template_text
+from ...ir import Program
+from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, View, kernel_symbol,
+                      launcher_symbol, lower_program)
+
+
+def coefficient(c: Fraction | float) -> str:
+    if isinstance(c, Fraction):
+        if c.denominator == 1:
+            return f"T({c.numerator})"
+        return f"(T({c.numerator}) / T({c.denominator}))"
+    return f"T({float(c)!r})"
+
+
+def view_param(k: int, views: tuple[View, ...]) -> str:
+    """The element function's parameter for view ``k``: ``in_X`` for an input's first view."""
+    v = views[k]
+    first = next(j for j, w in enumerate(views) if w.input == v.input)
+    return f"in_{v.input}" if first == k else f"in_{v.input}_{k - first}"
+
+
+def component(c: Component, views: tuple[View, ...]) -> str:
+    text = ""
+    for p in c.products:
+        factors = [f"{view_param(f.view, views)}[{f.component}]" for f in p.factors]
+        coef = p.coefficient
+        negative = coef < 0
+        magnitude = -coef if negative else coef
+        parts = factors if (magnitude == 1 and factors) else [coefficient(magnitude)] + factors
+        body = " * ".join(parts)
+        if not text:
+            text = ("-" if negative else "") + body
+        else:
+            text += (" - " if negative else " + ") + body
+    return text or "T(0)"
+
+
+def _product(names: list[str]) -> str:
+    return " * ".join(names) if names else "1LL"
+
+
+def _view_offset(v: View, channels: tuple[str, ...]) -> str:
+    """The element offset of a view that is read per element (not staged)."""
+    if v.dense:
+        return "c"
+    per_batch = _product([f"ch{p}" for p in v.places])
+    inner = "0LL"
+    for p in v.places:
+        inner = f"{inner} * ch{p} + i{p}" if inner != "0LL" else f"i{p}"
+    return f"(({v.input}_batched ? b * {per_batch} : 0LL) + {inner})"
+
+
+def _template() -> jinja2.Template:
+    return _environment().from_string(template_text("cuda/module.cu.j2"))
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, trim_blocks=True,
+                              lstrip_blocks=True, autoescape=False)
+
+
+def _comment(text: str) -> str:
+    """Text safe inside a // comment: printable ASCII, no backslash (no line splice)."""
+    return "".join(ch if 32 <= ord(ch) < 127 and ch != "\\" else "?" for ch in text)
+
+
+def print_program(program: CudaProgram) -> str:
+    kernels = []
+    for k in program.kernels:
+        views = k.views
+        params = [view_param(j, views) for j in range(len(views))]
+        entry = {
+            "k": k,
+            "params": params,
+            "locals": [f"view{j}" for j in range(len(views))],
+            "kernel": {s: kernel_symbol(k.name, s) for s, _ in PRECISIONS},
+            "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
+        }
+        if isinstance(k, ElementwiseKernel):
+            entry["results"] = [(r, [component(c, views) for c in r.components]) for r in k.results]
+            entry["offsets"] = [_view_offset(v, k.channels) for v in views]
+            entry["chans"] = _product([f"ch{p}" for p in range(len(k.channels))])
+            n = len(k.channels)
+            partial = any(not v.dense and v.places for v in views)
+            entry["axis_index"] = [f"(c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p}"
+                                   for p in range(n)] if partial else []
+        else:
+            assert isinstance(k, MixingKernel)
+            entry["z"] = [component(c, views) for c in k.z_components]
+            entry["acc"] = sum(r.size for r in k.results)
+            entry["z_words"] = max(len(k.z_components), 1)
+        kernels.append(entry)
+    return _template().render(
+        version=__version__,
+        filename=_comment(program.filename),
+        sha256=program.source_sha256,
+        kernels=kernels,
+        precisions=PRECISIONS,
+    )
+
+
+def generate_cuda(program: Program) -> str:
+    """The text of one standalone CUDA C++ source for a checked program."""
+    return print_program(lower_program(program))
