@@ -1,0 +1,216 @@
+"""The CUDA target without a GPU.
+
+* every emitted ``.cu`` (one per file of ``diagrams/``) compiles with ``nvcc -arch=sm_90 -c``
+  (skipped, saying so, where nvcc is absent);
+* the same sources compiled as plain C++ keep only the ``__host__ __device__`` element functions;
+  they are called through ctypes over random inputs and compared with the numpy module in float64
+  to 1e-12: every output component of every diagram with a fused form, and for channel mixing the
+  per-channel polynomials summed against the weights as the kernel's terms say;
+* what the target cannot express is refused with exit 2 and a message naming the construct.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.api import checked_program
+from compiler.cli import main
+from compiler.targets import TARGETS, get_target
+from compiler.targets.cuda import generate_cuda
+from compiler.targets.cuda.kernels import ElementwiseKernel, lower_program
+from compiler.testing import random_input
+
+ROOT = Path(__file__).resolve().parent.parent
+FILES = sorted((ROOT / "diagrams").glob("*.diag"))
+CHANNELS = 3  # every channel axis
+BATCH = 5
+
+
+def _emit(path: Path) -> str:
+    return generate_cuda(checked_program(path.read_text(), str(path)))
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cuda")
+    out = {}
+    for path in FILES:
+        target = folder / f"{path.stem}.cu"
+        target.write_text(_emit(path))
+        out[path.stem] = target
+    return out
+
+
+def test_registry_lists_cuda_and_refuses_unknown_targets(capsys):
+    assert {"numpy", "cuda"} <= set(TARGETS)
+    with pytest.raises(compiler.DiagError, match="unknown target 'fortran' \\(known: numpy, cuda"):
+        get_target("fortran")
+    with pytest.raises(compiler.DiagError, match="known: numpy, cuda"):
+        compiler.compile_source("diagram dot(a: vec, b: vec) -> s: scalar { s = a[i] b[i] }", target="fortran")
+
+
+def test_cli_writes_cu(tmp_path, capsys):
+    out = tmp_path / "ops.cu"
+    assert main(["compile", str(ROOT / "diagrams/tensornet.diag"), "--target", "cuda", "-o", str(out)]) == 0
+    text = out.read_text()
+    assert text == _emit(ROOT / "diagrams/tensornet.diag")  # deterministic
+    assert '#include "' not in text  # no diagc header: standalone
+    for name in ("vector_to_skew", "decompose", "matmul_o3", "mix_skew", "edge_tensor"):
+        assert f"extern \"C\" __global__ void __launch_bounds__(128) diagc_{name}_kernel_f32(" in text
+        assert f"extern \"C\" int diagc_{name}_f64(" in text
+
+
+@pytest.mark.parametrize("source, construct", [
+    ("diagram f(X: cart2[c]) -> n: scalar { n = X[c,i,i] }", "channel axis 'c' is contracted"),
+    ("diagram f(X: vec[c], W: weight[c,d], V: weight[c,d]) -> Y: vec[d] {\n Y[d,i] = W[c,d] V[c,d] X[c,i]\n}",
+     "is not channel mixing"),
+    ("diagram f(a: vec[c], b: vec) -> (s: scalar[c], t: scalar) {\n s[c] = a[c,i] a[c,i]\n t = b[i] b[i]\n}",
+     "outputs have different channel axes"),
+])
+def test_refuses_what_it_cannot_express(tmp_path, capsys, source, construct):
+    src = tmp_path / "bad.diag"
+    src.write_text(source + "\n")
+    out = tmp_path / "bad.cu"
+    assert main(["compile", str(src), "--target", "cuda", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert construct in err and "the cuda target cannot express it" in err
+    assert f"{src}:1:" in err  # file:line:col of the diagram
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_nvcc_compiles_every_emitted_source(sources, tmp_path):
+    nvcc = shutil.which("nvcc") or next((p for p in ("/usr/local/cuda/bin/nvcc",) if os.path.exists(p)), None)
+    if nvcc is None:
+        pytest.skip("nvcc not found: the emitted .cu files were not compiled (install the CUDA toolkit)")
+    jobs = {stem: subprocess.Popen([nvcc, "-arch=sm_90", "-c", str(cu), "-o", str(tmp_path / f"{stem}.o")],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for stem, cu in sources.items()}
+    failed = {}
+    for stem, job in jobs.items():
+        log, _ = job.communicate()
+        if job.returncode != 0:
+            failed[stem] = log[-3000:]
+        elif "warning" in log:
+            failed[stem] = "warnings:\n" + log[-3000:]
+    assert not failed, failed
+
+
+# ---------------------------------------------------------------------------------------------
+# the element functions as host code
+
+
+def _harness(programs) -> str:
+    """C++ calling each element function over n elements laid out one after another."""
+    lines = ['#include <cstddef>']
+    for stem, (cu, program) in programs.items():
+        lines += [f"namespace f_{stem} {{", f'#include "{cu}"', "}"]
+        for k in program.kernels:
+            fn = f"f_{stem}::diagc_{k.name}" + ("" if isinstance(k, ElementwiseKernel) else "_z")
+            if isinstance(k, ElementwiseKernel):
+                outs = [(f"o[{j}] + e * {r.size}") for j, r in enumerate(k.results)]
+            else:
+                outs = [f"o[0] + e * {max(len(k.z_components), 1)}"]
+            args = [f"v[{j}] + e * {v.size}" for j, v in enumerate(k.views)] + outs
+            lines += [f'extern "C" void host_{stem}_{k.name}(const double* const* v, double* const* o, long long n) {{',
+                      f"    (void)v; for (long long e = 0; e < n; ++e) {fn}<double>({', '.join(args)});",
+                      "}"]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture(scope="module")
+def host_library(sources, tmp_path_factory):
+    compiler_cmd = shutil.which("g++") or shutil.which("c++")
+    if compiler_cmd is None:
+        pytest.skip("no C++ compiler (g++) found: the element functions were not compiled as host code")
+    folder = tmp_path_factory.mktemp("host")
+    programs = {stem: (cu, lower_program(checked_program((ROOT / "diagrams" / f"{stem}.diag").read_text(),
+                                                         f"{stem}.diag")))
+                for stem, cu in sources.items()}
+    harness = folder / "harness.cpp"
+    harness.write_text(_harness(programs))
+    lib = folder / "libdiagc_host.so"
+    run = subprocess.run([compiler_cmd, "-O1", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC",
+                          str(harness), "-o", str(lib)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return ctypes.CDLL(str(lib)), programs
+
+
+def _pointers(arrays):
+    ptrs = (ctypes.c_void_p * max(len(arrays), 1))()
+    for j, a in enumerate(arrays):
+        ptrs[j] = a.ctypes.data
+    return ptrs
+
+
+def _per_element(x: np.ndarray, input_channels: int, places, n_out_channels: int, size: int) -> np.ndarray:
+    """x (batch, its channels, geometric) broadcast to (batch, output channels, geometric), flattened
+    to (elements, size): what the kernel hands the element function for this view."""
+    geo = x.shape[1 + input_channels:]
+    shape = [x.shape[0]] + [1] * n_out_channels + list(geo)
+    for k, p in enumerate(places):
+        shape[1 + p] = x.shape[1 + k]
+    full = np.broadcast_to(x.reshape(shape), (x.shape[0],) + (CHANNELS,) * n_out_channels + tuple(geo))
+    return np.ascontiguousarray(full).reshape(-1, size)
+
+
+def _cases():
+    out = []
+    for path in FILES:
+        program = checked_program(path.read_text(), str(path))
+        for d in program.diagrams:
+            out.append(pytest.param(path.stem, d.name, id=f"{path.stem}.{d.name}"))
+    return out
+
+
+@pytest.mark.parametrize("stem, name", _cases())
+def test_element_functions_match_numpy_module(host_library, stem, name):
+    lib, programs = host_library
+    program = programs[stem][1]
+    kernel = next(k for k in program.kernels if k.name == name)
+    module = compiler.load(ROOT / "diagrams" / f"{stem}.diag")
+    diagram = next(d for d in checked_program((ROOT / "diagrams" / f"{stem}.diag").read_text()).diagrams
+                   if d.name == name)
+    rng = np.random.default_rng(sum(map(ord, stem + name)))
+    sizes = {c: CHANNELS for t in diagram.inputs + diagram.outputs for c in t.type.channels}
+    args = [random_input(t.type, rng, batch=(BATCH,), channel_sizes=sizes) for t in diagram.inputs]
+    expected = getattr(module, name)(*args)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    fn = getattr(lib, f"host_{stem}_{name}")
+    fn.restype = None
+    if isinstance(kernel, ElementwiseKernel):
+        n_ch = len(kernel.channels)
+        n = BATCH * CHANNELS ** n_ch
+        views = [_per_element(args[v.position], len(diagram.inputs[v.position].type.channels), v.places, n_ch,
+                              v.size) for v in kernel.views]
+        outs = [np.full((n, r.size), np.nan) for r in kernel.results]
+        fn(_pointers(views), _pointers(outs), ctypes.c_longlong(n))
+        assert len(expected) == len(outs)
+        for r, got, want in zip(kernel.results, outs, expected):
+            want = np.asarray(want, dtype=np.float64).reshape(n, r.size)
+            scale = max(1.0, float(np.max(np.abs(want))))
+            assert np.max(np.abs(got - want)) <= 1e-12 * scale, r.name
+        return
+    # channel mixing: z per (batch, c) from the element function, then the terms' weighted sums
+    n = BATCH * CHANNELS
+    views = [_per_element(args[v.position], len(diagram.inputs[v.position].type.channels), v.places, 1, v.size)
+             for v in kernel.views]
+    z_words = max(len(kernel.z_components), 1)
+    z = np.full((n, z_words), np.nan)
+    fn(_pointers(views), _pointers([z]), ctypes.c_longlong(n))
+    z = z.reshape(BATCH, CHANNELS, z_words)
+    for r, want in zip(kernel.results, expected):
+        got = np.zeros((BATCH, CHANNELS, r.size))
+        for term in r.terms:
+            w = args[term.weight]
+            w = w if term.contracted_first else np.swapaxes(w, -1, -2)  # [batch, c, d]
+            got += np.einsum("bcd,bcg->bdg", w, z[:, :, term.z_offset:term.z_offset + r.size])
+        want = np.asarray(want).reshape(BATCH, CHANNELS, r.size)
+        assert np.max(np.abs(got - want)) <= 1e-12 * max(1.0, float(np.max(np.abs(want)))), r.name
