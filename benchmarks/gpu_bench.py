@@ -1,0 +1,499 @@
+"""TensorNet's operations on a CUDA GPU: the emitted kernels against the bandwidth bound and the
+alternatives, values checked first. Two steps, so that the GPU machine needs only python 3.12,
+numpy, torch (CUDA) and cupy (or nvcc), not diagc's own dependencies:
+
+    python benchmarks/gpu_bench.py --prepare DIR        # here: writes DIR/*.cu, DIR/*.py, manifest.json
+    python benchmarks/gpu_bench.py --run DIR --out OUT  # on the GPU: writes OUT/gpu_bench.md (+ .json)
+
+``--prepare`` compiles ``diagrams/tensornet.diag``, ``diagrams/tensornet_so3.diag`` and
+``diagrams/products.diag`` with both targets (``--target cuda`` and the Python module) and writes
+the kernels' launch configurations and the naive einsum transcription of every term (from
+``codegen_bench.Naive``) into ``manifest.json``. ``--run`` reads only that folder and
+``benchmarks/experts.py`` (torchmd-net's formulas, the one copy the CPU benchmark uses too).
+
+Per operation, at N x C = 32768 x 128 (``--rows``, ``--channels``; a diagram without channels gets
+N*C batch rows; weights have no batch axis), float32 and float64, the contenders are
+
+* ``expert``: torchmd-net's formulas in torch (``experts.expert_set(torch)``);
+* ``planned``: the emitted Python module's function on CUDA tensors;
+* ``fused``: the same with ``fused=True`` (``torch.compile``; its compile is untimed, ``--no-fused``
+  leaves it out);
+* ``einsum``: every term as one ``torch.einsum`` with dense delta/eps/cg tables (naive);
+* ``kernel``: the emitted CUDA kernel, compiled from the ``.cu`` by NVRTC (``cupy.RawModule``), or
+  when cupy is missing or fails, by ``nvcc -shared`` and called through its ``extern "C"``
+  launcher; outputs preallocated, arguments bound once.
+
+Every contender's float64 result is compared with the planned torch function's first (relative
+1e-10; float32 results with the float64 reference at 1e-4); a contender that disagrees or raises
+is reported and not timed, the others go on. Times are CUDA-event device times, the median of 20
+calls after 3 warm-up calls; before each timed call ``torch.cuda._sleep`` keeps the device busy so
+that the host's launch overhead (the same for every contender in kind) is not counted. The bound is
+the bytes the operation must read and write at that dtype divided by the copy bandwidth (read +
+write) measured with ``Tensor.copy_`` in the same process. ``--device cpu`` runs every torch
+contender on the CPU with wall-clock timing (a smoke test of the script itself, no kernels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+FILES = ("tensornet", "tensornet_so3", "products")
+#: (file stem, diagram, label in the tables)
+OPS = (
+    ("tensornet", "vector_to_skew", "vector_to_skew"),
+    ("tensornet", "vector_to_sym", "vector_to_sym"),
+    ("tensornet", "decompose", "decompose (3 outputs)"),
+    ("tensornet", "tensor_norm", "tensor_norm"),
+    ("tensornet", "matmul_o3", "M·Y + Y·M"),
+    ("tensornet_so3", "matmul_so3", "2 Y·M (SO3)"),
+    ("tensornet", "mix_skew", "channel mixing"),
+    ("tensornet", "edge_tensor", "edge_tensor"),
+    ("tensornet", "skew_to_vector", "skew_to_vector"),
+    ("products", "cross", "cross product"),
+)
+CONTENDERS = ("expert", "planned", "fused", "einsum", "kernel")
+WARMUP, REPEATS = 3, 20
+
+
+# ---------------------------------------------------------------------------------------------
+# --prepare (needs diagc)
+
+
+def prepare(folder: Path) -> None:
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(HERE))
+    import compiler
+    from codegen_bench import Naive
+    from compiler.api import checked_program
+    from compiler.targets.cuda.kernels import launch_config, lower_program
+
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {"diagc": compiler.__version__, "files": {}, "ops": [list(op) for op in OPS]}
+    for stem in FILES:
+        path = ROOT / "diagrams" / f"{stem}.diag"
+        source = path.read_text()
+        (folder / f"{stem}.py").write_text(compiler.compile_source(source, str(path)))
+        (folder / f"{stem}.cu").write_text(compiler.compile_source(source, str(path), "cuda"))
+        program = checked_program(source, str(path))
+        kernels = {k.name: launch_config(k) for k in lower_program(program).kernels}
+        diagrams = {}
+        for d in program.diagrams:
+            naive = Naive(d)
+            diagrams[d.name] = {
+                "inputs": [_tensor(t) for t in d.inputs],
+                "outputs": [_tensor(t) for t in d.outputs],
+                "kernel": kernels[d.name],
+                "naive": {
+                    "constants": {n: t.tolist() for n, t in naive.constants.items()},
+                    "equations": [{"output": _tensor(t), "terms": [[c, spec, [list(o) for o in ops]]
+                                                                    for c, spec, ops in terms]}
+                                  for t, (_, terms) in zip(d.outputs, naive.equations)],
+                },
+            }
+        manifest["files"][stem] = diagrams
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {folder}: {', '.join(f'{s}.cu, {s}.py' for s in FILES)}, manifest.json")
+
+
+def _tensor(t) -> dict:
+    return {"name": t.name, "family": t.type.family, "symmetry": t.type.symmetry,
+            "channels": list(t.type.channels), "dims": list(t.type.geometric_dims)}
+
+
+# ---------------------------------------------------------------------------------------------
+# --run (torch, numpy, cupy or nvcc only)
+
+
+def _load_module(path: Path):
+    spec = importlib.util.spec_from_file_location(f"diagc_bench_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class Kernels:
+    """The emitted kernels of one .cu file: NVRTC through cupy, else nvcc + the host launchers."""
+
+    def __init__(self, cu: Path, configs: dict, torch, build: Path):
+        self.torch = torch
+        self.configs = configs
+        self.how = None
+        errors = []
+        try:
+            import cupy
+
+            self.cupy = cupy
+            self.module = cupy.RawModule(code=cu.read_text(), options=("-std=c++17",))
+            for cfg in configs.values():  # compile now, not inside a timing
+                for symbol in cfg["kernels"].values():
+                    self.module.get_function(symbol)
+            self.how = f"NVRTC (cupy {cupy.__version__})"
+            return
+        except Exception as exc:  # noqa: BLE001 - reported, then the nvcc route is tried
+            errors.append(f"cupy: {type(exc).__name__}: {exc}")
+        try:
+            lib = build / f"lib{cu.stem}.so"
+            run = subprocess.run(["nvcc", "-O3", "-arch=native", "-shared", "-Xcompiler", "-fPIC", str(cu),
+                                  "-o", str(lib)], capture_output=True, text=True)
+            if run.returncode:
+                raise RuntimeError(run.stderr[-2000:])
+            self.lib = ctypes.CDLL(str(lib))
+            self.how = "nvcc -shared, extern \"C\" launchers"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"nvcc: {type(exc).__name__}: {exc}")
+            raise RuntimeError("; ".join(errors)) from None
+
+    def bind(self, name: str, meta: dict, args, sizes: dict):
+        """A no-argument callable launching the kernel on ``args`` (torch CUDA tensors, made
+        contiguous here) into preallocated outputs; returns the outputs."""
+        torch = self.torch
+        cfg = self.configs[name]
+        dtype = args[0].dtype
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+        args = [a.contiguous() for a in args]
+        flags = []
+        batch = None
+        for a, t in zip(args, meta["inputs"]):
+            own = len(t["channels"]) + len(t["dims"])
+            flags.append(int(a.dim() > own))
+            if a.dim() > own:
+                batch = a.shape[0] if batch is None else batch
+        outs = []
+        for t in meta["outputs"]:
+            shape = (batch,) if batch is not None else ()
+            outs.append(torch.empty(shape + tuple(sizes[c] for c in t["channels"]) + tuple(t["dims"]),
+                                    dtype=dtype, device=args[0].device))
+        b = batch if batch is not None else 1
+        itemsize = args[0].element_size()
+        if cfg["kind"] == "elementwise":
+            chans = [sizes[c] for c in cfg["channels"]]
+            n = b * math.prod(chans)
+            grid = ((n + cfg["block"] - 1) // cfg["block"], 1, 1)
+            tail = [n] + chans
+            launcher_tail = [b] + chans
+        else:
+            cin, cout = sizes[cfg["channel_in"]], sizes[cfg["channel_out"]]
+            grid = ((b + cfg["rows_per_block"] - 1) // cfg["rows_per_block"], (cout + cfg["block"] - 1) // cfg["block"], 1)
+            tail = launcher_tail = [b, cin, cout]
+        shared = cfg["shared_words"] * itemsize
+        if self.how.startswith("NVRTC"):
+            cp = self.cupy
+            fn = self.module.get_function(cfg["kernels"][suffix])
+            call = []
+            for a, f in zip(args, flags):
+                call += [cp.asarray(a), np.int32(f)]
+            call += [cp.asarray(o) for o in outs] + [np.int64(x) for x in tail]
+            call = tuple(call)
+            stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
+
+            def launch():
+                with stream:
+                    fn(grid, (cfg["block"], 1, 1), call, shared_mem=shared)
+                return tuple(outs)
+            return launch
+        fn = getattr(self.lib, f"diagc_{name}_{suffix}")
+        fn.restype = ctypes.c_int
+        call = []
+        for a, f in zip(args, flags):
+            call += [ctypes.c_void_p(a.data_ptr()), ctypes.c_int(f)]
+        call += [ctypes.c_void_p(o.data_ptr()) for o in outs] + [ctypes.c_longlong(x) for x in launcher_tail]
+
+        def launch():
+            code = fn(*call, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+            if code:
+                raise RuntimeError(f"launcher returned cudaError {code}")
+            return tuple(outs)
+        return launch
+
+
+def _inputs(meta: dict, rows: int, channels: int, dtype, device, torch, seed: int):
+    """Random inputs (symmetric / antisymmetric / traceless as declared), float64 then cast."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    has_channels = any(t["channels"] for t in meta["inputs"] + meta["outputs"])
+    batch = (rows,) if has_channels else (rows * channels,)
+    out = []
+    for t in meta["inputs"]:
+        shape = (() if t["family"] == "weight" else batch) + (channels,) * len(t["channels"]) + tuple(t["dims"])
+        x = torch.randn(shape, generator=g, device=device, dtype=torch.float64)
+        if t["family"] == "weight":
+            x = x / math.sqrt(channels)
+        if t["symmetry"]:
+            xt = x.transpose(-1, -2)
+            x = (x - xt) / 2 if t["symmetry"] == "skew" else (x + xt) / 2
+            if t["symmetry"] == "sym_traceless":
+                x = x - x.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * torch.eye(3, device=device,
+                                                                                             dtype=x.dtype) / 3
+        out.append(x.to(dtype))
+    sizes = {c: channels for t in meta["inputs"] + meta["outputs"] for c in t["channels"]}
+    return out, sizes
+
+
+def _naive(meta: dict, torch, device):
+    """One torch.einsum per term (manifest transcription of codegen_bench.Naive)."""
+    tables = {}
+
+    def call(*args):
+        dtype = args[0].dtype
+        values = {("in", t["name"]): a for t, a in zip(meta["inputs"], args)}
+        for name, table in meta["naive"]["constants"].items():
+            key = (name, dtype)
+            if key not in tables:
+                tables[key] = torch.tensor(table, dtype=dtype, device=device)
+            values[("const", name)] = tables[key]
+        batch = next((a.shape[:a.dim() - len(t["channels"]) - len(t["dims"])] for a, t in zip(args, meta["inputs"])
+                      if t["family"] != "weight"), ())
+        results = []
+        for eq in meta["naive"]["equations"]:
+            total = None
+            for coef, spec, ops in eq["terms"]:
+                y = torch.einsum(spec, *[values[tuple(o)] for o in ops])
+                if coef != 1.0:
+                    y = coef * y
+                total = y if total is None else total + y
+            o = eq["output"]
+            sizes = {}
+            for a, t in zip(args, meta["inputs"]):
+                first = a.dim() - len(t["dims"]) - len(t["channels"])
+                sizes.update({c: a.shape[first + k] for k, c in enumerate(t["channels"])})
+            shape = tuple(batch) + tuple(sizes[c] for c in o["channels"]) + tuple(o["dims"])
+            results.append(total.expand(shape).clone() if tuple(total.shape) != shape else total)
+        return tuple(results)
+    return call
+
+
+def _as_tuple(y):
+    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+
+
+def _rel_err(got, ref) -> float:
+    got, ref = _as_tuple(got), _as_tuple(ref)
+    if len(got) != len(ref):
+        return math.inf
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if tuple(g.shape) != tuple(r.shape):
+            return math.inf
+        scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
+        worst = max(worst, float((g.double() - r.double()).abs().max()) / scale if r.numel() else 0.0)
+    return worst
+
+
+class Timer:
+    def __init__(self, torch, device):
+        self.torch = torch
+        self.cuda = device.type == "cuda"
+
+    def __call__(self, f) -> float:
+        """Median seconds of REPEATS calls after WARMUP."""
+        torch = self.torch
+        for _ in range(WARMUP):
+            f()
+        times = []
+        if not self.cuda:
+            for _ in range(REPEATS):
+                t = time.perf_counter()
+                f()
+                times.append(time.perf_counter() - t)
+            return statistics.median(times)
+        torch.cuda.synchronize()
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(REPEATS)]
+        for start, end in events:
+            torch.cuda._sleep(2_000_000)  # the device waits while the host enqueues the call
+            start.record()
+            f()
+            end.record()
+        torch.cuda.synchronize()
+        return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
+
+
+def copy_bandwidth(torch, device, timer) -> float:
+    """Bytes read + written per second by Tensor.copy_ of 512 MiB."""
+    n = 512 * 2**20 // 4
+    src = torch.ones(n, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    seconds = timer(lambda: dst.copy_(src))
+    del src, dst
+    return 2 * n * 4 / seconds
+
+
+def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fused: bool, budget: float) -> int:
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    from experts import expert_set
+
+    started = time.perf_counter()
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device: run with --device cpu for a smoke test", file=sys.stderr)
+        return 2
+    manifest = json.loads((folder / "manifest.json").read_text())
+    timer = Timer(torch, device)
+    bandwidth = copy_bandwidth(torch, device, timer)
+    experts = expert_set(torch)
+    modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
+    notes, kernels = [], {}
+    build = out / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    for stem in manifest["files"]:
+        if device.type != "cuda":
+            continue
+        try:
+            kernels[stem] = Kernels(folder / f"{stem}.cu", {n: m["kernel"] for n, m in manifest["files"][stem].items()},
+                                    torch, build)
+        except Exception as exc:  # noqa: BLE001
+            notes.append(f"{stem}.cu: the kernels could not be loaded: {exc}")
+    results = []
+    failed = False
+    for dtype in (torch.float32, torch.float64):
+        for stem, name, label in manifest["ops"]:
+            meta = manifest["files"][stem][name]
+            row = {"op": label, "diagram": f"{stem}.{name}", "dtype": str(dtype).replace("torch.", ""),
+                   "ms": {}, "err": {}, "notes": []}
+            results.append(row)
+            try:
+                args, sizes = _inputs(meta, rows, channels, torch.float64, device, torch, seed=len(results))
+                fn = getattr(modules[stem], name)
+                ref = _as_tuple(fn(*args))
+                args = [a.to(dtype) for a in args]
+            except Exception as exc:  # noqa: BLE001
+                row["notes"].append(f"inputs/reference failed: {type(exc).__name__}: {exc}")
+                failed = True
+                continue
+            nbytes = sum(a.numel() * a.element_size() for a in args) + sum(r.numel() for r in ref) * args[0].element_size()
+            row["bytes"] = nbytes
+            row["bound_ms"] = nbytes / bandwidth * 1e3
+            calls = {}
+            expert = experts.get((stem, name))
+            if expert is not None:
+                calls["expert"] = lambda f=expert[1]: f(*args)
+            calls["planned"] = lambda: fn(*args)
+            if fused and meta["kernel"]["kind"] == "mixing":
+                row["notes"].append("fused: no fused form (a contracted channel axis); not timed")
+            elif fused and time.perf_counter() - started < budget:
+                calls["fused"] = lambda: fn(*args, fused=True)
+            elif fused:
+                row["notes"].append("fused skipped: time budget spent")
+            naive = _naive(meta, torch, device)
+            calls["einsum"] = lambda: naive(*args)
+            if stem in kernels:
+                try:
+                    calls["kernel"] = kernels[stem].bind(name, meta, args, sizes)
+                except Exception as exc:  # noqa: BLE001
+                    row["notes"].append(f"kernel: {type(exc).__name__}: {exc}")
+                    failed = True
+            tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+            for key, call in calls.items():
+                try:
+                    got = call()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    err = _rel_err(got, ref)
+                    row["err"][key] = err
+                    if not err <= tolerance:
+                        row["notes"].append(f"{key}: MISMATCH (relative error {err:.2e} > {tolerance:g}); not timed")
+                        failed = True
+                        continue
+                    row["ms"][key] = timer(call) * 1e3
+                except Exception as exc:  # noqa: BLE001 - one failing contender does not stop the others
+                    row["notes"].append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
+                    traceback.print_exc(limit=2)
+                    failed = True
+            print(f"{row['dtype']:8} {label:24} bound {row['bound_ms']:.3f} ms  "
+                  + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items()) + "  " + "; ".join(row["notes"]),
+                  flush=True)
+            del args, ref, calls
+    elapsed = time.perf_counter() - started
+    how = ", ".join(sorted({k.how for k in kernels.values()})) or "none"
+    text = report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, manifest["diagc"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_bench.md").write_text(text)
+    (out / "gpu_bench.json").write_text(json.dumps({"results": results, "bandwidth": bandwidth,
+                                                     "notes": notes}, indent=1) + "\n")
+    print(f"wrote {out / 'gpu_bench.md'} ({elapsed:.0f} s)")
+    return 1 if failed else 0
+
+
+def _geomean(xs):
+    xs = [x for x in xs if x and math.isfinite(x)]
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
+
+
+def report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, version) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    L = [f"# TensorNet operations on {name}", "",
+         f"`python benchmarks/gpu_bench.py --run` (diagc {version}), N x C = {rows} x {channels}, torch "
+         f"{torch.__version__}, copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write, Tensor.copy_ of 512 MiB), "
+         f"kernels through {how}. Device times in ms, median of {REPEATS} CUDA-event timings after {WARMUP} "
+         f"warm-up calls; values checked first against the planned torch function in float64. Run took "
+         f"{elapsed:.0f} s.", ""]
+    for dtype in ("float32", "float64"):
+        rows_ = [r for r in results if r["dtype"] == dtype]
+        L += [f"## {dtype}", "",
+              "| operation | bandwidth bound | expert | diagc planned | diagc fused=True | naive einsum | kernel | "
+              "kernel / bound | expert / kernel | fused / kernel |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows_:
+            ms = r["ms"]
+
+            def cell(k):
+                return f"{ms[k]:.3f}" if k in ms else "—"
+
+            def ratio(a, b):
+                return f"{a / b:.2f}" if a and b else "—"
+            L.append(f"| {r['op']} | {r.get('bound_ms', math.nan):.3f} | " + " | ".join(cell(k) for k in CONTENDERS)
+                     + f" | {ratio(ms.get('kernel'), r.get('bound_ms'))} | {ratio(ms.get('expert'), ms.get('kernel'))}"
+                     f" | {ratio(ms.get('fused'), ms.get('kernel'))} |")
+        fw = [r["ms"]["kernel"] / r["bound_ms"] for r in rows_ if "kernel" in r["ms"]]
+        ex = [r["ms"]["expert"] / r["ms"]["kernel"] for r in rows_ if "kernel" in r["ms"] and "expert" in r["ms"]]
+        L += ["", f"Geometric mean: kernel / bound {_geomean(fw):.2f}, expert / kernel {_geomean(ex):.2f}.", ""]
+    L += ["## Value checks (largest relative error against the planned torch function, float64)", "",
+          "| operation | " + " | ".join(CONTENDERS) + " |", "|---|" + "---|" * len(CONTENDERS)]
+    for r in results:
+        if r["dtype"] == "float64":
+            L.append(f"| {r['op']} | " + " | ".join(f"{r['err'][k]:.1e}" if k in r["err"] else "—"
+                                                   for k in CONTENDERS) + " |")
+    problems = notes + [f"{r['dtype']} {r['op']}: {n}" for r in results for n in r["notes"]]
+    if problems:
+        L += ["", "## Notes", ""] + [f"- {p}" for p in problems]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    step = p.add_mutually_exclusive_group(required=True)
+    step.add_argument("--prepare", metavar="DIR", help="write the .cu/.py files and manifest.json (needs diagc)")
+    step.add_argument("--run", metavar="DIR", help="benchmark from a prepared folder (torch, numpy, cupy or nvcc)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for gpu_bench.md")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke test, no kernels)")
+    p.add_argument("--rows", type=int, default=32768)
+    p.add_argument("--channels", type=int, default=128)
+    p.add_argument("--no-fused", action="store_true", help="leave out fused=True (torch.compile)")
+    p.add_argument("--budget", type=float, default=150.0,
+                   help="seconds after which fused=True (compiles) is no longer started (default 150)")
+    args = p.parse_args(argv)
+    if args.prepare:
+        prepare(Path(args.prepare))
+        return 0
+    return run(Path(args.run), Path(args.out), args.device, args.rows, args.channels, not args.no_fused, args.budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
