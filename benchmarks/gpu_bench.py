@@ -332,6 +332,50 @@ def copy_bandwidth(torch, device, timer) -> float:
     return 2 * n * 4 / seconds
 
 
+def probe(folder: Path) -> int:
+    """In a child process: every kernel once at odd small sizes (partial tiles), float64, against
+    the planned torch function; prints one JSON object {diagram: null | reason}. A kernel that
+    faults poisons its CUDA context, so the parent learns of it here instead of losing its run."""
+    import torch
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
+    device = torch.device("cuda")
+    verdict = {}
+    with __import__("tempfile").TemporaryDirectory() as tmp:
+        for stem in manifest["files"]:
+            try:
+                k = Kernels(folder / f"{stem}.cu", {n: m["kernel"] for n, m in manifest["files"][stem].items()},
+                            torch, Path(tmp))
+            except Exception as exc:  # noqa: BLE001
+                verdict.update({f"{stem}.{n}": f"not loaded: {exc}" for n in manifest["files"][stem]})
+                continue
+            for name, meta in manifest["files"][stem].items():
+                key = f"{stem}.{name}"
+                try:
+                    args, sizes = _inputs(meta, 37, 5, torch.float64, device, torch, seed=7)
+                    got = k.bind(name, meta, args, sizes)()
+                    torch.cuda.synchronize()
+                    err = _rel_err(got, getattr(modules[stem], name)(*args))
+                    verdict[key] = None if err <= 1e-12 else f"MISMATCH at 37 x 5 (relative error {err:.2e})"
+                except Exception as exc:  # noqa: BLE001
+                    verdict[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    print("PROBE " + json.dumps(verdict))
+    return 0
+
+
+def _probe_kernels(folder: Path) -> tuple[dict, str | None]:
+    try:
+        child = subprocess.run([sys.executable, __file__, "--probe", str(folder)], capture_output=True, text=True,
+                               timeout=300)
+    except subprocess.TimeoutExpired:
+        return {}, "the kernel probe timed out"
+    line = next((x for x in child.stdout.splitlines() if x.startswith("PROBE ")), None)
+    if line is None:
+        return {}, f"the kernel probe failed (exit {child.returncode}): {child.stderr[-1500:]}"
+    return json.loads(line[6:]), None
+
+
 def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fused: bool, budget: float) -> int:
     import torch
 
@@ -349,10 +393,13 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
     experts = expert_set(torch)
     modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
     notes, kernels = [], {}
+    probed, problem = _probe_kernels(folder) if device.type == "cuda" else ({}, None)
+    if problem:
+        notes.append(problem + "; no kernel timed")
     build = out / "build"
     build.mkdir(parents=True, exist_ok=True)
     for stem in manifest["files"]:
-        if device.type != "cuda":
+        if device.type != "cuda" or problem:
             continue
         try:
             kernels[stem] = Kernels(folder / f"{stem}.cu", {n: m["kernel"] for n, m in manifest["files"][stem].items()},
@@ -392,7 +439,10 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
                 row["notes"].append("fused skipped: time budget spent")
             naive = _naive(meta, torch, device)
             calls["einsum"] = lambda: naive(*args)
-            if stem in kernels:
+            if probed.get(f"{stem}.{name}"):
+                row["notes"].append(f"kernel: failed the probe: {probed[f'{stem}.{name}']}")
+                failed = True
+            elif stem in kernels:
                 try:
                     calls["kernel"] = kernels[stem].bind(name, meta, args, sizes)
                 except Exception as exc:  # noqa: BLE001
@@ -481,6 +531,7 @@ def main(argv=None) -> int:
     step = p.add_mutually_exclusive_group(required=True)
     step.add_argument("--prepare", metavar="DIR", help="write the .cu/.py files and manifest.json (needs diagc)")
     step.add_argument("--run", metavar="DIR", help="benchmark from a prepared folder (torch, numpy, cupy or nvcc)")
+    step.add_argument("--probe", metavar="DIR", help=argparse.SUPPRESS)  # the child process of --run
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for gpu_bench.md")
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke test, no kernels)")
     p.add_argument("--rows", type=int, default=32768)
@@ -492,6 +543,8 @@ def main(argv=None) -> int:
     if args.prepare:
         prepare(Path(args.prepare))
         return 0
+    if args.probe:
+        return probe(Path(args.probe))
     return run(Path(args.run), Path(args.out), args.device, args.rows, args.channels, not args.no_fused, args.budget)
 
 
