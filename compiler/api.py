@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import types
 from pathlib import Path
@@ -77,9 +78,38 @@ def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
     return module
 
 
+def current_umask() -> int:
+    """The process's file-creation mask, read without changing it where the system allows
+    (/proc/self/status on Linux); elsewhere set and restored at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: str | os.PathLike) -> int:
+    """The permission bits a plain ``open(path, "w")`` would leave: an existing file keeps its own,
+    a new one gets 0o666 less the umask (0o644 under umask 022)."""
+    try:
+        st = os.stat(path)
+        if stat.S_ISREG(st.st_mode):
+            return stat.S_IMODE(st.st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~current_umask()
+
+
 def write_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
-    failure never leaves a partial file; OutputError if the folder is missing or not writable."""
+    failure never leaves a partial file; OutputError if the folder is missing or not writable.
+    The file gets the mode a plain open() would give it (:func:`new_file_mode`), not the private
+    0o600 of the temporary file."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -93,6 +123,7 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+        os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except OSError as exc:
         try:

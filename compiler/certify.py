@@ -41,6 +41,7 @@ import json
 import os
 import random
 import shutil
+import stat
 import tempfile
 import types as pytypes
 from fractions import Fraction
@@ -444,7 +445,7 @@ def _completeness(d, fn, seed: str, source: str) -> dict:
 
 def write_certificate(source_path: str, out_dir: str) -> dict:
     """Prove every diagram of a file and write the certificate folder atomically."""
-    from .api import read_source
+    from .api import current_umask, read_source
     from .draw import draw_diagram
 
     source = read_source(source_path)
@@ -460,6 +461,8 @@ def write_certificate(source_path: str, out_dir: str) -> dict:
     except OSError as exc:
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     try:
+        # mkdtemp's folder is private (0o700): give it the mode a plain mkdir would, or keep the old one's
+        os.chmod(tmp, stat.S_IMODE(out.stat().st_mode) if out.is_dir() else 0o777 & ~current_umask())
         (tmp / "source.diag").write_text(source, encoding="utf-8")
         (tmp / "module.py").write_text(module_text, encoding="utf-8")
         pictures = {}
