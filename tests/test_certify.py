@@ -196,3 +196,55 @@ def test_small_identities_are_expanded_large_ones_sampled(tmp_path):
     # 3 group elements x (degree 2 / 2^20)^2
     assert large["algebraic"]["false_pass_bound"] == "3/274877906944"
     assert verify(str(tmp_path / "cert")).startswith("verified 2 diagram")
+
+
+MIXED = """group O3
+diagram cross(a: vec, b: vec) -> c: axial {
+    c[i] = eps[i,j,k] a[j] b[k]
+}
+diagram path(x: sph(1o), y: sph(1o)) -> t: sph(2e) {
+    t[c] = cg(1,1,2)[a,b,c] x[a] y[b]
+}
+"""
+
+
+def _report_sections(report: str) -> dict:
+    """The report's text per diagram, keyed by the diagram's name (from its '## name:' heading)."""
+    parts = re.split(r"^## ", report, flags=re.M)[1:]
+    return {p.split(":", 1)[0]: p for p in parts}
+
+
+def test_report_says_where_each_identity_was_proved_as_the_certificate_does(tmp_path):
+    from compiler.certify import CHECKED
+
+    src = tmp_path / "mixed.diag"
+    src.write_text(MIXED)
+    assert cli.main(["prove", str(src), "-o", str(tmp_path / "cert")]) == 0
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    sections = _report_sections((tmp_path / "cert" / "report.md").read_text())
+    where = {d["name"]: d["algebraic"]["checked_on"] for d in cert["diagrams"]}
+    # delta/eps only: the module itself, exactly; cg: the source, the module rounded
+    assert where == {"cross": "module", "path": "source"}
+    for d in cert["diagrams"]:
+        a = d["algebraic"]
+        text = sections[d["name"]]
+        assert a["checked"] == CHECKED[a["checked_on"]]
+        assert f"### Algebraic proof (on the {a['checked_on']})" in text
+        assert f"- f is {a['checked']}" in text
+        other = CHECKED["source" if a["checked_on"] == "module" else "module"]
+        assert other not in text
+    assert "rounded" not in sections["cross"] and "exact rational arithmetic" in sections["cross"]
+    assert "rounded to float64" in sections["path"] and "Wigner D" in sections["path"]
+    # a certificate that claims the wrong one does not verify
+    for name, wrong in (("cross", "source"), ("path", "module")):
+        folder = tmp_path / f"edited_{name}"
+        shutil.copytree(tmp_path / "cert", folder)
+        edited = json.loads((folder / "certificate.json").read_text())
+        for d in edited["diagrams"]:
+            if d["name"] == name:
+                d["algebraic"]["checked_on"] = wrong
+        (folder / "certificate.json").write_text(json.dumps(edited))
+        with pytest.raises(CertificateError, match=f"diagram '{name}': the certificate says the identity was "
+                                                   f"checked on the {wrong}"):
+            verify(str(folder))
+    assert verify(str(tmp_path / "cert")).startswith("verified 2 diagram(s)")
