@@ -53,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
                        description="Enumerate every linearly independent equivariant contraction from the "
                        "inputs to the output (deltas, at most one eps), with the character-theory count "
                        "that proves the list complete. Example: diagc enumerate --in X=sym2 --out sym2 "
-                       "--degree X=2")
+                       "--degree X=2. " + _enumerate_limits())
     e.add_argument("--in", dest="inputs", action="append", default=[], metavar="NAME=TYPE",
                    help="an input tensor, e.g. X=sym2 (repeatable)")
     e.add_argument("--out", required=True, metavar="[NAME=]TYPE", help="the output type, e.g. sym2 or S=sym2")
@@ -90,6 +90,16 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-o", "--output", metavar="OUT", required=True)
     b.add_argument("--target", choices=TARGETS, default="numpy", help=_TARGET_HELP)
     return p
+
+
+def _enumerate_limits() -> str:
+    from .enumerate import MAX_DIMENSION, MAX_LEGS, MAX_LEGS_GENERAL
+    from .ir import MAX_CONSTANT_L
+
+    return (f"Limits, checked before any work: a space of more than {MAX_DIMENSION:,} dimensions (the "
+            "character-theory count, all degrees together) is refused, as are requests of more than "
+            f"{MAX_LEGS} legs in total ({MAX_LEGS_GENERAL} with an input of rank above 2) and spherical "
+            f"coupling paths that need cg with l above {MAX_CONSTANT_L['cg']}.")
 
 
 def main(argv: list[str] | None = None) -> int:

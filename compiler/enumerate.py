@@ -31,13 +31,14 @@ import numpy as np
 
 from .characters import Rep, hom_dimension
 from .errors import DiagError
-from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, IndexKind, Node, TensorNetwork, sum_formula
+from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
 
 PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
 MAX_LEGS_GENERAL = 12  # the same with an input of rank > 2 (slower canonical form by search)
-MAX_DIMENSION = 5000  # larger spaces are refused: the exact rank step grows like candidates × dimension²
+MAX_DIMENSION = 5000  # larger spaces are refused, before any work: the exact rank step grows like
+# candidates × dimension², and a spherical basis has one coupling path (and one compiled output) per dimension
 _LABELS = "ijklmnpqrstuvwxyzabcdefgh"
 
 
@@ -151,6 +152,19 @@ def expected_dimension(request: Request) -> int:
     """dim Hom_G(⊗ S^{d_i} V_i, W) by character theory."""
     return hom_dimension([(rep_of(i.type), i.degree) for i in request.inputs], rep_of(request.output),
                          request.group)
+
+
+def refuse_large(dimension: int, spherical: bool, parts: int = 1) -> None:
+    """EnumerationError if a space (or the direct sum of ``parts`` spaces) has more than MAX_DIMENSION
+    dimensions; called with the character-theory count, before any candidate is generated."""
+    if dimension <= MAX_DIMENSION:
+        return
+    what = "the space has" if parts == 1 else f"the {parts} spaces (one per degree) have"
+    hint = ("use fewer inputs or lower l" if spherical
+            else "use symmetric inputs or polynomial degrees to shrink it")
+    raise EnumerationError(f"{what} dimension {dimension:,} (character theory); listing more than "
+                           f"{MAX_DIMENSION:,} elements is refused (the enumeration would take hours and "
+                           f"gigabytes); {hint}")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -620,16 +634,13 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
     import time
 
     validate(request)
-    if request.output.family == "sph":
-        return _enumerate_spherical(request)
     timings = {}
     t0 = time.perf_counter()
     expected = expected_dimension(request)
     timings["characters"] = time.perf_counter() - t0
-    if expected > MAX_DIMENSION:
-        raise EnumerationError(f"the space has dimension {expected:,} (character theory); listing more than "
-                               f"{MAX_DIMENSION:,} elements is refused (the exact rank step would take hours); "
-                               "use symmetric inputs or polynomial degrees to shrink it")
+    refuse_large(expected, request.output.family == "sph")
+    if request.output.family == "sph":
+        return _enumerate_spherical(request, expected)
     setup = _Setup(request)
     parity_ok = True
     if request.group == "O3":
@@ -683,11 +694,11 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
     return Basis(request, tuple(elements), expected, n_candidates, len(unique), PRIME, timings)
 
 
-def _enumerate_spherical(request: Request) -> Basis:
+def _enumerate_spherical(request: Request, expected: int) -> Basis:
     """Spherical inputs x_1..x_n (degree 1) to a spherical output: the left-coupled Clebsch-Gordan
     chains ((x1 ⊗ x2 -> k1) ⊗ x3 -> k2) ... -> L over every admissible k. They are an orthonormal
-    basis of the space (the coupling basis), so their number must equal the character count."""
-    expected = expected_dimension(request)
+    basis of the space (the coupling basis), so their number must equal the character count.
+    A chain whose cg needs an l above the compiler's maximum is refused (its .diag would not compile)."""
     ins = request.inputs
     out = request.output
     L = out.irrep.l
@@ -709,6 +720,13 @@ def _enumerate_spherical(request: Request) -> Basis:
         extend(ins[0].type.irrep.l, 1, [])
     elif parity_ok and L == 0:
         chains.append([])
+    limit = MAX_CONSTANT_L["cg"]
+    for ks in chains:
+        if ks and max(ks) > limit:
+            raise EnumerationError(
+                f"the coupling path {_coupling_words(request, ks)} needs cg with l = {max(ks)}: l = {max(ks)} is "
+                f"above the supported maximum {limit} for cg; the basis would not compile (use lower l or fewer "
+                "inputs)")
     elements = []
     for ks in chains:
         term = _coupling_network(request, ks)
@@ -909,12 +927,14 @@ def enumerate_degrees(inputs, output: TensorType, group: str = "O3", output_name
     every combination is enumerated, in increasing total degree."""
     combos = list(itertools.product(*[sorted(set(d)) for _, _, d in inputs]))
     combos.sort(key=lambda c: (sum(c), c))
-    parts = []
-    for combo in combos:
-        request = Request(tuple(InputSpec(n, t, d) for (n, t, _), d in zip(inputs, combo)), output, group,
-                          output_name)
-        parts.append(enumerate_basis(request))
-    return BasisSet(tuple(parts))
+    requests = [Request(tuple(InputSpec(n, t, d) for (n, t, _), d in zip(inputs, combo)), output, group,
+                        output_name) for combo in combos]
+    total = 0
+    for request in requests:  # the whole request is sized by character theory before any work
+        validate(request)
+        total += expected_dimension(request)
+    refuse_large(total, output.family == "sph", len(requests))
+    return BasisSet(tuple(enumerate_basis(request) for request in requests))
 
 
 # ------------------------------------------------------------------------------------------------

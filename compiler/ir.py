@@ -42,8 +42,9 @@ class IndexKind:
         return f"channel axis '{self.dim}'"
 
 
-#: the largest l of the built-in spherical constants cg and P
-MAX_CONSTANT_L = 8
+#: the largest l of each built-in spherical constant: cg (exact 3j symbols, about a second to compile
+#: at l = 12, the largest l of a spherical type) and P (a table of 3**l Cartesian columns)
+MAX_CONSTANT_L = {"cg": 12, "P": 8}
 #: the type carried by cg / P nodes (their legs come from :func:`constant_axes`)
 CONSTANT_TYPE = TensorType("cart", 0, "", (1,))
 

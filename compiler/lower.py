@@ -248,9 +248,9 @@ class _DiagramLowering:
                                     c.pos)
         elif len(c.params) != 1:
             raise DiagTypeError("P takes one degree: P(l)[m,i1,...,il]", c.pos)
-        if max(c.params) > MAX_CONSTANT_L:
-            raise DiagTypeError(f"l = {max(c.params)} is above the supported maximum {MAX_CONSTANT_L} for {c.name}",
-                                c.pos)
+        if max(c.params) > MAX_CONSTANT_L[c.name]:
+            raise DiagTypeError(f"l = {max(c.params)} is above the supported maximum {MAX_CONSTANT_L[c.name]} for "
+                                f"{c.name}", c.pos)
         name = f"{c.name}({','.join(map(str, c.params))})"
         return _Occ(name, tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), c.params)
 

@@ -267,3 +267,77 @@ def test_spherical_cli_listing():
     assert data["basis"][0]["formula"] == "cg(1,2,1)[j,k,i] x[j] y[k]"
     r = run("enumerate", "--in", "x=1o", "--in", "X=cart2", "--out", "1o")
     assert r.returncode == 2 and "mixed" in r.stderr
+
+
+def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkeypatch, capsys):
+    """Eight 4e inputs to 4e: 151,936 coupling paths (93 s and 1.5 GB before the guard covered spherical
+    requests). Character theory sizes the space first; no coupling path is ever built."""
+    import compiler.enumerate as en
+    from compiler import cli
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("enumeration started for a request over the limit")
+
+    monkeypatch.setattr(en, "_enumerate_spherical", no_work)
+    monkeypatch.setattr(en, "_coupling_network", no_work)
+    args = ["enumerate", *[a for k in range(8) for a in ("--in", f"x{k}=sph(4e)")], "--out", "sph(4e)"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "dimension 151,936 (character theory)" in err and "more than 5,000 elements is refused" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    with pytest.raises(EnumerationError, match="dimension 151,936"):
+        enumerate_basis(request([(f"x{k}", "4e", 1) for k in range(8)], "4e"))
+
+
+def test_the_limit_covers_the_sum_over_degrees_before_any_work(monkeypatch):
+    import compiler.enumerate as en
+
+    monkeypatch.setattr(en, "MAX_DIMENSION", 5)  # E<=2 -> sym2: 1 + 2 + 4 = 7, each part at most 4
+    monkeypatch.setattr(en, "enumerate_basis", lambda *a, **k: pytest.fail("enumeration started"))
+    with pytest.raises(EnumerationError, match=r"the 3 spaces \(one per degree\) have dimension 7"):
+        enumerate_degrees([("E", T.parse("sym2"), (0, 1, 2))], T.parse("sym2"))
+
+
+def test_enumerate_help_states_the_limits():
+    r = run("enumerate", "--help")
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0
+    assert "more than 5,000 dimensions" in text and "more than 16 legs" in text and "l above 12" in text
+
+
+def test_spherical_bases_with_cg_above_8_compile_and_are_equivariant(tmp_path, capsys):
+    """cg up to l = 12 compiles (exact 3j symbols): what enumerate writes compiles, and is equivariant."""
+    from compiler import cli
+
+    out, mod = tmp_path / "b.diag", tmp_path / "b.py"
+    assert cli.main(["enumerate", "--in", "a=sph(5e)", "--in", "b=sph(4e)", "--in", "c=sph(0e)", "--out", "sph(9e)",
+                     "-o", str(out), "--module", str(mod)]) == 0
+    assert "cg(5,4,9)[j,k,l] cg(9,0,9)[l,m,i]" in out.read_text()  # a chain through k = 9
+    assert cli.main(["check", str(out)]) == 0
+    ns = {}
+    exec(mod.read_text(), ns)
+    assert_equivariant(ns["maps"], ["5e", "4e", "0e"], ["9e"], "O3")
+    rng = np.random.default_rng(3)
+    values = ns["maps_stacked"](*[random_input(t, rng, (20,)) for t in ("5e", "4e", "0e")])
+    assert values.shape == (20, 1, 19) and np.abs(values).max() > 0
+    assert cli.main(["enumerate", "--in", "a=sph(6e)", "--in", "b=sph(6e)", "--out", "sph(12e)", "-o", str(out)]) == 0
+    assert "cg(6,6,12)" in out.read_text()
+    assert cli.main(["compile", str(out), "-o", str(mod)]) == 0
+    capsys.readouterr()
+
+
+def test_spherical_paths_above_the_cg_limit_are_refused_with_the_compilers_message(tmp_path, capsys):
+    from compiler import cli
+
+    # (a ⊗ b -> k1) ⊗ c -> 12 needs k1 in 10..14: cg(7,7,13) and cg(7,7,14) are above the maximum 12
+    assert cli.main(["enumerate", "--in", "a=sph(7e)", "--in", "b=sph(7e)", "--in", "c=sph(2e)", "--out",
+                     "sph(12e)", "-o", str(tmp_path / "b.diag")]) == 2
+    refused = capsys.readouterr().err
+    assert not (tmp_path / "b.diag").exists()
+    src = tmp_path / "x.diag"
+    src.write_text("diagram f(a: sph(7e), b: sph(7e), c: sph(2e)) -> t: sph(12e) {\n"
+                   "    t[m] = cg(7,7,13)[i,j,k] cg(13,2,12)[k,n,m] a[i] b[j] c[n]\n}\n")  # as enumerate would write
+    assert cli.main(["compile", str(src)]) == 2
+    compiled = capsys.readouterr().err
+    message = "l = 13 is above the supported maximum 12 for cg"
+    assert message in compiled and message in refused and "((a ⊗ b -> 13) ⊗ c -> 12)" in refused

@@ -344,3 +344,15 @@ def test_seeds_identity_against_e3nn(e3nn_o3):
     P2 = sph.cartesian_to_spherical_numeric(2)
     lhs = np.einsum("mk,nk->nm", P2, np.einsum("ni,nj->nij", r, r).reshape(4, 9))
     np.testing.assert_allclose(lhs, np.sqrt(2 / 15) * Y2, atol=1e-14)
+
+
+@pytest.mark.parametrize("l1,l2,l3", [(9, 9, 9), (5, 4, 9), (10, 2, 11), (6, 6, 12), (12, 12, 12)])
+def test_wigner_3j_above_8_matches_e3nn(e3nn_o3, l1, l2, l3):
+    """cg is supported up to l = 12 (MAX_CONSTANT_L): the exact tables there are e3nn's too."""
+    from compiler.ir import MAX_CONSTANT_L
+
+    assert MAX_CONSTANT_L["cg"] == 12 >= max(l1, l2, l3)
+    torch, o3 = e3nn_o3
+    ref = o3.wigner_3j(l1, l2, l3, dtype=torch.float64).numpy()
+    mine = sph.wigner_3j_numeric(l1, l2, l3)
+    np.testing.assert_allclose(mine, ref, atol=1e-13, rtol=0)
