@@ -17,8 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .errors import EquivarianceError
-from .exact import is_zero, parity_violation, rank2_parts, symmetry_violation
+from .exact import inversion_eigenvalues, is_zero, parity_violation, rank2_parts, symmetry_violation
 from .ir import Diagram, Equation, Program, TensorNetwork
+from .types import Irrep, TensorType
 
 _PART_NAMES = {0: "trace", 1: "antisymmetric", 2: "symmetric traceless"}
 
@@ -108,12 +109,14 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
             continue
         n = len(legs) + (1 if in_output else 0)
         if in_output and not legs:
-            raise EquivarianceError(f"{where}: output index '{_show(index)}' appears in no factor of the term", term.pos)
+            raise EquivarianceError(f"{where}: output index '{_show(index)}' appears in no factor of the term",
+                                    term.pos, _index_help(term, index))
         if n == 1:
             node = term.nodes[legs[0].node]
             raise EquivarianceError(
                 f"{where}: index '{_show(index)}' is on one leg only ({_show(str(node))}) and is not an output "
-                "index; summing a single leg over its components is not equivariant", node.pos or term.pos)
+                "index; summing a single leg over its components is not equivariant", node.pos or term.pos,
+                _index_help(term, index))
         if n > 2:
             node = term.nodes[legs[-1].node]
             owners = ", ".join(_show(str(term.nodes[leg.node])) for leg in legs)
@@ -136,8 +139,42 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
             raise EquivarianceError(
                 f"{where}: the term is {_parity_word(parity)} under inversion (product of its inputs' parities) "
                 f"but output {eq.target}: {eq.type} is {_parity_word(want)}; under O3 they must agree "
-                "(change the output type, or declare 'group SO3')", term.pos)
+                "(change the output type, or declare 'group SO3')", term.pos,
+                _parity_help(eq, flipped(eq.type)))
     return TermProof(_show(term.formula()), tuple(lemmas), tuple(edges), parity)
+
+
+def _index_help(term: TensorNetwork, index: str) -> str | None:
+    """``did you mean 'j'?`` when the term has exactly one index on a single leg and exactly one
+    output index in no factor, of the same kind: one of them is a misspelling of the other."""
+    dangling, missing = [], []
+    for i in term.indices():
+        kind = term.kind(i)
+        if not kind.geometric:
+            continue
+        legs = term.legs(i)
+        if i in term.output and not legs:
+            missing.append(i)
+        elif i not in term.output and len(legs) == 1:
+            dangling.append(i)
+    if len(dangling) != 1 or len(missing) != 1 or term.kind(dangling[0]) != term.kind(missing[0]):
+        return None
+    (d,), (m,) = dangling, missing
+    if index == d:
+        return f"did you mean '{_show(m)}'? (output index '{_show(m)}' appears in no factor)"
+    return f"did you mean '{_show(m)}' where '{_show(d)}' is written? ('{_show(d)}' is on one leg only)"
+
+
+def flipped(typ: TensorType) -> TensorType:
+    """The type with every inversion parity reversed (vec -> axial, cart2(0e+1o+2e) -> cart2(0o+1e+2o))."""
+    irrep = Irrep(typ.irrep.l, -typ.irrep.p) if typ.irrep is not None else None
+    return TensorType(typ.family, typ.rank, typ.symmetry, tuple(-p for p in typ.parities), irrep, typ.channels)
+
+
+def _parity_help(eq: Equation, want: TensorType | None) -> str | None:
+    if want is None:
+        return None
+    return f"declare '{eq.target}: {want}' (or 'group SO3' if reflections do not matter)"
 
 
 def _parity_word(p: int) -> str:
@@ -190,4 +227,21 @@ def _raise_graded(diagram, eq, per_term, total):
     raise EquivarianceError(
         f"in diagram '{diagram.name}': {what} does not transform as declared under inversion; "
         f"term '{_show(culprit.formula())}' mixes parities (decided exactly; under O3 every part must keep "
-        "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos)
+        "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos,
+        _parity_help(eq, _actual_type(diagram, eq)))
+
+
+def _actual_type(diagram: Diagram, eq: Equation) -> TensorType | None:
+    """The output type the right-hand side really has under inversion, or None if no type fits."""
+    signs = inversion_eigenvalues(diagram, eq)
+    if None in signs:
+        return None
+    typ = eq.type
+    if typ.family == "cart" and typ.rank == 2:
+        return TensorType("cart", 2, typ.symmetry, signs, None, typ.channels)
+    (sign,) = signs
+    if typ.family == "sph":
+        return TensorType("sph", irrep=Irrep(typ.irrep.l, sign), channels=typ.channels)
+    if typ.family == "cart":
+        return TensorType("cart", typ.rank, typ.symmetry, (sign * (-1) ** typ.rank,), None, typ.channels)
+    return None

@@ -1,11 +1,15 @@
 """One root error type for everything a user can get wrong.
 
 Every error carries the file, line and column it is about and prints the offending
-source line with a caret under it (as lark's ``get_context`` does)::
+source line with a caret under it (as lark's ``get_context`` does), and a ``help:`` line where
+the fix is known::
 
-    diagrams/bad.diag:3:12: error: unknown type 'vector'
+    diagrams/bad.diag:3:12: error: unknown type 'vector' (known: ...)
         diagram f(a: vector) -> s: scalar {
                      ^
+        help: did you mean 'vec'?
+
+Several errors of one file travel together as :class:`DiagErrors`.
 """
 
 from __future__ import annotations
@@ -41,17 +45,65 @@ class DiagError(Exception):
     exit_code = 2
     kind = "error"
 
-    def __init__(self, message: str, position: Position | None = None):
+    def __init__(self, message: str, position: Position | None = None, help: str | None = None):
         super().__init__(message)
         self.message = message
         self.position = position
+        self.help = help
 
     def __str__(self) -> str:
+        help_line = f"\n    help: {self.help}" if self.help else ""
         if self.position is None:
-            return f"{self.kind}: {self.message}"
+            return f"{self.kind}: {self.message}{help_line}"
         head = f"{self.position}: {self.kind}: {self.message}"
         ctx = self.position.context()
-        return f"{head}\n{ctx}" if ctx else head
+        return (f"{head}\n{ctx}" if ctx else head) + help_line
+
+    def as_dict(self) -> dict:
+        """The error as plain data (``diagc check --json``)."""
+        pos = self.position
+        return {"file": pos.file if pos else None, "line": pos.line if pos else None,
+                "column": pos.column if pos else None, "kind": self.kind, "exit_code": self.exit_code,
+                "message": self.message, "help": self.help}
+
+
+#: at most this many errors of one file are reported
+MAX_ERRORS = 20
+
+
+class DiagErrors(DiagError):
+    """Every error found in one file (in source order, at most ``MAX_ERRORS``), raised together.
+
+    ``message``, ``position`` and ``help`` are the first error's; ``exit_code`` is the worst."""
+
+    def __init__(self, errors, truncated: bool = False):
+        errors = tuple(errors)
+        first = errors[0]
+        super().__init__(first.message, first.position, first.help)
+        self.errors = errors
+        self.truncated = truncated
+        self.kind = first.kind
+        self.exit_code = max(e.exit_code for e in errors)
+
+    def __str__(self) -> str:
+        text = "\n".join(str(e) for e in self.errors)
+        if self.truncated:
+            text += f"\nerror: stopped after {len(self.errors)} errors"
+        return text
+
+
+def raise_all(errors) -> None:
+    """Raise nothing, the one error, or :class:`DiagErrors` with the first ``MAX_ERRORS`` in source order."""
+    errors = sorted(errors, key=lambda e: (e.position.line, e.position.column) if e.position else (0, 0))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise DiagErrors(errors[:MAX_ERRORS], truncated=len(errors) > MAX_ERRORS)
+
+
+def each_error(err: DiagError) -> tuple[DiagError, ...]:
+    """The single errors inside ``err`` (itself, unless it is a :class:`DiagErrors`)."""
+    return err.errors if isinstance(err, DiagErrors) else (err,)
 
 
 class DiagSyntaxError(DiagError):

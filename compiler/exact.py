@@ -178,11 +178,12 @@ def evaluate_term(term: TensorNetwork, arrays: dict, R):
     operands = []
     specs = []
     for node in term.nodes:
-        operands.append(arrays[node.name] if node.kind == "input" else constant_array(node))
+        if node.kind == "input":  # a 0-d input (a channel-less scalar) may arrive as a bare polynomial
+            operands.append(np.asarray(arrays[node.name], dtype=object))
+        else:  # constants hold integers or surds: lift them into the ring
+            operands.append(np.vectorize(R, otypes=[object])(constant_array(node)))
         specs.append("".join(letters[i] for i in node.indices))
     out = "".join(letters[i] for i in term.output)
-    operands = [np.vectorize(R, otypes=[object])(o) if o.dtype == object and o is not arrays.get(n.name) else o
-                for o, n in zip(operands, term.nodes)]
     value = np.einsum(",".join(specs) + "->" + out, *operands) if operands else np.array(R(1), dtype=object)
     coef = R(QQ(term.coefficient.numerator, term.coefficient.denominator))
     return np.asarray(value * coef, dtype=object)
@@ -221,8 +222,8 @@ def invert(typ: TensorType, y):
         for ir in typ.parts:
             term = parts[ir.l] * ir.p
             result = term if result is None else result + term
-        return result
-    return y * typ.inversion
+        return np.asarray(result, dtype=object)
+    return np.asarray(y * typ.inversion, dtype=object)
 
 
 def parity_violation(diagram, equation: Equation):
@@ -258,3 +259,31 @@ def symmetry_violation(diagram, equation: Equation):
         if typ.symmetry == "sym_traceless" and not is_zero(np.einsum("...ii->...", y)):
             return "traceless (Y[k,k] = 0)", how
     return None, how
+
+
+def inversion_eigenvalues(diagram, equation: Equation) -> tuple[int | None, ...]:
+    """How the right-hand side actually transforms under the inversion -I: the eigenvalue (+1 or -1)
+    of each irreducible part of a rank-2 output (l = 0, 1, 2 as the type has them), or of the whole
+    output otherwise; None where the part mixes parities (or is identically zero)."""
+    types = {t.name: t.type for t in diagram.inputs}
+    typ = equation.type
+    runs, _ = instances(diagram, equation)
+    found: list[set[int]] = []
+    for R, arrays in runs:
+        flipped = {name: invert(types[name], a) for name, a in arrays.items()}
+        y, yf = evaluate(equation, arrays, R), evaluate(equation, flipped, R)
+        if typ.family == "cart" and typ.rank == 2:
+            pairs = [(p, pf) for l, p, pf in zip((0, 1, 2), rank2_parts(y), rank2_parts(yf))
+                     if l in {ir.l for ir in typ.parts}]
+        else:
+            pairs = [(y, yf)]
+        if not found:
+            found = [{1, -1} for _ in pairs]
+        for signs, (p, pf) in zip(found, pairs):
+            if is_zero(p):
+                signs.clear()
+            if not is_zero(pf - p):
+                signs.discard(1)
+            if not is_zero(pf + p):
+                signs.discard(-1)
+    return tuple(next(iter(s)) if len(s) == 1 else None for s in found)

@@ -14,15 +14,19 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from . import ast
-from .errors import DiagError, DiagNameError, DiagTypeError, Position
+from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
-from .parser import parse
+from .parser import did_you_mean, parse, parse_collecting
 
 MAX_TERMS = 4096
 MAX_INDICES = 52  # distinct indices in one term (einsum letters)
 MAX_COEFFICIENT = 10**30
 _CONSTANTS = {"delta": DELTA_TYPE, "eps": EPS_TYPE}
+#: other names of the built-in constants, for "did you mean"
+CONSTANT_ALIASES = {"kron": "delta", "kronecker": "delta", "id": "delta", "eye": "delta", "identity": "delta",
+                    "kd": "delta", "epsilon": "eps", "levi": "eps", "levicivita": "eps", "levi_civita": "eps",
+                    "lc": "eps", "epsilon3": "eps"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +48,12 @@ class _Product:
 
 
 def lower_source(source: str, filename: str = "<string>") -> Program:
-    """Parse and lower a .diag text."""
+    """Parse and lower a .diag text; every error found (up to ``MAX_ERRORS``) is raised together."""
     with deep_recursion():
-        return lower(parse(source, filename))
+        module, errors = parse_collecting(source, filename)
+        program, more = lower_collecting(module)
+    raise_all(errors + more)
+    return program
 
 
 class deep_recursion:
@@ -67,17 +74,39 @@ class deep_recursion:
 
 
 def lower(module: ast.Module) -> Program:
+    program, errors = lower_collecting(module)
+    raise_all(errors)
+    return program
+
+
+def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
+    """The program of every diagram that lowers, and the errors of the others (each equation of a
+    diagram is lowered, so one diagram may give several)."""
     seen: dict[str, Position] = {}
-    diagrams = []
+    diagrams, errors = [], []
     for d in module.diagrams:
         if d.name in seen:
-            raise DiagNameError(f"diagram '{d.name}' is defined twice (first at line {seen[d.name].line})", d.pos)
+            errors.append(DiagNameError(f"diagram '{d.name}' is defined twice (first at line {seen[d.name].line})",
+                                        d.pos))
+            continue
         seen[d.name] = d.pos
-        if isinstance(d, ast.Basis):
-            diagrams.append(lower_basis(d, module.group))
-        else:
-            diagrams.append(_DiagramLowering(d, module.group).run())
-    return Program(module.filename, module.source, module.group, tuple(diagrams))
+        try:
+            if isinstance(d, ast.Basis):
+                diagrams.append(lower_basis(d, module.group))
+            else:
+                lowering = _DiagramLowering(d, module.group)
+                diagram = lowering.run()
+                if lowering.errors:
+                    errors.extend(lowering.errors)
+                else:
+                    diagrams.append(diagram)
+        except DiagError as err:
+            errors.append(err)
+    return Program(module.filename, module.source, module.group, tuple(diagrams)), errors
+
+
+class _Skip(Exception):
+    """An equation that uses an output whose own equation failed: its errors would only repeat that one."""
 
 
 class _DiagramLowering:
@@ -88,25 +117,38 @@ class _DiagramLowering:
         self.outputs = {p.name: p for p in diagram.outputs}
         self.defined: dict[str, tuple[tuple[str, ...], list[_Product]]] = {}
         self.fresh = 0
+        self.errors: list[DiagError] = []
+        self.failed: set[str] = set()  # outputs whose equation has an error
 
     def run(self) -> Diagram:
         d = self.d
         names: dict[str, Position] = {}
         for p in d.inputs + d.outputs:
             if p.name in names:
-                raise DiagNameError(f"'{p.name}' is declared twice in diagram '{d.name}'", p.pos)
-            if p.name == d.name:
-                raise DiagNameError(f"'{p.name}' is also the name of its diagram", p.pos)
+                self.errors.append(DiagNameError(f"'{p.name}' is declared twice in diagram '{d.name}'", p.pos))
+            elif p.name == d.name:
+                self.errors.append(DiagNameError(f"'{p.name}' is also the name of its diagram", p.pos))
             names[p.name] = p.pos
         for p in d.outputs:
             if p.type.family == "weight":
-                raise DiagTypeError(f"output '{p.name}' cannot be a weight: weights are inputs only", p.type_pos)
+                self.errors.append(DiagTypeError(f"output '{p.name}' cannot be a weight: weights are inputs only",
+                                                 p.type_pos, "declare it with its geometric type, e.g. scalar[c]"))
+        if self.errors:
+            return None
         equations: dict[str, Equation] = {}
         for eq in d.equations:
-            equations[eq.target] = self.equation(eq)
+            try:
+                equations[eq.target] = self.equation(eq)
+            except _Skip:
+                self.failed.add(eq.target)
+            except DiagError as err:
+                self.errors.append(err)
+                self.failed.add(eq.target)
         for p in d.outputs:
-            if p.name not in equations:
-                raise DiagNameError(f"output '{p.name}' of diagram '{d.name}' is never assigned", p.pos)
+            if p.name not in equations and p.name not in self.failed and not self.errors:  # else likely a cascade
+                self.errors.append(DiagNameError(f"output '{p.name}' of diagram '{d.name}' is never assigned", p.pos))
+        if self.errors:
+            return None
         return Diagram(
             d.name,
             self.group,
@@ -120,7 +162,9 @@ class _DiagramLowering:
     def equation(self, eq: ast.Equation) -> Equation:
         if eq.target not in self.outputs:
             what = "an input" if eq.target in self.inputs else "not a declared output"
-            raise DiagNameError(f"'{eq.target}' is {what} of diagram '{self.d.name}'; only outputs are assigned", eq.pos)
+            unassigned = [n for n in self.outputs if n not in self.defined]
+            raise DiagNameError(f"'{eq.target}' is {what} of diagram '{self.d.name}'; only outputs are assigned",
+                                eq.pos, did_you_mean(eq.target, unassigned))
         if eq.target in self.defined:
             raise DiagNameError(f"output '{eq.target}' is assigned twice", eq.pos)
         out = self.outputs[eq.target]
@@ -170,7 +214,9 @@ class _DiagramLowering:
             elif occ.name in self.outputs:
                 raise DiagNameError(f"output '{occ.name}' is used before it is assigned", occ.pos)
             else:
-                raise DiagNameError(f"unknown tensor '{occ.name}' in diagram '{self.d.name}'", occ.pos)
+                known = list(self.inputs) + [n for n in self.outputs if n in self.defined] + list(_CONSTANTS)
+                raise DiagNameError(f"unknown tensor '{occ.name}' in diagram '{self.d.name}'", occ.pos,
+                                    did_you_mean(occ.name, known, CONSTANT_ALIASES))
             axes = axis_kinds(typ)
             if len(occ.indices) != len(axes):
                 raise DiagTypeError(_arity_message(occ.name, typ, len(occ.indices)), occ.pos)
@@ -190,8 +236,7 @@ class _DiagramLowering:
             ordered.setdefault(i, kinds[i])
         return TensorNetwork(product.coefficient, tuple(nodes), tuple(lhs), tuple(ordered.items()), product.pos)
 
-    @staticmethod
-    def _unify(kinds, where, index, kind: IndexKind, owner: str, pos: Position) -> None:
+    def _unify(self, kinds, where, index, kind: IndexKind, owner: str, pos: Position) -> None:
         if index not in kinds:
             kinds[index], where[index] = kind, owner
             return
@@ -200,9 +245,16 @@ class _DiagramLowering:
             return
         shown = index.split("~")[0]
         if have.geometric != kind.geometric:
+            weight = owner if not kind.geometric else where[index]
+            help = None
+            if weight in self.inputs and self.inputs[weight].type.family == "weight":
+                help = (f"'{weight}' is a weight: it has channel axes only, because a learnable matrix acting on "
+                        "Cartesian legs (a 3x3 matrix W[i,j]) does not commute with rotations and is not "
+                        f"equivariant; mix channels instead (Y[d,i] = {weight}[c,d] X[c,i]), or scale by an "
+                        f"invariant ({weight}[c,d] delta[i,j])")
             raise DiagTypeError(
                 f"index '{shown}' is used for {kind} of {owner} and for {have} of {where[index]}; "
-                "channel and geometric indices cannot be mixed", pos)
+                "channel and geometric indices cannot be mixed", pos, help)
         raise DiagTypeError(
             f"index '{shown}' joins {kind} of {owner} with {have} of {where[index]}; "
             "only legs of the same kind can be contracted", pos)
@@ -255,6 +307,8 @@ class _DiagramLowering:
         return _Occ(name, tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), c.params)
 
     def factor(self, f: ast.Factor) -> list[_Product]:
+        if f.name in self.failed:
+            raise _Skip(f.name)
         names = tuple(i.name for i in f.indices)
         ipos = tuple(i.pos for i in f.indices)
         if f.name not in self.defined:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import re
 from fractions import Fraction
 from functools import lru_cache
 from importlib import resources
@@ -12,8 +13,8 @@ from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
-from .errors import DiagError, DiagNameError, DiagSyntaxError, DiagTypeError, Position
-from .types import TypeSyntaxError, make_type
+from .errors import MAX_ERRORS, DiagError, DiagNameError, DiagSyntaxError, DiagTypeError, Position, raise_all
+from .types import TYPE_NAMES, TypeSyntaxError, make_type
 
 GROUPS = ("O3", "SO3")
 CONSTANTS = ("delta", "eps")
@@ -57,15 +58,35 @@ _NAMES = {
 }
 
 
+class _AdjacentName(Exception):
+    """A number written directly before a name (``2x``, ``1e``): raised by the post-lexer, positioned
+    by :func:`parse`."""
+
+    def __init__(self, number, name):
+        super().__init__(str(number))
+        self.number, self.name = number, name
+
+
+_NUMBER_TOKENS = ("INT", "DECIMAL")
+_NAME_TOKENS = ("NAME", "CONSTNAME")
+
+
 class _Postlex:
-    """Drop newlines inside ( ) and [ ], and merge runs of newlines into one."""
+    """Drop newlines inside ( ) and [ ], merge runs of newlines into one, and refuse a number written
+    directly before a name (no look-ahead: the contextual lexer lexes each token in the parser's
+    state at that moment)."""
 
     always_accept = ("_NL",)
 
     def process(self, stream):
         depth = 0
         last_nl = False
+        previous = None
         for tok in stream:
+            if (tok.type in _NAME_TOKENS and previous is not None and previous.type in _NUMBER_TOKENS
+                    and previous.end_pos == tok.start_pos):
+                raise _AdjacentName(previous, tok)
+            previous = tok
             if tok.type in ("LPAR", "LSQB"):
                 depth += 1
             elif tok.type in ("RPAR", "RSQB"):
@@ -98,7 +119,8 @@ def check_name(name: str, pos: Position, what: str) -> None:
     if name.startswith("_"):
         raise DiagNameError(f"{what} '{name}': names starting with '_' are reserved for generated code", pos)
     if name in RESERVED:
-        raise DiagNameError(f"{what} '{name}' is a reserved word (Python, C/CUDA or diagc)", pos)
+        raise DiagNameError(f"{what} '{name}' is a reserved word (Python, C/CUDA or diagc)", pos,
+                            f"rename it, e.g. '{name}_'" if name.isidentifier() else None)
 
 
 class _ToAst(Transformer):
@@ -106,6 +128,7 @@ class _ToAst(Transformer):
         super().__init__()
         self.filename = filename
         self.source = source
+        self.errors: list[DiagError] = []  # errors after which the item's transformation goes on
 
     def _pos(self, item) -> Position:
         line = getattr(item, "line", None)
@@ -114,37 +137,32 @@ class _ToAst(Transformer):
             line, col = item.meta.line, item.meta.column
         return Position(self.filename, line or 1, col or 1, self.source)
 
-    # -- declarations -----------------------------------------------------------------------
-    def start(self, items):
-        group, group_pos, diagrams = "O3", None, []
-        for item in items:
-            if isinstance(item, tuple):
-                if group_pos is not None:
-                    raise DiagSyntaxError("the group is declared twice", item[1])
-                if diagrams:
-                    raise DiagSyntaxError("'group' must come before the first diagram", item[1])
-                group, group_pos = item
-            else:
-                diagrams.append(item)
-        return ast.Module(self.filename, self.source, group, tuple(diagrams))
+    def _check_name(self, name: str, pos: Position, what: str) -> None:
+        """check_name, recording the error and going on (to find the item's other errors)."""
+        try:
+            check_name(name, pos, what)
+        except DiagError as err:
+            self.errors.append(err)
 
+    # -- declarations -----------------------------------------------------------------------
     def group_decl(self, items):
         (name,) = items
         if str(name) not in GROUPS:
-            raise DiagSyntaxError(f"unknown group '{name}' (known: {', '.join(GROUPS)})", self._pos(name))
+            raise DiagSyntaxError(f"unknown group '{name}' (known: {', '.join(GROUPS)})", self._pos(name),
+                                  did_you_mean(str(name), GROUPS))
         return (str(name), self._pos(name))
 
     @v_args(meta=True)
     def diagram(self, meta, items):
         name, params, outputs, *equations = items
         pos = self._pos(name)
-        check_name(str(name), pos, "diagram")
+        self._check_name(str(name), pos, "diagram")
         return ast.Diagram(str(name), tuple(params or ()), tuple(outputs), tuple(equations), pos)
 
     def basis(self, items):
         name, params, output = items
         pos = self._pos(name)
-        check_name(str(name), pos, "basis")
+        self._check_name(str(name), pos, "basis")
         return ast.Basis(str(name), tuple(params or ()), output, pos)
 
     def bparams(self, items):
@@ -153,7 +171,7 @@ class _ToAst(Transformer):
     def bparam(self, items):
         name, (typ, type_pos), degree = items
         pos = self._pos(name)
-        check_name(str(name), pos, "tensor")
+        self._check_name(str(name), pos, "tensor")
         d, up_to = degree if degree is not None else (1, False)
         return ast.BasisInput(ast.Param(str(name), typ, pos, type_pos), d, up_to)
 
@@ -173,7 +191,7 @@ class _ToAst(Transformer):
     def param(self, items):
         name, (typ, type_pos) = items
         pos = self._pos(name)
-        check_name(str(name), pos, "tensor")
+        self._check_name(str(name), pos, "tensor")
         return ast.Param(str(name), typ, pos, type_pos)
 
     def type(self, items):
@@ -185,12 +203,13 @@ class _ToAst(Transformer):
         if channels is not None:
             chan_names = []
             for tok in channels:
-                check_name(str(tok), self._pos(tok), "channel axis")
+                self._check_name(str(tok), self._pos(tok), "channel axis")
                 chan_names.append(str(tok))
         try:
             typ = make_type(name, args, chan_names)
         except TypeSyntaxError as exc:
-            raise DiagTypeError(str(exc), pos) from None
+            self.errors.append(DiagTypeError(str(exc), pos, _type_help(name, args)))
+            typ = make_type("scalar", None, None)  # a stand-in: the item is dropped after its errors
         return typ, pos
 
     def irrep_type(self, items):
@@ -225,9 +244,15 @@ class _ToAst(Transformer):
 
     def number(self, items):
         (tok,) = items
-        if len(str(tok).replace(".", "").lstrip("0")) > MAX_DIGITS:
-            raise DiagSyntaxError(f"a number of more than {MAX_DIGITS} digits", self._pos(tok))
-        return ast.Number(Fraction(str(tok)), self._pos(tok))
+        text = str(tok)
+        mantissa, _, exponent = text.lower().partition("e")
+        if len(mantissa.replace(".", "").lstrip("0")) > MAX_DIGITS:
+            self.errors.append(DiagSyntaxError(f"a number of more than {MAX_DIGITS} digits", self._pos(tok)))
+        elif exponent and abs(int(exponent)) > MAX_DIGITS:
+            self.errors.append(DiagSyntaxError(f"the exponent of {text} is beyond ±{MAX_DIGITS}", self._pos(tok)))
+        else:
+            return ast.Number(Fraction(text), self._pos(tok))
+        return ast.Number(Fraction(1), self._pos(tok))  # a stand-in: the item is dropped after its errors
 
     def _binop(self, op, items, meta):
         left, right = items
@@ -249,7 +274,8 @@ class _ToAst(Transformer):
     def div(self, meta, items):
         left, right = items
         if right.value == 0:
-            raise DiagSyntaxError("division by zero", right.pos)
+            self.errors.append(DiagSyntaxError("division by zero", right.pos))
+            return left
         return ast.BinOp("/", left, right, _expr_pos(left))
 
     @v_args(meta=True)
@@ -261,15 +287,70 @@ class _ToAst(Transformer):
         return items[0]
 
 
+#: words people write for the types of the language
+TYPE_ALIASES = {
+    "vector": "vec", "polar": "vec", "pseudovector": "axial", "axialvector": "axial", "pseudoscalar": "pscalar",
+    "symmetric": "sym2", "symmetric2": "sym2", "sym": "sym2", "antisymmetric": "skew2", "antisymmetric2": "skew2",
+    "skew": "skew2", "skewsymmetric": "skew2", "traceless": "sym2t", "symmetric_traceless": "sym2t",
+    "sym2traceless": "sym2t", "tensor": "cart", "matrix": "cart2", "tensor2": "cart2", "rank2": "cart2",
+    "spherical": "sph", "irrep": "sph", "weights": "weight", "param": "weight", "parameter": "weight",
+    "float": "scalar", "real": "scalar",
+}
+
+
+def _type_help(name: str, args) -> str | None:
+    if name == "weight" and args is not None:
+        return ("a weight has channel axes only (weight[c,d]); a learnable matrix acting on Cartesian legs is "
+                "not equivariant: mix channels with it instead")
+    if name not in TYPE_NAMES:
+        return did_you_mean(name, TYPE_NAMES, TYPE_ALIASES)
+    return None
+
+
 def _expr_pos(expr) -> Position:
     return expr.pos
 
 
+#: words of the language, for "did you mean" on a misspelt keyword
+KEYWORDS = ("diagram", "basis", "group")
+
+
+@lru_cache(maxsize=1)
+def _terminal_words() -> dict[str, str]:
+    """Every terminal of the grammar -> how a message names it (never lark's internal name)."""
+    words = {}
+    for term in _lark().terminals:
+        if term.pattern.type == "str":
+            words[term.name] = repr(term.pattern.value)
+        else:
+            words[term.name] = _NAMES.get(term.name, "a " + term.name.lower().strip("_").replace("_", " "))
+    words.update(_NAMES)
+    return words
+
+
+def describe_terminal(name: str) -> str:
+    """A readable name for one of lark's terminal names ('DIAGRAM' -> "'diagram'", '_NL' -> end of line)."""
+    return _terminal_words().get(name, "a token")
+
+
 def _describe(token_types) -> str:
-    names = sorted({_NAMES.get(t, repr(t)) for t in token_types})
+    names = sorted({describe_terminal(t) for t in token_types})
     if len(names) > 6:
         return ", ".join(names[:6]) + ", ..."
     return ", ".join(names)
+
+
+def did_you_mean(word: str, candidates, aliases: dict[str, str] | None = None) -> str | None:
+    """``did you mean 'x'?`` for the closest candidate (or a known alias), else None."""
+    import difflib
+
+    candidates = [c for c in candidates if c != word]
+    if aliases and aliases.get(word.lower()) in candidates:
+        return f"did you mean '{aliases[word.lower()]}'?"
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:  # case slips (Diagram, VEC)
+        close = [c for c in candidates if c.lower() == word.lower()][:1]
+    return f"did you mean '{close[0]}'?" if close else None
 
 
 def _end_position(filename: str, source: str) -> Position:
@@ -279,39 +360,118 @@ def _end_position(filename: str, source: str) -> Position:
     return Position(filename, len(lines), len(last) + 1, source)
 
 
+_DEEP = "an expression is nested too deeply or is too long to compile"
+
+
+def _syntax_error(exc: Exception, filename: str, source: str) -> DiagSyntaxError:
+    """lark's exception (or the post-lexer's) -> one positioned message, with a help line if the fix is known."""
+    if isinstance(exc, _AdjacentName):
+        num, name = exc.number, exc.name
+        pos = Position(filename, num.line, num.column, source)
+        text = f"{num}{name}"
+        help = f"write '{num} {name}' (or '{num} * {name}') for a product"
+        if str(name).lower().startswith("e") and str(num).replace(".", "").isdigit():
+            help += f"; scientific notation takes digits after e, e.g. {num}e-3"
+        return DiagSyntaxError(f"'{text}': a number written directly before a name", pos, help)
+    if isinstance(exc, UnexpectedCharacters):
+        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
+        return DiagSyntaxError(f"unexpected character {char!r}", Position(filename, exc.line, exc.column, source))
+    if isinstance(exc, UnexpectedToken) and exc.token.type != "$END":
+        tok = exc.token
+        shown = "end of line" if tok.type == "_NL" else repr(str(tok))
+        pos = Position(filename, tok.line, tok.column, source)
+        help = None
+        if tok.type == "NAME":
+            keywords = [w for w in KEYWORDS if w.upper() in exc.expected]
+            help = did_you_mean(str(tok), keywords) if keywords else None
+        return DiagSyntaxError(f"unexpected {shown}; expected {_describe(exc.expected)}", pos, help)
+    if isinstance(exc, (UnexpectedToken, UnexpectedEOF)):
+        pos = _end_position(filename, source)
+        return DiagSyntaxError(f"unexpected end of file; expected {_describe(exc.expected)}", pos)
+    # other lark input errors
+    return DiagSyntaxError(str(exc).splitlines()[0], Position(filename, exc.line, exc.column, source))  # pragma: no cover
+
+
+_ITEM_START = re.compile(r"^[ \t]*(diagram|basis|group)\b", re.M)
+
+
+def _blank_broken_item(text: str, err: DiagError) -> str:
+    """``text`` with the top-level item that holds ``err`` replaced by spaces (newlines kept, so every
+    position stays where it was); unchanged when there is nothing left to blank."""
+    pos = err.position
+    lines = text.split("\n")
+    offset = sum(len(l) + 1 for l in lines[: pos.line - 1]) + pos.column - 1
+    offset = min(offset, len(text))
+    starts = [m.start() for m in _ITEM_START.finditer(text)]
+    line_start = text.rfind("\n", 0, offset) + 1
+    begin = max([s for s in starts if s < line_start] + [0]) if not text[line_start:offset].strip() else \
+        max([s for s in starts if s <= line_start] + [0])
+    end = min([s for s in starts if s > offset] + [len(text)])
+    if not text[line_start:offset].strip() and line_start in starts and line_start > begin:
+        end = line_start  # the error is at the start of the next item: the broken one ends before it
+    blanked = re.sub(r"[^\n]", " ", text[begin:end])
+    return text[:begin] + blanked + text[end:]
+
+
 def parse(source: str, filename: str = "<string>") -> ast.Module:
-    """Parse a whole .diag text; raise a positioned :class:`DiagError` on any mistake."""
+    """Parse a whole .diag text; raise a positioned :class:`DiagError` on any mistake (every mistake
+    found, up to ``MAX_ERRORS``, as :class:`DiagErrors`)."""
+    module, errors = parse_collecting(source, filename)
+    raise_all(errors)
+    return module
+
+
+def parse_collecting(source: str, filename: str = "<string>") -> tuple[ast.Module, list[DiagError]]:
+    """The module of every well-formed top-level item, and the errors of the others.
+
+    After a syntax error the broken item (from its ``diagram``/``basis``/``group`` line to the next)
+    is blanked out and the text parsed again, so each broken item reports its first syntax error;
+    items that parse report every name and type error they hold."""
     if "\x00" in source:
         before = source[: source.index("\x00")]
         line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
-        raise DiagSyntaxError("the file contains a NUL character", Position(filename, line, column, source))
-    try:
-        tree = _lark().parse(source)
-    except RecursionError:
-        raise DiagSyntaxError("an expression is nested too deeply or is too long to compile",
-                              Position(filename, 1, 1, source)) from None
-    except UnexpectedCharacters as exc:
-        char = source[exc.pos_in_stream] if exc.pos_in_stream < len(source) else "?"
-        raise DiagSyntaxError(f"unexpected character {char!r}", Position(filename, exc.line, exc.column, source)) from None
-    except UnexpectedToken as exc:
-        tok = exc.token
-        if tok.type == "$END":
-            pos = _end_position(filename, source)
-            raise DiagSyntaxError(f"unexpected end of file; expected {_describe(exc.expected)}", pos) from None
-        shown = "end of line" if tok.type == "_NL" else repr(str(tok))
-        pos = Position(filename, tok.line, tok.column, source)
-        raise DiagSyntaxError(f"unexpected {shown}; expected {_describe(exc.expected)}", pos) from None
-    except UnexpectedEOF as exc:
-        pos = _end_position(filename, source)
-        raise DiagSyntaxError(f"unexpected end of file; expected {_describe(exc.expected)}", pos) from None
-    except UnexpectedInput as exc:  # pragma: no cover - other lark input errors
-        raise DiagSyntaxError(str(exc).splitlines()[0], Position(filename, exc.line, exc.column, source)) from None
-    try:
-        return _ToAst(filename, source).transform(tree)
-    except RecursionError:
-        raise DiagSyntaxError("an expression is nested too deeply or is too long to compile",
-                              Position(filename, 1, 1, source)) from None
-    except VisitError as exc:
-        if isinstance(exc.orig_exc, DiagError):
-            raise exc.orig_exc from None
-        raise
+        return ast.Module(filename, source, "O3", ()), [
+            DiagSyntaxError("the file contains a NUL character", Position(filename, line, column, source))]
+    errors: list[DiagError] = []
+    text = source
+    while True:
+        try:
+            tree = _lark().parse(text)
+            break
+        except RecursionError:
+            return ast.Module(filename, source, "O3", ()), errors + [
+                DiagSyntaxError(_DEEP, Position(filename, 1, 1, source))]
+        except (UnexpectedInput, _AdjacentName) as exc:
+            err = _syntax_error(exc, filename, source)
+            errors.append(err)
+            blanked = _blank_broken_item(text, err)
+            if blanked == text or len(errors) > MAX_ERRORS:
+                return ast.Module(filename, source, "O3", ()), errors
+            text = blanked
+    transformer = _ToAst(filename, source)
+    group, group_pos, diagrams = "O3", None, []
+    for child in tree.children:
+        transformer.errors = []
+        try:
+            item = transformer.transform(child)
+        except RecursionError:
+            errors.append(DiagSyntaxError(_DEEP, Position(filename, 1, 1, source)))
+            continue
+        except VisitError as exc:
+            if not isinstance(exc.orig_exc, DiagError):
+                raise
+            errors.extend(transformer.errors + [exc.orig_exc])
+            continue
+        if transformer.errors:
+            errors.extend(transformer.errors)
+            continue
+        if isinstance(item, tuple):
+            if group_pos is not None:
+                errors.append(DiagSyntaxError("the group is declared twice", item[1]))
+            elif diagrams:
+                errors.append(DiagSyntaxError("'group' must come before the first diagram", item[1]))
+            else:
+                group, group_pos = item
+        else:
+            diagrams.append(item)
+    return ast.Module(filename, source, group, tuple(diagrams)), errors
