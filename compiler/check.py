@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import EquivarianceError
+from .errors import DiagWarning, EquivarianceError
 from .exact import inversion_eigenvalues, is_zero, parity_violation, rank2_parts, symmetry_violation
 from .ir import Diagram, Equation, Program, TensorNetwork
 from .types import Irrep, TensorType
@@ -43,7 +43,9 @@ class Verdict:
     signature: str
     proofs: tuple[TermProof, ...] = ()
     exact_checks: tuple[str, ...] = ()
-    error: EquivarianceError | None = field(default=None)
+    error: EquivarianceError | None = field(default=None)  # the first of ``errors``
+    errors: tuple[EquivarianceError, ...] = ()  # one per equation that is not equivariant
+    warnings: tuple[DiagWarning, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -67,14 +69,26 @@ def check_diagram(diagram: Diagram) -> Verdict:
     signature = "(" + ", ".join(f"{t.name}: {t.type}" for t in diagram.inputs) + ") -> " + outputs
     proofs: list[TermProof] = []
     exact: list[str] = []
-    try:
-        for eq in diagram.equations:
-            for term in eq.terms:
-                proofs.append(_structural(diagram, eq, term))
+    errors: list[EquivarianceError] = []
+    for eq in diagram.equations:  # every equation, so that each one's first problem is reported
+        try:
+            found = [_structural(diagram, eq, term) for term in eq.terms]
             exact += _exact(diagram, eq)
-    except EquivarianceError as err:
-        return Verdict(diagram.name, diagram.group, signature, tuple(proofs), tuple(exact), err)
-    return Verdict(diagram.name, diagram.group, signature, tuple(proofs), tuple(exact))
+            proofs += found
+        except EquivarianceError as err:
+            errors.append(err)
+    return Verdict(diagram.name, diagram.group, signature, tuple(proofs), tuple(exact),
+                   errors[0] if errors else None, tuple(errors), unused_inputs(diagram))
+
+
+def unused_inputs(diagram: Diagram) -> tuple[DiagWarning, ...]:
+    """A warning for every input of a diagram that no term uses (legal, and usually a mistake)."""
+    if diagram.stacked:
+        return ()
+    used = {n.name for eq in diagram.equations for t in eq.terms for n in t.nodes if n.kind == "input"}
+    return tuple(DiagWarning(f"input '{t.name}' of diagram '{diagram.name}' is never used", t.pos,
+                             "remove it, or use it in an equation (the function still takes it as an argument)")
+                 for t in diagram.inputs if t.name not in used)
 
 
 def _show(index: str) -> str:

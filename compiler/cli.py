@@ -16,7 +16,7 @@ from .api import TARGETS, compile_source, read_source, write_atomic
 from .targets import TARGETS as _REGISTRY
 from .check import check_program
 from .codegen import source_sha256
-from .errors import DiagError, OutputError
+from .errors import DiagError, OutputError, each_error
 from .lower import lower_source
 
 
@@ -39,6 +39,9 @@ def _parser() -> argparse.ArgumentParser:
                        "not, 2 for bad input.")
     c.add_argument("files", nargs="+", metavar="FILE.diag")
     c.add_argument("-v", "--verbose", action="store_true", help="print the proof of every term")
+    c.add_argument("--json", action="store_true",
+                   help="print one JSON document (every file's diagrams, verdicts, terms, errors and warnings) "
+                   "instead of text; the exit code is the same")
 
     k = sub.add_parser("compile", help="compile a file to a standalone module",
                        description="Compile every diagram of FILE into one standalone module (one function "
@@ -121,10 +124,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check(args) -> int:
+    """Every file, even after one that cannot be read or parsed; every error of each (up to MAX_ERRORS)."""
     code = 0
+    report = []
     for path in args.files:
-        program = lower_source(read_source(path), path)
+        entry = {"file": path, "diagrams": [], "errors": [], "warnings": []}
+        report.append(entry)
+        try:
+            program = lower_source(read_source(path), path)
+        except DiagError as err:
+            entry["errors"] = [{**e.as_dict(), "file": path} for e in each_error(err)]  # a file error has no position
+            entry["exit_code"] = err.exit_code
+            code = max(code, err.exit_code)
+            if not args.json:
+                print(str(err), file=sys.stderr)
+            continue
+        file_code = 0
         for verdict in check_program(program):
+            entry["diagrams"].append(_verdict_json(verdict))
+            entry["warnings"] += [w.as_dict() for w in verdict.warnings]
+            entry["errors"] += [e.as_dict() for e in verdict.errors]
+            for w in verdict.warnings if not args.json else ():
+                print(str(w), file=sys.stderr)
+            if not verdict.ok:
+                file_code = max(file_code, verdict.error.exit_code)
+            if args.json:
+                continue
             if verdict.ok:
                 print(verdict.summary())
                 if args.verbose:
@@ -137,9 +162,26 @@ def _check(args) -> int:
                     for line in verdict.exact_checks:
                         print(f"  {line}")
             else:
-                print(str(verdict.error), file=sys.stderr)
-                code = max(code, verdict.error.exit_code)
+                for err in verdict.errors:
+                    print(str(err), file=sys.stderr)
+        entry["exit_code"] = file_code
+        code = max(code, file_code)
+    if args.json:
+        print(json.dumps({"diagc": __version__, "exit_code": code, "files": report}, indent=2))
     return code
+
+
+def _verdict_json(verdict) -> dict:
+    return {
+        "name": verdict.diagram,
+        "group": verdict.group,
+        "signature": verdict.signature,
+        "verdict": "equivariant" if verdict.ok else "not equivariant",
+        "terms": [{"formula": p.formula, "lemmas": list(p.lemmas), "edges": list(p.edges), "parity": p.parity}
+                  for p in verdict.proofs],
+        "exact_checks": list(verdict.exact_checks),
+        "errors": [e.as_dict() for e in verdict.errors],
+    }
 
 
 def _compile(args) -> int:

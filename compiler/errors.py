@@ -52,19 +52,42 @@ class DiagError(Exception):
         self.help = help
 
     def __str__(self) -> str:
-        help_line = f"\n    help: {self.help}" if self.help else ""
-        if self.position is None:
-            return f"{self.kind}: {self.message}{help_line}"
-        head = f"{self.position}: {self.kind}: {self.message}"
-        ctx = self.position.context()
-        return (f"{head}\n{ctx}" if ctx else head) + help_line
+        return _format(self.kind, self.message, self.position, self.help)
 
     def as_dict(self) -> dict:
         """The error as plain data (``diagc check --json``)."""
-        pos = self.position
-        return {"file": pos.file if pos else None, "line": pos.line if pos else None,
-                "column": pos.column if pos else None, "kind": self.kind, "exit_code": self.exit_code,
-                "message": self.message, "help": self.help}
+        return {**_as_dict(self.kind, self.message, self.position, self.help), "exit_code": self.exit_code}
+
+
+def _format(kind: str, message: str, position: Position | None, help: str | None) -> str:
+    help_line = f"\n    help: {help}" if help else ""
+    if position is None:
+        return f"{kind}: {message}{help_line}"
+    head = f"{position}: {kind}: {message}"
+    ctx = position.context()
+    return (f"{head}\n{ctx}" if ctx else head) + help_line
+
+
+def _as_dict(kind: str, message: str, position: Position | None, help: str | None) -> dict:
+    return {"file": position.file if position else None, "line": position.line if position else None,
+            "column": position.column if position else None, "kind": kind, "message": message, "help": help}
+
+
+@dataclass(frozen=True)
+class DiagWarning:
+    """Something legal but probably unintended (an input no equation uses): printed, never raised,
+    and it does not change the exit code."""
+
+    message: str
+    position: Position | None = None
+    help: str | None = None
+    kind = "warning"
+
+    def __str__(self) -> str:
+        return _format(self.kind, self.message, self.position, self.help)
+
+    def as_dict(self) -> dict:
+        return _as_dict(self.kind, self.message, self.position, self.help)
 
 
 #: at most this many errors of one file are reported
