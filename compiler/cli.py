@@ -171,6 +171,15 @@ def _check(args) -> int:
     return code
 
 
+def _warn_unused(source: str, path: str) -> None:
+    """Unused inputs, on stderr (the source has already compiled: lowering it again is cheap)."""
+    from .check import unused_inputs
+
+    for diagram in lower_source(source, path).diagrams:
+        for warning in unused_inputs(diagram):
+            print(str(warning), file=sys.stderr)
+
+
 def _verdict_json(verdict) -> dict:
     return {
         "name": verdict.diagram,
@@ -187,6 +196,7 @@ def _verdict_json(verdict) -> dict:
 def _compile(args) -> int:
     source = read_source(args.file)
     text = compile_source(source, args.file, args.target)
+    _warn_unused(source, args.file)
     if args.explain:
         from .api import checked_program
         from .plan import explain, plan_diagram

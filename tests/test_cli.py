@@ -135,3 +135,75 @@ def test_console_script_is_installed():
         pytest.skip("diagc is not on PATH (package not installed)")
     r = subprocess.run([exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("diagc ")
+
+
+def test_check_goes_on_after_a_missing_or_bad_file(files):
+    r = run("check", files / "good.diag", files / "missing.diag", files / "bad.diag", files / "noneq.diag",
+            files / "good.diag")
+    assert r.returncode == 2  # the worst of: missing/bad (2), not equivariant (1)
+    assert r.stdout.count("dot: equivariant under O3") == 2  # before and after the missing file
+    assert f"cannot read {files / 'missing.diag'}" in r.stderr
+    assert f"{files / 'bad.diag'}:1:16: error: unknown type 'vector'" in r.stderr
+    assert f"{files / 'noneq.diag'}:2:12: not equivariant" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = run("check", files / "noneq.diag", files / "missing.diag")
+    assert r.returncode == 2
+    r = run("check", files / "missing.diag", files / "good.diag")
+    assert r.returncode == 2 and r.stdout.startswith("dot: equivariant")
+
+
+def test_check_reports_every_error_of_a_file(files):
+    (files / "two.diag").write_text(BAD + "diagram g(a: vec) -> s: scalar {\n    s = kron[i,i]\n}\n")
+    r = run("check", files / "two.diag")
+    assert r.returncode == 2
+    lines = r.stderr.splitlines()
+    assert [l for l in lines if ": error: " in l] == [
+        f"{files / 'two.diag'}:1:16: error: unknown type 'vector' (known: scalar, pscalar, vec, axial, cart2, "
+        "sym2, skew2, sym2t, cart, pcart, sph, weight)",
+        f"{files / 'two.diag'}:5:9: error: unknown tensor 'kron' in diagram 'g'"]
+    assert lines.count("    help: did you mean 'delta'?") == 1 and lines.count("    help: did you mean 'vec'?") == 1
+
+
+def test_check_json_is_one_document_with_verdicts_terms_and_errors(files):
+    r = run("check", "--json", files / "good.diag", files / "noneq.diag", files / "bad.diag", files / "missing.diag")
+    assert r.returncode == 2 and r.stderr == ""
+    doc = json.loads(r.stdout)
+    assert doc["exit_code"] == 2
+    good, noneq, bad, missing = doc["files"]
+    assert good["file"] == str(files / "good.diag") and good["exit_code"] == 0 and good["errors"] == []
+    (dot,) = good["diagrams"]
+    assert dot["name"] == "dot" and dot["verdict"] == "equivariant" and dot["group"] == "O3"
+    assert dot["signature"] == "(a: vec, b: vec) -> s: scalar"
+    assert [t["formula"] for t in dot["terms"]] == ["a[i] b[i]"] and dot["terms"][0]["parity"] == 1
+    (cross,) = noneq["diagrams"]
+    assert cross["verdict"] == "not equivariant" and noneq["exit_code"] == 1
+    (e,) = cross["errors"]
+    assert (e["file"], e["line"], e["column"], e["kind"]) == (str(files / "noneq.diag"), 2, 12, "not equivariant")
+    assert e["message"].startswith("in 'c' of diagram 'cross'") and e["help"].startswith("declare 'c: axial'")
+    assert noneq["errors"] == cross["errors"]
+    (e,) = bad["errors"]
+    assert (e["line"], e["column"], e["exit_code"]) == (1, 16, 2) and e["message"].startswith("unknown type 'vector'")
+    assert bad["diagrams"] == [] and bad["exit_code"] == 2
+    (e,) = missing["errors"]
+    assert e["file"] == str(files / "missing.diag") and e["line"] is None and "cannot read" in e["message"]
+    r = run("check", "--json", files / "good.diag")
+    assert r.returncode == 0 and json.loads(r.stdout)["exit_code"] == 0
+
+
+UNUSED = "diagram f(a: vec, b: vec, W: weight[c]) -> s: scalar {\n    s = a[i] a[i]\n}\n"
+
+
+def test_unused_inputs_get_a_warning_and_keep_the_exit_code(files):
+    (files / "unused.diag").write_text(UNUSED)
+    r = run("check", files / "unused.diag")
+    assert r.returncode == 0 and r.stdout.startswith("f: equivariant")
+    warnings = [l for l in r.stderr.splitlines() if ": warning: " in l]
+    assert warnings == [f"{files / 'unused.diag'}:1:19: warning: input 'b' of diagram 'f' is never used",
+                        f"{files / 'unused.diag'}:1:27: warning: input 'W' of diagram 'f' is never used"]
+    r = run("compile", files / "unused.diag", "-o", files / "unused.py")
+    assert r.returncode == 0 and r.stderr.count("is never used") == 2
+    r = run("check", "--json", files / "unused.diag")
+    assert r.returncode == 0 and r.stderr == ""
+    assert [(w["line"], w["column"]) for w in json.loads(r.stdout)["files"][0]["warnings"]] == [(1, 19), (1, 27)]
+    r = run("check", files / "good.diag")
+    assert r.stderr == ""

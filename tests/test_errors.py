@@ -1,9 +1,11 @@
 """Every kind of bad input, its message, position and exit code (one table, one test; lark's test_errors style)."""
 
+import re
+
 import pytest
 
-from compiler.api import checked_program
-from compiler.errors import DiagError
+from compiler.api import check_source, checked_program
+from compiler.errors import MAX_ERRORS, DiagError, DiagErrors
 
 # (name, source, exit code, line, column, start of the message)
 ERRORS = [
@@ -43,8 +45,54 @@ ERRORS = [
     ('eq_traceless', 'diagram f(X: sym2) -> Y: sym2t {\n    Y[i,j] = X[i,j]\n}\n', 1, 2, 5, "output 'Y' of diagram 'f' is declared sym2t but its right-ha"),
     ('eq_skew', 'diagram f(X: sym2) -> Y: skew2 {\n    Y[i,j] = X[i,k] X[k,j]\n}\n', 1, 2, 5, "output 'Y' of diagram 'f' is declared skew2 but its right-ha"),
     ('eq_graded', 'diagram f(M: cart2(0e+1o+2e), Y: cart2(0e+1o+2e)) -> C: cart2(0e+1o+2e) {\n    C[i,j] = Y[i,k] M[k,j]\n}\n', 1, 2, 14, "in diagram 'f': the antisymmetric (1o) part of 'C' does not "),
+    ('syntax_number_before_name', 'diagram f(a: vec) -> s: scalar {\n    s = 2x a[i] a[i]\n}\n', 2, 2, 9, "'2x': a number written directly before a name"),
+    ('syntax_number_before_e', 'diagram f(a: vec, e: scalar) -> s: scalar {\n    s = 1e a[i] a[i]\n}\n', 2, 2, 9, "'1e': a number written directly before a name"),
+    ('syntax_decimal_before_name', 'diagram f(a: vec) -> s: scalar {\n    s = 2.5E+2a a[i] a[i]\n}\n', 2, 2, 9, "'2.5E+2a': a number written directly before a name"),
+    ('syntax_huge_exponent', 'diagram f(a: vec) -> s: scalar {\n    s = 1e-99 a[i] a[i]\n}\n', 2, 2, 9, "the exponent of 1e-99 is beyond ±30"),
+    ('syntax_misspelt_keyword', 'diagrm f(a: vec) -> s: scalar {\n    s = a[i] a[i]\n}\n', 2, 1, 1, "unexpected 'diagrm'; expected ';', 'basis', 'diagram', 'group', end of line"),
+    ('syntax_misspelt_group', 'group 03\n', 2, 1, 7, "unexpected '03'; expected a name"),
+    ('syntax_group_case', 'group o3\n', 2, 1, 7, "unknown group 'o3' (known: O3, SO3)"),
+    ('type_misspelt', 'diagram f(X: symmetric2) -> s: scalar {\n    s = X[i,i]\n}\n', 2, 1, 14, "unknown type 'symmetric2'"),
+    ('type_misspelt_vector', 'diagram f(a: vector) -> s: scalar {\n    s = a[i] a[i]\n}\n', 2, 1, 14, "unknown type 'vector'"),
+    ('type_weight_arguments', 'diagram f(W: weight(3)[c]) -> s: scalar[c] {\n    s[c] = W[c]\n}\n', 2, 1, 14, "'weight' takes no arguments"),
+    ('type_weight_geometric', 'diagram f(a: vec[c], W: weight[c,d]) -> y: vec[d] {\n    y[d,i] = W[i,j] a[c,j]\n}\n', 2, 2, 25, "index 'j' is used for a Cartesian leg of a and for channel a"),
+    ('name_misspelt_constant', 'diagram f(X: cart2) -> s: scalar {\n    s = kron[i,j] X[i,j]\n}\n', 2, 2, 9, "unknown tensor 'kron' in diagram 'f'"),
+    ('name_misspelt_epsilon', 'diagram f(a: vec, b: vec) -> c: axial {\n    c[i] = epsilon[i,j,k] a[j] b[k]\n}\n', 2, 2, 12, "unknown tensor 'epsilon' in diagram 'f'"),
+    ('name_misspelt_input', 'diagram f(alpha: vec) -> s: scalar {\n    s = alpah[i] alpha[i]\n}\n', 2, 2, 9, "unknown tensor 'alpah' in diagram 'f'"),
+    ('name_misspelt_output', 'diagram f(a: vec) -> norm: scalar {\n    nrom = a[i] a[i]\n}\n', 2, 2, 5, "'nrom' is not a declared output of diagram 'f'"),
+    ('name_reserved_lambda', 'diagram f(a: vec, lambda: scalar) -> s: scalar {\n    s = lambda a[i] a[i]\n}\n', 2, 1, 19, "tensor 'lambda' is a reserved word"),
+    ('eq_index_misspelt', 'diagram f(a: vec, b: vec) -> T: cart2 {\n    T[i,j] = a[i] b[l]\n}\n', 1, 2, 19, "in 'T' of diagram 'f', term 'a[i] b[l]': index 'l' is on one"),
+    ('eq_parity_scalar', 'diagram f(a: vec, b: vec, c: vec) -> s: scalar {\n    s = eps[i,j,k] a[i] b[j] c[k]\n}\n', 1, 2, 9, "in 's' of diagram 'f', term 'eps[i,j,k] a[i] b[j] c[k]': the"),
+    ('eq_parity_rank2', 'diagram f(a: vec) -> T: cart2 {\n    T[i,j] = eps[i,j,k] a[k]\n}\n', 1, 2, 14, "in 'T' of diagram 'f', term 'eps[i,j,k] a[k]': the term is"),
+    ('eq_graded_fits', 'diagram f(X: cart2(0e+1o+2e)) -> C: cart2 {\n    C[i,j] = X[i,j]\n}\n', 1, 2, 14, "in diagram 'f': the antisymmetric (1e) part of 'C' does not "),
     ('eq_channel_missing', 'diagram f(a: vec[c]) -> s: scalar[c] {\n    s[c] = a[d,i] a[d,i]\n}\n', 1, 2, 12, "in 's' of diagram 'f', term 'a[d,i] a[d,i]': output channel "),
 ]
+
+
+#: the ``help:`` line of the rows that have one (a fix the user can apply)
+HELP = {
+    'syntax_number_before_name': "write '2 x' (or '2 * x') for a product",
+    'syntax_number_before_e': "write '1 e' (or '1 * e') for a product; scientific notation takes digits after e, e.g. 1e-3",
+    'syntax_misspelt_keyword': "did you mean 'diagram'?",
+    'syntax_group_case': "did you mean 'O3'?",
+    'type_unknown': "did you mean 'vec'?",
+    'type_misspelt': "did you mean 'sym2'?",
+    'type_misspelt_vector': "did you mean 'vec'?",
+    'type_weight_arguments': "a learnable matrix acting on Cartesian legs is not equivariant",
+    'type_weight_geometric': "(a 3x3 matrix W[i,j]) does not commute with rotations and is not equivariant; mix "
+                             "channels instead (Y[d,i] = W[c,d] X[c,i])",
+    'name_misspelt_constant': "did you mean 'delta'?",
+    'name_misspelt_epsilon': "did you mean 'eps'?",
+    'name_misspelt_input': "did you mean 'alpha'?",
+    'name_misspelt_output': "did you mean 'norm'?",
+    'name_reserved_lambda': "rename it, e.g. 'lambda_'",
+    'eq_index_misspelt': "did you mean 'j'?",
+    'eq_missing_free': None,  # no unused index to suggest
+    'eq_parity': "declare 'c: axial'",
+    'eq_parity_scalar': "declare 's: pscalar'",
+    'eq_parity_rank2': "declare 'T: pcart(2)'",
+    'eq_graded_fits': "declare 'C: cart2(0e+1o+2e)'",
+}
 
 
 @pytest.mark.parametrize("name, source, code, line, column, message", ERRORS, ids=[e[0] for e in ERRORS])
@@ -61,6 +109,75 @@ def test_bad_input_gets_one_positioned_message(name, source, code, line, column,
     quoted, caret = text.splitlines()[1:3]
     assert quoted.strip() == source.splitlines()[line - 1].strip() or line > len(source.splitlines())
     assert caret.index("^") - 4 == column - 1
+    # a help line, last, where the fix is known
+    if HELP.get(name):
+        assert HELP[name] in err.help
+        assert text.splitlines()[3:] == [f"    help: {err.help}"]
+    elif name in HELP:
+        assert err.help is None and len(text.splitlines()) == 3
+    # lark's internal token names never reach the user
+    assert not re.search(r"[A-Z_]{3,}", err.message.partition("; expected ")[2]), err.message
+
+
+def test_every_terminal_of_the_grammar_has_a_readable_name():
+    from compiler.parser import _lark, describe_terminal
+
+    for term in _lark().terminals:
+        shown = describe_terminal(term.name)
+        assert shown != term.name and "ANON" not in shown and not re.fullmatch(r"'?[A-Z_]+'?", shown), term.name
+
+
+def _bad_diagram(k: int) -> str:
+    return f"diagram f{k}(a: vec) -> s: scalar {{\n    s = a[i] b[i]\n}}\n"
+
+
+def test_every_error_of_a_file_is_reported_each_with_its_caret():
+    source = ("diagram f(a: vectr) -> s: scalar {\n    s = a[i] a[i]\n}\n"      # 1:14 type
+              "diagram g(a: vec) -> (s: scalar, t: scalar) {\n"
+              "    s = kron[i,i]\n"                                                # 5:9 name
+              "    t = a[i] a[j]\n}\n"                                             # 6: not equivariant (check)
+              "diagram h(a: vec) -> s: scalar {\n    s = 2x a[i] a[i]\n}\n"       # 9:9 syntax
+              "diagram k(a: vec) -> s: scalar {\n    s = a[i] a[i] / 0\n}\n"     # 12:21 division
+              "diagram m(a: vec) -> v: vec {\n    v[i] = a[i] @\n}\n")           # 15:17 syntax
+    with pytest.raises(DiagErrors) as info:
+        checked_program(source, "t.diag")
+    err = info.value
+    assert [(e.position.line, e.position.column) for e in err.errors] == [(1, 14), (5, 9), (9, 9), (12, 21), (15, 17)]
+    assert err.exit_code == 2 and err.message == err.errors[0].message
+    text = str(err)
+    for e in err.errors:  # each with its line and caret, in order
+        head = f"t.diag:{e.position.line}:{e.position.column}: error: {e.message}"
+        at = text.index(head)
+        quoted, caret = text[at:].splitlines()[1:3]
+        assert quoted.strip() == source.splitlines()[e.position.line - 1].strip()
+        assert caret.index("^") - 4 == e.position.column - 1
+
+
+def test_errors_in_one_diagram_are_all_reported_without_cascades():
+    source = ("diagram f(a: vec, b: vec) -> (s: scalar, t: scalar, u: scalar) {\n"
+              "    s = a[i] c[i]\n"      # unknown tensor
+              "    t = s a[i]\n"         # uses the failed s: no second message
+              "    u = a[i] b[i] b[j]\n"  # arity is fine; not equivariant: the checker's job
+              "    w = a[i] a[i]\n}\n")  # not an output
+    with pytest.raises(DiagErrors) as info:
+        checked_program(source, "t.diag")
+    assert [(e.position.line, e.message.split(";")[0]) for e in info.value.errors] == [
+        (2, "unknown tensor 'c' in diagram 'f'"), (5, "'w' is not a declared output of diagram 'f'")]
+
+
+def test_at_most_twenty_errors_are_reported():
+    source = "".join(_bad_diagram(k) for k in range(25))
+    with pytest.raises(DiagErrors) as info:
+        checked_program(source, "t.diag")
+    assert len(info.value.errors) == MAX_ERRORS == 20 and info.value.truncated
+    assert str(info.value).endswith("error: stopped after 20 errors")
+
+
+def test_every_equation_that_is_not_equivariant_is_reported():
+    source = ("diagram f(a: vec, b: vec) -> (c: vec, s: scalar, t: scalar) {\n"
+              "    c[i] = eps[i,j,k] a[j] b[k]\n    s = a[i] b[i]\n    t = a[i] b[j]\n}\n")
+    (verdict,) = check_source(source, "t.diag")
+    assert [e.position.line for e in verdict.errors] == [2, 4] and verdict.error is verdict.errors[0]
 
 
 def test_every_kind_of_error_is_in_the_table():
