@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
+from fractions import Fraction
 from functools import lru_cache
 from pathlib import Path
 
@@ -272,11 +273,12 @@ TYPES = ["scalar", "pscalar", "vec", "axial", "cart2", "sym2", "skew2", "sym2t",
          "sph(1e)", "sph(2e)", "sph(13e)", "sph(1x)", "weight", "weight[c]", "weight[c,d]", "vec[c]",
          "vec[c,c]", "scalar[]", "vector", "cart2[c]", "sym2t[d]"]
 NUMBERS = ["0", "1", "2", "3", "1/3", "0.5", ".5", "1.", "007", "00", "0.0", "12345678901234567890123", "1/0",
-           "2 * 3", "-1"]
+           "2 * 3", "-1", "1e-3", "2.5E+2", "3e2", ".5e1", "1.e3", "1e99", "1e-3 e", "1e", "2x", "1e-3e", "3e2x", "2 e",
+           "1E+", "1e-"]
 OPERATORS = ["+", "-", "*", "/", "=", "->", ",", ":", ";", "(", ")", "[", "]", "{", "}", "\n", "", " ", "#"]
 INDEX_LISTS = ["[i]", "[j]", "[i,j]", "[j,i]", "[i,i]", "[k,k]", "[]", "[c]", "[c,i]", "[c,i,j]", "[d,i,j]",
                "[i,j,k]", "[i,j,", "[,]"]
-TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]*)?|->|\S")
+TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?|->|\S")
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 TYPE_DECL = re.compile(r":\s*([A-Za-z_][A-Za-z0-9_]*(?:\([^)]*\))?)")
 INDEX_LABEL = re.compile(r"[\[,]\s*([A-Za-z_][A-Za-z0-9_]*)")
@@ -423,6 +425,57 @@ def test_cli_compile_exits_cleanly_and_leaves_no_stray_file(text, encoding):
         assert code == expected, (code, expected, stderr)
         assert "Traceback" not in stderr and "internal error" not in stderr, stderr
         assert _listing(tmp) == sorted(before + (["out/fuzz.py"] if expected == 0 else []))
+
+
+# ------------------------------------------------------------------------------------------------
+# numbers in every notation, and names written directly after them
+# ------------------------------------------------------------------------------------------------
+
+@st.composite
+def numerals(draw) -> tuple[str, Fraction]:
+    """A number in a random notation (integer, decimal, .5, 1., scientific with e/E and a sign) and its
+    exact value, computed from its parts (not by parsing the text)."""
+    whole = draw(st.integers(0, 10**6))
+    frac_digits = draw(st.integers(0, 4))
+    frac = draw(st.integers(0, 10**frac_digits - 1)) if frac_digits else 0
+    notation = draw(st.sampled_from(["int", "decimal", "leading-dot", "trailing-dot"]))
+    exponent = draw(st.one_of(st.none(), st.integers(-12, 12)))
+    if notation == "int" or (notation == "leading-dot" and not frac_digits):
+        text, value = str(whole), Fraction(whole)
+    elif notation == "trailing-dot":
+        text, value = f"{whole}.", Fraction(whole)
+    elif notation == "leading-dot":
+        text, value = "." + str(frac).zfill(frac_digits), Fraction(frac, 10**frac_digits)
+    else:
+        digits = str(frac).zfill(frac_digits) if frac_digits else ""
+        text, value = f"{whole}.{digits}", whole + Fraction(frac, 10**frac_digits)
+    if exponent is not None:
+        sign = draw(st.sampled_from(["", "+"])) if exponent >= 0 else ""
+        text += draw(st.sampled_from("eE")) + sign + str(exponent)
+        value *= Fraction(10) ** exponent
+    return text, value
+
+
+NUMBER_SRC = "diagram f(e: scalar, a: vec, b: vec) -> s: scalar {{\n    s = {} * a[i] b[i] + e\n}}\n"
+
+
+@fuzz_settings(300)
+@given(numerals())
+def test_a_number_in_any_notation_is_its_exact_value(case):
+    text, value = case
+    terms = lower_source(NUMBER_SRC.format(text), FILE).diagrams[0].equations[0].terms
+    assert [t.coefficient for t in terms] == [value, 1] and [len(t.nodes) for t in terms] == [2, 1]
+
+
+@fuzz_settings(300)
+@given(numerals(), st.sampled_from(["e", "E", "x", "e_", "ex", "a", "b", "cg", "P", "delta", "eps", "E1x"]))
+def test_a_name_written_directly_after_a_number_is_a_positioned_error(case, name):
+    text, _ = case
+    source = NUMBER_SRC.format(f"{text}{name}")
+    with pytest.raises(DiagError, match="a number written directly before a name") as info:
+        lower_source(source, FILE)
+    assert (info.value.position.line, info.value.position.column) == (2, 9)
+    assert_positioned(info.value, source)
 
 
 # ------------------------------------------------------------------------------------------------
