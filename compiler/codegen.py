@@ -213,7 +213,8 @@ class PythonPrinter:
             expr = f"_b.copy({expr})"  # never hand back a view of an input
         return f"{o.name} = {expr}"
 
-    def _print_FunctionPlan(self, f: FunctionPlan, doc: str) -> str:
+    def _print_FunctionPlan(self, f: FunctionPlan, doc: str, signature=()) -> str:
+        """The function; ``signature`` (the inputs as :class:`Tensor`) gives its shape checks."""
         params = ", ".join(f.inputs) + (", " if f.inputs else "") + "*, out=None, fused=False"
         lines = [f"def {f.name}({params}):", "    " + doc]
         lines.append(f"    _b = _backend({', '.join(f.inputs)})")
@@ -223,6 +224,7 @@ class PythonPrinter:
             for name in f.inputs[1:]:
                 lines.append(f"    {name} = _b.asarray({name}, {first})")
             lines.append(f"    _like = {first}")
+            lines += input_checks(f.name, signature)
         else:  # no inputs: constants in float64 numpy
             lines.append("    _like = _b.asarray(0.0)")
         names = [o.name for o in f.outputs]
@@ -286,6 +288,9 @@ class PythonPrinter:
         for o in outputs:
             single_eye = len(o.terms) == 1 and o.terms[0].eye_spec is not None and o.terms[0].coefficient != 1
             fresh = self._print_into(o, seeds, reads_of) if len(o.terms) > 1 or single_eye else None
+            if all(s.var is None for s in o.terms) and f.inputs:  # a constant, given the batch shape
+                value = self.doprint(o).partition(" = ")[2]
+                fresh = [f"{o.name} = _b.filled({value}, {self._shape_text(_batch_text(f), o)}, _like)"]
             for line in fresh or [self.doprint(o)]:
                 lines.append("        " + line)
         if f.stack_axis is not None:
@@ -395,8 +400,7 @@ class PythonPrinter:
         with ``fresh``, ``out`` made of new buffers of the result's shape and dtype instead."""
         names = [o.name for o in f.outputs]
         inputs = _tuple_text(f.inputs)
-        batch = "_b.batch(" + ", ".join(
-            f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
+        batch = _batch_text(f)
         if f.stack_axis is not None:
             shapes = [self._shape_text(batch, f.outputs[0], (len(f.outputs),))]
         else:
@@ -585,6 +589,11 @@ def _tuple_text(names) -> str:
     return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
 
 
+def _batch_text(f: FunctionPlan) -> str:
+    """Python source of the broadcast of the inputs' batch shapes."""
+    return "_b.batch(" + ", ".join(f"{i}.shape[:{-n}]" if n else f"{i}.shape" for i, n in f.trailing) + ")"
+
+
 def _return_out(f: FunctionPlan, indent: str) -> str:
     """The return statement after the outputs were written into ``out`` (bound to their names)."""
     names = [o.name for o in f.outputs]
@@ -644,6 +653,61 @@ def _reuse(o: OutputPlan, earlier: list[OutputPlan]) -> OutputPlan:
     return o
 
 
+def input_checks(function: str, tensors) -> list[str]:
+    """Lines (indented for a function body) that check the arrays bound to ``tensors``' names, in
+    the order given (a sequence of :class:`Tensor`: the emitted function's signature), before any
+    computing: trailing axes (channel sizes, then 3 per Cartesian leg, 2l+1 per spherical leg),
+    channel sizes shared by several arguments agreeing, batch axes broadcasting. The inline test
+    reads shape tuples only (a few comparisons per argument, no call, nothing a tracer of
+    torch.compile or jax.jit cannot follow); when it fails, the module's ``_check_shapes`` builds
+    the message naming the argument (or finds that unequal batch shapes still broadcast).
+
+    Numpy object arrays (exact arithmetic) with an argument without batch axes then go through
+    ``_unbatched``, which gives each such argument a leading axis of size 1 (0-d object results
+    would be bare Python objects) and drops it from the results. Reused by every emitted function
+    with array arguments, whatever computes it."""
+    tensors = list(tensors)
+    if not tensors:
+        return []
+    lines, tests, first_axis = [], [], {}
+    ranks = []
+    for k, t in enumerate(tensors):
+        shape = f"_sh{k}"
+        lines.append(f"    {shape} = {t.name}.shape")
+        dims, channels = t.type.geometric_dims, t.type.channels
+        rank = len(channels) + len(dims)
+        ranks.append(rank)
+        if rank:
+            tests.append(f"len({shape}) < {rank}")
+        for j, d in enumerate(dims):
+            tests.append(f"{shape}[{j - len(dims)}] != {d}")
+        for j, c in enumerate(channels):
+            axis = f"{shape}[{j - rank}]"
+            if c in first_axis:
+                tests.append(f"{axis} != {first_axis[c]}")
+            else:
+                first_axis[c] = axis
+    if len(tensors) > 1:  # batch shapes: equal, or empty (a weight shared by the batch)
+        batches = []
+        for k, rank in enumerate(ranks):
+            batch = f"_bt{k}"
+            lines.append(f"    {batch} = _sh{k}[:{-rank}]" if rank else f"    {batch} = _sh{k}")
+            batches.append(batch)
+        lines.append(f"    _bt = {' or '.join(batches)}")
+        tests += [f"({b} and {b} != _bt)" for b in batches[1:]]  # _bt is the first non-empty one
+    signature = "(" + ", ".join(
+        f"({py_string(t.name)}, {_tuple_text([py_string(c) for c in t.type.channels])}, "
+        f"{_tuple_text([str(d) for d in t.type.geometric_dims])})" for t in tensors) + ",)"
+    names = _tuple_text([t.name for t in tensors])
+    if tests:
+        lines.append(f"    if ({tests[0]}" + "".join(f"\n            or {t}" for t in tests[1:]) + "):")
+        lines.append(f"        _check_shapes({signature}, {names})")
+    unbatched = " or ".join(f"len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
+    lines.append(f"    if _b.root == \"numpy\" and _like.dtype == object and ({unbatched}):")
+    lines.append(f"        return _unbatched({function}, _b, {names}, {_tuple_text([str(r) for r in ranks])}, out, fused)")
+    return lines
+
+
 def _shape_text(typ) -> str:
     dims = ["..."] + [str(c) for c in typ.channels] + [str(d) for d in typ.geometric_dims]
     return "(" + ", ".join(dims) + ")"
@@ -697,7 +761,7 @@ def generate_python(program: Program) -> str:
     for p, d in zip(plans, program.diagrams):
         if p.fused is not None and p.fused.outputs:
             functions.append(printer._print_FusedPlan(p.fused, p.stack_axis))
-        functions.append(printer._print_FunctionPlan(p, function_doc(d, p.fused)))
+        functions.append(printer._print_FunctionPlan(p, function_doc(d, p.fused), d.inputs))
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:
