@@ -703,7 +703,7 @@ def input_checks(function: str, tensors) -> list[str]:
         lines.append(f"    if ({tests[0]}" + "".join(f"\n            or {t}" for t in tests[1:]) + "):")
         lines.append(f"        _check_shapes({signature}, {names})")
     unbatched = " or ".join(f"len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
-    lines.append(f"    if _b.root == \"numpy\" and _like.dtype == object and ({unbatched}):")
+    lines.append(f"    if ({unbatched}) and _b.root == \"numpy\" and _like.dtype == object:")
     lines.append(f"        return _unbatched({function}, _b, {names}, {_tuple_text([str(r) for r in ranks])}, out, fused)")
     return lines
 
@@ -717,19 +717,41 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None) -> str:
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
     for t in d.inputs:
         lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
-    lines.append("    out: optional preallocated result (a tuple for several), numpy or torch, written in place")
+    if d.basis is not None:
+        lines.append("    out: optional preallocated result (one array of the stacked shape), numpy or torch, "
+                     "written in place")
+    else:
+        lines.append("    out: optional preallocated result (a tuple for several), numpy or torch, written in place")
     if fused is not None and fused.outputs:
         lines.append(f"    fused: every component as one formula ({fused.products} products), one pass;")
         lines.append("        torch inputs run it through torch.compile (compiled on the first call)")
     else:
         reason = fused.reason if fused is not None else "no inputs"
+        if d.basis is not None:  # the elements' internal names are no business of the reader
+            for k, (t, words) in enumerate(zip(d.outputs, d.basis.words)):
+                reason = reason.replace(f"output '{t.name}'", f"element {k} ({words})")
         lines.append(f"    fused: no fused form ({reason}); the planned code runs")
-    lines.append("Returns:" if len(d.outputs) == 1 else "Returns a tuple:")
-    for t in d.outputs:
-        lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
-    lines.append("")
-    for eq in d.equations:
-        lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
+    if d.basis is not None:  # one array: the elements stacked before the geometric axes
+        out = d.basis.output
+        n = len(d.outputs)
+        stacked = "(" + ", ".join(["...", str(n)] + [str(k) for k in out.type.geometric_dims]) + ")"
+        lines.append("Returns:")
+        lines.append(f"    {out.name}: the {n} basis elements of {out.type} stacked, shape {stacked};")
+        after = ", :" * out.type.n_geometric
+        lines.append(f"        {out.name}[..., n{after}] is element n:")
+        lines.append("")
+        width = max(len(w) for w in d.basis.words)
+        for k, (words, eq) in enumerate(zip(d.basis.words, d.equations)):
+            legs = eq.terms[0].output if eq.terms else ()
+            target = f"{out.name}[{','.join(legs)}]" if legs else out.name
+            lines.append(f"    {k:>3}. {words:<{width}}   {target} = " + sum_formula(eq.terms))
+    else:
+        lines.append("Returns:" if len(d.outputs) == 1 else "Returns a tuple:")
+        for t in d.outputs:
+            lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+        lines.append("")
+        for eq in d.equations:
+            lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
 
 

@@ -1018,6 +1018,11 @@ def _laid_out(term: TensorNetwork, height: float | None) -> _TermDrawing:
 
 
 def _signature(diagram: Diagram) -> str:
+    if diagram.basis is not None:  # as declared; the elements' internal names are not shown
+        ins = ", ".join(f"{t.name}: {t.type}^{'<=' if up_to else ''}{degree}"
+                        for t, (degree, up_to) in zip(diagram.inputs, diagram.basis.degrees))
+        out = diagram.basis.output
+        return f"basis {diagram.name}: ({ins}) -> {out.name}: {out.type}, {len(diagram.outputs)} elements stacked"
     ins = ", ".join(f"{t.name}: {t.type}" for t in diagram.inputs)
     outs = [f"{t.name}: {t.type}" for t in diagram.outputs]
     out = outs[0] if len(outs) == 1 else "(" + ", ".join(outs) + ")"
@@ -1032,17 +1037,25 @@ def _diagram_body(diagram: Diagram) -> tuple[str, float, float]:
                  f'{_esc(title)}</text>')
     width = _text_width(title, 15) * 1.12
     y = float(TITLE_H)
-    for eq in diagram.equations:
+    labels = []
+    for row, eq in enumerate(diagram.equations):
+        lhs_idx = eq.terms[0].output if eq.terms else ()
+        target = eq.target if diagram.basis is None else diagram.basis.output.name
+        lhs = target + (f"[{','.join(_show_index(i) for i in lhs_idx)}]" if lhs_idx else "") + " ="
+        if diagram.basis is not None:  # element k in words, then the declared output
+            lhs = f"{row}. {diagram.basis.words[row]}:  {lhs}"
+        labels.append((target, lhs))
+    # a basis's elements start in one column
+    lhs_width = max([_text_width(lhs, FONT) for _, lhs in labels] + [0.0])
+    for eq, (target, lhs) in zip(diagram.equations, labels):
         terms = eq.terms
-        lhs_idx = terms[0].output if terms else ()
-        lhs = eq.target + (f"[{','.join(_show_index(i) for i in lhs_idx)}]" if lhs_idx else "") + " ="
         box_h = max([_term_height(t) for t in terms] + [float(TERM_H)])
         row_h = box_h + CAPTION_H
         mid = y + box_h / 2 + 5
         x = 0.0
         parts.append(f'<text class="lhs" x="{_num(x)}" y="{_num(mid)}" font-size="{FONT}" fill="{INK}">'
                      f'{_esc(lhs)}</text>')
-        x += _text_width(lhs, FONT) + 10
+        x += (lhs_width if diagram.basis is not None else _text_width(lhs, FONT)) + 10
         for k, term in enumerate(terms):
             coef = _coef_text(term.coefficient, k == 0, bool(term.nodes))
             if coef:
@@ -1051,7 +1064,7 @@ def _diagram_body(diagram: Diagram) -> tuple[str, float, float]:
                 x += _text_width(coef, FONT) + 6
             if not term.nodes and not term.output:  # a constant: its number says it all
                 continue
-            pic = draw_network(term, eq.target, box_h)
+            pic = draw_network(term, target, box_h)
             parts.append(pic.placed(x, y))
             x += pic.width + 8
         width = max(width, x)

@@ -253,6 +253,17 @@ class Tensor:
 
 
 @dataclass(frozen=True)
+class BasisInfo:
+    """What a ``basis`` declaration said, kept for documentation and pictures: the declared output
+    (the elements are the diagram's outputs, under internal names), each input's degree and
+    whether it is 'up to', and each element in words (``tr(E) delta``)."""
+
+    output: Tensor
+    degrees: tuple[tuple[int, bool], ...]
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Diagram:
     name: str
     group: str
@@ -261,6 +272,7 @@ class Diagram:
     equations: tuple[Equation, ...]  # one per output, in output order
     pos: Position | None = field(default=None, compare=False)
     stacked: bool = False  # return the outputs stacked on a new axis before their geometric axes
+    basis: BasisInfo | None = None  # for a basis declaration (stacked): its output and words
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from . import ast
 from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
+from .ir import BasisInfo
 from .parser import did_you_mean, parse, parse_collecting
 
 MAX_TERMS = 4096
@@ -357,7 +358,9 @@ def lower_basis(decl: ast.Basis, group: str) -> Diagram:
         equations.append(Equation(name, out.type, terms, decl.pos))
         outputs.append(Tensor(name, out.type, decl.pos))
     inputs = tuple(Tensor(i.param.name, i.param.type, i.param.pos) for i in decl.inputs)
-    return Diagram(decl.name, group, inputs, tuple(outputs), tuple(equations), decl.pos, stacked=True)
+    info = BasisInfo(Tensor(out.name, out.type, out.pos), tuple((i.degree, i.up_to) for i in decl.inputs),
+                     tuple(e.words for e in found.elements))
+    return Diagram(decl.name, group, inputs, tuple(outputs), tuple(equations), decl.pos, stacked=True, basis=info)
 
 
 def _arity_message(name: str, typ, given: int) -> str:
