@@ -687,14 +687,13 @@ def input_checks(function: str, tensors) -> list[str]:
                 tests.append(f"{axis} != {first_axis[c]}")
             else:
                 first_axis[c] = axis
-    if len(tensors) > 1:  # batch shapes: equal, or empty (a weight shared by the batch)
-        batches = []
+    if len(tensors) > 1:  # batch shapes: empty (a weight shared by the batch) or equal to the first's,
+        # compared without slicing for one batch axis (a slice of a torch.Size costs more than the rest)
         for k, rank in enumerate(ranks):
-            batch = f"_bt{k}"
-            lines.append(f"    {batch} = _sh{k}[:{-rank}]" if rank else f"    {batch} = _sh{k}")
-            batches.append(batch)
-        lines.append(f"    _bt = {' or '.join(batches)}")
-        tests += [f"({b} and {b} != _bt)" for b in batches[1:]]  # _bt is the first non-empty one
+            lines.append(f"    _n{k} = len(_sh{k}) - {rank}" if rank else f"    _n{k} = len(_sh{k})")
+        for k in range(1, len(tensors)):
+            tests.append(f"(_n{k} and (_n{k} != _n0 or (_sh{k}[0] != _sh0[0] if _n0 == 1 "
+                         f"else _sh{k}[:_n0] != _sh0[:_n0])))")
     signature = "(" + ", ".join(
         f"({py_string(t.name)}, {_tuple_text([py_string(c) for c in t.type.channels])}, "
         f"{_tuple_text([str(d) for d in t.type.geometric_dims])})" for t in tensors) + ",)"
@@ -703,7 +702,7 @@ def input_checks(function: str, tensors) -> list[str]:
         lines.append(f"    if ({tests[0]}" + "".join(f"\n            or {t}" for t in tests[1:]) + "):")
         lines.append(f"        _check_shapes({signature}, {names})")
     unbatched = " or ".join(f"len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
-    lines.append(f"    if ({unbatched}) and _b.root == \"numpy\" and _like.dtype == object:")
+    lines.append(f"    if ({unbatched}) and _b.root == \"numpy\" and _like.dtype.hasobject:")
     lines.append(f"        return _unbatched({function}, _b, {names}, {_tuple_text([str(r) for r in ranks])}, out, fused)")
     return lines
 
