@@ -665,7 +665,8 @@ def input_checks(function: str, tensors) -> list[str]:
     Numpy object arrays (exact arithmetic) with an argument without batch axes then go through
     ``_unbatched``, which gives each such argument a leading axis of size 1 (0-d object results
     would be bare Python objects) and drops it from the results. Reused by every emitted function
-    with array arguments, whatever computes it."""
+    with array arguments, whatever computes it. Builtins are reached through the module's ``_len``:
+    an argument may be named ``len``."""
     tensors = list(tensors)
     if not tensors:
         return []
@@ -678,7 +679,7 @@ def input_checks(function: str, tensors) -> list[str]:
         rank = len(channels) + len(dims)
         ranks.append(rank)
         if rank:
-            tests.append(f"len({shape}) < {rank}")
+            tests.append(f"_len({shape}) < {rank}")
         for j, d in enumerate(dims):
             tests.append(f"{shape}[{j - len(dims)}] != {d}")
         for j, c in enumerate(channels):
@@ -690,7 +691,7 @@ def input_checks(function: str, tensors) -> list[str]:
     if len(tensors) > 1:  # batch shapes: empty (a weight shared by the batch) or equal to the first's,
         # compared without slicing for one batch axis (a slice of a torch.Size costs more than the rest)
         for k, rank in enumerate(ranks):
-            lines.append(f"    _n{k} = len(_sh{k}) - {rank}" if rank else f"    _n{k} = len(_sh{k})")
+            lines.append(f"    _n{k} = _len(_sh{k}) - {rank}" if rank else f"    _n{k} = _len(_sh{k})")
         for k in range(1, len(tensors)):
             tests.append(f"(_n{k} and (_n{k} != _n0 or (_sh{k}[0] != _sh0[0] if _n0 == 1 "
                          f"else _sh{k}[:_n0] != _sh0[:_n0])))")
@@ -701,7 +702,7 @@ def input_checks(function: str, tensors) -> list[str]:
     if tests:
         lines.append(f"    if ({tests[0]}" + "".join(f"\n            or {t}" for t in tests[1:]) + "):")
         lines.append(f"        _check_shapes({signature}, {names})")
-    unbatched = " or ".join(f"len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
+    unbatched = " or ".join(f"_len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
     lines.append(f"    if ({unbatched}) and _b.root == \"numpy\" and _like.dtype.hasobject:")
     lines.append(f"        return _unbatched({function}, _b, {names}, {_tuple_text([str(r) for r in ranks])}, out, fused)")
     return lines

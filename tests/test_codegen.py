@@ -145,7 +145,7 @@ def test_docstring_carries_source_version_and_hash_and_cannot_run_code():
     assert hashlib.sha256(source.encode()).hexdigest() in doc
     assert set(k for k in ns if not k.startswith("__")) == {"_TABLES", "_CONSTANTS", "_COMPILED", "_Backend",
                                                             "_BACKENDS", "_backend", "_dot_fused", "dot",
-                                                            "_check_shapes", "_unbatched"}
+                                                            "_check_shapes", "_unbatched", "_len"}
 
 
 @pytest.mark.parametrize("path", DIAGRAMS, ids=[p.stem for p in DIAGRAMS])

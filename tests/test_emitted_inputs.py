@@ -120,6 +120,15 @@ def test_a_python_float_is_a_scalar_and_a_vector_is_not():
         ops.scale(np.ones(4), 2.0)
 
 
+def test_arguments_may_be_named_like_the_builtins_the_checks_use():
+    ops = compiler.load_source("diagram f(len: vec, tuple: vec[c]) -> object: scalar[c] {\n"
+                               "    object[c] = len[i] tuple[c,i]\n}\n", "builtins")
+    a, b = np.ones((4, 3)), np.ones((4, 2, 3))
+    np.testing.assert_allclose(ops.f(a, b), np.full((4, 2), 3.0))
+    with pytest.raises(ValueError, match=re.escape("tuple has shape (4, 2, 2); expected (..., c, 3)")):
+        ops.f(a, np.ones((4, 2, 2)))
+
+
 def test_batches_that_broadcast_pass_the_checks():
     rng = np.random.default_rng(0)
     lin, prod = module("linear"), module("products")
