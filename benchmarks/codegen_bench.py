@@ -69,20 +69,22 @@ table header: numpy's BLAS keeps its default thread count, numpy's own loops are
 
 Diagrams without a hand-written implementation are still timed against the naive einsums (a note is
 printed); a diagram file that does not compile is skipped with a note.
+
+Layout: this file is the driver (arguments, the cases, the loop over sizes, dtypes and threads);
+``harness.py`` holds threads, bandwidth and timing, ``contenders.py`` the naive einsums (the shared
+reference evaluator ``compiler.einsum``) and the inputs and checks, ``report.py`` the tables and the
+plot. The expert formulas are ``experts.py`` (one copy, shared with ``gpu_bench.py`` and the tests).
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import glob
 import hashlib
 import inspect
 import json
 import math
 import os
-import platform
 import sys
 import time
 import traceback
@@ -92,335 +94,23 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compiler  # noqa: E402
 from compiler.lower import lower_source  # noqa: E402
-from compiler.testing import random_input  # noqa: E402
-from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy, also used by gpu_bench.py)
+from contenders import (COMPILED, CONTENDERS, EMIT_NP, EMIT_T, EXP_NP, EXP_T, FUSED_NP, FUSED_T, NAIVE, OPT,  # noqa: E402
+                        OUT_NP, OUT_T, Naive, as_tuple, make_inputs, max_rel_err, preallocated, to_np)
+from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy, also used by gpu_bench.py and the tests)
+from harness import Threads, bandwidth, compile_or_raise, machine_line, recompile, seconds, timeit  # noqa: E402
+from report import plot, render, fmt_ms  # noqa: E402
 
 try:
     import torch
 except ImportError:  # pragma: no cover - torch is part of the test extras
     torch = None
 
-LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-EPS = np.zeros((3, 3, 3))
-for _i, _j, _k in ((0, 1, 2), (1, 2, 0), (2, 0, 1)):
-    EPS[_i, _j, _k], EPS[_i, _k, _j] = 1.0, -1.0
-
-# contender keys, in the order of the table
-EMIT_NP, EMIT_T, OUT_NP, OUT_T = "emitted np", "emitted torch", "np out=", "torch out="
-FUSED_NP, FUSED_T = "np fused", "torch fused"
-NAIVE, OPT, EXP_NP, EXP_T = "naive", "optimize", "expert np", "expert torch"
-CONTENDERS = (EMIT_NP, EMIT_T, OUT_NP, OUT_T, FUSED_NP, FUSED_T, NAIVE, OPT, EXP_NP, EXP_T)
-COMPILED = (FUSED_T,)  # torch.compile: compiles on its first call, again for a new thread count
-SLOW = 0.15  # seconds per call beyond which a contender gets 2 timed calls instead of the repeats
-VERY_SLOW = 1.0  # ... beyond which it gets 1, at the first thread count only
 TENSORNET_FILES = ("tensornet", "tensornet_so3")
 FUSED_FILES = {"tensornet": ("tensornet",), "all": None, "none": ()}  # --fused: files timed with fused=True
-FUSED_GOAL = 3.5  # torch fused/copy bound counted as "near the bound": what the issue measured for M@Y+Y@M
-
-
-# ---------------------------------------------------------------------------------------------
-# threads
-
-
-class Threads:
-    """Sets torch's intra-op threads and numpy's BLAS threads; ``how`` says what numpy got."""
-
-    def __init__(self):
-        self.how = "not controllable in-process (no threadpoolctl, no OpenBLAS symbol found)"
-        self._setters = []
-        try:
-            import threadpoolctl  # noqa: F401
-
-            self._tpc = threadpoolctl
-            self.how = "threadpoolctl"
-            return
-        except ImportError:
-            self._tpc = None
-        names = ("scipy_openblas_set_num_threads64_", "scipy_openblas_set_num_threads",
-                 "openblas_set_num_threads64_", "openblas_set_num_threads")
-        try:
-            with open("/proc/self/maps") as fh:
-                libs = sorted({line.split()[-1] for line in fh if "openblas" in line.lower() and ".so" in line})
-        except OSError:
-            libs = []
-        for lib in libs:
-            try:
-                dll = ctypes.CDLL(lib)
-            except OSError:
-                continue
-            for name in names:
-                fn = getattr(dll, name, None)
-                if fn is not None:
-                    self._setters.append(fn)
-                    break
-        if self._setters:
-            self.how = f"OpenBLAS *_set_num_threads via ctypes ({len(self._setters)} librar{'y' if len(self._setters) == 1 else 'ies'}; threadpoolctl not installed)"
-        self._limit = None
-
-    def set(self, n: int) -> None:
-        if torch is not None:
-            torch.set_num_threads(n)
-        if self._tpc is not None:
-            self._limit = self._tpc.threadpool_limits(limits=n)
-        for fn in self._setters:
-            fn(ctypes.c_int(n))
-
-
-# ---------------------------------------------------------------------------------------------
-# the memory bound
-
-
-def bandwidth(nbytes: int = 256 * 2**20, repeats: int = 5) -> tuple[float, float]:
-    """(in-place copy GB/s, out-of-place copy GB/s), counting bytes read + bytes written."""
-    src = np.ones(nbytes // 8)
-    dst = np.empty_like(src)
-    np.copyto(dst, src)
-    best_in = best_out = math.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        np.copyto(dst, src)
-        best_in = min(best_in, time.perf_counter() - t)
-        t = time.perf_counter()
-        fresh = src.copy()
-        best_out = min(best_out, time.perf_counter() - t)
-        del fresh
-    return 2 * nbytes / best_in / 1e9, 2 * nbytes / best_out / 1e9
-
-
-# ---------------------------------------------------------------------------------------------
-# naive einsum, transcribed from the IR term by term
-
-
-def _shape(typ, batch, c):
-    return tuple(batch) + tuple(c for _ in typ.channels) + tuple(typ.geometric_dims)
-
-
-class Naive:
-    """One ``numpy.einsum`` per term, every constant (delta, eps, cg, P) a dense operand, nothing
-    eliminated or folded."""
-
-    def __init__(self, diagram):
-        self.d = diagram
-        self.inputs = [t.name for t in diagram.inputs]
-        self.batched = {t.name: t.type.family != "weight" for t in diagram.inputs}
-        self.constants = {}  # node name -> float64 table
-        self.cast = {}
-        self.equations = []
-        for eq in diagram.equations:
-            terms = []
-            for term in eq.terms:
-                letters = {}
-                for index in term.indices():
-                    letters[index] = LETTERS[len(letters)]
-                subs, ops, batched = [], [], False
-                for node in term.nodes:
-                    s = "".join(letters[i] for i in node.indices)
-                    if node.kind == "input":
-                        if self.batched[node.name]:
-                            s = "..." + s
-                            batched = True
-                        ops.append(("in", node.name))
-                    else:
-                        if node.name not in self.constants:
-                            self.constants[node.name] = constant_table(node)
-                        ops.append(("const", node.name))
-                    subs.append(s)
-                out = ("..." if batched else "") + "".join(letters[i] for i in term.output)
-                terms.append((float(term.coefficient), ",".join(subs) + "->" + out, tuple(ops)))
-            self.equations.append((eq.type, terms))
-
-    def __call__(self, args, optimize: bool, c: int):
-        dtype = np.result_type(*args)
-        values = {("in", name): a for name, a in zip(self.inputs, args)}
-        for name, table in self.constants.items():
-            key = (name, dtype)
-            if key not in self.cast:
-                self.cast[key] = table.astype(dtype)
-            values[("const", name)] = self.cast[key]
-        batch = next((a.shape[: a.ndim - len(t.type.channels) - len(t.type.geometric_dims)]
-                      for a, t in zip(args, self.d.inputs) if self.batched[t.name]), ())
-        results = []
-        for typ, terms in self.equations:
-            total = None
-            for coef, spec, ops in terms:
-                y = np.einsum(spec, *[values[o] for o in ops], optimize=optimize)
-                if coef != 1.0:
-                    y = coef * y
-                total = y if total is None else total + y
-            shape = _shape(typ, batch, c)
-            if total is None:
-                total = np.zeros(shape, dtype)
-            elif total.shape != shape:
-                total = np.broadcast_to(total, shape).copy()
-            results.append(total)
-        if self.d.stacked:
-            t = self.d.outputs[0].type
-            return (np.stack(results, axis=-(len(t.geometric_dims) + len(t.channels)) - 1),)
-        return tuple(results)
-
-
-def constant_table(node) -> np.ndarray:
-    """A constant node's dense float64 table: delta and eps here, anything else (cg, P, ...) from
-    the compiler's exact values."""
-    if node.kind == "delta":
-        return np.eye(3)
-    if node.kind == "eps":
-        return EPS
-    from compiler.exact import constant_array
-
-    return np.asarray(constant_array(node), dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------------------------
-# cases
-
-
-def as_tuple(y):
-    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
-
-
-def to_np(y):
-    if torch is not None and isinstance(y, torch.Tensor):
-        return y.detach().numpy()
-    return np.asarray(y)
-
-
-def max_rel_err(got, ref) -> float:
-    got, ref = as_tuple(got), as_tuple(ref)
-    if len(got) != len(ref):
-        return math.inf
-    worst = 0.0
-    for g, r in zip(got, ref):
-        g, r = to_np(g), to_np(r)
-        if g.shape != r.shape:
-            return math.inf
-        scale = max(1.0, float(np.max(np.abs(r)))) if r.size else 1.0
-        worst = max(worst, float(np.max(np.abs(g.astype(np.float64) - r))) / scale if r.size else 0.0)
-    return worst
-
-
-def make_inputs(diagram, total: int, c: int, rng):
-    """float64 inputs with N*C = total (N = total for a diagram without channels)."""
-    has_channels = any(t.type.channels for t in list(diagram.inputs) + list(diagram.outputs))
-    n = max(1, round(total / c)) if has_channels else total
-    args = []
-    for t in diagram.inputs:
-        if t.type.family == "weight":
-            x = random_input(t.type, rng, batch=(), channel_sizes={ch: c for ch in t.type.channels})
-            x = x / math.sqrt(c)
-        else:
-            x = random_input(t.type, rng, batch=(n,), channel_sizes={ch: c for ch in t.type.channels})
-        args.append(np.ascontiguousarray(x))
-    return n, (n * c if has_channels else n), args
-
-
-def preallocated(ys, lib):
-    ys = as_tuple(ys)
-    if lib == "torch":
-        outs = tuple(torch.empty_like(torch.as_tensor(to_np(y)).contiguous()) for y in ys)
-    else:
-        outs = tuple(np.empty(to_np(y).shape, to_np(y).dtype) for y in ys)
-    return outs[0] if len(outs) == 1 else outs
-
-
-def timeit(calls: dict, warm: dict, repeats: int, target: float, earlier: dict | None) -> tuple[dict, dict]:
-    """Best per-call seconds of every callable, the callables alternating inside each repeat (the
-    order rotates from repeat to repeat). ``warm`` holds the seconds of each one's warm-up call
-    (not counted: a first call into fresh memory can be several times slower), which set the loop
-    lengths. A slow callable gets fewer repeats: more than SLOW seconds, 2 single calls; more than
-    VERY_SLOW seconds, 1 call, and none at all when ``earlier`` (the times at the first thread
-    count) has it. The second dict gives the number of timed calls of each such callable."""
-    inner = {name: max(1, int(target / max(warm[name], 1e-7))) for name in calls}
-    limit = {name: (1 if warm[name] > VERY_SLOW else 2 if warm[name] > SLOW else repeats) for name in calls}
-    best = {name: math.inf for name in calls}
-    for name in calls:
-        if limit[name] == 1 and earlier and name in earlier:
-            best[name], limit[name] = earlier[name], 0
-    names = list(calls)
-    gc_was = gc.isenabled()
-    gc.disable()
-    try:
-        for r in range(repeats):
-            for name in names[r % len(names):] + names[: r % len(names)]:
-                if r >= limit[name]:
-                    continue
-                f, n = calls[name], inner[name]
-                t = time.perf_counter()
-                for _ in range(n):
-                    f()
-                best[name] = min(best[name], (time.perf_counter() - t) / n)
-    finally:
-        if gc_was:
-            gc.enable()
-    return best, {name: limit[name] for name in calls if limit[name] < repeats}
-
-
-def seconds(f) -> float:
-    """Seconds of one call of ``f``."""
-    t = time.perf_counter()
-    f()
-    return time.perf_counter() - t
-
-
-def compile_or_raise() -> None:
-    """Make torch.compile raise where dynamo gives up on a function (past its recompile limit,
-    ``torch._dynamo.config.recompile_limit`` compiles per code object) instead of running it
-    eagerly from then on: a ``torch fused`` time must be a compiled one."""
-    import torch._dynamo
-
-    torch._dynamo.config.fail_on_recompile_limit_hit = True
-
-
-def recompile(calls: dict, where: str, note) -> list[float]:
-    """One untimed call of every COMPILED contender in ``calls`` at the current thread count:
-    torch.compile guards on the thread count and compiles again when it changes. A contender that
-    raises is dropped with a note. Returns the seconds of the calls."""
-    spent = []
-    for name in [k for k in COMPILED if k in calls]:
-        try:
-            spent.append(seconds(calls[name]))
-        except Exception as exc:
-            note(f"{where}: {name} raised {type(exc).__name__}: {exc}; not timed at this thread count")
-            del calls[name]
-    return spent
-
-
-def geomean(xs):
-    xs = [x for x in xs if x is not None and x > 0 and math.isfinite(x)]
-    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else None
-
-
-# ---------------------------------------------------------------------------------------------
-# main
-
-
-def machine_line(threads: Threads, bw) -> list[str]:
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            model = next((l.split(":", 1)[1].strip() for l in fh if l.startswith("model name")), "")
-    except OSError:
-        pass
-    proc = platform.processor() or platform.machine()
-    return [
-        f"Machine: platform.processor() = '{platform.processor()}' ({proc}{', ' + model if model else ''}), "
-        f"os.cpu_count() = {os.cpu_count()}; Python {platform.python_version()}, numpy {np.__version__}, "
-        f"torch {torch.__version__ if torch else 'absent'}.",
-        f"Copy bandwidth in this run (bytes read + written): np.copyto into an existing 256 MB buffer "
-        f"{bw[0]:.1f} GB/s; src.copy() into fresh memory {bw[1]:.1f} GB/s.",
-        f"Threads: torch.set_num_threads; numpy BLAS: {threads.how}.",
-    ]
-
-
-def fmt_ms(s):
-    return "—" if s is None or not math.isfinite(s) else (f"{s * 1e3:.3g}" if s * 1e3 < 100 else f"{s * 1e3:.0f}")
-
-
-def fmt_x(x):
-    return "—" if x is None or not math.isfinite(x) else (f"{x:.2f}" if x < 10 else f"{x:.1f}" if x < 100 else f"{x:.0f}")
 
 
 def main() -> int:
@@ -568,7 +258,7 @@ def main() -> int:
                 best = None
                 for nt in thread_counts:
                     threads.set(nt)
-                    compiled += recompile(calls, f"{where} {nt}t", note)
+                    compiled += recompile(calls, COMPILED, f"{where} {nt}t", note)
                     best, reduced = timeit(calls, warm, args.repeats, target, best)
                     row = {"op": label, "tensornet": stem in TENSORNET_FILES, "dtype": np.dtype(dtype).name,
                            "threads": nt, "total": total, "N": n, "C": C, "NC": nc, "bytes": nbytes,
@@ -609,213 +299,6 @@ def main() -> int:
     print(plot_note)
     print(f"wrote {out / 'codegen.md'}, {out / 'codegen.json'}" + ("" if "skipped" in plot_note else f", {out / 'codegen.png'}"))
     return 1 if failures else 0
-
-
-# ---------------------------------------------------------------------------------------------
-# report
-
-FRAMEWORKS = {"numpy": ("np", EMIT_NP, OUT_NP, FUSED_NP, EXP_NP), "torch": ("torch", EMIT_T, OUT_T, FUSED_T, EXP_T)}
-
-
-def _framework_ratios(tag, emit, out, fused, expert):
-    """The table columns of one framework: (title, numerator, denominator)."""
-    cols = [(f"{tag}/expert", emit, expert), (f"{tag} out=/expert", out, expert), (f"{tag} fused/expert", fused, expert)]
-    if tag == "np":
-        cols += [("np/naive", emit, NAIVE), ("np/optimize", emit, OPT)]
-    for name, num in (("", emit), (" out=", out), (" fused", fused)):
-        cols += [(f"{tag}{name}/copy", num, "copy"), (f"{tag}{name}/oop", num, "oop")]
-    return cols
-
-
-RATIOS = [col for fw in FRAMEWORKS.values() for col in _framework_ratios(*fw)]  # (column title, numerator, denominator)
-
-
-def ratio(row, a, b):
-    x, y = row.get(a), row.get(b)
-    return x / y if x and y and math.isfinite(x) and math.isfinite(y) else None
-
-
-def summary(rows, scope, fw, nt):
-    """Geometric means of one framework at one thread count over the rows of ``scope``."""
-    _, emit, out, fused, expert = FRAMEWORKS[fw]
-    rs = [r for r in rows if r["threads"] == nt and scope(r)]
-    pairs = {
-        "emitted/expert": (emit, expert), "emitted/naive": (emit, NAIVE), "emitted/optimize": (emit, OPT),
-        "emitted/copy bound": (emit, "copy"), "emitted/oop bound": (emit, "oop"),
-        "expert/copy bound": (expert, "copy"), "expert/oop bound": (expert, "oop"),
-        "out=/expert": (out, expert), "out=/copy bound": (out, "copy"), "out=/oop bound": (out, "oop"),
-        "fused/expert": (fused, expert), "fused/copy bound": (fused, "copy"), "fused/oop bound": (fused, "oop"),
-    }
-    return {key: geomean([ratio(r, a, b) for r in rs]) for key, (a, b) in pairs.items()} | {"cases": len(rs)}
-
-
-def goal_line(rows, fw, nt, what, num, den, goal, goal_text, per_op_goal):
-    """One line of the Goals section: the TensorNet geometric mean of num/den at nt threads against
-    ``goal``, and the operations whose own geometric mean exceeds ``per_op_goal``; None when there
-    are no TensorNet rows at nt threads."""
-    tn = [r for r in rows if r["tensornet"] and r["threads"] == nt]
-    if not tn:
-        return None
-    head = f"- {fw}, {nt} thread{'s' if nt > 1 else ''}: TensorNet {what} geomean"
-    g = geomean([ratio(r, num, den) for r in tn])
-    if g is None:
-        return f"{head} — ({goal_text}): **not measured**"
-    per_op = {}
-    for r in tn:
-        per_op.setdefault(r["op"], []).append(ratio(r, num, den))
-    means = {op: geomean(v) for op, v in per_op.items()}
-    bad = {op: x for op, x in means.items() if (x or 0) > per_op_goal}
-    measured = sum(x is not None for x in means.values())
-    if measured < len(means):
-        head = f"{head} over {measured} of {len(means)} operations"
-    return (f"{head} {fmt_x(g)} ({goal_text}): **{'met' if g <= goal else 'MISSED'}**; per operation ≤ {per_op_goal}: "
-            + ("**met**" if not bad else "**MISSED** by " + ", ".join(f"{op} {fmt_x(x)}" for op, x in sorted(bad.items()))))
-
-
-def goal_lines(rows) -> list[str]:
-    """The Goals section's lines (issue 8, and the fused path's)."""
-    lines = []
-    for fw, (_, emit, out, _, expert) in FRAMEWORKS.items():
-        for what, num in (("emitted/expert", emit), ("out=/expert", out)):
-            lines += [goal_line(rows, fw, nt, what, num, expert, 1.0, "goal ≤ 1.0", 1.5) for nt in (1, 2)]
-    fused_text = (f"goal: near the bound, counted as met at ≤ {FUSED_GOAL}; the issue measured 3.5× for Y@M+M@Y "
-                  f"written as unrolled components under torch.compile")
-    lines += [goal_line(rows, "torch", nt, "torch fused/copy bound", FUSED_T, "copy", FUSED_GOAL, fused_text, FUSED_GOAL)
-              for nt in (1, 2)]
-    for nt in (1, 2):
-        g = geomean([ratio(r, EMIT_NP, NAIVE) for r in rows if r["threads"] == nt])
-        if g is not None:
-            lines.append(f"- numpy, {nt} thread{'s' if nt > 1 else ''}: emitted/naive geomean over all diagrams {fmt_x(g)} "
-                         f"(goal ≤ 0.33, i.e. ≥ 3× faster): **{'met' if g <= 1 / 3 else 'MISSED'}**")
-    return [line for line in lines if line is not None]
-
-
-def render(rows, notes, failures, threads, bw, bw_end, args, elapsed, thread_counts, loads) -> str:
-    L = []
-    L.append("# diagc emitted code against the alternatives")
-    L.append("")
-    flags = (" --quick" if args.quick else "") + (f" --fused {args.fused}" if args.fused != "tensornet" else "")
-    L.append(f"`python benchmarks/codegen_bench.py{flags}` — all numbers are wall-clock "
-             f"times, best of {args.repeats} timed loops after a warm-up, all contenders alternating in one "
-             f"process (run took {elapsed:.0f} s). Batch: N rows × C = {args.channels} channels on every channel "
-             f"axis (N·C ≈ the size column; a diagram without channels has N = size).")
-    L.append("")
-    for line in machine_line(threads, bw):
-        L.append(f"- {line}")
-    L.append(f"- Emitted code measured: diagc {compiler.__version__}, sha256 of the emitted modules of all "
-             f"diagram files {args.emitted_sha} (changes whenever the code generator's output changes).")
-    L.append(f"- Bandwidth again at the end of the run: {bw_end[0]:.1f} / {bw_end[1]:.1f} GB/s (the bounds use the "
-             f"first measurement). Load average (1 min) at the start {loads[0][0]:.2f}, at the end {loads[1][0]:.2f}.")
-    L.append("- Contenders: emitted = diagc's module on numpy arrays / torch CPU tensors; out= = the same into "
-             "preallocated outputs; fused = the same with fused=True (one unrolled elementwise pass, under "
-             f"torch.compile on tensors, which here raises rather than run eagerly past dynamo's recompile "
-             f"limit; timed for --fused {args.fused}); naive = one "
-             "`np.einsum` per term with dense delta and eps operands (optimize=False); optimize = the same "
-             "with optimize=True; expert = hand-written (torchmd-net's TensorNet formulas for tensornet*, "
-             "numpy and torch); copy bound = (input + output bytes) / copyto bandwidth; oop bound = the same "
-             "at the fresh-memory copy bandwidth. Ratios > 1 mean the emitted code is slower.")
-    if args.compiled:
-        L.append(f"- torch fused: {len(args.compiled)} untimed calls before timing (torch.compile compiles per "
-                 f"dtype, shape family and thread count) took {sum(args.compiled):.0f} s in all, the longest "
-                 f"{max(args.compiled):.1f} s.")
-    L.append("")
-    L.append("## Geometric means (over sizes and dtypes)")
-    L.append("")
-    keys = [k for k in summary(rows, lambda r: True, "numpy", 1) if k != "cases"]
-    L.append("| operations | framework | threads | " + " | ".join(keys) + " | cases |")
-    L.append("|---|---|---|" + "---|" * len(keys) + "---|")
-    scopes = [("TensorNet", lambda r: r["tensornet"]), ("all", lambda r: True)]
-    for sname, scope in scopes:
-        for fw in FRAMEWORKS:
-            for nt in (1, 2):
-                s = summary(rows, scope, fw, nt)
-                if not s["cases"]:
-                    continue
-                L.append(f"| {sname} | {fw} | {nt} | " + " | ".join(fmt_x(s[k]) for k in keys) + f" | {s['cases']} |")
-    L.append("")
-    L.append("naive and optimize are numpy einsums, so torch's emitted/naive compares across frameworks. The out= "
-             "and fused columns are over the cases that timed them (fused: the files of --fused).")
-    L.append("")
-    L.append("## Goals (issue 8, and the fused path)")
-    L.append("")
-    L.extend(goal_lines(rows))
-    L.append("")
-    L.append("## Per operation (geometric means over sizes and dtypes)")
-    L.append("")
-    titles = [t for t, _, _ in RATIOS]
-    L.append("| operation | threads | " + " | ".join(titles) + " |")
-    L.append("|---|---|" + "---|" * len(titles))
-    for op in dict.fromkeys(r["op"] for r in rows):
-        for nt in (1, 2):
-            rs = [r for r in rows if r["op"] == op and r["threads"] == nt]
-            L.append(f"| {op} | {nt} | " + " | ".join(fmt_x(geomean([ratio(r, a, b) for r in rs])) for _, a, b in RATIOS) + " |")
-    L.append("")
-    L.append("## Every case (times in ms)")
-    L.append("")
-    shown = [k for k in CONTENDERS if any(r.get(k) for r in rows)]
-    L.append("| operation | dtype | threads | N·C | " + " | ".join(shown) + " | copy bound | oop bound | "
-             + " | ".join(titles) + " |")
-    L.append("|---|---|---|---|" + "---|" * (len(shown) + 2 + len(titles)))
-    for r in rows:
-        mark = lambda k: {0: "‡", 1: "*", 2: "†"}.get(r["reduced"].get(k), "")  # noqa: E731
-        L.append(f"| {r['op']} | {r['dtype']} | {r['threads']} | {r['NC']} | "
-                 + " | ".join(fmt_ms(r.get(k)) + mark(k) for k in shown)
-                 + f" | {fmt_ms(r['copy'])} | {fmt_ms(r['oop'])} | "
-                 + " | ".join(fmt_x(ratio(r, a, b)) for _, a, b in RATIOS) + " |")
-    L.append("")
-    L.append(f"† slower than {SLOW} s per call: best of 2 single calls instead of {args.repeats} loops; "
-             f"* slower than {VERY_SLOW} s: one call; ‡ the same one call, made at {thread_counts[0]} thread "
-             f"(not repeated at this thread count). Warm-up calls are never counted.")
-    if notes or failures:
-        L.append("")
-        L.append("## Notes")
-        L.append("")
-        for text in failures:
-            L.append(f"- **MISMATCH** {text}")
-        for text in notes:
-            L.append(f"- {text}")
-    L.append("")
-    return "\n".join(L)
-
-
-def plot(rows, path: Path) -> str:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return "plot skipped: matplotlib is not installed (pip install matplotlib)"
-    ops = list(dict.fromkeys(r["op"] for r in rows))
-    series = [  # (numerator, denominator); emitted, out=, fused and expert stand for the framework's
-        ("emitted", "expert"), ("emitted", NAIVE), ("emitted", OPT), ("emitted", "copy"), ("emitted", "oop"),
-        ("out=", "copy"), ("fused", "copy"), ("fused", "expert"),
-    ]
-    names = {NAIVE: "naive einsum", OPT: "einsum optimize", "copy": "copy bound", "oop": "out-of-place bound"}
-    fig, axes = plt.subplots(2, 2, figsize=(18, 10), sharey=True)
-    width = 0.8 / len(series)
-    for col, nt in enumerate((1, 2)):
-        for row_i, (fw, (_, emit, out, fused, expert)) in enumerate(FRAMEWORKS.items()):
-            key = {"emitted": emit, "out=": out, "fused": fused, "expert": expert}
-            ax = axes[row_i][col]
-            for k, (num, den) in enumerate(series):
-                vals = [geomean([ratio(r, key[num], key.get(den, den)) for r in rows if r["op"] == op and r["threads"] == nt])
-                        or float("nan") for op in ops]
-                ax.bar([i + (k - len(series) / 2 + 0.5) * width for i in range(len(ops))], vals, width,
-                       label=f"{num} / {names.get(den, den)}")
-            ax.axhline(1.0, color="black", linewidth=0.8)
-            ax.set_yscale("log")
-            ax.set_xticks(range(len(ops)))
-            ax.set_xticklabels(ops, rotation=60, ha="right", fontsize=8)
-            ax.set_title(f"diagc ({fw}) / alternative, {nt} thread{'s' if nt > 1 else ''}")
-            ax.grid(axis="y", which="both", alpha=0.3)
-    for ax in (axes[0][0], axes[1][0]):
-        ax.set_ylabel("time ratio, geomean over sizes and dtypes\n(< 1: diagc faster)")
-    axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return f"plot written: {path}"
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The hand-written implementations the benchmarks time diagc's code against (one copy, shared by
-``codegen_bench.py`` and ``gpu_bench.py``; it imports nothing from diagc, so it runs on a machine
+``codegen_bench.py``, ``gpu_bench.py`` and ``tests/reference.py``, whose references for TensorNet's
+operations these are; it imports nothing from diagc, so it runs on a machine
 without the compiler's dependencies).
 
 For TensorNet's operations these are torchmd-net's formulas (``torchmdnet/models/tensornet.py``, in
@@ -83,6 +84,9 @@ def expert_set(xp):
         return 2 * xp.matmul(Y, M)
 
     def linear(x, W):  # nn.Linear(F, F, bias=False) over the channel axis: x @ weight.T, weight = W.T
+        if W.ndim > 2:  # weights with batch axes (the tests): x[..., c] @ W[..., c, d] per batch entry
+            W = W.reshape(tuple(W.shape[:-2]) + (1,) * (x.ndim - W.ndim + 1) + tuple(W.shape[-2:]))
+            return xp.matmul(x[..., None, :], W)[..., 0, :]
         if T:
             return torch.nn.functional.linear(x, W.t())
         return np.tensordot(x, W, axes=([-1], [0]))

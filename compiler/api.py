@@ -61,21 +61,23 @@ def compile_file(path: str | os.PathLike, target: str = "numpy") -> str:
     return compile_source(read_source(path), os.fspath(path), target)
 
 
-def load(path: str | os.PathLike, name: str | None = None) -> types.ModuleType:
-    """Compile a .diag file and import the result as a module (not added to sys.modules)."""
-    text = compile_file(path)
-    module = types.ModuleType(name or Path(path).stem)
-    module.__file__ = f"<diagc:{os.fspath(path)}>"
+def module_from_text(text: str, name: str, filename: str | None = None) -> types.ModuleType:
+    """Execute module text as a fresh module called ``name`` (not added to sys.modules);
+    ``filename`` (default ``<name>``) is what tracebacks show and the module's ``__file__``."""
+    module = types.ModuleType(name)
+    module.__file__ = filename or f"<{name}>"
     exec(compile(text, module.__file__, "exec"), module.__dict__)
     return module
 
 
+def load(path: str | os.PathLike, name: str | None = None) -> types.ModuleType:
+    """Compile a .diag file and import the result as a module (not added to sys.modules)."""
+    return module_from_text(compile_file(path), name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
+
+
 def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
     """Compile .diag text and import the result as a module."""
-    text = compile_source(source, f"<{name}>")
-    module = types.ModuleType(name)
-    exec(compile(text, f"<diagc:{name}>", "exec"), module.__dict__)
-    return module
+    return module_from_text(compile_source(source, f"<{name}>"), name, f"<diagc:{name}>")
 
 
 def current_umask() -> int:

@@ -43,7 +43,6 @@ import random
 import shutil
 import stat
 import tempfile
-import types as pytypes
 from fractions import Fraction
 from pathlib import Path
 
@@ -142,12 +141,6 @@ def _exact_equal(a, b) -> bool:
         if sympy.expand(sympy.sympify(x) - sympy.sympify(y)) != 0:  # square roots: compare expanded
             return False
     return True
-
-
-def load_module_text(text: str, name: str = "certified") -> pytypes.ModuleType:
-    module = pytypes.ModuleType(name)
-    exec(compile(text, f"<{name}>", "exec"), module.__dict__)
-    return module
 
 
 def sha256(text: str) -> str:
@@ -275,13 +268,13 @@ def _points(diagram, seed: str, trials: int = TRIALS, batch: int = 1, channels: 
 
 def prove_source(source: str, filename: str):
     """(certificate dict, module text) for every diagram of a source; raises DiagError if it fails."""
-    from .api import checked_program
+    from .api import checked_program, module_from_text
     from .check import check_program
     from .codegen import generate_python
 
     program = checked_program(source, filename)
     module_text = generate_python(program)
-    module = load_module_text(module_text)
+    module = module_from_text(module_text, "certified")
     verdicts = {v.diagram: v for v in check_program(program)}
     src_hash, mod_hash = sha256(source), sha256(module_text)
     diagrams = []
@@ -382,30 +375,13 @@ def ir_function(d):
     rationals), inputs as given (object arrays of Fractions or symbols). Same signature as the module's."""
     import sympy
 
-    from .exact import constant_array
+    from .einsum import Exact, evaluate_sum
 
-    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    domain = Exact(coefficient=lambda c: sympy.Rational(c.numerator, c.denominator))
 
     def f(*args):
         arrays = {t.name: np.asarray(a, dtype=object) for t, a in zip(d.inputs, args)}
-        outs = []
-        for eq in d.equations:
-            total = None
-            for term in eq.terms:
-                lab = {i: letters[k] for k, i in enumerate(term.indices())}
-                ops, specs = [], []
-                for n in term.nodes:
-                    if n.kind == "input":
-                        ops.append(arrays[n.name])
-                        specs.append("..." + "".join(lab[i] for i in n.indices))
-                    else:
-                        ops.append(constant_array(n))
-                        specs.append("".join(lab[i] for i in n.indices))
-                out = "..." + "".join(lab[i] for i in term.output)
-                c = sympy.Rational(term.coefficient.numerator, term.coefficient.denominator)
-                value = (np.einsum(",".join(specs) + "->" + out, *ops) if ops else np.array(1, dtype=object)) * c
-                total = value if total is None else total + value
-            outs.append(np.asarray(total, dtype=object))
+        outs = [np.asarray(evaluate_sum(eq.terms, arrays, domain), dtype=object) for eq in d.equations]
         if d.stacked:
             outs = np.broadcast_arrays(*outs)
             return np.stack(outs, axis=-(d.outputs[0].type.n_geometric + len(d.outputs[0].type.channels)) - 1)
@@ -579,6 +555,7 @@ def verify(path: str) -> str:
 
 
 def _verify(cert: dict, folder: Path) -> str:
+    from .api import module_from_text
     from .check import check_program
     from .lower import lower_source
     from .types import TensorType
@@ -602,7 +579,7 @@ def _verify(cert: dict, folder: Path) -> str:
     program = lower_source(source, cert["source"].get("name", "source.diag"))
     declared = {d.name: d for d in program.diagrams}
     verdicts = {v.diagram: v for v in check_program(program)}
-    module = load_module_text(module_text)
+    module = module_from_text(module_text, "certified")
     if [d["name"] for d in cert["diagrams"]] != list(declared):
         raise CertificateError("the certificate does not cover exactly the source's diagrams")
     n_checks = 0

@@ -18,7 +18,7 @@ from pathlib import Path
 import jinja2
 
 from . import __version__
-from .exact import EPS
+from .constants import EPS
 from .ir import Diagram, Program, sum_formula
 from .fuse import FusedPlan
 from .plan import broadcast_indexes

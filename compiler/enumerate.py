@@ -30,6 +30,7 @@ from fractions import Fraction
 import numpy as np
 
 from .characters import Rep, hom_dimension
+from .constants import Constant
 from .errors import DiagError
 from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
@@ -531,12 +532,6 @@ def _merge(terms):
 # evaluation modulo a prime
 # ------------------------------------------------------------------------------------------------
 
-_EPS_INT = np.zeros((3, 3, 3), dtype=np.int64)
-for _p in itertools.permutations(range(3)):
-    _EPS_INT[_p] = 1 if _p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
-_EYE_INT = np.eye(3, dtype=np.int64)
-
-
 def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[str, np.ndarray]:
     """n random integer points per input (entries mod p), with the input's symmetry built in."""
     rng = np.random.default_rng(seed)
@@ -558,69 +553,17 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
     return points
 
 
-def _contract(operands, p):
-    """Contract (array, labels) operands pairwise, preferring pairs that share labels; mod p."""
-    ops = list(operands)
-    while len(ops) > 1:
-        best = None
-        for x, y in itertools.combinations(range(len(ops)), 2):
-            lx, ly = ops[x][1], ops[y][1]
-            shared = set(lx) & set(ly)
-            size = len(set(lx) ^ set(ly))
-            score = (0 if shared else 1, size)
-            if best is None or score < best[0]:
-                best = (score, x, y)
-        _, x, y = best
-        (ax, lx), (ay, ly) = ops[x], ops[y]
-        batch_x, batch_y = ax.ndim > len(lx), ay.ndim > len(ly)
-        others = [l for k, (_, ls) in enumerate(ops) if k not in (x, y) for l in ls]
-        keep = [l for l in dict.fromkeys(lx + ly) if (l in others) or ((lx + ly).count(l) == 1)]
-        letters = {l: chr(97 + k) for k, l in enumerate(dict.fromkeys(lx + ly))}
-        sx = ("..." if batch_x else "") + "".join(letters[l] for l in lx)
-        sy = ("..." if batch_y else "") + "".join(letters[l] for l in ly)
-        so = ("..." if (batch_x or batch_y) else "") + "".join(letters[l] for l in keep)
-        contracted = len(set(lx) & set(ly) - set(keep))
-        if contracted > 6:
-            raise EnumerationError("a contraction over more than 6 legs at once is not supported")
-        value = np.einsum(f"{sx},{sy}->{so}", ax, ay) % p
-        ops = [o for k, o in enumerate(ops) if k not in (x, y)] + [(value, keep)]
-    value, labels = ops[0]
-    return value, labels
-
-
 def evaluate(terms, points, out_labels, n, p: int = PRIME) -> np.ndarray:
     """Σ coefficient × network at every point, mod p, as an (n, out_size) int64 array."""
+    from .einsum import ModP, evaluate_term, term_einsum
+
+    domain = ModP(p, error=EnumerationError)
     total = None
     for t in terms:
-        operands = []
-        for node in t.nodes:
-            if node.kind == "eps":
-                operands.append((_EPS_INT, list(node.indices)))
-            elif node.kind == "delta":
-                operands.append((_EYE_INT, list(node.indices)))
-            else:
-                operands.append((points[node.name], list(node.indices)))
-        # repeated labels inside one operand (a trace) are taken by einsum directly
-        fixed = []
-        for arr, labels in operands:
-            if len(set(labels)) < len(labels):
-                uniq = list(dict.fromkeys(labels))
-                letters = {l: chr(97 + k) for k, l in enumerate(uniq)}
-                batch = "..." if arr.ndim > len(labels) else ""
-                arr = np.einsum(batch + "".join(letters[l] for l in labels) + "->" + batch
-                                + "".join(letters[l] for l in uniq if labels.count(l) == 1), arr) % p
-                labels = [l for l in uniq if labels.count(l) == 1]
-            fixed.append((arr, labels))
-        if not fixed:  # the empty network: the constant 1
-            fixed = [(np.ones(n, dtype=np.int64), [])]
-        value, labels = _contract(fixed, p)
-        value = np.broadcast_to(value, (n,) + value.shape[value.ndim - len(labels):] if value.ndim == len(labels)
-                                else value.shape)
-        perm = [labels.index(l) for l in out_labels]
-        value = np.moveaxis(value, [1 + k for k in perm], list(range(1, 1 + len(perm)))) if perm else value
-        c = t.coefficient
-        coef = (c.numerator % p) * pow(c.denominator, -1, p) % p
-        term = value.reshape(n, -1) * coef % p
+        value = evaluate_term(term_einsum(t, output=out_labels), points, domain)
+        if value.ndim == len(out_labels):  # no input: the same value at every point
+            value = np.broadcast_to(value, (n,) + value.shape)
+        term = value.reshape(n, -1)
         total = term if total is None else (total + term) % p
     return total
 
@@ -746,7 +689,8 @@ def _coupling_network(request: Request, ks: list[int]) -> TensorNetwork:
     kinds: dict[str, IndexKind] = {out_label: IndexKind("sph", request.output.irrep.l)}
     nodes = []
     if not ins:  # the constant 1 of 0e
-        nodes.append(Node("P", "P(0)", CONSTANT_TYPE, (out_label,)))
+        p0 = Constant("P", (0,))
+        nodes.append(Node("P", str(p0), CONSTANT_TYPE, (out_label,), constant=p0))
         return TensorNetwork(Fraction(1), tuple(nodes), (out_label,), tuple(kinds.items()))
     current = next(labels)
     kinds[current] = IndexKind("sph", ins[0].type.irrep.l)
@@ -764,7 +708,8 @@ def _coupling_network(request: Request, ks: list[int]) -> TensorNetwork:
         if not last:
             kinds[new] = IndexKind("sph", k)
         prev_l = ins[0].type.irrep.l if n == 0 else ks[n - 1]
-        nodes.append(Node("cg", f"cg({prev_l},{x.type.irrep.l},{k})", CONSTANT_TYPE, (current, lx, new)))
+        cg = Constant("cg", (prev_l, x.type.irrep.l, k))
+        nodes.append(Node("cg", str(cg), CONSTANT_TYPE, (current, lx, new), constant=cg))
         current = new
     for spec, label in zip(ins, input_labels):
         nodes.append(Node("input", spec.name, spec.type, (label,)))

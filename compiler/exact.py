@@ -24,35 +24,13 @@ import numpy as np
 from sympy import EX, QQ
 from sympy.polys.rings import ring
 
+from .constants import DELTA
+from .einsum import Exact, evaluate_term as _evaluate_term
 from .ir import Equation, TensorNetwork
 from .types import TensorType
 
-EPS = np.zeros((3, 3, 3), dtype=object)
-for _i, _j, _k in itertools.permutations(range(3)):
-    EPS[_i, _j, _k] = 1 if (_i, _j, _k) in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
-DELTA = np.eye(3, dtype=int).astype(object)
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
 MAX_VARIABLES = 3000
 RANDOM_TRIALS = 3
-
-
-def constant_array(node):
-    """The exact values of a constant node: delta, eps (integers), cg, P (sympy surds)."""
-    if node.kind == "delta":
-        return DELTA
-    if node.kind == "eps":
-        return EPS
-    from .ir import constant_params
-    from .spherical import cartesian_to_spherical, wigner_3j
-
-    kind, params = constant_params(node.name)
-    if kind == "cg":
-        return np.array(wigner_3j(*params), dtype=object)
-    (l,) = params
-    p = np.array(cartesian_to_spherical(l).tolist(), dtype=object)
-    return p.reshape((2 * l + 1,) + (3,) * l)
 
 
 def channel_sizes(equations: list[Equation]) -> dict[str, int]:
@@ -171,22 +149,8 @@ def _value(typ, idx, cells, gens, R):
 
 
 def evaluate_term(term: TensorNetwork, arrays: dict, R):
-    """coefficient × einsum of the term's nodes, exactly."""
-    letters: dict[str, str] = {}
-    for index in term.indices():
-        letters[index] = _LETTERS[len(letters)]
-    operands = []
-    specs = []
-    for node in term.nodes:
-        if node.kind == "input":  # a 0-d input (a channel-less scalar) may arrive as a bare polynomial
-            operands.append(np.asarray(arrays[node.name], dtype=object))
-        else:  # constants hold integers or surds: lift them into the ring
-            operands.append(np.vectorize(R, otypes=[object])(constant_array(node)))
-        specs.append("".join(letters[i] for i in node.indices))
-    out = "".join(letters[i] for i in term.output)
-    value = np.einsum(",".join(specs) + "->" + out, *operands) if operands else np.array(R(1), dtype=object)
-    coef = R(QQ(term.coefficient.numerator, term.coefficient.denominator))
-    return np.asarray(value * coef, dtype=object)
+    """coefficient × einsum of the term's nodes, exactly (the constants lifted into the ring R)."""
+    return _evaluate_term(term, arrays, Exact(coefficient=lambda c: R(QQ(c.numerator, c.denominator)), element=R))
 
 
 def evaluate(equation: Equation, arrays: dict, R):

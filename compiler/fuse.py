@@ -130,7 +130,7 @@ def _number(c):
 
 def _expand(term: TensorNetwork, n_ch: int, dims: tuple[int, ...], sums: list[dict]) -> None:
     """Add the term's monomials to ``sums`` (one dict per output component, keyed by factors)."""
-    from .exact import constant_array
+    from .constants import constant_array
 
     out_channels = term.output[:n_ch]
     out_geometric = term.output[n_ch:]

@@ -15,6 +15,7 @@ from fractions import Fraction
 
 import networkx as nx
 
+from .constants import Constant
 from .errors import Position
 from .types import TensorType
 
@@ -57,12 +58,6 @@ def constant_axes(kind: str, params: tuple[int, ...]) -> tuple[IndexKind, ...]:
     return (IndexKind("sph", params[0]),) + (IndexKind("cart", 3),) * params[0]
 
 
-def constant_params(name: str) -> tuple[str, tuple[int, ...]]:
-    """('cg', (1, 1, 2)) from a node name 'cg(1,1,2)'."""
-    kind, _, rest = name.partition("(")
-    return kind, tuple(int(x) for x in rest.rstrip(")").split(","))
-
-
 def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
     """The kind of every axis of a tensor of type ``typ``: channels first, then geometric legs."""
     kinds = [IndexKind("channel", c) for c in typ.channels]
@@ -75,13 +70,16 @@ def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
 
 @dataclass(frozen=True)
 class Node:
-    """One factor of a term: ``kind`` is 'input', 'delta' or 'eps'; ``indices`` label its axes."""
+    """One factor of a term: ``kind`` is 'input', 'delta', 'eps', 'cg', 'P' (or the planner's 'table');
+    ``indices`` label its axes. A cg / P node carries its parameters as ``constant`` (its ``name`` is
+    ``str(constant)``, for display only)."""
 
     kind: str
     name: str
     type: TensorType
     indices: tuple[str, ...]
     pos: Position | None = field(default=None, compare=False)
+    constant: Constant | None = None
 
     @property
     def n_channels(self) -> int:

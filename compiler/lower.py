@@ -10,10 +10,11 @@ term is *equivariant* is the checker's job.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from . import ast
+from .constants import Constant
 from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
@@ -38,7 +39,7 @@ class _Occ:
     indices: tuple[str, ...]
     pos: Position
     index_pos: tuple[Position, ...]
-    params: tuple[int, ...] | None = None  # cg / P constants
+    constant: Constant | None = None  # cg / P
 
 
 @dataclass(frozen=True)
@@ -198,15 +199,15 @@ class _DiagramLowering:
         where: dict[str, str] = {}
         nodes = []
         for occ in product.factors:
-            if occ.params is not None:
-                kind, typ = occ.name.partition("(")[0], CONSTANT_TYPE
-                axes = constant_axes(kind, occ.params)
+            if occ.constant is not None:
+                kind, typ = occ.constant.kind, CONSTANT_TYPE
+                axes = constant_axes(kind, occ.constant.params)
                 if len(occ.indices) != len(axes):
                     raise DiagTypeError(f"'{occ.name}' has {len(axes)} legs but {len(occ.indices)} indices are given",
                                         occ.pos)
                 for index, ipos, ak in zip(occ.indices, occ.index_pos, axes):
                     self._unify(kinds, where, index, ak, occ.name, ipos)
-                nodes.append(Node(kind, occ.name, typ, occ.indices, occ.pos))
+                nodes.append(Node(kind, occ.name, typ, occ.indices, occ.pos, occ.constant))
                 continue
             if occ.name in _CONSTANTS:
                 kind, typ = occ.name, _CONSTANTS[occ.name]
@@ -304,8 +305,8 @@ class _DiagramLowering:
         if max(c.params) > MAX_CONSTANT_L[c.name]:
             raise DiagTypeError(f"l = {max(c.params)} is above the supported maximum {MAX_CONSTANT_L[c.name]} for "
                                 f"{c.name}", c.pos)
-        name = f"{c.name}({','.join(map(str, c.params))})"
-        return _Occ(name, tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), c.params)
+        constant = Constant(c.name, tuple(c.params))
+        return _Occ(str(constant), tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), constant)
 
     def factor(self, f: ast.Factor) -> list[_Product]:
         if f.name in self.failed:
@@ -325,7 +326,7 @@ class _DiagramLowering:
             occs = []
             for occ in p.factors:
                 new = tuple(rename.setdefault(i, f"{i.split('~')[0]}~{self.fresh}") for i in occ.indices)
-                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos, occ.params))
+                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos, occ.constant))
             result.append(_Product(p.coefficient, tuple(occs), f.pos))
         return result
 
@@ -352,7 +353,7 @@ def lower_basis(decl: ast.Basis, group: str) -> Diagram:
     equations, outputs = [], []
     for k, element in enumerate(found.elements):
         name = f"_e{k}"
-        terms = tuple(TensorNetwork(t.coefficient, tuple(Node(n.kind, n.name, n.type, n.indices, decl.pos)
+        terms = tuple(TensorNetwork(t.coefficient, tuple(replace(n, pos=decl.pos)
                                                          for n in t.nodes), t.output, t.kinds, decl.pos)
                       for t in element.terms)
         equations.append(Equation(name, out.type, terms, decl.pos))

@@ -18,15 +18,17 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
 
+from .constants import EPS
+from .einsum import letters as index_letters, symbol
 from .fuse import FusedPlan, fuse_diagram
 from .ir import CONSTANT_TYPE, Diagram, Node, TensorNetwork
 
-_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+MAX_LETTERS = 52  # numpy.einsum takes a-z, A-Z
 
 
 def eliminate_deltas(term: TensorNetwork) -> TensorNetwork:
@@ -58,7 +60,7 @@ def eliminate_deltas(term: TensorNetwork) -> TensorNetwork:
 
 
 def _rename(nodes: list[Node], old: str, new: str) -> list[Node]:
-    return [Node(n.kind, n.name, n.type, tuple(new if i == old else i for i in n.indices), n.pos) for n in nodes]
+    return [replace(n, indices=tuple(new if i == old else i for i in n.indices)) for n in nodes]
 
 
 def combine(terms) -> list[TensorNetwork]:
@@ -300,11 +302,11 @@ def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
         return core
     import hashlib
 
-    from .exact import constant_array
+    from .constants import constant_array
 
     labels = [i for n in consts for i in n.indices]
     open_labels = [i for i in dict.fromkeys(labels) if labels.count(i) == 1]
-    letters = {i: _LETTERS[k] for k, i in enumerate(dict.fromkeys(labels))}
+    letters = index_letters(labels)
     spec = ",".join("".join(letters[i] for i in n.indices) for n in consts) + "->" + "".join(
         letters[i] for i in open_labels)
     exact = np.einsum(spec, *[constant_array(n) for n in consts]) if len(consts) > 1 or labels != open_labels \
@@ -342,9 +344,9 @@ def _letters(term: TensorNetwork) -> dict[str, str]:
     letters: dict[str, str] = {}
     for index in list(term.output) + term.indices():
         if index not in letters:
-            if len(letters) == len(_LETTERS):
+            if len(letters) == MAX_LETTERS:
                 raise ValueError("a term with more than 52 distinct indices")
-            letters[index] = _LETTERS[len(letters)]
+            letters[index] = symbol(len(letters))
     return letters
 
 
@@ -433,7 +435,7 @@ def _shared_traces(spec: str, operands: tuple[str, ...], sizes: dict[str, int], 
             continue
         kept = "".join(ch for ch in letters if ch not in repeated)
         prefix = "..." if part.startswith("...") else ""
-        rename = {ch: _LETTERS[n] for n, ch in enumerate(dict.fromkeys(letters))}  # canonical letters
+        rename = index_letters(letters)  # canonical letters
         trace_spec = prefix + "".join(rename[ch] for ch in letters) + "->" + prefix + "".join(
             rename[ch] for ch in kept)
         key = (trace_spec, (operands[k],))
@@ -532,9 +534,7 @@ def _unrolled(var, spec, operands, sizes, tables):
     specs = lhs.split(",")
     e = constants[0]
     if operands[e] == "eps":
-        table = np.zeros((3, 3, 3), dtype=int)
-        for p in itertools.permutations(range(3)):
-            table[p] = 1 if p in ((0, 1, 2), (1, 2, 0), (2, 0, 1)) else -1
+        table = EPS.astype(int)
     else:
         table = np.array(tables[operands[e]], dtype=object)
         n_arrays = len(operands) - 1

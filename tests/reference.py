@@ -4,9 +4,11 @@ Each function here re-implements one diagram with ordinary numpy operations (``@
 ``np.swapaxes``, ``np.trace``, broadcasting, explicit component formulas) -- deliberately *not* by
 transcribing the diagram's index formula into ``np.einsum`` -- so that tests can compare the code
 diagc generates against a genuinely independent implementation.  Where a diagram is one of
-TensorNet's operations, the reference follows torchmd-net's formulation (``vector_to_skewtensor``,
-``skewtensor_to_vector``, ``decompose_tensor``, ``tensor_norm``, the O(3) product ``MY + YM`` and
-the SO(3) product ``2 YM`` of the interaction layer).
+TensorNet's operations, the reference is ``benchmarks/experts.py``'s ``expert_set(numpy)``:
+torchmd-net's formulation (``vector_to_skewtensor``, ``skewtensor_to_vector``, ``decompose_tensor``,
+``tensor_norm``, the O(3) product ``MY + YM`` and the SO(3) product ``2 YM`` of the interaction layer,
+channel mixing as a bias-free linear layer), written once for numpy and torch; the benchmarks time the
+same functions as their expert contenders.
 
 Storage convention (the same as the compiled functions): arguments in declaration order; every
 array has arbitrary leading batch axes ``...`` (broadcast between arguments), then its channel
@@ -20,9 +22,13 @@ A diagram with several outputs returns a tuple in declared order.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 __all__ = ["REFERENCES"]
 
@@ -46,27 +52,6 @@ def _transpose(X: np.ndarray) -> np.ndarray:
     return np.swapaxes(X, -1, -2)
 
 
-def _skew_matrix(v: np.ndarray) -> np.ndarray:
-    """torchmd-net's vector_to_skewtensor: [[0,-vz,vy],[vz,0,-vx],[-vy,vx,0]]."""
-    v = np.asarray(v)
-    vx, vy, vz = v[..., 0], v[..., 1], v[..., 2]
-    zero = np.zeros_like(vx)
-    rows = (
-        np.stack([zero, -vz, vy], axis=-1),
-        np.stack([vz, zero, -vx], axis=-1),
-        np.stack([-vy, vx, zero], axis=-1),
-    )
-    return np.stack(rows, axis=-2)
-
-
-def _outer_sym_traceless(v: np.ndarray) -> np.ndarray:
-    """torchmd-net's outer_to_symtensor: v v^T - |v|^2/3 * I."""
-    v = np.asarray(v)
-    outer = v[..., :, None] * v[..., None, :]
-    sq = np.sum(v * v, axis=-1)
-    return outer - (sq / 3.0)[..., None, None] * _eye(v)
-
-
 def _channel_mix(W: np.ndarray, X: np.ndarray) -> np.ndarray:
     """Y[..., d, *geo] = sum_c W[..., c, d] X[..., c, *geo] for X with two 3-legs (..., c, 3, 3).
 
@@ -87,7 +72,7 @@ def _channel_mix_scalar(W: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def _decompose_parts(X: np.ndarray):
-    """torchmd-net's decompose_tensor, returned as full 3x3 arrays (I, A, S)."""
+    """The trace, antisymmetric and symmetric traceless parts, as full 3x3 arrays (I, A, S)."""
     X = np.asarray(X)
     XT = _transpose(X)
     I = (_trace(X) / 3.0)[..., None, None] * _eye(X)
@@ -145,81 +130,11 @@ def triple(a, b, c):
 
 
 # ----------------------------------------------------------------------------------------------
-# tensornet.diag
+# tensornet.diag, tensornet_so3.diag: torchmd-net's formulas, benchmarks/experts.py (the benchmarks'
+# expert contenders: one copy, numpy or torch)
 # ----------------------------------------------------------------------------------------------
 
-def vector_to_skew(v):
-    """vector_to_skewtensor: v (..., c, 3) -> A (..., c, 3, 3) = [v]_x."""
-    return _skew_matrix(v)
-
-
-def vector_to_sym(v):
-    """outer_to_symtensor: v (..., c, 3) -> S (..., c, 3, 3) = v v^T - |v|^2/3 I."""
-    return _outer_sym_traceless(v)
-
-
-def tensornet_decompose(X):
-    """decompose_tensor: X (..., c, 3, 3) -> (I, A, S), each (..., c, 3, 3)."""
-    return _decompose_parts(X)
-
-
-def tensor_norm(X):
-    """tensor_norm: squared Frobenius norm over the 3x3 axes, (..., c, 3, 3) -> (..., c)."""
-    X = np.asarray(X)
-    return np.sum(X ** 2, axis=(-2, -1))
-
-
-def matmul_o3(M, Y):
-    """TensorNet's O(3) interaction product C = M Y + Y M, per channel."""
-    M = np.asarray(M)
-    Y = np.asarray(Y)
-    return M @ Y + Y @ M
-
-
-def mix_skew(A, W):
-    """mix_skew(A: skew2(1o)[c], W: weight[c,d]) -> B: skew2(1o)[d]."""
-    return _channel_mix(W, A)
-
-
-def edge_tensor(r, fI, fA, fS):
-    """Embedding edge tensor X_c = fI_c I + fA_c [r]_x + fS_c (r r^T - |r|^2/3 I).
-
-    r is (..., 3); fI, fA, fS are (..., c); the result is (..., c, 3, 3).
-    """
-    r = np.asarray(r)
-    fI = np.asarray(fI)
-    fA = np.asarray(fA)
-    fS = np.asarray(fS)
-    I0 = _eye(r, fI, fA, fS)                  # (3, 3)
-    A0 = _skew_matrix(r)[..., None, :, :]     # (..., 1, 3, 3): broadcast over channels
-    S0 = _outer_sym_traceless(r)[..., None, :, :]
-    return (fI[..., None, None] * I0
-            + fA[..., None, None] * A0
-            + fS[..., None, None] * S0)
-
-
-def skew_to_vector(A):
-    """skewtensor_to_vector: v = 1/2 (A21 - A12, A02 - A20, A10 - A01), (..., c, 3, 3) -> (..., c, 3)."""
-    A = np.asarray(A)
-    return 0.5 * np.stack(
-        [
-            A[..., 2, 1] - A[..., 1, 2],
-            A[..., 0, 2] - A[..., 2, 0],
-            A[..., 1, 0] - A[..., 0, 1],
-        ],
-        axis=-1,
-    )
-
-
-# ----------------------------------------------------------------------------------------------
-# tensornet_so3.diag
-# ----------------------------------------------------------------------------------------------
-
-def matmul_so3(M, Y):
-    """TensorNet's SO(3) interaction product C = 2 Y M, per channel."""
-    M = np.asarray(M)
-    Y = np.asarray(Y)
-    return 2.0 * (Y @ M)
+from experts import expert_set  # noqa: E402  (benchmarks/experts.py, the one copy)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -231,16 +146,8 @@ REFERENCES: dict[tuple[str, str], Callable] = {
     ("products", "dot"): dot,
     ("products", "cross"): cross,
     ("products", "triple"): triple,
-    ("tensornet", "vector_to_skew"): vector_to_skew,
-    ("tensornet", "vector_to_sym"): vector_to_sym,
-    ("tensornet", "decompose"): tensornet_decompose,
-    ("tensornet", "tensor_norm"): tensor_norm,
-    ("tensornet", "matmul_o3"): matmul_o3,
-    ("tensornet", "mix_skew"): mix_skew,
-    ("tensornet", "edge_tensor"): edge_tensor,
-    ("tensornet", "skew_to_vector"): skew_to_vector,
-    ("tensornet_so3", "matmul_so3"): matmul_so3,
 }
+REFERENCES.update({key: fn for key, (_, fn) in expert_set(np).items() if key[0] in ("tensornet", "tensornet_so3")})
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ import numpy as np
 
 import compiler
 from compiler.api import checked_program
+from compiler.constants import EPS
 from compiler.plan import explain, plan_diagram
 
 CHAIN = """diagram chain(a: vec, X: cart2, Y: cart2, Z: cart2, b: vec) -> s: scalar {
@@ -23,9 +24,7 @@ def test_long_products_become_pairwise_steps_with_the_same_value():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(2, 5, 3))
     X, Y, Z = rng.normal(size=(3, 5, 3, 3))
-    eps = np.zeros((3, 3, 3))
-    eps[0, 1, 2] = eps[1, 2, 0] = eps[2, 0, 1] = 1
-    eps[0, 2, 1] = eps[2, 1, 0] = eps[1, 0, 2] = -1
+    eps = EPS.astype(float)
     want = (np.einsum("ni,nij,njk,nkl,nl->n", a, X, Y, Z, b)
             + np.einsum("ijk,ni,njl,nl,nkm,nmo,opq,npq->n", eps, a, X, b, Y, Z, eps, Y) / 2)
     np.testing.assert_allclose(f(a, X, Y, Z, b), want, rtol=1e-12)
@@ -47,27 +46,12 @@ def test_shared_trace_and_no_copy_of_fresh_results():
 
 
 def _naive(diagram, args):
-    """The unplanned evaluation: one dense einsum per term, deltas, eps and constants as arrays."""
-    from compiler.exact import constant_array
+    """The unplanned evaluation (the shared reference evaluator): one dense einsum per term, deltas, eps
+    and constants as arrays."""
+    from compiler.einsum import Floats, evaluate_sum
 
     arrays = {t.name: a for t, a in zip(diagram.inputs, args)}
-    outs = []
-    for eq in diagram.equations:
-        total = 0
-        for term in eq.terms:
-            lab = {i: "abcdefghijklmnopqrstuvwxyz"[k] for k, i in enumerate(term.indices())}
-            ops, specs = [], []
-            for n in term.nodes:
-                if n.kind == "input":
-                    ops.append(arrays[n.name])
-                    specs.append("..." + "".join(lab[i] for i in n.indices))
-                else:
-                    ops.append(np.vectorize(float)(constant_array(n)).astype(float))
-                    specs.append("".join(lab[i] for i in n.indices))
-            out = "..." + "".join(lab[i] for i in term.output)
-            total = total + float(term.coefficient) * np.einsum(",".join(specs) + "->" + out, *ops)
-        outs.append(total)
-    return outs
+    return [evaluate_sum(eq.terms, arrays, Floats()) for eq in diagram.equations]
 
 
 def test_planned_code_equals_unplanned_for_every_example():
