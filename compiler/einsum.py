@@ -35,9 +35,8 @@ def symbol(k: int) -> str:
     """The einsum letter of index number ``k``: a-z, A-Z, then unicode characters (no surrogates)."""
     if k < 52:
         return _BASE[k]
-    if k >= 55296:
-        return chr(k + 2048)
-    return chr(k + 140)
+    code = k + 140  # past the ASCII letters and Latin-1's controls
+    return chr(code if code < 0xD800 else code + 0x800)  # skipping the surrogates
 
 
 def letters(labels: Iterable[str]) -> dict[str, str]:
