@@ -1,4 +1,4 @@
-"""The hand-written expert formulas (tests/reference.py's ``expert``, the benchmark's contenders):
+"""The hand-written expert formulas (benchmarks/experts.py, the benchmarks' contenders):
 numpy and torch give the emitted code's values, in the benchmark's layout (weights without batch axes)."""
 
 import numpy as np
@@ -7,11 +7,12 @@ import pytest
 import compiler
 from compiler.testing import random_input
 from conftest import ROOT
-from reference import expert
+import reference  # noqa: F401  (puts benchmarks/ on the path)
+from experts import expert_set
 
 torch = pytest.importorskip("torch")
 
-EXPERT_NP, EXPERT_TORCH = expert(np), expert(torch)
+EXPERT_NP, EXPERT_TORCH = expert_set(np), expert_set(torch)
 
 
 @pytest.mark.parametrize("key", sorted(EXPERT_NP), ids=lambda k: f"{k[0]}.{k[1]}")
