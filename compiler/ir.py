@@ -271,6 +271,9 @@ class Diagram:
     pos: Position | None = field(default=None, compare=False)
     stacked: bool = False  # return the outputs stacked on a new axis before their geometric axes
     basis: BasisInfo | None = None  # for a basis declaration (stacked): its output and words
+    #: a derivative diagram (compiler.grad): for each output, the input whose shape it is summed to
+    #: (the batch axes that input was broadcast over are summed, as autograd does); empty otherwise
+    sum_to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
