@@ -81,10 +81,23 @@ def _parser() -> argparse.ArgumentParser:
                         "failed, 2 if it cannot be read.")
     ve.add_argument("certificate", metavar="CERT")
 
+    g = sub.add_parser("grad", help="print the derivative (VJP) diagrams of a file in .diag syntax",
+                       description="Print, for every diagram NAME of FILE, the diagram NAME_vjp: its inputs, "
+                       "then one cotangent d_<output> per output; its outputs, the cotangent of every input "
+                       "(one derivative network per input occurrence, like terms combined, deltas folded). "
+                       "The text compiles back with diagc compile and passes diagc check.")
+    g.add_argument("file", metavar="FILE.diag")
+    g.add_argument("--wrt", metavar="NAME", help="only the cotangent of input NAME (diagrams without it are left out)")
+    g.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: also print the second-order diagrams NAME_vjp_vjp (they check; compile the "
+                   "order-1 text, which emits them itself)")
+
     dr = sub.add_parser("draw", help="draw the diagrams of a file as symmetric tensor networks (SVG)",
                         description="Draw every diagram of FILE: one row per equation, one picture per term.")
     dr.add_argument("file", metavar="FILE.diag")
     dr.add_argument("-o", "--output", metavar="OUT.svg", required=True)
+    dr.add_argument("--derivatives", action="store_true",
+                    help="draw each diagram's derivative diagrams (NAME_vjp, NAME_vjp_vjp) after it")
 
     b = sub.add_parser("build", help="compile every .diag file in a folder",
                        description="Compile every .diag file under DIR into OUT, mirroring the folder layout, "
@@ -109,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"check": _check, "compile": _compile, "build": _build, "enumerate": _enumerate,
-                "prove": _prove, "verify": _verify, "draw": _draw}[args.command](args)
+                "prove": _prove, "verify": _verify, "draw": _draw,
+                "grad": _grad}[args.command](args)
     except DiagError as err:
         print(str(err), file=sys.stderr)
         return err.exit_code
@@ -295,8 +309,44 @@ def _draw(args) -> int:
     from .draw import draw_program
 
     program = lower_source(read_source(args.file), args.file)
+    if args.derivatives:
+        from .grad import with_derivatives
+
+        program = with_derivatives(program)
     write_atomic(args.output, draw_program(program))
     print(f"wrote {args.output}")
+    return 0
+
+
+def _grad(args) -> int:
+    from .api import checked_program
+    from .errors import DiagNameError
+    from .grad import diag_text, vjp_diagram
+
+    program = checked_program(read_source(args.file), args.file)
+    wrt = None
+    if args.wrt is not None:
+        wrt = (args.wrt,)
+        if not any(t.name == args.wrt for d in program.diagrams for t in d.inputs):
+            names = sorted({t.name for d in program.diagrams for t in d.inputs})
+            pos = program.diagrams[0].pos if program.diagrams else None
+            raise DiagNameError(f"--wrt {args.wrt}: no diagram of {args.file} has an input named '{args.wrt}' "
+                                f"(inputs: {', '.join(names) or 'none'})", pos)
+    diagrams, skipped = [], []
+    for d in program.diagrams:
+        if d.stacked:
+            skipped.append(d.name)
+            continue
+        if wrt is not None and not any(t.name == args.wrt for t in d.inputs):
+            continue
+        first = vjp_diagram(d, wrt=wrt)
+        diagrams.append(first)
+        if args.order == 2:
+            diagrams.append(vjp_diagram(first))
+    header = f"# Derivative diagrams of {args.file}, written by diagc grad"
+    if skipped:
+        header += f"\n# no derivative diagram for a stacked basis: {', '.join(skipped)}"
+    sys.stdout.write(diag_text(diagrams, program.group, header))
     return 0
 
 

@@ -72,9 +72,10 @@ def general_types(typ: TensorType) -> list[TensorType]:
     return out
 
 
-def vjp_diagram(diagram: Diagram, name: str | None = None) -> Diagram:
-    """The VJP of ``diagram`` as a diagram (see the module docstring); raises DiagError when a term
-    has no derivative network (an input with a repeated channel index)."""
+def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] | None = None) -> Diagram:
+    """The VJP of ``diagram`` as a diagram (see the module docstring): the cotangent of every input,
+    or of the inputs named in ``wrt`` only. Raises DiagError when a term has no derivative network
+    (an input with a repeated channel index)."""
     from .plan import combine, eliminate_deltas
 
     taken = {t.name for t in diagram.inputs} | {t.name for t in diagram.outputs}
@@ -91,6 +92,8 @@ def vjp_diagram(diagram: Diagram, name: str | None = None) -> Diagram:
     cot_of = {eq.target: cot for eq, cot in zip(diagram.equations, cotangents)}
     equations = []
     for inp, g in zip(diagram.inputs, grads):
+        if wrt is not None and inp.name not in wrt:
+            continue
         lhs = _lhs(inp.type)
         terms = []
         for eq in diagram.equations:
@@ -113,7 +116,7 @@ def vjp_diagram(diagram: Diagram, name: str | None = None) -> Diagram:
         outputs.append(Tensor(g, typ, inp.pos))
         eqs.append(Equation(g, typ, terms, inp.pos))
     return Diagram(name or vjp_name(diagram.name), diagram.group, inputs, tuple(outputs), tuple(eqs),
-                   diagram.pos, sum_to=tuple(t.name for t in diagram.inputs))
+                   diagram.pos, sum_to=tuple(inp.name for _, inp, _ in equations))
 
 
 def _axis_kinds(typ: TensorType):
