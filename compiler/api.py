@@ -71,13 +71,26 @@ def module_from_text(text: str, name: str, filename: str | None = None) -> types
 
 
 def load(path: str | os.PathLike, name: str | None = None) -> types.ModuleType:
-    """Compile a .diag file and import the result as a module (not added to sys.modules)."""
-    return module_from_text(compile_file(path), name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
+    """Compile a .diag file and import the result as a module (see :func:`_module`)."""
+    return _module(compile_file(path), name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
 
 
 def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
     """Compile .diag text and import the result as a module."""
-    return module_from_text(compile_source(source, f"<{name}>"), name, f"<diagc:{name}>")
+    return _module(compile_source(source, f"<{name}>"), name, f"<diagc:{name}>")
+
+
+def _module(text: str, name: str, filename: str) -> types.ModuleType:
+    """The module of ``text`` (:func:`module_from_text`), registered in sys.modules under a private
+    name made of ``name`` and a hash of the text (``_diagc_<name>_<hash>``): torch.compile finds an
+    emitted function's globals through its module's name, so an unregistered module cannot be compiled."""
+    import hashlib
+    import sys
+
+    key = f"_diagc_{name}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    module = module_from_text(text, key, filename)
+    sys.modules[key] = module
+    return module
 
 
 def current_umask() -> int:
