@@ -198,15 +198,16 @@ def _checked_type(diagram: Diagram, inputs, g: str, inp: Tensor, terms) -> Tenso
     return candidates[0]
 
 
-def derivatives(diagram: Diagram) -> tuple[Diagram, ...]:
-    """``NAME_vjp`` and ``NAME_vjp_vjp`` of a diagram (none for a stacked basis)."""
+def derivatives(diagram: Diagram, second: bool = True) -> tuple[Diagram, ...]:
+    """``NAME_vjp`` and ``NAME_vjp_vjp`` of a diagram (only the first with ``second=False``; none for
+    a stacked basis)."""
     if diagram.stacked:
         return ()
     first = vjp_diagram(diagram)
-    return first, vjp_diagram(first)
+    return (first, vjp_diagram(first)) if second else (first,)
 
 
-def with_derivatives(program: Program, checked: bool = False) -> Program:
+def with_derivatives(program: Program, checked: bool = False, second: bool = True) -> Program:
     """The program with the derivative diagrams of each diagram after it; DiagNameError if a
     derivative's name is already a diagram of the program. With ``checked``, every derivative is
     run through the checker (a failure is a bug of this module: DiagError)."""
@@ -218,7 +219,7 @@ def with_derivatives(program: Program, checked: bool = False) -> Program:
     out = []
     for d in program.diagrams:
         out.append(d)
-        for v in derivatives(d):
+        for v in derivatives(d, second):
             if v.name in names:
                 raise DiagNameError(f"diagram '{v.name}' clashes with the derivative of diagram '{d.name}' "
                                     "(emitted beside it); rename it", names[v.name].pos)
