@@ -4,7 +4,7 @@
     python benchmarks/grad_bench.py --sizes 18 20 --repeats 3 --out DIR
 
 For every operation of ``diagrams/tensornet.diag`` with an expert implementation (the torchmd-net
-formulas of ``benchmarks/codegen_bench.py``, reused, not copied), torch CPU float32, C = 64 channels:
+formulas of ``benchmarks/experts.py``, reused, not copied), torch CPU float32, C = 64 channels:
 
 * first order: ``diagc`` = ``NAME(fused=True)`` then ``NAME_vjp(fused=True)`` (generated code, no
   autograd), against ``expert`` = the expert forward on tensors that require grad, then
@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import compiler  # noqa: E402
-from codegen_bench import _expert_set, make_inputs  # noqa: E402  (the one copy of the expert formulas)
+from codegen_bench import make_inputs  # noqa: E402
+from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy of the expert formulas)
 from compiler.lower import lower_source  # noqa: E402
 
 C = 64
@@ -109,7 +110,7 @@ def main() -> int:
     args = p.parse_args()
     torch._dynamo.config.cache_size_limit = 64
     ops = compiler.load(OPS_FILE)
-    experts = _expert_set(torch)
+    experts = expert_set(torch)
     rng = np.random.default_rng(0)
     rows, compile_times = [], {}
     for d in lower_source(OPS_FILE.read_text(), str(OPS_FILE)).diagrams:
