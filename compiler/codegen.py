@@ -714,7 +714,7 @@ def _shape_text(typ) -> str:
     return "(" + ", ".join(dims) + ")"
 
 
-def function_doc(d: Diagram, fused: FusedPlan | None = None) -> str:
+def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: bool = False) -> str:
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
     for t in d.inputs:
         lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
@@ -732,6 +732,12 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None) -> str:
             for k, (t, words) in enumerate(zip(d.outputs, d.basis.words)):
                 reason = reason.replace(f"output '{t.name}'", f"element {k} ({words})")
         lines.append(f"    fused: no fused form ({reason}); the planned code runs")
+    if kernel:
+        lines.append("    kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is")
+        lines.append("        importable (compiled at first use; float32/float64, one dtype and device; a")
+        lines.append("        non-contiguous input is copied); kernels=False runs the array-library code")
+    else:
+        lines.append("    kernels: no CUDA kernel for this function; the array-library code runs everywhere")
     if d.sum_to:
         lines.append("The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial")
         lines.append("derivative of the formula as written (as autograd gives; for a symmetric input not")
@@ -790,6 +796,7 @@ def generate_python(program: Program) -> str:
     printer = PythonPrinter()
     plans = [plan_diagram(d) for d in program.diagrams]
     by_name = {d.name: d for d in program.diagrams}
+    cuda_source, kernels = kernel_configs(program, plans)
     functions, specs = [], []
     for p, d in zip(plans, program.diagrams):
         if p.fused is not None and p.fused.outputs:
@@ -797,13 +804,14 @@ def generate_python(program: Program) -> str:
         body = f"_{d.name}_planned"
         functions.append(printer._print_FunctionPlan(p, py_string(f"{d.name}: the emitted code (see {d.name}).",
                                                                   triple=True), d.inputs, body))
-        functions.append(_print_public(d, function_doc(d, p.fused)))
+        functions.append(_print_public(d, function_doc(d, p.fused, d.name in kernels)))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
         vjp = d.name + "_vjp" if d.name + "_vjp" in by_name and not second else None
         positions = {t.name: k for k, t in enumerate(d.inputs)}
         sum_to = tuple(positions[n] for n in d.sum_to)
         trailing = tuple(n for _, n in p.trailing)
-        specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r})")
+        kernel = f"_{d.name}_KERNEL" if d.name in kernels else None
+        specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel})")
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:
@@ -821,9 +829,50 @@ def generate_python(program: Program) -> str:
         tables=tables,
         functions=functions,
         specs=specs,
+        cuda_source=py_string(cuda_source, triple=True) if kernels else None,
+        kernel_configs=[(f"_{name}_KERNEL", literal(cfg)) for name, cfg in kernels.items()],
+        kernel_names=list(kernels),
+        op_namespace=py_string("diagc_" + source_sha256(program.source)[:16]),
         exports=", ".join(py_string(d.name) for d in program.diagrams),
     )
     return text
+
+
+def literal(value) -> str:
+    """A Python literal of plain data (str through :func:`py_string`, int, float, bool, None, tuples,
+    lists and dicts with str keys)."""
+    if isinstance(value, str):
+        return py_string(value)
+    if isinstance(value, (bool, int, float)) or value is None:
+        return repr(value)
+    if isinstance(value, (tuple, list)):
+        return "(" + ", ".join(literal(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{py_string(k)}: {literal(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"not plain data: {type(value).__name__}")
+
+
+def kernel_configs(program: Program, plans) -> tuple[str, dict]:
+    """The CUDA source the module embeds (the cuda target's printer, over the diagrams it can
+    express) and, per such diagram, its launch configuration as plain data. A diagram the kernel
+    generator refuses, or one whose outputs are stacked into one array (a basis), has none: it runs
+    the array-library code on the GPU too."""
+    from .errors import DiagError
+    from .targets.cuda.kernels import CudaProgram, lower_diagram, module_config
+    from .targets.cuda.printer import print_program
+
+    lowered = []
+    for p, d in zip(plans, program.diagrams):
+        if p.stack_axis is not None or not d.inputs:
+            continue
+        try:
+            lowered.append(lower_diagram(d))
+        except DiagError:
+            continue
+    if not lowered:
+        return "", {}
+    source = print_program(CudaProgram(program.filename, source_sha256(program.source), tuple(lowered)))
+    return source, {k.name: module_config(k) for k in lowered}
 
 
 def _print_public(d: Diagram, doc: str) -> str:
@@ -831,7 +880,7 @@ def _print_public(d: Diagram, doc: str) -> str:
     (torch autograd, jax custom_vjp) where they exist, and summed to its inputs' shapes for a
     derivative diagram."""
     params = ", ".join(t.name for t in d.inputs)
-    sig = params + (", " if params else "") + "*, out=None, fused=False"
+    sig = params + (", " if params else "") + "*, out=None, fused=False, kernels=True"
     args = _tuple_text([t.name for t in d.inputs])
     return "\n".join([f"def {d.name}({sig}):", "    " + doc,
-                      f"    return _call(_{d.name}_SPEC, {args}, out, fused)"])
+                      f"    return _call(_{d.name}_SPEC, {args}, out, fused, kernels)"])

@@ -90,6 +90,7 @@ class Input:
     name: str
     channels: tuple[str, ...]  # its channel axes' names, in its storage order
     size: int  # geometric components per element
+    dims: tuple[int, ...] = ()  # its geometric axes
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,8 @@ def _check_names(diagram: Diagram) -> None:
 
 
 def _inputs(diagram: Diagram) -> tuple[Input, ...]:
-    return tuple(Input(t.name, tuple(t.type.channels), _size(t.type.geometric_dims)) for t in diagram.inputs)
+    return tuple(Input(t.name, tuple(t.type.channels), _size(t.type.geometric_dims), tuple(t.type.geometric_dims))
+                 for t in diagram.inputs)
 
 
 class _Views:
@@ -361,3 +363,23 @@ def launch_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
                     elements_per_block=kernel.tile, shared_words=kernel.tile * kernel.shared_words)
     return dict(common, channel_in=kernel.channel_in, channel_out=kernel.channel_out, block=kernel.threads,
                 rows_per_block=kernel.rows, shared_words=kernel.shared_words)
+
+
+def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
+    """What the emitted Python module needs to check arguments and launch ``kernel`` through NVRTC
+    (plain data, printed as a literal): per input and output its name, channel axis names and
+    geometric dims; the kernel symbol per dtype; block, grid tiling and shared memory (in words)."""
+    common = {
+        "name": kernel.name,
+        "kind": kernel.kind,
+        "symbols": {"float32": kernel_symbol(kernel.name, "f32"), "float64": kernel_symbol(kernel.name, "f64")},
+        "inputs": tuple((i.name, i.channels, i.dims) for i in kernel.inputs),
+        "block": kernel.threads if isinstance(kernel, MixingKernel) else kernel.tile,
+    }
+    if isinstance(kernel, ElementwiseKernel):
+        return dict(common, outputs=tuple((r.name, kernel.channels, r.dims) for r in kernel.results),
+                    channels=kernel.channels, per_block=kernel.tile,
+                    shared_words=kernel.tile * kernel.shared_words)
+    return dict(common, outputs=tuple((r.name, (kernel.channel_out,), r.dims) for r in kernel.results),
+                channels=(kernel.channel_in, kernel.channel_out), rows=kernel.rows, cols=kernel.threads,
+                shared_words=kernel.shared_words)
