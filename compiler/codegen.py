@@ -832,7 +832,7 @@ def generate_python(program: Program) -> str:
         cuda_source=py_string(cuda_source, triple=True) if kernels else None,
         kernel_configs=[(f"_{name}_KERNEL", literal(cfg)) for name, cfg in kernels.items()],
         kernel_names=list(kernels),
-        op_namespace=py_string("diagc_" + source_sha256(program.source)[:16]),
+        op_namespace=py_string("diagc_" + source_sha256(__version__ + "\n" + program.source)[:16]),
         exports=", ".join(py_string(d.name) for d in program.diagrams),
     )
     return text

@@ -1,0 +1,348 @@
+"""The emitted Python module's CUDA kernel path, without a GPU.
+
+A stand-in for cupy (``StandIn``) takes the place of NVRTC and the device: ``RawModule`` records
+what it is asked to compile, and a launch of kernel ``diagc_NAME_kernel_f32/f64`` reads its
+arguments exactly as the CUDA kernel's signature says (input pointers and batch flags, output
+pointers, element count and channel sizes) from host memory (torch CPU tensors stand for CUDA
+tensors), runs the module's array-library code for NAME on what it read, and writes the results
+through the output pointers. So everything between a public function and the kernel is tested for
+real: the dispatch decision, the argument checks, the pointers, flags and sizes handed over, the
+output shapes, the compile cache, the torch custom ops with the generated VJPs as their backward
+(gradcheck and gradgradcheck through the kernel path), and torch.compile(fullgraph=True) over them.
+What the kernels compute is tested elsewhere: their element functions as host code against the
+numpy module (tests/test_cuda.py), the kernels themselves on a GPU (benchmarks/gpu_bench.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compiler
+from compiler.api import checked_program
+from compiler.grad import with_derivatives
+from compiler.targets.cuda.kernels import CudaProgram, lower_diagram
+from compiler.targets.cuda.printer import print_program
+
+ROOT = Path(__file__).resolve().parent.parent
+_MODULES = {}
+
+
+def _module(stem: str):
+    """One module per file for the whole session: its torch custom ops are registered once per
+    process, bound to the module that registered them."""
+    if stem not in _MODULES:
+        _MODULES[stem] = compiler.load(ROOT / "diagrams" / f"{stem}.diag")
+    return _MODULES[stem]
+
+
+class StandIn:
+    """cupy as far as the kernel path uses it, with the launches run on the host (see above)."""
+
+    def __init__(self, module):
+        self.module = module
+        self.compiled = []  # (device, options) per RawModule
+        self.launches = []  # (symbol, grid, block, shared_mem)
+        stand_in = self
+
+        class RawModule:
+            def __init__(self, code, options=()):
+                assert code == module._CUDA_SOURCE
+                self.device = stand_in.device
+                stand_in.compiled.append((self.device, options))
+
+            def get_function(self, symbol):
+                assert f"extern \"C\" __global__ void __launch_bounds__" in module._CUDA_SOURCE
+                assert f" {symbol}(" in module._CUDA_SOURCE, symbol
+                return lambda grid, block, args, shared_mem=0: stand_in.launch(symbol, grid, block, args, shared_mem)
+
+        stand_in.device = 0
+
+        class Device:
+            def __init__(self, index):
+                self.index = index
+
+            def __enter__(self):
+                self.saved, stand_in.device = stand_in.device, self.index
+
+            def __exit__(self, *exc):
+                stand_in.device = self.saved
+
+        class ExternalStream:
+            def __init__(self, handle, device):
+                stand_in.stream = (handle, device)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+        self.cupy = types.SimpleNamespace(RawModule=RawModule,
+                                          cuda=types.SimpleNamespace(Device=Device, ExternalStream=ExternalStream))
+
+    def launch(self, symbol, grid, block, args, shared_mem):
+        m = self.module
+        cfg = next(s[5] for s in m._KERNEL_SPECS if symbol in s[5]["symbols"].values())
+        dtype = np.float32 if symbol.endswith("_f32") else np.float64
+        assert symbol == cfg["symbols"]["float32" if dtype == np.float32 else "float64"]
+        assert block == (cfg["block"], 1, 1) and shared_mem == cfg["shared_words"] * np.dtype(dtype).itemsize
+        n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"])
+        assert len(args) == 2 * n_in + n_out + (1 + len(cfg["channels"]) if cfg["kind"] == "elementwise" else 3)
+        assert all(type(a) is np.uint64 for a in args[0:2 * n_in:2] + args[2 * n_in:2 * n_in + n_out])
+        assert all(type(a) is np.int32 and int(a) in (0, 1) for a in args[1:2 * n_in:2])
+        assert all(type(a) is np.int64 for a in args[2 * n_in + n_out:])
+        tail = [int(a) for a in args[2 * n_in + n_out:]]
+        sizes = dict(zip(cfg["channels"], tail[1:]))
+        if cfg["kind"] == "elementwise":
+            per_row = int(np.prod([sizes[c] for c in cfg["channels"]])) if cfg["channels"] else 1
+            rows = tail[0] // per_row
+            assert grid == (-(-tail[0] // cfg["per_block"]), 1, 1)
+        else:
+            rows = tail[0]
+            assert grid == (-(-rows // cfg["rows"]), -(-sizes[cfg["channels"][1]] // cfg["cols"]), 1)
+        self.launches.append((symbol, grid, block, shared_mem))
+
+        def memory(pointer, shape):
+            count = int(np.prod(shape))
+            raw = (ctypes.c_char * (count * np.dtype(dtype).itemsize)).from_address(int(pointer))
+            return np.frombuffer(raw, dtype=dtype).reshape(shape)
+
+        inputs = []
+        for k, (_, chans, dims) in enumerate(cfg["inputs"]):
+            shape = ((rows,) if int(args[2 * k + 1]) else ()) + tuple(sizes[c] for c in chans) + tuple(dims)
+            inputs.append(memory(args[2 * k], shape).copy())
+        results = getattr(m, cfg["name"])(*inputs, kernels=False)
+        results = results if isinstance(results, tuple) else (results,)
+        for j, (_, chans, dims) in enumerate(cfg["outputs"]):
+            shape = (rows,) + tuple(sizes[c] for c in chans) + tuple(dims)
+            memory(args[2 * n_in + j], shape)[...] = np.broadcast_to(results[j], shape)
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A function that installs the stand-in into a module: CPU tensors count as CUDA tensors."""
+    def install(stem: str):
+        m = _module(stem)
+        s = StandIn(m)
+        monkeypatch.setitem(m._CUDA, "available", True)
+        monkeypatch.setitem(m._CUDA, "cupy", s.cupy)
+        monkeypatch.setitem(m._CUDA, "modules", {})
+        monkeypatch.setitem(m._CUDA, "functions", {})
+        monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
+        monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
+        monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
+        return m, s
+    return install
+
+
+def _args(m, name, rng, batch=(4,), channels=3, dtype=torch.float64):
+    cfg = getattr(m, f"_{name}_KERNEL")
+    out = []
+    for _, chans, dims in cfg["inputs"]:
+        shape = tuple(batch) + (channels,) * len(chans) + tuple(dims)
+        out.append(torch.tensor(rng.standard_normal(shape), dtype=dtype))
+    return out
+
+
+def _same(got, want, tol=1e-12):
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert float((g - w).abs().max()) <= tol * max(1.0, float(w.abs().max()))
+
+
+def _kernel_names(stem):
+    return [s[5]["name"] for s in _module(stem)._KERNEL_SPECS]
+
+
+# ---------------------------------------------------------------------------------------------
+# without a GPU the module is what it was
+
+
+def test_module_without_gpu_runs_the_array_code_and_never_imports_cupy():
+    m = _module("tensornet")
+    text = compiler.compile_file(ROOT / "diagrams" / "tensornet.diag")
+    assert "\nimport cupy" not in text and "\nimport torch" not in text
+    rng = np.random.default_rng(0)
+    args = _args(m, "matmul_o3", rng)
+    assert not m._use_kernel(m._backend(*args), m._matmul_o3_SPEC, args)  # CPU tensors: no kernel
+    _same(m.matmul_o3(*args), m.matmul_o3(*args, kernels=False))
+    np_args = [a.numpy() for a in args]
+    assert not m._use_kernel(m._backend(*np_args), m._matmul_o3_SPEC, np_args)
+    assert m._CUDA["modules"] == {} and m._CUDA["functions"] == {}
+    assert "cupy" not in sys.modules or type(sys.modules["cupy"]).__name__ == "module"
+
+
+def test_without_cupy_cuda_arrays_run_the_array_code(gpu, monkeypatch):
+    m, s = gpu("tensornet")
+    monkeypatch.setitem(m._CUDA, "available", False)
+    args = _args(m, "decompose", np.random.default_rng(1))
+    _same(m.decompose(*args), m.decompose(*args, kernels=False))
+    assert s.launches == [] and s.compiled == []
+
+
+def test_embedded_source_is_the_cuda_targets_and_compiles_with_nvcc(tmp_path):
+    for stem in ("tensornet", "products"):
+        m = _module(stem)
+        program = with_derivatives(checked_program((ROOT / "diagrams" / f"{stem}.diag").read_text(),
+                                                   str(ROOT / "diagrams" / f"{stem}.diag")), checked=True)
+        kernels = []
+        for d in program.diagrams:
+            try:
+                kernels.append(lower_diagram(d))
+            except compiler.DiagError:
+                assert getattr(m, f"_{d.name}_SPEC")[5] is None  # refused: the array code runs
+        from compiler.codegen import source_sha256
+
+        assert m._CUDA_SOURCE == print_program(CudaProgram(program.filename, source_sha256(program.source),
+                                                           tuple(kernels)))
+        assert {k.name for k in kernels} == set(_kernel_names(stem))
+    # the derivatives have kernels where their diagrams have a fused form
+    assert {"matmul_o3_vjp", "matmul_o3_vjp_vjp", "vector_to_sym_vjp"} <= set(_kernel_names("tensornet"))
+    assert {"cross_vjp", "cross_vjp_vjp"} <= set(_kernel_names("products"))
+    nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if os.path.exists("/usr/local/cuda/bin/nvcc") else None)
+    if nvcc is None:
+        pytest.skip("nvcc not found: the embedded CUDA source was not compiled")
+    cu = tmp_path / "embedded.cu"
+    cu.write_text(_module("tensornet")._CUDA_SOURCE)
+    run = subprocess.run([nvcc, "-arch=sm_90", "-std=c++17", "-c", str(cu), "-o", str(tmp_path / "embedded.o")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "warning" not in run.stderr, run.stderr[-3000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernel path through the stand-in
+
+
+@pytest.mark.parametrize("stem, name", [("tensornet", n) for n in (
+    "vector_to_skew", "vector_to_sym", "decompose", "tensor_norm", "matmul_o3", "mix_skew", "edge_tensor",
+    "skew_to_vector", "matmul_o3_vjp", "tensor_norm_vjp_vjp")] + [("products", n) for n in ("cross", "dot", "triple")])
+def test_kernel_path_hands_the_kernel_what_its_signature_says(gpu, stem, name):
+    m, s = gpu(stem)
+    rng = np.random.default_rng(len(name))
+    for dtype in (torch.float64, torch.float32):
+        args = _args(m, name, rng, batch=(3, 2), dtype=dtype)
+        got = getattr(m, name)(*args)
+        _same(got, getattr(m, name)(*args, kernels=False), 1e-12 if dtype == torch.float64 else 1e-5)
+        assert s.launches[-1][0] == getattr(m, f"_{name}_KERNEL")["symbols"][str(dtype)[6:]]
+    assert s.compiled == [(0, ("-std=c++17",))]  # compiled once for the device, then cached
+
+
+def test_broadcast_and_non_contiguous_inputs(gpu):
+    m, s = gpu("tensornet")
+    rng = np.random.default_rng(3)
+    M, Y = _args(m, "matmul_o3", rng, batch=(5,))
+    one = M[:1]  # broadcast over the batch: passed with flag 0, not copied
+    _same(m.matmul_o3(one, Y), m.matmul_o3(one, Y, kernels=False))
+    Mt = M.transpose(-1, -2)  # non-contiguous: copied first
+    _same(m.matmul_o3(Mt, Y), m.matmul_o3(Mt, Y, kernels=False))
+    M2, Y2 = _args(m, "matmul_o3", rng, batch=(5, 1)), _args(m, "matmul_o3", rng, batch=(1, 4))
+    _same(m.matmul_o3(M2[0], Y2[1]), m.matmul_o3(M2[0], Y2[1], kernels=False))  # expanded copy
+    r = torch.tensor(rng.standard_normal((6, 3)))
+    f = [torch.tensor(rng.standard_normal((6, 4))) for _ in range(3)]
+    _same(m.edge_tensor(r, *f), m.edge_tensor(r, *f, kernels=False))  # r read per element (no channel)
+    A, W = _args(m, "mix_skew", rng, batch=(2,))
+    W = W[0]  # a weight without batch axis
+    _same(m.mix_skew(A, W), m.mix_skew(A, W, kernels=False))
+    out = torch.empty(5, 3, 3, 3, dtype=torch.float64)
+    assert m.matmul_o3(M, Y, out=out) is out
+    _same(out, m.matmul_o3(M, Y, kernels=False))
+    empty = torch.empty(0, 3, 3, 3, dtype=torch.float64)
+    before = len(s.launches)
+    assert m.matmul_o3(empty, empty).shape == (0, 3, 3, 3) and len(s.launches) == before  # nothing launched
+
+
+def test_switches_run_the_array_code(gpu, monkeypatch):
+    m, s = gpu("tensornet")
+    args = _args(m, "matmul_o3", np.random.default_rng(4))
+    _same(m.matmul_o3(*args, kernels=False), m.matmul_o3(*args))
+    assert len(s.launches) == 1  # only the second call
+    monkeypatch.setattr(m, "MIXING", "blas")  # channel mixing through the array library's matmul
+    A, W = _args(m, "mix_skew", np.random.default_rng(5))
+    m.mix_skew(A, W[0])
+    assert len(s.launches) == 1
+
+
+def test_compile_cache_is_per_device(gpu, monkeypatch):
+    m, s = gpu("tensornet")
+    rng = np.random.default_rng(6)
+    for _ in range(2):
+        m.vector_to_skew(*_args(m, "vector_to_skew", rng))
+        m.vector_to_sym(*_args(m, "vector_to_sym", rng))
+    assert s.compiled == [(0, ("-std=c++17",))]
+    assert set(m._CUDA["functions"]) == {(0, "diagc_vector_to_skew_kernel_f64"), (0, "diagc_vector_to_sym_kernel_f64")}
+    monkeypatch.setattr(m, "_device_index", lambda b, device: 1)
+    m.vector_to_skew(*_args(m, "vector_to_skew", rng))
+    assert s.compiled == [(0, ("-std=c++17",)), (1, ("-std=c++17",))]
+    assert (1, "diagc_vector_to_skew_kernel_f64") in m._CUDA["functions"]
+
+
+@pytest.mark.parametrize("call, message, error", [
+    (lambda m, M, Y: m.matmul_o3(M.to(torch.int64), Y), "M has dtype torch.int64; the CUDA kernels take", TypeError),
+    (lambda m, M, Y: m.matmul_o3(M, Y.float()), "Y has dtype torch.float32 but M has torch.float64", TypeError),
+    (lambda m, M, Y: m.matmul_o3(M, Y.to("meta")), "Y is on meta but M is on cpu", ValueError),
+    (lambda m, M, Y: m.matmul_o3(M, Y[..., :2]), "Y has shape (4, 3, 3, 2); expected (..., c, 3, 3)", ValueError),
+    (lambda m, M, Y: m.matmul_o3(M, Y[:, :2]), "Y has channel axis 'c' of size 2 but M has it of size 3",
+     ValueError),
+    (lambda m, M, Y: m.matmul_o3(M, Y[:3]), "Y has batch shape (3,), which does not broadcast with (4,)",
+     ValueError),
+])
+def test_bad_arguments_name_the_argument(gpu, call, message, error):
+    m, s = gpu("tensornet")
+    M, Y = _args(m, "matmul_o3", np.random.default_rng(7))
+    with pytest.raises(error) as info:
+        call(m, M, Y)
+    assert message in str(info.value)
+    assert s.launches == []
+
+
+# ---------------------------------------------------------------------------------------------
+# autograd and torch.compile over the custom ops
+
+
+@pytest.mark.parametrize("stem, name", [("tensornet", "matmul_o3"), ("tensornet", "vector_to_sym"),
+                                        ("tensornet", "tensor_norm"), ("tensornet", "mix_skew"),
+                                        ("products", "cross")])
+def test_gradcheck_on_the_kernel_path(gpu, stem, name):
+    m, s = gpu(stem)
+    args = [a.requires_grad_() for a in _args(m, name, np.random.default_rng(8), batch=(2,), channels=2)]
+    if name == "mix_skew":
+        args[1] = args[1][0].detach().requires_grad_()
+    fn = getattr(m, name)
+    assert torch.autograd.gradcheck(fn, tuple(args))
+    assert torch.autograd.gradgradcheck(fn, tuple(args))
+    used = {symbol for symbol, *_ in s.launches}
+    assert m._KERNEL_SPECS and getattr(m, f"_{name}_KERNEL")["symbols"]["float64"] in used
+    if getattr(m, f"_{name}_vjp_SPEC")[5] is not None:  # the VJP ran on its kernel too
+        assert getattr(m, f"_{name}_vjp_KERNEL")["symbols"]["float64"] in used
+
+
+def test_torch_compile_fullgraph_over_the_kernel_ops(gpu):
+    m, s = gpu("tensornet")
+    M, Y = (a.requires_grad_() for a in _args(m, "matmul_o3", np.random.default_rng(9)))
+
+    def loss(M, Y):
+        I, A, S = m.decompose(m.matmul_o3(M, Y))
+        return m.tensor_norm(I + A + S).sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    value = compiled(M, Y)
+    gM, gY = torch.autograd.grad(value, (M, Y))
+    want = loss(M, Y)
+    wM, wY = torch.autograd.grad(want, (M, Y))
+    _same(value.detach(), want.detach())
+    _same(gM, wM)
+    _same(gY, wY)
+    assert "diagc_matmul_o3_vjp_kernel_f64" in {symbol for symbol, *_ in s.launches}
