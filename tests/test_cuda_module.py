@@ -95,7 +95,8 @@ class StandIn:
         cfg = next(s[5] for s in m._KERNEL_SPECS if symbol in s[5]["symbols"].values())
         dtype = np.float32 if symbol.endswith("_f32") else np.float64
         assert symbol == cfg["symbols"]["float32" if dtype == np.float32 else "float64"]
-        assert block == (cfg["block"], 1, 1) and shared_mem == cfg["shared_words"] * np.dtype(dtype).itemsize
+        key = "float32" if dtype == np.float32 else "float64"
+        assert block == (cfg["block"], 1, 1) and shared_mem == cfg["shared_words"][key] * np.dtype(dtype).itemsize
         n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"])
         assert len(args) == 2 * n_in + n_out + (1 + len(cfg["channels"]) if cfg["kind"] == "elementwise" else 3)
         assert all(type(a) is np.uint64 for a in args[0:2 * n_in:2] + args[2 * n_in:2 * n_in + n_out])
@@ -106,7 +107,7 @@ class StandIn:
         if cfg["kind"] == "elementwise":
             per_row = int(np.prod([sizes[c] for c in cfg["channels"]])) if cfg["channels"] else 1
             rows = tail[0] // per_row
-            assert grid == (-(-tail[0] // cfg["per_block"]), 1, 1)
+            assert grid == (-(-tail[0] // cfg["per_block"][key]), 1, 1)
         else:
             rows = tail[0]
             assert grid == (-(-rows // cfg["rows"]), -(-sizes[cfg["channels"][1]] // cfg["cols"]), 1)

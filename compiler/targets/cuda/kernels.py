@@ -34,11 +34,16 @@ TILES = (128, 64, 32)
 SHARED_BYTES = 48 * 1024
 #: the widest scalar type a kernel is instantiated for (double)
 WORD_BYTES = 8
-#: the mixing kernel: threads per block (one output channel each), batch rows per block
-MIX_THREADS = 128
-MIX_ROWS = 4
-#: channel chunks of the mixing kernel's staged polynomials, tried in order until they fit
-MIX_CHUNKS = (32, 16, 8, 4, 2, 1)
+#: float32 elementwise kernels of at most this many staged words per element take two elements a
+#: thread (a block moves as many bytes as in float64: small rows need more bytes in flight)
+SMALL_ROW_WORDS = 12
+#: the mixing kernel (a register-tiled GEMM): 4 warps; a thread accumulates ``per_thread`` output
+#: channels (lanes along the output channel) times ``rows_per_warp`` batch rows, at most
+#: MIX_REGISTERS accumulators; a block stages the polynomials of MIX_CHUNK input channels at a time
+MIX_WARPS = 4
+MIX_REGISTERS = 72
+MIX_SHAPES = ((4, 2), (2, 2), (4, 1), (2, 1), (1, 2), (1, 1))  # (per_thread, rows_per_warp), best first
+MIX_CHUNK = 16
 
 _IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -95,7 +100,8 @@ class Input:
 
 @dataclass(frozen=True)
 class ElementwiseKernel:
-    """One thread per (batch, channel) element, ``tile`` elements a block."""
+    """``tile`` threads a block, each one (batch, channel) element at a time: ``tile`` elements a
+    block in float64, ``tile * per_thread_f32`` in float32."""
 
     name: str
     inputs: tuple[Input, ...]
@@ -105,6 +111,11 @@ class ElementwiseKernel:
     tile: int
     shared_words: int  # per element: max(staged inputs, staged results)
     products: int
+    per_thread_f32: int = 1
+
+    def elements(self, suffix: str) -> int:
+        """Elements a block handles in precision ``suffix`` (f32, f64)."""
+        return self.tile * (self.per_thread_f32 if suffix == "f32" else 1)
 
     @property
     def kind(self) -> str:
@@ -134,8 +145,12 @@ class MixingKernel:
     """Channel mixing: per (batch row, output channel d), Σ over the contracted channel c.
 
     ``z`` holds, per (batch, c), every term's polynomial components (``z_components``, computed by
-    the element function from the views at channel c); a block of ``threads`` output channels and
-    ``rows`` batch rows stages ``z`` for ``chunk`` channels at a time in shared memory.
+    the element function from the views at channel c), each row padded to ``z_pad`` words (16-byte
+    loads). A block of ``threads`` (4 warps) computes ``cols`` = 32 × ``per_thread`` output channels
+    of ``rows`` = 4 × ``rows_per_warp`` batch rows: lane l of warp w accumulates channels
+    d0 + l + 32 j (j < per_thread) of rows w × rows_per_warp + r in registers, reading each staged
+    z row once per channel c for all its output channels (a register-tiled GEMM); ``z`` is staged
+    ``chunk`` channels at a time, the results leave through shared memory, coalesced.
     """
 
     name: str
@@ -149,6 +164,17 @@ class MixingKernel:
     rows: int
     chunk: int
     shared_words: int  # total, not per element
+    per_thread: int = 1
+    rows_per_warp: int = 1
+    z_pad: int = 4
+
+    @property
+    def cols(self) -> int:
+        return 32 * self.per_thread
+
+    @property
+    def acc_words(self) -> int:
+        return sum(r.size for r in self.results)
 
     @property
     def kind(self) -> str:
@@ -263,7 +289,7 @@ def _elementwise(diagram: Diagram, fused) -> ElementwiseKernel:
         lowered.append(Result(name, dims, _size(dims), tuple(fix(c) for c in comps), offset))
         offset += _size(dims)
     return ElementwiseKernel(diagram.name, _inputs(diagram), out_channels, staged, tuple(lowered), tile, words,
-                             fused.products)
+                             fused.products, 2 if words <= SMALL_ROW_WORDS else 1)
 
 
 def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
@@ -317,17 +343,19 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
         acc += _size(dims)
     staged = views.views(stage_dense=False)
     fix = views.renumber(staged)
-    z_words = max(len(z), 1)
-    out_words = MIX_THREADS * acc
-    chunk = next((k for k in MIX_CHUNKS if max(MIX_ROWS * k * z_words, out_words) * WORD_BYTES <= SHARED_BYTES),
-                 None)
-    if chunk is None:
+    z_pad = -(-max(len(z), 1) // 4) * 4
+    per_thread, rows_per_warp = next(
+        ((p, r) for p, r in MIX_SHAPES if p * r * acc <= MIX_REGISTERS), MIX_SHAPES[-1])
+    rows = MIX_WARPS * rows_per_warp
+    out_words = MIX_WARPS * 32 * per_thread * acc  # one staged output row per warp
+    words = max(rows * MIX_CHUNK * z_pad, out_words)
+    if words * WORD_BYTES > SHARED_BYTES or acc > 4 * MIX_REGISTERS:
         raise _refuse(diagram, f"{len(z)} polynomial components per channel or {acc} output components do not "
-                      f"fit in {SHARED_BYTES // 1024} KiB of shared memory")
+                      f"fit in {SHARED_BYTES // 1024} KiB of shared memory and the registers of one thread")
     return MixingKernel(
         diagram.name, _inputs(diagram), contracted_axis, out_channels[0], staged, tuple(fix(c) for c in z),
         tuple(MixResult(n, dims, _size(dims), terms, off) for n, dims, terms, off in results),
-        MIX_THREADS, MIX_ROWS, chunk, max(MIX_ROWS * chunk * z_words, out_words))
+        MIX_WARPS * 32, rows, MIX_CHUNK, words, per_thread, rows_per_warp, z_pad)
 
 
 def lower_program(program: Program) -> CudaProgram:
@@ -351,35 +379,27 @@ def launcher_symbol(name: str, suffix: str) -> str:
     return f"diagc_{name}_{suffix}"
 
 
-def launch_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
-    """How to launch ``kernel`` without the host launcher (e.g. through NVRTC): its arguments in
-    order and its block, grid and shared memory, as plain data (JSON-ready)."""
-    args = [{"kind": "input", "name": i.name, "size": i.size, "channels": list(i.channels)} for i in kernel.inputs]
-    args += [{"kind": "output", "name": r.name, "dims": list(r.dims)} for r in kernel.results]
-    common = {"name": kernel.name, "kind": kernel.kind, "args": args,
-              "kernels": {s: kernel_symbol(kernel.name, s) for s, _ in PRECISIONS}}
-    if isinstance(kernel, ElementwiseKernel):
-        return dict(common, channels=list(kernel.channels), block=kernel.tile,
-                    elements_per_block=kernel.tile, shared_words=kernel.tile * kernel.shared_words)
-    return dict(common, channel_in=kernel.channel_in, channel_out=kernel.channel_out, block=kernel.threads,
-                rows_per_block=kernel.rows, shared_words=kernel.shared_words)
-
-
 def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
-    """What the emitted Python module needs to check arguments and launch ``kernel`` through NVRTC
-    (plain data, printed as a literal): per input and output its name, channel axis names and
-    geometric dims; the kernel symbol per dtype; block, grid tiling and shared memory (in words)."""
+    """How to check arguments for and launch ``kernel`` without the host launcher (through NVRTC),
+    as plain data (a literal in the emitted Python module, JSON in gpu_bench's manifest): per input
+    and output its name, channel axis names and geometric dims; per dtype the kernel symbol, the
+    elements (elementwise) a block handles and its shared memory in words; the block size and, for
+    channel mixing, the batch rows and output channels a block covers."""
     common = {
         "name": kernel.name,
         "kind": kernel.kind,
-        "symbols": {"float32": kernel_symbol(kernel.name, "f32"), "float64": kernel_symbol(kernel.name, "f64")},
+        "symbols": {dtype: kernel_symbol(kernel.name, s) for s, dtype in _DTYPES},
         "inputs": tuple((i.name, i.channels, i.dims) for i in kernel.inputs),
         "block": kernel.threads if isinstance(kernel, MixingKernel) else kernel.tile,
     }
     if isinstance(kernel, ElementwiseKernel):
         return dict(common, outputs=tuple((r.name, kernel.channels, r.dims) for r in kernel.results),
-                    channels=kernel.channels, per_block=kernel.tile,
-                    shared_words=kernel.tile * kernel.shared_words)
+                    channels=kernel.channels,
+                    per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},
+                    shared_words={dtype: kernel.elements(s) * kernel.shared_words for s, dtype in _DTYPES})
     return dict(common, outputs=tuple((r.name, (kernel.channel_out,), r.dims) for r in kernel.results),
-                channels=(kernel.channel_in, kernel.channel_out), rows=kernel.rows, cols=kernel.threads,
-                shared_words=kernel.shared_words)
+                channels=(kernel.channel_in, kernel.channel_out), rows=kernel.rows, cols=kernel.cols,
+                shared_words={dtype: kernel.shared_words for _, dtype in _DTYPES})
+
+
+_DTYPES = (("f32", "float32"), ("f64", "float64"))
