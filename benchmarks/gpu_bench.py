@@ -66,7 +66,7 @@ OPS = (
     ("tensornet", "skew_to_vector", "skew_to_vector"),
     ("products", "cross", "cross product"),
 )
-CONTENDERS = ("expert", "planned", "fused", "einsum", "kernel")
+CONTENDERS = ("expert", "planned", "fused", "einsum", "kernel", "module")
 WARMUP, REPEATS = 3, 20
 
 
@@ -80,7 +80,7 @@ def prepare(folder: Path) -> None:
     import compiler
     from codegen_bench import Naive
     from compiler.api import checked_program
-    from compiler.targets.cuda.kernels import launch_config, lower_program
+    from compiler.targets.cuda.kernels import lower_program, module_config
 
     folder.mkdir(parents=True, exist_ok=True)
     manifest = {"diagc": compiler.__version__, "files": {}, "ops": [list(op) for op in OPS]}
@@ -90,7 +90,7 @@ def prepare(folder: Path) -> None:
         (folder / f"{stem}.py").write_text(compiler.compile_source(source, str(path)))
         (folder / f"{stem}.cu").write_text(compiler.compile_source(source, str(path), "cuda"))
         program = checked_program(source, str(path))
-        kernels = {k.name: launch_config(k) for k in lower_program(program).kernels}
+        kernels = {k.name: module_config(k) for k in lower_program(program).kernels}
         diagrams = {}
         for d in program.diagrams:
             naive = Naive(d)
@@ -122,6 +122,7 @@ def _tensor(t) -> dict:
 def _load_module(path: Path):
     spec = importlib.util.spec_from_file_location(f"diagc_bench_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # torch.compile finds a function's globals through its module's name
     spec.loader.exec_module(module)
     return module
 
@@ -140,7 +141,7 @@ class Kernels:
             self.cupy = cupy
             self.module = cupy.RawModule(code=cu.read_text(), options=("-std=c++17",))
             for cfg in configs.values():  # compile now, not inside a timing
-                for symbol in cfg["kernels"].values():
+                for symbol in cfg["symbols"].values():
                     self.module.get_function(symbol)
             self.how = f"NVRTC (cupy {cupy.__version__})"
             return
@@ -164,7 +165,8 @@ class Kernels:
         torch = self.torch
         cfg = self.configs[name]
         dtype = args[0].dtype
-        suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+        key = {torch.float32: "float32", torch.float64: "float64"}[dtype]
+        suffix = key.replace("float", "f")
         args = [a.contiguous() for a in args]
         flags = []
         batch = None
@@ -183,21 +185,21 @@ class Kernels:
         if cfg["kind"] == "elementwise":
             chans = [sizes[c] for c in cfg["channels"]]
             n = b * math.prod(chans)
-            grid = ((n + cfg["block"] - 1) // cfg["block"], 1, 1)
+            grid = ((n + cfg["per_block"][key] - 1) // cfg["per_block"][key], 1, 1)
             tail = [n] + chans
             launcher_tail = [b] + chans
         else:
-            cin, cout = sizes[cfg["channel_in"]], sizes[cfg["channel_out"]]
-            grid = ((b + cfg["rows_per_block"] - 1) // cfg["rows_per_block"], (cout + cfg["block"] - 1) // cfg["block"], 1)
+            cin, cout = sizes[cfg["channels"][0]], sizes[cfg["channels"][1]]
+            grid = ((b + cfg["rows"] - 1) // cfg["rows"], (cout + cfg["cols"] - 1) // cfg["cols"], 1)
             tail = launcher_tail = [b, cin, cout]
-        shared = cfg["shared_words"] * itemsize
+        shared = cfg["shared_words"][key] * itemsize
         if self.how.startswith("NVRTC"):
             cp = self.cupy
-            fn = self.module.get_function(cfg["kernels"][suffix])
+            fn = self.module.get_function(cfg["symbols"][key])
             call = []
             for a, f in zip(args, flags):
-                call += [cp.asarray(a), np.int32(f)]
-            call += [cp.asarray(o) for o in outs] + [np.int64(x) for x in tail]
+                call += [np.uint64(a.data_ptr()), np.int32(f)]
+            call += [np.uint64(o.data_ptr()) for o in outs] + [np.int64(x) for x in tail]
             call = tuple(call)
             stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
 
@@ -332,35 +334,114 @@ def copy_bandwidth(torch, device, timer) -> float:
     return 2 * n * 4 / seconds
 
 
-def probe(folder: Path) -> int:
-    """In a child process: every kernel once at odd small sizes (partial tiles), float64, against
-    the planned torch function; prints one JSON object {diagram: null | reason}. A kernel that
-    faults poisons its CUDA context, so the parent learns of it here instead of losing its run."""
+#: diagrams whose kernel path is checked by gradcheck and gradgradcheck (float64, small sizes)
+GRADCHECK = (("tensornet", "matmul_o3"), ("tensornet", "vector_to_sym"), ("tensornet", "decompose"),
+             ("tensornet", "tensor_norm"), ("tensornet", "mix_skew"), ("tensornet", "edge_tensor"),
+             ("products", "cross"))
+#: operations timed as a force-training step's share: forward, VJP, second order (float32)
+STEPS = (("tensornet", "vector_to_sym"), ("tensornet", "decompose"), ("tensornet", "tensor_norm"),
+         ("tensornet", "matmul_o3"), ("tensornet", "mix_skew"), ("tensornet", "edge_tensor"),
+         ("products", "cross"))
+
+
+def _random(cfg, batch, channels, dtype, device, torch, seed):
+    """Random inputs for a module kernel configuration (every input batched)."""
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return [torch.randn(tuple(batch) + (channels,) * len(chans) + tuple(dims), generator=g, device=device,
+                        dtype=dtype) for _, chans, dims in cfg["inputs"]]
+
+
+def probe(folder: Path, device_name: str = "cuda") -> int:
+    """In a child process (a kernel that faults poisons its CUDA context, so the parent learns of it
+    here instead of losing its run), float64 unless said:
+
+    * every forward kernel of the .cu files once at odd small sizes (partial tiles) against the
+      planned torch function;
+    * every function of the modules that has a kernel (forward, NAME_vjp, NAME_vjp_vjp) through the
+      module's kernel path (the torch custom op) against kernels=False, in float64 and float32;
+    * gradcheck and gradgradcheck on the kernel path of the GRADCHECK diagrams;
+    * torch.compile(fullgraph=True) of a loss over kernel ops, value and gradient against eager.
+
+    Prints one line ``PROBE {json}``: per check null (passed) or the reason; and the seconds the
+    first call of each module took (NVRTC compile of its embedded source, or cupy's disk cache)."""
     import torch
 
     manifest = json.loads((folder / "manifest.json").read_text())
     modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
-    device = torch.device("cuda")
-    verdict = {}
+    device = torch.device(device_name)
+    verdict, first_call = {}, {}
+
+    def check(key, f):
+        try:
+            verdict[key] = f()
+        except Exception as exc:  # noqa: BLE001
+            verdict[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
     with __import__("tempfile").TemporaryDirectory() as tmp:
         for stem in manifest["files"]:
             try:
                 k = Kernels(folder / f"{stem}.cu", {n: m["kernel"] for n, m in manifest["files"][stem].items()},
                             torch, Path(tmp))
             except Exception as exc:  # noqa: BLE001
-                verdict.update({f"{stem}.{n}": f"not loaded: {exc}" for n in manifest["files"][stem]})
+                verdict.update({f"kernel {stem}.{n}": f"not loaded: {exc}" for n in manifest["files"][stem]})
                 continue
             for name, meta in manifest["files"][stem].items():
-                key = f"{stem}.{name}"
-                try:
+                def raw(name=name, meta=meta):
                     args, sizes = _inputs(meta, 37, 5, torch.float64, device, torch, seed=7)
                     got = k.bind(name, meta, args, sizes)()
                     torch.cuda.synchronize()
-                    err = _rel_err(got, getattr(modules[stem], name)(*args))
-                    verdict[key] = None if err <= 1e-12 else f"MISMATCH at 37 x 5 (relative error {err:.2e})"
-                except Exception as exc:  # noqa: BLE001
-                    verdict[key] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-    print("PROBE " + json.dumps(verdict))
+                    err = _rel_err(got, getattr(modules[stem], name)(*args, kernels=False))
+                    return None if err <= 1e-12 else f"MISMATCH at 37 x 5 (relative error {err:.2e})"
+                check(f"kernel {stem}.{name}", raw)
+    for stem, m in modules.items():
+        specs = getattr(m, "_KERNEL_SPECS", ())
+        for n, spec in enumerate(specs):
+            cfg = spec[5]
+
+            def module_path(cfg=cfg, first=n == 0):
+                fn = getattr(m, cfg["name"])
+                for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
+                    args = _random(cfg, (37,), 5, dtype, device, torch, seed=11)
+                    started = time.perf_counter()
+                    got = fn(*args)
+                    torch.cuda.synchronize()
+                    if first and dtype == torch.float64:
+                        first_call[stem] = time.perf_counter() - started
+                    err = _rel_err(got, fn(*args, kernels=False))
+                    if not err <= tol:
+                        return f"MISMATCH {str(dtype)[6:]} at 37 x 5 (relative error {err:.2e})"
+                return None
+            check(f"module {stem}.{cfg['name']}", module_path)
+    for stem, name in GRADCHECK:
+        m = modules[stem]
+        cfg = getattr(m, f"_{name}_KERNEL")
+
+        def grads(m=m, name=name, cfg=cfg):
+            args = [a.requires_grad_() for a in _random(cfg, (3,), 2, torch.float64, device, torch, seed=5)]
+            if cfg["kind"] == "mixing":  # a weight without batch axis
+                args = [a if len(c) < 2 else a[0].detach().requires_grad_() for a, (_, c, _) in
+                        zip(args, cfg["inputs"])]
+            fn = getattr(m, name)
+            torch.autograd.gradcheck(fn, tuple(args), raise_exception=True)
+            torch.autograd.gradgradcheck(fn, tuple(args), raise_exception=True)
+            return None
+        check(f"gradcheck {stem}.{name}", grads)
+
+    def compiled():
+        m = modules["tensornet"]
+        M, Y = (a.requires_grad_() for a in _random(m._matmul_o3_KERNEL, (64,), 8, torch.float64, device, torch, 3))
+
+        def loss(M, Y):
+            I, A, S = m.decompose(m.matmul_o3(M, Y))
+            return m.tensor_norm(I + A + S).sum()
+        value = torch.compile(loss, fullgraph=True, backend="aot_eager")(M, Y)
+        want = loss(M, Y)
+        got_g, want_g = torch.autograd.grad(value, (M, Y)), torch.autograd.grad(want, (M, Y))
+        err = max(_rel_err(value.detach(), want.detach()), _rel_err(got_g, want_g))
+        return None if err <= 1e-12 else f"MISMATCH (relative error {err:.2e})"
+    check("torch.compile(fullgraph=True) over kernel ops", compiled)
+    print("PROBE " + json.dumps({"verdict": verdict, "first_call": first_call}))
     return 0
 
 
@@ -394,6 +475,7 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
     modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
     notes, kernels = [], {}
     probed, problem = _probe_kernels(folder) if device.type == "cuda" else ({}, None)
+    verdict = probed.get("verdict", {})
     if problem:
         notes.append(problem + "; no kernel timed")
     build = out / "build"
@@ -417,7 +499,7 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
             try:
                 args, sizes = _inputs(meta, rows, channels, torch.float64, device, torch, seed=len(results))
                 fn = getattr(modules[stem], name)
-                ref = _as_tuple(fn(*args))
+                ref = _as_tuple(fn(*args, kernels=False))
                 args = [a.to(dtype) for a in args]
             except Exception as exc:  # noqa: BLE001
                 row["notes"].append(f"inputs/reference failed: {type(exc).__name__}: {exc}")
@@ -430,17 +512,17 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
             expert = experts.get((stem, name))
             if expert is not None:
                 calls["expert"] = lambda f=expert[1]: f(*args)
-            calls["planned"] = lambda: fn(*args)
+            calls["planned"] = lambda: fn(*args, kernels=False)
             if fused and meta["kernel"]["kind"] == "mixing":
                 row["notes"].append("fused: no fused form (a contracted channel axis); not timed")
             elif fused and time.perf_counter() - started < budget:
-                calls["fused"] = lambda: fn(*args, fused=True)
+                calls["fused"] = lambda: fn(*args, fused=True, kernels=False)
             elif fused:
                 row["notes"].append("fused skipped: time budget spent")
             naive = _naive(meta, torch, device)
             calls["einsum"] = lambda: naive(*args)
-            if probed.get(f"{stem}.{name}"):
-                row["notes"].append(f"kernel: failed the probe: {probed[f'{stem}.{name}']}")
+            if verdict.get(f"kernel {stem}.{name}"):
+                row["notes"].append(f"kernel: failed the probe: {verdict[f'kernel {stem}.{name}']}")
                 failed = True
             elif stem in kernels:
                 try:
@@ -448,6 +530,12 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
                 except Exception as exc:  # noqa: BLE001
                     row["notes"].append(f"kernel: {type(exc).__name__}: {exc}")
                     failed = True
+            module_key = f"module {stem}.{name}"
+            if device.type == "cuda" and not problem and module_key in verdict and verdict[module_key] is None:
+                calls["module"] = lambda: fn(*args)  # the module's kernel path: checks, custom op, launch
+            elif device.type == "cuda" and verdict.get(module_key):
+                row["notes"].append(f"module: failed the probe: {verdict[module_key]}")
+                failed = True
             tolerance = 1e-10 if dtype == torch.float64 else 1e-4
             for key, call in calls.items():
                 try:
@@ -469,15 +557,155 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
                   + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items()) + "  " + "; ".join(row["notes"]),
                   flush=True)
             del args, ref, calls
+    mixing = mixing_variants(modules["tensornet"], kernels.get("tensornet"), manifest, rows, channels, device,
+                             torch, timer, experts, verdict)
+    failed |= any(r["notes"] for r in mixing)
+    steps = training_steps(modules, manifest, rows, channels, device, torch, timer, experts, verdict)
+    failed |= any(r["notes"] for r in steps)
+    failed |= any(v for v in verdict.values())
     elapsed = time.perf_counter() - started
     how = ", ".join(sorted({k.how for k in kernels.values()})) or "none"
-    text = report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, manifest["diagc"])
+    text = report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, manifest["diagc"],
+                  mixing, steps, probed)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_bench.md").write_text(text)
-    (out / "gpu_bench.json").write_text(json.dumps({"results": results, "bandwidth": bandwidth,
-                                                     "notes": notes}, indent=1) + "\n")
-    print(f"wrote {out / 'gpu_bench.md'} ({elapsed:.0f} s)")
+    (out / "gpu_bench.json").write_text(json.dumps({"results": results, "bandwidth": bandwidth, "notes": notes,
+                                                     "mixing": mixing, "steps": steps, "probe": probed,
+                                                     "seconds": elapsed}, indent=1) + "\n")
+    print(text[text.index("## Summary"):] if "## Summary" in text else text)
+    print(f"wrote {out / 'gpu_bench.md'} and gpu_bench.json ({elapsed:.0f} s)")
     return 1 if failed else 0
+
+
+def _time_checked(row, key, call, ref, tolerance, timer, torch, device):
+    """Check ``call`` against ``ref`` then time it into ``row`` (a failure is noted, not raised)."""
+    try:
+        got = call()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        err = _rel_err(got, ref)
+        row["err"][key] = err
+        if not err <= tolerance:
+            row["notes"].append(f"{key}: MISMATCH (relative error {err:.2e} > {tolerance:g}); not timed")
+            return
+        row["ms"][key] = timer(call) * 1e3
+    except Exception as exc:  # noqa: BLE001
+        row["notes"].append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+        traceback.print_exc(limit=2)
+
+
+MIXING_VARIANTS = ("expert", "kernel", "module kernel", "module blas", "bmm", "one GEMM")
+
+
+def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, experts, verdict):
+    """Channel mixing B[b,d] = Σ_c W[c,d] A[b,c] (3x3 blocks) by each GEMM route, float32 and float64:
+    the raw tiled-GEMM kernel, the module with MIXING="kernel" (its custom op) and MIXING="blas"
+    (the planned torch code: einsum, cuBLAS), torch.matmul as a batched GEMM over the batch, and one
+    large GEMM after moving the channel axis last (two copies)."""
+    meta = manifest["files"]["tensornet"]["mix_skew"]
+    out = []
+    for dtype in (torch.float32, torch.float64):
+        row = {"dtype": str(dtype)[6:], "ms": {}, "err": {}, "notes": []}
+        out.append(row)
+        args, sizes = _inputs(meta, rows, channels, torch.float64, device, torch, seed=99)
+        ref = _as_tuple(m.mix_skew(*args, kernels=False))
+        A, W = (a.to(dtype) for a in args)
+        b, c = A.shape[0], A.shape[1]
+        calls = {"expert": lambda: experts[("tensornet", "mix_skew")][1](A, W)}
+        if kernels is not None and not verdict.get("kernel tensornet.mix_skew"):
+            calls["kernel"] = kernels.bind("mix_skew", meta, [A, W], sizes)
+        if verdict.get("module tensornet.mix_skew", "not probed") is None:
+            calls["module kernel"] = lambda: m.mix_skew(A, W)
+
+        def blas():
+            m.MIXING = "blas"
+            try:
+                return m.mix_skew(A, W)
+            finally:
+                m.MIXING = "kernel"
+        calls["module blas"] = blas
+        calls["bmm"] = lambda: torch.matmul(W.t(), A.reshape(b, c, 9)).reshape(b, W.shape[1], 3, 3)
+        calls["one GEMM"] = lambda: (A.permute(0, 2, 3, 1).reshape(-1, c) @ W).reshape(b, 3, 3, -1).permute(
+            0, 3, 1, 2).contiguous()
+        tolerance = 1e-10 if dtype == torch.float64 else 1e-4
+        for key, call in calls.items():
+            _time_checked(row, key, call, ref, tolerance, timer, torch, device)
+        print(f"mixing {row['dtype']:8} " + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items())
+              + "  " + "; ".join(row["notes"]), flush=True)
+        del args, ref, A, W, calls
+    return out
+
+
+STEP_CONTENDERS = ("expert", "module", "module direct", "planned")
+
+
+def training_steps(modules, manifest, rows, channels, device, torch, timer, experts, verdict):
+    """A force-training step's share per operation, float32: the forward, the VJP with
+    create_graph=True and the second-order VJP (of the first VJP, with respect to the inputs and the
+    cotangents), as torch.autograd runs it over
+
+    * ``expert``: torchmd-net's formulas;
+    * ``module``: the emitted function on its kernel path (custom ops whose backward is NAME_vjp, whose
+      backward is NAME_vjp_vjp, on their kernels where they have one);
+    * ``planned``: the same with kernels=False (the array code, with the generated VJPs);
+
+    and ``module direct``: NAME, NAME_vjp, NAME_vjp_vjp called directly (kernel path, no autograd).
+    Every result is checked against the expert's first (relative 1e-3, float32)."""
+    out = []
+    for stem, name in STEPS:
+        m = modules[stem]
+        meta = manifest["files"][stem][name]
+        expert = experts.get((stem, name))
+        row = {"op": f"{stem}.{name}", "ms": {}, "err": {}, "notes": []}
+        out.append(row)
+        try:
+            args, sizes = _inputs(meta, rows, channels, torch.float32, device, torch, seed=17)
+            fwd, vjp, vjp2 = (getattr(m, name + s) for s in ("", "_vjp", "_vjp_vjp"))
+            ys = _as_tuple(fwd(*args, kernels=False))
+            g = torch.Generator(device=device)
+            g.manual_seed(3)
+            cots = [torch.randn(y.shape, generator=g, device=device, dtype=y.dtype) for y in ys]
+            cots2 = [torch.randn(a.shape, generator=g, device=device, dtype=a.dtype) for a in args]
+        except Exception as exc:  # noqa: BLE001
+            row["notes"].append(f"inputs failed: {type(exc).__name__}: {exc}")
+            continue
+
+        def autograd_step(f, **kw):
+            def step():
+                leaves = [x.detach().requires_grad_(True) for x in args]
+                cl = [c.detach().requires_grad_(True) for c in cots]
+                y = _as_tuple(f(*leaves, **kw))
+                first = torch.autograd.grad(y, leaves, cl, create_graph=True)
+                used = [(gi, c) for gi, c in zip(first, cots2) if gi.requires_grad]
+                second = torch.autograd.grad([u for u, _ in used], leaves + cl, [c for _, c in used],
+                                             allow_unused=True)
+                return tuple(x.detach() for x in first) + tuple(
+                    torch.zeros_like(v) if s is None else s for s, v in zip(second, leaves + cl))
+            return step
+
+        def direct():
+            fwd(*args)
+            first = _as_tuple(vjp(*args, *cots))
+            second = _as_tuple(vjp2(*args, *cots, *cots2))
+            return first + second
+        calls = {}
+        if expert is not None:
+            calls["expert"] = autograd_step(expert[1])
+        if verdict.get(f"module {stem}.{name}", "not probed") is None:
+            calls["module"] = autograd_step(fwd)
+            calls["module direct"] = direct
+        calls["planned"] = autograd_step(fwd, kernels=False)
+        try:
+            ref = calls["planned"]()
+        except Exception as exc:  # noqa: BLE001
+            row["notes"].append(f"planned: {type(exc).__name__}: {exc}")
+            continue
+        for key, call in calls.items():
+            _time_checked(row, key, call, ref, 1e-3, timer, torch, device)
+        print(f"step {row['op']:28} " + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items())
+              + "  " + "; ".join(row["notes"]), flush=True)
+        del args, cots, cots2, calls, ref
+    return out
 
 
 def _geomean(xs):
@@ -485,43 +713,108 @@ def _geomean(xs):
     return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs else math.nan
 
 
-def report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, version) -> str:
+def _ms(x):
+    return f"{x:.3f}" if x is not None else "—"
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "—"
+
+
+def report(results, bandwidth, device, torch, rows, channels, how, notes, elapsed, version, mixing=(), steps=(),
+           probed=None) -> str:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "CPU"
+    probed = probed or {}
     L = [f"# TensorNet operations on {name}", "",
          f"`python benchmarks/gpu_bench.py --run` (diagc {version}), N x C = {rows} x {channels}, torch "
          f"{torch.__version__}, copy bandwidth {bandwidth / 1e12:.2f} TB/s (read + write, Tensor.copy_ of 512 MiB), "
          f"kernels through {how}. Device times in ms, median of {REPEATS} CUDA-event timings after {WARMUP} "
-         f"warm-up calls; values checked first against the planned torch function in float64. Run took "
+         f"warm-up calls; values checked first against the planned torch function in float64. `kernel`: the "
+         f"emitted kernel launched directly (outputs preallocated); `module`: the emitted Python function on "
+         f"CUDA tensors (argument checks, output allocation, its torch custom op, the launch). Run took "
          f"{elapsed:.0f} s.", ""]
     for dtype in ("float32", "float64"):
         rows_ = [r for r in results if r["dtype"] == dtype]
         L += [f"## {dtype}", "",
               "| operation | bandwidth bound | expert | diagc planned | diagc fused=True | naive einsum | kernel | "
-              "kernel / bound | expert / kernel | fused / kernel |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+              "module | kernel / bound | module / bound | expert / module | fused / module |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows_:
             ms = r["ms"]
-
-            def cell(k):
-                return f"{ms[k]:.3f}" if k in ms else "—"
-
-            def ratio(a, b):
-                return f"{a / b:.2f}" if a and b else "—"
-            L.append(f"| {r['op']} | {r.get('bound_ms', math.nan):.3f} | " + " | ".join(cell(k) for k in CONTENDERS)
-                     + f" | {ratio(ms.get('kernel'), r.get('bound_ms'))} | {ratio(ms.get('expert'), ms.get('kernel'))}"
-                     f" | {ratio(ms.get('fused'), ms.get('kernel'))} |")
+            L.append(f"| {r['op']} | {r.get('bound_ms', math.nan):.3f} | " + " | ".join(_ms(ms.get(k)) for k in CONTENDERS)
+                     + f" | {_ratio(ms.get('kernel'), r.get('bound_ms'))} | {_ratio(ms.get('module'), r.get('bound_ms'))}"
+                     f" | {_ratio(ms.get('expert'), ms.get('module'))} | {_ratio(ms.get('fused'), ms.get('module'))} |")
         fw = [r["ms"]["kernel"] / r["bound_ms"] for r in rows_ if "kernel" in r["ms"]]
-        ex = [r["ms"]["expert"] / r["ms"]["kernel"] for r in rows_ if "kernel" in r["ms"] and "expert" in r["ms"]]
-        L += ["", f"Geometric mean: kernel / bound {_geomean(fw):.2f}, expert / kernel {_geomean(ex):.2f}.", ""]
+        mo = [r["ms"]["module"] / r["bound_ms"] for r in rows_ if "module" in r["ms"]]
+        ex = [r["ms"]["expert"] / r["ms"]["module"] for r in rows_ if "module" in r["ms"] and "expert" in r["ms"]]
+        L += ["", f"Geometric mean: kernel / bound {_geomean(fw):.2f}, module / bound {_geomean(mo):.2f}, "
+              f"expert / module {_geomean(ex):.2f}.", ""]
     L += ["## Value checks (largest relative error against the planned torch function, float64)", "",
           "| operation | " + " | ".join(CONTENDERS) + " |", "|---|" + "---|" * len(CONTENDERS)]
     for r in results:
         if r["dtype"] == "float64":
             L.append(f"| {r['op']} | " + " | ".join(f"{r['err'][k]:.1e}" if k in r["err"] else "—"
                                                    for k in CONTENDERS) + " |")
+    if mixing:
+        L += ["", "## Channel mixing by GEMM route (mix_skew)", "",
+              "`kernel`: the emitted register-tiled GEMM launched directly; `module kernel` / `module blas`: the "
+              "module with MIXING = \"kernel\" / \"blas\" (the planned torch code, cuBLAS); `bmm`: torch.matmul "
+              "batched over the batch rows; `one GEMM`: the channel axis moved last, one GEMM, moved back.", "",
+              "| dtype | " + " | ".join(MIXING_VARIANTS) + " |", "|---|" + "---|" * len(MIXING_VARIANTS)]
+        for r in mixing:
+            L.append(f"| {r['dtype']} | " + " | ".join(_ms(r["ms"].get(k)) for k in MIXING_VARIANTS) + " |")
+    if steps:
+        L += ["", "## Forward + VJP + second order (float32, a force-training step's share)", "",
+              "torch.autograd over: `expert` (torchmd-net's formulas), `module` (kernel path: custom ops whose "
+              "backward is the generated NAME_vjp, then NAME_vjp_vjp), `planned` (kernels=False: the array code "
+              "and the generated VJPs); `module direct`: NAME, NAME_vjp, NAME_vjp_vjp called in turn.", "",
+              "| operation | " + " | ".join(STEP_CONTENDERS) + " | expert / module |",
+              "|---|" + "---|" * (len(STEP_CONTENDERS) + 1)]
+        for r in steps:
+            L.append(f"| {r['op']} | " + " | ".join(_ms(r["ms"].get(k)) for k in STEP_CONTENDERS)
+                     + f" | {_ratio(r['ms'].get('expert'), r['ms'].get('module'))} |")
+    verdict = probed.get("verdict", {})
+    if verdict:
+        bad = {k: v for k, v in verdict.items() if v}
+        L += ["", "## Probe (child process, float64 unless said)", "",
+              f"{len(verdict) - len(bad)} of {len(verdict)} checks passed: every forward kernel and every module "
+              "function with a kernel (forward, NAME_vjp, NAME_vjp_vjp; float64 and float32) against kernels=False "
+              "at 37 x 5; gradcheck and gradgradcheck on the kernel path of "
+              + ", ".join(f"{s}.{n}" for s, n in GRADCHECK) + "; torch.compile(fullgraph=True, backend=aot_eager) "
+              "of a loss over kernel ops against eager (value and gradient). First call of each module (NVRTC "
+              "compile or cupy's disk cache): " + ", ".join(f"{k} {v:.1f} s" for k, v in
+                                                           probed.get("first_call", {}).items()) + "."]
+        L += [f"- FAILED {k}: {v}" for k, v in bad.items()]
     problems = notes + [f"{r['dtype']} {r['op']}: {n}" for r in results for n in r["notes"]]
+    problems += [f"mixing {r['dtype']}: {n}" for r in mixing for n in r["notes"]]
+    problems += [f"step {r['op']}: {n}" for r in steps for n in r["notes"]]
     if problems:
         L += ["", "## Notes", ""] + [f"- {p}" for p in problems]
+    L += ["", "## Summary", "", "| | float32 | float64 |", "|---|---|---|"]
+    for label, key, base in (("kernel / bound (geomean)", "kernel", "bound_ms"),
+                             ("module / bound (geomean)", "module", "bound_ms")):
+        cells = []
+        for dtype in ("float32", "float64"):
+            xs = [r["ms"][key] / r[base] for r in results if r["dtype"] == dtype and key in r["ms"]]
+            cells.append(f"{_geomean(xs):.2f} (worst {max(xs):.2f})" if xs else "—")
+        L.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    for label, a, b in (("expert / module (geomean)", "expert", "module"), ("fused / module (geomean)", "fused", "module")):
+        cells = []
+        for dtype in ("float32", "float64"):
+            xs = [r["ms"][a] / r["ms"][b] for r in results if r["dtype"] == dtype and a in r["ms"] and b in r["ms"]]
+            cells.append(f"{_geomean(xs):.2f} (least {min(xs):.2f})" if xs else "—")
+        L.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    if mixing:
+        cells = [", ".join(f"{k} {v:.3f}" for k, v in sorted(r["ms"].items(), key=lambda kv: kv[1])[:3])
+                 for r in mixing]
+        L.append(f"| channel mixing, fastest 3 (ms) | {cells[0] if cells else '—'} | "
+                 f"{cells[1] if len(cells) > 1 else '—'} |")
+    if steps:
+        xs = [r["ms"]["expert"] / r["ms"]["module"] for r in steps if "expert" in r["ms"] and "module" in r["ms"]]
+        L.append(f"| fwd+VJP+2nd: expert / module (geomean) | "
+                 f"{_geomean(xs):.2f} (least {min(xs):.2f})" + " | — |" if xs else "| fwd+VJP+2nd | — | — |")
+    if verdict:
+        L.append(f"| probe checks passed | {sum(1 for v in verdict.values() if not v)} of {len(verdict)} | |")
     return "\n".join(L) + "\n"
 
 
