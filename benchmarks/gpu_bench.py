@@ -21,7 +21,17 @@ N*C batch rows; weights have no batch axis), float32 and float64, the contenders
 * ``einsum``: every term as one ``torch.einsum`` with dense delta/eps/cg tables (naive);
 * ``kernel``: the emitted CUDA kernel, compiled from the ``.cu`` by NVRTC (``cupy.RawModule``), or
   when cupy is missing or fails, by ``nvcc -shared`` and called through its ``extern "C"``
-  launcher; outputs preallocated, arguments bound once.
+  launcher; outputs preallocated, arguments bound once;
+* ``module``: the emitted Python function on the CUDA tensors (its kernel path: argument checks,
+  output allocation, the torch custom op, the launch on torch's stream).
+
+Before any timing a child process (``--probe``) checks every forward kernel, every module function
+that has a kernel (forward, NAME_vjp, NAME_vjp_vjp; float64 and float32, partial tiles) against
+``kernels=False``, gradcheck and gradgradcheck on the kernel path (``GRADCHECK``),
+``torch.compile(fullgraph=True)`` over kernel ops and cupy arrays through the kernel path; a failed
+check keeps that contender out of the tables. After the forward tables come channel mixing by each
+GEMM route (``mixing_variants``) and forward + VJP + second order under autograd against the expert
+(``training_steps``, float32); the summary table is printed last.
 
 Every contender's float64 result is compared with the planned torch function's first (relative
 1e-10; float32 results with the float64 reference at 1e-4); a contender that disagrees or raises
@@ -401,16 +411,17 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
 
             def module_path(cfg=cfg, first=n == 0):
                 fn = getattr(m, cfg["name"])
-                for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-5)):
-                    args = _random(cfg, (37,), 5, dtype, device, torch, seed=11)
+                for dtype, tol, rows, chans in ((torch.float64, 1e-12, 37, 5), (torch.float32, 1e-5, 37, 5),
+                                                (torch.float64, 1e-12, 9, 40)):
+                    args = _random(cfg, (rows,), chans, dtype, device, torch, seed=11)
                     started = time.perf_counter()
                     got = fn(*args)
                     torch.cuda.synchronize()
-                    if first and dtype == torch.float64:
+                    if first and dtype == torch.float64 and rows == 37:
                         first_call[stem] = time.perf_counter() - started
                     err = _rel_err(got, fn(*args, kernels=False))
                     if not err <= tol:
-                        return f"MISMATCH {str(dtype)[6:]} at 37 x 5 (relative error {err:.2e})"
+                        return f"MISMATCH {str(dtype)[6:]} at {rows} x {chans} (relative error {err:.2e})"
                 return None
             check(f"module {stem}.{cfg['name']}", module_path)
     for stem, name in GRADCHECK:
@@ -441,6 +452,20 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
         err = max(_rel_err(value.detach(), want.detach()), _rel_err(got_g, want_g))
         return None if err <= 1e-12 else f"MISMATCH (relative error {err:.2e})"
     check("torch.compile(fullgraph=True) over kernel ops", compiled)
+
+    def cupy_arrays():
+        import cupy
+
+        m = modules["tensornet"]
+        args = _random(m._matmul_o3_KERNEL, (37,), 5, torch.float64, device, torch, 4)
+        before = len(m._CUDA["functions"])
+        got = m.matmul_o3(*(cupy.asarray(a) for a in args))
+        if not isinstance(got, cupy.ndarray):
+            return f"returned {type(got).__name__}, not a cupy array"
+        err = _rel_err(torch.as_tensor(got, device=device), m.matmul_o3(*args, kernels=False))
+        return None if err <= 1e-12 else f"MISMATCH (relative error {err:.2e}; {before} kernels loaded before)"
+    if device.type == "cuda":
+        check("cupy arrays through the kernel path", cupy_arrays)
     print("PROBE " + json.dumps({"verdict": verdict, "first_call": first_call}))
     return 0
 
@@ -448,7 +473,7 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
 def _probe_kernels(folder: Path) -> tuple[dict, str | None]:
     try:
         child = subprocess.run([sys.executable, __file__, "--probe", str(folder)], capture_output=True, text=True,
-                               timeout=300)
+                               timeout=240)
     except subprocess.TimeoutExpired:
         return {}, "the kernel probe timed out"
     line = next((x for x in child.stdout.splitlines() if x.startswith("PROBE ")), None)
