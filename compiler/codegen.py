@@ -866,7 +866,7 @@ def kernel_configs(program: Program, plans) -> tuple[str, dict]:
         if p.stack_axis is not None or not d.inputs:
             continue
         try:
-            lowered.append(lower_diagram(d))
+            lowered.append(lower_diagram(d, p.fused))
         except DiagError:
             continue
     if not lowered:

@@ -256,14 +256,15 @@ class _Views:
         return fix
 
 
-def lower_diagram(diagram: Diagram) -> ElementwiseKernel | MixingKernel:
-    """The kernel program of one diagram, or a DiagError naming what the target cannot express."""
+def lower_diagram(diagram: Diagram, fused=None) -> ElementwiseKernel | MixingKernel:
+    """The kernel program of one diagram (``fused``: its fused plan when already made), or a
+    DiagError naming what the target cannot express."""
     _check_names(diagram)
     channels = {tuple(eq.type.channels) for eq in diagram.equations}
     if len(channels) != 1:
         raise _refuse(diagram, "its outputs have different channel axes (one kernel needs one index space: "
                       "put them in separate diagrams)")
-    fused = fuse_diagram(diagram)
+    fused = fused if fused is not None else fuse_diagram(diagram)
     if fused.outputs:
         return _elementwise(diagram, fused)
     return _mixing(diagram, fused.reason)

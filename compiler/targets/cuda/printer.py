@@ -66,6 +66,7 @@ def _view_offset(v: View, channels: tuple[str, ...]) -> str:
     return f"(({v.input}_batched ? b * {per_batch} : 0LL) + {inner})"
 
 
+@lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
     return _environment().from_string(template_text("cuda/module.cu.j2"))
 
