@@ -9,8 +9,14 @@ through the output pointers. So everything between a public function and the ker
 real: the dispatch decision, the argument checks, the pointers, flags and sizes handed over, the
 output shapes, the compile cache, the torch custom ops with the generated VJPs as their backward
 (gradcheck and gradgradcheck through the kernel path), and torch.compile(fullgraph=True) over them.
-What the kernels compute is tested elsewhere: their element functions as host code against the
-numpy module (tests/test_cuda.py), the kernels themselves on a GPU (benchmarks/gpu_bench.py).
+
+With an emulator the launches run the kernels themselves: the embedded CUDA source compiled by g++
+(C++20) after a prelude that maps CUDA's few constructs to the host (a block's threads are
+std::threads meeting at a std::barrier for each __syncthreads, shared memory a buffer filled with
+NaN bytes before each block). Every kernel of every example file (forward, VJP, second order) is
+compared with the array code that way, at sizes with partial tiles, several GEMM chunks, output
+channels past one warp, broadcast and misaligned inputs, and gradcheck runs through them. Timing
+and what only a GPU shows (coalescing, occupancy, NVRTC) are benchmarks/gpu_bench.py's.
 """
 
 from __future__ import annotations
@@ -45,11 +51,90 @@ def _module(stem: str):
     return _MODULES[stem]
 
 
-class StandIn:
-    """cupy as far as the kernel path uses it, with the launches run on the host (see above)."""
+_EMULATOR_PRELUDE = r"""
+// CUDA as far as the emitted kernels use it, on the host: a block's threads are std::threads, a
+// __syncthreads() is a std::barrier, shared memory one buffer (blocks run one after another).
+#include <barrier>
+#include <cstring>
+#include <thread>
+#include <vector>
+#define __CUDACC_RTC__ 1
+struct diagc_dim3 { unsigned x, y, z; };
+static thread_local diagc_dim3 threadIdx;
+static diagc_dim3 blockIdx;
+static std::barrier<>* diagc_barrier;
+#define __syncthreads() diagc_barrier->arrive_and_wait()
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(n)
+#define __shared__
+#define __align__(n) __attribute__((aligned(n)))
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+alignas(16) unsigned char diagc_shared[1 << 17];
+"""
 
-    def __init__(self, module):
+
+def _emulator_source(m) -> str:
+    """The module's embedded CUDA source after the prelude, and per kernel symbol ``run_SYMBOL``:
+    every block of the grid in turn, shared memory filled with NaN bytes first (a read of anything
+    not written shows), ``block`` threads calling the kernel with the launch's arguments."""
+    lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE]
+    for spec in m._KERNEL_SPECS:
+        cfg = spec[5]
+        n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"])
+        n_tail = 1 + len(cfg["channels"]) if cfg["kind"] == "elementwise" else 3
+        for dtype, ctype in (("float32", "float"), ("float64", "double")):
+            symbol = cfg["symbols"][dtype]
+            args = [f"(const {ctype}*)p[{k}], f[{k}]" for k in range(n_in)]
+            args += [f"({ctype}*)p[{n_in + j}]" for j in range(n_out)] + [f"tl[{k}]" for k in range(n_tail)]
+            lines += [
+                f'extern "C" void run_{symbol}(void* const* p, const int* f, const long long* tl, unsigned gx,',
+                "                              unsigned gy, unsigned threads) {",
+                "    for (unsigned by = 0; by < gy; ++by) for (unsigned bx = 0; bx < gx; ++bx) {",
+                "        blockIdx = {bx, by, 0};",
+                "        std::memset(diagc_shared, 0xff, sizeof diagc_shared);",
+                "        std::barrier<> bar(threads);",
+                "        diagc_barrier = &bar;",
+                "        std::vector<std::thread> team;",
+                "        for (unsigned t = 0; t < threads; ++t) team.emplace_back([=] {",
+                "            threadIdx = {t, 0, 0};",
+                f"            {symbol}({', '.join(args)});",
+                "        });",
+                "        for (auto& th : team) th.join();",
+                "    }",
+                "}",
+            ]
+    return "\n".join(lines) + "\n"
+
+
+_EMULATORS = {}
+
+
+def _emulator(stem: str, tmp: Path):
+    """The module's kernels compiled for the host (g++ -std=c++20), or None where that is not possible."""
+    if stem not in _EMULATORS:
+        cxx = shutil.which("g++")
+        lib = None
+        if cxx is not None:
+            src, so = tmp / f"emu_{stem}.cpp", tmp / f"libemu_{stem}.so"
+            src.write_text(_emulator_source(_module(stem)))
+            run = subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", str(src), "-o", str(so)],
+                                 capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr[-3000:]
+            lib = ctypes.CDLL(str(so))
+        _EMULATORS[stem] = lib
+    return _EMULATORS[stem]
+
+
+class StandIn:
+    """cupy as far as the kernel path uses it, with the launches run on the host (see above): by the
+    module's array code, or with ``emulator``, by the kernels themselves compiled for the host."""
+
+    def __init__(self, module, emulator=None):
         self.module = module
+        self.emulator = emulator
         self.compiled = []  # (device, options) per RawModule
         self.launches = []  # (symbol, grid, block, shared_mem)
         stand_in = self
@@ -112,6 +197,15 @@ class StandIn:
             rows = tail[0]
             assert grid == (-(-rows // cfg["rows"]), -(-sizes[cfg["channels"][1]] // cfg["cols"]), 1)
         self.launches.append((symbol, grid, block, shared_mem))
+        if self.emulator is not None:
+            run = getattr(self.emulator, f"run_{symbol}")
+            run.restype = None
+            pointers = (ctypes.c_void_p * (n_in + n_out))(*[int(a) for a in args[0:2 * n_in:2]],
+                                                         *[int(a) for a in args[2 * n_in:2 * n_in + n_out]])
+            flags = (ctypes.c_int * max(n_in, 1))(*[int(a) for a in args[1:2 * n_in:2]])
+            tail_array = (ctypes.c_longlong * len(tail))(*tail)
+            run(pointers, flags, tail_array, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]))
+            return
 
         def memory(pointer, shape):
             count = int(np.prod(shape))
@@ -130,11 +224,15 @@ class StandIn:
 
 
 @pytest.fixture
-def gpu(monkeypatch):
-    """A function that installs the stand-in into a module: CPU tensors count as CUDA tensors."""
-    def install(stem: str):
+def gpu(monkeypatch, tmp_path_factory):
+    """A function that installs the stand-in into a module: CPU tensors count as CUDA tensors (with
+    ``emulate``, the kernels run compiled for the host; the test is skipped where they cannot)."""
+    def install(stem: str, emulate: bool = False):
         m = _module(stem)
-        s = StandIn(m)
+        emulator = _emulator(stem, tmp_path_factory.mktemp("emu")) if emulate else None
+        if emulate and emulator is None:
+            pytest.skip("no g++: the kernels were not emulated on the host")
+        s = StandIn(m, emulator)
         monkeypatch.setitem(m._CUDA, "available", True)
         monkeypatch.setitem(m._CUDA, "cupy", s.cupy)
         monkeypatch.setitem(m._CUDA, "modules", {})
@@ -347,3 +445,52 @@ def test_torch_compile_fullgraph_over_the_kernel_ops(gpu):
     _same(gM, wM)
     _same(gY, wY)
     assert "diagc_matmul_o3_vjp_kernel_f64" in {symbol for symbol, *_ in s.launches}
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels themselves, compiled for the host
+
+
+def _every_kernel():
+    return [pytest.param(stem, s[5]["name"], id=f"{stem}.{s[5]['name']}")
+            for stem in ("tensornet", "tensornet_so3", "products", "spherical") for s in _module(stem)._KERNEL_SPECS]
+
+
+@pytest.mark.parametrize("stem, name", _every_kernel())
+def test_emulated_kernels_match_the_array_code(gpu, stem, name):
+    """Each kernel (forward, VJP, second order), run as CUDA would run it (threads of a block in
+    lockstep at every barrier) through the module's kernel path, at sizes with partial tiles, several
+    GEMM chunks and output channels past one warp; float64 to 1e-12, float32 to 1e-5."""
+    m, s = gpu(stem, emulate=True)
+    rng = np.random.default_rng(len(name) + len(stem))
+    fn = getattr(m, name)
+    for dtype, tol, batch, channels in ((torch.float64, 1e-12, (37,), 5), (torch.float64, 1e-12, (3, 3), 40),
+                                        (torch.float32, 1e-5, (37,), 5)):
+        args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
+        _same(fn(*args), fn(*args, kernels=False), tol)
+    assert len(s.launches) == 3
+
+
+def test_emulated_kernels_with_broadcast_inputs_and_odd_alignment(gpu):
+    m, s = gpu("tensornet", emulate=True)
+    rng = np.random.default_rng(12)
+    M, Y = _args(m, "matmul_o3", rng, batch=(7,), channels=5)
+    _same(m.matmul_o3(M[:1], Y), m.matmul_o3(M[:1], Y, kernels=False))  # M read per element (flag 0)
+    r = torch.tensor(rng.standard_normal((7, 3)))
+    f = [torch.tensor(rng.standard_normal((7, 5))) for _ in range(3)]
+    _same(m.edge_tensor(r, *f), m.edge_tensor(r, *f, kernels=False))
+    A, W = _args(m, "mix_skew", rng, batch=(11,), channels=37)
+    _same(m.mix_skew(A, W[0]), m.mix_skew(A, W[0], kernels=False))  # weight shared by the batch
+    _same(m.mix_skew(A, W), m.mix_skew(A, W, kernels=False))  # a weight per batch row
+    base = torch.tensor(rng.standard_normal(7 * 5 * 9 + 1))
+    odd = base[1:].reshape(7, 5, 3, 3)  # 8-byte aligned, not 16: the word-at-a-time copies
+    _same(m.matmul_o3(odd, Y), m.matmul_o3(odd, Y, kernels=False))
+
+
+def test_gradcheck_through_the_emulated_kernels(gpu):
+    m, s = gpu("tensornet", emulate=True)
+    args = [a.requires_grad_() for a in _args(m, "matmul_o3", np.random.default_rng(13), batch=(1,), channels=1)]
+    assert torch.autograd.gradcheck(m.matmul_o3, tuple(args))
+    assert torch.autograd.gradgradcheck(m.matmul_o3, tuple(args))
+    used = {symbol for symbol, *_ in s.launches}
+    assert {"diagc_matmul_o3_vjp_kernel_f64", "diagc_matmul_o3_vjp_vjp_kernel_f64"} <= used
