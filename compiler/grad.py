@@ -179,7 +179,7 @@ def _relabel(term: TensorNetwork, lhs: tuple[str, ...]) -> TensorNetwork:
             new, k = f"{base}{k}", k + 1
         rename[index] = new
         taken.add(new)
-    nodes = tuple(Node(x.kind, x.name, x.type, tuple(rename[i] for i in x.indices), x.pos) for x in term.nodes)
+    nodes = tuple(Node(x.kind, x.name, x.type, tuple(rename[i] for i in x.indices), x.pos, x.constant) for x in term.nodes)
     kinds = tuple((rename[i], k) for i, k in term.kinds if i in rename)
     return TensorNetwork(term.coefficient, nodes, tuple(lhs), kinds, term.pos)
 
