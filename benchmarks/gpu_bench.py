@@ -640,14 +640,17 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
         if kernels is not None and not verdict.get("kernel tensornet.mix_skew"):
             calls["kernel"] = kernels.bind("mix_skew", meta, [A, W], sizes)
         if verdict.get("module tensornet.mix_skew", "not probed") is None:
-            calls["module kernel"] = lambda: m.mix_skew(A, W)
+            def module_kernel():
+                m.MIXING = "kernel"
+                try:
+                    return m.mix_skew(A, W)
+                finally:
+                    m.MIXING = "blas"
+            calls["module kernel"] = module_kernel
 
         def blas():
             m.MIXING = "blas"
-            try:
-                return m.mix_skew(A, W)
-            finally:
-                m.MIXING = "kernel"
+            return m.mix_skew(A, W)
         calls["module blas"] = blas
         calls["bmm"] = lambda: torch.matmul(W.t(), A.reshape(b, c, 9)).reshape(b, W.shape[1], 3, 3)
         calls["one GEMM"] = lambda: (A.permute(0, 2, 3, 1).reshape(-1, c) @ W).reshape(b, 3, 3, -1).permute(

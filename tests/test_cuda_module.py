@@ -240,6 +240,7 @@ def gpu(monkeypatch, tmp_path_factory):
         monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
         monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
         monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
+        monkeypatch.setattr(m, "MIXING", "kernel")  # the default is "blas"; these tests run the GEMM kernel
         return m, s
     return install
 
