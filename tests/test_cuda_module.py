@@ -390,8 +390,8 @@ def test_compile_cache_is_per_device(gpu, monkeypatch):
 
 
 @pytest.mark.parametrize("call, message, error", [
-    (lambda m, M, Y: m.matmul_o3(M.to(torch.int64), Y), "M has dtype torch.int64; the CUDA kernels take", TypeError),
-    (lambda m, M, Y: m.matmul_o3(M, Y.float()), "Y has dtype torch.float32 but M has torch.float64", TypeError),
+    (lambda m, M, Y: m.matmul_o3(M.to(torch.int64), Y.to(torch.int64)), "M has dtype torch.int64; the CUDA kernels take",
+     TypeError),
     (lambda m, M, Y: m.matmul_o3(M, Y.to("meta")), "Y is on meta but M is on cpu", ValueError),
     (lambda m, M, Y: m.matmul_o3(M, Y[..., :2]), "Y has shape (4, 3, 3, 2); expected (..., c, 3, 3)", ValueError),
     (lambda m, M, Y: m.matmul_o3(M, Y[:, :2]), "Y has shape (4, 2, 3, 3); expected (..., c, 3, 3) with c = 3 from M",
@@ -406,6 +406,14 @@ def test_bad_arguments_name_the_argument(gpu, call, message, error):
         call(m, M, Y)
     assert message in str(info.value)
     assert s.launches == []
+
+
+def test_mixed_dtypes_are_promoted_before_the_kernel(gpu):
+    m, s = gpu("tensornet")
+    M, Y = _args(m, "matmul_o3", np.random.default_rng(8))
+    got = m.matmul_o3(M, Y.float())  # float64 with float32: the float64 kernel, as numpy would promote
+    assert got.dtype == torch.float64 and len(s.launches) == 1
+    _same(got, m.matmul_o3(M, Y.float().double(), kernels=False))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,17 +115,22 @@ def test_mixed_libraries_return_torch_and_numpy_promotes(ops):
         assert f(x.astype(np.float32), y).dtype == np.float64
         assert f(x, y.astype(np.float32)).dtype == np.float64
         assert f(x.astype(np.float32), y.astype(np.float32)).dtype == np.float32
-    # a numpy array beside a tensor takes the first input's dtype when that is a tensor (documented)
+    # a numpy array beside a tensor keeps its dtype: float64 promotes a float32 tensor (documented)
     got = ops.mm(torch.tensor(A, dtype=torch.float32), B)
-    assert got.dtype == torch.float32
+    assert got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    # a Python number takes the first input's dtype
+    assert ops.scale(2.0, torch.tensor(B[..., 0], dtype=torch.float32)).dtype == torch.float32
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="emitted torch contractions do not promote float32 with float64 (README says so)")
 def test_torch_float32_with_float64_promotes(ops):
     torch = pytest.importorskip("torch")
     A = torch.ones(4, 3, 3, dtype=torch.float32)
-    assert ops.mm(A, A.double()).dtype == torch.float64
+    for x, y in ((A, A.double()), (A.double(), A)):
+        got = ops.mm(x, y)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, torch.full((4, 3, 3), 3.0, dtype=torch.float64))
+    assert ops.dot(A[..., 0], A[..., 0].double()).dtype == torch.float64
 
 
 # -- the exact constants of e3nn's spherical harmonics ----------------------------------------------------
