@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import stat
 import tempfile
@@ -80,14 +81,19 @@ def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
     return _module(compile_source(source, f"<{name}>"), name, f"<diagc:{name}>")
 
 
+_LOADED = itertools.count()
+
+
 def _module(text: str, name: str, filename: str) -> types.ModuleType:
     """The module of ``text`` (:func:`module_from_text`), registered in sys.modules under a private
-    name made of ``name`` and a hash of the text (``_diagc_<name>_<hash>``): torch.compile finds an
-    emitted function's globals through its module's name, so an unregistered module cannot be compiled."""
+    name made of ``name``, a hash of the text and a count of the loads (``_diagc_<name>_<hash>_<n>``):
+    torch.compile finds an emitted function's globals through its module's name, so an unregistered
+    module cannot be compiled, and two loads of the same text must not share a name (torch.compile's
+    guards would read the other module's globals)."""
     import hashlib
     import sys
 
-    key = f"_diagc_{name}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+    key = f"_diagc_{name}_{hashlib.sha256(text.encode()).hexdigest()[:12]}_{next(_LOADED)}"
     module = module_from_text(text, key, filename)
     sys.modules[key] = module
     return module
