@@ -111,7 +111,7 @@ def _flip_fused_sign(text):  # one sign flipped in the unrolled formulas of matm
 
 
 def _subtract_in_place(text):  # matmul_o3's in-place path subtracts Y M instead of adding it
-    k = text.index("C += ", text.index("def matmul_o3(")) + 1
+    k = text.index("C += ", text.index("def _matmul_o3_planned(")) + 1
     return text[:k] + " -= " + text[k + 3:]
 
 
@@ -183,13 +183,13 @@ def test_small_identities_are_expanded_large_ones_sampled(tmp_path):
                    "diagram large(T: cart(4), U: cart(4)) -> s: scalar {\n  s = T[i,j,k,l] U[i,j,k,l]\n}\n")
     assert cli.main(["prove", str(src), "-o", str(tmp_path / "cert")]) == 0
     cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
-    small, large = cert["diagrams"]
+    small, _, large, _ = cert["diagrams"]  # each followed by its NAME_vjp
     assert small["algebraic"]["symbolic"] and small["algebraic"]["false_pass_bound"] == "0"
     assert all(e["expanded_entries"] == 3 for e in small["algebraic"]["elements"])
     assert not large["algebraic"]["symbolic"]
     # 3 group elements x (degree 2 / 2^20)^2
     assert large["algebraic"]["false_pass_bound"] == "3/274877906944"
-    assert verify(str(tmp_path / "cert")).startswith("verified 2 diagram")
+    assert verify(str(tmp_path / "cert")).startswith("verified 4 diagram")  # and their VJPs
 
 
 MIXED = """group O3
@@ -217,8 +217,8 @@ def test_report_says_where_each_identity_was_proved_as_the_certificate_does(tmp_
     cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
     sections = _report_sections((tmp_path / "cert" / "report.md").read_text())
     where = {d["name"]: d["algebraic"]["checked_on"] for d in cert["diagrams"]}
-    # delta/eps only: the module itself, exactly; cg: the source, the module rounded
-    assert where == {"cross": "module", "path": "source"}
+    # delta/eps only: the module itself, exactly; cg: the source, the module rounded (their VJPs alike)
+    assert where == {"cross": "module", "cross_vjp": "module", "path": "source", "path_vjp": "source"}
     for d in cert["diagrams"]:
         a = d["algebraic"]
         text = sections[d["name"]]
