@@ -201,7 +201,7 @@ def _checked_type(diagram: Diagram, inputs, g: str, inp: Tensor, terms) -> Tenso
 def derivatives(diagram: Diagram, second: bool = True) -> tuple[Diagram, ...]:
     """``NAME_vjp`` and ``NAME_vjp_vjp`` of a diagram (only the first with ``second=False``; none for
     a stacked basis)."""
-    if diagram.stacked:
+    if diagram.stacked or not diagram.inputs:
         return ()
     first = vjp_diagram(diagram)
     return (first, vjp_diagram(first)) if second else (first,)

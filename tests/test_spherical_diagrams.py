@@ -125,7 +125,7 @@ def test_spherical_certificates(tmp_path):
 
     cert_dir = tmp_path / "cert"
     assert cli.main(["prove", str(PATH), "-o", str(cert_dir)]) == 0
-    assert verify(str(cert_dir)).startswith("verified 6 diagram(s)")
+    assert verify(str(cert_dir)).startswith("verified 12 diagram(s)")  # each with its NAME_vjp
     cert = json.loads((cert_dir / "certificate.json").read_text())
     assert all(d["algebraic"]["module_agreement"] < 1e-12 for d in cert["diagrams"])
     # a wrong parity claim fails the exact check under the reflection
