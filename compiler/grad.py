@@ -72,6 +72,11 @@ def general_types(typ: TensorType) -> list[TensorType]:
     return out
 
 
+class NoDerivative(DiagError):
+    """A diagram whose derivative is not a network of the language: an input with a channel index
+    repeated, or one whose channel axis is summed alone (its cotangent is constant along it)."""
+
+
 def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] | None = None) -> Diagram:
     """The VJP of ``diagram`` as a diagram (see the module docstring): the cotangent of every input,
     or of the inputs named in ``wrt`` only. Raises DiagError when a term has no derivative network
@@ -108,6 +113,12 @@ def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] 
                                      kinds, inp.pos)]
         else:
             reduced = [_relabel(t, lhs) for t in reduced]
+            for t in reduced:
+                alone = [i for i in t.output if not t.kind(i).geometric and not t.legs(i)]
+                if alone:
+                    raise NoDerivative(f"diagram '{diagram.name}': no derivative network for input '{inp.name}': "
+                                       f"its channel axis '{t.kind(alone[0]).dim}' is summed alone, so its "
+                                       "cotangent is constant along it", inp.pos)
         equations.append((g, inp, tuple(reduced)))
     inputs = diagram.inputs + tuple(cotangents)
     outputs, eqs = [], []
@@ -144,7 +155,7 @@ def _derivative(term: TensorNetwork, n: int, cot: Tensor, lhs, diagram: Diagram)
             out.append(index)
             continue
         if not kinds[index].geometric:
-            raise DiagError(f"diagram '{diagram.name}': no derivative network for '{node}': a channel index "
+            raise NoDerivative(f"diagram '{diagram.name}': no derivative network for '{node}': a channel index "
                             "repeated on one input", node.pos or term.pos)
         k = 1
         while f"{index}~d{k}" in used:
@@ -200,11 +211,14 @@ def _checked_type(diagram: Diagram, inputs, g: str, inp: Tensor, terms) -> Tenso
 
 def derivatives(diagram: Diagram, second: bool = True) -> tuple[Diagram, ...]:
     """``NAME_vjp`` and ``NAME_vjp_vjp`` of a diagram (only the first with ``second=False``; none for
-    a stacked basis)."""
+    a stacked basis, a diagram without inputs, or one with no derivative network, see NoDerivative)."""
     if diagram.stacked or not diagram.inputs:
         return ()
-    first = vjp_diagram(diagram)
-    return (first, vjp_diagram(first)) if second else (first,)
+    try:
+        first = vjp_diagram(diagram)
+        return (first, vjp_diagram(first)) if second else (first,)
+    except NoDerivative:  # the emitted NAME stays differentiable by autograd through its planned code
+        return ()
 
 
 def with_derivatives(program: Program, checked: bool = False, second: bool = True) -> Program:
