@@ -206,7 +206,9 @@ def _checked_type(diagram: Diagram, inputs, g: str, inp: Tensor, terms) -> Tenso
         probe = Diagram(diagram.name, diagram.group, inputs, (Tensor(g, typ),), (Equation(g, typ, terms),))
         if check_diagram(probe).ok:
             return typ
-    return candidates[0]
+    # no declared type holds it (a product of graded inputs whose parts mix parities): no derivative
+    # diagram; NAME stays differentiable by autograd through its planned code
+    raise NoDerivative(f"the cotangent of '{inp.name}' has no declared type under which it checks")
 
 
 def derivatives(diagram: Diagram, second: bool = True) -> tuple[Diagram, ...]:
