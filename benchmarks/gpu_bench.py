@@ -562,22 +562,10 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
                 row["notes"].append(f"module: failed the probe: {verdict[module_key]}")
                 failed = True
             tolerance = 1e-10 if dtype == torch.float64 else 1e-4
-            for key, call in calls.items():
-                try:
-                    got = call()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize()
-                    err = _rel_err(got, ref)
-                    row["err"][key] = err
-                    if not err <= tolerance:
-                        row["notes"].append(f"{key}: MISMATCH (relative error {err:.2e} > {tolerance:g}); not timed")
-                        failed = True
-                        continue
-                    row["ms"][key] = timer(call) * 1e3
-                except Exception as exc:  # noqa: BLE001 - one failing contender does not stop the others
-                    row["notes"].append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}")
-                    traceback.print_exc(limit=2)
-                    failed = True
+            for key, call in calls.items():  # one failing contender does not stop the others
+                before = len(row["notes"])
+                _time_checked(row, key, call, ref, tolerance, timer, torch, device)
+                failed |= len(row["notes"]) > before
             print(f"{row['dtype']:8} {label:24} bound {row['bound_ms']:.3f} ms  "
                   + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items()) + "  " + "; ".join(row["notes"]),
                   flush=True)

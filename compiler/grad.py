@@ -29,7 +29,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .errors import DiagError, DiagNameError
-from .ir import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork
+from .ir import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, signed_sum
 from .types import RANK2_PARTS, TensorType
 
 #: suffix of the derivative function of a diagram; the second order adds it twice
@@ -267,15 +267,9 @@ def diag_text(diagrams, group: str, header: str = "") -> str:
 
 
 def _sum_text(terms) -> str:
-    text = ""
-    for k, t in enumerate(terms):
-        f = t.formula() if t.nodes else str(t.coefficient)
+    """The terms in .diag syntax (a zero term keeps its factors, so its indices stay declared)."""
+    def formula(t):
         if t.coefficient == 0:
-            f = "0 * " + " ".join(str(n) for n in t.nodes)
-        if k and f.startswith("-"):
-            text += " - " + f[1:]
-        elif k:
-            text += " + " + f
-        else:
-            text = f
-    return text
+            return "0 * " + " ".join(str(n) for n in t.nodes)
+        return t.formula() if t.nodes else str(t.coefficient)
+    return signed_sum(formula(t) for t in terms)

@@ -219,9 +219,13 @@ class TensorNetwork:
 def sum_formula(terms) -> str:
     """A sum of terms in index notation, as the parser reads it: ``a[i] b[j] - 1/3 a[k] b[k] delta[i,j]``
     (renamed internal indices ``k~1`` shown as ``k'1``)."""
+    return signed_sum(t.formula().replace("~", "'") for t in terms)
+
+
+def signed_sum(formulas) -> str:
+    """Formulas joined into one sum: ``a + b``, and ``a - b`` where ``b`` starts with a minus."""
     text = ""
-    for k, t in enumerate(terms):
-        f = t.formula().replace("~", "'")
+    for k, f in enumerate(formulas):
         if k and f.startswith("-"):
             text += " - " + f[1:]
         elif k:
