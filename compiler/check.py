@@ -109,6 +109,8 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
             lemmas.append(f"{node.name}: D^l(R) P = P R^{{⊗l}} (isometry onto spherical l)")
         elif node.type.family == "weight":
             lemmas.append(f"{node.name}: weight, no geometric leg")
+        elif node.type.family == "edges":
+            lemmas.append(f"{node.name}: edge list (incidence matrix), no geometric leg: invariant")
         else:
             lemmas.append(f"{node.name}: input of type {node.type}")
     edges = []

@@ -789,9 +789,11 @@ def source_sha256(source: str) -> str:
 def generate_python(program: Program) -> str:
     """The text of a standalone Python module with one function per diagram, and beside each its
     derivative functions ``NAME_vjp`` and ``NAME_vjp_vjp`` (:mod:`compiler.grad`)."""
+    from .graph import split_program
     from .grad import with_derivatives
 
     source_names = [d.name for d in program.diagrams]
+    program, graphs = split_program(program)  # graph diagrams: their edge and node diagrams
     program = with_derivatives(program, checked=True)
     printer = PythonPrinter()
     plans = [plan_diagram(d) for d in program.diagrams]
@@ -812,6 +814,17 @@ def generate_python(program: Program) -> str:
         trailing = tuple(n for _, n in p.trailing)
         kernel = f"_{d.name}_KERNEL" if d.name in kernels else None
         specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel})")
+    exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
+    if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
+        from .graph_emit import graph_function, graph_vjp_function
+
+        for g in graphs.values():
+            functions.append(graph_function(g))
+            exports.append(g.diagram.name)
+            vjp_text = graph_vjp_function(g, by_name)
+            if vjp_text is not None:
+                functions.append(vjp_text)
+                exports.append(g.diagram.name + "_vjp")
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:
@@ -833,7 +846,7 @@ def generate_python(program: Program) -> str:
         kernel_configs=[(f"_{name}_KERNEL", literal(cfg)) for name, cfg in kernels.items()],
         kernel_names=list(kernels),
         op_namespace=py_string("diagc_" + source_sha256(__version__ + "\n" + program.source)[:16]),
-        exports=", ".join(py_string(d.name) for d in program.diagrams),
+        exports=", ".join(py_string(name) for name in exports),
     )
     return text
 

@@ -19,6 +19,7 @@ from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
 from .ir import BasisInfo
+from .graph import validate as graph_errors
 from .parser import did_you_mean, parse, parse_collecting
 
 MAX_TERMS = 4096
@@ -101,7 +102,10 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                 if lowering.errors:
                     errors.extend(lowering.errors)
                 else:
-                    diagrams.append(diagram)
+                    shape_errors = graph_errors(diagram)  # a graph diagram's terms must be gathers/scatters
+                    errors.extend(shape_errors)
+                    if not shape_errors:
+                        diagrams.append(diagram)
         except DiagError as err:
             errors.append(err)
     return Program(module.filename, module.source, module.group, tuple(diagrams)), errors

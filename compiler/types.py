@@ -11,7 +11,10 @@ A type is one of three families:
   a symmetry (``sym``, ``skew``, ``sym_traceless`` on rank 2) and an inversion parity per
   irreducible part (a rank-2 tensor has parts l = 0, 1, 2; TensorNet's feature is 0e+1o+2e);
 * ``sph``: a spherical tensor of type ``lp`` with one leg of dimension 2l+1;
-* ``weight``: invariant parameters, channel axes only.
+* ``weight``: invariant parameters, channel axes only;
+* ``edges``: an edge list ``edges[e,n]``: for each edge of the edge set ``e`` one node of the node
+  set ``n`` (the source or the target). In a formula it is the incidence matrix (1 where the edge
+  meets the node), an invariant with two channel axes; at run time an integer array of shape (E,).
 
 Every type may carry channel axes (non-geometric, declared by name) stored before its geometric axes.
 """
@@ -30,7 +33,7 @@ _NAMED = {
     "vec": (1, False),
     "axial": (1, True),
 }
-TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "sph", "weight")
+TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "sph", "weight", "edges")
 MAX_RANK = 12
 MAX_L = 12
 
@@ -73,7 +76,7 @@ class Irrep:
 class TensorType:
     """A tensor type; see the module docstring. Build with :meth:`parse` or :func:`make_type`."""
 
-    family: str  # 'cart' | 'sph' | 'weight'
+    family: str  # 'cart' | 'sph' | 'weight' | 'edges'
     rank: int = 0  # number of Cartesian legs
     symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2 only)
     parities: tuple[int, ...] = ()  # cart: inversion sign of each irreducible part, rank 2; else one sign
@@ -120,7 +123,7 @@ class TensorType:
     @property
     def inversion(self) -> int | None:
         """The eigenvalue of the inversion -I on the whole tensor, or None if its parts differ."""
-        if self.family == "weight":
+        if self.family in ("weight", "edges"):
             return 1
         if self.family == "sph":
             return self.irrep.p
@@ -147,8 +150,8 @@ class TensorType:
     # -- printing ------------------------------------------------------------------------------
     def base_name(self) -> str:
         """The type without channel axes, in its shortest spelling."""
-        if self.family == "weight":
-            return "weight"
+        if self.family in ("weight", "edges"):
+            return self.family
         if self.family == "sph":
             return f"sph({self.irrep})"
         if self.rank == 2:
@@ -165,7 +168,7 @@ class TensorType:
         return f"{'pcart' if pseudo else 'cart'}({self.rank})"
 
     def __str__(self) -> str:
-        if self.family == "weight" or self.channels:
+        if self.family in ("weight", "edges") or self.channels:
             return f"{self.base_name()}[{','.join(self.channels)}]"
         return self.base_name()
 
@@ -184,6 +187,10 @@ def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> 
         if not chans:
             raise TypeSyntaxError("'weight' needs at least one channel axis, e.g. weight[c,d]")
         return TensorType("weight", channels=chans)
+    if name == "edges":
+        if args is not None or len(chans) != 2:
+            raise TypeSyntaxError("'edges' takes two axes, the edge set then the node set: edges[e,n]")
+        return TensorType("edges", channels=chans)
     if name in _NAMED:
         if args is not None:
             raise TypeSyntaxError(f"'{name}' takes no arguments")

@@ -118,5 +118,9 @@ def print_program(program: CudaProgram) -> str:
 
 
 def generate_cuda(program: Program) -> str:
-    """The text of one standalone CUDA C++ source for a checked program."""
-    return print_program(lower_program(program))
+    """The text of one standalone CUDA C++ source for a checked program (a graph diagram gives the
+    kernels of its per-edge and per-node work, ``_NAME_edge`` / ``_NAME_node``; gathers and
+    scatters stay in the array library)."""
+    from ...graph import split_program
+
+    return print_program(lower_program(split_program(program)[0]))
