@@ -272,10 +272,12 @@ def prove_source(source: str, filename: str):
     from .check import check_program
     from .codegen import generate_python
 
+    from .graph import split_program
     from .grad import with_derivatives
 
     program = checked_program(source, filename)
     module_text = generate_python(program)
+    program, graphs = split_program(program)  # a graph diagram: its per-edge and per-node diagrams
     program = with_derivatives(program, checked=True, second=False)  # NAME_vjp certified like NAME
     module = module_from_text(module_text, "certified")
     verdicts = {v.diagram: v for v in check_program(program)}
@@ -347,7 +349,28 @@ def prove_source(source: str, filename: str):
         "module": {"file": "module.py", "sha256": mod_hash},
         "diagrams": diagrams,
     }
+    if graphs:
+        cert["graphs"] = [graph_claim(g) for g in graphs.values()]
     return cert, module_text, program
+
+
+#: why the gathers and sums over edges of a graph diagram need no proof beyond its parts'
+GRAPH_AXIOM = ("an edge list is an incidence matrix on the node and edge axes, which are not geometric: rho(g) "
+               "acts on geometric axes only, so a gather (x read at each edge's node) and a sum over the edges "
+               "arriving at a node commute with every group element; the diagram is the gathers, its per-edge "
+               "diagram, the sums over edges and its per-node diagram, each part proved below")
+
+
+def graph_claim(g) -> dict:
+    """What a certificate records of a graph diagram: how it splits, and the axiom it rests on."""
+    return {
+        "name": g.diagram.name,
+        "edge_lists": list(g.edge_lists),
+        "gathers": [{"argument": x.name, "input": x.source, "edge_list": x.edges} for x in g.gathers],
+        "sums_over_edges": [{"output": s.output, "message": s.message, "edge_list": s.edges} for s in g.scatters],
+        "parts": [p.name for p in (g.edge_part, g.node_part) if p is not None],
+        "axiom": GRAPH_AXIOM,
+    }
 
 
 AGREEMENT_TOLERANCE = 1e-10
@@ -579,9 +602,14 @@ def _verify(cert: dict, folder: Path) -> str:
         failures.append("the module was not generated from this source (its docstring names another sha256)")
     if failures:
         raise CertificateError("; ".join(failures))
+    from .graph import split_program
     from .grad import with_derivatives
 
-    program = with_derivatives(lower_source(source, cert["source"].get("name", "source.diag")), second=False)
+    program, graphs = split_program(lower_source(source, cert["source"].get("name", "source.diag")))
+    if cert.get("graphs", []) != [graph_claim(g) for g in graphs.values()]:
+        raise CertificateError("the certificate's graph diagrams (gathers, sums over edges, parts) differ from "
+                               "the source's")
+    program = with_derivatives(program, second=False)
     declared = {d.name: d for d in program.diagrams}
     verdicts = {v.diagram: v for v in check_program(program)}
     module = module_from_text(module_text, "certified")

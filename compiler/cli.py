@@ -215,7 +215,9 @@ def _compile(args) -> int:
         from .api import checked_program
         from .plan import explain, plan_diagram
 
-        program = checked_program(source, args.file)
+        from .graph import split_program
+
+        program = split_program(checked_program(source, args.file))[0]  # graph diagrams: their parts
         sys.stdout.write("".join(explain(plan_diagram(d)) for d in program.diagrams))
         if args.output is None:
             return 0

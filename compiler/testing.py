@@ -69,7 +69,7 @@ def act(t, g, x):
     t = _as_type(t)
     g = np.asarray(g, dtype=object) if isinstance(g, list) else np.asarray(g)
     x = np.asarray(x)
-    if t.family == "weight":
+    if t.family in ("weight", "edges"):  # invariant: no geometric leg
         return x
     if t.family == "sph":
         return np.einsum("ij,...j->...i", wigner_d(t.irrep, g), x)

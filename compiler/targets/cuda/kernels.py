@@ -45,7 +45,8 @@ MIX_REGISTERS = 72
 MIX_SHAPES = ((4, 2), (2, 2), (4, 1), (2, 1), (1, 2), (1, 1))  # (per_thread, rows_per_warp), best first
 MIX_CHUNK = 16
 
-_IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+#: a leading underscore only on generated diagrams (a graph diagram's _NAME_edge / _NAME_node)
+_IDENTIFIER = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
