@@ -1,0 +1,232 @@
+"""Graphs in the language: edge lists, gathers, sums over edges (compiler/graph.py, graph_emit.py)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compiler
+from compiler.errors import DiagError
+from compiler.testing import assert_equivariant
+
+ROOT = Path(__file__).resolve().parent.parent
+OPS = compiler.load(ROOT / "diagrams" / "gnn.diag")
+
+SOURCE = """group O3
+diagram conv(Y: cart2(0e+1o+2e)[n,c], f: scalar[e,c], s: scalar[n,c], W: weight[c,d],
+             src: edges[e,n], dst: edges[e,n]) -> (M: cart2(0e+1o+2e)[n,d], m: vec[e,c]) {
+    M[n,d,i,j] = W[c,d] (dst[e,n] src[e,m] f[e,c] Y[m,c,i,j] + dst[e,n] f[e,c] Y[n,c,j,i]
+                 + s[n,c] Y[n,c,i,j])
+    m[e,c,i] = src[e,p] dst[e,q] eps[i,j,k] Y[p,c,j,k] s[q,c]
+}
+"""
+CONV = compiler.load_source(SOURCE, "conv")
+
+
+def _graph(N=6, E=15, C=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng, N, E, C, rng.integers(0, N, E), rng.integers(0, N, E)
+
+
+def reference_conv(Y, f, s, W, src, dst):
+    """Edge by edge, independent of diagc."""
+    N, C = Y.shape[:2]
+    M = np.einsum("cd,ncij->ndij", W, s[:, :, None, None] * Y)
+    m = np.zeros((len(src), C, 3))
+    eps = np.zeros((3, 3, 3))
+    eps[0, 1, 2] = eps[1, 2, 0] = eps[2, 0, 1] = 1
+    eps[0, 2, 1] = eps[2, 1, 0] = eps[1, 0, 2] = -1
+    for e, (a, b) in enumerate(zip(src, dst)):
+        M[b] += np.einsum("cd,cij->dij", W, f[e][:, None, None] * (Y[a] + Y[b].transpose(0, 2, 1)))
+        m[e] = np.einsum("ijk,cjk->ci", eps, Y[a]) * s[b][:, None]
+    return M, m
+
+
+def conv_args(seed=0):
+    rng, N, E, C, src, dst = _graph(seed=seed)
+    return (rng.normal(size=(N, C, 3, 3)), rng.normal(size=(E, C)), rng.normal(size=(N, C)),
+            rng.normal(size=(C, 2)), src, dst)
+
+
+def test_values_numpy_torch_jax_and_exact():
+    args = conv_args()
+    ref = reference_conv(*args)
+    for got in (CONV.conv(*args), [t.numpy() for t in CONV.conv(*(torch.tensor(a) for a in args))]):
+        for a, b in zip(got, ref):
+            assert np.abs(a - b).max() < 1e-12
+    jax = pytest.importorskip("jax")
+    jax.config.update("jax_enable_x64", True)
+    jargs = [jax.numpy.asarray(a) for a in args]
+    for fn in (CONV.conv, jax.jit(CONV.conv)):
+        for a, b in zip(fn(*jargs), ref):
+            assert np.abs(np.asarray(a) - b).max() < 1e-12
+    # exact: numpy object arrays of Fractions, the same identity with no rounding
+    ints = [np.vectorize(lambda x: Fraction(int(round(4 * x))), otypes=[object])(a) for a in args[:4]]
+    exact = CONV.conv(*ints, args[4], args[5])
+    ref_exact = reference_conv(*[a.astype(float) for a in ints], args[4], args[5])
+    assert exact[0].dtype == object and all(isinstance(x, Fraction) for x in exact[0].flat)
+    assert np.array_equal(exact[0].astype(float), ref_exact[0])
+
+
+def test_the_checker_proves_it_and_refuses_a_wrong_parity():
+    verdicts = compiler.check_source(SOURCE)
+    assert all(v.ok for v in verdicts)
+    lemmas = [l for p in verdicts[0].proofs for l in p.lemmas]
+    assert "src: edge list (incidence matrix), no geometric leg: invariant" in lemmas
+    bad = SOURCE.replace("m: vec[e,c]", "m: axial[e,c]")
+    (v,) = compiler.check_source(bad)
+    assert not v.ok and "inversion" in v.error.message
+
+
+def test_equivariance_of_the_emitted_functions():
+    _, N, E, C, src, dst = _graph()
+    sizes = {"n": N, "e": E, "c": C, "d": 2}
+    assert_equivariant(lambda Y, f, s, W: CONV.conv(Y, f, s, W, src, dst),
+                       ["cart2(0e+1o+2e)[n,c]", "scalar[e,c]", "scalar[n,c]", "weight[c,d]"],
+                       ["cart2(0e+1o+2e)[n,d]", "vec[e,c]"], batch=(), channel_sizes=sizes)
+    assert_equivariant(lambda *a: OPS.painn_message(*a, src, dst),
+                       ["scalar[n,c]"] * 3 + ["vec[n,c]"] + ["scalar[e,c]"] * 3 + ["vec[e]"],
+                       ["scalar[n,c]", "vec[n,c]"], batch=(), channel_sizes=sizes)
+    with pytest.raises(AssertionError):  # the test can fail: a vector output declared scalar-like
+        assert_equivariant(lambda *a: OPS.painn_message(*a, src, dst)[1],
+                           ["scalar[n,c]"] * 3 + ["vec[n,c]"] + ["scalar[e,c]"] * 3 + ["vec[e]"],
+                           ["scalar[n,c,k]"], batch=(), channel_sizes=sizes)
+
+
+def test_permuting_edges_and_renumbering_nodes():
+    Y, f, s, W, src, dst = conv_args(1)
+    M, m = CONV.conv(Y, f, s, W, src, dst)
+    perm = np.random.default_rng(5).permutation(len(src))
+    M2, m2 = CONV.conv(Y, f[perm], s, W, src[perm], dst[perm])
+    assert np.abs(M2 - M).max() < 1e-12 and np.abs(m2 - m[perm]).max() < 1e-12
+    nodes = np.random.default_rng(6).permutation(len(Y))  # node k becomes node nodes[k]
+    inv = np.argsort(nodes)
+    M3, _ = CONV.conv(Y[inv], f, s[inv], W, nodes[src], nodes[dst])
+    assert np.abs(M3[nodes] - M).max() < 1e-12
+
+
+def test_vjp_against_autograd_and_gradcheck():
+    args = [torch.tensor(a) for a in conv_args(2)]
+    Y, f, s, W = (a.clone().requires_grad_(True) for a in args[:4])
+    src, dst = args[4], args[5]
+    M, m = CONV.conv(Y, f, s, W, src, dst)
+    dM, dm = torch.randn_like(M), torch.randn_like(m)
+    auto = torch.autograd.grad((M * dM).sum() + (m * dm).sum(), (Y, f, s, W))
+    vjp = CONV.conv_vjp(Y, f, s, W, src, dst, dM, dm)
+    assert vjp[4] is None and vjp[5] is None
+    for a, b in zip(vjp[:4], auto):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    # the reference's own autograd (independent of diagc's derivative and its gathers)
+    ref = reference_conv(*[a.detach().numpy() for a in (Y, f, s, W)], src.numpy(), dst.numpy())
+    assert np.abs(M.detach().numpy() - ref[0]).max() < 1e-12
+    small = [torch.tensor(a).requires_grad_(True) for a in conv_args(3)[:4]]
+    fn = lambda *x: CONV.conv(*x, src, dst)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, small)
+    assert torch.autograd.gradgradcheck(fn, small)
+    vjp_fn = lambda *x: OPS.tensornet_message_vjp(x[0], x[1], src, dst, x[2])[:2]  # noqa: E731
+    Yt = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    ft = torch.randn(15, 3, dtype=torch.float64, requires_grad=True)
+    dMt = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(vjp_fn, (Yt, ft, dMt))
+
+
+@pytest.mark.parametrize("which, value, message", [
+    ("src", np.arange(15, dtype=float) % 6, "src has dtype float64; an edge list holds integer node numbers"),
+    ("src", (np.arange(15) % 2).astype(bool), "src has dtype bool"),
+    ("dst", np.zeros((15, 1), dtype=int), "dst has shape (15, 1); an edge list is one-dimensional"),
+    ("dst", np.zeros(14, dtype=int), "dst has shape (14,); expected (15,), one node per edge, e = 15 from f"),
+    ("src", np.r_[np.zeros(14, dtype=int), 6], "src holds node 6, outside 0..5 (n = 6 from Y)"),
+    ("dst", np.r_[np.zeros(14, dtype=int), -1], "dst holds node -1, outside 0..5 (n = 6 from Y)"),
+])
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_bad_edge_lists(which, value, message, library):
+    args = list(conv_args())
+    args[4 if which == "src" else 5] = value
+    if library == "torch":
+        args = [torch.tensor(a) for a in args]
+    with pytest.raises(ValueError) as err:
+        CONV.conv(*args)
+    assert str(err.value).replace("torch.", "").startswith(message)
+
+
+def test_bad_node_and_edge_arrays():
+    Y, f, s, W, src, dst = conv_args()
+    with pytest.raises(ValueError, match=r"Y has shape \(1, 6, 3, 3, 3\); expected \(n, c, 3, 3\): arguments of conv"):
+        CONV.conv(Y[None], f, s, W, src, dst)
+    with pytest.raises(ValueError, match=r"s has shape \(5, 3\); expected \(\.\.\., n, c\) with n = 6 from Y"):
+        CONV.conv(Y, f, s[:5], W, src, dst)
+    with pytest.raises(ValueError, match=r"W has shape \(3, 2, 1\)"):
+        CONV.conv(Y, f, s, W[..., None], src, dst)
+
+
+def test_out_buffers():
+    args = conv_args()
+    M, m = CONV.conv(*args)
+    out = (np.empty_like(M), np.empty_like(m))
+    assert CONV.conv(*args, out=out) is out
+    assert np.array_equal(out[0], M) and np.array_equal(out[1], m)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("diagram f(v: vec[c,n], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = src[e,n] v[c,n,i] }",
+     "'v: vec[c,n]' has the graph axis 'n' after its first channel axis"),
+    ("diagram f(v: vec[n,c], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = src[e,m] v[m,c,i] }",
+     "the sum over edges 'e' has no edge list joining it to the output's node 'n'"),
+    ("diagram f(v: vec[n,c], f: scalar[e], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = src[e,n] f[e] v[m,c,i] }",
+     "node index 'm' is on no edge list"),
+    ("diagram f(v: vec[n,c], src: edges[e,n]) -> w: vec[c] { w[c,i] = src[e,n] v[n,c,i] }",
+     "outputs of a graph diagram are per node or per edge"),
+    ("diagram f(v: vec[n,c], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = v[m,c,i] }",
+     "node index 'm' is summed over every node"),
+    ("diagram f(v: vec[n,c], src: edges[e,n], b: edges[k,n]) -> w: vec[n,c] { w[n,c,i] = src[e,n] v[n,c,i] }",
+     "a diagram has one edge set and one node set"),
+    ("diagram f(v: vec[n,c], src: edges[e,n,c]) -> w: vec[n,c] { w[n,c,i] = v[n,c,i] }",
+     "'edges' takes two axes"),
+])
+def test_diagrams_it_refuses_with_a_position(tmp_path, text, message):
+    with pytest.raises(DiagError) as err:
+        compiler.compile_source(text, "g.diag")
+    assert message in str(err.value) and str(err.value).startswith("g.diag:1:")
+    path = tmp_path / "g.diag"
+    path.write_text(text + "\n")
+    run = subprocess.run([sys.executable, "-m", "compiler", "check", str(path)], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert run.returncode == 2 and message in run.stderr and "Traceback" not in run.stderr
+
+
+def test_certificate_covers_graph_diagrams(tmp_path):
+    src = tmp_path / "conv.diag"
+    src.write_text(SOURCE)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "compiler", *a], capture_output=True,  # noqa: E731
+                                    text=True, cwd=ROOT)
+    assert run("prove", str(src), "-o", str(tmp_path / "cert")).returncode == 0
+    import json
+
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    (claim,) = cert["graphs"]
+    assert claim["parts"] == ["_conv_edge", "_conv_node"]
+    assert {(g["input"], g["edge_list"]) for g in claim["gathers"]} == {("Y", "src"), ("Y", "dst"), ("s", "dst")}
+    assert "_conv_edge" in [d["name"] for d in cert["diagrams"]]
+    ok = run("verify", str(tmp_path / "cert"))
+    assert ok.returncode == 0, ok.stderr
+    claim["gathers"] = claim["gathers"][1:]  # a tampered claim is caught
+    (tmp_path / "cert" / "certificate.json").write_text(json.dumps(cert))
+    bad = run("verify", str(tmp_path / "cert"))
+    assert bad.returncode == 1 and "graph diagrams" in bad.stdout + bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_cuda_target_compiles_the_per_edge_work(tmp_path):
+    text = compiler.compile_source(SOURCE, "conv.diag", target="cuda")
+    assert "diagc__conv_edge_kernel_f64" in text
+    (tmp_path / "conv.cu").write_text(text)
+    run = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(tmp_path / "conv.cu"), "-o", str(tmp_path / "conv.o")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
