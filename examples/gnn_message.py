@@ -1,5 +1,5 @@
 """PaiNN's interaction message (Schuett, Unke & Gastegger 2021, eqs. 7-8) with its equivariant part
-as one diagram: ``painn_message`` of ``diagrams/gnn.diag`` (gather at each edge's source, gated
+as one diagram: ``painn_message`` of ``examples/gnn.diag`` (gather at each edge's source, gated
 per-edge products, sum over the edges arriving at each node), checked O(3)-equivariant by diagc.
 
 The invariant parts stay in torch: phi (Linear, SiLU, Linear on the scalar features, C -> 3C) and the
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 import compiler  # noqa: E402
 
-OPS = compiler.load(ROOT / "diagrams" / "gnn.diag")
+OPS = compiler.load(ROOT / "examples" / "gnn.diag")
 
 
 def radial_basis(d: torch.Tensor, num_rbf: int, cutoff: float) -> torch.Tensor:

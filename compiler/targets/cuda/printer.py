@@ -119,8 +119,11 @@ def print_program(program: CudaProgram) -> str:
 
 def generate_cuda(program: Program) -> str:
     """The text of one standalone CUDA C++ source for a checked program (a graph diagram gives the
-    kernels of its per-edge and per-node work, ``_NAME_edge`` / ``_NAME_node``; gathers and
-    scatters stay in the array library)."""
+    kernels of its per-edge and per-node work, ``_NAME_edge`` / ``_NAME_node``, and where the
+    per-edge work is elementwise one fused gather - product - sum-over-edges kernel,
+    :mod:`.graph`)."""
     from ...graph import split_program
+    from .graph import graph_section
 
-    return print_program(lower_program(split_program(program)[0]))
+    parts, graphs = split_program(program)
+    return print_program(lower_program(parts)) + graph_section(graphs)

@@ -1,0 +1,216 @@
+"""The fused gather - per-edge product - sum-over-edges kernel of a graph diagram (CUDA target).
+
+A graph diagram (:mod:`compiler.graph`) whose per-edge diagram ``_NAME_edge`` lowers to an
+elementwise kernel gets, beside that diagram's own kernels, one kernel for the whole message-passing
+step: a thread per (edge, channel) element reads each gathered input at its edge list's node and each
+per-edge input at the edge, evaluates ``diagc__NAME_edge<T>`` in registers, and adds each message
+into its node with ``atomicAdd`` (a per-edge output is stored at the edge). No per-edge intermediate
+goes through global memory. Lowering (this module's dataclasses) and printing (:func:`print_graph`)
+are kept apart as in the rest of the target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import DiagError
+from ...graph import GraphDiagram
+from .kernels import PRECISIONS, ElementwiseKernel, lower_diagram
+from .printer import _product
+
+#: threads a block of the graph kernel
+THREADS = 128
+
+
+@dataclass(frozen=True)
+class GraphRow:
+    """Where edge b finds input ``input`` of the per-edge kernel: row b (per edge), row ``list[b]``
+    of the node array (a gather through ``edge_list``), or no row (shared by every edge)."""
+
+    input: str
+    edge_list: str | None
+    batched: bool
+
+
+@dataclass(frozen=True)
+class GraphOut:
+    """Result ``result`` of the per-edge kernel: added into row ``list[b]`` of output ``output``
+    (``edge_list`` set: a sum over edges, atomicAdd), or stored at row b of a per-edge output."""
+
+    result: str
+    output: str
+    edge_list: str | None
+
+
+@dataclass(frozen=True)
+class GraphKernel:
+    name: str  # the graph diagram's
+    edge: ElementwiseKernel
+    rows: tuple[GraphRow, ...]  # one per edge.inputs
+    outs: tuple[GraphOut, ...]  # one per edge.results
+    lists: tuple[str, ...]  # the edge lists it reads, in the diagram's order
+
+
+def lower_graph(g: GraphDiagram) -> GraphKernel | None:
+    """The fused kernel of a graph diagram, or None when its per-edge diagram has no elementwise
+    kernel (channel mixing, outputs with different channel axes): then its parts' kernels only."""
+    if g.edge_part is None:
+        return None
+    try:
+        k = lower_diagram(g.edge_part)
+    except DiagError:
+        return None
+    if not isinstance(k, ElementwiseKernel):
+        return None
+    gathers = {x.name: x for x in g.gathers}
+    rows = tuple(GraphRow(i.name, gathers[i.name].edges if i.name in gathers else None,
+                          i.name in gathers or i.name in g.per_edge) for i in k.inputs)
+    scatters = {s.message: s for s in g.scatters}
+    outs = tuple(GraphOut(r.name, scatters[r.name].output if r.name in scatters else r.name,
+                          scatters[r.name].edges if r.name in scatters else None) for r in k.results)
+    used = {r.edge_list for r in rows} | {o.edge_list for o in outs}
+    return GraphKernel(g.diagram.name, k, rows, outs, tuple(n for n in g.edge_lists if n in used))
+
+
+def graph_kernel_symbol(name: str, suffix: str) -> str:
+    return f"diagc_{name}_graph_kernel_{suffix}"
+
+
+def graph_launcher_symbol(name: str, suffix: str) -> str:
+    return f"diagc_{name}_graph_{suffix}"
+
+
+def _outputs(gk: GraphKernel) -> list[str]:
+    """The graph function's outputs the kernel writes, each once (two results may sum into one)."""
+    return list(dict.fromkeys(o.output for o in gk.outs))
+
+
+def _element_function(gk: GraphKernel) -> list[str]:
+    k = gk.edge
+    n = len(k.channels)
+    chans = _product([f"ch{p}" for p in range(n)])
+    lines = [
+        "template <typename T>",
+        f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_element(",
+        "    const long long b, const long long c,",
+    ]
+    lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
+    lines += [f"    const T* __restrict__ in_{i.name}," for i in k.inputs]
+    lines += [f"    T* __restrict__ out_{o}," for o in _outputs(gk)]
+    lines.append("    const long long " + ", const long long ".join(f"ch{p}" for p in range(n)) + ")"
+                 if n else "    const long long unused)")
+    lines += ["{", f"    const long long chans = {chans};", "    (void)chans;"]
+    if any(not v.dense and v.places for v in k.views):
+        for p in range(n):
+            lines.append(f"    const long long i{p} = (c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p};")
+    rows = {r.input: r for r in gk.rows}
+    for r in gk.rows:
+        if r.edge_list is not None:
+            lines.append(f"    const long long row_{r.input} = list_{r.edge_list}[b];")
+        elif r.batched:
+            lines.append(f"    const long long row_{r.input} = b;")
+    for j, v in enumerate(k.views):
+        r = rows[v.input]
+        if v.dense:
+            at = f"row_{v.input} * chans + c" if r.batched else "c"
+        else:
+            inner = "0LL"
+            for p in v.places:
+                inner = f"{inner} * ch{p} + i{p}" if inner != "0LL" else f"i{p}"
+            per_row = _product([f"ch{p}" for p in v.places])
+            at = f"row_{v.input} * {per_row} + {inner}" if r.batched else inner
+        lines.append(f"    const T* view{j} = in_{v.input} + ({at}) * {v.size};")
+    for res in k.results:
+        lines.append(f"    T r_{res.name}[{res.size}];")
+    args = [f"view{j}" for j in range(len(k.views))] + [f"r_{res.name}" for res in k.results]
+    lines.append(f"    diagc_{k.name}<T>({', '.join(args)});")
+    for o, res in zip(gk.outs, k.results):
+        if o.edge_list is not None:
+            lines.append(f"    T* const to_{o.output}_{res.name} = out_{o.output} + (list_{o.edge_list}[b] * chans + c) * {res.size};")
+            lines.append(f"    for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(to_{o.output}_{res.name} + g, "
+                         f"r_{res.name}[g]);")
+        else:
+            lines.append(f"    for (int g = 0; g < {res.size}; ++g) out_{o.output}[(b * chans + c) * {res.size} + g] = "
+                         f"r_{res.name}[g];")
+    lines.append("}")
+    return lines
+
+
+def print_graph(gk: GraphKernel) -> str:
+    """The text of one graph kernel: the element function (host and device), the float and double
+    kernels and their host launchers (nvcc builds)."""
+    k = gk.edge
+    n = len(k.channels)
+    ch_params = "".join(f", const long long ch{p}" for p in range(n))
+    ch_args = ", ".join(f"ch{p}" for p in range(n)) or "0LL"
+    outs = _outputs(gk)
+    lines = ["", f"// ---- {gk.name}: gather, per-edge product ({k.name}), sum over edges; one thread per (edge, channel)",
+             "// Messages are added into the node outputs (atomicAdd): pass them zeroed, or holding the per-node",
+             "// terms. Edge lists are int64 node numbers, checked by the caller (0 <= node < nodes)."]
+    for r in gk.rows:
+        what = (f"the per-node input read at list_{r.edge_list}[edge]" if r.edge_list is not None
+                else "per edge" if r.batched else "shared by every edge")
+        lines.append(f"//   in_{r.input}: {what}")
+    lines.append("")
+    lines += _element_function(gk)
+    lines += ["", "#if defined(__CUDACC__) || defined(__CUDACC_RTC__)"]
+    for suffix, ctype in PRECISIONS:
+        lines += [
+            "",
+            f'extern "C" __global__ void __launch_bounds__({THREADS}) {graph_kernel_symbol(gk.name, suffix)}(',
+        ]
+        lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
+        lines += [f"    const {ctype}* __restrict__ in_{i.name}," for i in k.inputs]
+        lines += [f"    {ctype}* __restrict__ out_{o}," for o in outs]
+        lines += [f"    const long long edges{ch_params})", "{",
+                  f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
+                  f"    const long long el = (long long)blockIdx.x * {THREADS} + threadIdx.x;",
+                  "    if (el >= edges * chans) return;",
+                  f"    diagc_{gk.name}_graph_element<{ctype}>(el / chans, el % chans, "
+                  + "".join(f"list_{name}, " for name in gk.lists)
+                  + "".join(f"in_{i.name}, " for i in k.inputs)
+                  + "".join(f"out_{o}, " for o in outs) + f"{ch_args});",
+                  "}"]
+    lines += ["#endif  // device code", "", "#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)"]
+    for suffix, ctype in PRECISIONS:
+        pointers = [f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs] + [f"out_{o}" for o in outs]
+        lines += [f'extern "C" int {graph_launcher_symbol(gk.name, suffix)}(']
+        lines += [f"    const long long* list_{name}," for name in gk.lists]
+        lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
+        lines += [f"    {ctype}* out_{o}," for o in outs]
+        lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}, cudaStream_t stream)", "{",
+                  "    if (edges < 0" + "".join(f" || ch{p} < 0" for p in range(n)) + ") return (int)cudaErrorInvalidValue;",
+                  f"    const long long total = edges{''.join(f' * ch{p}' for p in range(n))};",
+                  "    if (total == 0) return 0;",
+                  "    if (" + " || ".join(f"!{p}" for p in pointers) + ") return (int)cudaErrorInvalidValue;",
+                  f"    const long long blocks = (total + {THREADS - 1}) / {THREADS};",
+                  "    if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;",
+                  f"    {graph_kernel_symbol(gk.name, suffix)}<<<(unsigned)blocks, {THREADS}, 0, stream>>>("
+                  + ", ".join(pointers + ["edges"] + [f"ch{p}" for p in range(n)]) + ");",
+                  "    return (int)cudaGetLastError();", "}"]
+    lines.append("#endif  // host launchers")
+    return "\n".join(lines) + "\n"
+
+
+ATOMIC_ADD = """
+// add v into *p: atomicAdd on the device (float, and double from sm_60), a plain add on the host
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_atomic_add(T* p, const T v)
+{
+#if defined(__CUDA_ARCH__)
+    atomicAdd(p, v);
+#else
+    *p += v;
+#endif
+}
+"""
+
+
+def graph_section(graphs) -> str:
+    """The text every graph kernel of a program adds at the end of the .cu file ('' for none)."""
+    kernels = [gk for gk in (lower_graph(g) for g in graphs.values()) if gk is not None]
+    if not kernels:
+        return ""
+    return ATOMIC_ADD + "".join(print_graph(gk) for gk in kernels)
+
+
