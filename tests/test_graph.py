@@ -126,14 +126,18 @@ def test_vjp_against_autograd_and_gradcheck():
     # the reference's own autograd (independent of diagc's derivative and its gathers)
     ref = reference_conv(*[a.detach().numpy() for a in (Y, f, s, W)], src.numpy(), dst.numpy())
     assert np.abs(M.detach().numpy() - ref[0]).max() < 1e-12
-    small = [torch.tensor(a).requires_grad_(True) for a in conv_args(3)[:4]]
-    fn = lambda *x: CONV.conv(*x, src, dst)  # noqa: E731
+    # numerical checks on a small graph (3 nodes, 4 edges, one channel: a few hundred evaluations)
+    rng = np.random.default_rng(3)
+    s_src, s_dst = torch.tensor([0, 1, 2, 2]), torch.tensor([1, 1, 0, 2])
+    small = [torch.tensor(rng.normal(size=shape)).requires_grad_(True)
+             for shape in ((3, 1, 3, 3), (4, 1), (3, 1), (1, 1))]
+    fn = lambda *x: CONV.conv(*x, s_src, s_dst)  # noqa: E731
     assert torch.autograd.gradcheck(fn, small)
     assert torch.autograd.gradgradcheck(fn, small)
-    vjp_fn = lambda *x: OPS.tensornet_message_vjp(x[0], x[1], src, dst, x[2])[:2]  # noqa: E731
-    Yt = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
-    ft = torch.randn(15, 3, dtype=torch.float64, requires_grad=True)
-    dMt = torch.randn(6, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    vjp_fn = lambda *x: OPS.tensornet_message_vjp(x[0], x[1], s_src, s_dst, x[2])[:2]  # noqa: E731
+    Yt = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    ft = torch.randn(4, 1, dtype=torch.float64, requires_grad=True)
+    dMt = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(vjp_fn, (Yt, ft, dMt))
 
 
