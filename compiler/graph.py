@@ -156,6 +156,9 @@ def split_graph(d: Diagram) -> GraphDiagram:
                 if stray:
                     raise DiagTypeError(f"{where}: node index '{stray[0]}' is summed over every node; a per-node term "
                                         f"uses the output's node index '{own}' only", term.pos)
+                if own not in (i for n in term.nodes for i in n.indices):
+                    raise DiagTypeError(f"{where}: a per-node term needs a per-node factor (its value would be the "
+                                        "same at every node)", term.pos)
                 node_eqs.setdefault(eq.target, []).append(_strip(term, {}, set(nodes_of), inputs, None))
                 continue
             if not edges_of:

@@ -189,6 +189,8 @@ def test_out_buffers():
      "outputs of a graph diagram are per node or per edge"),
     ("diagram f(v: vec[n,c], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = v[m,c,i] }",
      "node index 'm' is summed over every node"),
+    ("diagram f(v: vec[n,c], a: vec[c], src: edges[e,n]) -> w: vec[n,c] { w[n,c,i] = v[n,c,i] + a[c,i] }",
+     "a per-node term needs a per-node factor"),
     ("diagram f(v: vec[n,c], src: edges[e,n], b: edges[k,n]) -> w: vec[n,c] { w[n,c,i] = src[e,n] v[n,c,i] }",
      "a diagram has one edge set and one node set"),
     ("diagram f(v: vec[n,c], src: edges[e,n,c]) -> w: vec[n,c] { w[n,c,i] = v[n,c,i] }",
