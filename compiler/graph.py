@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .errors import DiagError, DiagTypeError
-from .ir import Diagram, Equation, Node, Program, Tensor, TensorNetwork
+from .ir import Diagram, Equation, Program, Tensor, TensorNetwork
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,6 @@ def split_graph(d: Diagram) -> GraphDiagram:
     if not per_node and not per_edge:
         raise DiagTypeError(f"graph diagram '{d.name}' has no per-node or per-edge input", d.pos)
 
-    inputs = {t.name: t for t in d.inputs}
     taken = {t.name for t in d.inputs + d.outputs} | {d.name}
     gathers: dict[tuple[str, str], Gather] = {}
     scatters: dict[tuple[str, str], Scatter] = {}
@@ -159,7 +158,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
                 if own not in (i for n in term.nodes for i in n.indices):
                     raise DiagTypeError(f"{where}: a per-node term needs a per-node factor (its value would be the "
                                         "same at every node)", term.pos)
-                node_eqs.setdefault(eq.target, []).append(_strip(term, {}, set(nodes_of), inputs, None))
+                node_eqs.setdefault(eq.target, []).append(_strip(term, {}, set(nodes_of)))
                 continue
             if not edges_of:
                 raise DiagTypeError(f"{where}: a per-edge output needs its edge index in every term", term.pos)
@@ -194,7 +193,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
                 if node.kind == "input" and node.type.family != "edges" and node.indices[:1] and \
                         node.indices[0] in joined:
                     names[id(node)] = gathered(node.name, joined[node.indices[0]])
-            stripped = _strip(term, names, set(nodes_of) | {e}, inputs, e)
+            stripped = _strip(term, names, set(nodes_of) | {e})
             if per_node_out:
                 key = (eq.target, scatter)
                 if key not in scatters:
@@ -235,7 +234,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
                         tuple(shared), gather_list, tuple(scatters.values()), edge_part, node_part)
 
 
-def _strip(term: TensorNetwork, names: dict, graph_labels: set, inputs: dict, edge) -> TensorNetwork:
+def _strip(term: TensorNetwork, names: dict, graph_labels: set) -> TensorNetwork:
     """The term without its edge lists and graph indices: per-node factors renamed to their gathered
     argument (``names``, by node identity), graph axes dropped from every factor and the output."""
     nodes = []
