@@ -35,7 +35,7 @@ from .errors import DiagError
 from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
 
-PRIME = 67108859  # the largest prime below 2**26: products of two residues stay below 2**52
+PRIME = 2097143  # the largest prime below 2**21: a sum of 2048 products of residues stays below 2**53
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
 MAX_LEGS_GENERAL = 12  # the same with an input of rank > 2 (slower canonical form by search)
 MAX_DIMENSION = 5000  # larger spaces are refused, before any work: the exact rank step grows like
@@ -604,37 +604,103 @@ def enumerate_basis(request: Request, seed: int = 0) -> Basis:
     ordered = sorted(unique.items(), key=lambda kv: _preference(setup, kv[1], kv[0]))
     timings["candidates"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
     elements = []
     if expected and ordered:
-        out_labels = list(_LABELS[:request.output.rank])
-        out_size = 3 ** request.output.rank
-        term_lists = [(cand, _element_terms(setup, cand)) for _, cand in ordered]
-        # Each point gives several coordinates, though not always independent ones: start with a few
-        # more coordinates than the dimension and add points until the rank is reached (at most one
-        # point per dimension, where every coordinate set is generic enough).
-        n_points = max(2, math.ceil((expected + 16) / _independent_size(request.output)) + 1)
-        timings["evaluate"] = timings["rank"] = 0.0
-        while True:
-            t0 = time.perf_counter()
-            points = random_points(request, n_points, seed)
-            rows = [evaluate(terms, points, out_labels, n_points).reshape(-1) if terms
-                    else np.zeros(n_points * out_size, dtype=np.int64) for _, terms in term_lists]
-            timings["evaluate"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            chosen = _first_independent(np.array(rows), PRIME)
-            timings["rank"] += time.perf_counter() - t0
-            if len(chosen) >= expected or n_points >= expected + 8:
-                break
-            n_points = min(2 * n_points, expected + 8)
-        for k in chosen:
-            cand, terms = term_lists[k]
-            elements.append(_element(setup, cand, terms))
+        cands = [cand for _, cand in ordered]
+        if _multilinear(setup):
+            chosen = _rank_multilinear(setup, cands, expected, seed, timings)
+            elements = [_element(setup, cands[k], _element_terms(setup, cands[k])) for k in chosen]
+        else:
+            elements = _rank_general(setup, cands, expected, seed, timings)
     if len(elements) != expected:
         raise EnumerationError(
             f"internal error: found {len(elements)} independent contractions for {request} but character "
             f"theory counts {expected}; this is a bug in diagc, please report it")
     return Basis(request, tuple(elements), expected, n_candidates, len(unique), PRIME, timings)
+
+
+_BLOCK = 512  # candidates evaluated and offered to the rank profile at a time
+
+
+def _rank_general(setup: _Setup, cands: list[_Candidate], expected: int, seed: int, timings: dict) -> list[Element]:
+    """The first independent candidates (each projected onto the output's symmetry), by evaluation of
+    their networks at random points of the inputs."""
+    import time
+
+    request = setup.request
+    out_labels = list(_LABELS[:request.output.rank])
+    out_size = 3 ** request.output.rank
+    term_lists = [_element_terms(setup, cand) for cand in cands]
+    # Each point gives several coordinates, though not always independent ones: start with a few
+    # more coordinates than the dimension and add points until the rank is reached (at most one
+    # point per dimension, where every coordinate set is generic enough).
+    n_points = max(2, math.ceil((expected + 16) / _independent_size(request.output)) + 1)
+    timings["evaluate"] = timings["rank"] = 0.0
+    while True:
+        t0 = time.perf_counter()
+        points = random_points(request, n_points, seed)
+        timings["evaluate"] += time.perf_counter() - t0
+        profile = RankProfile(n_points * out_size, expected)
+        for first in range(0, len(cands), _BLOCK):
+            t0 = time.perf_counter()
+            rows = [evaluate(terms, points, out_labels, n_points).reshape(-1) if terms
+                    else np.zeros(n_points * out_size, dtype=np.int64) for terms in term_lists[first:first + _BLOCK]]
+            timings["evaluate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            profile.add(rows)
+            timings["rank"] += time.perf_counter() - t0
+            if profile.done:
+                break
+        if profile.done or n_points >= expected + 8:
+            break
+        n_points = min(2 * n_points, expected + 8)
+    return [_element(setup, cands[k], term_lists[k]) for k in profile.kept]
+
+
+def _multilinear(setup: _Setup) -> bool:
+    """Every input used once, no declared symmetry on any input or on the output, an even number of
+    legs: the candidates are bare perfect matchings of the legs (no eps, no projection)."""
+    request = setup.request
+    return (all(i.degree <= 1 and not i.type.symmetry for i in request.inputs) and not request.output.symmetry
+            and len(setup.legs) % 2 == 0 and len(setup.legs) > 0)
+
+
+def _rank_multilinear(setup: _Setup, cands: list[_Candidate], expected: int, seed: int, timings: dict) -> list[int]:
+    """The first independent matchings, by evaluation at random product points.
+
+    A matching M of the legs is a multilinear form on V^{⊗legs}; at a product point u_1 ⊗ ... ⊗ u_n
+    (one vector per leg: every input is the tensor product of its legs' vectors, the output is
+    contracted with its legs' vectors) its value is ∏_{(a,b) in M} u_a·u_b. Product points span the
+    tensor space, so the forms are independent iff their values at generic points are: one
+    coordinate per point, a few more points than the dimension, n products per value.
+    """
+    import time
+
+    position = {leg: k for k, leg in enumerate(setup.legs)}
+    p = PRIME
+    timings["evaluate"] = timings["rank"] = 0.0
+    for attempt, extra in enumerate((16, 64)):
+        t0 = time.perf_counter()
+        n_points = expected + extra
+        rng = np.random.default_rng(seed + attempt)
+        u = rng.integers(0, p, size=(n_points, len(setup.legs), 3), dtype=np.int64)
+        gram = np.einsum("nai,nbi->abn", u, u) % p  # (legs, legs, points): below 3 p**2 < 2**63
+        timings["evaluate"] += time.perf_counter() - t0
+        profile = RankProfile(n_points, expected)
+        for first in range(0, len(cands), _BLOCK):
+            t0 = time.perf_counter()
+            block = cands[first:first + _BLOCK]
+            pairs = np.array([[(position[a], position[b]) for a, b in c.pairs] for c in block], dtype=np.intp)
+            rows = gram[pairs[:, 0, 0], pairs[:, 0, 1]]
+            for j in range(1, pairs.shape[1]):
+                rows = rows * gram[pairs[:, j, 0], pairs[:, j, 1]] % p
+            timings["evaluate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            profile.add(rows)
+            timings["rank"] += time.perf_counter() - t0
+            if profile.done:
+                return profile.kept
+    return profile.kept
 
 
 def _enumerate_spherical(request: Request, expected: int) -> Basis:
@@ -733,25 +799,123 @@ def _independent_size(t: TensorType) -> int:
     return n
 
 
-def _first_independent(matrix: np.ndarray, p: int) -> list[int]:
-    """Indices of the rows that are independent of the rows before them, mod p (the rank profile)."""
-    import flint
+# ------------------------------------------------------------------------------------------------
+# exact rank profile modulo a prime, in blocks (float64 BLAS, no rounding)
+# ------------------------------------------------------------------------------------------------
 
-    n, m = matrix.shape
-    if n == 0:
-        return []
-    # columns of the transpose are the candidates: the pivot columns of its rref are the first
-    # independent candidates
-    t = flint.nmod_mat(m, n, [int(v) for v in matrix.T.reshape(-1)], p)
-    r, rank = t.rref()
-    pivots = []
-    col = 0
-    for row in range(rank):
-        while int(r[row, col]) == 0:
-            col += 1
-        pivots.append(col)
-        col += 1
-    return pivots
+_INNER = 4096  # the longest inner dimension of one product: 4096 products of balanced residues < 2**53
+_LEAF = 16  # rows eliminated one by one; larger blocks are split in two
+
+
+def _mod(x: np.ndarray, p: int) -> np.ndarray:
+    """x reduced mod p in place to the balanced residue in [-p/2 - 1, p/2 + 1], for float64 integers
+    |x| < 2**53: the quotient is rounded in floating point (exact up to one unit, hence the margin)
+    and q * p, x - q * p are exact. Four passes over x; no correction step."""
+    q = x * (1.0 / p)
+    np.rint(q, out=q)
+    q *= p
+    x -= q
+    return x
+
+
+def _matmul_mod(a: np.ndarray, b: np.ndarray, p: int) -> np.ndarray:
+    """a @ b mod p for balanced residues, exact: the inner dimension is cut into _INNER-long pieces."""
+    n = a.shape[1]
+    if n <= _INNER:
+        return _mod(a @ b, p)
+    out = np.zeros((a.shape[0], b.shape[1]))
+    for k in range(0, n, _INNER):
+        out += _mod(a[:, k:k + _INNER] @ b[k:k + _INNER], p)
+    return _mod(out, p)
+
+
+class RankProfile:
+    """The first rows, in the order given, that are independent of the rows before them, mod p.
+
+    Rows come in blocks (``add``); the kept rows are held in reduced echelon form (each kept row is 1
+    at its own pivot column and 0 at every other pivot column), so a new block is reduced against
+    all of them with one matrix product, and the block itself is split in halves recursively (the
+    second half reduced against the rows the first half kept, with one product). Every product has
+    balanced residues (|x| <= p/2 + 1 with p < 2**21) and an inner dimension of at most 4096, so float64
+    arithmetic is exact.
+    ``target`` stops the work once that many rows are kept (the character count: no later row can be
+    independent). Independence mod p implies independence over Q.
+    """
+
+    def __init__(self, width: int, target: int, p: int = PRIME):
+        if p >= 2 ** 21:
+            raise ValueError("RankProfile needs a prime below 2**21 (exact float64 products)")
+        self.p = p
+        self.target = target
+        self.rows = np.zeros((max(target, 1), width))
+        self.pivots: list[int] = []
+        self.kept: list[int] = []  # the indices (in the order of all rows added) of the kept rows
+        self.seen = 0
+
+    @property
+    def rank(self) -> int:
+        return len(self.pivots)
+
+    @property
+    def done(self) -> bool:
+        return self.rank >= self.target
+
+    def add(self, block) -> None:
+        """Offer the next rows (integers in [0, p)); the independent ones are kept."""
+        block = _mod(np.array(block, dtype=np.float64, ndmin=2), self.p)
+        first = self.seen
+        self.seen += len(block)
+        if self.done or not len(block):
+            return
+        r0 = self.rank
+        if r0:
+            block = _mod(block - _matmul_mod(block[:, self.pivots], self.rows[:r0], self.p), self.p)
+        self._absorb(block, first)
+        if self.rank > r0 and r0:  # keep the older rows reduced at the new pivots
+            new = self.rows[r0:self.rank]
+            old = self.rows[:r0]
+            old -= _matmul_mod(old[:, self.pivots[r0:]], new, self.p)
+            _mod(old, self.p)
+
+    def _absorb(self, block: np.ndarray, first: int) -> None:
+        """``block`` is reduced against every kept row; its kept rows are reduced among themselves."""
+        p = self.p
+        start = self.rank
+        if len(block) <= _LEAF:
+            for k in range(len(block)):
+                if self.done:
+                    return
+                row = block[k]
+                r = self.rank
+                if r > start:
+                    row = _mod(row - _mod(row[self.pivots[start:r]] @ self.rows[start:r], p), p)
+                nonzero = np.flatnonzero(row)
+                if not len(nonzero):
+                    continue
+                c = int(nonzero[0])
+                row = _mod(row * float(pow(int(row[c]) % p, p - 2, p)), p)
+                if r > start:
+                    lead = self.rows[start:r, c].copy()
+                    self.rows[start:r] -= _mod(np.outer(lead, row), p)
+                    _mod(self.rows[start:r], p)
+                self.rows[r] = row
+                self.pivots.append(c)
+                self.kept.append(first + k)
+            return
+        half = len(block) // 2
+        self._absorb(block[:half], first)
+        if self.done:
+            return
+        mid = self.rank
+        rest = block[half:]
+        if mid > start:
+            rest = _mod(rest - _matmul_mod(rest[:, self.pivots[start:mid]], self.rows[start:mid], p), p)
+        self._absorb(rest, first + half)
+        end = self.rank
+        if end > mid > start:
+            upper = self.rows[start:mid]
+            upper -= _matmul_mod(upper[:, self.pivots[mid:end]], self.rows[mid:end], p)
+            _mod(upper, p)
 
 
 # ------------------------------------------------------------------------------------------------
