@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", metavar="BASIS.diag", help="write the basis as a .diag file")
     e.add_argument("--module", metavar="OUT.py", help="write a compiled module returning the stacked basis")
     e.add_argument("--json", action="store_true", help="print one JSON object instead of the listing")
+    e.add_argument("--allow-large", action="store_true",
+                   help="lift the dimension limit (not the leg limits), e.g. for six distinct cart2 inputs -> "
+                        "cart2 (30,537 elements; minutes and gigabytes)")
 
     pr = sub.add_parser("prove", help="write a proof certificate for every diagram of a file",
                         description="Write CERT (a folder): certificate.json, report.md, one SVG picture per "
@@ -113,9 +116,9 @@ def _enumerate_limits() -> str:
     from .ir import MAX_CONSTANT_L
 
     return (f"Limits, checked before any work: a space of more than {MAX_DIMENSION:,} dimensions (the "
-            "character-theory count, all degrees together) is refused, as are requests of more than "
-            f"{MAX_LEGS} legs in total ({MAX_LEGS_GENERAL} with an input of rank above 2) and spherical "
-            f"coupling paths that need cg with l above {MAX_CONSTANT_L['cg']}.")
+            "character-theory count, all degrees together) is refused unless --allow-large is given, as are "
+            f"requests of more than {MAX_LEGS} legs in total ({MAX_LEGS_GENERAL} with an input of rank above 2) "
+            f"and spherical coupling paths that need cg with l above {MAX_CONSTANT_L['cg']}.")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,7 +274,7 @@ def _enumerate(args) -> int:
         raise DiagError("input and output names must all differ")
     specs = [(n, t, degrees[n]) for n, t in inputs]
     try:
-        found = en.enumerate_degrees(specs, out_type, args.group, out_name)
+        found = en.enumerate_degrees(specs, out_type, args.group, out_name, args.allow_large)
     except en.EnumerationError as err:
         raise DiagError(err.message) from None
     diag_text = en.to_diag(found, specs, out_type, args.group, out_name, args.name)
