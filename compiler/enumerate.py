@@ -967,11 +967,12 @@ class RankProfile:
         if r0:
             block = _mod(block - _matmul_mod(block[:, self.pivots], self.rows[:r0], p), p)
         self._absorb(block, ids)
-        if self.rank > r0 and r0:  # keep the older rows reduced at the new pivots
+        if self.rank > r0 and r0:  # keep the older rows reduced at the new pivots (in slices: bounded memory)
             new = self.rows[r0:self.rank]
-            old = self.rows[:r0]
-            old -= _matmul_mod(old[:, self.pivots[r0:]], new, p)
-            _mod(old, p)
+            for k in range(0, r0, 2048):
+                old = self.rows[k:min(k + 2048, r0)]
+                old -= _matmul_mod(old[:, self.pivots[r0:]], new, p)
+                _mod(old, p)
 
     def _absorb(self, block: np.ndarray, ids: np.ndarray) -> None:
         """``block`` is reduced against every kept row; its kept rows are reduced among themselves."""

@@ -341,3 +341,108 @@ def test_spherical_paths_above_the_cg_limit_are_refused_with_the_compilers_messa
     compiled = capsys.readouterr().err
     message = "l = 13 is above the supported maximum 12 for cg"
     assert message in compiled and message in refused and "((a ⊗ b -> 13) ⊗ c -> 12)" in refused
+
+
+# ------------------------------------------------------------------------------------------------
+# the rank profile and the multilinear (distinct inputs) path
+# ------------------------------------------------------------------------------------------------
+
+def _flint_profile(matrix, p):
+    """Independent reference: the pivot columns of the rref of the transpose (python-flint)."""
+    import flint
+
+    n, m = matrix.shape
+    r, rank = flint.nmod_mat(m, n, [int(v) for v in matrix.T.reshape(-1)], p).rref()
+    pivots, col = [], 0
+    for row in range(rank):
+        while int(r[row, col]) == 0:
+            col += 1
+        pivots.append(col)
+        col += 1
+    return pivots
+
+
+@pytest.mark.parametrize("rows, width, rank, block", [(60, 40, 25, 7), (300, 260, 200, 40), (120, 500, 90, 33),
+                                                      (50, 30, 30, 50)])
+def test_rank_profile_equals_flints_rref(rows, width, rank, block):
+    """Planted dependencies (rows that are combinations of earlier rows, repeats, zero rows) offered in
+    blocks, through the leaf, the recursive halves and the sketch (wide rows): the kept rows are the
+    pivots of python-flint's rref of the transpose."""
+    from compiler.enumerate import PRIME, RankProfile
+
+    rng = np.random.default_rng(rows + width)
+    basis = rng.integers(0, PRIME, size=(rank, width))
+    coeff = rng.integers(0, PRIME, size=(rows, rank)) * (rng.random((rows, rank)) < 0.3)
+    coeff[rng.choice(rows, rank, replace=False)] = np.eye(rank, dtype=np.int64)[rng.permutation(rank)]
+    coeff[rng.choice(rows, 3, replace=False)] = 0
+    matrix = np.zeros((rows, width), dtype=np.int64)
+    for k in range(rank):  # coeff @ basis mod p without overflow
+        matrix = (matrix + (coeff[:, k:k + 1] % PRIME) * basis[k] % PRIME) % PRIME
+    want = _flint_profile(matrix, PRIME)
+    profile = RankProfile(width, rank)
+    for first in range(0, rows, block):
+        profile.add(matrix[first:first + block])
+    assert profile.kept == want[:rank] and profile.rank == len(want)
+    early = RankProfile(width, 5)  # the target stops the work: the first five independent rows
+    early.add(matrix)
+    assert early.kept == want[:5]
+
+
+def test_multilinear_path_keeps_the_basis_of_the_network_evaluation():
+    """Distinct inputs, no symmetry: matchings evaluated at product points keep the same candidates as
+    the networks evaluated at random input points (einsum mod p)."""
+    import compiler.enumerate as en
+
+    for inputs, out, group in [([("A", "cart2", 1), ("B", "cart2", 1), ("C", "cart2", 1)], "cart2", "O3"),
+                               ([("v", "vec", 1), ("X", "cart2", 1), ("T", "cart(3)", 1)], "cart2", "SO3")]:
+        req = request(inputs, out, group)
+        setup = en._Setup(req)
+        assert en._multilinear(setup)
+        cands = sorted(((en._canonical(setup, c), c) for c in setup.candidates()),
+                       key=lambda kv: en._preference(setup, kv[1], kv[0]))
+        cands = [c for _, c in cands]
+        expected = en.expected_dimension(req)
+        fast = en._rank_multilinear(setup, cands, expected, 0, {})
+        slow = en._rank_general(setup, cands, expected, 0, {})
+        assert len(fast) == expected == 91
+        assert [en.element_formula(en._element(setup, cands[k], en._element_terms(setup, cands[k]))) for k in fast] \
+            == [en.element_formula(e) for e in slow]
+
+
+def test_standard_matchings_are_the_basis_above_the_limit(monkeypatch):
+    """With allow_large, distinct inputs take the standard matchings (no increasing subsequence of length
+    4): exactly the character count of them, all kept, every element equivariant."""
+    import compiler.enumerate as en
+
+    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    inputs = [("A", "cart2", 1), ("v", "vec", 1), ("w", "vec", 1)]
+    with pytest.raises(EnumerationError, match="--allow-large"):
+        enumerate_basis(request(inputs, "cart2"))
+    basis = enumerate_basis(request(inputs, "cart2"), allow_large=True)
+    assert basis.dimension == basis.expected == 15
+    setup = en._Setup(basis.request)
+    standard = [c for c in en._standard_first(setup, list(setup.candidates()))][:15]
+    assert sorted(en.element_formula(e) for e in basis.elements) == sorted(
+        en.sum_formula([en._network(setup, c, ("i", "j"))]) for c in standard)
+    f = _evaluate(basis, None)
+    assert_equivariant(lambda *a: f(*a), ["cart2", "vec", "vec"], ["cart2"] * 15, "O3")
+    for names, count in (("ABC", 91), ("ABCD", 603)):  # 8 and 10 legs: all standard matchings are kept
+        req = request([(n, "cart2", 1) for n in names], "cart2")
+        setup = en._Setup(req)
+        cands = en._standard_first(setup, list(setup.candidates()))
+        kept = en._rank_multilinear(setup, cands, count, 0, {})
+        assert en.expected_dimension(req) == count and kept == list(range(count))
+
+
+def test_cli_allow_large(monkeypatch, capsys):
+    import compiler.enumerate as en
+    from compiler import cli
+
+    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    args = ["enumerate", "--in", "A=cart2", "--in", "v=vec", "--in", "w=vec", "--out", "cart2"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "dimension 15 (character theory)" in err and "--allow-large" in err and "Traceback" not in err
+    assert cli.main(args + ["--allow-large", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["dimension"] == data["expected"] == 15
