@@ -13,8 +13,11 @@ For inputs V_1..V_n used with polynomial degrees d_1..d_n and an output W (Carte
    output legs (delta before X before X·X: the classical generators); then the fewest scalar
    factors (traces, dot products); then the canonical form. Deterministic.
 4. **independence**: every candidate, projected onto the output's symmetry, is evaluated at random
-   integer points modulo a prime p; the first candidates (in the order above) whose evaluation
-   vectors are independent mod p are kept. Independence mod p implies independence over Q.
+   integer points modulo a prime p (distinct inputs without symmetry: at random product points, one
+   vector per leg); the first candidates (in the order above) whose evaluation vectors are
+   independent mod p are kept (:class:`RankProfile`, which stops at the character count).
+   Independence mod p implies independence over Q. Above MAX_DIMENSION (``allow_large``) distinct
+   inputs take the standard matchings first (:func:`_standard_first`).
 5. **completeness**: the number kept must equal dim Hom_G(⊗ S^{d_i} V_i, W) from character theory
    (:mod:`compiler.characters`). Since the kept elements are independent over Q and the space has
    exactly that dimension, they are a basis. A shortfall is an error, never a silent result.
@@ -37,7 +40,7 @@ from .errors import DiagError
 from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
 from .types import TensorType
 
-PRIME = 2097143  # the largest prime below 2**21: a sum of 2048 products of residues stays below 2**53
+PRIME = 2097143  # the largest prime below 2**21: 4096 products of balanced residues sum below 2**53 (float64)
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
 MAX_LEGS_GENERAL = 12  # the same with an input of rank > 2 (slower canonical form by search)
 MAX_DIMENSION = 5000  # larger spaces are refused, before any work: the exact rank step grows like
