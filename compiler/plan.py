@@ -378,11 +378,12 @@ def _ordered(c: Contraction, sizes: dict[str, int]) -> list[Contraction]:
     return steps
 
 
-def broadcast_indexes(spec: str) -> list[tuple[str | None, str]] | None:
-    """For an einsum that sums nothing, each operand as (permutation spec or None, index text) such
-    that the product of ``operand[index]`` broadcasts to the output, e.g. '...ab,...ac->...abc' gives
-    '[..., :, :, None]' and '[..., :, None, :]'. None when something is summed, a letter repeats or
-    an operand lacks '...'."""
+def broadcast_indexes(spec: str) -> list[tuple[str | None, tuple[bool, ...] | None]] | None:
+    """For an einsum that sums nothing, each operand as (permutation spec or None, axes) such that
+    the product of the operands, each given a new axis where ``axes`` says False, broadcasts to the
+    output; ``axes`` is None when the operand has every output axis. '...ab,...ac->...abc' gives
+    (True, True, False) and (True, False, True). None when something is summed, a letter repeats
+    or an operand lacks '...'."""
     lhs, out = spec.split("->")
     parts = lhs.split(",")
     if not out.startswith("...") or not all(p.startswith("...") for p in parts):
@@ -395,8 +396,8 @@ def broadcast_indexes(spec: str) -> list[tuple[str | None, str]] | None:
     for mine in letters:
         ordered = "".join(ch for ch in out if ch in mine)
         perm = f"...{mine}->...{ordered}" if ordered != mine else None
-        index = [":" if ch in mine else "None" for ch in out]
-        result.append((perm, "" if "None" not in index else "[..., " + ", ".join(index) + "]"))
+        axes = tuple(ch in mine for ch in out)
+        result.append((perm, None if all(axes) else axes))
     return result
 
 
