@@ -17,7 +17,7 @@ import jinja2
 
 from . import __version__
 from .constants import EPS
-from .emit import lower_function
+from .emit import lower_function, lower_fused
 from .fuse import FusedPlan
 from .ir import Diagram, Program, sum_formula
 from .plan import plan_diagram
@@ -122,7 +122,7 @@ def generate_python(program: Program) -> str:
     functions, specs = [], []
     for p, d in zip(plans, program.diagrams):
         if p.fused is not None and p.fused.outputs:
-            functions.append(printer._print_FusedPlan(p.fused, p.stack_axis))
+            functions.append(printer.doprint(lower_fused(p.fused, p.stack_axis)))
         body = f"_{d.name}_planned"
         functions.append(printer._print_FunctionProgram(
             lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body))

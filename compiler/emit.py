@@ -131,6 +131,14 @@ class Einsum:
 
 
 @dataclass(frozen=True)
+class Item:
+    """``base[k]``: one array of a tuple of arrays."""
+
+    base: "Expr"
+    k: int
+
+
+@dataclass(frozen=True)
 class Literal:
     """Plain data (an int or a tuple of ints) written as Python writes it."""
 
@@ -138,7 +146,7 @@ class Literal:
 
 
 Expr = Union[Ref, Table, Int, Real, Rational, Str, Shape, Index, Mul, SignedSum, Paren, MatMul, Tuple, Call,
-             Einsum, Literal]
+             Einsum, Item, Literal]
 
 
 # ---- statements ----------------------------------------------------------------------------------
@@ -733,3 +741,97 @@ def lower_function(f: FunctionPlan) -> FunctionProgram:
         into += output_into(o, seeds, ctx, tables)
     return FunctionProgram(f, bound, tuple(before), any(isinstance(c, Unrolled) for c in seeds.values()),
                            tuple(fresh), tuple(into), tuple(seeds), tuple(reuses), tuple(shared))
+
+
+# ---- the fused form ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FusedProgram:
+    """``_<name>_fused(_b, inputs, _out=None)``: every output component as one arithmetic
+    expression (``computed``; a component equal to an earlier one of the same output reuses it),
+    then either written into the views of ``_out`` (``written``) or assembled into the outputs
+    (``assembled``), stacked on ``stack_axis`` for a basis."""
+
+    name: str
+    inputs: tuple[str, ...]
+    products: int
+    outputs: tuple[str, ...]
+    computed: tuple = ()
+    written: tuple = ()
+    assembled: tuple = ()
+    stack_axis: int | None = None
+
+
+def polynomial(monomials, n_channels: int, like: str) -> Expr:
+    """Σ coefficient × Π entries, entries as ``x[..., None, :, i, j]`` (channels broadcast);
+    monomials of equal coefficient magnitude share one multiplication."""
+    if not monomials:
+        return Int(0)
+    groups: dict = {}
+    for m in monomials:
+        groups.setdefault(abs(m.coefficient), []).append(m)
+    terms = []
+    for magnitude, members in groups.items():
+        body = []
+        for m in members:
+            factors = []
+            for e in m.factors:
+                slots = [Slot.ALL if q in e.channels else Slot.NEW for q in range(n_channels)]
+                slots = slots[slots.index(Slot.NEW):] if Slot.NEW in slots else []
+                index = tuple(slots) + tuple(e.component)
+                factors.append(Index(Ref(e.input), index) if index else Ref(e.input))
+            value = Int(1) if not factors else factors[0] if len(factors) == 1 else Mul(tuple(factors))
+            body.append((-1 if m.coefficient < 0 else 1, value))
+        if isinstance(magnitude, Fraction):  # exact on object arrays of Fractions
+            num = Int(magnitude.numerator) if magnitude.denominator == 1 \
+                else Rational(magnitude.numerator, magnitude.denominator, like)
+        else:
+            num = Real(float(magnitude))
+        if num == Int(1):
+            terms += body
+        elif len(members) == 1:
+            sign, value = body[0]
+            terms.append((sign, num if not members[0].factors else Mul((num, value))))
+        else:
+            terms.append((1, Mul((num, Paren(SignedSum(tuple(body)))))))
+    return SignedSum(tuple(terms))
+
+
+def lower_fused(p, stack_axis: int | None) -> FusedProgram:
+    """The fused formulas (a :class:`~compiler.fuse.FusedPlan` with outputs) as statements."""
+    computed, written, assembled = [], [], []
+    for n, o in enumerate(p.outputs):
+        cells, numbers, first_array, seen = [], [], None, {}
+        for k, monomials in enumerate(o.components):
+            value = polynomial(monomials, o.n_channels, p.inputs[0])
+            var = Ref(f"_{o.name}_{k}" if o.geometric else o.name)
+            if not any(m.factors for m in monomials):  # a number: made an array when stacked
+                numbers.append(len(cells))
+                cells.append(value)
+            elif value in seen:
+                cells.append(seen[value])
+            else:
+                seen[value] = var
+                computed.append(Assign(var, value))
+                first_array = first_array or var
+                cells.append(var)
+        for k, index in enumerate(itertools.product(*(range(d) for d in o.geometric))):
+            view = Index(Item(Ref("_out"), n), index)
+            written.append(Assign(view, cells[k]) if k in numbers else CopyInto(view, cells[k]))
+        zero = Ref(f"_{o.name}_z")
+        if numbers:
+            assembled.append(Assign(zero, Call("zeros_like", (first_array,))))
+        for k in numbers:
+            cells[k] = zero if cells[k] == Int(0) else SignedSum(((1, zero), (1, cells[k])))
+        stacked = Call("stack", (Tuple(tuple(cells)), Literal(-1)))
+        if not o.geometric:
+            value = cells[0]
+        elif o.spherical or len(o.geometric) == 1:
+            value = stacked
+        else:
+            value = Call("unflatten", (stacked, Literal(o.geometric)))
+        if value != Ref(o.name):
+            assembled.append(Assign(Ref(o.name), value))
+    return FusedProgram(p.name, p.inputs, p.products, tuple(o.name for o in p.outputs), tuple(computed),
+                        tuple(written), tuple(assembled), stack_axis)
+

@@ -8,11 +8,7 @@ string literals) or as a name that the parser has already checked to be a safe i
 
 from __future__ import annotations
 
-import itertools
-from fractions import Fraction
-
 from ... import emit as E
-from ...fuse import FusedPlan
 from ...plan import FunctionPlan
 
 
@@ -192,95 +188,25 @@ class PythonPrinter:
         lines.append(_return_out(f, "    "))
         return "\n".join(lines)
 
-    def _print_FusedPlan(self, p: FusedPlan, stack_axis: int | None) -> str:
+    def _print_Item(self, e: E.Item) -> str:
+        return f"{self.doprint(e.base)}[{e.k}]"
+
+    def _print_FusedProgram(self, p: E.FusedProgram) -> str:
         """``_<name>_fused(_b, inputs, _out=None)``: every output component as one arithmetic
         expression, elementwise over batch and channels (a compiler fuses it into one pass); the
         components are stacked, or written into the views of ``_out`` (a tuple, one array per output)."""
         lines = [f"def _{p.name}_fused(_b, {', '.join(p.inputs)}, _out=None):",
                  f"    \"\"\"{p.name} with every output component written out ({p.products} products).\"\"\""]
-        assembled, written = [], []
-        for n, o in enumerate(p.outputs):
-            cells, numbers, first_array, seen = [], [], None, {}
-            for k, monomials in enumerate(o.components):
-                text = self._polynomial(monomials, o.n_channels, p.inputs[0])
-                var = f"_{o.name}_{k}" if o.geometric else o.name
-                if not any(m.factors for m in monomials):  # a number: made an array when stacked
-                    numbers.append(len(cells))
-                    cells.append(text)
-                elif text in seen:
-                    cells.append(seen[text])
-                else:
-                    seen[text] = var
-                    lines.append(f"    {var} = {text}")
-                    first_array = first_array or var
-                    cells.append(var)
-            for k, index in enumerate(itertools.product(*(range(d) for d in o.geometric))):
-                view = f"_out[{n}][..., {', '.join(map(str, index))}]" if index else f"_out[{n}][...]"
-                written.append(f"{view} = {cells[k]}" if k in numbers else f"_b.copyto({view}, {cells[k]})")
-            zero = f"_{o.name}_z"
-            if numbers:
-                assembled.append(f"    {zero} = _b.zeros_like({first_array})")
-            for k in numbers:
-                cells[k] = zero if cells[k] == "0" else f"{zero} + {cells[k]}"
-            stacked = f"_b.stack(({', '.join(cells)}{',' if len(cells) == 1 else ''}), -1)"
-            if not o.geometric:
-                value = cells[0]
-            elif o.spherical or len(o.geometric) == 1:
-                value = stacked
-            else:
-                value = f"_b.unflatten({stacked}, {o.geometric})"
-            if value != o.name:
-                assembled.append(f"    {o.name} = {value}")
+        lines += self.block(p.computed, "    ")
         lines.append("    if _out is not None:  # each component written once, into its place")
-        lines += ["        " + w for w in written]
+        lines += self.block(p.written, "        ")
         lines.append("        return _out")
-        lines += assembled
-        names = [o.name for o in p.outputs]
-        if stack_axis is not None:
-            lines.append(f"    return _b.stack(({', '.join(names)},), {stack_axis})")
+        lines += self.block(p.assembled, "    ")
+        if p.stack_axis is not None:
+            lines.append(f"    return _b.stack(({', '.join(p.outputs)},), {p.stack_axis})")
         else:
-            lines.append("    return " + (names[0] if len(names) == 1 else "(" + ", ".join(names) + ")"))
+            lines.append("    return " + (p.outputs[0] if len(p.outputs) == 1 else "(" + ", ".join(p.outputs) + ")"))
         return "\n".join(lines)
-
-    @staticmethod
-    def _polynomial(monomials, n_channels: int, like: str) -> str:
-        """Σ coefficient × Π entries, entries as ``x[..., None, :, i, j]`` (channels broadcast);
-        monomials of equal coefficient magnitude share one multiplication."""
-        if not monomials:
-            return "0"
-        groups: dict = {}
-        for m in monomials:
-            groups.setdefault(abs(m.coefficient), []).append(m)
-        parts = []
-        for magnitude, members in groups.items():
-            body = ""
-            for k, m in enumerate(members):
-                factors = []
-                for e in m.factors:
-                    slots = [":" if q in e.channels else "None" for q in range(n_channels)]
-                    slots = slots[slots.index("None"):] if "None" in slots else []
-                    index = slots + [str(i) for i in e.component]
-                    factors.append(f"{e.input}[..., {', '.join(index)}]" if index else e.input)
-                text = " * ".join(factors) or "1"
-                negative = m.coefficient < 0
-                body += (("-" if negative else "") if k == 0 else (" - " if negative else " + ")) + text
-            if isinstance(magnitude, Fraction):  # exact on object arrays of Fractions
-                number = str(magnitude.numerator) if magnitude.denominator == 1 \
-                    else f"_b.rational({magnitude.numerator}, {magnitude.denominator}, {like})"
-            else:
-                number = repr(float(magnitude))
-            if number == "1":
-                parts.append(body)
-            elif len(members) == 1:
-                negative = body.startswith("-")
-                parts.append(("-" if negative else "") + (number if body.lstrip("-") == "1"
-                                                          else f"{number} * {body.lstrip('-')}"))
-            else:
-                parts.append(f"{number} * ({body})")
-        text = parts[0]
-        for part in parts[1:]:
-            text += " - " + part[1:] if part.startswith("-") else " + " + part
-        return text
 
     def _out_buffers(self, f: FunctionPlan, fresh: bool = False) -> list[str]:
         """``out`` checked and bound to the output names (views of one array for a stacked basis);
