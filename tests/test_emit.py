@@ -1,0 +1,109 @@
+"""The emit program (compiler/emit.py): every decision about how a planned function is written is
+recorded as data, and the Python printer prints it without state or string inspection."""
+
+import dataclasses
+import inspect
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler import emit
+from compiler.api import checked_program
+from compiler.einsum import Floats, evaluate_sum
+from compiler.plan import plan_diagram
+from compiler.targets.python.printer import PythonPrinter
+from conftest import ROOT
+
+# F and G share the term (W X[k,k]) ⊗ delta: one product for both, written once
+EYES = """group O3
+diagram eyes(X: cart2[c], W: weight[c,d]) -> (F: cart2[d], G: cart2[d]) {
+    F[d,i,j] = W[c,d] X[c,i,j] + W[c,d] X[c,k,k] delta[i,j]
+    G[d,i,j] = W[c,d] X[c,j,i] - 2 W[c,d] X[c,k,k] delta[i,j]
+}
+"""
+
+
+def programs(source, filename="<string>"):
+    return {d.name: emit.lower_function(plan_diagram(d)) for d in checked_program(source, filename).diagrams}
+
+
+def node_kinds():
+    return [obj for _, obj in inspect.getmembers(emit, inspect.isclass)
+            if dataclasses.is_dataclass(obj) and obj.__module__ == emit.__name__
+            and obj.__name__ not in ("Reuse", "SharedEye", "_Context")]
+
+
+def test_every_node_kind_has_a_printer():
+    kinds = {k.__name__ for k in node_kinds()}
+    assert {"Assign", "AddInPlace", "ScaleInPlace", "AddDiagonal", "CopyInto", "MatmulInto", "EinsumInto",
+            "FunctionProgram", "FusedProgram"} <= kinds
+    missing = [k for k in sorted(kinds) if not hasattr(PythonPrinter, "_print_" + k)]
+    assert missing == []
+    for k in node_kinds():  # frozen: a stage's output cannot be changed by the next stage
+        assert k.__dataclass_params__.frozen, k.__name__
+
+
+def test_printer_keeps_no_state():
+    printer = PythonPrinter()
+    text = compiler.compile_source((ROOT / "diagrams" / "tensornet.diag").read_text())
+    assert "def decompose" in text
+    for p in programs(EYES).values():
+        if p.plan.fused.outputs:
+            printer.doprint(emit.lower_fused(p.plan.fused, None))
+        printer._print_FunctionProgram(p, '""')
+    assert vars(printer) == {}
+    mutable = [n for n, v in vars(PythonPrinter).items() if isinstance(v, (dict, list, set))]
+    assert mutable == []
+
+
+def test_reuse_of_an_earlier_output_is_recorded():
+    p = programs((ROOT / "diagrams" / "tensornet.diag").read_text())["decompose"]
+    assert p.reuses == (emit.Reuse("S", "I", Fraction(-1)),)
+    # S is written from I: the only term naming another output reads I
+    reads = [s for s in p.into if isinstance(s, emit.AddInPlace) and s.target == "S"]
+    assert emit.Ref("I") in [s.value for s in reads]
+
+
+def test_seeds_and_fresh_buffers_are_recorded():
+    ps = programs((ROOT / "diagrams" / "products.diag").read_text())
+    cross = ps["cross"]
+    assert cross.seeds == ("_t0",) and cross.fresh_buffers
+    # the seed is not computed before the branch, only in it (fresh) or into out
+    assert not any(isinstance(s, emit.Assign) and s.target == emit.Ref("_t0") for s in cross.steps)
+
+
+def test_shared_eye_product_is_computed_once_and_values_agree():
+    p = programs(EYES)["eyes"]
+    assert p.shared_eyes == (emit.SharedEye("_e0", "_t2", "...a,bc->...abc"),)
+    defs = [s for s in p.steps if isinstance(s, emit.Assign) and s.target == emit.Ref("_e0")]
+    assert len(defs) == 1
+    for block in (p.fresh, p.into):
+        assert sum(isinstance(s, emit.AddInPlace) and s.value == emit.Ref("_e0") for s in block) == 2
+    module = compiler.load_source(EYES, "eyes_emit")
+    rng = np.random.default_rng(0)
+    X, W = rng.normal(size=(4, 3, 3, 3)), rng.normal(size=(3, 2))
+    d = checked_program(EYES).diagrams[0]
+    want = [evaluate_sum(eq.terms, {"X": X, "W": W}, Floats()) for eq in d.equations]
+    got = module.eyes(X, W)
+    out = (np.empty((4, 2, 3, 3)), np.empty((4, 2, 3, 3)))
+    module.eyes(X, W, out=out)
+    for g, o, w in zip(got, out, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(o, w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("stmt, text", [
+    (emit.AddDiagonal("T", emit.Ref("x"), emit.Paren(emit.Int(-2))), "T = _b.add_diagonal(T, x, (-2))"),
+    (emit.ScaleInPlace("T", emit.Rational(1, 3)), "T *= _b.rational(1, 3, _like)"),
+    (emit.AddInPlace("T", -1, emit.Mul((emit.Index(emit.Ref("x"), (emit.Slot.NEW, emit.Slot.NEW)), emit.EYE))),
+     "T -= x[..., None, None] * _eye"),
+    (emit.CopyInto(emit.Index(emit.Ref("T"), (0, emit.Slot.ALL)), emit.SignedSum(((-1, emit.Ref("a")),
+                                                                                    (1, emit.Ref("b"))))),
+     "_b.copyto(T[..., 0, :], -a + b)"),
+    (emit.EinsumInto("T", "...a,...a->...", (emit.Ref("x"), emit.Table("eps")), True),
+     '_b.einsum_into(T, "...a,...a->...", x, _eps, blas=True)'),
+])
+def test_statement_printing(stmt, text):
+    assert PythonPrinter().doprint(stmt) == text
