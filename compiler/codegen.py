@@ -8,14 +8,16 @@ string literals) or as a name that the parser has already checked to be a safe i
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from . import __version__
+from . import __version__, runtime
 from .constants import EPS
 from .emit import lower_function, lower_fused
 from .fuse import FusedPlan
@@ -156,7 +158,10 @@ def generate_python(program: Program) -> str:
         f"functions: {', '.join(source_names)} (and their derivatives NAME_vjp, NAME_vjp_vjp)\n\n"
         "Diagram source:\n\n" + program.source
     )
+    footer = "_TORCH_READY = _prepare()\n" + (
+        'if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):\n    _torch_ops()\n' if kernels else "")
     text = _template().render(
+        runtime=runtime_source(functions + specs + [footer], bool(kernels)),
         docstring=py_string(doc, triple=True),
         version=__version__,
         tables=tables,
@@ -169,6 +174,95 @@ def generate_python(program: Program) -> str:
         exports=", ".join(py_string(name) for name in exports),
     )
     return text
+
+
+
+#: definitions of compiler/runtime.py that each module writes itself (its tables, its CUDA source)
+MODULE_DATA = frozenset({"_TABLES", "_CUDA_SOURCE", "_OP_NAMESPACE", "_CUDA", "MIXING", "_KERNEL_SPECS"})
+#: runtime functions with a variant for modules with CUDA kernels (NAME_kernels, emitted as NAME)
+KERNEL_VARIANTS = ("_call", "_make_backend")
+#: names a backend is bound to in the runtime and the emitted code: attributes read on them are methods
+BACKEND_NAMES = frozenset({"_b", "b", "self"})
+
+
+@lru_cache(maxsize=1)
+def _runtime_definitions() -> tuple[str, dict]:
+    """The source of compiler/runtime.py and its top-level definitions by name, in source order."""
+    source = inspect.getsource(runtime)
+    return source, {_defined_name(node): node for node in ast.parse(source).body if _defined_name(node)}
+
+
+def _defined_name(node) -> str | None:
+    if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+        return node.name
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        return node.targets[0].id
+    return None
+
+
+def runtime_source(code, kernels: bool) -> str:
+    """The part of compiler/runtime.py that ``code`` (the module's own Python source: its functions,
+    specs, the statements around them) reaches: the top-level definitions it names, and the backend
+    methods called in them, transitively; in runtime.py's order, each as written there. With
+    ``kernels`` (the module has CUDA kernels) the NAME_kernels variants are emitted as NAME."""
+    source, defs = _runtime_definitions()
+    variant = {n: n + "_kernels" if kernels else n for n in KERNEL_VARIANTS}
+    methods: dict[str, list] = {}
+    for node in defs.values():
+        if isinstance(node, ast.ClassDef):
+            for m in node.body:
+                if isinstance(m, ast.FunctionDef):
+                    methods.setdefault(m.name, []).append(m)
+    names, attrs = set(), {"__init__"}
+    pending = [ast.parse(text) for text in code] + methods["__init__"]
+    while pending:
+        for node in ast.walk(pending.pop()):
+            if isinstance(node, ast.Name):
+                name = variant.get(node.id, node.id)
+                if name in defs and name not in names and name not in MODULE_DATA:
+                    names.add(name)
+                    d = defs[name]
+                    pending += ([*d.bases, *(b for b in d.body if not isinstance(b, ast.FunctionDef))]
+                                if isinstance(d, ast.ClassDef) else [d])
+            elif isinstance(node, ast.Attribute) and node.attr not in attrs and node.attr in methods and (
+                    (isinstance(node.value, ast.Name) and node.value.id in BACKEND_NAMES)
+                    or (isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
+                        and node.value.func.id == "_backend")):
+                attrs.add(node.attr)
+                pending += methods[node.attr]
+    lines = source.splitlines()
+    parts, previous = [], None
+    renamed = {v: k for k, v in variant.items()}
+    for name, node in defs.items():
+        if name not in names:
+            continue
+        if isinstance(node, ast.ClassDef):
+            members = [m for m in node.body if not _docstring(m) and (not isinstance(m, ast.FunctionDef)
+                                                                       or m.name in attrs)]
+            body = "\n\n".join("\n".join(_lines(lines, m)) for m in members) or "    pass"
+            text = lines[node.lineno - 1] + "\n" + body
+        else:
+            text = "\n".join(_lines(lines, node))
+            if name in renamed:  # the variant under the name the module calls
+                text = f"def {renamed[name]}" + text[len(f"def {name}"):]
+        kind = isinstance(node, ast.Assign)
+        parts.append(("\n" if kind and previous else "\n\n\n" if parts else "") + text)
+        previous = kind
+    return "".join(parts)
+
+
+def _docstring(node) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _lines(lines: list[str], node) -> list[str]:
+    """The source lines of ``node`` without the docstrings in it (runtime.py documents them; the
+    module carries the code)."""
+    drop = set()
+    for n in ast.walk(node):
+        if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n.body and _docstring(n.body[0]):
+            drop |= set(range(n.body[0].lineno, n.body[0].end_lineno + 1))
+    return [lines[k - 1] for k in range(node.lineno, node.end_lineno + 1) if k not in drop]
 
 
 def literal(value) -> str:

@@ -57,430 +57,6 @@ diagram skew_to_vector(A: skew2(1o)[c]) -> v: vec[c] {
 # The module has no dependency on diagc; it uses the array library of its inputs
 # (numpy, torch, jax or cupy), imported only when an input of that library arrives.
 _TABLES = {"eye": ((1, 0, 0), (0, 1, 0), (0, 0, 1))}
-_CONSTANTS = {}
-_COMPILED = {}
-_len = len  # the functions' own names may shadow builtins (an input named len)
-
-
-class _Backend:
-    """einsum and constants of one array library, created like a reference array."""
-
-    def __init__(self, root):
-        self.root = root
-        if root == "torch":
-            import torch as xp
-        elif root == "jax":
-            import jax.numpy as xp
-        elif root == "cupy":
-            import cupy as xp
-        else:
-            import numpy as xp
-        self.xp = xp
-
-    def asarray(self, x, like=None):
-        xp = self.xp
-        if self.root == "torch":
-            if isinstance(x, xp.Tensor):
-                return x
-            if like is None:
-                return xp.as_tensor(x)
-            return xp.as_tensor(x, dtype=like.dtype, device=like.device)
-        if self.root == "numpy" and isinstance(x, xp.ndarray):
-            return x
-        return xp.asarray(x)
-
-    def promote(self, args):
-        """The inputs in one dtype, as numpy's rules give it (torch's einsum and matmul refuse
-        float32 with float64); numpy, cupy and jax promote by themselves."""
-        if self.root != "torch" or len(args) < 2:
-            return args
-        common = args[0].dtype
-        for a in args[1:]:
-            common = self.xp.promote_types(common, a.dtype)
-        return tuple(a if a.dtype == common else a.to(common) for a in args)
-
-    def einsum(self, spec, *operands):
-        return self.xp.einsum(spec, *operands)
-
-    def einsum_blas(self, spec, *operands):
-        """A contraction shaped like a matrix product: numpy's optimize=True sends it to BLAS."""
-        if self.root == "numpy":
-            return self.xp.einsum(spec, *operands, optimize=True)
-        return self.xp.einsum(spec, *operands)
-
-    def swap(self, x):
-        """The last two axes exchanged (a transposed view)."""
-        return x.transpose(-1, -2) if self.root == "torch" else self.xp.swapaxes(x, -1, -2)
-
-    def zeros_like(self, x):
-        return self.xp.zeros_like(x)
-
-    def unflatten(self, x, dims):
-        """The trailing axis (prod(dims) components, row-major) split into axes of sizes dims."""
-        return x.reshape(tuple(x.shape[:-1]) + dims)
-
-    def moveaxis(self, x, source, destination):
-        if self.root == "torch":
-            return self.xp.movedim(x, source, destination)
-        return self.xp.moveaxis(x, source, destination)
-
-    def const(self, name, like):
-        """The constant table ``name`` as an array of ``like``'s dtype (and device)."""
-        if self.root == "jax":  # never cache under jax: a traced constant must not leak out of jit
-            return self.xp.asarray(_TABLES[name], dtype=like.dtype)
-        if self.root == "numpy":
-            key = (name, like.dtype)
-        else:  # cupy's Device is not hashable: its id is
-            key = (self.root, name, like.dtype, like.device.id if self.root == "cupy" else like.device)
-        value = _CONSTANTS.get(key)
-        if value is None:
-            table = _TABLES[name]
-            if self.root == "torch":
-                value = self.xp.tensor(table, dtype=like.dtype, device=like.device)
-            else:
-                value = self.xp.asarray(table, dtype=like.dtype)
-            _CONSTANTS[key] = value
-        return value
-
-    def rational(self, numerator, denominator, like):
-        """numerator/denominator, exact for arrays of Python objects (e.g. fractions.Fraction)."""
-        if self.root == "numpy" and like.dtype == object:
-            from fractions import Fraction
-
-            return Fraction(numerator, denominator)
-        return numerator / denominator
-
-    def one(self, like):
-        """A 0-d array holding 1, of ``like``'s dtype (and device)."""
-        if self.root == "torch":
-            return self.xp.ones((), dtype=like.dtype, device=like.device)
-        return self.xp.ones((), dtype=like.dtype)
-
-    def filled(self, value, shape, like):
-        """A new array of ``shape`` and ``like``'s dtype holding ``value`` (a constant, broadcast over
-        the batch)."""
-        xp = self.xp
-        if self.root == "torch":
-            return xp.as_tensor(value, dtype=like.dtype, device=like.device).expand(shape).clone()
-        value = xp.broadcast_to(xp.asarray(value, dtype=like.dtype), shape)
-        return value if self.root == "jax" else value.copy()
-
-    def stack(self, arrays, axis):
-        """Stack on a new axis, broadcasting first (a constant element has no batch axes)."""
-        xp = self.xp
-        if self.root == "torch":
-            return xp.stack(xp.broadcast_tensors(*arrays), dim=axis)
-        return xp.stack(xp.broadcast_arrays(*arrays), axis=axis)
-
-    # -- preallocated outputs (out=) ------------------------------------------------------------
-    def batch(self, *shapes):
-        """The broadcast of the inputs' batch shapes."""
-        if self.root == "torch":
-            return tuple(self.xp.broadcast_shapes(*shapes))
-        import numpy
-
-        return tuple(numpy.broadcast_shapes(*shapes))
-
-    def out(self, out, shape, inputs, name):
-        """``out`` after checking that it can take the result in place: an array of the inputs'
-        library, dtype and device, of the result's shape, sharing no memory with an input."""
-        xp = self.xp
-        if self.root == "jax":
-            raise TypeError(f"{name}=: jax arrays are immutable; call without out=")
-        kind = xp.Tensor if self.root == "torch" else xp.ndarray
-        if not isinstance(out, kind):
-            raise TypeError(f"{name} must be a {self.root} array like the inputs, not {type(out).__name__}")
-        if tuple(out.shape) != tuple(shape):
-            raise ValueError(f"{name} has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
-        if self.root == "torch":
-            dtype = inputs[0].dtype if inputs else xp.float64
-            for x in inputs[1:]:
-                dtype = xp.promote_types(dtype, x.dtype)
-            if inputs and out.device != inputs[0].device:
-                raise ValueError(f"{name} is on {out.device}; the inputs are on {inputs[0].device}")
-        else:
-            dtype = xp.result_type(*inputs) if inputs else xp.float64
-            if not getattr(out.flags, "writeable", True):
-                raise ValueError(f"{name} is read-only")
-        if out.dtype != dtype:
-            raise TypeError(f"{name} has dtype {out.dtype}; the result has dtype {dtype}")
-        for x in inputs:
-            if self.overlap(out, x):
-                raise ValueError(f"{name} shares memory with an input; pass a separate buffer")
-        return out
-
-    def writable(self, *inputs):
-        """Whether results may be computed in place into new buffers: not for jax (immutable), not
-        for torch tensors that autograd tracks (out= operations do not record gradients)."""
-        if self.root == "torch":
-            return not any(x.requires_grad for x in inputs)
-        return self.root != "jax"
-
-    def empty(self, shape, inputs):
-        """A new array of the result's shape, dtype and device (its entries are all written next)."""
-        xp = self.xp
-        if self.root == "torch":
-            dtype = inputs[0].dtype if inputs else xp.float64
-            for x in inputs[1:]:
-                dtype = xp.promote_types(dtype, x.dtype)
-            return xp.empty(shape, dtype=dtype, device=inputs[0].device if inputs else None)
-        return xp.empty(shape, dtype=xp.result_type(*inputs) if inputs else xp.float64)
-
-    def outs(self, out, shapes, inputs):
-        """A tuple of checked outputs, one per result, no two sharing memory."""
-        if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
-            raise TypeError(f"out must be a tuple of {len(shapes)} arrays, one per result")
-        checked = tuple(self.out(o, s, inputs, f"out[{k}]") for k, (o, s) in enumerate(zip(out, shapes)))
-        for k, a in enumerate(checked):
-            for b in checked[:k]:
-                if self.overlap(a, b):
-                    raise ValueError("two arrays of out share memory; pass separate buffers")
-        return checked
-
-    def overlap(self, a, b):
-        if self.root == "torch":
-            return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() and b.numel()
-        return self.xp.may_share_memory(a, b)
-
-    def copyto(self, out, x):
-        if self.root == "torch":
-            out.copy_(x)
-        else:
-            out[...] = x
-
-    def add(self, x, y, out):
-        self.xp.add(x, y, out=out)
-
-    def subtract(self, x, y, out):
-        if self.root == "torch":
-            self.xp.sub(x, y, out=out)
-        else:
-            self.xp.subtract(x, y, out=out)
-
-    def multiply(self, x, y, out):
-        if self.root == "torch":
-            self.xp.mul(x, y, out=out)
-        else:
-            self.xp.multiply(x, y, out=out)
-
-    def negative(self, x, out):
-        if self.root == "torch":
-            self.xp.neg(x, out=out)
-        else:
-            self.xp.negative(x, out=out)
-
-    def matmul(self, x, y, out):
-        self.xp.matmul(x, y, out=out)
-
-    def matmul_flat(self, w, x, n, out=None):
-        """w @ x over x's axis -n-1, with x's last n axes flattened for the product and restored
-        (numpy, cupy); torch gets the same product as one einsum."""
-        if self.root == "torch":  # torch's einsum folds the batch into one GEMM (its matmul would not)
-            axes = "ijklmnopqrstuvwxyz"[:n]
-            result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
-        else:
-            tail = tuple(x.shape[-n:])
-            flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
-            if out is not None and out.flags.c_contiguous:  # a reshape of it is a view: BLAS writes in place
-                self.xp.matmul(w, flat, out=out.reshape(tuple(out.shape[:-n]) + (-1,)))
-                return out
-            result = self.xp.matmul(w, flat)
-            result = result.reshape(tuple(result.shape[:-1]) + tail)
-        if out is None:
-            return result
-        self.copyto(out, result)
-        return out
-
-    def einsum_into(self, out, spec, *operands, blas=False):
-        if self.root == "numpy":
-            self.xp.einsum(spec, *operands, out=out, optimize=blas)
-        else:
-            self.copyto(out, self.xp.einsum(spec, *operands))
-
-    def add_diagonal(self, out, x, factor):
-        """out[..., i, i] += factor * x[...] for every i, through a view of the diagonal; returns out
-        (jax arrays are immutable: a new array)."""
-        if self.root == "torch":
-            out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
-        elif self.root == "jax":
-            return out + factor * x[..., None, None] * self.xp.eye(3, dtype=out.dtype)
-        else:  # numpy's einsum gives a writeable view of the diagonal; cupy's diagonal is a view
-            diagonal = self.xp.einsum("...ii->...i", out) if self.root == "numpy" \
-                else self.xp.diagonal(out, axis1=-2, axis2=-1)
-            if factor == 1:
-                diagonal += x[..., None]
-            elif factor == -1:
-                diagonal -= x[..., None]
-            else:
-                diagonal += factor * x[..., None]
-        return out
-
-    def fused(self, fn, args, outs=None, stacked=None):
-        """fn(self, *args): the unrolled component formulas, compiled once per function by
-        torch.compile (torch) or jax.jit (jax), run as they are on numpy, where each component is
-        written straight into its view of the checked buffers ``outs`` when given. (Compiled code
-        writing into strided views of its inputs measured several times slower than a fresh result
-        copied once, so torch copies; ``stacked`` is the array whose views ``outs`` are, for a basis.)"""
-        if self.root not in ("torch", "jax"):
-            return fn(self, *args, outs)
-        key = (self.root, fn)
-        compiled = _COMPILED.get(key)
-        if compiled is None:  # compiled as fn itself: its own code, its own recompile budget
-            if self.root == "torch":
-                compiled = self.xp.compile(fn)
-            else:
-                import jax
-
-                compiled = jax.jit(fn, static_argnums=0)
-            _COMPILED[key] = compiled
-        result = compiled(self, *args)
-        if outs is None:
-            return result
-        if stacked is not None:
-            outs = (stacked,)
-        for o, r in zip(outs, result if isinstance(result, tuple) else (result,)):
-            self.copyto(o, r)
-        return outs
-
-    def copy(self, x):
-        if self.root == "torch":
-            return x.clone()
-        if self.root == "jax":
-            return x
-        return x.copy()
-
-    # -- derivatives: the generated NAME_vjp wired into torch autograd and jax ------------------
-    def differentiable(self, args):
-        """Whether a call must record its derivative: torch tensors that autograd tracks, or jax
-        (whose transformations may differentiate any call)."""
-        if self.root == "torch":
-            return self.xp.is_grad_enabled() and any(isinstance(a, self.xp.Tensor) and a.requires_grad
-                                                     for a in args)
-        return self.root == "jax"
-
-    def differentiate(self, spec, args, out, fused):
-        """The function of ``spec`` run inside a torch.autograd.Function (jax: a jax.custom_vjp)
-        whose backward is the generated NAME_vjp, itself differentiable the same way."""
-        if self.root == "torch":
-            return _TorchFunction.apply(spec, out, fused, *args)
-        key = ("jax", spec[0], fused)
-        f = _COMPILED.get(key)
-        if f is None:
-            f = _COMPILED[key] = _jax_function(self, spec, fused)
-        return f(*args)
-
-    def evaluate(self, spec, args, out, fused, body=None):
-        """The emitted code of ``spec`` (or ``body``: its CUDA kernel); a derivative's results summed
-        to its inputs' shapes."""
-        body = body or spec[0]
-        sum_to, trailing = spec[2], spec[3]
-        if not sum_to:
-            return body(*args, out=out, fused=fused)
-        shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
-        if out is not None and direct:  # nothing to sum: written in place by the emitted code
-            return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
-        results = result if isinstance(result, tuple) else (result,)
-        results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
-        if out is None:
-            return results if len(results) > 1 else results[0]
-        for o, r in zip(out, results):
-            self.copyto(o, r)
-        return out if len(out) > 1 else out[0]
-
-    def sum_to(self, x, shape):
-        """``x`` summed over the axes that broadcasting added or stretched to reach its shape
-        (autograd's rule for a broadcast input); broadcast to ``shape`` where it has fewer axes."""
-        if tuple(x.shape) == tuple(shape):
-            return x
-        lead = len(x.shape) - len(shape)
-        if lead > 0:
-            x = x.sum(tuple(range(lead)))
-        tail = tuple(x.shape)[max(0, -lead):] if lead < 0 else tuple(x.shape)
-        offset = len(shape) - len(tail)
-        axes = tuple(offset + k for k, (a, b) in enumerate(zip(tail, shape[offset:])) if b == 1 and a != 1)
-        if axes:
-            x = x.sum(axes, keepdim=True) if self.root == "torch" else x.sum(axis=axes, keepdims=True)
-        if tuple(x.shape) != tuple(shape):
-            x = self.copy(x.expand(shape) if self.root == "torch" else self.xp.broadcast_to(x, shape))
-            if self.root != "torch" and self.root != "jax":
-                x = self.xp.array(x)
-        return x
-
-    def unstack(self, g, axis, n):
-        """The cotangent of a stacked result split into one per stacked output."""
-        if self.root == "torch":
-            return tuple(g.unbind(axis))
-        return tuple(self.xp.moveaxis(g, axis, 0)[k] for k in range(n))
-
-
-def _call(spec, args, out, fused, kernels=True):
-    """A public function: the generated CUDA kernel for CUDA arrays (see _use_kernel), else the
-    emitted code, recording its derivative where autograd or jax needs it."""
-    _b = _backend(*args)
-    if args:
-        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
-    if kernels and _use_kernel(_b, spec, args):
-        return _kernel_call(_b, spec, args, out)
-    if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
-        return _b.differentiate(spec, args, out, fused)
-    return _b.evaluate(spec, args, out, fused)
-
-
-def _cotangents(b, spec, grads):
-    """The output cotangents as the VJP's arguments: one per output (a stacked result split)."""
-    if spec[4] is not None:
-        return b.unstack(grads[0], spec[4], None)
-    return tuple(grads)
-
-
-def _torch_function():
-    import torch
-
-    class _DiagcFunction(torch.autograd.Function):
-        """Forward: the emitted code; backward: the generated NAME_vjp (differentiable again)."""
-
-        @staticmethod
-        def forward(ctx, spec, out, fused, *args):
-            ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
-
-        @staticmethod
-        def backward(ctx, *grads):
-            args = ctx.saved_tensors
-            spec = ctx.spec
-            result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads), fused=ctx.fused)
-            result = result if isinstance(result, tuple) else (result,)
-            return (None, None, None) + tuple(r if need else None
-                                              for r, need in zip(result, ctx.needs_input_grad[3:]))
-
-    return _DiagcFunction
-
-
-def _jax_function(b, spec, fused):
-    """``spec``'s function as a jax.custom_vjp whose backward is the generated NAME_vjp."""
-    import jax
-
-    @jax.custom_vjp
-    def f(*args):
-        return b.evaluate(spec, args, None, fused)
-
-    def forward(*args):
-        return b.evaluate(spec, args, None, fused), args
-
-    def backward(args, g):
-        grads = g if isinstance(g, tuple) else (g,)
-        result = spec[1](*args, *_cotangents(b, spec, grads), fused=fused)
-        return result if isinstance(result, tuple) else (result,)
-
-    f.defvjp(forward, backward)
-    return f
-
 
 # -- the generated CUDA kernels (torch CUDA tensors or cupy arrays, when cupy is importable) -----
 # _CUDA_SOURCE is the text `diagc compile --target cuda` prints for the functions that have a
@@ -2818,9 +2394,467 @@ _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops":
 MIXING = "blas"
 
 
+_CONSTANTS = {}
+_COMPILED = {}
+_BACKENDS = {}
+_TorchFunction = None
+_len = len  # the functions' own names may shadow builtins (an input named len)
+
+
+class _Backend:
+    def einsum(self, spec, *operands):
+        return self.xp.einsum(spec, *operands)
+
+    def einsum_blas(self, spec, *operands):
+        return self.xp.einsum(spec, *operands)
+
+    def asarray(self, x, like=None):
+        return self.xp.asarray(x)
+
+    def promote(self, args):
+        return args
+
+    def swap(self, x):
+        return self.xp.swapaxes(x, -1, -2)
+
+    def zeros_like(self, x):
+        return self.xp.zeros_like(x)
+
+    def unflatten(self, x, dims):
+        return x.reshape(tuple(x.shape[:-1]) + dims)
+
+    def const(self, name, like):
+        key = self.const_key(name, like)
+        value = _CONSTANTS.get(key)
+        if value is None:
+            value = _CONSTANTS[key] = self.table(name, like)
+        return value
+
+    def table(self, name, like):
+        return self.xp.asarray(_TABLES[name], dtype=like.dtype)
+
+    def rational(self, numerator, denominator, like):
+        return numerator / denominator
+
+    def stack(self, arrays, axis):
+        return self.xp.stack(self.xp.broadcast_arrays(*arrays), axis=axis)
+
+    def batch(self, *shapes):
+        import numpy
+
+        return tuple(numpy.broadcast_shapes(*shapes))
+
+    def result_type(self, inputs):
+        return self.xp.result_type(*inputs) if inputs else self.xp.float64
+
+    def out(self, out, shape, inputs, name):
+        if not isinstance(out, self.array):
+            raise TypeError(f"{name} must be a {self.root} array like the inputs, not {type(out).__name__}")
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"{name} has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
+        dtype = self.result_type(inputs)
+        self.check_place(out, inputs, name)
+        if out.dtype != dtype:
+            raise TypeError(f"{name} has dtype {out.dtype}; the result has dtype {dtype}")
+        for x in inputs:
+            if self.overlap(out, x):
+                raise ValueError(f"{name} shares memory with an input; pass a separate buffer")
+        return out
+
+    def check_place(self, out, inputs, name):
+        if not getattr(out.flags, "writeable", True):
+            raise ValueError(f"{name} is read-only")
+
+    def writable(self, *inputs):
+        return True
+
+    def empty(self, shape, inputs):
+        return self.xp.empty(shape, dtype=self.result_type(inputs))
+
+    def outs(self, out, shapes, inputs):
+        if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+            raise TypeError(f"out must be a tuple of {len(shapes)} arrays, one per result")
+        checked = tuple(self.out(o, s, inputs, f"out[{k}]") for k, (o, s) in enumerate(zip(out, shapes)))
+        for k, a in enumerate(checked):
+            for b in checked[:k]:
+                if self.overlap(a, b):
+                    raise ValueError("two arrays of out share memory; pass separate buffers")
+        return checked
+
+    def overlap(self, a, b):
+        return self.xp.may_share_memory(a, b)
+
+    def copyto(self, out, x):
+        out[...] = x
+
+    def add(self, x, y, out):
+        self.xp.add(x, y, out=out)
+
+    def subtract(self, x, y, out):
+        self.xp.subtract(x, y, out=out)
+
+    def multiply(self, x, y, out):
+        self.xp.multiply(x, y, out=out)
+
+    def negative(self, x, out):
+        self.xp.negative(x, out=out)
+
+    def matmul(self, x, y, out):
+        self.xp.matmul(x, y, out=out)
+
+    def matmul_flat(self, w, x, n, out=None):
+        tail = tuple(x.shape[-n:])
+        flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
+        if out is not None and out.flags.c_contiguous:  # a reshape of it is a view: BLAS writes in place
+            self.xp.matmul(w, flat, out=out.reshape(tuple(out.shape[:-n]) + (-1,)))
+            return out
+        result = self.xp.matmul(w, flat)
+        result = result.reshape(tuple(result.shape[:-1]) + tail)
+        if out is None:
+            return result
+        self.copyto(out, result)
+        return out
+
+    def einsum_into(self, out, spec, *operands, blas=False):
+        self.copyto(out, self.xp.einsum(spec, *operands))
+
+    def diagonal(self, x):
+        return self.xp.diagonal(x, axis1=-2, axis2=-1)
+
+    def add_diagonal(self, out, x, factor):
+        diagonal = self.diagonal(out)
+        if factor == 1:
+            diagonal += x[..., None]
+        elif factor == -1:
+            diagonal -= x[..., None]
+        else:
+            diagonal += factor * x[..., None]
+        return out
+
+    def fused(self, fn, args, outs=None, stacked=None):
+        return fn(self, *args, outs)
+
+    def copy(self, x):
+        return x.copy()
+
+    def differentiable(self, args):
+        return False
+
+    def evaluate(self, spec, args, out, fused, body=None):
+        body = body or spec[0]
+        sum_to, trailing = spec[2], spec[3]
+        if not sum_to:
+            return body(*args, out=out, fused=fused)
+        shapes = tuple(tuple(args[k].shape) for k in sum_to)
+        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        if out is not None and direct:  # nothing to sum: written in place by the emitted code
+            return body(*args, out=out, fused=fused)
+        if out is not None:  # checked before any work
+            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
+        result = body(*args, fused=fused)
+        results = result if isinstance(result, tuple) else (result,)
+        results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
+        if out is None:
+            return results if len(results) > 1 else results[0]
+        for o, r in zip(out, results):
+            self.copyto(o, r)
+        return out if len(out) > 1 else out[0]
+
+    def sum_to(self, x, shape):
+        if tuple(x.shape) == tuple(shape):
+            return x
+        lead = len(x.shape) - len(shape)
+        if lead > 0:
+            x = x.sum(tuple(range(lead)))
+        tail = tuple(x.shape)[max(0, -lead):] if lead < 0 else tuple(x.shape)
+        offset = len(shape) - len(tail)
+        axes = tuple(offset + k for k, (a, b) in enumerate(zip(tail, shape[offset:])) if b == 1 and a != 1)
+        if axes:
+            x = self.sum_kept(x, axes)
+        if tuple(x.shape) != tuple(shape):
+            x = self.expand(x, shape)
+        return x
+
+    def sum_kept(self, x, axes):
+        return x.sum(axis=axes, keepdims=True)
+
+    def expand(self, x, shape):
+        return self.xp.array(self.copy(self.xp.broadcast_to(x, shape)))
+
+    def unstack(self, g, axis, n):
+        return tuple(self.xp.moveaxis(g, axis, 0)[k] for k in range(n))
+
+
+class _Numpy(_Backend):
+    root = "numpy"
+
+    def __init__(self):
+        import numpy
+
+        self.xp, self.array = numpy, numpy.ndarray
+
+    def asarray(self, x, like=None):
+        if isinstance(x, self.xp.ndarray):
+            return x
+        return self.xp.asarray(x)
+
+    def einsum_blas(self, spec, *operands):
+        return self.xp.einsum(spec, *operands, optimize=True)
+
+    def const_key(self, name, like):
+        return (name, like.dtype)
+
+    def rational(self, numerator, denominator, like):
+        if like.dtype == object:
+            from fractions import Fraction
+
+            return Fraction(numerator, denominator)
+        return numerator / denominator
+
+    def einsum_into(self, out, spec, *operands, blas=False):
+        self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def diagonal(self, x):
+        return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
+
+
+class _Cupy(_Backend):
+    root = "cupy"
+
+    def __init__(self):
+        import cupy
+
+        self.xp, self.array = cupy, cupy.ndarray
+
+    def const_key(self, name, like):
+        return ("cupy", name, like.dtype, like.device.id)  # cupy's Device is not hashable: its id is
+
+
+class _Compiling(_Backend):
+    def fused(self, fn, args, outs=None, stacked=None):
+        key = (self.root, fn)
+        compiled = _COMPILED.get(key)
+        if compiled is None:  # compiled as fn itself: its own code, its own recompile budget
+            compiled = _COMPILED[key] = self.compile(fn)
+        result = compiled(self, *args)
+        if outs is None:
+            return result
+        if stacked is not None:
+            outs = (stacked,)
+        for o, r in zip(outs, result if isinstance(result, tuple) else (result,)):
+            self.copyto(o, r)
+        return outs
+
+
+class _Torch(_Compiling):
+    root = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.xp, self.array = torch, torch.Tensor
+
+    def asarray(self, x, like=None):
+        if isinstance(x, self.xp.Tensor):
+            return x
+        if like is None:
+            return self.xp.as_tensor(x)
+        return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
+
+    def promote(self, args):
+        if len(args) < 2:
+            return args
+        common = args[0].dtype
+        for a in args[1:]:
+            common = self.xp.promote_types(common, a.dtype)
+        return tuple(a if a.dtype == common else a.to(common) for a in args)
+
+    def swap(self, x):
+        return x.transpose(-1, -2)
+
+    def const_key(self, name, like):
+        return ("torch", name, like.dtype, like.device)
+
+    def table(self, name, like):
+        return self.xp.tensor(_TABLES[name], dtype=like.dtype, device=like.device)
+
+    def stack(self, arrays, axis):
+        return self.xp.stack(self.xp.broadcast_tensors(*arrays), dim=axis)
+
+    def batch(self, *shapes):
+        return tuple(self.xp.broadcast_shapes(*shapes))
+
+    def result_type(self, inputs):
+        dtype = inputs[0].dtype if inputs else self.xp.float64
+        for x in inputs[1:]:
+            dtype = self.xp.promote_types(dtype, x.dtype)
+        return dtype
+
+    def check_place(self, out, inputs, name):
+        if inputs and out.device != inputs[0].device:
+            raise ValueError(f"{name} is on {out.device}; the inputs are on {inputs[0].device}")
+
+    def writable(self, *inputs):
+        return not any(x.requires_grad for x in inputs)
+
+    def empty(self, shape, inputs):
+        return self.xp.empty(shape, dtype=self.result_type(inputs), device=inputs[0].device if inputs else None)
+
+    def overlap(self, a, b):
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() and b.numel()
+
+    def copyto(self, out, x):
+        out.copy_(x)
+
+    def subtract(self, x, y, out):
+        self.xp.sub(x, y, out=out)
+
+    def multiply(self, x, y, out):
+        self.xp.mul(x, y, out=out)
+
+    def negative(self, x, out):
+        self.xp.neg(x, out=out)
+
+    def matmul_flat(self, w, x, n, out=None):
+        axes = "ijklmnopqrstuvwxyz"[:n]
+        result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
+        if out is None:
+            return result
+        self.copyto(out, result)
+        return out
+
+    def add_diagonal(self, out, x, factor):
+        out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
+        return out
+
+    def compile(self, fn):
+        return self.xp.compile(fn)
+
+    def copy(self, x):
+        return x.clone()
+
+    def differentiable(self, args):
+        return self.xp.is_grad_enabled() and any(isinstance(a, self.xp.Tensor) and a.requires_grad for a in args)
+
+    def differentiate(self, spec, args, out, fused):
+        return _TorchFunction.apply(spec, out, fused, *args)
+
+    def sum_kept(self, x, axes):
+        return x.sum(axes, keepdim=True)
+
+    def expand(self, x, shape):
+        return x.expand(shape).clone()
+
+    def unstack(self, g, axis, n):
+        return tuple(g.unbind(axis))
+
+
+class _Jax(_Compiling):
+    root = "jax"
+
+    def __init__(self):
+        import jax.numpy
+
+        self.xp = jax.numpy
+
+    def const(self, name, like):
+        return self.table(name, like)
+
+    def out(self, out, shape, inputs, name):
+        raise TypeError(f"{name}=: jax arrays are immutable; call without out=")
+
+    def writable(self, *inputs):
+        return False
+
+    def add_diagonal(self, out, x, factor):
+        return out + factor * x[..., None, None] * self.xp.eye(3, dtype=out.dtype)
+
+    def compile(self, fn):
+        import jax
+
+        return jax.jit(fn, static_argnums=0)
+
+    def copy(self, x):
+        return x
+
+    def differentiable(self, args):
+        return True
+
+    def differentiate(self, spec, args, out, fused):
+        key = ("jax", spec[0], fused)
+        f = _COMPILED.get(key)
+        if f is None:
+            f = _COMPILED[key] = _jax_function(self, spec, fused)
+        return f(*args)
+
+    def expand(self, x, shape):
+        return self.xp.broadcast_to(x, shape)
+
+
+_LIBRARIES = {"numpy": _Numpy, "cupy": _Cupy, "torch": _Torch, "jax": _Jax}
+
+
+def _call(spec, args, out, fused, kernels=True):
+    _b = _backend(*args)
+    if args:
+        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+    if kernels and _use_kernel(_b, spec, args):
+        return _kernel_call(_b, spec, args, out)
+    if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
+        return _b.differentiate(spec, args, out, fused)
+    return _b.evaluate(spec, args, out, fused)
+
+
+def _cotangents(b, spec, grads):
+    if spec[4] is not None:
+        return b.unstack(grads[0], spec[4], None)
+    return tuple(grads)
+
+
+def _torch_function():
+    import torch
+
+    class _DiagcFunction(torch.autograd.Function):
+
+        @staticmethod
+        def forward(ctx, spec, out, fused, *args):
+            ctx.spec, ctx.fused = spec, fused
+            ctx.save_for_backward(*args)
+            return _backend(*args).evaluate(spec, args, out, fused)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            args = ctx.saved_tensors
+            spec = ctx.spec
+            result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads), fused=ctx.fused)
+            result = result if isinstance(result, tuple) else (result,)
+            return (None, None, None) + tuple(r if need else None
+                                              for r, need in zip(result, ctx.needs_input_grad[3:]))
+
+    return _DiagcFunction
+
+
+def _jax_function(b, spec, fused):
+    import jax
+
+    @jax.custom_vjp
+    def f(*args):
+        return b.evaluate(spec, args, None, fused)
+
+    def forward(*args):
+        return b.evaluate(spec, args, None, fused), args
+
+    def backward(args, g):
+        grads = g if isinstance(g, tuple) else (g,)
+        result = spec[1](*args, *_cotangents(b, spec, grads), fused=fused)
+        return result if isinstance(result, tuple) else (result,)
+
+    f.defvjp(forward, backward)
+    return f
+
+
 def _cupy_importable():
-    """Whether cupy can be imported with NVRTC (cupy.RawModule): looked up once, without importing
-    it (it is imported only when CUDA arrays arrive)."""
     if _CUDA["available"] is None:
         import sys
 
@@ -2838,7 +2872,6 @@ def _cupy_importable():
 
 
 def _kernels_possible(b):
-    """Whether this process could run a kernel on ``b``'s arrays at all (a CUDA device, cupy)."""
     if _CUDA_SOURCE is None or b.root not in ("torch", "cupy"):
         return False
     if b.root == "torch" and not b.xp.cuda.is_available():
@@ -2847,15 +2880,12 @@ def _kernels_possible(b):
 
 
 def _on_gpu(b, args):
-    """Whether any argument lives on a CUDA device (cupy arrays always do)."""
     if b.root == "cupy":
         return True
     return any(a.is_cuda for a in args)
 
 
 def _use_kernel(b, spec, args):
-    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing MIXING says
-    "kernel"), the arguments are CUDA arrays, and cupy is importable."""
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
@@ -2873,10 +2903,6 @@ def _dtype_name(b, x):
 
 
 def _kernel_plan(b, cfg, args):
-    """The arguments checked against the kernel's signature: (dtype, device, batch shape, channel
-    sizes, per input how its batch axes are read). Shapes as every emitted function checks them
-    (_check_shapes: ValueError naming the argument), then TypeError for a dtype the kernels do not
-    take and ValueError for an argument on another device, each naming the argument."""
     _check_shapes(cfg["inputs"], args)
     dtype = device = first = None
     sizes, batches = {}, []
@@ -2921,14 +2947,11 @@ def _broadcast_batch(a, b, name):
 
 
 def _kernel_outputs(cfg, plan):
-    """The kernel's output shapes: the broadcast batch, the output's channel sizes, its dims."""
     batch, sizes = plan[2], plan[3]
     return [batch + tuple(sizes[c] for c in chans) + tuple(dims) for _, chans, dims in cfg["outputs"]]
 
 
 def _cuda_function(symbol, device):
-    """The kernel ``symbol`` for device number ``device``: NVRTC compiles _CUDA_SOURCE at its first
-    use on that device (cupy caches the binary on disk); cached here per (device, symbol)."""
     key = (device, symbol)
     fn = _CUDA["functions"].get(key)
     if fn is None:
@@ -2946,9 +2969,6 @@ def _cuda_function(symbol, device):
 
 
 def _kernel_launch(b, cfg, args):
-    """Runs the kernel of ``cfg`` on CUDA arrays ``args`` (checked; a non-contiguous input, or one
-    broadcast over some but not all batch axes, is copied first) into new outputs, on the current
-    stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list)."""
     import numpy
 
     dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
@@ -3004,19 +3024,16 @@ def _kernel_launch(b, cfg, args):
 
 
 def _device_index(b, device):
-    """The CUDA device number of ``device`` (torch.device or cupy.cuda.Device)."""
     if b.root == "cupy":
         return device.id
     return device.index if device.index is not None else b.xp.cuda.current_device()
 
 
 def _torch_stream(b, device):
-    """The handle of torch's current stream on ``device``: the kernel runs in order with torch's work."""
     return b.xp.cuda.current_stream(device).cuda_stream
 
 
 def _kernel_body(b, cfg):
-    """The kernel as a body for _Backend.evaluate: fresh outputs, or copied into ``out``."""
     def body(*args, out=None, fused=False):
         result = _kernel_launch(b, cfg, args)
         result = tuple(result) if len(result) > 1 else result[0]
@@ -3033,8 +3050,6 @@ def _kernel_body(b, cfg):
 
 
 def _kernel_call(b, spec, args, out):
-    """``spec``'s function on its CUDA kernel: for torch through its custom op (differentiable by the
-    generated NAME_vjp, traceable by torch.compile), for cupy directly."""
     if b.root == "cupy":
         return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
     if out is None:
@@ -3043,9 +3058,6 @@ def _kernel_call(b, spec, args, out):
 
 
 def _torch_ops():
-    """One torch custom op (torch.library) per kernel, registered once per process and module text
-    (namespace _OP_NAMESPACE): its fake implementation gives the output shapes to torch.compile,
-    its backward is the generated NAME_vjp (itself a kernel op where it has one)."""
     ops = _CUDA["ops"]
     if ops is not None:
         return ops
@@ -3106,16 +3118,7 @@ def _op_backward(spec):
     return backward
 
 
-_BACKENDS = {}
-_TorchFunction = None
-
-
 def _check_shapes(signature, arrays):
-    """Raise ValueError naming the first argument whose shape does not fit its type: trailing axes
-    (channel sizes, then 3 per Cartesian leg and 2l+1 per spherical leg), channel sizes agreeing
-    with the argument that fixed them first, batch axes that broadcast. ``signature`` holds
-    (name, channel names, geometric sizes) per argument. Called only when the inline check of the
-    emitted function failed (a batch mismatch may still broadcast: then it returns)."""
     known = {}  # channel name -> (size, argument that fixed it)
     batches = []
     for (name, channels, dims), x in zip(signature, arrays):
@@ -3146,10 +3149,6 @@ def _check_shapes(signature, arrays):
 
 
 def _unbatched(fn, b, arrays, ranks, out, fused):
-    """fn(*arrays) on numpy object arrays (exact arithmetic) where some input has no batch axis:
-    numpy turns 0-d results of object arithmetic into bare Python objects (a Fraction, not an
-    array), so each such input gets a leading axis of size 1, dropped from the results again when
-    no input had one (then a given ``out`` is checked as usual and the results copied into it)."""
     lifted = tuple(x[None] if x.ndim == n else x for x, n in zip(arrays, ranks))
     if not all(x.ndim == n for x, n in zip(arrays, ranks)):
         return fn(*lifted, out=out, fused=fused)
@@ -3170,7 +3169,6 @@ def _unbatched(fn, b, arrays, ranks, out, fused):
 
 
 def _backend(*arrays):
-    """The backend of the first input that belongs to torch, jax or cupy; numpy otherwise."""
     root = "numpy"
     for a in arrays:
         r = type(a).__module__.partition(".")[0]
@@ -3188,7 +3186,7 @@ def _backend(*arrays):
 
 def _make_backend(root):
     global _TorchFunction
-    b = _BACKENDS[root] = _Backend(root)
+    b = _BACKENDS[root] = _LIBRARIES[root]()
     if root == "torch" and _TorchFunction is None:
         _TorchFunction = _torch_function()
         if "_KERNEL_SPECS" in globals() and _kernels_possible(b):  # the module is complete
@@ -3197,8 +3195,6 @@ def _make_backend(root):
 
 
 def _prepare():
-    """The torch backend and its autograd.Function made at import when torch is already imported, so
-    that a call under torch.compile never has to build them."""
     import sys
 
     if "torch" in sys.modules:

@@ -1,0 +1,967 @@
+"""The run-time support of an emitted Python module, as real code.
+
+One small class per array library (``_Numpy``, ``_Cupy``, ``_Torch``, ``_Jax``) over a common base,
+without a test of which library it is; the module-level functions around them (dispatch, autograd
+and jax wiring, shape checks, the CUDA kernel launcher). Tests import and exercise this file
+directly (tests/test_runtime.py). An emitted module does not import it: :func:`runtime_source`
+copies into the module only the definitions its functions reach (methods included), extracted
+from this file's source with :mod:`ast`, in this file's order.
+
+The globals below are the module's own state; ``_TABLES`` (the constant tables) is defined by each
+module from its plans and is empty here.
+"""
+
+_TABLES = {}
+_CONSTANTS = {}
+_COMPILED = {}
+_BACKENDS = {}
+_TorchFunction = None
+_len = len  # the functions' own names may shadow builtins (an input named len)
+
+
+class _Backend:
+    """einsum and constants of one array library; what numpy, cupy, torch and jax do alike."""
+
+    def einsum(self, spec, *operands):
+        return self.xp.einsum(spec, *operands)
+
+    def einsum_blas(self, spec, *operands):
+        """A contraction shaped like a matrix product (numpy's optimize=True sends it to BLAS)."""
+        return self.xp.einsum(spec, *operands)
+
+    def asarray(self, x, like=None):
+        return self.xp.asarray(x)
+
+    def promote(self, args):
+        """The inputs in one dtype, as numpy's rules give it (numpy, cupy and jax promote by
+        themselves; torch's einsum and matmul refuse float32 with float64)."""
+        return args
+
+    def swap(self, x):
+        """The last two axes exchanged (a transposed view)."""
+        return self.xp.swapaxes(x, -1, -2)
+
+    def zeros_like(self, x):
+        return self.xp.zeros_like(x)
+
+    def unflatten(self, x, dims):
+        """The trailing axis (prod(dims) components, row-major) split into axes of sizes dims."""
+        return x.reshape(tuple(x.shape[:-1]) + dims)
+
+    def moveaxis(self, x, source, destination):
+        return self.xp.moveaxis(x, source, destination)
+
+    def const(self, name, like):
+        """The constant table ``name`` as an array of ``like``'s dtype (and device), cached."""
+        key = self.const_key(name, like)
+        value = _CONSTANTS.get(key)
+        if value is None:
+            value = _CONSTANTS[key] = self.table(name, like)
+        return value
+
+    def table(self, name, like):
+        return self.xp.asarray(_TABLES[name], dtype=like.dtype)
+
+    def rational(self, numerator, denominator, like):
+        return numerator / denominator
+
+    def one(self, like):
+        """A 0-d array holding 1, of ``like``'s dtype (and device)."""
+        return self.xp.ones((), dtype=like.dtype)
+
+    def filled(self, value, shape, like):
+        """A new array of ``shape`` and ``like``'s dtype holding ``value`` (a constant, broadcast over
+        the batch)."""
+        return self.xp.broadcast_to(self.xp.asarray(value, dtype=like.dtype), shape).copy()
+
+    def stack(self, arrays, axis):
+        """Stack on a new axis, broadcasting first (a constant element has no batch axes)."""
+        return self.xp.stack(self.xp.broadcast_arrays(*arrays), axis=axis)
+
+    # -- preallocated outputs (out=) ------------------------------------------------------------
+    def batch(self, *shapes):
+        """The broadcast of the inputs' batch shapes."""
+        import numpy
+
+        return tuple(numpy.broadcast_shapes(*shapes))
+
+    def result_type(self, inputs):
+        return self.xp.result_type(*inputs) if inputs else self.xp.float64
+
+    def out(self, out, shape, inputs, name):
+        """``out`` after checking that it can take the result in place: an array of the inputs'
+        library, dtype and device, of the result's shape, sharing no memory with an input."""
+        if not isinstance(out, self.array):
+            raise TypeError(f"{name} must be a {self.root} array like the inputs, not {type(out).__name__}")
+        if tuple(out.shape) != tuple(shape):
+            raise ValueError(f"{name} has shape {tuple(out.shape)}; the result has shape {tuple(shape)}")
+        dtype = self.result_type(inputs)
+        self.check_place(out, inputs, name)
+        if out.dtype != dtype:
+            raise TypeError(f"{name} has dtype {out.dtype}; the result has dtype {dtype}")
+        for x in inputs:
+            if self.overlap(out, x):
+                raise ValueError(f"{name} shares memory with an input; pass a separate buffer")
+        return out
+
+    def check_place(self, out, inputs, name):
+        if not getattr(out.flags, "writeable", True):
+            raise ValueError(f"{name} is read-only")
+
+    def writable(self, *inputs):
+        """Whether results may be computed in place into new buffers."""
+        return True
+
+    def empty(self, shape, inputs):
+        """A new array of the result's shape, dtype and device (its entries are all written next)."""
+        return self.xp.empty(shape, dtype=self.result_type(inputs))
+
+    def outs(self, out, shapes, inputs):
+        """A tuple of checked outputs, one per result, no two sharing memory."""
+        if not isinstance(out, (tuple, list)) or len(out) != len(shapes):
+            raise TypeError(f"out must be a tuple of {len(shapes)} arrays, one per result")
+        checked = tuple(self.out(o, s, inputs, f"out[{k}]") for k, (o, s) in enumerate(zip(out, shapes)))
+        for k, a in enumerate(checked):
+            for b in checked[:k]:
+                if self.overlap(a, b):
+                    raise ValueError("two arrays of out share memory; pass separate buffers")
+        return checked
+
+    def overlap(self, a, b):
+        return self.xp.may_share_memory(a, b)
+
+    def copyto(self, out, x):
+        out[...] = x
+
+    def add(self, x, y, out):
+        self.xp.add(x, y, out=out)
+
+    def subtract(self, x, y, out):
+        self.xp.subtract(x, y, out=out)
+
+    def multiply(self, x, y, out):
+        self.xp.multiply(x, y, out=out)
+
+    def negative(self, x, out):
+        self.xp.negative(x, out=out)
+
+    def matmul(self, x, y, out):
+        self.xp.matmul(x, y, out=out)
+
+    def matmul_flat(self, w, x, n, out=None):
+        """w @ x over x's axis -n-1, with x's last n axes flattened for the product and restored."""
+        tail = tuple(x.shape[-n:])
+        flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
+        if out is not None and out.flags.c_contiguous:  # a reshape of it is a view: BLAS writes in place
+            self.xp.matmul(w, flat, out=out.reshape(tuple(out.shape[:-n]) + (-1,)))
+            return out
+        result = self.xp.matmul(w, flat)
+        result = result.reshape(tuple(result.shape[:-1]) + tail)
+        if out is None:
+            return result
+        self.copyto(out, result)
+        return out
+
+    def einsum_into(self, out, spec, *operands, blas=False):
+        self.copyto(out, self.xp.einsum(spec, *operands))
+
+    def diagonal(self, x):
+        """A writeable view of the diagonal of the last two axes."""
+        return self.xp.diagonal(x, axis1=-2, axis2=-1)
+
+    def add_diagonal(self, out, x, factor):
+        """out[..., i, i] += factor * x[...] for every i, through a view of the diagonal; returns out."""
+        diagonal = self.diagonal(out)
+        if factor == 1:
+            diagonal += x[..., None]
+        elif factor == -1:
+            diagonal -= x[..., None]
+        else:
+            diagonal += factor * x[..., None]
+        return out
+
+    def fused(self, fn, args, outs=None, stacked=None):
+        """fn(self, *args): the unrolled component formulas, each component written straight into its
+        view of the checked buffers ``outs`` when given."""
+        return fn(self, *args, outs)
+
+    def copy(self, x):
+        return x.copy()
+
+    # -- derivatives: the generated NAME_vjp wired into torch autograd and jax ------------------
+    def differentiable(self, args):
+        """Whether a call must record its derivative (torch autograd, jax transformations)."""
+        return False
+
+    def evaluate(self, spec, args, out, fused, body=None):
+        """The emitted code of ``spec`` (or ``body``: its CUDA kernel); a derivative's results summed
+        to its inputs' shapes."""
+        body = body or spec[0]
+        sum_to, trailing = spec[2], spec[3]
+        if not sum_to:
+            return body(*args, out=out, fused=fused)
+        shapes = tuple(tuple(args[k].shape) for k in sum_to)
+        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        if out is not None and direct:  # nothing to sum: written in place by the emitted code
+            return body(*args, out=out, fused=fused)
+        if out is not None:  # checked before any work
+            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
+        result = body(*args, fused=fused)
+        results = result if isinstance(result, tuple) else (result,)
+        results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
+        if out is None:
+            return results if len(results) > 1 else results[0]
+        for o, r in zip(out, results):
+            self.copyto(o, r)
+        return out if len(out) > 1 else out[0]
+
+    def sum_to(self, x, shape):
+        """``x`` summed over the axes that broadcasting added or stretched to reach its shape
+        (autograd's rule for a broadcast input); broadcast to ``shape`` where it has fewer axes."""
+        if tuple(x.shape) == tuple(shape):
+            return x
+        lead = len(x.shape) - len(shape)
+        if lead > 0:
+            x = x.sum(tuple(range(lead)))
+        tail = tuple(x.shape)[max(0, -lead):] if lead < 0 else tuple(x.shape)
+        offset = len(shape) - len(tail)
+        axes = tuple(offset + k for k, (a, b) in enumerate(zip(tail, shape[offset:])) if b == 1 and a != 1)
+        if axes:
+            x = self.sum_kept(x, axes)
+        if tuple(x.shape) != tuple(shape):
+            x = self.expand(x, shape)
+        return x
+
+    def sum_kept(self, x, axes):
+        return x.sum(axis=axes, keepdims=True)
+
+    def expand(self, x, shape):
+        """``x`` broadcast to ``shape``, as a new array."""
+        return self.xp.array(self.copy(self.xp.broadcast_to(x, shape)))
+
+    def unstack(self, g, axis, n):
+        """The cotangent of a stacked result split into one per stacked output."""
+        return tuple(self.xp.moveaxis(g, axis, 0)[k] for k in range(n))
+
+
+class _Numpy(_Backend):
+    """numpy: einsum into out=, BLAS for matrix-shaped contractions, exact object arrays."""
+
+    root = "numpy"
+
+    def __init__(self):
+        import numpy
+
+        self.xp, self.array = numpy, numpy.ndarray
+
+    def asarray(self, x, like=None):
+        if isinstance(x, self.xp.ndarray):
+            return x
+        return self.xp.asarray(x)
+
+    def einsum_blas(self, spec, *operands):
+        return self.xp.einsum(spec, *operands, optimize=True)
+
+    def const_key(self, name, like):
+        return (name, like.dtype)
+
+    def rational(self, numerator, denominator, like):
+        """numerator/denominator, exact for arrays of Python objects (e.g. fractions.Fraction)."""
+        if like.dtype == object:
+            from fractions import Fraction
+
+            return Fraction(numerator, denominator)
+        return numerator / denominator
+
+    def einsum_into(self, out, spec, *operands, blas=False):
+        self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def diagonal(self, x):
+        return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
+
+
+class _Cupy(_Backend):
+    """cupy: numpy's interface on a CUDA device."""
+
+    root = "cupy"
+
+    def __init__(self):
+        import cupy
+
+        self.xp, self.array = cupy, cupy.ndarray
+
+    def const_key(self, name, like):
+        return ("cupy", name, like.dtype, like.device.id)  # cupy's Device is not hashable: its id is
+
+
+class _Compiling(_Backend):
+    """torch and jax: fused formulas compiled once per function (torch.compile, jax.jit)."""
+
+    def fused(self, fn, args, outs=None, stacked=None):
+        """fn(self, *args) compiled once per function; with ``outs`` (the checked buffers) the fresh
+        result is copied in (compiled code writing into strided views of its inputs measured several
+        times slower than a fresh result copied once; ``stacked``: the array ``outs`` are views of)."""
+        key = (self.root, fn)
+        compiled = _COMPILED.get(key)
+        if compiled is None:  # compiled as fn itself: its own code, its own recompile budget
+            compiled = _COMPILED[key] = self.compile(fn)
+        result = compiled(self, *args)
+        if outs is None:
+            return result
+        if stacked is not None:
+            outs = (stacked,)
+        for o, r in zip(outs, result if isinstance(result, tuple) else (result,)):
+            self.copyto(o, r)
+        return outs
+
+
+class _Torch(_Compiling):
+    """torch: tensors keep their device; autograd records the generated derivatives."""
+
+    root = "torch"
+
+    def __init__(self):
+        import torch
+
+        self.xp, self.array = torch, torch.Tensor
+
+    def asarray(self, x, like=None):
+        if isinstance(x, self.xp.Tensor):
+            return x
+        if like is None:
+            return self.xp.as_tensor(x)
+        return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
+
+    def promote(self, args):
+        if len(args) < 2:
+            return args
+        common = args[0].dtype
+        for a in args[1:]:
+            common = self.xp.promote_types(common, a.dtype)
+        return tuple(a if a.dtype == common else a.to(common) for a in args)
+
+    def swap(self, x):
+        return x.transpose(-1, -2)
+
+    def moveaxis(self, x, source, destination):
+        return self.xp.movedim(x, source, destination)
+
+    def const_key(self, name, like):
+        return ("torch", name, like.dtype, like.device)
+
+    def table(self, name, like):
+        return self.xp.tensor(_TABLES[name], dtype=like.dtype, device=like.device)
+
+    def one(self, like):
+        return self.xp.ones((), dtype=like.dtype, device=like.device)
+
+    def filled(self, value, shape, like):
+        return self.xp.as_tensor(value, dtype=like.dtype, device=like.device).expand(shape).clone()
+
+    def stack(self, arrays, axis):
+        return self.xp.stack(self.xp.broadcast_tensors(*arrays), dim=axis)
+
+    def batch(self, *shapes):
+        return tuple(self.xp.broadcast_shapes(*shapes))
+
+    def result_type(self, inputs):
+        dtype = inputs[0].dtype if inputs else self.xp.float64
+        for x in inputs[1:]:
+            dtype = self.xp.promote_types(dtype, x.dtype)
+        return dtype
+
+    def check_place(self, out, inputs, name):
+        if inputs and out.device != inputs[0].device:
+            raise ValueError(f"{name} is on {out.device}; the inputs are on {inputs[0].device}")
+
+    def writable(self, *inputs):
+        """Not for tensors that autograd tracks (out= operations do not record gradients)."""
+        return not any(x.requires_grad for x in inputs)
+
+    def empty(self, shape, inputs):
+        return self.xp.empty(shape, dtype=self.result_type(inputs), device=inputs[0].device if inputs else None)
+
+    def overlap(self, a, b):
+        return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr() and a.numel() and b.numel()
+
+    def copyto(self, out, x):
+        out.copy_(x)
+
+    def subtract(self, x, y, out):
+        self.xp.sub(x, y, out=out)
+
+    def multiply(self, x, y, out):
+        self.xp.mul(x, y, out=out)
+
+    def negative(self, x, out):
+        self.xp.neg(x, out=out)
+
+    def matmul_flat(self, w, x, n, out=None):
+        """The same product as one einsum: torch's einsum folds the batch into one GEMM (its matmul
+        would not)."""
+        axes = "ijklmnopqrstuvwxyz"[:n]
+        result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
+        if out is None:
+            return result
+        self.copyto(out, result)
+        return out
+
+    def add_diagonal(self, out, x, factor):
+        out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
+        return out
+
+    def compile(self, fn):
+        return self.xp.compile(fn)
+
+    def copy(self, x):
+        return x.clone()
+
+    def differentiable(self, args):
+        return self.xp.is_grad_enabled() and any(isinstance(a, self.xp.Tensor) and a.requires_grad for a in args)
+
+    def differentiate(self, spec, args, out, fused):
+        """The function of ``spec`` run inside a torch.autograd.Function whose backward is the
+        generated NAME_vjp, itself differentiable the same way."""
+        return _TorchFunction.apply(spec, out, fused, *args)
+
+    def sum_kept(self, x, axes):
+        return x.sum(axes, keepdim=True)
+
+    def expand(self, x, shape):
+        return x.expand(shape).clone()
+
+    def unstack(self, g, axis, n):
+        return tuple(g.unbind(axis))
+
+
+class _Jax(_Compiling):
+    """jax: immutable arrays (no out=), constants never cached (a traced constant must not leak out
+    of jit), derivatives through jax.custom_vjp."""
+
+    root = "jax"
+
+    def __init__(self):
+        import jax.numpy
+
+        self.xp = jax.numpy
+
+    def const(self, name, like):
+        return self.table(name, like)
+
+    def filled(self, value, shape, like):
+        return self.xp.broadcast_to(self.xp.asarray(value, dtype=like.dtype), shape)
+
+    def out(self, out, shape, inputs, name):
+        raise TypeError(f"{name}=: jax arrays are immutable; call without out=")
+
+    def writable(self, *inputs):
+        return False
+
+    def add_diagonal(self, out, x, factor):
+        """A new array (jax arrays are immutable)."""
+        return out + factor * x[..., None, None] * self.xp.eye(3, dtype=out.dtype)
+
+    def compile(self, fn):
+        import jax
+
+        return jax.jit(fn, static_argnums=0)
+
+    def copy(self, x):
+        return x
+
+    def differentiable(self, args):
+        return True
+
+    def differentiate(self, spec, args, out, fused):
+        """The function of ``spec`` as a jax.custom_vjp whose backward is the generated NAME_vjp."""
+        key = ("jax", spec[0], fused)
+        f = _COMPILED.get(key)
+        if f is None:
+            f = _COMPILED[key] = _jax_function(self, spec, fused)
+        return f(*args)
+
+    def expand(self, x, shape):
+        return self.xp.broadcast_to(x, shape)
+
+
+_LIBRARIES = {"numpy": _Numpy, "cupy": _Cupy, "torch": _Torch, "jax": _Jax}
+
+
+def _call(spec, args, out, fused, kernels=True):
+    """A public function: the emitted code, recording its derivative where autograd or jax needs it
+    (a module without CUDA kernels: ``kernels`` changes nothing)."""
+    _b = _backend(*args)
+    if args:
+        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+    if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
+        return _b.differentiate(spec, args, out, fused)
+    return _b.evaluate(spec, args, out, fused)
+
+
+def _call_kernels(spec, args, out, fused, kernels=True):
+    """A public function: the generated CUDA kernel for CUDA arrays (see _use_kernel), else the
+    emitted code, recording its derivative where autograd or jax needs it."""
+    _b = _backend(*args)
+    if args:
+        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+    if kernels and _use_kernel(_b, spec, args):
+        return _kernel_call(_b, spec, args, out)
+    if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
+        return _b.differentiate(spec, args, out, fused)
+    return _b.evaluate(spec, args, out, fused)
+
+
+def _cotangents(b, spec, grads):
+    """The output cotangents as the VJP's arguments: one per output (a stacked result split)."""
+    if spec[4] is not None:
+        return b.unstack(grads[0], spec[4], None)
+    return tuple(grads)
+
+
+def _torch_function():
+    import torch
+
+    class _DiagcFunction(torch.autograd.Function):
+        """Forward: the emitted code; backward: the generated NAME_vjp (differentiable again)."""
+
+        @staticmethod
+        def forward(ctx, spec, out, fused, *args):
+            ctx.spec, ctx.fused = spec, fused
+            ctx.save_for_backward(*args)
+            return _backend(*args).evaluate(spec, args, out, fused)
+
+        @staticmethod
+        def backward(ctx, *grads):
+            args = ctx.saved_tensors
+            spec = ctx.spec
+            result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads), fused=ctx.fused)
+            result = result if isinstance(result, tuple) else (result,)
+            return (None, None, None) + tuple(r if need else None
+                                              for r, need in zip(result, ctx.needs_input_grad[3:]))
+
+    return _DiagcFunction
+
+
+def _jax_function(b, spec, fused):
+    """``spec``'s function as a jax.custom_vjp whose backward is the generated NAME_vjp."""
+    import jax
+
+    @jax.custom_vjp
+    def f(*args):
+        return b.evaluate(spec, args, None, fused)
+
+    def forward(*args):
+        return b.evaluate(spec, args, None, fused), args
+
+    def backward(args, g):
+        grads = g if isinstance(g, tuple) else (g,)
+        result = spec[1](*args, *_cotangents(b, spec, grads), fused=fused)
+        return result if isinstance(result, tuple) else (result,)
+
+    f.defvjp(forward, backward)
+    return f
+
+
+# -- the generated CUDA kernels (torch CUDA tensors or cupy arrays, when cupy is importable) -----
+# A module with kernels defines its own _CUDA_SOURCE (the text `diagc compile --target cuda` prints
+# for its functions that have one), _OP_NAMESPACE, _CUDA, MIXING and _KERNEL_SPECS; these stand-ins
+# let the launcher below be imported and tested on its own.
+_CUDA_SOURCE = None
+_OP_NAMESPACE = "diagc_runtime"
+_CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None}
+MIXING = "blas"
+_KERNEL_SPECS = ()
+
+
+def _cupy_importable():
+    """Whether cupy can be imported with NVRTC (cupy.RawModule): looked up once, without importing
+    it (it is imported only when CUDA arrays arrive)."""
+    if _CUDA["available"] is None:
+        import sys
+
+        cp = sys.modules.get("cupy")
+        if cp is not None:
+            _CUDA["available"] = hasattr(cp, "RawModule")
+        else:
+            import importlib.util
+
+            try:
+                _CUDA["available"] = importlib.util.find_spec("cupy") is not None
+            except (ImportError, ValueError):
+                _CUDA["available"] = False
+    return _CUDA["available"]
+
+
+def _kernels_possible(b):
+    """Whether this process could run a kernel on ``b``'s arrays at all (a CUDA device, cupy)."""
+    if _CUDA_SOURCE is None or b.root not in ("torch", "cupy"):
+        return False
+    if b.root == "torch" and not b.xp.cuda.is_available():
+        return False
+    return _cupy_importable()
+
+
+def _on_gpu(b, args):
+    """Whether any argument lives on a CUDA device (cupy arrays always do)."""
+    if b.root == "cupy":
+        return True
+    return any(a.is_cuda for a in args)
+
+
+def _use_kernel(b, spec, args):
+    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing MIXING says
+    "kernel"), the arguments are CUDA arrays, and cupy is importable."""
+    cfg = spec[5]
+    if cfg is None or not args or b.root not in ("torch", "cupy"):
+        return False
+    if cfg["kind"] == "mixing" and MIXING != "kernel":
+        return False
+    return _on_gpu(b, args) and _cupy_importable()
+
+
+def _dtype_name(b, x):
+    if x.dtype == b.xp.float32:
+        return "float32"
+    if x.dtype == b.xp.float64:
+        return "float64"
+    return None
+
+
+def _kernel_plan(b, cfg, args):
+    """The arguments checked against the kernel's signature: (dtype, device, batch shape, channel
+    sizes, per input how its batch axes are read). Shapes as every emitted function checks them
+    (_check_shapes: ValueError naming the argument), then TypeError for a dtype the kernels do not
+    take and ValueError for an argument on another device, each naming the argument."""
+    _check_shapes(cfg["inputs"], args)
+    dtype = device = first = None
+    sizes, batches = {}, []
+    for (name, chans, dims), x in zip(cfg["inputs"], args):
+        kind = _dtype_name(b, x)
+        if kind is None:
+            raise TypeError(f"{name} has dtype {x.dtype}; the CUDA kernels take float32 or float64 "
+                            "(kernels=False runs the array-library code)")
+        if dtype is None:
+            dtype, device, first = kind, x.device, name
+        elif kind != dtype:
+            raise TypeError(f"{name} has dtype {x.dtype} but {first} has {args[0].dtype}; the CUDA kernels "
+                            "take one dtype (cast the inputs, or kernels=False)")
+        if x.device != device:
+            raise ValueError(f"{name} is on {x.device} but {first} is on {device}")
+        shape = tuple(x.shape)
+        own = len(chans) + len(dims)
+        for k, c in enumerate(chans):  # checked to agree above
+            sizes[c] = (shape[len(shape) - own + k], name)
+        batches.append(shape[:len(shape) - own])
+    batch = ()
+    for (name, _, _), s in zip(cfg["inputs"], batches):
+        batch = _broadcast_batch(batch, s, name)
+    modes = []
+    for s in batches:
+        count = 1
+        for n in s:
+            count *= n
+        modes.append(1 if s == batch else (0 if count == 1 else 2))  # own, broadcast, expanded copy
+    return dtype, device, batch, {c: n for c, (n, _) in sizes.items()}, tuple(modes), batches
+
+
+def _broadcast_batch(a, b, name):
+    out = []
+    for k in range(max(len(a), len(b))):
+        x = a[len(a) - 1 - k] if k < len(a) else 1
+        y = b[len(b) - 1 - k] if k < len(b) else 1
+        if x != y and x != 1 and y != 1:
+            raise ValueError(f"{name} has batch shape {tuple(b)}, which does not broadcast with {tuple(a)}")
+        out.append(y if x == 1 else x)
+    return tuple(reversed(out))
+
+
+def _kernel_outputs(cfg, plan):
+    """The kernel's output shapes: the broadcast batch, the output's channel sizes, its dims."""
+    batch, sizes = plan[2], plan[3]
+    return [batch + tuple(sizes[c] for c in chans) + tuple(dims) for _, chans, dims in cfg["outputs"]]
+
+
+def _cuda_function(symbol, device):
+    """The kernel ``symbol`` for device number ``device``: NVRTC compiles _CUDA_SOURCE at its first
+    use on that device (cupy caches the binary on disk); cached here per (device, symbol)."""
+    key = (device, symbol)
+    fn = _CUDA["functions"].get(key)
+    if fn is None:
+        cp = _CUDA["cupy"]
+        if cp is None:
+            import cupy as cp
+
+            _CUDA["cupy"] = cp
+        with cp.cuda.Device(device):
+            module = _CUDA["modules"].get(device)
+            if module is None:
+                module = _CUDA["modules"][device] = cp.RawModule(code=_CUDA_SOURCE, options=("-std=c++17",))
+            fn = _CUDA["functions"][key] = module.get_function(symbol)
+    return fn
+
+
+def _kernel_launch(b, cfg, args):
+    """Runs the kernel of ``cfg`` on CUDA arrays ``args`` (checked; a non-contiguous input, or one
+    broadcast over some but not all batch axes, is copied first) into new outputs, on the current
+    stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list)."""
+    import numpy
+
+    dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
+    torch = b.root == "torch"
+    index = _device_index(b, device)
+    shapes = _kernel_outputs(cfg, (dtype, device, batch, sizes))
+    if torch:
+        xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
+              for x, mode, s in zip(args, modes, batches)]
+        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+    else:
+        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
+            xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
+                  for x, mode, s in zip(args, modes, batches)]
+            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+    rows = 1
+    for n in batch:
+        rows *= n
+    if cfg["kind"] == "elementwise":
+        chans = [sizes[c] for c in cfg["channels"]]
+        n = rows
+        for c in chans:
+            n *= c
+        grid = ((n + cfg["per_block"][dtype] - 1) // cfg["per_block"][dtype], 1, 1)
+        tail = [n] + chans
+        empty = n == 0
+    else:
+        cin, cout = sizes[cfg["channels"][0]], sizes[cfg["channels"][1]]
+        grid = ((rows + cfg["rows"] - 1) // cfg["rows"], (cout + cfg["cols"] - 1) // cfg["cols"], 1)
+        tail = [rows, cin, cout]
+        empty = rows == 0 or cout == 0
+        if grid[1] > 65535:
+            raise ValueError(f"channel axis '{cfg['channels'][1]}' of size {cout} is too large for the kernel")
+    if empty:
+        return outs
+    if grid[0] > 2147483647:
+        raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    params = []
+    for x, mode in zip(xs, modes):
+        params += [numpy.uint64(x.data_ptr() if torch else x.data.ptr), numpy.int32(mode != 0)]
+    params += [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
+    params += [numpy.int64(v) for v in tail]
+    fn = _cuda_function(cfg["symbols"][dtype], index)
+    shared = cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8)
+    cp = _CUDA["cupy"]
+    with cp.cuda.Device(index):
+        if torch:
+            with cp.cuda.ExternalStream(_torch_stream(b, device), index):
+                fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+        else:
+            fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+    return outs
+
+
+def _device_index(b, device):
+    """The CUDA device number of ``device`` (torch.device or cupy.cuda.Device)."""
+    if b.root == "cupy":
+        return device.id
+    return device.index if device.index is not None else b.xp.cuda.current_device()
+
+
+def _torch_stream(b, device):
+    """The handle of torch's current stream on ``device``: the kernel runs in order with torch's work."""
+    return b.xp.cuda.current_stream(device).cuda_stream
+
+
+def _kernel_body(b, cfg):
+    """The kernel as a body for _Backend.evaluate: fresh outputs, or copied into ``out``."""
+    def body(*args, out=None, fused=False):
+        result = _kernel_launch(b, cfg, args)
+        result = tuple(result) if len(result) > 1 else result[0]
+        if out is None:
+            return result
+        if len(cfg["outputs"]) > 1:
+            checked = b.outs(out, [r.shape for r in result], args)
+            for o, r in zip(checked, result):
+                b.copyto(o, r)
+            return tuple(checked)
+        b.copyto(b.out(out, result.shape, args, "out"), result)
+        return out
+    return body
+
+
+def _kernel_call(b, spec, args, out):
+    """``spec``'s function on its CUDA kernel: for torch through its custom op (differentiable by the
+    generated NAME_vjp, traceable by torch.compile), for cupy directly."""
+    if b.root == "cupy":
+        return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
+    if out is None:
+        return _torch_ops()[spec[5]["name"]](*args)
+    return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
+
+
+def _torch_ops():
+    """One torch custom op (torch.library) per kernel, registered once per process and module text
+    (namespace _OP_NAMESPACE): its fake implementation gives the output shapes to torch.compile,
+    its backward is the generated NAME_vjp (itself a kernel op where it has one)."""
+    ops = _CUDA["ops"]
+    if ops is not None:
+        return ops
+    import torch
+
+    ops = {}
+    for spec in _KERNEL_SPECS:
+        cfg = spec[5]
+        name = cfg["name"]
+        n_out = len(spec[2]) if spec[2] else len(cfg["outputs"])
+        schema = "(" + ", ".join(f"Tensor x{k}" for k in range(len(cfg["inputs"]))) + ") -> " + (
+            "Tensor" if n_out == 1 else "(" + ", ".join(["Tensor"] * n_out) + ")")
+        try:
+            op = torch.library.custom_op(f"{_OP_NAMESPACE}::{name}", _op_impl(spec), mutates_args=(), schema=schema)
+        except RuntimeError:  # the same module text loaded twice in this process: the same op
+            ops[name] = getattr(getattr(torch.ops, _OP_NAMESPACE), name).default
+            continue
+        op.register_fake(_op_fake(spec))
+        if spec[1] is not None:
+            op.register_autograd(_op_backward(spec), setup_context=_op_setup)
+        ops[name] = op
+    _CUDA["ops"] = ops
+    return ops
+
+
+def _op_impl(spec):
+    def impl(*args):
+        b = _BACKENDS["torch"]
+        result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
+        return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+    return impl
+
+
+def _op_fake(spec):
+    def fake(*args):
+        b = _BACKENDS["torch"]
+        if spec[2]:  # a derivative: results of its summed inputs' shapes
+            shapes = [tuple(args[k].shape) for k in spec[2]]
+        else:
+            shapes = _kernel_outputs(spec[5], _kernel_plan(b, spec[5], args))
+        result = tuple(args[0].new_empty(s) for s in shapes)
+        return result if len(result) > 1 else result[0]
+    return fake
+
+
+def _op_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+    outputs = output if isinstance(output, tuple) else (output,)
+    ctx.shapes = tuple(tuple(o.shape) for o in outputs)
+
+
+def _op_backward(spec):
+    def backward(ctx, *grads):
+        args = ctx.saved_tensors
+        grads = tuple(g if g is not None else args[0].new_zeros(s) for g, s in zip(grads, ctx.shapes))
+        result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads))
+        return result if isinstance(result, tuple) else (result,)
+    return backward
+
+
+def _check_shapes(signature, arrays):
+    """Raise ValueError naming the first argument whose shape does not fit its type: trailing axes
+    (channel sizes, then 3 per Cartesian leg and 2l+1 per spherical leg), channel sizes agreeing
+    with the argument that fixed them first, batch axes that broadcast. ``signature`` holds
+    (name, channel names, geometric sizes) per argument. Called only when the inline check of the
+    emitted function failed (a batch mismatch may still broadcast: then it returns)."""
+    known = {}  # channel name -> (size, argument that fixed it)
+    batches = []
+    for (name, channels, dims), x in zip(signature, arrays):
+        shape = tuple(x.shape)
+        rank = len(channels) + len(dims)
+        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k]]
+        ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
+        sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
+        for c, n in zip(channels, sizes):
+            if c in known and known[c][0] != n:
+                ok = False
+            known.setdefault(c, (n, name))
+        if not ok:
+            expected = ", ".join(("...",) + channels + tuple(str(d) for d in dims))
+            where = ", ".join(f"{c} = {known[c][0]} from {known[c][1]}" for c in fixed)
+            where = f" with {where}" if where else ""
+            raise ValueError(f"{name} has shape {shape}; expected ({expected}){where}")
+        batches.append((name, shape[:len(shape) - rank]))
+    result, source = (), None
+    for name, batch in batches:
+        n = max(len(result), len(batch))
+        a, b = (1,) * (n - len(result)) + result, (1,) * (n - len(batch)) + batch
+        if any(p != q and p != 1 and q != 1 for p, q in zip(a, b)):
+            raise ValueError(f"{name} has batch shape {batch}, which does not broadcast with the batch "
+                             f"shape {result} of {source}")
+        result = tuple(p if q == 1 else q for p, q in zip(a, b))
+        source = name if source is None else f"{source} and {name}"
+
+
+def _unbatched(fn, b, arrays, ranks, out, fused):
+    """fn(*arrays) on numpy object arrays (exact arithmetic) where some input has no batch axis:
+    numpy turns 0-d results of object arithmetic into bare Python objects (a Fraction, not an
+    array), so each such input gets a leading axis of size 1, dropped from the results again when
+    no input had one (then a given ``out`` is checked as usual and the results copied into it)."""
+    lifted = tuple(x[None] if x.ndim == n else x for x, n in zip(arrays, ranks))
+    if not all(x.ndim == n for x, n in zip(arrays, ranks)):
+        return fn(*lifted, out=out, fused=fused)
+    result = fn(*lifted, fused=fused)
+    if not isinstance(result, tuple):
+        result = result.reshape(result.shape[1:])
+        if out is None:
+            return result
+        b.copyto(b.out(out, result.shape, arrays, "out"), result)
+        return out
+    result = tuple(r.reshape(r.shape[1:]) for r in result)
+    if out is None:
+        return result
+    out = b.outs(out, [r.shape for r in result], arrays)
+    for o, r in zip(out, result):
+        b.copyto(o, r)
+    return out
+
+
+def _backend(*arrays):
+    """The backend of the first input that belongs to torch, jax or cupy; numpy otherwise."""
+    root = "numpy"
+    for a in arrays:
+        r = type(a).__module__.partition(".")[0]
+        if r in ("torch", "cupy"):
+            root = r
+            break
+        if r in ("jax", "jaxlib"):
+            root = "jax"
+            break
+    b = _BACKENDS.get(root)
+    if b is None:
+        b = _make_backend(root)
+    return b
+
+
+def _make_backend(root):
+    global _TorchFunction
+    b = _BACKENDS[root] = _LIBRARIES[root]()
+    if root == "torch" and _TorchFunction is None:
+        _TorchFunction = _torch_function()
+    return b
+
+
+def _make_backend_kernels(root):
+    global _TorchFunction
+    b = _BACKENDS[root] = _LIBRARIES[root]()
+    if root == "torch" and _TorchFunction is None:
+        _TorchFunction = _torch_function()
+        if "_KERNEL_SPECS" in globals() and _kernels_possible(b):  # the module is complete
+            _torch_ops()
+    return b
+
+
+def _prepare():
+    """The torch backend and its autograd.Function made at import when torch is already imported, so
+    that a call under torch.compile never has to build them."""
+    import sys
+
+    if "torch" in sys.modules:
+        _make_backend("torch")
+        return True
+    return False
