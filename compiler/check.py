@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .errors import DiagWarning, EquivarianceError
 from .exact import inversion_eigenvalues, is_zero, parity_violation, rank2_parts, symmetry_violation
-from .ir import Diagram, Equation, Program, TensorNetwork
+from .ir import Diagram, Equation, Program, TensorNetwork, label_text
 from .types import Irrep, TensorType
 
 _PART_NAMES = {0: "trace", 1: "antisymmetric", 2: "symmetric traceless"}
@@ -91,12 +91,8 @@ def unused_inputs(diagram: Diagram) -> tuple[DiagWarning, ...]:
                  for t in diagram.inputs if t.name not in used)
 
 
-def _show(index: str) -> str:
-    return index.replace("~", "'")
-
-
 def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProof:
-    where = f"in '{eq.target}' of diagram '{diagram.name}', term '{_show(term.formula())}'"
+    where = f"in '{eq.target}' of diagram '{diagram.name}', term '{term.formula(shown=True)}'"
     lemmas = []
     for node in term.nodes:
         if node.kind == "delta":
@@ -121,28 +117,28 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
         if not kind.geometric:
             if in_output and not legs:
                 raise EquivarianceError(
-                    f"{where}: output channel index '{_show(index)}' appears in no factor", term.pos)
+                    f"{where}: output channel index '{label_text(index)}' appears in no factor", term.pos)
             continue
         n = len(legs) + (1 if in_output else 0)
         if in_output and not legs:
-            raise EquivarianceError(f"{where}: output index '{_show(index)}' appears in no factor of the term",
+            raise EquivarianceError(f"{where}: output index '{label_text(index)}' appears in no factor of the term",
                                     term.pos, _index_help(term, index))
         if n == 1:
             node = term.nodes[legs[0].node]
             raise EquivarianceError(
-                f"{where}: index '{_show(index)}' is on one leg only ({_show(str(node))}) and is not an output "
+                f"{where}: index '{label_text(index)}' is on one leg only ({node.shown()}) and is not an output "
                 "index; summing a single leg over its components is not equivariant", node.pos or term.pos,
                 _index_help(term, index))
         if n > 2:
             node = term.nodes[legs[-1].node]
-            owners = ", ".join(_show(str(term.nodes[leg.node])) for leg in legs)
+            owners = ", ".join(term.nodes[leg.node].shown() for leg in legs)
             extra = " and the output" if in_output else ""
             raise EquivarianceError(
-                f"{where}: geometric index '{_show(index)}' is on {n} legs ({owners}{extra}); a geometric index "
+                f"{where}: geometric index '{label_text(index)}' is on {n} legs ({owners}{extra}); a geometric index "
                 "must join exactly two legs", node.pos or term.pos)
         if not in_output:
             a, b = legs
-            edges.append(f"{_show(index)}: {term.nodes[a.node].name} axis {a.axis} -- "
+            edges.append(f"{label_text(index)}: {term.nodes[a.node].name} axis {a.axis} -- "
                          f"{term.nodes[b.node].name} axis {b.axis} ({kind})")
     parity = None
     if diagram.group == "O3" and not _graded(diagram, eq):
@@ -157,7 +153,7 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
                 f"but output {eq.target}: {eq.type} is {_parity_word(want)}; under O3 they must agree "
                 "(change the output type, or declare 'group SO3')", term.pos,
                 _parity_help(eq, flipped(eq.type)))
-    return TermProof(_show(term.formula()), tuple(lemmas), tuple(edges), parity)
+    return TermProof(term.formula(shown=True), tuple(lemmas), tuple(edges), parity)
 
 
 def _index_help(term: TensorNetwork, index: str) -> str | None:
@@ -177,8 +173,8 @@ def _index_help(term: TensorNetwork, index: str) -> str | None:
         return None
     (d,), (m,) = dangling, missing
     if index == d:
-        return f"did you mean '{_show(m)}'? (output index '{_show(m)}' appears in no factor)"
-    return f"did you mean '{_show(m)}' where '{_show(d)}' is written? ('{_show(d)}' is on one leg only)"
+        return f"did you mean '{label_text(m)}'? (output index '{label_text(m)}' appears in no factor)"
+    return f"did you mean '{label_text(m)}' where '{label_text(d)}' is written? ('{label_text(d)}' is on one leg only)"
 
 
 def flipped(typ: TensorType) -> TensorType:
@@ -242,7 +238,7 @@ def _raise_graded(diagram, eq, per_term, total):
         what = f"'{eq.target}' ({typ})"
     raise EquivarianceError(
         f"in diagram '{diagram.name}': {what} does not transform as declared under inversion; "
-        f"term '{_show(culprit.formula())}' mixes parities (decided exactly; under O3 every part must keep "
+        f"term '{culprit.formula(shown=True)}' mixes parities (decided exactly; under O3 every part must keep "
         "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos,
         _parity_help(eq, _actual_type(diagram, eq)))
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from .errors import DiagError, DiagNameError
-from .ir import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, signed_sum
+from .ir import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, base_name, signed_sum
 from .types import RANK2_PARTS, TensorType
 
 #: suffix of the derivative function of a diagram; the second order adds it twice
@@ -184,7 +184,7 @@ def _relabel(term: TensorNetwork, lhs: tuple[str, ...]) -> TensorNetwork:
     for index in term.indices():
         if index in rename:
             continue
-        base = index.split("~")[0]
+        base = base_name(index)
         new, k = base, 1
         while new in taken:
             new, k = f"{base}{k}", k + 1

@@ -68,6 +68,36 @@ def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
     return tuple(kinds)
 
 
+class Renamed(str):
+    """An index label renamed apart when an earlier output's definition is substituted into a term
+    (``S = ... - I`` brings I's summed index ``k`` in as a fresh label): the name as written
+    (``base``) and which substitution made it (``copy``), as typed fields. Its text, ``k~3``, is only
+    its identity as a label (it hashes and compares as that string, so every label is a str);
+    :func:`label_text` shows it to the user as the parser reads it back, ``k'3``."""
+
+    def __new__(cls, base: str, copy: int):
+        self = super().__new__(cls, f"{base}~{copy}")
+        object.__setattr__(self, "base", base)
+        object.__setattr__(self, "copy", copy)
+        return self
+
+    def __getnewargs__(self):
+        return (self.base, self.copy)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("a Renamed label is immutable")
+
+
+def base_name(label: str) -> str:
+    """The index name a label was written as (a renamed copy's ``base``)."""
+    return label.base if isinstance(label, Renamed) else label
+
+
+def label_text(label: str) -> str:
+    """A label as shown in messages and docstrings: a renamed copy as ``k'3``."""
+    return f"{label.base}'{label.copy}" if isinstance(label, Renamed) else label
+
+
 @dataclass(frozen=True)
 class Node:
     """One factor of a term: ``kind`` is 'input', 'delta', 'eps', 'cg', 'P' (or the planner's 'table');
@@ -87,6 +117,10 @@ class Node:
 
     def __str__(self) -> str:
         return f"{self.name}[{','.join(self.indices)}]" if self.indices else self.name
+
+    def shown(self) -> str:
+        """As :meth:`__str__`, with renamed labels as the user reads them (:func:`label_text`)."""
+        return f"{self.name}[{','.join(map(label_text, self.indices))}]" if self.indices else self.name
 
 
 @dataclass(frozen=True)
@@ -123,9 +157,10 @@ class TensorNetwork:
         seen.update(dict.fromkeys(self.output))
         return list(seen)
 
-    def formula(self) -> str:
-        """The term in index notation, e.g. ``-1/2 eps[i,j,k] A[c,j,k]``."""
-        factors = " ".join(str(n) for n in self.nodes)
+    def formula(self, shown: bool = False) -> str:
+        """The term in index notation, e.g. ``-1/2 eps[i,j,k] A[c,j,k]``; with ``shown``, renamed
+        labels as the user reads them (``k'3``)."""
+        factors = " ".join(n.shown() if shown else str(n) for n in self.nodes)
         c = self.coefficient
         if c == 1 and factors:
             return factors
@@ -219,7 +254,7 @@ class TensorNetwork:
 def sum_formula(terms) -> str:
     """A sum of terms in index notation, as the parser reads it: ``a[i] b[j] - 1/3 a[k] b[k] delta[i,j]``
     (renamed internal indices ``k~1`` shown as ``k'1``)."""
-    return signed_sum(t.formula().replace("~", "'") for t in terms)
+    return signed_sum(t.formula(shown=True) for t in terms)
 
 
 def signed_sum(formulas) -> str:

@@ -18,7 +18,7 @@ from .constants import Constant
 from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
-from .ir import BasisInfo
+from .ir import BasisInfo, Renamed, base_name
 from .graph import validate as graph_errors
 from .parser import did_you_mean, parse, parse_collecting
 
@@ -249,7 +249,7 @@ class _DiagramLowering:
         have = kinds[index]
         if have == kind:
             return
-        shown = index.split("~")[0]
+        shown = base_name(index)
         if have.geometric != kind.geometric:
             weight = owner if not kind.geometric else where[index]
             help = None
@@ -329,7 +329,7 @@ class _DiagramLowering:
             rename = dict(zip(lhs, names))
             occs = []
             for occ in p.factors:
-                new = tuple(rename.setdefault(i, f"{i.split('~')[0]}~{self.fresh}") for i in occ.indices)
+                new = tuple(rename.setdefault(i, Renamed(base_name(i), self.fresh)) for i in occ.indices)
                 occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos, occ.constant))
             result.append(_Product(p.coefficient, tuple(occs), f.pos))
         return result

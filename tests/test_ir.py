@@ -41,3 +41,28 @@ def test_delta_elimination_and_like_terms():
 def test_cancelling_terms_vanish():
     ts = terms("X[i,j] - delta[j,l] X[i,l]")
     assert combine(eliminate_deltas(t) for t in ts) == []
+
+
+def test_renamed_labels_are_typed():
+    """An earlier output substituted into a term brings its summed indices in renamed apart: typed
+    labels (base name, copy number), shown as k'N, equal to their identity text."""
+    import copy
+    import pickle
+
+    import pytest
+
+    from compiler.ir import Renamed, base_name, label_text, sum_formula
+    from compiler.lower import lower_source
+
+    src = ("group O3\ndiagram d(X: cart2) -> (I: sym2, S: sym2) {\n"
+           "    I[i,j] = 1/3 X[k,k] delta[i,j]\n    S[i,j] = 1/2 (X[i,j] + X[j,i]) - I[i,j]\n}\n")
+    eq = lower_source(src, "d.diag").diagrams[0].equations[1]
+    renamed = [i for t in eq.terms for i in t.indices() if isinstance(i, Renamed)]
+    assert renamed and all(r.base == "k" and isinstance(r.copy, int) and r == f"k~{r.copy}" for r in renamed)
+    r = renamed[0]
+    assert base_name(r) == "k" and base_name("k") == "k" and label_text(r) == f"k'{r.copy}"
+    assert f"X[k'{r.copy},k'{r.copy}]" in sum_formula(eq.terms) and "~" not in sum_formula(eq.terms)
+    for clone in (copy.deepcopy(r), pickle.loads(pickle.dumps(r))):
+        assert type(clone) is Renamed and (clone.base, clone.copy) == (r.base, r.copy)
+    with pytest.raises(AttributeError):
+        r.copy = 5
