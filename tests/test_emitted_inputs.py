@@ -307,7 +307,7 @@ def test_cupy_path_matches_numpy(monkeypatch, path, diagram):
         for r, w in zip(_tuple(result), want):
             assert type(r) is cp.ndarray
             np.testing.assert_allclose(cp.asnumpy(r), w, rtol=1e-12, atol=1e-12)
-    for key in mod._CONSTANTS:
+    for key in getattr(mod, "_CONSTANTS", {}):  # only a module whose functions read constant tables has the cache
         if key[0] == "cupy":
             assert key[3] == 0  # the device id
 
