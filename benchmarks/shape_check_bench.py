@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compiler  # noqa: E402
-from compiler.codegen import input_checks, template_text  # noqa: E402
+from compiler.codegen import input_checks, runtime_source  # noqa: E402
 from compiler.lower import lower_source  # noqa: E402
 from compiler.testing import random_input  # noqa: E402
 
@@ -33,12 +33,12 @@ def checker(diagram):
     names = [t.name for t in diagram.inputs]
     params = ", ".join(["_b"] + names) + ", out=None, fused=False"
     body = [f"    _like = {names[0]}"] + input_checks(diagram.name, diagram.inputs) + ["    return None"]
+    code = (f"def {diagram.name}({params}):\n" + "\n".join(body) + "\n"
+            f"def nothing({params}):\n    _like = {names[0]}\n    return None\n")
     ns = {}
-    prelude = template_text("python_module.py.j2").split("{% for f in functions %}")[0]
-    prelude = prelude.split("_CONSTANTS = {}", 1)[1]  # the runtime, without docstring and tables
-    exec(compile("_CONSTANTS = {}" + prelude, "<runtime>", "exec"), ns)
-    exec(compile(f"def {diagram.name}({params}):\n" + "\n".join(body) + "\n"
-                 f"def nothing({params}):\n    _like = {names[0]}\n    return None\n", "<checks>", "exec"), ns)
+    # the runtime these functions reach, as an emitted module carries it (and the backend lookup)
+    exec(compile(runtime_source([code, "_backend"], False), "<runtime>", "exec"), ns)
+    exec(compile(code, "<checks>", "exec"), ns)
     return ns[diagram.name], ns["nothing"], ns["_backend"]
 
 
