@@ -563,6 +563,117 @@ def _jax_function(b, spec, fused):
     return f
 
 
+# -- graph diagrams: edge lists, gathers and sums over edges -------------------------------------
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _graph_args(function, signature, arrays, list_names, lists):
+    """The checked arguments of a graph diagram's function, before any computing: every array has
+    no batch axis (per-node and per-edge arrays lead with the node or edge axis), its trailing axes
+    and channel sizes fit (_check_shapes), and each edge list is a 1-d integer array of one entry
+    per edge with every node number in 0..n-1. A ValueError names the argument. Returns the
+    backend, the arrays in one library and dtype, the edge lists as index arrays of that library
+    (on the arrays' device) and the number of nodes."""
+    b = _backend(*arrays)
+    arrays = b.promote((b.asarray(arrays[0]),) + tuple(b.asarray(a, arrays[0]) for a in arrays[1:]))
+    for (name, channels, dims, role), x in zip(signature, arrays):
+        if _len(x.shape) != _len(channels) + _len(dims):
+            axes = ", ".join(tuple(channels) + tuple(str(d) for d in dims))
+            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({axes}): arguments of {function} "
+                             "have no batch axes (the node or edge axis leads)")
+    _check_shapes(tuple(s[:3] for s in signature), arrays)
+    sizes = {}
+    for (name, channels, dims, role), x in zip(signature, arrays):
+        if role and role not in sizes:
+            sizes[role] = (int(x.shape[0]), name)
+    n, n_from = sizes["n"]
+    checked = []
+    for name, idx in zip(list_names, lists):
+        idx = _edge_list(b, name, idx, arrays[0])
+        if "e" in sizes and tuple(idx.shape) != (sizes["e"][0],):
+            raise ValueError(f"{name} has shape {tuple(idx.shape)}; expected ({sizes['e'][0]},), one node per "
+                             f"edge, e = {sizes['e'][0]} from {sizes['e'][1]}")
+        sizes.setdefault("e", (int(idx.shape[0]), name))
+        if idx.shape[0] and not _traced(b, idx):
+            low, high = int(idx.min()), int(idx.max())
+            if low < 0 or high >= n:
+                bad = low if low < 0 else high
+                raise ValueError(f"{name} holds node {bad}, outside 0..{n - 1} (n = {n} from {n_from})")
+        checked.append(idx)
+    return b, arrays, tuple(checked), n
+
+
+def _edge_list(b, name, idx, like):
+    """An edge list as a 1-d integer index array of the backend's library (ValueError otherwise)."""
+    xp = b.xp
+    if b.root == "torch":
+        if not isinstance(idx, xp.Tensor):
+            import numpy
+
+            idx = xp.as_tensor(numpy.asarray(idx))
+        integer = not (idx.dtype.is_floating_point or idx.dtype.is_complex or idx.dtype == xp.bool)
+    else:
+        idx = xp.asarray(idx)
+        integer = idx.dtype.kind in "iu"
+    if not integer:
+        raise ValueError(f"{name} has dtype {idx.dtype}; an edge list holds integer node numbers")
+    if _len(idx.shape) != 1:
+        raise ValueError(f"{name} has shape {tuple(idx.shape)}; an edge list is one-dimensional (e,)")
+    if b.root == "torch":
+        if idx.dtype != xp.int64:
+            idx = idx.to(xp.int64)
+        if idx.device != like.device:
+            idx = idx.to(like.device)
+    return idx
+
+
+def _traced(b, idx):
+    """Whether an edge list is a jax tracer (under jax.jit its values are not known: no range check)."""
+    if b.root != "jax":
+        return False
+    import jax
+
+    return isinstance(idx, jax.core.Tracer)
+
+
+def _gather(b, x, idx):
+    """x read at each edge: x[idx] along the leading (node) axis."""
+    if b.root == "torch":
+        return x.index_select(0, idx)
+    return x[idx]
+
+
+def _scatter(b, x, idx, n):
+    """The sum of the per-edge x into n nodes along the leading axis: node idx[e] receives x[e]."""
+    xp = b.xp
+    shape = (n,) + tuple(x.shape[1:])
+    if b.root == "torch":
+        return x.new_zeros(shape).index_add(0, idx, x)
+    if b.root == "jax":
+        return xp.zeros(shape, x.dtype).at[idx].add(x)
+    out = xp.zeros(shape, dtype=x.dtype)
+    if b.root == "cupy":
+        import cupyx
+
+        cupyx.scatter_add(out, idx, x)
+    else:
+        xp.add.at(out, idx, x)
+    return out
+
+
+def _graph_out(b, results, out, arrays):
+    """The results (one array, or a tuple for several), copied into ``out`` when it is given."""
+    if out is None:
+        return results if _len(results) > 1 else results[0]
+    if _len(results) == 1:
+        b.copyto(b.out(out, tuple(results[0].shape), arrays, "out"), results[0])
+        return out
+    for o, r in zip(b.outs(out, [tuple(r.shape) for r in results], arrays), results):
+        b.copyto(o, r)
+    return out
+
+
 # -- the generated CUDA kernels (torch CUDA tensors or cupy arrays, when cupy is importable) -----
 # A module with kernels defines its own _CUDA_SOURCE (the text `diagc compile --target cuda` prints
 # for its functions that have one), _OP_NAMESPACE, _CUDA, MIXING and _KERNEL_SPECS; these stand-ins
