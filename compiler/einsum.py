@@ -132,7 +132,10 @@ class Exact:
 
     def contract(self, spec: str, operands) -> np.ndarray:
         # a 0-d input (a channel-less scalar) may arrive as a bare number or polynomial
-        return np.einsum(spec, *[np.asarray(o, dtype=object) for o in operands])
+        # pair by pair (greedy order): one einsum over every label at once would loop over the
+        # product of all index ranges (hopeless for a term with a few cg / P factors)
+        ops = [np.asarray(o, dtype=object) for o in operands]
+        return np.einsum(spec, *ops, optimize="greedy" if len(ops) > 2 else False)
 
     def one(self):
         return np.array(self.coefficient(Fraction(1)), dtype=object)
@@ -154,8 +157,18 @@ class ModP:
     p: int
     max_legs: int = 6
     error: type = ValueError
+    #: give cg and P their images under sqrt(q) -> a root of q mod p (p from
+    #: :func:`compiler.spherical.surd_prime`); without it they have no value modulo p
+    surds: bool = False
 
     def constant(self, node) -> np.ndarray:
+        if node.kind in ("cg", "P") and self.surds:
+            from .spherical import constant_mod_p
+
+            try:
+                return constant_mod_p(node.kind, node.constant.params, self.p)
+            except ValueError as err:
+                raise self.error(f"'{node.name}' has no value modulo {self.p}: {err}") from None
         if node.kind not in ("delta", "eps"):
             raise self.error(f"'{node.name}' has no value modulo p")
         return constant_array(node).astype(np.int64) % self.p

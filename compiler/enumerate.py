@@ -35,6 +35,7 @@ from fractions import Fraction
 import numpy as np
 
 from .characters import Rep, hom_dimension
+from .types import Irrep
 from .constants import Constant
 from .errors import DiagError
 from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
@@ -116,22 +117,9 @@ def rep_of(t: TensorType) -> Rep:
 def validate(request: Request) -> None:
     if request.group not in ("O3", "SO3"):
         raise EnumerationError(f"unknown group '{request.group}' (known: O3, SO3)")
-    families = {i.type.family for i in request.inputs} | {request.output.family}
-    if families == {"sph"} or (families == {"sph", "cart"} and not request.inputs
-                               and request.output.family == "sph"):
-        for i in request.inputs:
-            if i.type.channels:
-                raise EnumerationError(f"input '{i.name}' has channel axes ({i.type}); enumerate channel-free types")
-            if i.degree != 1:
-                raise EnumerationError(f"input '{i.name}': spherical inputs are enumerated with degree 1 only "
-                                       "(the coupling basis of a symmetric power is not supported yet)")
-        if request.output.channels:
-            raise EnumerationError(f"the output has channel axes ({request.output}); enumerate channel-free types")
-        return
     for t, what in [(i.type, f"input '{i.name}'") for i in request.inputs] + [(request.output, "the output")]:
-        if t.family != "cart":
-            raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian types, or spherical types "
-                                   "alone (mixed Cartesian and spherical requests are not supported yet)")
+        if t.family not in ("cart", "sph"):
+            raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian and spherical types")
         if t.channels:
             raise EnumerationError(f"{what} has channel axes ({t}); enumerate channel-free types")
         if t.graded:
@@ -142,12 +130,19 @@ def validate(request: Request) -> None:
     for i in request.inputs:
         if i.degree < 0:
             raise EnumerationError(f"degree of '{i.name}' must be >= 0")
+    if _coupled(request):
+        return  # sized by character theory and by its number of coupling paths
     legs = sum(i.type.rank * i.degree for i in request.inputs) + request.output.rank
     limit = MAX_LEGS if all(i.type.rank <= 2 for i in request.inputs) else MAX_LEGS_GENERAL
     if legs > limit:
         raise EnumerationError(f"the request has {legs} legs in total; the limit is {limit} "
                                f"({_double_factorial(limit - 1):,} matchings)"
                                + ("" if limit == MAX_LEGS else " when an input has rank above 2"))
+
+
+def _coupled(request: Request) -> bool:
+    """True for a request with a spherical type: enumerated by coupling paths."""
+    return any(t.family == "sph" for t in [i.type for i in request.inputs] + [request.output])
 
 
 def _double_factorial(n: int) -> int:
@@ -559,11 +554,12 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
     return points
 
 
-def evaluate(terms, points, out_labels, n, p: int = PRIME) -> np.ndarray:
-    """Σ coefficient × network at every point, mod p, as an (n, out_size) int64 array."""
+def evaluate(terms, points, out_labels, n, p: int = PRIME, surds: bool = False) -> np.ndarray:
+    """Σ coefficient × network at every point, mod p, as an (n, out_size) int64 array; ``surds``: cg
+    and P take their images under the homomorphism of :func:`compiler.spherical.surd_prime`."""
     from .einsum import ModP, evaluate_term, term_einsum
 
-    domain = ModP(p, error=EnumerationError)
+    domain = ModP(p, error=EnumerationError, surds=surds)
     total = None
     for t in terms:
         value = evaluate_term(term_einsum(t, output=out_labels), points, domain)
@@ -589,8 +585,10 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
     expected = expected_dimension(request)
     timings["characters"] = time.perf_counter() - t0
     refuse_large(expected, request.output.family == "sph", allow_large=allow_large)
-    if request.output.family == "sph":
-        return _enumerate_spherical(request, expected)
+    if _coupled(request):
+        if request.output.family == "sph" and all(i.type.family == "sph" and i.degree == 1 for i in request.inputs):
+            return _enumerate_spherical(request, expected)
+        return _enumerate_coupled(request, expected, seed)
     setup = _Setup(request)
     parity_ok = True
     if request.group == "O3":
@@ -835,6 +833,279 @@ def _coupling_words(request: Request, ks: list[int]) -> str:
     for n, k in enumerate(ks):
         text = f"({text} ⊗ {ins[n + 1].name} -> {k})"
     return text
+
+
+# ------------------------------------------------------------------------------------------------
+# coupled enumeration: symmetric powers of spherical inputs, mixed Cartesian/spherical requests
+# ------------------------------------------------------------------------------------------------
+
+MAX_COUPLING_CANDIDATES = 50_000  # coupling paths generated (before the rank step) for one request
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One irreducible part of a channel-free type: its irrep and the coupling path that extracts it.
+
+    A spherical type is its own single part (``path`` empty). A Cartesian tensor of rank n is
+    (1o)^{⊗n}: its parts are the left-coupled paths ``((leg1 ⊗ leg2 -> k1) ⊗ leg3 -> k2) ...``, with
+    ``path = (k1, ..., k_{n-1})`` (rank 2 with a symmetry keeps the k1 of its parts: 0, 2 for sym,
+    1 for skew, 2 for sym2t); rank 0 and 1 have one part each. These maps are equivariant and their
+    images are mutually orthogonal, so the parts of a type are independent coordinates of it."""
+
+    irrep: Irrep
+    path: tuple[int, ...]
+
+
+def _parts(t: TensorType) -> tuple[_Part, ...]:
+    if t.family == "sph":
+        return (_Part(t.irrep, ()),)
+    if t.rank == 2 and t.symmetry:
+        from .types import RANK2_PARTS
+
+        return tuple(_Part(Irrep(l, p), (l,)) for l, p in zip(RANK2_PARTS[t.symmetry], t.parities))
+    if t.graded:
+        return tuple(_Part(Irrep(l, p), (l,)) for l, p in zip((0, 1, 2), t.parities))
+    parity = t.parities[0] * (-1) ** t.rank
+    if t.rank == 0:
+        return (_Part(Irrep(0, parity), ()),)
+    paths: list[tuple[int, ...]] = [()]
+    for _ in range(t.rank - 1):
+        paths = [p + (k,) for p in paths for k in range(abs((p[-1] if p else 1) - 1), (p[-1] if p else 1) + 2)]
+    return tuple(_Part(Irrep(p[-1] if p else 1, parity), p) for p in paths)
+
+
+def _part_words(name: str, t: TensorType, part: _Part) -> str:
+    if t.family == "sph" or t.rank <= 1:
+        return name
+    return f"{name}({','.join(map(str, part.path[:-1]))}{',' if len(part.path) > 1 else ''}{part.irrep})"
+
+
+class _Builder:
+    """Nodes, labels and label kinds of one network under construction."""
+
+    def __init__(self, taken):
+        self.nodes: list[Node] = []
+        self.kinds: dict[str, IndexKind] = {}
+        self._fresh = (l for l in list(_LABELS[1:]) + [f"{c}{n}" for n in range(1, 99) for c in _LABELS]
+                       if l not in taken)
+
+    def label(self, kind: IndexKind) -> str:
+        name = next(self._fresh)
+        self.kinds[name] = kind
+        return name
+
+    def constant(self, kind: str, params: tuple[int, ...], labels) -> None:
+        c = Constant(kind, params)
+        self.nodes.append(Node(kind, str(c), CONSTANT_TYPE, tuple(labels), constant=c))
+
+    def fragment(self, t: TensorType, part: _Part, sph: str, cart) -> None:
+        """The constant nodes joining the Cartesian legs ``cart`` of a tensor of type ``t`` to the
+        spherical leg ``sph`` that carries ``part`` (see :class:`_Part`)."""
+        if t.rank == 0:
+            self.constant("P", (0,), (sph,))
+            return
+        if t.rank == 1:
+            self.constant("P", (1,), (sph, cart[0]))
+            return
+        legs = []
+        for c in cart:
+            a = self.label(IndexKind("sph", 1))
+            self.constant("P", (1,), (a, c))
+            legs.append(a)
+        current, l_prev = legs[0], 1
+        for k, (leg, l) in enumerate(zip(legs[1:], part.path)):
+            last = k == len(part.path) - 1
+            new = sph if last else self.label(IndexKind("sph", l))
+            self.constant("cg", (l_prev, 1, l), (current, leg, new))
+            current, l_prev = new, l
+
+
+def _sph_leg(b: _Builder, name: str, t: TensorType, part: _Part) -> str:
+    """Add the input ``name`` (its part ``part``) to the network; return the spherical leg carrying it."""
+    if t.family == "sph":
+        leg = b.label(IndexKind("sph", t.irrep.l))
+        b.nodes.append(Node("input", name, t, (leg,)))
+        return leg
+    sph = b.label(IndexKind("sph", part.irrep.l))
+    cart = [b.label(IndexKind("cart", 3)) for _ in range(t.rank)]
+    b.fragment(t, part, sph, cart)
+    b.nodes.append(Node("input", name, t, tuple(cart)))
+    return sph
+
+
+@dataclass(frozen=True)
+class _Block:
+    """The polynomials of a given degree in every part of every input, into one part of the output:
+    ``occurrences`` lists (input index, part index) in order, repeated by degree."""
+
+    occurrences: tuple[tuple[int, int], ...]
+    out_part: int
+
+
+def _coupled_blocks(request: Request, in_parts, out_parts):
+    """Every block with a nonzero space, in order: by the parts used, then the output part. The
+    space is the direct sum of the blocks (the parts are independent coordinates of each input and
+    the output parts are orthogonal), so each block is enumerated and counted on its own."""
+    per_input = []
+    for k, spec in enumerate(request.inputs):
+        per_input.append([tuple((k, j) for j in combo)
+                          for combo in itertools.combinations_with_replacement(range(len(in_parts[k])), spec.degree)])
+    for combo in itertools.product(*per_input):
+        occurrences = tuple(o for chunk in combo for o in chunk)
+        counts: dict[tuple[int, int], int] = {}
+        for o in occurrences:
+            counts[o] = counts.get(o, 0) + 1
+        reps = [(Rep((in_parts[k][j].irrep,)), d) for (k, j), d in counts.items()]
+        for q, part in enumerate(out_parts):
+            expected = hom_dimension(reps, Rep((part.irrep,)), request.group)
+            if expected:
+                yield _Block(occurrences, q), expected
+
+
+def _coupled_paths(request: Request, in_parts, block: _Block, L: int):
+    """The left-coupled paths (k1, ..., k_{m-1} = L) over the block's occurrences, skipping those
+    that vanish identically (two copies of one part coupled first to an odd k: cg(l,l,k) is
+    antisymmetric then) and those whose cg would need l above the compiler's maximum."""
+    ls = [in_parts[k][j].irrep.l for k, j in block.occurrences]
+    limit = MAX_CONSTANT_L["cg"]
+    if not ls:
+        return [()] if L == 0 else []
+    paths: list[tuple[int, ...]] = []
+    same = len(ls) > 1 and block.occurrences[0] == block.occurrences[1]
+
+    def extend(k_prev, position, acc):
+        if position == len(ls):
+            if k_prev == L:
+                paths.append(tuple(acc))
+            return
+        l = ls[position]
+        remaining = sum(ls[position + 1:])
+        for k in range(abs(k_prev - l), min(k_prev + l, limit) + 1):
+            if position == 1 and same and k % 2:
+                continue
+            if abs(k - L) > remaining:
+                continue
+            extend(k, position + 1, acc + [k])
+
+    extend(ls[0], 1, [])
+    return paths
+
+
+def _coupled_element(request: Request, in_parts, out_parts, block: _Block, ks) -> Element:
+    out = request.output
+    out_labels = (_LABELS[0],) if out.family == "sph" else tuple(_LABELS[:out.rank])
+    b = _Builder(set(out_labels))
+    for l in out_labels:
+        b.kinds[l] = IndexKind("sph", out.irrep.l) if out.family == "sph" else IndexKind("cart", 3)
+    part = out_parts[block.out_part]
+    top = (out_labels[0] if out.family == "sph" else b.label(IndexKind("sph", part.irrep.l)))
+    legs = [_sph_leg(b, request.inputs[k].name, request.inputs[k].type, in_parts[k][j])
+            for k, j in block.occurrences]
+    if not legs:
+        b.constant("P", (0,), (top,))
+    elif len(legs) == 1:
+        # one occurrence: its leg is the result; rename it to ``top``
+        old = legs[0]
+        b.nodes = [replace_indices(n, {old: top}) for n in b.nodes]
+        del b.kinds[old]
+    else:
+        current, l_prev = legs[0], in_parts[block.occurrences[0][0]][block.occurrences[0][1]].irrep.l
+        for n, (leg, k) in enumerate(zip(legs[1:], ks)):
+            occ = block.occurrences[n + 1]
+            l = in_parts[occ[0]][occ[1]].irrep.l
+            new = top if n == len(ks) - 1 else b.label(IndexKind("sph", k))
+            b.constant("cg", (l_prev, l, k), (current, leg, new))
+            current, l_prev = new, k
+    if out.family != "sph":
+        b.fragment(out, part, top, out_labels)
+    names = [_part_words(request.inputs[k].name, request.inputs[k].type, in_parts[k][j]) for k, j in block.occurrences]
+    text = names[0] if names else "1"
+    for name, k in zip(names[1:], ks):
+        text = f"({text} ⊗ {name} -> {k})"
+    if out.family != "sph" and (len(out_parts) > 1 or out.rank > 1):
+        text = f"{_part_words(request.output_name, out, part)} <- {text}"
+    used = [i for n in b.nodes for i in n.indices] + list(out_labels)
+    kinds = tuple((i, b.kinds[i]) for i in dict.fromkeys(used))
+    term = TensorNetwork(Fraction(1), tuple(b.nodes), out_labels, kinds)
+    degrees = tuple(spec.degree for spec in request.inputs)
+    return Element((term,), term.formula(), text, degrees)
+
+
+def replace_indices(node: Node, mapping: dict[str, str]) -> Node:
+    from dataclasses import replace
+
+    return replace(node, indices=tuple(mapping.get(i, i) for i in node.indices))
+
+
+def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
+    """Requests with spherical types beyond degree-1 spherical-only ones: symmetric powers of
+    spherical inputs, Cartesian and spherical inputs together, spherical inputs to a Cartesian
+    output. Every input is split into its irreducible parts (:class:`_Part`) and the output into
+    its parts; the space is the direct sum of blocks (a monomial in the parts, into one output
+    part). In each block the candidates are the left-coupled cg paths over the occurrences, and the
+    first independent ones are kept: their values at random points are computed modulo a prime p
+    modulo which every square root in cg and P has an image (a ring homomorphism), so independence
+    mod p implies independence over the reals. Each block's count must equal its own
+    character-theory dimension, and the blocks' sum the request's."""
+    import time
+
+    from .spherical import constant_primes, surd_prime
+
+    in_parts = [_parts(spec.type) for spec in request.inputs]
+    out_parts = _parts(request.output)
+    out = request.output
+    out_labels = [_LABELS[0]] if out.family == "sph" else list(_LABELS[:out.rank])
+    timings = {"candidates": 0.0, "evaluate": 0.0, "rank": 0.0}
+    t0 = time.perf_counter()
+    blocks = []
+    n_candidates = 0
+    for block, block_expected in _coupled_blocks(request, in_parts, out_parts):
+        paths = _coupled_paths(request, in_parts, block, out_parts[block.out_part].irrep.l)
+        n_candidates += len(paths)
+        if n_candidates > MAX_COUPLING_CANDIDATES:
+            raise EnumerationError(f"the request has more than {MAX_COUPLING_CANDIDATES:,} coupling paths; use fewer "
+                                   "inputs, lower degrees or lower l")
+        blocks.append((block, block_expected, paths))
+    timings["candidates"] = time.perf_counter() - t0
+    primes: set[int] = set()
+    elements_by_block = []
+    for block, block_expected, paths in blocks:
+        elems = [_coupled_element(request, in_parts, out_parts, block, ks) for ks in paths]
+        for e in elems:
+            for n in e.terms[0].nodes:
+                if n.constant is not None:
+                    primes |= constant_primes(n.kind, n.constant.params)
+        elements_by_block.append((block, block_expected, elems))
+    p = surd_prime(primes, PRIME + 1)
+    elements = []
+    for block, block_expected, elems in elements_by_block:
+        width = out_parts[block.out_part].irrep.dim
+        n_points = max(2, math.ceil((block_expected + 8) / width) + 1)
+        chosen: list[int] = []
+        while elems:
+            t0 = time.perf_counter()
+            points = random_points(request, n_points, seed, p)
+            rows = [evaluate(e.terms, points, out_labels, n_points, p, surds=True).reshape(-1) for e in elems]
+            timings["evaluate"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            chosen = _first_independent(np.array(rows), p)
+            timings["rank"] += time.perf_counter() - t0
+            if len(chosen) >= block_expected or n_points >= block_expected + 8:
+                break
+            n_points = min(2 * n_points, block_expected + 8)
+        if len(chosen) != block_expected:
+            words = " ⊗ ".join(_part_words(request.inputs[k].name, request.inputs[k].type, in_parts[k][j])
+                               for k, j in block.occurrences) or "1"
+            raise EnumerationError(
+                f"the coupling paths of {words} with cg up to l = {MAX_CONSTANT_L['cg']} span {len(chosen)} of the "
+                f"{block_expected} dimensions character theory counts for {request}; the rest needs cg above the "
+                "supported maximum (use lower l or degrees)")
+        elements.extend(elems[k] for k in chosen)
+    if len(elements) != expected:
+        raise EnumerationError(
+            f"internal error: {len(elements)} coupling paths for {request} but character theory counts {expected}; "
+            "this is a bug in diagc, please report it")
+    return Basis(request, tuple(elements), expected, n_candidates, n_candidates, p, timings)
 
 
 def _independent_size(t: TensorType) -> int:

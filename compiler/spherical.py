@@ -598,3 +598,87 @@ def wigner_D_numeric(l: int, R, parity: int | None = None) -> np.ndarray:
             raise ValueError("parity must be +1 or -1")
         D = D * np.where(det < 0, float(parity), 1.0)[:, None, None]
     return D.reshape(batch + (d, d))
+
+
+# ----------------------------------------------------------------------------------------------
+# images modulo a prime: the ring homomorphism sqrt(q) -> a square root of q mod p
+
+
+def _surd_primes(s: _Surd) -> set[int]:
+    """The primes under the square roots of ``s`` (the radicands are square-free)."""
+    out: set[int] = set()
+    for n in s.t:
+        if n != 1:
+            out.update(sympy.factorint(n))
+    return out
+
+
+@functools.cache
+def constant_primes(kind: str, params: tuple[int, ...]) -> frozenset[int]:
+    """The primes q whose square roots occur in the exact table of ``cg(l1,l2,l3)`` or ``P(l)``."""
+    values = _w3j(*params).values() if kind == "cg" else (v for row in _stf_rows(*params) for v in row.values())
+    out: set[int] = set()
+    for v in values:
+        out |= _surd_primes(v)
+    return frozenset(out)
+
+
+def surd_prime(primes, below: int) -> int:
+    """The largest prime p < ``below`` modulo which every prime in ``primes`` is a nonzero square, so
+    that sqrt(q) -> (a root of q mod p) extends to a ring homomorphism from the exact numbers of the
+    constants (rationals with denominators prime to p, and square roots of those primes) onto Z/p.
+    Linear independence of the images mod p implies independence of the exact values (a minor that
+    is nonzero mod p is nonzero), which is all :mod:`compiler.enumerate` needs."""
+    p = int(sympy.prevprime(below))
+    while True:
+        if all(q % p and pow(q, (p - 1) // 2, p) == 1 for q in primes):
+            return p
+        p = int(sympy.prevprime(p))
+
+
+@functools.cache
+def _root_mod_p(q: int, p: int) -> int:
+    """The smaller square root of the prime q modulo p (a fixed choice: one homomorphism)."""
+    from sympy.ntheory import sqrt_mod
+
+    r = sqrt_mod(q, p)
+    if r is None or r * r % p != q % p:
+        raise ValueError(f"{q} has no square root modulo {p}")
+    return min(r, p - r)
+
+
+def _surd_mod_p(s: _Surd, p: int) -> int:
+    total = 0
+    for n, c in s.t.items():
+        if c.denominator % p == 0:
+            raise ValueError(f"a denominator of the constant is divisible by {p}")
+        root = 1
+        if n != 1:
+            for q in sympy.factorint(n):
+                root = root * _root_mod_p(q, p) % p
+        total += c.numerator % p * pow(c.denominator, -1, p) % p * root
+    return total % p
+
+
+@functools.cache
+def constant_mod_p(kind: str, params: tuple[int, ...], p: int) -> np.ndarray:
+    """The image of the exact table of ``cg(l1,l2,l3)`` or ``P(l)`` (the shape of
+    :func:`compiler.constants.constant_table`) under the homomorphism of :func:`surd_prime`, as int64
+    residues; ValueError if some square root needed has none modulo p."""
+    if kind == "cg":
+        l1, l2, l3 = params
+        arr = np.zeros((2 * l1 + 1, 2 * l2 + 1, 2 * l3 + 1), dtype=np.int64)
+        for key, v in _w3j(l1, l2, l3).items():
+            arr[key] = _surd_mod_p(v, p)
+    elif kind == "P":
+        (l,) = params
+        cols = _column_monomials(l)
+        arr = np.zeros((2 * l + 1, 3**l), dtype=np.int64)
+        for m, row in enumerate(_stf_rows(l)):
+            vals = {a: _surd_mod_p(v, p) for a, v in row.items()}
+            arr[m] = [vals.get(a, 0) for a in cols]
+        arr = arr.reshape((2 * l + 1,) + (3,) * l)
+    else:
+        raise ValueError(f"'{kind}' is not a constant with square roots")
+    arr.setflags(write=False)
+    return arr
