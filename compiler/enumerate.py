@@ -849,7 +849,8 @@ class _Part:
     A spherical type is its own single part (``path`` empty). A Cartesian tensor of rank n is
     (1o)^{⊗n}: its parts are the left-coupled paths ``((leg1 ⊗ leg2 -> k1) ⊗ leg3 -> k2) ...``, with
     ``path = (k1, ..., k_{n-1})`` (rank 2 with a symmetry keeps the k1 of its parts: 0, 2 for sym,
-    1 for skew, 2 for sym2t); rank 0 and 1 have one part each. These maps are equivariant and their
+    1 for skew, 2 for sym2t; rank 2 is written with its shortest constants, the trace, eps and
+    P(2)); rank 0 and 1 have one part each. These maps are equivariant and their
     images are mutually orthogonal, so the parts of a type are independent coordinates of it."""
 
     irrep: Irrep
@@ -906,6 +907,18 @@ class _Builder:
             return
         if t.rank == 1:
             self.constant("P", (1,), (sph, cart[0]))
+            return
+        if t.rank == 2:  # the same parts, by their shortest constants: trace, eps, P(2)
+            l = part.irrep.l
+            if l == 0:
+                self.nodes.append(Node("delta", "delta", DELTA_TYPE, tuple(cart)))
+                self.constant("P", (0,), (sph,))
+            elif l == 1:
+                c = self.label(IndexKind("cart", 3))
+                self.nodes.append(Node("eps", "eps", EPS_TYPE, (cart[0], cart[1], c)))
+                self.constant("P", (1,), (sph, c))
+            else:
+                self.constant("P", (2,), (sph, cart[0], cart[1]))
             return
         legs = []
         for c in cart:
@@ -1403,19 +1416,23 @@ class BasisSet:
 
 
 def enumerate_degrees(inputs, output: TensorType, group: str = "O3", output_name: str = "Y",
-                      allow_large: bool = False) -> BasisSet:
+                      allow_large: bool = False, total: tuple[int, ...] | None = None) -> BasisSet:
     """``inputs``: (name, type, degrees) with degrees a tuple of the degrees wanted for that input;
     every combination is enumerated, in increasing total degree. ``allow_large`` lifts the
-    MAX_DIMENSION limit."""
+    MAX_DIMENSION limit. ``total``: keep only the combinations whose total degree is one of these
+    (MACE's correlation orders: inputs ``a0: 0e, a1: 1o, a2: 2e`` each with degrees 0..3 and
+    ``total=(1, 2, 3)``)."""
     combos = list(itertools.product(*[sorted(set(d)) for _, _, d in inputs]))
+    if total is not None:
+        combos = [c for c in combos if sum(c) in set(total)]
     combos.sort(key=lambda c: (sum(c), c))
     requests = [Request(tuple(InputSpec(n, t, d) for (n, t, _), d in zip(inputs, combo)), output, group,
                         output_name) for combo in combos]
-    total = 0
+    size = 0
     for request in requests:  # the whole request is sized by character theory before any work
         validate(request)
-        total += expected_dimension(request)
-    refuse_large(total, output.family == "sph", len(requests), allow_large)
+        size += expected_dimension(request)
+    refuse_large(size, output.family == "sph", len(requests), allow_large)
     return BasisSet(tuple(enumerate_basis(request, allow_large=allow_large) for request in requests))
 
 
