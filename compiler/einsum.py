@@ -135,7 +135,9 @@ class Exact:
         # pair by pair (greedy order): one einsum over every label at once would loop over the
         # product of all index ranges (hopeless for a term with a few cg / P factors)
         ops = [np.asarray(o, dtype=object) for o in operands]
-        return np.einsum(spec, *ops, optimize="greedy" if len(ops) > 2 else False)
+        if len(ops) <= 2:
+            return np.einsum(spec, *ops)
+        return pairwise(spec, ops, lambda v: np.asarray(v, dtype=object))
 
     def one(self):
         return np.array(self.coefficient(Fraction(1)), dtype=object)
@@ -185,40 +187,52 @@ class ModP:
     def contract(self, spec: str, operands) -> np.ndarray:
         """The einsum ``spec`` mod p; operands may carry leading batch axes beyond their letters."""
         p = self.p
-        lhs, out = spec.split("->")
-        ops = []
-        for arr, sub in zip(operands, lhs.split(",")):
-            labels = list(sub.replace("...", ""))
-            if len(set(labels)) < len(labels):  # a repeated label inside one operand: the trace first
-                uniq = list(dict.fromkeys(labels))
-                batch = "..." if arr.ndim > len(labels) else ""
-                keep = [l for l in uniq if labels.count(l) == 1]
-                lab = letters(uniq)
-                arr = np.einsum(batch + "".join(lab[l] for l in labels) + "->" + batch + "".join(lab[l] for l in keep),
-                                arr) % p
-                labels = keep
-            ops.append((arr, labels))
-        while len(ops) > 1:
-            best = None
-            for x, y in itertools.combinations(range(len(ops)), 2):
-                lx, ly = ops[x][1], ops[y][1]
-                score = (0 if set(lx) & set(ly) else 1, len(set(lx) ^ set(ly)))
-                if best is None or score < best[0]:
-                    best = (score, x, y)
-            _, x, y = best
-            (ax, lx), (ay, ly) = ops[x], ops[y]
-            batch_x, batch_y = ax.ndim > len(lx), ay.ndim > len(ly)
-            others = [l for k, (_, ls) in enumerate(ops) if k not in (x, y) for l in ls] + list(out.replace("...", ""))
-            keep = [l for l in dict.fromkeys(lx + ly) if (l in others) or ((lx + ly).count(l) == 1)]
-            if len(set(lx) & set(ly) - set(keep)) > self.max_legs:
-                raise self.error(f"a contraction over more than {self.max_legs} legs at once is not supported")
-            lab = letters(lx + ly)  # lettered per pair: any number of labels in the whole term
-            so = ("..." if (batch_x or batch_y) else "") + "".join(lab[l] for l in keep)
-            sx = ("..." if batch_x else "") + "".join(lab[l] for l in lx)
-            sy = ("..." if batch_y else "") + "".join(lab[l] for l in ly)
-            value = np.einsum(f"{sx},{sy}->{so}", ax, ay) % p
-            ops = [o for k, o in enumerate(ops) if k not in (x, y)] + [(value, keep)]
-        value, labels = ops[0]
-        batch = value.ndim - len(labels)
-        want = list(out.replace("...", ""))
-        return np.moveaxis(value, [batch + labels.index(l) for l in want], [batch + k for k in range(len(want))])
+
+        def reduce(value):
+            return value % p
+
+        return pairwise(spec, operands, reduce, self.max_legs, self.error)
+
+
+def pairwise(spec: str, operands, reduce, max_legs: int | None = None, error: type = ValueError) -> np.ndarray:
+    """The einsum ``spec`` contracted pair by pair (pairs that share labels first, traces first),
+    ``reduce`` applied after every step (mod p; or wrapping a bare object back into a 0-d array);
+    operands may carry leading batch axes beyond their letters. A step summing over more than
+    ``max_legs`` legs at once raises ``error``."""
+    lhs, out = spec.split("->")
+    ops = []
+    for arr, sub in zip(operands, lhs.split(",")):
+        labels = list(sub.replace("...", ""))
+        if len(set(labels)) < len(labels):  # a repeated label inside one operand: the trace first
+            uniq = list(dict.fromkeys(labels))
+            batch = "..." if arr.ndim > len(labels) else ""
+            keep = [l for l in uniq if labels.count(l) == 1]
+            lab = letters(uniq)
+            arr = reduce(np.einsum(batch + "".join(lab[l] for l in labels) + "->" + batch + "".join(lab[l] for l in keep),
+                                   arr))
+            labels = keep
+        ops.append((arr, labels))
+    while len(ops) > 1:
+        best = None
+        for x, y in itertools.combinations(range(len(ops)), 2):
+            lx, ly = ops[x][1], ops[y][1]
+            score = (0 if set(lx) & set(ly) else 1, len(set(lx) ^ set(ly)))
+            if best is None or score < best[0]:
+                best = (score, x, y)
+        _, x, y = best
+        (ax, lx), (ay, ly) = ops[x], ops[y]
+        batch_x, batch_y = ax.ndim > len(lx), ay.ndim > len(ly)
+        others = [l for k, (_, ls) in enumerate(ops) if k not in (x, y) for l in ls] + list(out.replace("...", ""))
+        keep = [l for l in dict.fromkeys(lx + ly) if (l in others) or ((lx + ly).count(l) == 1)]
+        if max_legs is not None and len(set(lx) & set(ly) - set(keep)) > max_legs:
+            raise error(f"a contraction over more than {max_legs} legs at once is not supported")
+        lab = letters(lx + ly)  # lettered per pair: any number of labels in the whole term
+        so = ("..." if (batch_x or batch_y) else "") + "".join(lab[l] for l in keep)
+        sx = ("..." if batch_x else "") + "".join(lab[l] for l in lx)
+        sy = ("..." if batch_y else "") + "".join(lab[l] for l in ly)
+        value = reduce(np.einsum(f"{sx},{sy}->{so}", ax, ay))
+        ops = [o for k, o in enumerate(ops) if k not in (x, y)] + [(value, keep)]
+    value, labels = ops[0]
+    batch = value.ndim - len(labels)
+    want = list(out.replace("...", ""))
+    return np.moveaxis(value, [batch + labels.index(l) for l in want], [batch + k for k in range(len(want))])
