@@ -215,7 +215,7 @@ def test_cli_json_and_files(tmp_path):
     (["--in", "X=sym2", "--out", "sym2", "--degree", "Y=2"], "no input named 'Y'"),
     (["--in", "X", "--out", "sym2"], "write NAME=TYPE"),
     (["--in", "X=cart2", "--out", "sym2", "--degree", "X=9"], "the limit is 16"),
-    (["--in", "X=sph(1o)", "--out", "vec"], "Cartesian types"),
+    (["--in", "X=sph(1o)[c]", "--out", "vec"], "has channel axes"),
     (["--in", "class=vec", "--out", "vec"], "not a usable name"),
 ])
 def test_cli_bad_requests(args, message):
@@ -265,8 +265,8 @@ def test_spherical_cli_listing():
     data = json.loads(r.stdout)
     assert r.returncode == 0 and data["dimension"] == data["expected"] == 1
     assert data["basis"][0]["formula"] == "cg(1,2,1)[j,k,i] x[j] y[k]"
-    r = run("enumerate", "--in", "x=1o", "--in", "X=cart2", "--out", "1o")
-    assert r.returncode == 2 and "mixed" in r.stderr
+    r = run("enumerate", "--in", "x=1o", "--in", "X=cart2", "--out", "1o")  # mixed: x times each part of X
+    assert r.returncode == 0 and "dimension 3 (character theory: 3)" in r.stdout and "(x ⊗ X(2e) -> 1)" in r.stdout
 
 
 def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkeypatch, capsys):
