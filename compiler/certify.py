@@ -100,7 +100,11 @@ def act_exact(typ, g, x):
 
 def with_symmetry(typ, x):
     """An object array of independent entries made symmetric, antisymmetric or symmetric traceless
-    as ``typ`` declares (from its upper triangle)."""
+    as ``typ`` declares (from its upper triangle; symt(l) from its free entries, compiler.stf)."""
+    from .stf import is_stf, stf_from_array
+
+    if is_stf(typ):
+        return stf_from_array(x, typ.rank)
     if typ.family == "cart" and typ.rank == 2 and typ.symmetry:
         if typ.symmetry == "skew":
             x = np.triu(x, 1) - np.swapaxes(np.triu(x, 1), -1, -2)

@@ -200,7 +200,7 @@ def _ordered_legs(node) -> bool:
     t = node.type
     if t.family != "cart" or t.rank < 2:
         return False
-    return not (t.rank == 2 and t.symmetry in ("sym", "sym_traceless"))
+    return t.symmetry not in ("sym", "sym_traceless")
 
 
 class _TermDrawing:

@@ -35,6 +35,7 @@ from fractions import Fraction
 import numpy as np
 
 from .characters import Rep, hom_dimension
+from .stf import is_stf, stf_from_array
 from .types import Irrep
 from .constants import Constant
 from .errors import DiagError
@@ -107,6 +108,8 @@ def rep_of(t: TensorType) -> Rep:
         raise EnumerationError(f"type {t} carries no rotation")
     if t.rank == 2:
         return Rep.cartesian2(t.symmetry, t.parities)
+    if t.symmetry == "sym_traceless":  # symt(l)
+        return Rep(t.parts)
     return Rep.cartesian(t.rank, pseudo=t.parities == (-1,))
 
 
@@ -141,8 +144,8 @@ def validate(request: Request) -> None:
 
 
 def _coupled(request: Request) -> bool:
-    """True for a request with a spherical type: enumerated by coupling paths."""
-    return any(t.family == "sph" for t in [i.type for i in request.inputs] + [request.output])
+    """True for a request with a spherical type or a symt(l): enumerated by coupling paths."""
+    return any(t.family == "sph" or is_stf(t) for t in [i.type for i in request.inputs] + [request.output])
 
 
 def _double_factorial(n: int) -> int:
@@ -550,6 +553,8 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
                 if t.symmetry == "sym_traceless":
                     x[..., 2, 2] = (-x[..., 0, 0] - x[..., 1, 1]) % p
             del xt
+        if is_stf(t):
+            x = stf_from_array(x, t.rank)
         points[spec.name] = x % p
     return points
 
@@ -858,8 +863,8 @@ class _Part:
 
 
 def _parts(t: TensorType) -> tuple[_Part, ...]:
-    if t.family == "sph":
-        return (_Part(t.irrep, ()),)
+    if t.family == "sph" or is_stf(t):
+        return (_Part(t.parts[0], ()),)
     if t.rank == 2 and t.symmetry:
         from .types import RANK2_PARTS
 
@@ -876,7 +881,7 @@ def _parts(t: TensorType) -> tuple[_Part, ...]:
 
 
 def _part_words(name: str, t: TensorType, part: _Part) -> str:
-    if t.family == "sph" or t.rank <= 1:
+    if t.family == "sph" or t.rank <= 1 or is_stf(t):
         return name
     return f"{name}({','.join(map(str, part.path[:-1]))}{',' if len(part.path) > 1 else ''}{part.irrep})"
 
@@ -907,6 +912,9 @@ class _Builder:
             return
         if t.rank == 1:
             self.constant("P", (1,), (sph, cart[0]))
+            return
+        if is_stf(t):  # symt(l): P(l) is the isometry onto spherical l
+            self.constant("P", (t.rank,), (sph,) + tuple(cart))
             return
         if t.rank == 2:  # the same parts, by their shortest constants: trace, eps, P(2)
             l = part.irrep.l

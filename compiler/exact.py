@@ -27,6 +27,7 @@ from sympy.polys.rings import ring
 from .constants import DELTA
 from .einsum import Exact, evaluate_term as _evaluate_term
 from .ir import Equation, TensorNetwork
+from .stf import free_monomials, is_stf, stf_fill, stf_from_array
 from .types import TensorType
 
 MAX_VARIABLES = 3000
@@ -86,6 +87,8 @@ def instances(diagram, equation: Equation):
 
 
 def _symmetrize(typ: TensorType, a):
+    if is_stf(typ):
+        return stf_from_array(a, typ.rank)
     if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
         return a
     at = np.swapaxes(a, -1, -2)
@@ -105,6 +108,14 @@ def symbolic_inputs(inputs, sizes: dict[str, int], domain=QQ):
     for t in inputs:
         shp = shape(t.type, sizes)
         cells = {}
+        if is_stf(t.type):  # symt(l): the free entries of each channel slice (compiler.stf)
+            nch = len(shp) - t.type.rank
+            for ch in itertools.product(*(range(n) for n in shp[:nch])):
+                for m in free_monomials(t.type.rank):
+                    cells[ch + m] = len(names)
+                    names.append(f"{t.name}_{'_'.join(map(str, ch + m))}")
+            layouts.append((t, shp, cells))
+            continue
         for idx in itertools.product(*(range(n) for n in shp)):
             rep = _representative(t.type, idx)
             if rep is not None and rep[0] not in cells:
@@ -114,6 +125,14 @@ def symbolic_inputs(inputs, sizes: dict[str, int], domain=QQ):
     R, *gens = ring(names or ["unused"], domain)
     arrays = {}
     for t, shp, cells in layouts:
+        if is_stf(t.type):
+            nch = len(shp) - t.type.rank
+            a = np.empty(shp, dtype=object)
+            for ch in itertools.product(*(range(n) for n in shp[:nch])):
+                free = {m: gens[cells[ch + m]] for m in free_monomials(t.type.rank)}
+                a[ch] = stf_fill(free, t.type.rank)
+            arrays[t.name] = a
+            continue
         a = np.empty(shp, dtype=object)
         for idx in itertools.product(*(range(n) for n in shp)):
             a[idx] = _value(t.type, idx, cells, gens, R)
@@ -208,6 +227,17 @@ def parity_violation(diagram, equation: Equation):
 def symmetry_violation(diagram, equation: Equation):
     """(None or which property fails, how decided) for the output's declared symmetry."""
     typ = equation.type
+    if is_stf(typ):
+        runs, how = instances(diagram, equation)
+        for R, arrays in runs:
+            y = evaluate(equation, arrays, R)
+            n = y.ndim
+            for k in range(n - typ.rank, n - 1):
+                if not is_zero(y - np.swapaxes(y, k, k + 1)):
+                    return f"symmetric (unchanged by swapping legs {k - n + typ.rank + 1} and {k - n + typ.rank + 2})", how
+            if not is_zero(np.trace(y, axis1=n - 2, axis2=n - 1)):
+                return "traceless (a trace over two legs is 0)", how
+        return None, how
     if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
         return None, "exactly"
     runs, how = instances(diagram, equation)

@@ -56,6 +56,8 @@ def general_types(typ: TensorType) -> list[TensorType]:
     for a weight, an invariant scalar with the weight's channels."""
     if typ.family == "weight":
         return [TensorType("cart", 0, "", (1,), channels=typ.channels)]
+    if typ.family == "cart" and typ.rank >= 3 and typ.symmetry:  # symt(l): the general rank-l type
+        return [TensorType("cart", typ.rank, "", typ.parities, channels=typ.channels)]
     if typ.family != "cart" or typ.rank != 2 or not typ.symmetry:
         return [typ]
     have = dict(zip(RANK2_PARTS[typ.symmetry], typ.parities))

@@ -91,11 +91,16 @@ def act(t, g, x):
 
 
 def random_input(t, rng: np.random.Generator, batch=(4,), channel_sizes=None, dtype=np.float64) -> np.ndarray:
-    """A random array of type ``t`` with its symmetry: symmetric, antisymmetric or traceless."""
+    """A random array of type ``t`` with its symmetry: symmetric, antisymmetric or traceless (symt(l):
+    symmetric and traceless on every pair of legs)."""
     t = _as_type(t)
     sizes = channel_sizes or {}
     shape = tuple(batch) + tuple(sizes.get(c, 2) for c in t.channels) + t.geometric_dims
     x = rng.normal(size=shape)
+    if t.family == "cart" and t.rank >= 3 and t.symmetry == "sym_traceless":  # symt(l)
+        from .stf import stf_from_array
+
+        x = stf_from_array(x, t.rank)
     if t.family == "cart" and t.rank == 2 and t.symmetry:
         xt = np.swapaxes(x, -1, -2)
         if t.symmetry == "skew":

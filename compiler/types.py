@@ -8,7 +8,8 @@ TensorType('cart2(0e+1o+2e)[c]')
 A type is one of three families:
 
 * ``cart``: a Cartesian tensor with ``rank`` legs of dimension 3, ``R`` acting on each leg, optionally
-  a symmetry (``sym``, ``skew``, ``sym_traceless`` on rank 2) and an inversion parity per
+  a symmetry (``sym``, ``skew``, ``sym_traceless`` on rank 2; ``sym_traceless`` on rank l >= 3 is
+  ``symt(l)``, the Cartesian twin of ``sph(l)``) and an inversion parity per
   irreducible part (a rank-2 tensor has parts l = 0, 1, 2; TensorNet's feature is 0e+1o+2e);
 * ``sph``: a spherical tensor of type ``lp`` with one leg of dimension 2l+1;
 * ``weight``: invariant parameters, channel axes only;
@@ -33,7 +34,7 @@ _NAMED = {
     "vec": (1, False),
     "axial": (1, True),
 }
-TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "sph", "weight", "edges")
+TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "symt", "psymt", "sym3t", "sph", "weight", "edges")
 MAX_RANK = 12
 MAX_L = 12
 
@@ -78,7 +79,7 @@ class TensorType:
 
     family: str  # 'cart' | 'sph' | 'weight' | 'edges'
     rank: int = 0  # number of Cartesian legs
-    symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2 only)
+    symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2; rank >= 3: 'sym_traceless' only)
     parities: tuple[int, ...] = ()  # cart: inversion sign of each irreducible part, rank 2; else one sign
     irrep: Irrep | None = None  # sph only
     channels: tuple[str, ...] = field(default=())
@@ -118,6 +119,8 @@ class TensorType:
             return (self.irrep,)
         if self.family == "cart" and self.rank == 2:
             return tuple(Irrep(l, p) for l, p in zip(RANK2_PARTS[self.symmetry], self.parities))
+        if self.family == "cart" and self.symmetry == "sym_traceless":  # symt(l): the one part l
+            return (Irrep(self.rank, self.parities[0] * (-1) ** self.rank),)
         return ()
 
     @property
@@ -162,6 +165,8 @@ class TensorType:
                 return "pcart(2)"
             return f"{name}({'+'.join(str(ir) for ir in self.parts)})"
         pseudo = self.parities == (-1,)
+        if self.symmetry == "sym_traceless":
+            return f"{'psymt' if pseudo else 'symt'}({self.rank})"
         for name, (rank, ps) in _NAMED.items():
             if rank == self.rank and ps == pseudo:
                 return name
@@ -206,6 +211,22 @@ def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> 
         if rank == 2:
             return TensorType("cart", 2, "", (sign,) * 3, channels=chans)
         return TensorType("cart", rank, "", (sign,), channels=chans)
+    if name in ("symt", "psymt", "sym3t"):
+        if name == "sym3t":
+            if args is not None:
+                raise TypeSyntaxError("'sym3t' takes no arguments (it is symt(3); psymt(3) is the pseudotensor)")
+            args = ["3"]
+        if args is None or len(args) != 1 or not args[0].isdigit():
+            raise TypeSyntaxError(f"'{name}' needs a rank, e.g. {name}(3)")
+        rank = int(args[0])
+        if rank > MAX_RANK:
+            raise TypeSyntaxError(f"rank {rank} is above the supported maximum {MAX_RANK}")
+        sign = -1 if name == "psymt" else 1
+        if rank <= 1:  # symmetric traceless of rank 0 or 1 is every scalar or vector
+            return TensorType("cart", rank, "", (sign,), channels=chans)
+        if rank == 2:
+            return TensorType("cart", 2, "sym_traceless", (sign,), channels=chans)
+        return TensorType("cart", rank, "sym_traceless", (sign,), channels=chans)
     if name in _SYMMETRY_NAMES:
         symmetry = _SYMMETRY_NAMES[name]
         expected = RANK2_PARTS[symmetry]
