@@ -205,3 +205,10 @@ def test_cli_symmetric_power(tmp_path):
     r = run("enumerate", "--in", "x=1o", "--in", "s=scalar", "--out", "Y=sym2", "--degree", "x=2", "-o", str(out))
     assert r.returncode == 0, r.stderr
     assert run("check", str(out)).returncode == 0
+
+
+def test_readme_listing_is_what_the_cli_prints():
+    readme = (ROOT / "README.md").read_text()
+    r = run("enumerate", "--in", "x=2e", "--out", "Y=sym2", "--degree", "x<=2")
+    assert r.returncode == 0, r.stderr
+    assert "$ diagc enumerate --in x=2e --out Y=sym2 --degree 'x<=2'\n" + r.stdout in readme
