@@ -212,3 +212,17 @@ def test_readme_listing_is_what_the_cli_prints():
     r = run("enumerate", "--in", "x=2e", "--out", "Y=sym2", "--degree", "x<=2")
     assert r.returncode == 0, r.stderr
     assert "$ diagc enumerate --in x=2e --out Y=sym2 --degree 'x<=2'\n" + r.stdout in readme
+
+
+def test_a_block_needing_cg_above_12_is_refused_with_its_name():
+    # S^2(7e) ⊗ 2e -> 12e: paths through k1 = 10, 12 and 14; cg(7,7,14) is above the maximum 12
+    with pytest.raises(EnumerationError, match=r"x ⊗ x ⊗ y with cg up to l = 12 span 2 of the 3 dimensions"):
+        enumerate_basis(request([("x", "7e", 2), ("y", "2e", 1)], "12e"))
+
+
+def test_too_many_coupling_paths_are_refused(monkeypatch):
+    import compiler.enumerate as en
+
+    monkeypatch.setattr(en, "MAX_COUPLING_CANDIDATES", 10)
+    with pytest.raises(EnumerationError, match="more than 10 coupling paths"):
+        enumerate_basis(request([("x", "4e", 4)], "4e"))
