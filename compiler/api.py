@@ -99,6 +99,30 @@ def _module(text: str, name: str, filename: str) -> types.ModuleType:
     return module
 
 
+def enumerate_basis(inputs, output, group: str = "O3", output_name: str = "Y", total=None):
+    """Every independent equivariant contraction (:mod:`compiler.enumerate`), from Python.
+
+    ``inputs``: ``(name, type, degrees)`` triples, the type a TensorType or its text (``"2e"``,
+    ``"sym2"``), the degrees an int or an iterable of ints; ``output``: a type or its text;
+    ``total``: keep only the combinations of these total degrees (MACE's correlation orders).
+    Returns a :class:`compiler.enumerate.BasisSet` (``elements``, ``dimension``, ``expected``);
+    :func:`compiler.enumerate.element_formula` writes an element as a .diag right-hand side.
+
+    >>> found = enumerate_basis([("x", "1o", 2)], "2e")
+    >>> found.dimension, compiler.enumerate.element_formula(found.elements[0])   # doctest: +SKIP
+    (1, 'x[j] x[k] cg(1,1,2)[j,k,i]')
+    """
+    from .enumerate import enumerate_degrees
+    from .types import TensorType
+
+    def as_type(t):
+        return t if isinstance(t, TensorType) else TensorType.parse(t)
+
+    specs = [(name, as_type(t), (d,) if isinstance(d, int) else tuple(d)) for name, t, d in inputs]
+    return enumerate_degrees(specs, as_type(output), group, output_name,
+                             None if total is None else ((total,) if isinstance(total, int) else tuple(total)))
+
+
 def current_umask() -> int:
     """The process's file-creation mask, read without changing it where the system allows
     (/proc/self/status on Linux); elsewhere set and restored at once."""

@@ -226,3 +226,12 @@ def test_too_many_coupling_paths_are_refused(monkeypatch):
     monkeypatch.setattr(en, "MAX_COUPLING_CANDIDATES", 10)
     with pytest.raises(EnumerationError, match="more than 10 coupling paths"):
         enumerate_basis(request([("x", "4e", 4)], "4e"))
+
+
+def test_python_api_takes_type_text_and_total_degrees():
+    found = compiler.enumerate_basis([("a0", "0e", range(4)), ("a1", "1o", range(4)), ("a2", "2e", range(4))], "1o",
+                                     total=(1, 2, 3))
+    assert found.dimension == found.expected == 8
+    assert (found.elements[1].words, element_formula(found.elements[1])) == \
+        ("(a1 ⊗ a2 -> 1)", "a1[j] a2[k] cg(1,2,1)[j,k,i]")
+    assert compiler.enumerate_basis([("x", "1o", 2)], "2e").dimension == 1
