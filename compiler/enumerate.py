@@ -21,6 +21,11 @@ For inputs V_1..V_n used with polynomial degrees d_1..d_n and an output W (Carte
 5. **completeness**: the number kept must equal dim Hom_G(⊗ S^{d_i} V_i, W) from character theory
    (:mod:`compiler.characters`). Since the kept elements are independent over Q and the space has
    exactly that dimension, they are a basis. A shortfall is an error, never a silent result.
+
+Requests with a spherical type or a ``symt(l)`` (symmetric powers of spherical inputs, mixed
+Cartesian/spherical requests) are enumerated by coupling paths instead: see
+:func:`_enumerate_coupled`. Spherical inputs of degree 1 into a spherical output keep the plain
+list of coupling paths (:func:`_enumerate_spherical`), which needs no rank step.
 """
 
 from __future__ import annotations
@@ -869,8 +874,6 @@ def _parts(t: TensorType) -> tuple[_Part, ...]:
         from .types import RANK2_PARTS
 
         return tuple(_Part(Irrep(l, p), (l,)) for l, p in zip(RANK2_PARTS[t.symmetry], t.parities))
-    if t.graded:
-        return tuple(_Part(Irrep(l, p), (l,)) for l, p in zip((0, 1, 2), t.parities))
     parity = t.parities[0] * (-1) ** t.rank
     if t.rank == 0:
         return (_Part(Irrep(0, parity), ()),)
@@ -1027,7 +1030,7 @@ def _coupled_element(request: Request, in_parts, out_parts, block: _Block, ks) -
     elif len(legs) == 1:
         # one occurrence: its leg is the result; rename it to ``top``
         old = legs[0]
-        b.nodes = [replace_indices(n, {old: top}) for n in b.nodes]
+        b.nodes = [_replace_indices(n, {old: top}) for n in b.nodes]
         del b.kinds[old]
     else:
         current, l_prev = legs[0], in_parts[block.occurrences[0][0]][block.occurrences[0][1]].irrep.l
@@ -1052,7 +1055,7 @@ def _coupled_element(request: Request, in_parts, out_parts, block: _Block, ks) -
     return Element((term,), term.formula(), text, degrees)
 
 
-def replace_indices(node: Node, mapping: dict[str, str]) -> Node:
+def _replace_indices(node: Node, mapping: dict[str, str]) -> Node:
     from dataclasses import replace
 
     return replace(node, indices=tuple(mapping.get(i, i) for i in node.indices))

@@ -311,8 +311,14 @@ def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
         letters[i] for i in open_labels)
     # pair by pair (greedy order): one einsum over every label at once loops over the product of all
     # index ranges, hopeless for a chain of several cg / P factors
-    exact = np.einsum(spec, *[constant_array(n) for n in consts], optimize="greedy" if len(consts) > 2 else False) \
-        if len(consts) > 1 or labels != open_labels else constant_array(consts[0])
+    if len(consts) > 2:
+        from .einsum import pairwise
+
+        exact = pairwise(spec, [constant_array(n) for n in consts], lambda v: np.asarray(v, dtype=object))
+    elif len(consts) > 1 or labels != open_labels:
+        exact = np.einsum(spec, *[constant_array(n) for n in consts])
+    else:
+        exact = constant_array(consts[0])
     values = _nested(np.asarray(exact, dtype=object))
     name = "c_" + hashlib.sha256(repr(values).encode()).hexdigest()[:12]
     tables[name] = values
