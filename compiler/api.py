@@ -120,7 +120,7 @@ def enumerate_basis(inputs, output, group: str = "O3", output_name: str = "Y", t
 
     specs = [(name, as_type(t), (d,) if isinstance(d, int) else tuple(d)) for name, t, d in inputs]
     return enumerate_degrees(specs, as_type(output), group, output_name,
-                             None if total is None else ((total,) if isinstance(total, int) else tuple(total)))
+                             total=None if total is None else ((total,) if isinstance(total, int) else tuple(total)))
 
 
 def current_umask() -> int:
