@@ -1112,7 +1112,9 @@ def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
             rows = [evaluate(e.terms, points, out_labels, n_points, p, surds=True).reshape(-1) for e in elems]
             timings["evaluate"] += time.perf_counter() - t0
             t0 = time.perf_counter()
-            chosen = _first_independent(np.array(rows), p)
+            profile = RankProfile(len(rows[0]), block_expected, p)
+            profile.add(np.array(rows))
+            chosen = profile.kept
             timings["rank"] += time.perf_counter() - t0
             if len(chosen) >= block_expected or n_points >= block_expected + 8:
                 break
