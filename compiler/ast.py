@@ -32,6 +32,7 @@ class Factor:
     name: str
     indices: tuple[Index, ...]
     pos: Position
+    block: str | None = None  # h.1o[...]: the irrep of the selected block of an irreps tensor
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class Equation:
     indices: tuple[Index, ...]
     expr: Expr
     pos: Position
+    block: str | None = None  # out.1o[...] = ...: the block of an irreps output assigned
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ def with_symmetry(typ, x):
 
 def random_point(typ, rng: random.Random, batch: int, channels: int):
     """Random integer entries in [-2^19, 2^19) with the type's symmetry, as Fractions."""
-    shape = (batch,) + (channels,) * len(typ.channels) + typ.geometric_dims
+    shape = (batch,) + tuple(int(c) if c.isdigit() else channels for c in typ.channels) + typ.geometric_dims
     half = 1 << (SAMPLE_BITS - 1)
     x = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):
@@ -289,7 +289,7 @@ def prove_source(source: str, filename: str):
     diagrams = []
     for d in program.diagrams:
         verdict = verdicts[d.name]
-        fn = getattr(module, d.name)
+        fn = getattr(module, f"_{d.name}_blocks" if d.irreps else d.name)  # irreps: the block-level function
         in_types = [t.type for t in d.inputs]
         out_types = [t.type for t in d.outputs] if not d.stacked else [d.outputs[0].type]
         elements = _group_elements(f"{src_hash}:{d.name}:elements", d.group)
@@ -644,7 +644,7 @@ def _verify(cert: dict, folder: Path) -> str:
         if recorded != derived:
             failures.append(f"{where}: the structural proof does not match the one re-derived from the source")
         # the algebraic proof, re-run on the module with the *claimed* types
-        fn = getattr(module, name, None)
+        fn = getattr(module, f"_{name}_blocks" if d.irreps else name, None)
         if fn is None:
             failures.append(f"{where}: the module has no function '{name}'")
             continue

@@ -86,6 +86,7 @@ def unused_inputs(diagram: Diagram) -> tuple[DiagWarning, ...]:
     if diagram.stacked:
         return ()
     used = {n.name for eq in diagram.equations for t in eq.terms for n in t.nodes if n.kind == "input"}
+    used |= {b for r in diagram.irreps if not r.output for b in r.blocks}  # a block may go unused
     return tuple(DiagWarning(f"input '{t.name}' of diagram '{diagram.name}' is never used", t.pos,
                              "remove it, or use it in an equation (the function still takes it as an argument)")
                  for t in diagram.inputs if t.name not in used)

@@ -32,14 +32,18 @@ TABLES = {
 
 
 def _shape_text(typ) -> str:
+    if typ.family == "irreps":
+        return f"(..., {typ.flat_dim})"
     dims = ["..."] + [str(c) for c in typ.channels] + [str(d) for d in typ.geometric_dims]
     return "(" + ", ".join(dims) + ")"
 
 
 def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: bool = False) -> str:
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
-    for t in d.inputs:
+    inputs, outputs = public_signature(d)
+    for t in inputs:
         lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+        lines += _irreps_doc(t)
     if d.basis is not None:
         lines.append("    out: optional preallocated result (one array of the stacked shape), numpy or torch, "
                      "written in place")
@@ -79,13 +83,25 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: bool = Fals
             target = f"{out.name}[{','.join(legs)}]" if legs else out.name
             lines.append(f"    {k:>3}. {words:<{width}}   {target} = " + sum_formula(eq.terms))
     else:
-        lines.append("Returns:" if len(d.outputs) == 1 else "Returns a tuple:")
-        for t in d.outputs:
+        lines.append("Returns:" if len(outputs) == 1 else "Returns a tuple:")
+        for t in outputs:
             lines.append(f"    {t.name}: {t.type}, shape {_shape_text(t.type)}")
+            lines += _irreps_doc(t)
         lines.append("")
         for eq in d.equations:
             lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
+
+
+def _irreps_doc(t) -> list[str]:
+    """Docstring lines naming the blocks of an irreps tensor (e3nn's layout), none for another tensor."""
+    if t.type.family != "irreps":
+        return []
+    parts = []
+    for (offset, mul, ir), block in zip(t.type.block_offsets(), t.blocks):
+        shape = f"(..., {mul})" if ir.l == 0 else f"(..., {mul}, {ir.dim})"
+        parts.append(f"{t.name}.{ir} = {block}: [{offset}:{offset + mul * ir.dim}] as {shape}")
+    return ["        blocks (e3nn's layout): " + "; ".join(parts)]
 
 
 @lru_cache(maxsize=1)
@@ -305,9 +321,57 @@ def kernel_configs(program: Program, plans) -> tuple[str, dict]:
 def _print_public(d: Diagram, doc: str) -> str:
     """The public function: the emitted code, differentiable through the generated derivatives
     (torch autograd, jax custom_vjp) where they exist, and summed to its inputs' shapes for a
-    derivative diagram."""
+    derivative diagram. A diagram with irreps tensors gets it as ``_NAME_blocks`` (on the blocks),
+    and as ``NAME`` the function on e3nn's flat arrays (:func:`_print_irreps_public`)."""
     params = ", ".join(t.name for t in d.inputs)
     sig = params + (", " if params else "") + "*, out=None, fused=False, kernels=True"
     args = _tuple_text([t.name for t in d.inputs])
-    return "\n".join([f"def {d.name}({sig}):", "    " + doc,
+    name = f"_{d.name}_blocks" if d.irreps else d.name
+    text = "\n".join([f"def {name}({sig}):", "    " + doc,
                       f"    return _call(_{d.name}_SPEC, {args}, out, fused, kernels)"])
+    if d.irreps:
+        text += "\n\n\n" + _print_irreps_public(d, doc)
+    return text
+
+
+def public_signature(d: Diagram) -> tuple[list, list]:
+    """The inputs and outputs as the source declared them: an irreps tensor (``ir.IrrepsTensor``) in
+    place of its run of blocks, every other one a ``Tensor``."""
+    first = {r.blocks[0]: r for r in d.irreps}
+    inner = {b for r in d.irreps for b in r.blocks}
+    result = []
+    for tensors in (d.inputs, d.outputs):
+        result.append([first[t.name] if t.name in first else t for t in tensors
+                       if t.name in first or t.name not in inner])
+    return result[0], result[1]
+
+
+def _print_irreps_public(d: Diagram, doc: str) -> str:
+    """``NAME`` on e3nn's flat arrays: each irreps input split into its blocks as views (a slice of the
+    last axis reshaped to (..., mul, 2l+1): no copy where the array library has views), the block-level
+    function called, each irreps output's blocks joined into one flat array (one copy)."""
+    inputs, outputs = public_signature(d)
+    names = [t.name for t in inputs]
+    sig = ", ".join(names) + (", " if names else "") + "*, out=None, fused=False, kernels=True"
+    lines = [f"def {d.name}({sig}):", "    " + doc, f"    _b = _backend({', '.join(names)})"]
+    for t in inputs:
+        if t in d.irreps:
+            layout = _tuple_text([f"({o}, {m}, {ir.dim if ir.l else 0})" for o, m, ir in t.type.block_offsets()])
+            lines.append(f"    {', '.join(t.blocks)}, = _irreps_split(_b, {t.name}, {py_string(t.name)}, "
+                         f"{t.type.flat_dim}, {py_string(str(t.type))}, {layout})")
+    blocks = ", ".join(t.name for t in d.inputs)
+    lines.append(f"    _r = _{d.name}_blocks({blocks}{', ' if blocks else ''}fused=fused, kernels=kernels)")
+    if len(d.outputs) == 1:
+        lines.append("    _r = (_r,)")
+    results, k = [], 0
+    for t in outputs:
+        if t in d.irreps:
+            n = len(t.blocks)
+            ranks = _tuple_text([str(1 if ir.l == 0 else 2) for _, ir in t.type.blocks])
+            results.append(f"_irreps_join(_b, _r[{k}:{k + n}], {ranks})")
+            k += n
+        else:
+            results.append(f"_r[{k}]")
+            k += 1
+    lines.append(f"    return _irreps_results(_b, {_tuple_text(results)}, out, ({', '.join(names)}{',' if names else ''}))")
+    return "\n".join(lines)

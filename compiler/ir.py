@@ -301,6 +301,19 @@ class BasisInfo:
 
 
 @dataclass(frozen=True)
+class IrrepsTensor:
+    """An ``irreps(...)`` input or output of the source (e3nn's flat layout), which lowering split into
+    the block tensors ``blocks`` (one ``sph(lp)[mul]`` each, in the type's order) that the diagram's
+    inputs / outputs hold in its place; the emitted function takes and returns the flat array."""
+
+    name: str
+    type: TensorType
+    blocks: tuple[str, ...]
+    output: bool
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
 class Diagram:
     name: str
     group: str
@@ -313,6 +326,8 @@ class Diagram:
     #: a derivative diagram (compiler.grad): for each output, the input whose shape it is summed to
     #: (the batch axes that input was broadcast over are summed, as autograd does); empty otherwise
     sum_to: tuple[str, ...] = ()
+    #: the irreps inputs and outputs of the source, each standing for its run of block tensors
+    irreps: tuple[IrrepsTensor, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from .constants import Constant
 from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
-from .ir import BasisInfo, Renamed, base_name
+from .ir import BasisInfo, IrrepsTensor, Renamed, base_name
 from .graph import validate as graph_errors
+from .types import Irrep
 from .parser import did_you_mean, parse, parse_collecting
 
 MAX_TERMS = 4096
@@ -119,8 +120,10 @@ class _DiagramLowering:
     def __init__(self, diagram: ast.Diagram, group: str):
         self.d = diagram
         self.group = group
-        self.inputs = {p.name: p for p in diagram.inputs}
-        self.outputs = {p.name: p for p in diagram.outputs}
+        #: irreps tensors of the signature; each stands for its blocks (name_lp: sph(lp)[mul])
+        self.irreps = {p.name: p for p in diagram.inputs + diagram.outputs if p.type.family == "irreps"}
+        self.inputs = {q.name: q for p in diagram.inputs for q in _blocks(p)}
+        self.outputs = {q.name: q for p in diagram.outputs for q in _blocks(p)}
         self.defined: dict[str, tuple[tuple[str, ...], list[_Product]]] = {}
         self.fresh = 0
         self.errors: list[DiagError] = []
@@ -135,6 +138,11 @@ class _DiagramLowering:
             elif p.name == d.name:
                 self.errors.append(DiagNameError(f"'{p.name}' is also the name of its diagram", p.pos))
             names[p.name] = p.pos
+        for p in self.irreps.values():
+            for q in _blocks(p):
+                if q.name in names:
+                    self.errors.append(DiagNameError(
+                        f"block '{q.name}' of irreps tensor '{p.name}' has the name of another tensor", names[q.name]))
         for p in d.outputs:
             if p.type.family == "weight":
                 self.errors.append(DiagTypeError(f"output '{p.name}' cannot be a weight: weights are inputs only",
@@ -143,26 +151,60 @@ class _DiagramLowering:
             return None
         equations: dict[str, Equation] = {}
         for eq in d.equations:
+            target = eq.target
             try:
-                equations[eq.target] = self.equation(eq)
+                target = self._resolve(eq.target, eq.block, eq.pos)
+                equations[target] = self.equation(replace(eq, target=target))
             except _Skip:
-                self.failed.add(eq.target)
+                self.failed.add(target)
             except DiagError as err:
                 self.errors.append(err)
-                self.failed.add(eq.target)
-        for p in d.outputs:
+                self.failed.add(target)
+        for p in self.outputs.values():
             if p.name not in equations and p.name not in self.failed and not self.errors:  # else likely a cascade
-                self.errors.append(DiagNameError(f"output '{p.name}' of diagram '{d.name}' is never assigned", p.pos))
+                if p not in d.outputs:  # a block of an irreps output
+                    owner = p.name.rsplit("_", 1)
+                    self.errors.append(DiagNameError(
+                        f"block {owner[1]} of irreps output '{owner[0]}' of diagram '{d.name}' is never assigned",
+                        p.pos, f"assign it: {owner[0]}.{owner[1]}[...] = ..."))
+                else:
+                    self.errors.append(DiagNameError(f"output '{p.name}' of diagram '{d.name}' is never assigned",
+                                                     p.pos))
         if self.errors:
             return None
+        irreps = tuple(IrrepsTensor(p.name, p.type, tuple(q.name for q in _blocks(p)), p in d.outputs, p.pos)
+                       for p in d.inputs + d.outputs if p.type.family == "irreps")
         return Diagram(
             d.name,
             self.group,
-            tuple(Tensor(p.name, p.type, p.pos) for p in d.inputs),
-            tuple(Tensor(p.name, p.type, p.pos) for p in d.outputs),
-            tuple(equations[p.name] for p in d.outputs),
+            tuple(Tensor(p.name, p.type, p.pos) for p in self.inputs.values()),
+            tuple(Tensor(p.name, p.type, p.pos) for p in self.outputs.values()),
+            tuple(equations[p] for p in self.outputs),
             d.pos,
+            irreps=irreps,
         )
+
+    def _resolve(self, name: str, block: str | None, pos: Position, indices=()) -> str:
+        """The tensor that ``name`` (with its block selector ``.lp``, if any) stands for: an irreps
+        tensor's block, or the name itself."""
+        if name in self.irreps:
+            typ = self.irreps[name].type
+            shown = ", ".join(f"{m}x{ir}" for m, ir in typ.blocks)
+            if block is None:
+                first = typ.blocks[0][1]
+                legs = "u" if first.l == 0 else "u,m"
+                raise DiagTypeError(f"'{name}' is {typ}: select one of its blocks ({shown})", pos,
+                                    f"e.g. {name}.{first}[{legs}]: channel u of size {typ.blocks[0][0]}"
+                                    + ("" if first.l == 0 else f", spherical leg m of size {first.dim}"))
+            irrep = Irrep.parse(block)
+            if irrep not in {ir for _, ir in typ.blocks}:
+                raise DiagTypeError(f"'{name}' has no {irrep} block (its blocks: {shown})", pos)
+            return f"{name}_{irrep}"
+        if block is not None:
+            if name in self.inputs or name in self.outputs:
+                raise DiagTypeError(f"'{name}' is not an irreps tensor: '.{block}' selects a block of one "
+                                    "(declared as irreps(...))", pos)
+        return name
 
     # -- one equation ----------------------------------------------------------------------------
     def equation(self, eq: ast.Equation) -> Equation:
@@ -313,6 +355,7 @@ class _DiagramLowering:
         return _Occ(str(constant), tuple(i.name for i in c.indices), c.pos, tuple(i.pos for i in c.indices), constant)
 
     def factor(self, f: ast.Factor) -> list[_Product]:
+        f = replace(f, name=self._resolve(f.name, f.block, f.pos))
         if f.name in self.failed:
             raise _Skip(f.name)
         names = tuple(i.name for i in f.indices)
@@ -335,11 +378,22 @@ class _DiagramLowering:
         return result
 
 
+def _blocks(p: ast.Param) -> list[ast.Param]:
+    """An irreps parameter -> one ``sph(lp)[mul]`` parameter per block (``h_1o``); any other: itself."""
+    if p.type.family != "irreps":
+        return [p]
+    return [ast.Param(f"{p.name}_{ir}", p.type.block_type(ir), p.pos, p.type_pos) for _, ir in p.type.blocks]
+
+
 def lower_basis(decl: ast.Basis, group: str) -> Diagram:
     """A basis declaration -> a diagram whose outputs are the basis elements, stacked."""
     from .enumerate import EnumerationError, enumerate_degrees
 
     names = [i.param.name for i in decl.inputs]
+    for p in [i.param for i in decl.inputs] + [decl.output]:
+        if p.type.family == "irreps":
+            raise DiagTypeError(f"a basis takes Cartesian and sph(lp) types, not {p.type}: enumerate per irrep "
+                                "(each block of an irreps tensor is a sph(lp) with a channel axis)", p.type_pos)
     for k, i in enumerate(decl.inputs):
         if i.param.name in names[:k] or i.param.name == decl.output.name:
             raise DiagNameError(f"'{i.param.name}' is declared twice in basis '{decl.name}'", i.param.pos)

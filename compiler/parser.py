@@ -35,6 +35,8 @@ _NAMES = {
     "INT": "a number",
     "DECIMAL": "a number",
     "IRREP": "an irrep such as 1o",
+    "MULIRREP": "an irreps term such as 16x1o",
+    "BLOCK": "a block selector such as .1o",
     "_NL": "end of line",
     "LPAR": "'('",
     "RPAR": "')'",
@@ -226,17 +228,21 @@ class _ToAst(Transformer):
     def channels(self, items):
         return [t for t in items if t is not None]
 
+    def _block(self, tok):
+        """``.1o`` -> the irrep text ``1o`` (None when no block is selected)."""
+        return None if tok is None else str(tok)[1:]
+
     # -- equations ---------------------------------------------------------------------------
     def equation(self, items):
-        target, indices, expr = items
-        return ast.Equation(str(target), tuple(indices or ()), expr, self._pos(target))
+        target, block, indices, expr = items
+        return ast.Equation(str(target), tuple(indices or ()), expr, self._pos(target), self._block(block))
 
     def indices(self, items):
         return [ast.Index(str(t), self._pos(t)) for t in items if t is not None]
 
     def factor(self, items):
-        name, indices = items
-        return ast.Factor(str(name), tuple(indices or ()), self._pos(name))
+        name, block, indices = items
+        return ast.Factor(str(name), tuple(indices or ()), self._pos(name), self._block(block))
 
     def constant(self, items):
         name, *params, indices = items

@@ -973,6 +973,55 @@ def _op_backward(spec):
     return backward
 
 
+def _irreps_split(b, x, name, width, irreps, layout):
+    """The blocks of a flat e3nn feature array (last axis ``width`` = sum of mul * (2l+1), e3nn's
+    multiplicity-major layout): per block (offset, mul, 2l+1 or 0 for l = 0) the slice of the last axis
+    reshaped to (..., mul, 2l+1) (l = 0: (..., mul)), a view wherever the library has views."""
+    x = b.asarray(x)
+    shape = tuple(x.shape)
+    if not shape or shape[-1] != width:
+        raise ValueError(f"{name} has shape {shape}; expected (..., {width}) for {irreps}")
+    lead = shape[:-1]
+    blocks = []
+    for offset, mul, dim in layout:
+        part = x[..., offset:offset + mul * max(dim, 1)]
+        blocks.append(part.reshape(lead + ((mul, dim) if dim else (mul,))))
+    return tuple(blocks)
+
+
+def _irreps_join(b, parts, ranks):
+    """Blocks (..., mul, 2l+1) / (..., mul) as one flat e3nn feature array (..., sum of mul * (2l+1)),
+    their batch axes broadcast first (one copy)."""
+    lead = b.batch(*(tuple(p.shape)[:len(p.shape) - r] for p, r in zip(parts, ranks)))
+    flat = []
+    for p, r in zip(parts, ranks):
+        n = 1
+        for d in tuple(p.shape)[len(p.shape) - r:]:
+            n *= d
+        p = p.reshape(tuple(p.shape)[:len(p.shape) - r] + (n,))
+        if tuple(p.shape[:-1]) != lead:
+            p = p.expand(lead + (n,)) if b.root == "torch" else b.xp.broadcast_to(p, lead + (n,))
+        flat.append(p)
+    if b.root == "torch":
+        return b.xp.cat(flat, dim=-1)
+    return b.xp.concatenate(flat, axis=-1)
+
+
+def _irreps_results(b, results, out, inputs):
+    """The results of a function with irreps tensors, written into ``out`` (checked) when given."""
+    if out is not None:
+        inputs = tuple(b.asarray(x) for x in inputs)
+        shapes = tuple(tuple(r.shape) for r in results)
+        if len(results) > 1:
+            out = b.outs(out, shapes, inputs)
+        else:
+            out = (b.out(out, shapes[0], inputs, "out"),)
+        for o, r in zip(out, results):
+            b.copyto(o, r)
+        results = out
+    return results if len(results) > 1 else results[0]
+
+
 def _check_shapes(signature, arrays):
     """Raise ValueError naming the first argument whose shape does not fit its type: trailing axes
     (channel sizes, then 3 per Cartesian leg and 2l+1 per spherical leg), channel sizes agreeing
@@ -984,11 +1033,11 @@ def _check_shapes(signature, arrays):
     for (name, channels, dims), x in zip(signature, arrays):
         shape = tuple(x.shape)
         rank = len(channels) + len(dims)
-        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k]]
+        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k] and not c.isdigit()]
         ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
         sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
         for c, n in zip(channels, sizes):
-            if c in known and known[c][0] != n:
+            if c in known and known[c][0] != n or c.isdigit() and int(c) != n:  # a number: a fixed size
                 ok = False
             known.setdefault(c, (n, name))
         if not ok:

@@ -16,6 +16,11 @@ A type is one of three families:
 * ``edges``: an edge list ``edges[e,n]``: for each edge of the edge set ``e`` one node of the node
   set ``n`` (the source or the target). In a formula it is the incidence matrix (1 where the edge
   meets the node), an invariant with two channel axes; at run time an integer array of shape (E,).
+* ``irreps``: e3nn's flat feature array ``irreps(32x0e+16x1o+8x2e)``: blocks ``mul x lp`` laid out one
+  after the other, each ``mul * (2l+1)`` values, multiplicity-major (e3nn's layout). It exists only in
+  signatures: lowering splits it into one ``sph(lp)[mul]`` block per term (``scalar[mul]`` /
+  ``pscalar[mul]`` for 0e / 0o; a channel axis of fixed size ``mul``, named by its size), selected in
+  equations as ``h.1o[u,m]``, ``h.0e[u]``.
 
 Every type may carry channel axes (non-geometric, declared by name) stored before its geometric axes.
 """
@@ -34,9 +39,11 @@ _NAMED = {
     "vec": (1, False),
     "axial": (1, True),
 }
-TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "symt", "psymt", "sym3t", "sph", "weight", "edges")
+TYPE_NAMES = tuple(_NAMED) + tuple(_SYMMETRY_NAMES) + ("cart", "pcart", "symt", "psymt", "sym3t", "sph", "weight", "edges", "irreps")
 MAX_RANK = 12
 MAX_L = 12
+#: the largest multiplicity of one irreps block (a fixed channel size)
+MAX_MUL = 1 << 20
 
 
 class TypeSyntaxError(ValueError):
@@ -77,12 +84,13 @@ class Irrep:
 class TensorType:
     """A tensor type; see the module docstring. Build with :meth:`parse` or :func:`make_type`."""
 
-    family: str  # 'cart' | 'sph' | 'weight' | 'edges'
+    family: str  # 'cart' | 'sph' | 'weight' | 'edges' | 'irreps'
     rank: int = 0  # number of Cartesian legs
     symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2; rank >= 3: 'sym_traceless' only)
     parities: tuple[int, ...] = ()  # cart: inversion sign of each irreducible part, rank 2; else one sign
     irrep: Irrep | None = None  # sph only
     channels: tuple[str, ...] = field(default=())
+    blocks: tuple[tuple[int, Irrep], ...] = ()  # irreps only: (multiplicity, irrep) per block, in order
 
     # -- construction -------------------------------------------------------------------------
     @classmethod
@@ -148,13 +156,37 @@ class TensorType:
         return self.family == "cart" and len(set(self.parities)) > 1
 
     def with_channels(self, channels: tuple[str, ...]) -> "TensorType":
-        return TensorType(self.family, self.rank, self.symmetry, self.parities, self.irrep, tuple(channels))
+        return TensorType(self.family, self.rank, self.symmetry, self.parities, self.irrep, tuple(channels),
+                          self.blocks)
+
+    # -- irreps (e3nn's flat layout) ------------------------------------------------------------
+    @property
+    def flat_dim(self) -> int:
+        """irreps only: the length of the flat feature axis, sum of mul * (2l+1)."""
+        return sum(mul * ir.dim for mul, ir in self.blocks)
+
+    def block_offsets(self) -> tuple[tuple[int, int, Irrep], ...]:
+        """irreps only: (offset in the flat axis, multiplicity, irrep) of each block."""
+        result, offset = [], 0
+        for mul, ir in self.blocks:
+            result.append((offset, mul, ir))
+            offset += mul * ir.dim
+        return tuple(result)
+
+    def block_type(self, irrep: Irrep) -> "TensorType":
+        """irreps only: the type of the block of ``irrep``: ``sph(lp)[mul]`` (channel named by its size)."""
+        mul = dict((ir, m) for m, ir in self.blocks)[irrep]
+        if irrep.l == 0:  # 0e / 0o: scalar[mul] / pscalar[mul], no leg of size 1
+            return TensorType("cart", 0, "", (irrep.p,), channels=(str(mul),))
+        return TensorType("sph", irrep=irrep, channels=(str(mul),))
 
     # -- printing ------------------------------------------------------------------------------
     def base_name(self) -> str:
         """The type without channel axes, in its shortest spelling."""
         if self.family in ("weight", "edges"):
             return self.family
+        if self.family == "irreps":
+            return f"irreps({'+'.join(f'{mul}x{ir}' for mul, ir in self.blocks)})"
         if self.family == "sph":
             return f"sph({self.irrep})"
         if self.rank == 2:
@@ -184,7 +216,8 @@ class TensorType:
 def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> TensorType:
     """Build a type from its name, its parenthesised arguments and its channel names."""
     chans = tuple(channels or ())
-    if len(set(chans)) != len(chans):
+    named = [c for c in chans if not c.isdigit()]  # a number is a fixed size: weight[8,1,8] repeats it
+    if len(set(named)) != len(named):
         raise TypeSyntaxError(f"channel axes of '{name}' repeat a name: {', '.join(chans)}")
     if name == "weight":
         if args is not None:
@@ -247,4 +280,32 @@ def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> 
         if irrep.l > MAX_L:
             raise TypeSyntaxError(f"l = {irrep.l} is above the supported maximum {MAX_L}")
         return TensorType("sph", irrep=irrep, channels=chans)
+    if name == "irreps":
+        return _irreps_type(args, chans)
     raise TypeSyntaxError(f"unknown type '{name}' (known: {', '.join(TYPE_NAMES)})")
+
+
+def _irreps_type(args: list[str] | None, chans: tuple[str, ...]) -> TensorType:
+    """``irreps(32x0e+16x1o+8x2e)``: e3nn's Irreps string, each term ``MULxLP`` (``LP`` alone: mul 1)."""
+    if args is None or args == [""]:
+        raise TypeSyntaxError("'irreps' needs its blocks, e.g. irreps(32x0e+16x1o+8x2e)")
+    if chans:
+        raise TypeSyntaxError("an irreps type takes no channel axes: each block's multiplicity is its channel "
+                              "axis (select a block as h.1o[u,m])")
+    blocks, seen = [], set()
+    for arg in args:
+        m = re.fullmatch(r"(?:([0-9]+)x)?([0-9]+[eo])", arg)
+        if not m:
+            raise TypeSyntaxError(f"'{arg}' is not an irreps term such as 16x1o")
+        mul = int(m.group(1)) if m.group(1) is not None else 1
+        irrep = Irrep.parse(m.group(2))
+        if not 1 <= mul <= MAX_MUL:
+            raise TypeSyntaxError(f"multiplicity {mul} of {irrep} is outside 1..{MAX_MUL}")
+        if irrep.l > MAX_L:
+            raise TypeSyntaxError(f"l = {irrep.l} is above the supported maximum {MAX_L}")
+        if irrep in seen:
+            raise TypeSyntaxError(f"{irrep} appears twice; blocks are selected by their irrep, so each may appear "
+                                  "once (e3nn: Irreps(...).simplify() merges them)")
+        seen.add(irrep)
+        blocks.append((mul, irrep))
+    return TensorType("irreps", blocks=tuple(blocks))
