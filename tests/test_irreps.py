@@ -1,0 +1,200 @@
+"""irreps(...) types: e3nn's flat layout (blocks selected as h.1o[u,m]), zero-copy views of the
+inputs, fixed-size channel axes, and e3nn's TensorProduct instructions (uvw, uvu, uuu) as diagrams,
+against e3nn's values in float64."""
+
+import math
+
+import numpy as np
+import pytest
+
+import compiler
+from compiler.api import checked_program
+from compiler.testing import assert_equivariant
+from compiler.types import TensorType
+from conftest import ROOT
+
+INSTRUCTIONS = ROOT / "examples" / "e3nn_instructions.diag"
+
+LINEAR = """
+diagram lin(h: irreps(32x0e+16x1o+8x2e), W0: weight[32,4], W2: weight[8,4]) -> o: irreps(4x0e+4x2e) {
+    o.0e[w] = W0[u,w] h.0e[u]
+    o.2e[w,m] = W2[u,w] h.2e[u,m]
+}
+diagram blocks(h: irreps(32x0e+16x1o+8x2e)) -> (a: scalar[32], b: sph(1o)[16], c: sph(2e)[8], s: irreps(16x1o)) {
+    a[u] = h.0e[u]
+    b[u,m] = h.1o[u,m]
+    c[u,m] = h.2e[u,m]
+    s.1o[u,m] = h.1o[u,m]
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def e3nn():
+    pytest.importorskip("e3nn")
+    import torch
+    from e3nn import o3
+
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield o3
+    torch.set_default_dtype(old)
+
+
+@pytest.fixture(scope="module")
+def lin():
+    return compiler.load_source(LINEAR, "irreps_linear")
+
+
+def test_type_parses_and_prints():
+    t = TensorType.parse("irreps(32x0e+16x1o+8x2e)")
+    assert str(t) == "irreps(32x0e+16x1o+8x2e)"
+    assert t.flat_dim == 32 + 48 + 40
+    assert [(o, m, str(ir)) for o, m, ir in t.block_offsets()] == [(0, 32, "0e"), (32, 16, "1o"), (80, 8, "2e")]
+    assert str(TensorType.parse("irreps(1o+2x0e)")) == "irreps(1x1o+2x0e)"
+
+
+def test_layout_matches_e3nn(e3nn, lin):
+    """Each block is e3nn's slice, multiplicity-major: irreps.slices() and x[..., s].reshape(mul, 2l+1)."""
+    import torch
+
+    irreps = e3nn.Irreps("32x0e+16x1o+8x2e")
+    assert TensorType.parse("irreps(32x0e+16x1o+8x2e)").flat_dim == irreps.dim
+    x = torch.randn(3, 2, irreps.dim)
+    a, b, c, s = lin.blocks(x)
+    want = [x[..., sl].reshape(x.shape[:-1] + (mul, ir.dim)) for (mul, ir), sl in zip(irreps, irreps.slices())]
+    assert torch.equal(a, want[0][..., 0]) and torch.equal(b, want[1]) and torch.equal(c, want[2])
+    assert torch.equal(s, x[..., irreps.slices()[1]])  # an irreps output: the flat block back
+    # e3nn's own split of the same array
+    from e3nn.util.jit import compile_mode  # noqa: F401  (e3nn importable in full)
+    ex = e3nn.Irreps("16x1o").randn(5, -1)
+    assert torch.equal(lin.blocks(torch.cat([torch.zeros(5, 32), ex, torch.zeros(5, 40)], -1))[3], ex)
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_input_blocks_are_views(lin, library):
+    """The block-level function receives views of the flat input (no copy)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(7, 120))
+    if library == "torch":
+        import torch
+
+        x = torch.tensor(x)
+    seen = []
+    inner = lin._blocks_blocks
+
+    def spy(*args, **kw):
+        seen.extend(args)
+        return inner(*args, **kw)
+
+    lin._blocks_blocks = spy
+    try:
+        lin.blocks(x)
+    finally:
+        lin._blocks_blocks = inner
+    assert [tuple(a.shape) for a in seen] == [(7, 32), (7, 16, 3), (7, 8, 5)]
+    for a in seen:
+        if library == "torch":
+            assert a.untyped_storage().data_ptr() == x.untyped_storage().data_ptr()
+        else:
+            assert a.base is not None and np.shares_memory(a, x)
+
+
+def test_linear_values_and_out(lin):
+    rng = np.random.default_rng(2)
+    h, W0, W2 = rng.normal(size=(5, 120)), rng.normal(size=(32, 4)), rng.normal(size=(8, 4))
+    o = lin.lin(h, W0, W2)
+    want = np.concatenate([h[:, :32] @ W0, np.einsum("uw,num->nwm", W2, h[:, 80:].reshape(5, 8, 5)).reshape(5, 20)], -1)
+    assert o.shape == (5, 24) and np.abs(o - want).max() < 1e-12
+    buf = np.empty((5, 24))
+    assert lin.lin(h, W0, W2, out=buf) is buf and np.abs(buf - want).max() < 1e-12
+    with pytest.raises(ValueError, match="has shape"):
+        lin.lin(h, W0, W2, out=np.empty((5, 23)))
+
+
+def test_bad_shapes_name_the_argument(lin):
+    rng = np.random.default_rng(3)
+    h, W0, W2 = rng.normal(size=(5, 120)), rng.normal(size=(32, 4)), rng.normal(size=(8, 4))
+    with pytest.raises(ValueError, match=r"h has shape \(5, 119\); expected \(\.\.\., 120\) for irreps\(32x0e"):
+        lin.lin(h[:, :119], W0, W2)
+    with pytest.raises(ValueError, match=r"W0 has shape \(31, 4\); expected \(\.\.\., 32, 4\)"):
+        lin.lin(h, W0[:31], W2)
+
+
+def test_linear_is_equivariant(lin):
+    program = checked_program(LINEAR)
+    d = program.diagrams[0]
+    assert_equivariant(lin._lin_blocks, [t.type for t in d.inputs], [t.type for t in d.outputs], "O3")
+
+
+def test_torch_autograd_through_the_flat_arrays(lin):
+    import torch
+
+    h = torch.randn(4, 120, dtype=torch.float64, requires_grad=True)
+    W0 = torch.randn(32, 4, dtype=torch.float64, requires_grad=True)
+    W2 = torch.randn(8, 4, dtype=torch.float64)
+    torch.autograd.gradcheck(lambda h, W0: lin.lin(h, W0, W2), (h, W0))
+
+
+# -- e3nn's instructions ------------------------------------------------------------------------------
+PATHS = [(0, 0, 0), (1, 1, 0), (0, 1, 1), (1, 0, 1), (1, 1, 2)]
+CASES = {
+    "uvw": ("4x0e+4x1o", "0e+1o", "4x0e+4x1o+4x1e"),
+    "uvu": ("4x0e+4x1o", "0e+1o", "4x0e+4x1o+4x1e"),
+    "uuu": ("4x0e+4x1o", "4x0e+4x1o", "4x0e+4x1o+4x1e"),
+}
+
+
+@pytest.fixture(scope="module")
+def instructions():
+    return compiler.load(INSTRUCTIONS)
+
+
+def diagram_weights(tp, weight):
+    """e3nn's flat weight vector -> one array per instruction (its path_shape), times the instruction's
+    path_weight, over cg(l1,l2,l3)'s value where the diagram writes a path with an l = 0 leg without
+    its cg: cg(l,0,l) = cg(0,l,l) = cg(l,l,0) = delta / sqrt(2l+1)."""
+    out, offset = [], 0
+    for ins in tp.instructions:
+        n = math.prod(ins.path_shape)
+        w = weight[offset:offset + n].reshape(ins.path_shape) * ins.path_weight
+        offset += n
+        ls = (tp.irreps_in1[ins.i_in1].ir.l, tp.irreps_in2[ins.i_in2].ir.l, tp.irreps_out[ins.i_out].ir.l)
+        if min(ls) == 0:
+            w = w / math.sqrt(2 * max(ls) + 1)
+        out.append(w.detach().numpy())
+    assert offset == weight.shape[0] == tp.weight_numel
+    return out
+
+
+@pytest.mark.parametrize("mode", ["uvw", "uvu", "uuu"])
+def test_instructions_match_e3nn(e3nn, instructions, mode):
+    import torch
+
+    in1, in2, out = CASES[mode]
+    tp = e3nn.TensorProduct(in1, in2, out, [p + (mode, True) for p in PATHS], shared_weights=True,
+                            internal_weights=False)
+    torch.manual_seed(0)
+    x, y = e3nn.Irreps(in1).randn(6, -1), e3nn.Irreps(in2).randn(6, -1)
+    w = torch.randn(tp.weight_numel)
+    want = tp(x, y, w).detach().numpy()
+    got = getattr(instructions, f"tp_{mode}")(x.numpy(), y.numpy(), *diagram_weights(tp, w))
+    assert got.shape == want.shape == (6, e3nn.Irreps(out).dim)
+    assert np.abs(got - want).max() < 1e-10
+    # the same through torch (flat tensors in, a flat tensor out)
+    got_t = getattr(instructions, f"tp_{mode}")(x, y, *(torch.tensor(a) for a in diagram_weights(tp, w)))
+    assert torch.allclose(got_t, tp(x, y, w), atol=1e-10, rtol=0)
+
+
+def test_instructions_equivariant(e3nn, instructions):
+    """Rotating every block of the flat inputs by e3nn's D rotates the flat output by its D."""
+    import torch
+
+    in1, in2, out = CASES["uvw"]
+    R = e3nn.rand_matrix(dtype=torch.float64)
+    D1, D2, Do = (e3nn.Irreps(s).D_from_matrix(-R) for s in (in1, in2, out))  # with the inversion
+    x, y = e3nn.Irreps(in1).randn(3, -1), e3nn.Irreps(in2).randn(3, -1)
+    ws = [torch.randn(4, 1, 4, dtype=torch.float64) for _ in PATHS]
+    a = instructions.tp_uvw(x @ D1.T, y @ D2.T, *ws)
+    b = instructions.tp_uvw(x, y, *ws) @ Do.T
+    assert torch.allclose(a, b, atol=1e-10, rtol=0)
