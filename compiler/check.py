@@ -153,7 +153,7 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
                 f"{where}: the term is {_parity_word(parity)} under inversion (product of its inputs' parities) "
                 f"but output {eq.target}: {eq.type} is {_parity_word(want)}; under O3 they must agree "
                 "(change the output type, or declare 'group SO3')", term.pos,
-                _parity_help(eq, flipped(eq.type)))
+                _parity_help(eq, flipped(eq.type), diagram))
     return TermProof(term.formula(shown=True), tuple(lemmas), tuple(edges), parity)
 
 
@@ -184,9 +184,17 @@ def flipped(typ: TensorType) -> TensorType:
     return TensorType(typ.family, typ.rank, typ.symmetry, tuple(-p for p in typ.parities), irrep, typ.channels)
 
 
-def _parity_help(eq: Equation, want: TensorType | None) -> str | None:
+def _parity_help(eq: Equation, want: TensorType | None, diagram: Diagram | None = None) -> str | None:
     if want is None:
         return None
+    for r in diagram.irreps if diagram is not None else ():
+        if eq.target in r.blocks and want.family in ("sph", "cart") and want.channels == eq.type.channels:
+            new = Irrep(eq.type.parts[0].l if want.family == "sph" else 0,
+                        want.irrep.p if want.family == "sph" else (-1 if want.pseudo else 1))
+            k = r.blocks.index(eq.target)
+            blocks = r.type.blocks[:k] + ((r.type.blocks[k][0], new),) + r.type.blocks[k + 1:]
+            shown = "+".join(f"{m}x{ir}" for m, ir in blocks)
+            return f"declare '{r.name}: irreps({shown})' (or 'group SO3' if reflections do not matter)"
     return f"declare '{eq.target}: {want}' (or 'group SO3' if reflections do not matter)"
 
 
@@ -241,7 +249,7 @@ def _raise_graded(diagram, eq, per_term, total):
         f"in diagram '{diagram.name}': {what} does not transform as declared under inversion; "
         f"term '{culprit.formula(shown=True)}' mixes parities (decided exactly; under O3 every part must keep "
         "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos,
-        _parity_help(eq, _actual_type(diagram, eq)))
+        _parity_help(eq, _actual_type(diagram, eq), diagram))
 
 
 def _actual_type(diagram: Diagram, eq: Equation) -> TensorType | None:

@@ -71,11 +71,29 @@ ERRORS = [
     ('eq_parity_rank2', 'diagram f(a: vec) -> T: cart2 {\n    T[i,j] = eps[i,j,k] a[k]\n}\n', 1, 2, 14, "in 'T' of diagram 'f', term 'eps[i,j,k] a[k]': the term is"),
     ('eq_graded_fits', 'diagram f(X: cart2(0e+1o+2e)) -> C: cart2 {\n    C[i,j] = X[i,j]\n}\n', 1, 2, 14, "in diagram 'f': the antisymmetric (1e) part of 'C' does not "),
     ('eq_channel_missing', 'diagram f(a: vec[c]) -> s: scalar[c] {\n    s[c] = a[d,i] a[d,i]\n}\n', 1, 2, 12, "in 's' of diagram 'f', term 'a[d,i] a[d,i]': output channel "),
+    ('type_irreps_malformed', 'diagram f(h: irreps(8x0e+4y1o)) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 27, "unexpected 'y1o'; expected ')', '+', end of line"),
+    ('type_irreps_bad_term', 'diagram f(h: irreps(8x0e+4x1)) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 27, "unexpected 'x1'; expected ')', '+', end of line"),
+    ('type_irreps_empty', 'diagram f(h: irreps) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 14, "'irreps' needs its blocks, e.g. irreps(32x0e+16x1o+8x2e)"),
+    ('type_irreps_zero_mul', 'diagram f(h: irreps(0x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.1o[u,m] h.1o[u,m]\n}\n', 2, 1, 14, 'multiplicity 0 of 0e is outside 1..1048576'),
+    ('type_irreps_repeated', 'diagram f(h: irreps(8x0e+4x1o+8x0e)) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 14, '0e appears twice; blocks are selected by their irrep, so eac'),
+    ('type_irreps_channels', 'diagram f(h: irreps(8x0e)[c]) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 14, "an irreps type takes no channel axes: each block's multiplic"),
+    ('type_irreps_no_block', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h[u]\n}\n', 2, 2, 12, "'h' is irreps(8x0e+4x1o): select one of its blocks (8x0e, 4x"),
+    ('type_irreps_missing_block', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.2e[u,m] h.2e[u,m]\n}\n', 2, 2, 12, "'h' has no 2e block (its blocks: 8x0e, 4x1o)"),
+    ('type_irreps_not_irreps', 'diagram f(a: vec[c]) -> s: scalar[c] {\n    s[c] = a.1o[c,i] a[c,i]\n}\n', 2, 2, 12, "'a' is not an irreps tensor: '.1o' selects a block of one (d"),
+    ('type_irreps_mul_mismatch', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.0e[u] h.1o[u,m] h.1o[u,m]\n}\n', 2, 2, 25, "index 'u' joins channel axis '4' of h_1o with channel axis '"),
+    ('type_irreps_leg_mismatch', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.0e[u] h.1o[v,m]\n}\n', 1, 2, 20, "in 's' of diagram 'f', term 'h_0e[u] h_1o[v,m]': index 'm' i"),
+    ('name_irreps_block_unassigned', 'diagram f(h: irreps(8x0e+4x1o)) -> o: irreps(8x0e+4x1o) {\n    o.0e[u] = h.0e[u]\n}\n', 2, 1, 36, "block 1o of irreps output 'o' of diagram 'f' is never assign"),
+    ('eq_irreps_parity', 'diagram f(h: irreps(4x1o)) -> o: irreps(4x1o) {\n    o.1o[u,k] = cg(1,1,1)[i,j,k] h.1o[u,i] h.1o[u,j]\n}\n', 1, 2, 17, "in 'o_1o' of diagram 'f', term 'cg(1,1,1)[i,j,k] h_1o[u,i] h"),
+    ('type_irreps_fixed_size', 'diagram f(h: irreps(8x0e), W: weight[4,2]) -> o: irreps(2x0e) {\n    o.0e[w] = W[u,w] h.0e[u]\n}\n', 2, 2, 27, "index 'u' joins channel axis '8' of h_0e with channel axis '"),
+    ('type_irreps_basis', 'basis b(h: irreps(8x0e)) -> s: scalar\n', 2, 1, 12, 'a basis takes Cartesian and sph(lp) types, not irreps(8x0e):'),
 ]
 
 
 #: the ``help:`` line of the rows that have one (a fix the user can apply)
 HELP = {
+    'type_irreps_no_block': 'e.g. h.0e[u]: channel u of size 8',
+    'name_irreps_block_unassigned': 'assign it: o.1o[...] = ...',
+    'eq_irreps_parity': "declare 'o: irreps(4x1e)' (or 'group SO3' if reflections do not matter)",
     'syntax_number_before_name': "write '2 x' (or '2 * x') for a product",
     'syntax_number_before_e': "write '1 e' (or '1 * e') for a product; scientific notation takes digits after e, e.g. 1e-3",
     'syntax_misspelt_keyword': "did you mean 'diagram'?",
