@@ -184,7 +184,7 @@ class _DiagramLowering:
             irreps=irreps,
         )
 
-    def _resolve(self, name: str, block: str | None, pos: Position, indices=()) -> str:
+    def _resolve(self, name: str, block: str | None, pos: Position) -> str:
         """The tensor that ``name`` (with its block selector ``.lp``, if any) stands for: an irreps
         tensor's block, or the name itself."""
         if name in self.irreps:
