@@ -142,9 +142,11 @@ def _lhs(typ: TensorType) -> tuple[str, ...]:
     """Index labels for an output of type ``typ``: its channel names, then i, j, k..."""
     labels = []
     for k, c in enumerate(typ.channels):  # a fixed size (weight[8,1,8]) is no label: u0, u1, ...
-        label = c if c.isidentifier() else f"u{k}"
-        while label in labels or label in typ.channels:
-            label += "_"
+        label = c
+        if not c.isidentifier():
+            label = f"u{k}"
+            while label in labels or label in typ.channels:
+                label += "_"
         labels.append(label)
     geo = [x for x in _GEOMETRIC_LABELS if x not in labels]
     return tuple(labels + geo[:typ.n_geometric])
