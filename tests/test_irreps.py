@@ -198,3 +198,20 @@ def test_instructions_equivariant(e3nn, instructions):
     a = instructions.tp_uvw(x @ D1.T, y @ D2.T, *ws)
     b = instructions.tp_uvw(x, y, *ws) @ Do.T
     assert torch.allclose(a, b, atol=1e-10, rtol=0)
+
+
+def test_jax_flat_arrays_jit_and_grad(lin):
+    jax = pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(4)
+    h, W0, W2 = rng.normal(size=(5, 120)), rng.normal(size=(32, 4)), rng.normal(size=(8, 4))
+    want = lin.lin(h, W0, W2)
+    got = jax.jit(lambda h: lin.lin(h, W0, W2))(jnp.asarray(h))
+    assert np.abs(np.asarray(got) - want).max() < 1e-12
+    g = jax.grad(lambda h: lin.lin(h, W0, W2).sum())(jnp.asarray(h))
+    expect = np.zeros(120)
+    expect[:32] = W0.sum(1)
+    expect[80:] = np.repeat(W2.sum(1), 5)
+    assert np.abs(np.asarray(g) - expect).max() < 1e-12
