@@ -143,7 +143,8 @@ def generate_python(program: Program) -> str:
             functions.append(printer.doprint(lower_fused(p.fused, p.stack_axis)))
         body = f"_{d.name}_planned"
         functions.append(printer._print_FunctionProgram(
-            lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body))
+            lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body,
+            f"_{d.name}_blocks" if d.irreps else None))
         functions.append(_print_public(d, function_doc(d, p.fused, d.name in kernels)))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
         vjp = d.name + "_vjp" if d.name + "_vjp" in by_name and not second else None

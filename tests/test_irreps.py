@@ -233,3 +233,18 @@ def test_certificate_and_derivative_text(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "d_W[u0,u1,u2] =" in text and "W: weight[2,1,2]" in text
     assert [d.name for d in checked_program(text).diagrams] == ["tp_vjp"]
+
+
+def test_exact_unbatched_object_arrays(lin):
+    """Fractions without batch axes go through the flat function exactly (the block-level function
+    re-entered with a batch axis of 1)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(5)
+    h = np.array([Fraction(int(v), 7) for v in rng.integers(-9, 9, 120)], dtype=object)
+    W0 = np.array([[Fraction(int(v)) for v in row] for row in rng.integers(-3, 3, (32, 4))], dtype=object)
+    W2 = np.array([[Fraction(int(v)) for v in row] for row in rng.integers(-3, 3, (8, 4))], dtype=object)
+    o = lin.lin(h, W0, W2)
+    assert o.shape == (24,) and o.dtype == object
+    want = list(h[:32] @ W0) + list(np.einsum("uw,um->wm", W2, h[80:].reshape(8, 5)).reshape(-1))
+    assert list(o) == want

@@ -137,9 +137,11 @@ class PythonPrinter:
         return [indent + self.doprint(s) for s in stmts]
 
     # ---- a planned function
-    def _print_FunctionProgram(self, p: E.FunctionProgram, doc: str, signature=(), def_name: str | None = None) -> str:
+    def _print_FunctionProgram(self, p: E.FunctionProgram, doc: str, signature=(), def_name: str | None = None,
+                               entry: str | None = None) -> str:
         """The function (named ``def_name`` when given); ``signature`` (the inputs as :class:`Tensor`)
-        gives its shape checks."""
+        gives its shape checks; ``entry`` is the public function on the same arguments (default
+        ``f.name``; ``_NAME_blocks`` for a diagram with irreps tensors), which unbatched object arrays re-enter."""
         f = p.plan
         params = ", ".join(f.inputs) + (", " if f.inputs else "") + "*, out=None, fused=False"
         lines = [f"def {def_name or f.name}({params}):", "    " + doc]
@@ -150,7 +152,7 @@ class PythonPrinter:
             for name in f.inputs[1:]:
                 lines.append(f"    {name} = _b.asarray({name}, {first})")
             lines.append(f"    _like = {first}")
-            lines += input_checks(f.name, signature)
+            lines += input_checks(entry or f.name, signature)
         else:  # no inputs: constants in float64 numpy
             lines.append("    _like = _b.asarray(0.0)")
         names = [o.name for o in f.outputs]
@@ -277,7 +279,9 @@ def input_checks(function: str, tensors) -> list[str]:
             tests.append(f"{shape}[{j - len(dims)}] != {d}")
         for j, c in enumerate(channels):
             axis = f"{shape}[{j - rank}]"
-            if c in first_axis:
+            if c.isdigit():  # a fixed size (an irreps block's multiplicity, weight[16,32])
+                tests.append(f"{axis} != {int(c)}")
+            elif c in first_axis:
                 tests.append(f"{axis} != {first_axis[c]}")
             else:
                 first_axis[c] = axis
