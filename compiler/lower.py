@@ -201,7 +201,7 @@ class _DiagramLowering:
                 raise DiagTypeError(f"'{name}' has no {irrep} block (its blocks: {shown})", pos)
             return f"{name}_{irrep}"
         if block is not None:
-            if name in self.inputs or name in self.outputs:
+            if name in self.inputs or name in self.outputs or name in _CONSTANTS:
                 raise DiagTypeError(f"'{name}' is not an irreps tensor: '.{block}' selects a block of one "
                                     "(declared as irreps(...))", pos)
         return name

@@ -79,6 +79,7 @@ ERRORS = [
     ('type_irreps_channels', 'diagram f(h: irreps(8x0e)[c]) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 14, "an irreps type takes no channel axes: each block's multiplic"),
     ('type_irreps_no_block', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h[u]\n}\n', 2, 2, 12, "'h' is irreps(8x0e+4x1o): select one of its blocks (8x0e, 4x"),
     ('type_irreps_missing_block', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.2e[u,m] h.2e[u,m]\n}\n', 2, 2, 12, "'h' has no 2e block (its blocks: 8x0e, 4x1o)"),
+    ('type_irreps_block_on_constant', 'diagram f(a: vec) -> s: scalar {\n    s = delta.1o[i,j] a[i] a[j]\n}\n', 2, 2, 9, "'delta' is not an irreps tensor: '.1o' selects a block of one"),
     ('type_irreps_not_irreps', 'diagram f(a: vec[c]) -> s: scalar[c] {\n    s[c] = a.1o[c,i] a[c,i]\n}\n', 2, 2, 12, "'a' is not an irreps tensor: '.1o' selects a block of one (d"),
     ('type_irreps_mul_mismatch', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.0e[u] h.1o[u,m] h.1o[u,m]\n}\n', 2, 2, 25, "index 'u' joins channel axis '4' of h_1o with channel axis '"),
     ('type_irreps_leg_mismatch', 'diagram f(h: irreps(8x0e+4x1o)) -> s: scalar[8] {\n    s[u] = h.0e[u] h.1o[v,m]\n}\n', 1, 2, 20, "in 's' of diagram 'f', term 'h_0e[u] h_1o[v,m]': index 'm' i"),
