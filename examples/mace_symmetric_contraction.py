@@ -36,16 +36,30 @@ IRREPS_IN = ("0e", "1o", "2e")
 OUTPUTS = ("0e", "1o")
 
 
-def _terms(L: str, nu: int):
-    """(irreps of the factors, the coupling network) of every path from nu factors to L."""
+def _terms(L: str, correlation: int):
+    """(irreps of the factors, the coupling network) of every enumerated path of 1..correlation
+    factors to L: the symmetric powers of (0e, 1o, 2e) when the enumerator has them (``total=``),
+    else each multiset of factors enumerated as distinct inputs (its copies identified later)."""
     from compiler.enumerate import enumerate_degrees
     from compiler.types import TensorType
 
-    for combo in itertools.combinations_with_replacement(IRREPS_IN, nu):
-        specs = [(f"x{k}", TensorType.parse(ir), (1,)) for k, ir in enumerate(combo)]
-        for element in enumerate_degrees(specs, TensorType.parse(L), "O3", "B").elements:
+    out = TensorType.parse(L)
+    ins = [(f"x{k}", TensorType.parse(ir), tuple(range(correlation + 1))) for k, ir in enumerate(IRREPS_IN)]
+    try:
+        found = enumerate_degrees(ins, out, "O3", "B", total=tuple(range(1, correlation + 1)))
+    except TypeError:  # an enumerator without symmetric powers of spherical inputs
+        found = None
+    if found is not None:
+        for element in found.elements:
             (term,) = element.terms  # a coupling path is one network
-            yield combo, term
+            yield IRREPS_IN, term
+        return
+    for nu in range(1, correlation + 1):
+        for combo in itertools.combinations_with_replacement(IRREPS_IN, nu):
+            specs = [(f"x{k}", TensorType.parse(ir), (1,)) for k, ir in enumerate(combo)]
+            for element in enumerate_degrees(specs, out, "O3", "B").elements:
+                (term,) = element.terms
+                yield combo, term
 
 
 def _text(combo, term, L: str) -> str:
@@ -111,7 +125,7 @@ def coupling_basis(L: str, correlation: int = 3) -> list[str]:
     """The independent basis polynomials of degrees 1..correlation to L, as .diag networks over A:
     every enumerated path with copies identified, a path kept when it raises the rank of the values
     at random points (the copies make antisymmetric couplings vanish or repeat)."""
-    texts = [_text(combo, term, L) for nu in range(1, correlation + 1) for combo, term in _terms(L, nu)]
+    texts = [_text(combo, term, L) for combo, term in _terms(L, correlation)]
     values = basis_values(texts, L, np.random.default_rng(0).normal(size=(64, 9)))
     values = values.reshape(-1, values.shape[-1])
     kept = []
