@@ -1054,11 +1054,11 @@ def _check_shapes(signature, arrays):
     for (name, channels, dims), x in zip(signature, arrays):
         shape = tuple(x.shape)
         rank = len(channels) + len(dims)
-        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k]]
+        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k] and not c.isdigit()]
         ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
         sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
         for c, n in zip(channels, sizes):
-            if c in known and known[c][0] != n:
+            if c in known and known[c][0] != n or c.isdigit() and int(c) != n:  # a number: a fixed size
                 ok = False
             known.setdefault(c, (n, name))
         if not ok:
