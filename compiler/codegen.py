@@ -19,7 +19,7 @@ import jinja2
 
 from . import __version__, runtime
 from .constants import EPS
-from .emit import lower_function, lower_fused
+from .emit import lower_batch_sums, lower_function, lower_fused
 from .fuse import FusedPlan
 from .ir import Diagram, Program, sum_formula
 from .plan import plan_diagram
@@ -152,7 +152,12 @@ def generate_python(program: Program) -> str:
         sum_to = tuple(positions[n] for n in d.sum_to)
         trailing = tuple(n for _, n in p.trailing)
         kernel = f"_{d.name}_KERNEL" if d.name in kernels else None
-        specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel})")
+        batch = "None"
+        if p.batch_sums and (p.rest is None or p.rest.name not in by_name):
+            functions += _batch_sum_functions(printer, p, d)
+            batch = printer.doprint(lower_batch_sums(p, _rest_name(p))[1])
+        specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel}, "
+                     f"{batch})")
     exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
     if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
         from .graph_emit import graph_function, graph_vjp_function
@@ -192,6 +197,26 @@ def generate_python(program: Program) -> str:
     )
     return text
 
+
+
+def _rest_name(p) -> str | None:
+    """The function of a derivative's outputs not summed to a weight (FunctionPlan.rest)."""
+    return f"_{p.rest.name}_planned" if p.rest is not None else None
+
+
+def _batch_sum_functions(printer: PythonPrinter, p, d: Diagram) -> list[str]:
+    """A derivative's outputs summed to unbatched weights (plan.BatchSum) as one function,
+    ``_NAME_batch_summed(_b, inputs)``, after the planned (and fused) code of its other outputs."""
+    functions = []
+    if p.rest is not None:
+        if p.rest.fused is not None and p.rest.fused.outputs:
+            functions.append(printer.doprint(lower_fused(p.rest.fused, p.rest.stack_axis)))
+        functions.append(printer._print_FunctionProgram(
+            lower_function(p.rest, unbatched=False),
+            py_string(f"{d.name}: the outputs not summed to a weight (see {d.name}).", triple=True),
+            d.inputs, _rest_name(p)))
+    functions.append(printer._print_BatchSumProgram(lower_batch_sums(p, _rest_name(p))[0], d.inputs))
+    return functions
 
 
 #: definitions of compiler/runtime.py that each module writes itself (its tables, its CUDA source)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Union
 
-from .plan import (Contraction, FlatMatmul, FunctionPlan, Matmul, OutputPlan, Product, Scaled, Unrolled,
+from .plan import (Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled, Unrolled,
                    broadcast_indexes)
 
 
@@ -263,7 +263,10 @@ class FunctionProgram:
     """A planned function as statements: ``tables`` bound, ``steps`` computed (both whatever the
     call), then either fresh results (``fresh``) or the results written into the given ``out``
     (``into``). ``fresh_buffers``: fresh results are written into new buffers when the arrays
-    allow writes (a seed is an unrolled contraction: components written in place beat stacking)."""
+    allow writes (a seed is an unrolled contraction: components written in place beat stacking).
+    ``unbatched``: numpy object arrays with an argument without batch axes are routed through the
+    module's ``_unbatched`` (False for a function never called with object arrays: the other
+    outputs of a derivative with batch sums)."""
 
     plan: FunctionPlan
     tables: tuple = ()
@@ -274,6 +277,7 @@ class FunctionProgram:
     seeds: tuple[str, ...] = ()
     reuses: tuple[Reuse, ...] = ()
     shared_eyes: tuple[SharedEye, ...] = ()
+    unbatched: bool = True
 
 
 EYE = Table("eye")
@@ -682,11 +686,11 @@ def reuse(o: OutputPlan, earlier: list[OutputPlan]) -> tuple[OutputPlan, Reuse |
     return o, None
 
 
-def lower_function(f: FunctionPlan) -> FunctionProgram:
+def lower_function(f: FunctionPlan, unbatched: bool = True) -> FunctionProgram:
     """The planned function as an emit program (nothing to lower when the cost model prefers the
-    fused formulas: those run instead)."""
+    fused formulas: those run instead); ``unbatched``: see :class:`FunctionProgram`."""
     if f.prefer_unrolled:
-        return FunctionProgram(f)
+        return FunctionProgram(f, unbatched=unbatched)
     tables = frozenset(f.constants)
     bound = tuple(Assign(Table(c), Call("const", (Str(c), LIKE))) for c in f.constants)
     views = frozenset(c.var for c in f.contractions if isinstance(c, Contraction) and len(c.operands) == 1)
@@ -740,7 +744,59 @@ def lower_function(f: FunctionPlan) -> FunctionProgram:
     for o in outputs:
         into += output_into(o, seeds, ctx, tables)
     return FunctionProgram(f, bound, tuple(before), any(isinstance(c, Unrolled) for c in seeds.values()),
-                           tuple(fresh), tuple(into), tuple(seeds), tuple(reuses), tuple(shared))
+                           tuple(fresh), tuple(into), tuple(seeds), tuple(reuses), tuple(shared), unbatched)
+
+
+# ---- a weight's cotangent summed over the batch --------------------------------------------------
+
+@dataclass(frozen=True)
+class BatchSumProgram:
+    """``_<name>_batch_summed(_b, inputs)``: the outputs of a derivative summed to weights without
+    batch axes (:class:`~compiler.plan.BatchSum`), each as contractions over the batch axes too:
+    ``steps`` (channels-last copies, contractions, the outputs' sums), then ``outputs`` returned
+    as a tuple. Its inputs are checked as the derivative's are, without the object-array route
+    (the runtime calls it only for arrays that are not numpy object arrays)."""
+
+    name: str
+    inputs: tuple[str, ...]
+    steps: tuple = ()
+    outputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """The SPEC entry of a derivative with batch sums, read by the runtime's ``evaluate``: the
+    function of its other outputs (``rest``, None when every output is summed), the batch-summed
+    function (``summed``), the positions of the weights that must have no batch axes for it to run
+    (``weights``), and per output where its result is (``order``: (0, k) result k of ``rest``,
+    (1, k) result k of ``summed``)."""
+
+    rest: str | None
+    summed: str
+    weights: tuple[int, ...]
+    order: tuple[tuple[int, int], ...]
+
+
+def layout(m: Layout) -> Assign:
+    """A channels-last contiguous copy of an operand."""
+    return Assign(Ref(m.var), Call("contiguous", (Einsum(m.spec, (Ref(m.operand),)),)))
+
+
+def lower_batch_sums(f: FunctionPlan, rest: str | None) -> tuple[BatchSumProgram, BatchSpec]:
+    """The batch sums of a derivative's plan (``f.batch_sums``) as one function, and its SPEC entry
+    (``rest``: the name of the function computing the other outputs, if any)."""
+    ctx = _Context(frozenset(), {}, frozenset(f.inputs))
+    steps = []
+    for s in f.batch_sums:
+        for c in s.contractions:
+            steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset())
+        steps.append(Assign(Ref(s.output.name), output_value(s.output, ctx)))
+    summed = [s.output.name for s in f.batch_sums]
+    others = [o.name for o in f.rest.outputs] if f.rest is not None else []
+    order = tuple((1, summed.index(o.name)) if o.name in summed else (0, others.index(o.name)) for o in f.outputs)
+    weights = tuple(f.inputs.index(s.input) for s in f.batch_sums)
+    program = BatchSumProgram(f.name, f.inputs, tuple(steps), tuple(summed))
+    return program, BatchSpec(rest, f"_{f.name}_batch_summed", weights, order)
 
 
 # ---- the fused form ------------------------------------------------------------------------------

@@ -180,6 +180,32 @@ class OutputPlan:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """``var``: a contiguous copy of ``operand`` with its axes permuted by ``spec`` (channel axes
+    last), so that a contraction over the batch and geometric axes reads it as one matrix."""
+
+    var: str
+    operand: str
+    spec: str
+
+
+@dataclass(frozen=True)
+class BatchSum:
+    """A derivative's output that is summed to an input without batch axes (a weight shared by the
+    batch), planned as contractions over the batch axes too: W's cotangent ``A[c,i,j] d_B[d,i,j]``
+    summed over the batch is one matrix product of (c, batch·9) by (batch·9, d), where the general
+    path would build a (batch, c, d) temporary and sum it. ``output.terms`` refer to the vars of
+    ``contractions`` (Layout copies of the operands with their channel axes last, then contractions
+    whose specs have no '...' on their output); ``input`` is the input it is summed to.
+    Used only when that input has no batch axes at run time (the planned code of the diagram runs
+    otherwise); a target runs ``rest`` for the other outputs."""
+
+    output: OutputPlan
+    input: str
+    contractions: tuple[Layout | Contraction, ...]
+
+
+@dataclass(frozen=True)
 class FunctionPlan:
     """Everything code generation needs for one diagram."""
 
@@ -193,6 +219,10 @@ class FunctionPlan:
     trailing: tuple[tuple[str, int], ...] = ()  # (input, its number of channel + geometric axes)
     fused: FusedPlan | None = None  # the opt-in fused form: every component as one formula
     prefer_unrolled: bool = False  # the cost model: fresh results from the fused formulas, run eagerly
+    #: a derivative's outputs summed over the batch inside their contractions (see BatchSum), and
+    #: the plan of the other outputs (None when every output is such a sum)
+    batch_sums: tuple[BatchSum, ...] = ()
+    rest: "FunctionPlan | None" = None
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
@@ -257,7 +287,59 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         tuple((t.name, len(t.type.channels) + t.type.n_geometric) for t in diagram.inputs),
         fused,
         _prefer_unrolled(steps, fused),
+        *_batch_sums(diagram),
     )
+
+
+#: suffix of the plan of a derivative's other outputs (FunctionPlan.rest)
+REST_SUFFIX = "_batchrest"
+
+
+def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
+    """For a derivative diagram (``sum_to``): each output summed to a weight input whose every term
+    is a product of two inputs (no constant, no delta) as a BatchSum; and the plan of the remaining
+    outputs. ((), None) when no output qualifies."""
+    if not diagram.sum_to:
+        return (), None
+    types = {t.name: t.type for t in diagram.inputs}
+    sums, kept = [], []
+    for k, (eq, target) in enumerate(zip(diagram.equations, diagram.sum_to)):
+        terms = combine(eliminate_deltas(t) for t in eq.terms)
+        if types[target].family != "weight" or not terms or not all(
+                len(t.nodes) == 2 and all(n.kind == "input" for n in t.nodes) for t in terms):
+            kept.append(k)
+            continue
+        contractions, scaled, layouts = [], [], {}
+        for term in terms:
+            spec, operands, _ = _einsum(term)
+            lhs, out = spec.split("->")
+            channel = {letter for index, letter in _letters(term).items() if not term.kind(index).geometric}
+            parts, moved = [], []
+            for part, operand in zip(lhs.split(","), operands):
+                letters = part[3:]
+                last = "..." + "".join(ch for ch in letters if ch not in channel) + \
+                    "".join(ch for ch in letters if ch in channel)
+                key = (operand, part + "->" + last)
+                if key not in layouts:
+                    layouts[key] = Layout(f"_l{len(layouts)}", operand, key[1])
+                    contractions.append(layouts[key])
+                parts.append(last)
+                moved.append(layouts[key].var)
+            var = f"_s{len(scaled)}"
+            contractions.append(Contraction(var, ",".join(parts) + "->" + out.replace("...", ""), tuple(moved)))
+            scaled.append(Scaled(term.coefficient, var, None))
+        out_type = diagram.outputs[k].type
+        output = OutputPlan(eq.target, tuple(scaled), _channel_sizes(out_type, diagram.inputs), out_type.geometric_dims)
+        sums.append(BatchSum(output, target, tuple(contractions)))
+    if not sums:
+        return (), None
+    rest = None
+    if kept:
+        rest = plan_diagram(replace(diagram, name=diagram.name + REST_SUFFIX,
+                                    outputs=tuple(diagram.outputs[k] for k in kept),
+                                    equations=tuple(diagram.equations[k] for k in kept),
+                                    sum_to=()))
+    return tuple(sums), rest
 
 
 def _prefer_unrolled(steps, fused: FusedPlan) -> bool:

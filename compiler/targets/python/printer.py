@@ -152,7 +152,7 @@ class PythonPrinter:
             for name in f.inputs[1:]:
                 lines.append(f"    {name} = _b.asarray({name}, {first})")
             lines.append(f"    _like = {first}")
-            lines += input_checks(entry or f.name, signature)
+            lines += input_checks(entry or f.name, signature, p.unbatched)
         else:  # no inputs: constants in float64 numpy
             lines.append("    _like = _b.asarray(0.0)")
         names = [o.name for o in f.outputs]
@@ -189,6 +189,21 @@ class PythonPrinter:
         lines += self.block(p.into, "    ")
         lines.append(_return_out(f, "    "))
         return "\n".join(lines)
+
+    def _print_BatchSumProgram(self, p: E.BatchSumProgram, signature=()) -> str:
+        """``_<name>_batch_summed(_b, inputs)``: its inputs checked (``signature``: the inputs as
+        :class:`Tensor`), the contractions over the batch, the summed outputs as a tuple."""
+        lines = [f"def _{p.name}_batch_summed(_b, {', '.join(p.inputs)}):",
+                 f"    \"\"\"{p.name}: each cotangent of a weight without batch axes as contractions over the batch "
+                 "axes too.\"\"\"",
+                 f"    _like = {p.inputs[0]}"]
+        lines += input_checks(p.name, signature, unbatched=False)
+        lines += self.block(p.steps, "    ")
+        lines.append(f"    return {_tuple_text(p.outputs)}")
+        return "\n".join(lines)
+
+    def _print_BatchSpec(self, s: E.BatchSpec) -> str:
+        return f"({s.rest or 'None'}, {s.summed}, {s.weights!r}, {s.order!r})"
 
     def _print_Item(self, e: E.Item) -> str:
         return f"{self.doprint(e.base)}[{e.k}]"
@@ -248,7 +263,7 @@ def _return_out(f: FunctionPlan, indent: str) -> str:
                      else "return (" + ", ".join(names) + ")")
 
 
-def input_checks(function: str, tensors) -> list[str]:
+def input_checks(function: str, tensors, unbatched: bool = True) -> list[str]:
     """Lines (indented for a function body) that check the arrays bound to ``tensors``' names, in
     the order given (a sequence of :class:`Tensor`: the emitted function's signature), before any
     computing: trailing axes (channel sizes, then 3 per Cartesian leg, 2l+1 per spherical leg),
@@ -260,8 +275,9 @@ def input_checks(function: str, tensors) -> list[str]:
     Numpy object arrays (exact arithmetic) with an argument without batch axes then go through
     ``_unbatched``, which gives each such argument a leading axis of size 1 (0-d object results
     would be bare Python objects) and drops it from the results. Reused by every emitted function
-    with array arguments, whatever computes it. Builtins are reached through the module's ``_len``:
-    an argument may be named ``len``."""
+    with array arguments, whatever computes it (``unbatched=False``: not for a function never called
+    with object arrays). Builtins are reached through the module's ``_len``: an argument may be
+    named ``len``."""
     tensors = list(tensors)
     if not tensors:
         return []
@@ -299,7 +315,9 @@ def input_checks(function: str, tensors) -> list[str]:
     if tests:
         lines.append(f"    if ({tests[0]}" + "".join(f"\n            or {t}" for t in tests[1:]) + "):")
         lines.append(f"        _check_shapes({signature}, {names})")
-    unbatched = " or ".join(f"_len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
-    lines.append(f"    if ({unbatched}) and _b.root == \"numpy\" and _like.dtype.hasobject:")
+    if not unbatched:
+        return lines
+    bare = " or ".join(f"_len(_sh{k}) == {rank}" for k, rank in enumerate(ranks))
+    lines.append(f"    if ({bare}) and _b.root == \"numpy\" and _like.dtype.hasobject:")
     lines.append(f"        return _unbatched({function}, _b, {names}, {_tuple_text([str(r) for r in ranks])}, out, fused)")
     return lines
