@@ -233,21 +233,34 @@ def derivatives(diagram: Diagram, second: bool = True) -> tuple[Diagram, ...]:
 
 
 def with_derivatives(program: Program, checked: bool = False, second: bool = True) -> Program:
-    """The program with the derivative diagrams of each diagram after it; DiagNameError if a
-    derivative's name is already a diagram of the program. With ``checked``, every derivative is
-    run through the checker (a failure is a bug of this module: DiagError)."""
+    """The program with the derivative diagrams of each diagram after it. A diagram of the program
+    named like a derivative is taken as that derivative when it is the same (inputs, outputs and
+    networks, as ``diagc grad`` prints it: the ``--order 2`` text compiles back), and replaced by the
+    generated one (which also sums to broadcast inputs' shapes); otherwise it is a DiagNameError.
+    With ``checked``, every derivative is run through the checker (a failure is a bug of this
+    module: DiagError)."""
     from dataclasses import replace
 
     from .check import check_diagram
 
     names = {d.name: d for d in program.diagrams}
+    derived = {d.name: derivatives(d, second) for d in program.diagrams}
+    spelled = set()  # diagrams of the program that are a derivative of another one
+    for d in program.diagrams:
+        for v in derived[d.name]:
+            existing = names.get(v.name)
+            if existing is None:
+                continue
+            if not same_diagram(existing, v):
+                raise DiagNameError(f"diagram '{v.name}' clashes with the derivative of diagram '{d.name}' "
+                                    "(emitted beside it); rename it", existing.pos)
+            spelled.add(v.name)
     out = []
     for d in program.diagrams:
+        if d.name in spelled:  # emitted as generated, after the diagram it derives
+            continue
         out.append(d)
-        for v in derivatives(d, second):
-            if v.name in names:
-                raise DiagNameError(f"diagram '{v.name}' clashes with the derivative of diagram '{d.name}' "
-                                    "(emitted beside it); rename it", names[v.name].pos)
+        for v in derived[d.name]:
             if checked:
                 verdict = check_diagram(v)
                 if not verdict.ok:
@@ -255,6 +268,21 @@ def with_derivatives(program: Program, checked: bool = False, second: bool = Tru
                                     f"{verdict.error.message}", d.pos)
             out.append(v)
     return replace(program, diagrams=tuple(out))
+
+
+def same_diagram(a: Diagram, b: Diagram) -> bool:
+    """Whether two diagrams declare the same inputs and outputs and compute the same networks
+    (like terms combined, deltas folded, equal up to index renaming)."""
+    from .plan import combine, eliminate_deltas
+
+    if (a.group, a.inputs, a.outputs, a.stacked) != (b.group, b.inputs, b.outputs, b.stacked):
+        return False
+    for x, y in zip(a.equations, b.equations):
+        terms = [{t.shape_key(): t.coefficient for t in combine(eliminate_deltas(t) for t in eq.terms)}
+                 for eq in (x, y)]
+        if x.target != y.target or terms[0] != terms[1]:
+            return False
+    return True
 
 
 def diag_text(diagrams, group: str, header: str = "") -> str:

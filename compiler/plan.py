@@ -297,7 +297,7 @@ REST_SUFFIX = "_batchrest"
 
 def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
     """For a derivative diagram (``sum_to``): each output summed to a weight input whose every term
-    is a product of two inputs (no constant, no delta) as a BatchSum; and the plan of the remaining
+    is a product of two inputs (no constant, no delta, no trace on one input) as a BatchSum; and the plan of the remaining
     outputs. ((), None) when no output qualifies."""
     if not diagram.sum_to:
         return (), None
@@ -306,7 +306,8 @@ def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan |
     for k, (eq, target) in enumerate(zip(diagram.equations, diagram.sum_to)):
         terms = combine(eliminate_deltas(t) for t in eq.terms)
         if types[target].family != "weight" or not terms or not all(
-                len(t.nodes) == 2 and all(n.kind == "input" for n in t.nodes) for t in terms):
+                len(t.nodes) == 2 and all(n.kind == "input" and len(set(n.indices)) == len(n.indices)
+                                          for n in t.nodes) for t in terms):
             kept.append(k)
             continue
         contractions, scaled, layouts = [], [], {}
