@@ -211,12 +211,13 @@ class _Backend:
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
                 and not self.exact(args[0]):
             summed = weights[1](self, *args)
@@ -229,6 +230,8 @@ class _Backend:
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -425,7 +428,10 @@ class _Torch(_Compiling):
         with the axis moved back (measured ~2x faster than torch's einsum, which copies into a
         channel-first order)."""
         moved = self.xp.movedim(x, -n - 1, -1).contiguous()
-        result = self.xp.movedim(self.xp.matmul(moved, w.transpose(-1, -2)), -1, -n - 1)
+        wt = w.transpose(-1, -2)
+        if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
+            wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
+        result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
         if out is None:
             return result
         self.copyto(out, result)

@@ -78,6 +78,17 @@ SHAPE_ERRORS = [  # (file, function, argument shapes, message)
     ("linear", "linear_cart2", [(5, 4, 3, 3), (4, 2), (4, 3), (4, 2)],
      "W1 has shape (4, 3); expected (..., c, d) with c = 4 from X, d = 2 from W0"),
     ("tensornet", "mix_skew", [(5, 4, 3, 3), (2, 2)], "W has shape (2, 2); expected (..., c, d) with c = 4 from A"),
+    # cotangents of the generated derivatives (a weight shared by the batch, and not)
+    ("tensornet", "mix_skew_vjp", [(5, 4, 3, 3), (4, 2), (5, 2, 3, 2)],
+     "d_B has shape (5, 2, 3, 2); expected (..., d, 3, 3) with d = 2 from W"),
+    ("tensornet", "mix_skew_vjp", [(5, 4, 3, 3), (5, 4, 2), (5, 3, 3, 3)],
+     "d_B has shape (5, 3, 3, 3); expected (..., d, 3, 3) with d = 2 from W"),
+    ("tensornet", "mix_skew_vjp", [(5, 4, 3, 3), (4, 2), (6, 2, 3, 3)],
+     "d_B has batch shape (6,), which does not broadcast with the batch shape (5,) of A and W"),
+    ("tensornet", "matmul_o3_vjp", [(5, 4, 3, 3), (5, 4, 3, 3), (5, 4, 3)],
+     "d_C has shape (5, 4, 3); expected (..., c, 3, 3) with c = 4 from M"),
+    ("tensornet", "edge_tensor_vjp_vjp", [(4, 3), (4, 2), (4, 2), (4, 2), (4, 2, 3, 3), (4, 3), (4, 2), (4, 2), (4, 3)],
+     "d_d_fS has shape (4, 3); expected (..., c) with c = 2 from fI"),
     # batch axes that do not broadcast
     ("products", "dot", [(4, 3), (5, 3)], "b has batch shape (5,), which does not broadcast with the batch shape "
                                           "(4,) of a"),

@@ -253,3 +253,65 @@ def test_certificate_covers_vjp_and_an_edited_vjp_fails_verify(tmp_path):
     (cert / "certificate.json").write_text(json.dumps(data))
     r = _diagc("verify", str(cert))
     assert r.returncode == 1 and "cross_vjp" in r.stderr and "differs from the source" in r.stderr
+
+
+def test_weight_cotangent_is_one_contraction_over_the_batch():
+    """A weight shared by the batch gets its cotangent as one contraction over the batch axes too
+    (plan.BatchSum, no per-element temporary), equal to autograd; a weight with batch axes takes the
+    planned code; out= is written."""
+    from compiler.grad import vjp_diagram
+    from compiler.plan import BatchSum, plan_diagram
+
+    d = next(x for x in lower_source(TN.read_text()).diagrams if x.name == "mix_skew")
+    plan = plan_diagram(vjp_diagram(d))
+    assert [(s.output.name, s.input) for s in plan.batch_sums] == [("d_W", "W")]
+    assert isinstance(plan.batch_sums[0], BatchSum) and "->ab" in plan.batch_sums[0].contractions[-1].spec
+    assert [o.name for o in plan.rest.outputs] == ["d_A"]
+    ops = module(TN)
+    A, W = inputs_for(d, batch=(4, 3))
+    dB = torch.tensor(np.random.default_rng(2).normal(size=(4, 3, SIZES["d"], 3, 3)))
+    A2, W2 = A.clone().requires_grad_(True), W.clone().requires_grad_(True)
+    expected = torch.autograd.grad(ops._mix_skew_planned(A2, W2), (A2, W2), dB)
+    spec = ops._mix_skew_vjp_SPEC
+    calls = []
+    ops._mix_skew_vjp_SPEC = (lambda *a, **k: calls.append(1) or spec[0](*a, **k),) + spec[1:]
+    try:
+        for lib in (lambda x: x, lambda x: x.numpy()):
+            got = ops.mix_skew_vjp(lib(A), lib(W), lib(dB))
+            for g, e in zip(got, expected):
+                assert np.allclose(np.asarray(g), e.numpy(), rtol=0, atol=1e-12)
+        assert not calls  # the batch-summed path: the whole planned VJP never ran
+        bufs = (torch.empty_like(A), torch.empty_like(W))
+        assert ops.mix_skew_vjp(A, W, dB, out=bufs) == bufs
+        assert all(torch.allclose(b, e, rtol=0, atol=1e-12) for b, e in zip(bufs, expected))
+        per_entry = ops.mix_skew_vjp(A, W.expand(4, 3, *W.shape).clone(), dB)  # a weight per batch entry
+        assert calls and per_entry[1].shape == (4, 3) + tuple(W.shape)
+        assert torch.allclose(per_entry[1].sum((0, 1)), expected[1], rtol=0, atol=1e-12)
+    finally:
+        ops._mix_skew_vjp_SPEC = spec
+
+
+def test_order_2_text_compiles_back(tmp_path):
+    """`diagc grad --order 2` prints NAME_vjp and NAME_vjp_vjp; compiled, its NAME_vjp_vjp is taken as
+    the derivative of its NAME_vjp (no name clash) and equals the module's NAME_vjp_vjp."""
+    path = ROOT / "diagrams" / "products.diag"
+    r = _diagc("grad", str(path), "--order", "2")
+    assert r.returncode == 0, r.stderr
+    src = tmp_path / "g2.diag"
+    src.write_text(r.stdout)
+    r = _diagc("compile", str(src), "-o", str(tmp_path / "g2.py"))
+    assert r.returncode == 0 and "error" not in r.stderr, r.stderr
+    reparsed = compiler.load(src)
+    ops = module(path)
+    rng = np.random.default_rng(4)
+    for d in lower_source(src.read_text()).diagrams:
+        if not d.name.endswith("_vjp_vjp"):
+            continue
+        assert hasattr(reparsed, d.name + "_vjp")  # the derivatives of the spelled-out derivative
+        args = [random_input(t.type, rng, (3,), SIZES) for t in d.inputs]
+        for a, b in zip(outputs_list(getattr(reparsed, d.name)(*args)), outputs_list(getattr(ops, d.name)(*args))):
+            assert np.allclose(a, b, rtol=0, atol=1e-12)
+    # a diagram named like a derivative that is not one is still a clash
+    text = src.read_text().replace("dd_a[i] = d_s", "dd_a[i] = 2 * d_s", 1)
+    with pytest.raises(compiler.DiagError, match="clashes with the derivative"):
+        compiler.compile_source(text, str(src))
