@@ -739,6 +739,10 @@ def explain(plan: FunctionPlan) -> str:
                 what += " x delta"
             parts.append(f"{s.coefficient} * {what}")
         lines.append(f"  {o.name} = " + " + ".join(parts))
+    for b in plan.batch_sums:
+        steps = "; ".join(f"{c.var} = {'layout' if isinstance(c, Layout) else 'einsum'}({c.spec!r}, "
+                          f"{c.operand if isinstance(c, Layout) else ', '.join(c.operands)})" for c in b.contractions)
+        lines.append(f"  {b.output.name} when {b.input} has no batch axes: {steps}")
     if plan.stack_axis is not None:
         lines.append(f"  stacked on axis {plan.stack_axis}")
     lines.append(f"  total ~{total:,} multiply-adds in contractions")

@@ -206,3 +206,24 @@ def test_renders_to_a_nonempty_png():
     width, height, dark = _png_pixels(png)
     assert width == 400 and height > 150
     assert dark > 500  # lines, nodes and text were drawn on the white page
+
+
+#: sha256 (first 16 hex digits) of the picture of each example file: the drawing pinned byte for byte,
+#: so that a refactoring of the draw stage (graph model, layout, SVG printer) can show that it
+#: changes nothing. A deliberate change of the pictures updates these (and says so).
+PINNED = {
+    "decompose": "60505412a11ea829",
+    "linear": "16e08f863110e221",
+    "products": "ed3c57f05f8d3922",
+    "spherical": "6aa281528c6dfb2e",
+    "tensornet": "f5df4737dde14d86",
+    "tensornet_so3": "5fda2dc858a3cd51",
+}
+
+
+@pytest.mark.parametrize("path", DIAGRAMS, ids=lambda p: p.stem)
+def test_pictures_are_pinned_byte_for_byte(path):
+    import hashlib
+
+    svg = draw_program(lower_source(path.read_text(), f"/abs/{path.name}"))
+    assert hashlib.sha256(svg.encode()).hexdigest()[:16] == PINNED[path.stem]
