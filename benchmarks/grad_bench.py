@@ -15,7 +15,9 @@ formulas of ``benchmarks/experts.py``, reused, not copied), torch CPU float32, C
 Results are checked against the expert's before timing. The contenders alternate, each timed as the
 best of ``--repeats`` rounds (the machine is shared and noisy: best-of is the figure that noise
 distorts least). First-call (compile) times of the fused NAME, NAME_vjp, NAME_vjp_vjp are reported
-per operation (torch.compile, inductor cache as found). Writes ``grad.md`` and ``grad.json``.
+per operation (torch.compile, inductor's on-disk cache as found: set ``TORCHINDUCTOR_CACHE_DIR`` to a
+new folder for cold figures; ``compile_cache_bench.py`` compares cold and warm). Writes ``grad.md``
+and ``grad.json`` (after each operation, so an interrupted run keeps what it measured).
 """
 
 from __future__ import annotations
@@ -153,14 +155,21 @@ def main() -> int:
                 print(f"{d.name:16s} 2^{k} {threads}t  first {row['d1']*1e3:8.2f} ms vs {row['e1']*1e3:8.2f} ms "
                       f"({row['ratio1']:.2f})  second {row['d2']*1e3:8.2f} vs {row['e2']*1e3:8.2f} "
                       f"({row['ratio2']:.2f})", flush=True)
-    out = Path(args.out)
+        write(args.out, rows, compile_times, args.repeats)  # after each operation: a long run keeps what it has
+    print(write(args.out, rows, compile_times, args.repeats))
+    return 0
+
+
+def write(folder, rows, compile_times, repeats) -> str:
+    """grad.json and grad.md in ``folder``; returns the report."""
+    out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-            "torch": torch.__version__, "channels": C, "repeats": args.repeats}
+            "torch": torch.__version__, "channels": C, "repeats": repeats}
     (out / "grad.json").write_text(json.dumps({"meta": meta, "rows": rows, "compile_s": compile_times}, indent=1))
-    (out / "grad.md").write_text(report(rows, compile_times, meta))
-    print(report(rows, compile_times, meta))
-    return 0
+    text = report(rows, compile_times, meta)
+    (out / "grad.md").write_text(text)
+    return text
 
 
 def geomean(xs):
