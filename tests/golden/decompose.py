@@ -499,23 +499,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -567,6 +581,9 @@ class _Numpy(_Backend):
 
             return Fraction(numerator, denominator)
         return numerator / denominator
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
     def diagonal(self, x):
         return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
@@ -1455,9 +1472,9 @@ def decompose_vjp_vjp(X, d_I, d_A, d_S, d_d_X, *, out=None, fused=False, kernels
 
 _decompose_KERNEL = {"name": "decompose", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_kernel_f32", "float64": "diagc_decompose_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("I", (), (3, 3)), ("A", (), (3, 3)), ("S", (), (3, 3))), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _decompose_vjp_KERNEL = {"name": "decompose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_vjp_kernel_f32", "float64": "diagc_decompose_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_I", (), (3, 3)), ("d_A", (), (3, 3)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
-_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (2,), None, _decompose_KERNEL)
-_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (2, 2, 2, 2), None, _decompose_vjp_KERNEL)
-_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 2, 2, 2, 2), None, None)
+_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (2,), None, _decompose_KERNEL, None)
+_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (2, 2, 2, 2), None, _decompose_vjp_KERNEL, None)
+_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 2, 2, 2, 2), None, None, None)
 _KERNEL_SPECS = (_decompose_SPEC, _decompose_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

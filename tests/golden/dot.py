@@ -590,23 +590,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -651,6 +665,9 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
 
 class _Cupy(_Backend):
@@ -1452,9 +1469,9 @@ def dot_vjp_vjp(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False, kernels=True)
 _dot_KERNEL = {"name": "dot", "kind": "elementwise", "symbols": {"float32": "diagc_dot_kernel_f32", "float64": "diagc_dot_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("s", (), ()),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1536, "float64": 768}}
 _dot_vjp_KERNEL = {"name": "dot_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_kernel_f32", "float64": "diagc_dot_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1792, "float64": 896}}
 _dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1664, "float64": 1664}}
-_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL)
-_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL)
-_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL)
+_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None)
+_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None)
+_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None)
 _KERNEL_SPECS = (_dot_SPEC, _dot_vjp_SPEC, _dot_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -590,6 +590,9 @@ class _Backend:
     def add(self, x, y, out):
         self.xp.add(x, y, out=out)
 
+    def contiguous(self, x):
+        return self.xp.ascontiguousarray(x)
+
     def matmul_flat(self, w, x, n, out=None):
         tail = tuple(x.shape[-n:])
         flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
@@ -622,23 +625,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -686,6 +703,9 @@ class _Numpy(_Backend):
 
     def const_key(self, name, like):
         return (name, like.dtype)
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
     def diagonal(self, x):
         return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
@@ -758,9 +778,15 @@ class _Torch(_Compiling):
     def copyto(self, out, x):
         out.copy_(x)
 
+    def contiguous(self, x):
+        return x.contiguous()
+
     def matmul_flat(self, w, x, n, out=None):
-        axes = "ijklmnopqrstuvwxyz"[:n]
-        result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
+        moved = self.xp.movedim(x, -n - 1, -1).contiguous()
+        wt = w.transpose(-1, -2)
+        if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
+            wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
+        result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
         if out is None:
             return result
         self.copyto(out, result)
@@ -802,6 +828,9 @@ class _Jax(_Compiling):
 
     def out(self, out, shape, inputs, name):
         raise TypeError(f"{name}=: jax arrays are immutable; call without out=")
+
+    def contiguous(self, x):
+        return x
 
     def add_diagonal(self, out, x, factor):
         return out + factor * x[..., None, None] * self.xp.eye(3, dtype=out.dtype)
@@ -1346,6 +1375,68 @@ def mix_vjp(X, W, d_Y, *, out=None, fused=False, kernels=True):
     return _call(_mix_vjp_SPEC, (X, W, d_Y), out, fused, kernels)
 
 
+def _mix_vjp_batchrest_planned(X, W, d_Y, *, out=None, fused=False):
+    """mix_vjp: the outputs not summed to a weight (see mix_vjp)."""
+    _b = _backend(X, W, d_Y)
+    X = _b.asarray(X)
+    W = _b.asarray(W, X)
+    d_Y = _b.asarray(d_Y, X)
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W.shape
+    _sh2 = d_Y.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W, d_Y))
+    _t0 = _b.matmul_flat(W, d_Y, 2)
+    if out is None:
+        d_X = _t0
+        return d_X
+    d_X = _b.out(out, _b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], 3, 3), (X, W, d_Y), "out")
+    _b.copyto(d_X, _t0)
+    return out
+
+
+def _mix_vjp_batch_summed(_b, X, W, d_Y):
+    """mix_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W.shape
+    _sh2 = d_Y.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W, d_Y))
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
+    d_W = _s0
+    return (d_W,)
+
+
 def _mix_vjp_vjp_planned(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False):
     """mix_vjp_vjp: the emitted code (see mix_vjp_vjp)."""
     _b = _backend(X, W, d_Y, d_d_X, d_d_W)
@@ -1429,6 +1520,100 @@ def mix_vjp_vjp(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False, kernels=True)
         d_d_Y = W[c,d] d_d_X[c,i,j] + X[c,i,j] d_d_W[c,d]
     """
     return _call(_mix_vjp_vjp_SPEC, (X, W, d_Y, d_d_X, d_d_W), out, fused, kernels)
+
+
+def _mix_vjp_vjp_batchrest_planned(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False):
+    """mix_vjp_vjp: the outputs not summed to a weight (see mix_vjp_vjp)."""
+    _b = _backend(X, W, d_Y, d_d_X, d_d_W)
+    X = _b.asarray(X)
+    W = _b.asarray(W, X)
+    d_Y = _b.asarray(d_Y, X)
+    d_d_X = _b.asarray(d_d_X, X)
+    d_d_W = _b.asarray(d_d_W, X)
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W.shape
+    _sh2 = d_Y.shape
+    _sh3 = d_d_X.shape
+    _sh4 = d_d_W.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    _n3 = _len(_sh3) - 3
+    _n4 = _len(_sh4) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or _len(_sh3) < 3
+            or _sh3[-2] != 3
+            or _sh3[-1] != 3
+            or _sh3[-3] != _sh0[-3]
+            or _len(_sh4) < 2
+            or _sh4[-2] != _sh0[-3]
+            or _sh4[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (X, W, d_Y, d_d_X, d_d_W))
+    _t0 = _b.matmul_flat(d_d_W, d_Y, 2)
+    _t1 = _b.matmul_flat(_b.swap(W), d_d_X, 2)
+    _t2 = _b.matmul_flat(_b.swap(d_d_W), X, 2)
+    if out is None:
+        dd_X = _t0
+        d_d_Y = _t1 + _t2
+        return (dd_X, d_d_Y)
+    dd_X, d_d_Y = _b.outs(out, (_b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W.shape[:-2]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W.shape[:-2]) + (W.shape[-1], 3, 3)), (X, W, d_Y, d_d_X, d_d_W))
+    _b.copyto(dd_X, _t0)
+    _b.add(_t1, _t2, d_d_Y)
+    return (dd_X, d_d_Y)
+
+
+def _mix_vjp_vjp_batch_summed(_b, X, W, d_Y, d_d_X, d_d_W):
+    """mix_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W.shape
+    _sh2 = d_Y.shape
+    _sh3 = d_d_X.shape
+    _sh4 = d_d_W.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    _n3 = _len(_sh3) - 3
+    _n4 = _len(_sh4) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or _len(_sh3) < 3
+            or _sh3[-2] != 3
+            or _sh3[-1] != 3
+            or _sh3[-3] != _sh0[-3]
+            or _len(_sh4) < 2
+            or _sh4[-2] != _sh0[-3]
+            or _sh4[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (X, W, d_Y, d_d_X, d_d_W))
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
+    dd_W = _s0
+    return (dd_W,)
 
 
 def _linear_cart2_planned(X, W0, W1, W2, *, out=None, fused=False):
@@ -1593,6 +1778,107 @@ def linear_cart2_vjp(X, W0, W1, W2, d_Y, *, out=None, fused=False, kernels=True)
     return _call(_linear_cart2_vjp_SPEC, (X, W0, W1, W2, d_Y), out, fused, kernels)
 
 
+def _linear_cart2_vjp_batchrest_planned(X, W0, W1, W2, d_Y, *, out=None, fused=False):
+    """linear_cart2_vjp: the outputs not summed to a weight (see linear_cart2_vjp)."""
+    _b = _backend(X, W0, W1, W2, d_Y)
+    X = _b.asarray(X)
+    W0 = _b.asarray(W0, X)
+    W1 = _b.asarray(W1, X)
+    W2 = _b.asarray(W2, X)
+    d_Y = _b.asarray(d_Y, X)
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W0.shape
+    _sh2 = W1.shape
+    _sh3 = W2.shape
+    _sh4 = d_Y.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 2
+    _n3 = _len(_sh3) - 2
+    _n4 = _len(_sh4) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 2
+            or _sh2[-2] != _sh0[-3]
+            or _sh2[-1] != _sh1[-1]
+            or _len(_sh3) < 2
+            or _sh3[-2] != _sh0[-3]
+            or _sh3[-1] != _sh1[-1]
+            or _len(_sh4) < 3
+            or _sh4[-2] != 3
+            or _sh4[-1] != 3
+            or _sh4[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W0, W1, W2, d_Y))
+    _eye = _b.const("eye", _like)
+    _t0 = _b.matmul_flat(W0, d_Y, 2)
+    _t1 = _b.einsum_blas("...ad,...dcb->...abc", W1, d_Y)
+    _t2 = _b.einsum("...abb->...a", d_Y)
+    _t3 = _b.einsum_blas("...ab,...b->...a", W2, _t2)
+    _t4 = _b.einsum("...abb->...a", X)
+    _t5 = _t4[..., :, None] * _t2[..., None, :]
+    if out is None:
+        d_X = _t0 + _t1 + _t3[..., None, None] * _eye
+        d_W2 = _t5
+        return (d_X, d_W2)
+    d_X, d_W2 = _b.outs(out, (_b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], W0.shape[-1])), (X, W0, W1, W2, d_Y))
+    _b.add(_t0, _t1, d_X)
+    d_X = _b.add_diagonal(d_X, _t3, 1)
+    _b.copyto(d_W2, _t5)
+    return (d_X, d_W2)
+
+
+def _linear_cart2_vjp_batch_summed(_b, X, W0, W1, W2, d_Y):
+    """linear_cart2_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W0.shape
+    _sh2 = W1.shape
+    _sh3 = W2.shape
+    _sh4 = d_Y.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 2
+    _n3 = _len(_sh3) - 2
+    _n4 = _len(_sh4) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 2
+            or _sh2[-2] != _sh0[-3]
+            or _sh2[-1] != _sh1[-1]
+            or _len(_sh3) < 2
+            or _sh3[-2] != _sh0[-3]
+            or _sh3[-1] != _sh1[-1]
+            or _len(_sh4) < 3
+            or _sh4[-2] != 3
+            or _sh4[-1] != 3
+            or _sh4[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W0, W1, W2, d_Y))
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
+    d_W0 = _s0
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bdc->...dcb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...dcb->ab", _l0, _l1)
+    d_W1 = _s0
+    return (d_W0, d_W1)
+
+
 def _linear_cart2_vjp_vjp_planned(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2, *, out=None, fused=False):
     """linear_cart2_vjp_vjp: the emitted code (see linear_cart2_vjp_vjp)."""
     _b = _backend(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2)
@@ -1734,14 +2020,182 @@ def linear_cart2_vjp_vjp(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2, *, o
     """
     return _call(_linear_cart2_vjp_vjp_SPEC, (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2), out, fused, kernels)
 
+
+def _linear_cart2_vjp_vjp_batchrest_planned(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2, *, out=None, fused=False):
+    """linear_cart2_vjp_vjp: the outputs not summed to a weight (see linear_cart2_vjp_vjp)."""
+    _b = _backend(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2)
+    X = _b.asarray(X)
+    W0 = _b.asarray(W0, X)
+    W1 = _b.asarray(W1, X)
+    W2 = _b.asarray(W2, X)
+    d_Y = _b.asarray(d_Y, X)
+    d_d_X = _b.asarray(d_d_X, X)
+    d_d_W0 = _b.asarray(d_d_W0, X)
+    d_d_W1 = _b.asarray(d_d_W1, X)
+    d_d_W2 = _b.asarray(d_d_W2, X)
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W0.shape
+    _sh2 = W1.shape
+    _sh3 = W2.shape
+    _sh4 = d_Y.shape
+    _sh5 = d_d_X.shape
+    _sh6 = d_d_W0.shape
+    _sh7 = d_d_W1.shape
+    _sh8 = d_d_W2.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 2
+    _n3 = _len(_sh3) - 2
+    _n4 = _len(_sh4) - 3
+    _n5 = _len(_sh5) - 3
+    _n6 = _len(_sh6) - 2
+    _n7 = _len(_sh7) - 2
+    _n8 = _len(_sh8) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 2
+            or _sh2[-2] != _sh0[-3]
+            or _sh2[-1] != _sh1[-1]
+            or _len(_sh3) < 2
+            or _sh3[-2] != _sh0[-3]
+            or _sh3[-1] != _sh1[-1]
+            or _len(_sh4) < 3
+            or _sh4[-2] != 3
+            or _sh4[-1] != 3
+            or _sh4[-3] != _sh1[-1]
+            or _len(_sh5) < 3
+            or _sh5[-2] != 3
+            or _sh5[-1] != 3
+            or _sh5[-3] != _sh0[-3]
+            or _len(_sh6) < 2
+            or _sh6[-2] != _sh0[-3]
+            or _sh6[-1] != _sh1[-1]
+            or _len(_sh7) < 2
+            or _sh7[-2] != _sh0[-3]
+            or _sh7[-1] != _sh1[-1]
+            or _len(_sh8) < 2
+            or _sh8[-2] != _sh0[-3]
+            or _sh8[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))
+            or (_n5 and (_n5 != _n0 or (_sh5[0] != _sh0[0] if _n0 == 1 else _sh5[:_n0] != _sh0[:_n0])))
+            or (_n6 and (_n6 != _n0 or (_sh6[0] != _sh0[0] if _n0 == 1 else _sh6[:_n0] != _sh0[:_n0])))
+            or (_n7 and (_n7 != _n0 or (_sh7[0] != _sh0[0] if _n0 == 1 else _sh7[:_n0] != _sh0[:_n0])))
+            or (_n8 and (_n8 != _n0 or (_sh8[0] != _sh0[0] if _n0 == 1 else _sh8[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ()),), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
+    _eye = _b.const("eye", _like)
+    _t0 = _b.matmul_flat(d_d_W0, d_Y, 2)
+    _t1 = _b.einsum_blas("...dcb,...ad->...abc", d_Y, d_d_W1)
+    _t2 = _b.einsum("...abb->...a", d_Y)
+    _t3 = _b.einsum_blas("...b,...ab->...a", _t2, d_d_W2)
+    _t4 = _b.einsum("...abb->...a", d_d_X)
+    _t5 = _t2[..., None, :] * _t4[..., :, None]
+    _t6 = _b.matmul_flat(_b.swap(W0), d_d_X, 2)
+    _t7 = _b.einsum_blas("...da,...dcb->...abc", W1, d_d_X)
+    _t8 = _b.einsum_blas("...ba,...b->...a", W2, _t4)
+    _t9 = _b.matmul_flat(_b.swap(d_d_W0), X, 2)
+    _t10 = _b.einsum_blas("...dcb,...da->...abc", X, d_d_W1)
+    _t11 = _b.einsum("...abb->...a", X)
+    _t12 = _b.einsum_blas("...b,...ba->...a", _t11, d_d_W2)
+    if out is None:
+        dd_X = _t0 + _t1 + _t3[..., None, None] * _eye
+        dd_W2 = _t5
+        d_d_Y = _t6 + _t7 + _t8[..., None, None] * _eye + _t9 + _t10 + _t12[..., None, None] * _eye
+        return (dd_X, dd_W2, d_d_Y)
+    dd_X, dd_W2, d_d_Y = _b.outs(out, (_b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (X.shape[-3], W0.shape[-1]), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (W0.shape[-1], 3, 3)), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
+    _b.add(_t0, _t1, dd_X)
+    dd_X = _b.add_diagonal(dd_X, _t3, 1)
+    _b.copyto(dd_W2, _t5)
+    _b.add(_t6, _t7, d_d_Y)
+    d_d_Y = _b.add_diagonal(d_d_Y, _t8, 1)
+    d_d_Y += _t9
+    d_d_Y += _t10
+    d_d_Y = _b.add_diagonal(d_d_Y, _t12, 1)
+    return (dd_X, dd_W2, d_d_Y)
+
+
+def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2):
+    """linear_cart2_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = X
+    _sh0 = X.shape
+    _sh1 = W0.shape
+    _sh2 = W1.shape
+    _sh3 = W2.shape
+    _sh4 = d_Y.shape
+    _sh5 = d_d_X.shape
+    _sh6 = d_d_W0.shape
+    _sh7 = d_d_W1.shape
+    _sh8 = d_d_W2.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 2
+    _n3 = _len(_sh3) - 2
+    _n4 = _len(_sh4) - 3
+    _n5 = _len(_sh5) - 3
+    _n6 = _len(_sh6) - 2
+    _n7 = _len(_sh7) - 2
+    _n8 = _len(_sh8) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 2
+            or _sh2[-2] != _sh0[-3]
+            or _sh2[-1] != _sh1[-1]
+            or _len(_sh3) < 2
+            or _sh3[-2] != _sh0[-3]
+            or _sh3[-1] != _sh1[-1]
+            or _len(_sh4) < 3
+            or _sh4[-2] != 3
+            or _sh4[-1] != 3
+            or _sh4[-3] != _sh1[-1]
+            or _len(_sh5) < 3
+            or _sh5[-2] != 3
+            or _sh5[-1] != 3
+            or _sh5[-3] != _sh0[-3]
+            or _len(_sh6) < 2
+            or _sh6[-2] != _sh0[-3]
+            or _sh6[-1] != _sh1[-1]
+            or _len(_sh7) < 2
+            or _sh7[-2] != _sh0[-3]
+            or _sh7[-1] != _sh1[-1]
+            or _len(_sh8) < 2
+            or _sh8[-2] != _sh0[-3]
+            or _sh8[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))
+            or (_n5 and (_n5 != _n0 or (_sh5[0] != _sh0[0] if _n0 == 1 else _sh5[:_n0] != _sh0[:_n0])))
+            or (_n6 and (_n6 != _n0 or (_sh6[0] != _sh0[0] if _n0 == 1 else _sh6[:_n0] != _sh0[:_n0])))
+            or (_n7 and (_n7 != _n0 or (_sh7[0] != _sh0[0] if _n0 == 1 else _sh7[:_n0] != _sh0[:_n0])))
+            or (_n8 and (_n8 != _n0 or (_sh8[0] != _sh0[0] if _n0 == 1 else _sh8[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ()),), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
+    dd_W0 = _s0
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...adc->...dca", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...dca->ab", _l0, _l1)
+    dd_W1 = _s0
+    return (dd_W0, dd_W1)
+
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL)
-_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None)
-_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None)
-_linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL)
-_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None)
-_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None)
+_mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
+_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (_mix_vjp_batchrest_planned, _mix_vjp_batch_summed, (1,), ((0, 0), (1, 0))))
+_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (_mix_vjp_vjp_batchrest_planned, _mix_vjp_vjp_batch_summed, (1,), ((0, 0), (1, 0), (0, 1))))
+_linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL, None)
+_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2), ((0, 0), (1, 0), (1, 1), (0, 1))))
+_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2), ((0, 0), (1, 0), (1, 1), (0, 1), (0, 2))))
 _KERNEL_SPECS = (_mix_SPEC, _linear_cart2_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -2340,23 +2340,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -2414,6 +2428,9 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
     def diagonal(self, x):
         return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
@@ -4690,24 +4707,24 @@ _sph_to_sym2t_KERNEL = {"name": "sph_to_sym2t", "kind": "elementwise", "symbols"
 _sph_to_sym2t_vjp_KERNEL = {"name": "sph_to_sym2t_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_vjp_kernel_f32", "float64": "diagc_sph_to_sym2t_vjp_kernel_f64"}, "inputs": (("t", (), (5,)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_t", (), (5,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _vec_to_sph_KERNEL = {"name": "vec_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_kernel_f32", "float64": "diagc_vec_to_sph_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("y", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 768, "float64": 384}}
 _vec_to_sph_vjp_KERNEL = {"name": "vec_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_vjp_kernel_f32", "float64": "diagc_vec_to_sph_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_y", (), (3,))), "block": 128, "outputs": (("d_r", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 768, "float64": 384}}
-_vec_vec_SPEC = (_vec_vec_planned, vec_vec_vjp, (), (1, 1), None, _vec_vec_KERNEL)
-_vec_vec_vjp_SPEC = (_vec_vec_vjp_planned, vec_vec_vjp_vjp, (0, 1), (1, 1, 1, 1, 1), None, _vec_vec_vjp_KERNEL)
-_vec_vec_vjp_vjp_SPEC = (_vec_vec_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1), None, _vec_vec_vjp_vjp_KERNEL)
-_tp_2e_SPEC = (_tp_2e_planned, tp_2e_vjp, (), (2, 2), None, _tp_2e_KERNEL)
-_tp_2e_vjp_SPEC = (_tp_2e_vjp_planned, tp_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_2e_vjp_KERNEL)
-_tp_2e_vjp_vjp_SPEC = (_tp_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_2e_vjp_vjp_KERNEL)
-_tp_1o_2e_SPEC = (_tp_1o_2e_planned, tp_1o_2e_vjp, (), (2, 2), None, _tp_1o_2e_KERNEL)
-_tp_1o_2e_vjp_SPEC = (_tp_1o_2e_vjp_planned, tp_1o_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_1o_2e_vjp_KERNEL)
-_tp_1o_2e_vjp_vjp_SPEC = (_tp_1o_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_1o_2e_vjp_vjp_KERNEL)
-_cart_to_sph_SPEC = (_cart_to_sph_planned, cart_to_sph_vjp, (), (2,), None, _cart_to_sph_KERNEL)
-_cart_to_sph_vjp_SPEC = (_cart_to_sph_vjp_planned, cart_to_sph_vjp_vjp, (0,), (2, 1, 1, 1), None, _cart_to_sph_vjp_KERNEL)
-_cart_to_sph_vjp_vjp_SPEC = (_cart_to_sph_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 1, 1, 1, 2), None, None)
-_sph_to_sym2t_SPEC = (_sph_to_sym2t_planned, sph_to_sym2t_vjp, (), (1,), None, _sph_to_sym2t_KERNEL)
-_sph_to_sym2t_vjp_SPEC = (_sph_to_sym2t_vjp_planned, sph_to_sym2t_vjp_vjp, (0,), (1, 2), None, _sph_to_sym2t_vjp_KERNEL)
-_sph_to_sym2t_vjp_vjp_SPEC = (_sph_to_sym2t_vjp_vjp_planned, None, (0, 1), (1, 2, 1), None, None)
-_vec_to_sph_SPEC = (_vec_to_sph_planned, vec_to_sph_vjp, (), (1,), None, _vec_to_sph_KERNEL)
-_vec_to_sph_vjp_SPEC = (_vec_to_sph_vjp_planned, vec_to_sph_vjp_vjp, (0,), (1, 1), None, _vec_to_sph_vjp_KERNEL)
-_vec_to_sph_vjp_vjp_SPEC = (_vec_to_sph_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, None)
+_vec_vec_SPEC = (_vec_vec_planned, vec_vec_vjp, (), (1, 1), None, _vec_vec_KERNEL, None)
+_vec_vec_vjp_SPEC = (_vec_vec_vjp_planned, vec_vec_vjp_vjp, (0, 1), (1, 1, 1, 1, 1), None, _vec_vec_vjp_KERNEL, None)
+_vec_vec_vjp_vjp_SPEC = (_vec_vec_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1), None, _vec_vec_vjp_vjp_KERNEL, None)
+_tp_2e_SPEC = (_tp_2e_planned, tp_2e_vjp, (), (2, 2), None, _tp_2e_KERNEL, None)
+_tp_2e_vjp_SPEC = (_tp_2e_vjp_planned, tp_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_2e_vjp_KERNEL, None)
+_tp_2e_vjp_vjp_SPEC = (_tp_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_2e_vjp_vjp_KERNEL, None)
+_tp_1o_2e_SPEC = (_tp_1o_2e_planned, tp_1o_2e_vjp, (), (2, 2), None, _tp_1o_2e_KERNEL, None)
+_tp_1o_2e_vjp_SPEC = (_tp_1o_2e_vjp_planned, tp_1o_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_1o_2e_vjp_KERNEL, None)
+_tp_1o_2e_vjp_vjp_SPEC = (_tp_1o_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_1o_2e_vjp_vjp_KERNEL, None)
+_cart_to_sph_SPEC = (_cart_to_sph_planned, cart_to_sph_vjp, (), (2,), None, _cart_to_sph_KERNEL, None)
+_cart_to_sph_vjp_SPEC = (_cart_to_sph_vjp_planned, cart_to_sph_vjp_vjp, (0,), (2, 1, 1, 1), None, _cart_to_sph_vjp_KERNEL, None)
+_cart_to_sph_vjp_vjp_SPEC = (_cart_to_sph_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 1, 1, 1, 2), None, None, None)
+_sph_to_sym2t_SPEC = (_sph_to_sym2t_planned, sph_to_sym2t_vjp, (), (1,), None, _sph_to_sym2t_KERNEL, None)
+_sph_to_sym2t_vjp_SPEC = (_sph_to_sym2t_vjp_planned, sph_to_sym2t_vjp_vjp, (0,), (1, 2), None, _sph_to_sym2t_vjp_KERNEL, None)
+_sph_to_sym2t_vjp_vjp_SPEC = (_sph_to_sym2t_vjp_vjp_planned, None, (0, 1), (1, 2, 1), None, None, None)
+_vec_to_sph_SPEC = (_vec_to_sph_planned, vec_to_sph_vjp, (), (1,), None, _vec_to_sph_KERNEL, None)
+_vec_to_sph_vjp_SPEC = (_vec_to_sph_vjp_planned, vec_to_sph_vjp_vjp, (0,), (1, 1), None, _vec_to_sph_vjp_KERNEL, None)
+_vec_to_sph_vjp_vjp_SPEC = (_vec_to_sph_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, None, None)
 _KERNEL_SPECS = (_vec_vec_SPEC, _vec_vec_vjp_SPEC, _vec_vec_vjp_vjp_SPEC, _tp_2e_SPEC, _tp_2e_vjp_SPEC, _tp_2e_vjp_vjp_SPEC, _tp_1o_2e_SPEC, _tp_1o_2e_vjp_SPEC, _tp_1o_2e_vjp_vjp_SPEC, _cart_to_sph_SPEC, _cart_to_sph_vjp_SPEC, _sph_to_sym2t_SPEC, _sph_to_sym2t_vjp_SPEC, _vec_to_sph_SPEC, _vec_to_sph_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

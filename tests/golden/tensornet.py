@@ -2502,6 +2502,9 @@ class _Backend:
     def matmul(self, x, y, out):
         self.xp.matmul(x, y, out=out)
 
+    def contiguous(self, x):
+        return self.xp.ascontiguousarray(x)
+
     def matmul_flat(self, w, x, n, out=None):
         tail = tuple(x.shape[-n:])
         flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
@@ -2540,23 +2543,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -2614,6 +2631,9 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
     def diagonal(self, x):
         return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
@@ -2716,9 +2736,15 @@ class _Torch(_Compiling):
     def negative(self, x, out):
         self.xp.neg(x, out=out)
 
+    def contiguous(self, x):
+        return x.contiguous()
+
     def matmul_flat(self, w, x, n, out=None):
-        axes = "ijklmnopqrstuvwxyz"[:n]
-        result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
+        moved = self.xp.movedim(x, -n - 1, -1).contiguous()
+        wt = w.transpose(-1, -2)
+        if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
+            wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
+        result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
         if out is None:
             return result
         self.copyto(out, result)
@@ -2766,6 +2792,9 @@ class _Jax(_Compiling):
 
     def writable(self, *inputs):
         return False
+
+    def contiguous(self, x):
+        return x
 
     def add_diagonal(self, out, x, factor):
         return out + factor * x[..., None, None] * self.xp.eye(3, dtype=out.dtype)
@@ -4710,6 +4739,68 @@ def mix_skew_vjp(A, W, d_B, *, out=None, fused=False, kernels=True):
     return _call(_mix_skew_vjp_SPEC, (A, W, d_B), out, fused, kernels)
 
 
+def _mix_skew_vjp_batchrest_planned(A, W, d_B, *, out=None, fused=False):
+    """mix_skew_vjp: the outputs not summed to a weight (see mix_skew_vjp)."""
+    _b = _backend(A, W, d_B)
+    A = _b.asarray(A)
+    W = _b.asarray(W, A)
+    d_B = _b.asarray(d_B, A)
+    _like = A
+    _sh0 = A.shape
+    _sh1 = W.shape
+    _sh2 = d_B.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)),), (A, W, d_B))
+    _t0 = _b.matmul_flat(W, d_B, 2)
+    if out is None:
+        d_A = _t0
+        return d_A
+    d_A = _b.out(out, _b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3]) + (A.shape[-3], 3, 3), (A, W, d_B), "out")
+    _b.copyto(d_A, _t0)
+    return out
+
+
+def _mix_skew_vjp_batch_summed(_b, A, W, d_B):
+    """mix_skew_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = A
+    _sh0 = A.shape
+    _sh1 = W.shape
+    _sh2 = d_B.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)),), (A, W, d_B))
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", A))
+    _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_B))
+    _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
+    d_W = _s0
+    return (d_W,)
+
+
 def _mix_skew_vjp_vjp_planned(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False):
     """mix_skew_vjp_vjp: the emitted code (see mix_skew_vjp_vjp)."""
     _b = _backend(A, W, d_B, d_d_A, d_d_W)
@@ -4793,6 +4884,100 @@ def mix_skew_vjp_vjp(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False, kernels=
         d_d_B = W[c,d] d_d_A[c,i,j] + A[c,i,j] d_d_W[c,d]
     """
     return _call(_mix_skew_vjp_vjp_SPEC, (A, W, d_B, d_d_A, d_d_W), out, fused, kernels)
+
+
+def _mix_skew_vjp_vjp_batchrest_planned(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False):
+    """mix_skew_vjp_vjp: the outputs not summed to a weight (see mix_skew_vjp_vjp)."""
+    _b = _backend(A, W, d_B, d_d_A, d_d_W)
+    A = _b.asarray(A)
+    W = _b.asarray(W, A)
+    d_B = _b.asarray(d_B, A)
+    d_d_A = _b.asarray(d_d_A, A)
+    d_d_W = _b.asarray(d_d_W, A)
+    _like = A
+    _sh0 = A.shape
+    _sh1 = W.shape
+    _sh2 = d_B.shape
+    _sh3 = d_d_A.shape
+    _sh4 = d_d_W.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    _n3 = _len(_sh3) - 3
+    _n4 = _len(_sh4) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or _len(_sh3) < 3
+            or _sh3[-2] != 3
+            or _sh3[-1] != 3
+            or _sh3[-3] != _sh0[-3]
+            or _len(_sh4) < 2
+            or _sh4[-2] != _sh0[-3]
+            or _sh4[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (A, W, d_B, d_d_A, d_d_W))
+    _t0 = _b.matmul_flat(d_d_W, d_B, 2)
+    _t1 = _b.matmul_flat(_b.swap(W), d_d_A, 2)
+    _t2 = _b.matmul_flat(_b.swap(d_d_W), A, 2)
+    if out is None:
+        dd_A = _t0
+        d_d_B = _t1 + _t2
+        return (dd_A, d_d_B)
+    dd_A, d_d_B = _b.outs(out, (_b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3], d_d_A.shape[:-3], d_d_W.shape[:-2]) + (A.shape[-3], 3, 3), _b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3], d_d_A.shape[:-3], d_d_W.shape[:-2]) + (W.shape[-1], 3, 3)), (A, W, d_B, d_d_A, d_d_W))
+    _b.copyto(dd_A, _t0)
+    _b.add(_t1, _t2, d_d_B)
+    return (dd_A, d_d_B)
+
+
+def _mix_skew_vjp_vjp_batch_summed(_b, A, W, d_B, d_d_A, d_d_W):
+    """mix_skew_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    _like = A
+    _sh0 = A.shape
+    _sh1 = W.shape
+    _sh2 = d_B.shape
+    _sh3 = d_d_A.shape
+    _sh4 = d_d_W.shape
+    _n0 = _len(_sh0) - 3
+    _n1 = _len(_sh1) - 2
+    _n2 = _len(_sh2) - 3
+    _n3 = _len(_sh3) - 3
+    _n4 = _len(_sh4) - 2
+    if (_len(_sh0) < 3
+            or _sh0[-2] != 3
+            or _sh0[-1] != 3
+            or _len(_sh1) < 2
+            or _sh1[-2] != _sh0[-3]
+            or _len(_sh2) < 3
+            or _sh2[-2] != 3
+            or _sh2[-1] != 3
+            or _sh2[-3] != _sh1[-1]
+            or _len(_sh3) < 3
+            or _sh3[-2] != 3
+            or _sh3[-1] != 3
+            or _sh3[-3] != _sh0[-3]
+            or _len(_sh4) < 2
+            or _sh4[-2] != _sh0[-3]
+            or _sh4[-1] != _sh1[-1]
+            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
+            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
+            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
+            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
+        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (A, W, d_B, d_d_A, d_d_W))
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_B))
+    _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_A))
+    _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
+    dd_W = _s0
+    return (dd_W,)
 
 
 def _edge_tensor_fused(_b, r, fI, fA, fS, _out=None):
@@ -5385,30 +5570,30 @@ _mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32":
 _edge_tensor_KERNEL = {"name": "edge_tensor", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_kernel_f32", "float64": "diagc_edge_tensor_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ())), "block": 128, "outputs": (("X", ("c",), (3, 3)),), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _skew_to_vector_KERNEL = {"name": "skew_to_vector", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_kernel_f32", "float64": "diagc_skew_to_vector_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)),), "block": 128, "outputs": (("v", ("c",), (3,)),), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _skew_to_vector_vjp_KERNEL = {"name": "skew_to_vector_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_vjp_kernel_f32", "float64": "diagc_skew_to_vector_vjp_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("d_v", ("c",), (3,))), "block": 128, "outputs": (("d_A", ("c",), (3, 3)),), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_vector_to_skew_SPEC = (_vector_to_skew_planned, vector_to_skew_vjp, (), (2,), None, _vector_to_skew_KERNEL)
-_vector_to_skew_vjp_SPEC = (_vector_to_skew_vjp_planned, vector_to_skew_vjp_vjp, (0,), (2, 3), None, _vector_to_skew_vjp_KERNEL)
-_vector_to_skew_vjp_vjp_SPEC = (_vector_to_skew_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, None)
-_vector_to_sym_SPEC = (_vector_to_sym_planned, vector_to_sym_vjp, (), (2,), None, _vector_to_sym_KERNEL)
-_vector_to_sym_vjp_SPEC = (_vector_to_sym_vjp_planned, vector_to_sym_vjp_vjp, (0,), (2, 3), None, _vector_to_sym_vjp_KERNEL)
-_vector_to_sym_vjp_vjp_SPEC = (_vector_to_sym_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, _vector_to_sym_vjp_vjp_KERNEL)
-_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (3,), None, _decompose_KERNEL)
-_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (3, 3, 3, 3), None, _decompose_vjp_KERNEL)
-_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 3, 3, 3), None, None)
-_tensor_norm_SPEC = (_tensor_norm_planned, tensor_norm_vjp, (), (3,), None, _tensor_norm_KERNEL)
-_tensor_norm_vjp_SPEC = (_tensor_norm_vjp_planned, tensor_norm_vjp_vjp, (0,), (3, 1), None, _tensor_norm_vjp_KERNEL)
-_tensor_norm_vjp_vjp_SPEC = (_tensor_norm_vjp_vjp_planned, None, (0, 1), (3, 1, 3), None, _tensor_norm_vjp_vjp_KERNEL)
-_matmul_o3_SPEC = (_matmul_o3_planned, matmul_o3_vjp, (), (3, 3), None, _matmul_o3_KERNEL)
-_matmul_o3_vjp_SPEC = (_matmul_o3_vjp_planned, matmul_o3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_o3_vjp_KERNEL)
-_matmul_o3_vjp_vjp_SPEC = (_matmul_o3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_o3_vjp_vjp_KERNEL)
-_mix_skew_SPEC = (_mix_skew_planned, mix_skew_vjp, (), (3, 2), None, _mix_skew_KERNEL)
-_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None)
-_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None)
-_edge_tensor_SPEC = (_edge_tensor_planned, edge_tensor_vjp, (), (1, 1, 1, 1), None, _edge_tensor_KERNEL)
-_edge_tensor_vjp_SPEC = (_edge_tensor_vjp_planned, edge_tensor_vjp_vjp, (0, 1, 2, 3), (1, 1, 1, 1, 3), None, None)
-_edge_tensor_vjp_vjp_SPEC = (_edge_tensor_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 3, 1, 1, 1, 1), None, None)
-_skew_to_vector_SPEC = (_skew_to_vector_planned, skew_to_vector_vjp, (), (3,), None, _skew_to_vector_KERNEL)
-_skew_to_vector_vjp_SPEC = (_skew_to_vector_vjp_planned, skew_to_vector_vjp_vjp, (0,), (3, 2), None, _skew_to_vector_vjp_KERNEL)
-_skew_to_vector_vjp_vjp_SPEC = (_skew_to_vector_vjp_vjp_planned, None, (0, 1), (3, 2, 3), None, None)
+_vector_to_skew_SPEC = (_vector_to_skew_planned, vector_to_skew_vjp, (), (2,), None, _vector_to_skew_KERNEL, None)
+_vector_to_skew_vjp_SPEC = (_vector_to_skew_vjp_planned, vector_to_skew_vjp_vjp, (0,), (2, 3), None, _vector_to_skew_vjp_KERNEL, None)
+_vector_to_skew_vjp_vjp_SPEC = (_vector_to_skew_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, None, None)
+_vector_to_sym_SPEC = (_vector_to_sym_planned, vector_to_sym_vjp, (), (2,), None, _vector_to_sym_KERNEL, None)
+_vector_to_sym_vjp_SPEC = (_vector_to_sym_vjp_planned, vector_to_sym_vjp_vjp, (0,), (2, 3), None, _vector_to_sym_vjp_KERNEL, None)
+_vector_to_sym_vjp_vjp_SPEC = (_vector_to_sym_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, _vector_to_sym_vjp_vjp_KERNEL, None)
+_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (3,), None, _decompose_KERNEL, None)
+_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (3, 3, 3, 3), None, _decompose_vjp_KERNEL, None)
+_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 3, 3, 3), None, None, None)
+_tensor_norm_SPEC = (_tensor_norm_planned, tensor_norm_vjp, (), (3,), None, _tensor_norm_KERNEL, None)
+_tensor_norm_vjp_SPEC = (_tensor_norm_vjp_planned, tensor_norm_vjp_vjp, (0,), (3, 1), None, _tensor_norm_vjp_KERNEL, None)
+_tensor_norm_vjp_vjp_SPEC = (_tensor_norm_vjp_vjp_planned, None, (0, 1), (3, 1, 3), None, _tensor_norm_vjp_vjp_KERNEL, None)
+_matmul_o3_SPEC = (_matmul_o3_planned, matmul_o3_vjp, (), (3, 3), None, _matmul_o3_KERNEL, None)
+_matmul_o3_vjp_SPEC = (_matmul_o3_vjp_planned, matmul_o3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_o3_vjp_KERNEL, None)
+_matmul_o3_vjp_vjp_SPEC = (_matmul_o3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_o3_vjp_vjp_KERNEL, None)
+_mix_skew_SPEC = (_mix_skew_planned, mix_skew_vjp, (), (3, 2), None, _mix_skew_KERNEL, None)
+_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None, (_mix_skew_vjp_batchrest_planned, _mix_skew_vjp_batch_summed, (1,), ((0, 0), (1, 0))))
+_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (_mix_skew_vjp_vjp_batchrest_planned, _mix_skew_vjp_vjp_batch_summed, (1,), ((0, 0), (1, 0), (0, 1))))
+_edge_tensor_SPEC = (_edge_tensor_planned, edge_tensor_vjp, (), (1, 1, 1, 1), None, _edge_tensor_KERNEL, None)
+_edge_tensor_vjp_SPEC = (_edge_tensor_vjp_planned, edge_tensor_vjp_vjp, (0, 1, 2, 3), (1, 1, 1, 1, 3), None, None, None)
+_edge_tensor_vjp_vjp_SPEC = (_edge_tensor_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 3, 1, 1, 1, 1), None, None, None)
+_skew_to_vector_SPEC = (_skew_to_vector_planned, skew_to_vector_vjp, (), (3,), None, _skew_to_vector_KERNEL, None)
+_skew_to_vector_vjp_SPEC = (_skew_to_vector_vjp_planned, skew_to_vector_vjp_vjp, (0,), (3, 2), None, _skew_to_vector_vjp_KERNEL, None)
+_skew_to_vector_vjp_vjp_SPEC = (_skew_to_vector_vjp_vjp_planned, None, (0, 1), (3, 2, 3), None, None, None)
 _KERNEL_SPECS = (_vector_to_skew_SPEC, _vector_to_skew_vjp_SPEC, _vector_to_sym_SPEC, _vector_to_sym_vjp_SPEC, _vector_to_sym_vjp_vjp_SPEC, _decompose_SPEC, _decompose_vjp_SPEC, _tensor_norm_SPEC, _tensor_norm_vjp_SPEC, _tensor_norm_vjp_vjp_SPEC, _matmul_o3_SPEC, _matmul_o3_vjp_SPEC, _matmul_o3_vjp_vjp_SPEC, _mix_skew_SPEC, _edge_tensor_SPEC, _skew_to_vector_SPEC, _skew_to_vector_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

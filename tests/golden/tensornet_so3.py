@@ -645,23 +645,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -706,6 +720,9 @@ class _Numpy(_Backend):
 
     def einsum_blas(self, spec, *operands):
         return self.xp.einsum(spec, *operands, optimize=True)
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
 
 class _Cupy(_Backend):
@@ -1618,9 +1635,9 @@ def matmul_so3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernel
 _matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
 _matmul_so3_vjp_KERNEL = {"name": "matmul_so3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_so3_vjp_vjp_KERNEL = {"name": "matmul_so3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
-_matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL)
-_matmul_so3_vjp_SPEC = (_matmul_so3_vjp_planned, matmul_so3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_so3_vjp_KERNEL)
-_matmul_so3_vjp_vjp_SPEC = (_matmul_so3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_so3_vjp_vjp_KERNEL)
+_matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL, None)
+_matmul_so3_vjp_SPEC = (_matmul_so3_vjp_planned, matmul_so3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_so3_vjp_KERNEL, None)
+_matmul_so3_vjp_vjp_SPEC = (_matmul_so3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_so3_vjp_vjp_KERNEL, None)
 _KERNEL_SPECS = (_matmul_so3_SPEC, _matmul_so3_vjp_SPEC, _matmul_so3_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module
