@@ -297,8 +297,8 @@ REST_SUFFIX = "_batchrest"
 
 def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
     """For a derivative diagram (``sum_to``): each output summed to a weight input whose every term
-    is a product of two inputs (no constant, no delta, no trace on one input) as a BatchSum; and the plan of the remaining
-    outputs. ((), None) when no output qualifies."""
+    is a product of two inputs (no constant, no delta, no trace on one input) as a BatchSum; and the
+    plan of the remaining outputs. ((), None) when no output qualifies."""
     if not diagram.sum_to:
         return (), None
     types = {t.name: t.type for t in diagram.inputs}
