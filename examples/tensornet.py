@@ -102,8 +102,11 @@ class GaussianSmearing(nn.Module):
 
 
 class ShiftedSoftplus(nn.Module):
+    # torchmd-net's shift is log 2 rounded to float32
+    shift = torch.log(torch.tensor(2.0)).item()
+
     def forward(self, x):
-        return nn.functional.softplus(x) - math.log(2.0)
+        return nn.functional.softplus(x) - self.shift
 
 
 class Swish(nn.Module):
@@ -262,7 +265,8 @@ class TensorNet(nn.Module):
         # the neighbour list always fits the pairs found: results are those of either static_shapes
         self.static_shapes = static_shapes
         act = ACTIVATIONS[activation]
-        self.distance_expansion = RBF[rbf_type](cutoff_lower, cutoff_upper, num_rbf, trainable_rbf)
+        # torchmd-net's initial values (computed in float32), held in dtype
+        self.distance_expansion = RBF[rbf_type](cutoff_lower, cutoff_upper, num_rbf, trainable_rbf).to(dtype)
         self.tensor_embedding = TensorEmbedding(hidden_channels, num_rbf, act, cutoff_lower, cutoff_upper, max_z, dtype)
         self.layers = nn.ModuleList(
             Interaction(num_rbf, hidden_channels, act, cutoff_lower, cutoff_upper, equivariance_invariance_group, dtype)
