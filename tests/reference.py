@@ -207,3 +207,64 @@ REFERENCES.update({
     ("spherical", "sph_to_sym2t"): sph_to_sym2t,
     ("spherical", "vec_to_sph"): vec_to_sph,
 })
+
+
+# ---------------------------------------------------------------------------------------------------
+# tensornet_layer.diag: torchmd-net's compose/decompose/products written out in numpy (compact parts
+# i, a, t with X = i delta + [a]x + sum_m t_m L2[m], L2 the explicit l = 2 basis above)
+# ---------------------------------------------------------------------------------------------------
+
+def _skew(a):
+    a0, a1, a2 = a[..., 0], a[..., 1], a[..., 2]
+    z = np.zeros_like(a0)
+    return np.stack([np.stack([z, -a2, a1], -1), np.stack([a2, z, -a0], -1), np.stack([-a1, a0, z], -1)], -2)
+
+
+def tl_compose(i, a, t):
+    i, a, t = (np.asarray(x) for x in (i, a, t))
+    return i[..., None, None] * np.eye(3) + _skew(a) + np.tensordot(t, _L2, axes=([-1], [0]))
+
+
+def tl_compose_mixed(i, a, t, W0, W1, W2, n0, n1, n2):
+    i2 = np.einsum("...c,...cd->...d", i, W0) * n0
+    a2 = np.einsum("...ck,...cd->...dk", a, W1) * np.asarray(n1)[..., None]
+    t2 = np.einsum("...cm,...cd->...dm", t, W2) * np.asarray(n2)[..., None]
+    return tl_compose(i2, a2, t2)
+
+
+def tl_project(X, s, W0, W1, W2):
+    X = np.asarray(X) * np.asarray(s)[..., None, None]
+    i = np.trace(X, axis1=-2, axis2=-1) / 3
+    a = 0.5 * np.stack([X[..., 2, 1] - X[..., 1, 2], X[..., 0, 2] - X[..., 2, 0], X[..., 1, 0] - X[..., 0, 1]], -1)
+    t = np.einsum("...ij,mij->...m", X, _L2)
+    return (np.einsum("...c,...cd->...d", i, W0), np.einsum("...ck,...cd->...dk", a, W1),
+            np.einsum("...cm,...cd->...dm", t, W2))
+
+
+def tl_parts_norm(i, a, t):
+    return 3 * np.asarray(i) ** 2 + 2 * (np.asarray(a) ** 2).sum(-1) + (np.asarray(t) ** 2).sum(-1)
+
+
+def tl_matmul_o3_scaled(M, Y, g):
+    return np.asarray(g)[..., None, None, None] * (np.asarray(M) @ Y + np.asarray(Y) @ M)
+
+
+def tl_residual(X, D, g):
+    return np.asarray(X) + D + np.asarray(g)[..., None, None, None] * (np.asarray(D) @ D)
+
+
+def tl_part_norms(X):
+    X = np.asarray(X)
+    eye = np.eye(3)
+    I = np.trace(X, axis1=-2, axis2=-1)[..., None, None] / 3 * eye
+    A = 0.5 * (X - np.swapaxes(X, -1, -2))
+    S = 0.5 * (X + np.swapaxes(X, -1, -2)) - I
+    return (I**2).sum((-1, -2)), (A**2).sum((-1, -2)), (S**2).sum((-1, -2))
+
+
+def tl_edge_sph2(r):
+    return np.einsum("...i,mij,...j->...m", r, _L2, r)
+
+
+REFERENCES.update({("tensornet_layer", name[3:]): fn for name, fn in list(globals().items())
+                   if name.startswith("tl_")})
