@@ -163,7 +163,7 @@ def test_bad_arguments():
 def test_energy_conservation_velocity_verlet():
     """1,000 velocity-Verlet steps (dt = 2e-3) of a 4-atom molecule on the model's energy plus a
     weak harmonic tether (so the atoms stay within the cutoff), float64, one thread: the total
-    energy stays within 1e-3 of its start while the kinetic energy swings by more than 0.01 (the
+    energy stays within 1e-4 of its start while the kinetic energy swings by more than 0.01 (the
     dynamics is not trivial); with the forces 10% too strong the drift is 10 times larger (the check
     can fail)."""
     _, ours = pair(8, hidden_channels=4, num_layers=1, num_rbf=4, cutoff_upper=3.0)
@@ -204,5 +204,5 @@ def test_energy_conservation_velocity_verlet():
     drift = np.abs(totals - totals[0]).max()
     swing, wrong_drift = kinetic.max() - kinetic.min(), np.abs(wrong - wrong[0]).max()
     assert swing > 0.01, swing
-    assert drift < 1e-3, drift
+    assert drift < 1e-4, drift  # measured: 3.2e-6, the kinetic swing 0.78
     assert wrong_drift > 10 * drift, (wrong_drift, drift)
