@@ -2353,23 +2353,37 @@ class _Backend:
     def differentiable(self, args):
         return False
 
+    def exact(self, x):
+        return False
+
     def evaluate(self, spec, args, out, fused, body=None):
+        weights = spec[6] if body is None else None  # the array code only
         body = body or spec[0]
         sum_to, trailing = spec[2], spec[3]
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-        direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        try:
+            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+            direct = False
         if out is not None and direct:  # nothing to sum: written in place by the emitted code
             return body(*args, out=out, fused=fused)
-        if out is not None:  # checked before any work
-            out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        result = body(*args, fused=fused)
+        if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
+                and not self.exact(args[0]):
+            summed = weights[1](self, *args)
+            rest = () if weights[0] is None else weights[0](*args, fused=fused)
+            rest = rest if isinstance(rest, tuple) else (rest,)
+            result = tuple((rest, summed)[source][k] for source, k in weights[3])
+        else:
+            result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
         results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
         if out is None:
             return results if len(results) > 1 else results[0]
+        # out= checked after the inputs (the emitted code checks them first), before it is written
+        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
         for o, r in zip(out, results):
             self.copyto(o, r)
         return out if len(out) > 1 else out[0]
@@ -2424,6 +2438,9 @@ class _Numpy(_Backend):
 
             return Fraction(numerator, denominator)
         return numerator / denominator
+
+    def exact(self, x):
+        return x.dtype.hasobject
 
     def diagonal(self, x):
         return self.xp.einsum("...ii->...i", x)  # numpy's einsum gives a writeable view
@@ -2524,8 +2541,11 @@ class _Torch(_Compiling):
         self.xp.mul(x, y, out=out)
 
     def matmul_flat(self, w, x, n, out=None):
-        axes = "ijklmnopqrstuvwxyz"[:n]
-        result = self.xp.einsum(f"...ad,...d{axes}->...a{axes}", w, x)
+        moved = self.xp.movedim(x, -n - 1, -1).contiguous()
+        wt = w.transpose(-1, -2)
+        if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
+            wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
+        result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
         if out is None:
             return result
         self.copyto(out, result)
@@ -5875,30 +5895,30 @@ _part_norms_vjp_vjp_KERNEL = {"name": "part_norms_vjp_vjp", "kind": "elementwise
 _edge_sph2_KERNEL = {"name": "edge_sph2", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_kernel_f32", "float64": "diagc_edge_sph2_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("t", (), (5,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1280, "float64": 640}}
 _edge_sph2_vjp_KERNEL = {"name": "edge_sph2_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_vjp_kernel_f32", "float64": "diagc_edge_sph2_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_r", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2048, "float64": 1024}}
 _edge_sph2_vjp_vjp_KERNEL = {"name": "edge_sph2_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_vjp_vjp_kernel_f32", "float64": "diagc_edge_sph2_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_t", (), (5,)), ("d_d_r", (), (3,))), "block": 128, "outputs": (("dd_r", (), (3,)), ("d_d_t", (), (5,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}
-_compose_SPEC = (_compose_planned, compose_vjp, (), (1, 2, 2), None, _compose_KERNEL)
-_compose_vjp_SPEC = (_compose_vjp_planned, compose_vjp_vjp, (0, 1, 2), (1, 2, 2, 3), None, _compose_vjp_KERNEL)
-_compose_vjp_vjp_SPEC = (_compose_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 3, 1, 2, 2), None, None)
-_compose_mixed_SPEC = (_compose_mixed_planned, compose_mixed_vjp, (), (1, 2, 2, 2, 2, 2, 1, 1, 1), None, None)
-_compose_mixed_vjp_SPEC = (_compose_mixed_vjp_planned, compose_mixed_vjp_vjp, (0, 1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3), None, None)
-_compose_mixed_vjp_vjp_SPEC = (_compose_mixed_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3, 1, 2, 2, 2, 2, 2, 1, 1, 1), None, None)
-_project_SPEC = (_project_planned, project_vjp, (), (3, 1, 2, 2, 2), None, _project_KERNEL)
-_project_vjp_SPEC = (_project_vjp_planned, project_vjp_vjp, (0, 1, 2, 3, 4), (3, 1, 2, 2, 2, 1, 2, 2), None, None)
-_project_vjp_vjp_SPEC = (_project_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7), (3, 1, 2, 2, 2, 1, 2, 2, 3, 1, 2, 2, 2), None, None)
-_parts_norm_SPEC = (_parts_norm_planned, parts_norm_vjp, (), (1, 2, 2), None, _parts_norm_KERNEL)
-_parts_norm_vjp_SPEC = (_parts_norm_vjp_planned, parts_norm_vjp_vjp, (0, 1, 2), (1, 2, 2, 1), None, _parts_norm_vjp_KERNEL)
-_parts_norm_vjp_vjp_SPEC = (_parts_norm_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 1, 1, 2, 2), None, _parts_norm_vjp_vjp_KERNEL)
-_matmul_o3_scaled_SPEC = (_matmul_o3_scaled_planned, matmul_o3_scaled_vjp, (), (3, 3, 0), None, _matmul_o3_scaled_KERNEL)
-_matmul_o3_scaled_vjp_SPEC = (_matmul_o3_scaled_vjp_planned, matmul_o3_scaled_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, None)
-_matmul_o3_scaled_vjp_vjp_SPEC = (_matmul_o3_scaled_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, None)
-_residual_SPEC = (_residual_planned, residual_vjp, (), (3, 3, 0), None, _residual_KERNEL)
-_residual_vjp_SPEC = (_residual_vjp_planned, residual_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, None)
-_residual_vjp_vjp_SPEC = (_residual_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, None)
-_part_norms_SPEC = (_part_norms_planned, part_norms_vjp, (), (3,), None, _part_norms_KERNEL)
-_part_norms_vjp_SPEC = (_part_norms_vjp_planned, part_norms_vjp_vjp, (0,), (3, 1, 1, 1), None, _part_norms_vjp_KERNEL)
-_part_norms_vjp_vjp_SPEC = (_part_norms_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 1, 1, 1, 3), None, _part_norms_vjp_vjp_KERNEL)
-_edge_sph2_SPEC = (_edge_sph2_planned, edge_sph2_vjp, (), (1,), None, _edge_sph2_KERNEL)
-_edge_sph2_vjp_SPEC = (_edge_sph2_vjp_planned, edge_sph2_vjp_vjp, (0,), (1, 1), None, _edge_sph2_vjp_KERNEL)
-_edge_sph2_vjp_vjp_SPEC = (_edge_sph2_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, _edge_sph2_vjp_vjp_KERNEL)
+_compose_SPEC = (_compose_planned, compose_vjp, (), (1, 2, 2), None, _compose_KERNEL, None)
+_compose_vjp_SPEC = (_compose_vjp_planned, compose_vjp_vjp, (0, 1, 2), (1, 2, 2, 3), None, _compose_vjp_KERNEL, None)
+_compose_vjp_vjp_SPEC = (_compose_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 3, 1, 2, 2), None, None, None)
+_compose_mixed_SPEC = (_compose_mixed_planned, compose_mixed_vjp, (), (1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, None)
+_compose_mixed_vjp_SPEC = (_compose_mixed_vjp_planned, compose_mixed_vjp_vjp, (0, 1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3), None, None, None)
+_compose_mixed_vjp_vjp_SPEC = (_compose_mixed_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3, 1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, None)
+_project_SPEC = (_project_planned, project_vjp, (), (3, 1, 2, 2, 2), None, _project_KERNEL, None)
+_project_vjp_SPEC = (_project_vjp_planned, project_vjp_vjp, (0, 1, 2, 3, 4), (3, 1, 2, 2, 2, 1, 2, 2), None, None, None)
+_project_vjp_vjp_SPEC = (_project_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7), (3, 1, 2, 2, 2, 1, 2, 2, 3, 1, 2, 2, 2), None, None, None)
+_parts_norm_SPEC = (_parts_norm_planned, parts_norm_vjp, (), (1, 2, 2), None, _parts_norm_KERNEL, None)
+_parts_norm_vjp_SPEC = (_parts_norm_vjp_planned, parts_norm_vjp_vjp, (0, 1, 2), (1, 2, 2, 1), None, _parts_norm_vjp_KERNEL, None)
+_parts_norm_vjp_vjp_SPEC = (_parts_norm_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 1, 1, 2, 2), None, _parts_norm_vjp_vjp_KERNEL, None)
+_matmul_o3_scaled_SPEC = (_matmul_o3_scaled_planned, matmul_o3_scaled_vjp, (), (3, 3, 0), None, _matmul_o3_scaled_KERNEL, None)
+_matmul_o3_scaled_vjp_SPEC = (_matmul_o3_scaled_vjp_planned, matmul_o3_scaled_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, None, None)
+_matmul_o3_scaled_vjp_vjp_SPEC = (_matmul_o3_scaled_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, None, None)
+_residual_SPEC = (_residual_planned, residual_vjp, (), (3, 3, 0), None, _residual_KERNEL, None)
+_residual_vjp_SPEC = (_residual_vjp_planned, residual_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, None, None)
+_residual_vjp_vjp_SPEC = (_residual_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, None, None)
+_part_norms_SPEC = (_part_norms_planned, part_norms_vjp, (), (3,), None, _part_norms_KERNEL, None)
+_part_norms_vjp_SPEC = (_part_norms_vjp_planned, part_norms_vjp_vjp, (0,), (3, 1, 1, 1), None, _part_norms_vjp_KERNEL, None)
+_part_norms_vjp_vjp_SPEC = (_part_norms_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 1, 1, 1, 3), None, _part_norms_vjp_vjp_KERNEL, None)
+_edge_sph2_SPEC = (_edge_sph2_planned, edge_sph2_vjp, (), (1,), None, _edge_sph2_KERNEL, None)
+_edge_sph2_vjp_SPEC = (_edge_sph2_vjp_planned, edge_sph2_vjp_vjp, (0,), (1, 1), None, _edge_sph2_vjp_KERNEL, None)
+_edge_sph2_vjp_vjp_SPEC = (_edge_sph2_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, _edge_sph2_vjp_vjp_KERNEL, None)
 _KERNEL_SPECS = (_compose_SPEC, _compose_vjp_SPEC, _project_SPEC, _parts_norm_SPEC, _parts_norm_vjp_SPEC, _parts_norm_vjp_vjp_SPEC, _matmul_o3_scaled_SPEC, _residual_SPEC, _part_norms_SPEC, _part_norms_vjp_SPEC, _part_norms_vjp_vjp_SPEC, _edge_sph2_SPEC, _edge_sph2_vjp_SPEC, _edge_sph2_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module
