@@ -61,7 +61,33 @@ class BinOp:
     pos: Position
 
 
-Expr = Number | Factor | Constant | Neg | BinOp
+@dataclass(frozen=True)
+class Call:
+    """A function of invariants applied to arguments: a built-in (``silu(x)``, ``rsqrt(x)``), a user
+    function declared ``phi: fn(n -> m)`` with its output number ``select`` (``phi(a, b)[1]``), or the
+    reciprocal ``recip`` that ``a / (expr)`` becomes (division by anything but a number)."""
+
+    name: str
+    args: tuple["Expr", ...]
+    select: int | None
+    pos: Position
+
+
+Expr = Number | Factor | Constant | Neg | BinOp | Call
+
+
+@dataclass(frozen=True)
+class FnType:
+    """The type of a user function argument: ``fn(n_in -> n_out)``, a callable of the array library
+    from n_in invariants (stacked on a last axis) to n_out invariants (on a last axis)."""
+
+    n_in: int
+    n_out: int
+    family = "fn"
+    channels = ()
+
+    def __str__(self) -> str:
+        return f"fn({self.n_in} -> {self.n_out})"
 
 
 @dataclass(frozen=True)

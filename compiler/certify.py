@@ -355,6 +355,8 @@ def prove_source(source: str, filename: str):
     }
     if graphs:
         cert["graphs"] = [graph_claim(g) for g in graphs.values()]
+    if program.composites:  # diagrams with function nodes: their stages are proved above
+        cert["functions"] = function_axioms(program)
     return cert, module_text, program
 
 
@@ -375,6 +377,37 @@ def graph_claim(g) -> dict:
         "parts": [p.name for p in (g.edge_part, g.node_part) if p is not None],
         "axiom": GRAPH_AXIOM,
     }
+
+
+
+#: the axiom a function node is taken as (the stage after it receives its results as typed inputs)
+FUNCTION_AXIOM = ("a function of invariants is invariant: its arguments are outputs of a proved stage "
+                  "(declared scalar, or pscalar into an odd function), its results enter the next stage as "
+                  "inputs of the type stated")
+
+
+def function_axioms(program) -> list:
+    """For each diagram with function nodes: its stages in order (each proved as a diagram of this
+    certificate) and each function node, stated as an axiom with its typed arguments and results."""
+    from .functions import shown
+    from .ir import Apply, Sum
+
+    out = []
+    for c in program.composites:
+        steps = []
+        for step in c.steps:
+            if isinstance(step, Sum):  # a sum of invariants (broadcast over channel axes) is invariant
+                steps.append({"sum": [p.name for p in step.parts], "result": {"name": step.target.name,
+                                                                             "type": str(step.target.type)}})
+            elif isinstance(step, Apply):
+                steps.append({"apply": shown(step.function), "builtin": step.builtin,
+                              "arguments": [{"name": a.name, "type": str(a.type)} for a in step.arguments],
+                              "results": [{"name": r.name, "type": str(r.type)} for r in step.results],
+                              "axiom": FUNCTION_AXIOM})
+            else:
+                steps.append({"stage": step})
+        out.append({"name": c.name, "steps": steps})
+    return out
 
 
 AGREEMENT_TOLERANCE = 1e-10
@@ -617,6 +650,8 @@ def _verify(cert: dict, folder: Path) -> str:
     declared = {d.name: d for d in program.diagrams}
     verdicts = {v.diagram: v for v in check_program(program)}
     module = module_from_text(module_text, "certified")
+    if cert.get("functions", []) != (function_axioms(program) if program.composites else []):
+        failures.append("the function nodes (stages and axioms) claimed differ from the source's")
     if [d["name"] for d in cert["diagrams"]] != list(declared):
         raise CertificateError("the certificate does not cover exactly the source's diagrams and their "
                                "derivatives (NAME_vjp)")

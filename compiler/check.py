@@ -59,7 +59,17 @@ class Verdict:
 
 
 def check_program(program: Program) -> list[Verdict]:
-    return [check_diagram(d) for d in program.diagrams]
+    verdicts = [check_diagram(d) for d in program.diagrams]
+    if program.composites:  # a diagram with function nodes: an input no stage uses is unused
+        from dataclasses import replace
+
+        from .functions import unused_composite_inputs
+
+        index = {v.diagram: k for k, v in enumerate(verdicts)}
+        for c in program.composites:
+            k = index[c.steps[-1]]
+            verdicts[k] = replace(verdicts[k], warnings=verdicts[k].warnings + unused_composite_inputs(c, program))
+    return verdicts
 
 
 def check_diagram(diagram: Diagram) -> Verdict:

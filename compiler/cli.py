@@ -157,6 +157,7 @@ def _check(args) -> int:
                 print(str(err), file=sys.stderr)
             continue
         file_code = 0
+        first_stage = {c.steps[0]: c for c in program.composites}
         for verdict in check_program(program):
             entry["diagrams"].append(_verdict_json(verdict))
             entry["warnings"] += [w.as_dict() for w in verdict.warnings]
@@ -167,6 +168,10 @@ def _check(args) -> int:
                 file_code = max(file_code, verdict.error.exit_code)
             if args.json:
                 continue
+            if verdict.diagram in first_stage:
+                from .functions import composite_summary
+
+                print(composite_summary(first_stage[verdict.diagram]))
             if verdict.ok:
                 print(verdict.summary())
                 if args.verbose:
@@ -192,9 +197,16 @@ def _warn_unused(source: str, path: str) -> None:
     """Unused inputs, on stderr (the source has already compiled: lowering it again is cheap)."""
     from .check import unused_inputs
 
-    for diagram in lower_source(source, path).diagrams:
+    program = lower_source(source, path)
+    for diagram in program.diagrams:
         for warning in unused_inputs(diagram):
             print(str(warning), file=sys.stderr)
+    if program.composites:
+        from .functions import unused_composite_inputs
+
+        for c in program.composites:
+            for warning in unused_composite_inputs(c, program):
+                print(str(warning), file=sys.stderr)
 
 
 def _verdict_json(verdict) -> dict:
@@ -349,6 +361,10 @@ def _grad(args) -> int:
         if args.order == 2:
             diagrams.append(vjp_diagram(first))
     header = f"# Derivative diagrams of {args.file}, written by diagc grad"
+    for c in program.composites:  # its stages' derivatives are printed; the functions' are not diagrams
+        stages = ", ".join(s for s in c.steps if isinstance(s, str))
+        header += (f"\n# {c.name} applies functions of invariants: {c.name}_vjp chains the derivatives of its "
+                   f"stages ({stages}) below with the functions' derivatives (internal names: not .diag input)")
     if skipped:
         header += f"\n# no derivative diagram for a stacked basis: {', '.join(skipped)}"
     sys.stdout.write(diag_text(diagrams, program.group, header))

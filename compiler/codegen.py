@@ -130,7 +130,9 @@ def generate_python(program: Program) -> str:
     from .graph import split_program
     from .grad import with_derivatives
 
-    source_names = [d.name for d in program.diagrams]
+    stage_of = program.stage_of()
+    source_names = [d.name for d in program.diagrams if d.name not in stage_of]
+    source_names += [c.name for c in program.composites]
     program, graphs = split_program(program)  # graph diagrams: their edge and node diagrams
     program = with_derivatives(program, checked=True)
     printer = PythonPrinter()
@@ -169,6 +171,12 @@ def generate_python(program: Program) -> str:
             if vjp_text is not None:
                 functions.append(vjp_text)
                 exports.append(g.diagram.name + "_vjp")
+    if program.composites:  # diagrams with function nodes: the functions chaining their stages
+        from .fnemit import lower_composite
+
+        for c in program.composites:
+            functions += [printer.doprint(f) for f in lower_composite(c, program, frozenset(by_name))]
+            exports += [c.name, c.name + "_vjp"]
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:

@@ -145,8 +145,17 @@ class Literal:
     value: object
 
 
+@dataclass(frozen=True)
+class Invoke:
+    """A function of the module (a stage, a runtime helper): ``function(args, name=value, ...)``."""
+
+    function: str
+    args: tuple
+    keywords: tuple = ()  # of (name, Expr)
+
+
 Expr = Union[Ref, Table, Int, Real, Rational, Str, Shape, Index, Mul, SignedSum, Paren, MatMul, Tuple, Call,
-             Einsum, Item, Literal]
+             Einsum, Item, Literal, Invoke]
 
 
 # ---- statements ----------------------------------------------------------------------------------
@@ -233,8 +242,20 @@ class EinsumInto:
     blas: bool
 
 
+@dataclass(frozen=True)
+class Evaluate:
+    """value computed for its effect only (an argument check that raises)."""
+
+    value: Expr
+
+
+@dataclass(frozen=True)
+class Return:
+    value: Expr
+
+
 Stmt = Union[Assign, AddInPlace, ScaleInPlace, AddDiagonal, CopyInto, BinaryInto, NegateInto, MatmulInto,
-             FlatMatmulInto, EinsumInto]
+             FlatMatmulInto, EinsumInto, Evaluate, Return]
 
 
 # ---- the decisions, recorded ---------------------------------------------------------------------
@@ -278,6 +299,19 @@ class FunctionProgram:
     reuses: tuple[Reuse, ...] = ()
     shared_eyes: tuple[SharedEye, ...] = ()
     unbatched: bool = True
+
+
+@dataclass(frozen=True)
+class ChainFunction:
+    """A function of straight-line statements around calls of other functions of the module: a
+    diagram with function nodes (its stages and the function applications between them) and its
+    derivative, lowered by :mod:`compiler.fnemit`."""
+
+    name: str
+    params: tuple[str, ...]
+    keywords: tuple  # of (name, default Expr), after '*'
+    doc: str
+    body: tuple  # of Stmt
 
 
 EYE = Table("eye")

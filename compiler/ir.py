@@ -330,11 +330,76 @@ class Diagram:
     irreps: tuple[IrrepsTensor, ...] = ()
 
 
+#: the built-in functions of invariants: name -> whether it is odd (f(-x) = -f(x)), so that it may take
+#: an odd scalar (a pseudoscalar) and give one; ``recip`` is what ``a / (expr)`` becomes
+BUILTIN_FUNCTIONS = {"silu": False, "sigmoid": False, "tanh": True, "exp": False, "sqrt": False,
+                     "rsqrt": False, "recip": True}
+
+
+@dataclass(frozen=True)
+class FnInput:
+    """A user function argument ``phi: fn(n_in -> n_out)``: a callable of the array library taking the
+    n_in invariants stacked on a new last axis and giving n_out on a last axis."""
+
+    name: str
+    n_in: int
+    n_out: int
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Apply:
+    """``results = function(arguments)``, elementwise over batch and channel axes. ``arguments`` are
+    outputs of an earlier stage (invariants, proved by that stage's check), ``results`` inputs of a
+    later one (invariant by type: the axiom of a function node). A user function's arguments are
+    broadcast to the results' channel axes (``channels``: for each argument, the position of each of
+    its channel axes among the results')."""
+
+    function: str  # a key of BUILTIN_FUNCTIONS, or the name of an FnInput
+    builtin: bool
+    arguments: tuple[Tensor, ...]
+    results: tuple[Tensor, ...]
+    channels: tuple[tuple[int, ...], ...]
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Sum:
+    """``target = sum(parts)``, an argument whose terms carry different channel indices (``1 + v[c,k]
+    v[c,k]``): each part is an output of a stage, with its channel axes at positions ``channels`` of
+    the target's, broadcast over the others."""
+
+    target: Tensor
+    parts: tuple[Tensor, ...]
+    channels: tuple[tuple[int, ...], ...]
+    pos: Position | None = field(default=None, compare=False)
+
+
+@dataclass(frozen=True)
+class Composite:
+    """A diagram with function nodes: pure stages (diagrams of the program, by name) and function
+    applications between them, run in order. ``inputs`` are the declared arguments in order (tensors
+    and functions); the last stage gives ``outputs``."""
+
+    name: str
+    group: str
+    inputs: tuple[Tensor | FnInput, ...]
+    outputs: tuple[Tensor, ...]
+    steps: tuple[str | Apply | Sum, ...]
+    pos: Position | None = field(default=None, compare=False)
+
+
 @dataclass(frozen=True)
 class Program:
-    """A lowered .diag file."""
+    """A lowered .diag file. A diagram with function nodes is a :class:`Composite` in ``composites``
+    whose stages are diagrams of ``diagrams`` (named ``_NAME_s0``, ``_NAME_s1``, ...)."""
 
     filename: str
     source: str = field(repr=False)
     group: str
     diagrams: tuple[Diagram, ...]
+    composites: tuple[Composite, ...] = ()
+
+    def stage_of(self) -> dict[str, str]:
+        """Each stage diagram's name -> the name of the composite it belongs to."""
+        return {step: c.name for c in self.composites for step in c.steps if isinstance(step, str)}

@@ -18,10 +18,11 @@ from .constants import Constant
 from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
 from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
                  Tensor, TensorNetwork, axis_kinds, constant_axes)
-from .ir import BasisInfo, IrrepsTensor, Renamed, base_name
+from .ir import BUILTIN_FUNCTIONS, Apply, BasisInfo, Composite, FnInput, IrrepsTensor, Renamed, base_name
 from .graph import validate as graph_errors
 from .types import Irrep
 from .parser import did_you_mean, parse, parse_collecting
+from .types import TensorType
 
 MAX_TERMS = 4096
 MAX_INDICES = 52  # distinct indices in one term (einsum letters)
@@ -87,7 +88,7 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
     """The program of every diagram that lowers, and the errors of the others (each equation of a
     diagram is lowered, so one diagram may give several)."""
     seen: dict[str, Position] = {}
-    diagrams, errors = [], []
+    diagrams, errors, composites = [], [], []
     for d in module.diagrams:
         if d.name in seen:
             errors.append(DiagNameError(f"diagram '{d.name}' is defined twice (first at line {seen[d.name].line})",
@@ -102,6 +103,12 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                 diagram = lowering.run()
                 if lowering.errors:
                     errors.extend(lowering.errors)
+                elif lowering.calls or lowering.fns:
+                    from .functions import stages
+
+                    composite, parts = stages(lowering, diagram)
+                    composites.append(composite)
+                    diagrams.extend(parts)
                 else:
                     shape_errors = graph_errors(diagram)  # a graph diagram's terms must be gathers/scatters
                     errors.extend(shape_errors)
@@ -109,7 +116,7 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                         diagrams.append(diagram)
         except DiagError as err:
             errors.append(err)
-    return Program(module.filename, module.source, module.group, tuple(diagrams)), errors
+    return Program(module.filename, module.source, module.group, tuple(diagrams), tuple(composites)), errors
 
 
 class _Skip(Exception):
@@ -122,7 +129,12 @@ class _DiagramLowering:
         self.group = group
         #: irreps tensors of the signature; each stands for its blocks (name_lp: sph(lp)[mul])
         self.irreps = {p.name: p for p in diagram.inputs + diagram.outputs if p.type.family == "irreps"}
-        self.inputs = {q.name: q for p in diagram.inputs for q in _blocks(p)}
+        self.inputs = {q.name: q for p in diagram.inputs if not isinstance(p.type, ast.FnType) for q in _blocks(p)}
+        self.fns = {p.name: p for p in diagram.inputs if isinstance(p.type, ast.FnType)}
+        self.calls: list = []  # functions.CallSite, in the order they were written
+        self.results: dict[str, TensorType] = {}  # a function result's internal name -> its type
+        self.call_keys: list = []  # (CallSite, what it applies to, its channel labels): written twice, one call
+        self.eq_counts: dict[str, int] = {}  # index name -> occurrences in the equation being lowered
         self.outputs = {q.name: q for p in diagram.outputs for q in _blocks(p)}
         self.defined: dict[str, tuple[tuple[str, ...], list[_Product]]] = {}
         self.fresh = 0
@@ -144,7 +156,10 @@ class _DiagramLowering:
                     self.errors.append(DiagNameError(
                         f"block '{q.name}' of irreps tensor '{p.name}' has the name of another tensor", names[q.name]))
         for p in d.outputs:
-            if p.type.family == "weight":
+            if p.type.family == "fn":
+                self.errors.append(DiagTypeError(f"output '{p.name}' cannot be a function: functions are inputs "
+                                                 "only", p.type_pos))
+            elif p.type.family == "weight":
                 self.errors.append(DiagTypeError(f"output '{p.name}' cannot be a weight: weights are inputs only",
                                                  p.type_pos, "declare it with its geometric type, e.g. scalar[c]"))
         if self.errors:
@@ -223,6 +238,9 @@ class _DiagramLowering:
         for k, index in enumerate(eq.indices):
             if index.name in lhs[:k]:
                 raise DiagTypeError(f"index '{index.name}' appears twice on the left-hand side", index.pos)
+        from .functions import index_counts
+
+        self.eq_counts = index_counts(eq.expr, eq.indices)
         try:
             products = self.expand(eq.expr)
         except RecursionError:
@@ -259,8 +277,13 @@ class _DiagramLowering:
                 kind, typ = occ.name, _CONSTANTS[occ.name]
             elif occ.name in self.inputs:
                 kind, typ = "input", self.inputs[occ.name].type
+            elif occ.name in self.results:  # a function's result: an invariant input of a later stage
+                kind, typ = "input", self.results[occ.name]
             elif occ.name in self.outputs:
                 raise DiagNameError(f"output '{occ.name}' is used before it is assigned", occ.pos)
+            elif occ.name in self.fns:
+                raise DiagTypeError(f"'{occ.name}' is a function ({self.fns[occ.name].type}): apply it to "
+                                    f"invariants, e.g. {occ.name}(a[i] a[i])", occ.pos)
             else:
                 known = list(self.inputs) + [n for n in self.outputs if n in self.defined] + list(_CONSTANTS)
                 raise DiagNameError(f"unknown tensor '{occ.name}' in diagram '{self.d.name}'", occ.pos,
@@ -318,6 +341,10 @@ class _DiagramLowering:
             return [_Product(Fraction(1), (self.constant(expr),), expr.pos)]
         if isinstance(expr, ast.Neg):
             return [_Product(-p.coefficient, p.factors, p.pos) for p in self.expand(expr.operand)]
+        if isinstance(expr, ast.Call):
+            from .functions import lower_call
+
+            return [_Product(Fraction(1), (lower_call(self, expr),), expr.pos)]
         left = self.expand(expr.left)
         if expr.op == "/":
             return [_Product(p.coefficient / expr.right.value, p.factors, p.pos) for p in left]
@@ -394,6 +421,11 @@ def lower_basis(decl: ast.Basis, group: str) -> Diagram:
         if p.type.family == "irreps":
             raise DiagTypeError(f"a basis takes Cartesian and sph(lp) types, not {p.type}: enumerate per irrep "
                                 "(each block of an irreps tensor is a sph(lp) with a channel axis)", p.type_pos)
+    for i in decl.inputs:
+        if i.param.type.family == "fn":
+            raise DiagTypeError(f"input '{i.param.name}' of basis '{decl.name}' is a function: a basis enumerates "
+                                "contractions of tensors; apply functions of invariants in a diagram",
+                                i.param.type_pos)
     for k, i in enumerate(decl.inputs):
         if i.param.name in names[:k] or i.param.name == decl.output.name:
             raise DiagNameError(f"'{i.param.name}' is declared twice in basis '{decl.name}'", i.param.pos)

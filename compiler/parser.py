@@ -55,6 +55,7 @@ _NAMES = {
     "__ANON_0": "'->'",
     "__ANON_1": "'<='",
     "CONSTNAME": "cg or P",
+    "CALLNAME": "a name",  # a name directly followed by "(": a function call
     "CIRCUMFLEX": "'^'",
     "$END": "end of file",
 }
@@ -70,7 +71,7 @@ class _AdjacentName(Exception):
 
 
 _NUMBER_TOKENS = ("INT", "DECIMAL")
-_NAME_TOKENS = ("NAME", "CONSTNAME")
+_NAME_TOKENS = ("NAME", "CONSTNAME", "CALLNAME")
 
 
 class _Postlex:
@@ -198,7 +199,31 @@ class _ToAst(Transformer):
 
     def type(self, items):
         name, args, channels = items
+        if isinstance(args, _FnArgs) or str(name) == "fn":
+            return self._fn_type(name, args, channels)
         return self._type(str(name), args, channels, self._pos(name))
+
+    def _fn_type(self, name, args, channels):
+        """``fn(n -> m)``: a user function passed at call time."""
+        pos = self._pos(name)
+        if str(name) != "fn":
+            self.errors.append(DiagTypeError(f"'{name}(n -> m)': only 'fn' takes '(n -> m)'", pos))
+            return make_type("scalar", None, None), pos
+        if not isinstance(args, _FnArgs):
+            self.errors.append(DiagTypeError("a function argument is declared with its numbers of arguments and "
+                                             "results: fn(n -> m)", pos, "e.g. 'phi: fn(3 -> 2)'"))
+            return make_type("scalar", None, None), pos
+        if channels is not None:
+            self.errors.append(DiagTypeError("a function argument has no channel axes: it applies elementwise",
+                                             pos))
+        if not (1 <= args.n_in <= MAX_FN_ARITY and 1 <= args.n_out <= MAX_FN_ARITY):
+            self.errors.append(DiagTypeError(f"fn({args.n_in} -> {args.n_out}): a function takes and gives "
+                                             f"1 to {MAX_FN_ARITY} invariants", pos))
+        return ast.FnType(args.n_in, args.n_out), pos
+
+    def fn_args(self, items):
+        n_in, n_out = items
+        return _FnArgs(int(n_in), int(n_out))
 
     def _type(self, name, args, channels, pos):
         chan_names = None
@@ -279,10 +304,25 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def div(self, meta, items):
         left, right = items
-        if right.value == 0:
-            self.errors.append(DiagSyntaxError("division by zero", right.pos))
-            return left
-        return ast.BinOp("/", left, right, _expr_pos(left))
+        if isinstance(right, ast.Number):
+            if right.value == 0:
+                self.errors.append(DiagSyntaxError("division by zero", right.pos))
+                return left
+            return ast.BinOp("/", left, right, _expr_pos(left))
+        # division by an expression: times its reciprocal, a function of an invariant
+        return ast.BinOp("*", left, ast.Call("recip", (right,), None, _expr_pos(right)), _expr_pos(left))
+
+    def call(self, items):
+        name, *args, select = items
+        pos = self._pos(name)
+        chosen = None
+        if select is not None:
+            chosen = int(select)
+        return ast.Call(str(name), tuple(args), chosen, pos)
+
+    def select(self, items):
+        (tok,) = items
+        return tok
 
     @v_args(meta=True)
     def neg(self, meta, items):
@@ -311,6 +351,17 @@ def _type_help(name: str, args) -> str | None:
     if name not in TYPE_NAMES:
         return did_you_mean(name, TYPE_NAMES, TYPE_ALIASES)
     return None
+
+
+#: the most arguments or results of a user function ``fn(n -> m)``
+MAX_FN_ARITY = 64
+
+
+class _FnArgs:
+    """``(n -> m)`` after a type name, while transforming (only ``fn`` takes it)."""
+
+    def __init__(self, n_in: int, n_out: int):
+        self.n_in, self.n_out = n_in, n_out
 
 
 def _expr_pos(expr) -> Position:

@@ -264,6 +264,65 @@ class _Backend:
         """The cotangent of a stacked result split into one per stacked output."""
         return tuple(self.xp.moveaxis(g, axis, 0)[k] for k in range(n))
 
+    # -- functions of invariants (diagrams with function nodes), elementwise -----------------------
+    def silu(self, x):
+        return x * self.sigmoid(x)
+
+    def sigmoid(self, x):
+        """1/(1 + exp(-x)) without overflow."""
+        return 0.5 * (1 + self.xp.tanh(0.5 * x))
+
+    def tanh(self, x):
+        return self.xp.tanh(x)
+
+    def exp(self, x):
+        return self.xp.exp(x)
+
+    def sqrt(self, x):
+        return self.xp.sqrt(x)
+
+    def rsqrt(self, x):
+        return 1 / self.xp.sqrt(x)
+
+    def recip(self, x):
+        """1/x (a division by an invariant), exact for arrays of Python objects."""
+        return 1 / x
+
+    # their derivatives written out: the cotangent of the argument ``a`` (result ``r``) for the
+    # result's cotangent ``g``, g f'(a)
+    def silu_vjp(self, a, r, g):
+        s = self.sigmoid(a)
+        return g * s * (1 + a * (1 - s))
+
+    def sigmoid_vjp(self, a, r, g):
+        return g * r * (1 - r)
+
+    def tanh_vjp(self, a, r, g):
+        return g * (1 - r * r)
+
+    def exp_vjp(self, a, r, g):
+        return g * r
+
+    def sqrt_vjp(self, a, r, g):
+        return g * 0.5 / r
+
+    def rsqrt_vjp(self, a, r, g):
+        return g * -0.5 * r * r * r
+
+    def recip_vjp(self, a, r, g):
+        return -g * r * r
+
+    def fn_vjp(self, where, name, fn, x, g):
+        """The cotangent of the input ``x`` of a user function ``fn`` for its result's cotangent ``g``:
+        the array library's autograd (torch, jax); numpy and cupy have none."""
+        raise TypeError(f"{where}: the derivative of function argument '{name}' needs torch or jax arrays "
+                        f"({self.root} has no autograd)")
+
+    def chain_vjp(self, where, forward, arrays, cotangents):
+        """The cotangents of ``arrays`` for ``forward(*arrays)`` (a tuple) by the library's autograd."""
+        raise TypeError(f"{where}: the derivative of a diagram with function nodes runs by autograd: pass torch "
+                        "or jax arrays")
+
 
 class _Numpy(_Backend):
     """numpy: einsum into out=, BLAS for matrix-shaped contractions, exact object arrays."""
@@ -464,6 +523,27 @@ class _Torch(_Compiling):
     def unstack(self, g, axis, n):
         return tuple(g.unbind(axis))
 
+    def silu(self, x):
+        return self.xp.nn.functional.silu(x)
+
+    def sigmoid(self, x):
+        return self.xp.sigmoid(x)
+
+    def rsqrt(self, x):
+        return self.xp.rsqrt(x)
+
+    def fn_vjp(self, where, name, fn, x, g):
+        with self.xp.enable_grad():
+            leaf = x if x.requires_grad else x.detach().requires_grad_(True)
+            (gx,) = self.xp.autograd.grad(fn(leaf), leaf, g, create_graph=True)
+        return gx
+
+    def chain_vjp(self, where, forward, arrays, cotangents):
+        with self.xp.enable_grad():
+            leaves = tuple(a if a.requires_grad else a.detach().requires_grad_(True) for a in arrays)
+            return self.xp.autograd.grad(forward(*leaves), leaves, tuple(cotangents), create_graph=True,
+                                         allow_unused=True, materialize_grads=True)
+
 
 class _Jax(_Compiling):
     """jax: immutable arrays (no out=), constants never cached (a traced constant must not leak out
@@ -517,6 +597,34 @@ class _Jax(_Compiling):
 
     def expand(self, x, shape):
         return self.xp.broadcast_to(x, shape)
+
+    def silu(self, x):
+        import jax
+
+        return jax.nn.silu(x)
+
+    def sigmoid(self, x):
+        import jax
+
+        return jax.nn.sigmoid(x)
+
+    def rsqrt(self, x):
+        import jax
+
+        return jax.lax.rsqrt(x)
+
+    def fn_vjp(self, where, name, fn, x, g):
+        import jax
+
+        _, pull = jax.vjp(fn, x)
+        (gx,) = pull(g)
+        return gx
+
+    def chain_vjp(self, where, forward, arrays, cotangents):
+        import jax
+
+        _, pull = jax.vjp(forward, *arrays)
+        return tuple(pull(tuple(cotangents)))
 
 
 _LIBRARIES = {"numpy": _Numpy, "cupy": _Cupy, "torch": _Torch, "jax": _Jax}
@@ -706,6 +814,75 @@ def _graph_out(b, results, out, arrays):
     for o, r in zip(b.outs(out, [tuple(r.shape) for r in results], arrays), results):
         b.copyto(o, r)
     return out
+
+
+# -- diagrams with function nodes: their stages chained, function applications between them -----
+def _check_callable(where, name, declared, fn):
+    if not callable(fn):
+        raise TypeError(f"{where}: argument '{name}' ({declared}) must be a callable of the array library (a "
+                        f"function or an nn.Module); got {type(fn).__name__}")
+
+
+def _aligned(a, pos, rank):
+    """``a`` with size-1 axes inserted so that its channel axes sit at positions ``pos`` of ``rank``."""
+    if _len(pos) < rank:
+        a = a[(Ellipsis,) + tuple(slice(None) if j in pos else None for j in range(rank))]
+    return a
+
+
+def _apply_fn(where, name, declared, fn, args, channels, rank, n_out):
+    """A user function ``fn`` of ``args`` (each with its channel axes at positions ``channels`` of the
+    ``rank`` channel axes of the results): the arguments broadcast together, stacked on a new last
+    axis, and the callable's result (last axis ``n_out``) split into its ``n_out`` values."""
+    b = _backend(*args)
+    x = b.stack([_aligned(a, pos, rank) for a, pos in zip(args, channels)], -1)
+    y = fn(x)
+    shape = getattr(y, "shape", None)
+    if shape is None or tuple(shape) != tuple(x.shape[:-1]) + (n_out,):
+        got = f"shape {tuple(shape)}" if shape is not None else f"a {type(y).__name__}"
+        raise ValueError(f"{where}: function argument '{name}' ({declared}) returned {got}; expected "
+                         f"{tuple(x.shape[:-1]) + (n_out,)} (its {_len(args)} arguments are stacked on the last "
+                         f"axis of its input, shape {tuple(x.shape)})")
+    return tuple(y[..., j] for j in range(n_out))
+
+
+def _apply_fn_vjp(where, name, fn, args, channels, rank, cotangents):
+    """The cotangents of the arguments of a user function (see _apply_fn) for its results'
+    cotangents, by the array library's own derivative of ``fn`` (the backend's fn_vjp)."""
+    b = _backend(*args)
+    aligned = [_aligned(a, pos, rank) for a, pos in zip(args, channels)]
+    gx = b.fn_vjp(where, name, fn, b.stack(aligned, -1), b.stack(cotangents, -1))
+    return tuple(b.sum_to(gx[..., k], tuple(al.shape)).reshape(tuple(a.shape))
+                 for k, (a, al) in enumerate(zip(args, aligned)))
+
+
+def _sum_parts(parts, channels, rank):
+    """An argument whose terms carry different channel axes: its parts broadcast and added."""
+    total = _aligned(parts[0], channels[0], rank)
+    for p, pos in zip(parts[1:], channels[1:]):
+        total = total + _aligned(p, pos, rank)
+    return total
+
+
+def _sum_parts_vjp(parts, channels, rank, g):
+    b = _backend(g)
+    return tuple(b.sum_to(g, tuple(_aligned(p, pos, rank).shape)).reshape(tuple(p.shape))
+                 for p, pos in zip(parts, channels))
+
+
+def _composite_vjp(where, fn, args, at, cotangents, fused, kernels):
+    """The cotangents of the arrays ``args[k]`` (k in ``at``) for ``fn(*args)`` (a diagram with
+    function nodes), by the array library's autograd (the backend's chain_vjp), which runs the
+    stages' generated NAME_vjp and the functions' own derivatives."""
+    arrays = tuple(args[k] for k in at)
+
+    def forward(*leaves):
+        full = list(args)
+        for k, a in zip(at, leaves):
+            full[k] = a
+        return _as_tuple(fn(*full, fused=fused, kernels=kernels))
+
+    return _backend(*arrays).chain_vjp(where, forward, arrays, cotangents)
 
 
 # -- the generated CUDA kernels (torch CUDA tensors or cupy arrays, when cupy is importable) -----

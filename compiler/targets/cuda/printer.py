@@ -122,6 +122,17 @@ def generate_cuda(program: Program) -> str:
     kernels of its per-edge and per-node work, ``_NAME_edge`` / ``_NAME_node``, and where the
     per-edge work is elementwise one fused gather - product - sum-over-edges kernel,
     :mod:`.graph`)."""
+    if program.composites:  # a function passed at call time has no CUDA form
+        from ...errors import DiagError
+        from ...functions import shown
+        from ...ir import Apply
+
+        c = program.composites[0]
+        applied = sorted({shown(s.function) for s in c.steps if isinstance(s, Apply)})
+        raise DiagError(f"diagram '{c.name}' applies functions of invariants ({', '.join(applied)}): the cuda "
+                        "target prints pure diagrams only", c.pos,
+                        "compile it for Python (the default target): its stages run the generated CUDA kernels "
+                        "on the GPU where the kernel generator can express them")
     from ...graph import split_program
     from .graph import graph_section
 

@@ -97,6 +97,10 @@ class PythonPrinter:
     def _print_Call(self, e: E.Call) -> str:
         return f"_b.{e.method}({', '.join(self.doprint(a) for a in e.args)})"
 
+    def _print_Invoke(self, e: E.Invoke) -> str:
+        args = [self.doprint(a) for a in e.args] + [f"{k}={self.doprint(v)}" for k, v in e.keywords]
+        return f"{e.function}({', '.join(args)})"
+
     def _print_Einsum(self, e: E.Einsum) -> str:
         args = ", ".join(self.doprint(a) for a in e.operands)
         return f"_b.{'einsum_blas' if e.blas else 'einsum'}({py_string(e.spec)}, {args})"
@@ -132,6 +136,12 @@ class PythonPrinter:
     def _print_EinsumInto(self, s: E.EinsumInto) -> str:
         args = ", ".join(self.doprint(a) for a in s.operands)
         return f"_b.einsum_into({s.target}, {py_string(s.spec)}, {args}{', blas=True' if s.blas else ''})"
+
+    def _print_Evaluate(self, s: E.Evaluate) -> str:
+        return self.doprint(s.value)
+
+    def _print_Return(self, s: E.Return) -> str:
+        return f"return {self.doprint(s.value)}"
 
     def block(self, stmts, indent: str) -> list[str]:
         return [indent + self.doprint(s) for s in stmts]
@@ -204,6 +214,11 @@ class PythonPrinter:
 
     def _print_BatchSpec(self, s: E.BatchSpec) -> str:
         return f"({s.rest or 'None'}, {s.summed}, {s.weights!r}, {s.order!r})"
+
+    def _print_ChainFunction(self, f: E.ChainFunction) -> str:
+        params = list(f.params) + (["*"] + [f"{k}={self.doprint(v)}" for k, v in f.keywords] if f.keywords else [])
+        return "\n".join([f"def {f.name}({', '.join(params)}):", "    " + py_string(f.doc, triple=True)]
+                         + self.block(f.body, "    "))
 
     def _print_Item(self, e: E.Item) -> str:
         return f"{self.doprint(e.base)}[{e.k}]"

@@ -1,0 +1,245 @@
+"""A diagram with function nodes (:class:`~compiler.ir.Composite`) lowered to emit-program
+functions (:class:`~compiler.emit.ChainFunction`), which the Python printer prints.
+
+Its stages are ordinary diagrams, emitted by :mod:`compiler.codegen` as private functions
+(``_NAME_s0`` ...); this module writes the public function that chains them (argument checks, the
+stages, the function applications between them) and its derivative ``NAME_vjp`` (the chain rule:
+each stage's generated VJP in reverse, the functions' derivatives between them). What runs between
+the stages is in :mod:`compiler.runtime`: the built-ins and their derivatives as backend methods
+(``_b.silu``, ``_b.silu_vjp``, ...), user functions through ``_apply_fn`` / ``_apply_fn_vjp``,
+autograd of the whole chain through ``_composite_vjp``; a module copies them only when reached.
+"""
+
+from __future__ import annotations
+
+from .emit import (Assign, Call, ChainFunction, Evaluate, Int, Invoke, Item, Literal, Ref, Return, SignedSum, Str,
+                   Tuple)
+from .grad import cotangent_name, vjp_name
+from .ir import Apply, Composite, FnInput, Program, Sum, Tensor
+
+#: the keyword arguments every emitted function takes (the stages are called with them)
+_OPTIONS = (("fused", Literal(False)), ("kernels", Literal(True)))
+_PASSED = (("fused", Ref("fused")), ("kernels", Ref("kernels")))
+_B = Ref("_b")
+
+
+def _signature(c: Composite) -> tuple[list, list]:
+    tensors = [t for t in c.inputs if isinstance(t, Tensor)]
+    fns = [t for t in c.inputs if isinstance(t, FnInput)]
+    return tensors, fns
+
+
+def _declared(f: FnInput) -> str:
+    return f"fn({f.n_in} -> {f.n_out})"
+
+
+def composite_doc(c: Composite, program: Program) -> str:
+    stages = {d.name: d for d in program.diagrams}
+    lines = [f"{c.name}: equivariant under {c.group} (functions of invariants are invariant).", "",
+             "Arguments:"]
+    for t in c.inputs:
+        if isinstance(t, FnInput):
+            lines.append(f"    {t.name}: {_declared(t)}, a callable of the array library (an nn.Module too): "
+                         f"takes the {t.n_in} invariant")
+            lines.append(f"        argument{'s' * (t.n_in != 1)} stacked on a last axis (..., {t.n_in}), "
+                         f"returns (..., {t.n_out})")
+        else:
+            dims = ", ".join(["..."] + list(t.type.channels) + [str(d) for d in t.type.geometric_dims])
+            lines.append(f"    {t.name}: {t.type}, shape ({dims})")
+    lines.append("    out, fused, kernels: as for any emitted function (they apply to the stages)")
+    lines.append("Returns:" if len(c.outputs) == 1 else "Returns a tuple:")
+    for t in c.outputs:
+        dims = ", ".join(["..."] + list(t.type.channels) + [str(d) for d in t.type.geometric_dims])
+        lines.append(f"    {t.name}: {t.type}, shape ({dims})")
+    lines += ["", "Computed in stages (each a checked diagram; function results are invariant by type):"]
+    from .ir import sum_formula
+
+    for step in c.steps:
+        if isinstance(step, Sum):
+            lines.append(f"    {step.target.name} = {' + '.join(p.name for p in step.parts)}")
+        elif isinstance(step, Apply):
+            args = ", ".join(a.name for a in step.arguments)
+            value = f"1 / {args}" if step.function == "recip" else f"{step.function}({args})"
+            lines.append(f"    {', '.join(r.name for r in step.results)} = {value}")
+        else:
+            for eq in stages[step].equations:
+                legs = eq.terms[0].output if eq.terms else ()
+                target = f"{eq.target}[{','.join(legs)}]" if legs else eq.target
+                lines.append(f"    {target} = {sum_formula(eq.terms)}")
+    return "\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    "
+
+
+def _refs(names) -> Tuple:
+    return Tuple(tuple(Ref(n) for n in names))
+
+
+def _target(names) -> Ref | Tuple:
+    names = list(names)
+    return Ref(names[0]) if len(names) == 1 else _refs(names)
+
+
+def _checks(c: Composite, where: str) -> list:
+    """The user function arguments checked to be callables."""
+    return [Evaluate(Invoke("_check_callable", (Str(where), Str(f.name), Str(_declared(f)), Ref(f.name))))
+            for f in _signature(c)[1]]
+
+
+def _apply(step: Apply, where: str, declared: dict) -> Assign:
+    """results = the function applied: a backend method for a built-in, _apply_fn for a user function."""
+    if step.builtin:
+        (a,), (r,) = step.arguments, step.results
+        return Assign(Ref(r.name), Call(step.function, (Ref(a.name),)))
+    f = declared[step.function]
+    rank = len(step.results[0].type.channels)
+    return Assign(_refs(r.name for r in step.results), Invoke("_apply_fn", (
+        Str(where), Str(f.name), Str(_declared(f)), Ref(f.name), _refs(a.name for a in step.arguments),
+        Literal(step.channels), Int(rank), Int(f.n_out))))
+
+
+def _sum(step: Sum) -> Assign:
+    return Assign(Ref(step.target.name), Invoke("_sum_parts", (
+        _refs(p.name for p in step.parts), Literal(step.channels), Int(len(step.target.type.channels)))))
+
+
+def _stage(d) -> Assign:
+    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), _PASSED))
+
+
+def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> list[ChainFunction]:
+    """The public function ``NAME`` of a composite and its ``NAME_vjp`` (by the chain rule when every
+    stage has a generated VJP, the names in ``derivatives``; else by autograd of the whole chain)."""
+    stages = {d.name: d for d in program.diagrams}
+    tensors, fns = _signature(c)
+    declared = {f.name: f for f in fns}
+    body = _checks(c, c.name)
+    if len(tensors) > 1:  # shapes of all array arguments at once (the stages see only some of them)
+        signature = Tuple(tuple(Tuple((Str(t.name), Tuple(tuple(Str(ch) for ch in t.type.channels)),
+                                       Tuple(tuple(Int(d) for d in t.type.geometric_dims)))) for t in tensors))
+        body.append(Evaluate(Invoke("_check_shapes", (signature, _refs(t.name for t in tensors)))))
+    if any(isinstance(s, Apply) and s.builtin for s in c.steps):  # the built-ins: methods of the backend
+        body.append(Assign(_B, Invoke("_backend", tuple(Ref(t.name) for t in tensors))))
+    for step in c.steps:
+        if isinstance(step, Sum):
+            body.append(_sum(step))
+        elif isinstance(step, Apply):
+            body.append(_apply(step, c.name, declared))
+        elif step == c.steps[-1]:
+            d = stages[step]
+            body.append(Return(Invoke(step, tuple(Ref(t.name) for t in d.inputs), (("out", Ref("out")),) + _PASSED)))
+        else:
+            body.append(_stage(stages[step]))
+    public = ChainFunction(c.name, tuple(t.name for t in c.inputs), (("out", Literal(None)),) + _OPTIONS,
+                           composite_doc(c, program), tuple(body))
+    if all(vjp_name(step) in derivatives for step in c.steps if isinstance(step, str)):
+        return [public, _chain_vjp(c, program)]
+    return [public, _autograd_vjp(c)]
+
+
+def _cotangents(c: Composite) -> list[str]:
+    taken = {t.name for t in c.inputs}
+    cots = []
+    for t in c.outputs:
+        name = cotangent_name(t.name, taken)
+        taken.add(name)
+        cots.append(name)
+    return cots
+
+
+def _returns(names: list[str]) -> str:
+    return f"{', '.join(names)}" + (" (a tuple, in that order)" if len(names) > 1 else "")
+
+
+def _vjp_function(c: Composite, doc: str, body: list) -> ChainFunction:
+    return ChainFunction(vjp_name(c.name), tuple(t.name for t in c.inputs) + tuple(_cotangents(c)), _OPTIONS, doc,
+                         tuple(_checks(c, c.name) + body))
+
+
+def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
+    """NAME_vjp by the chain rule: the stages' generated NAME_vjp in reverse order, and between them
+    each function's derivative (a backend method for a built-in, the array library's for a user
+    function). A value's cotangent is the variable ``_g<k>``, assigned where a step first reaches it and
+    added to after; one that nothing reached is zeros (decided here, on the steps)."""
+    stages = {d.name: d for d in program.diagrams}
+    tensors, fns = _signature(c)
+    cots = _cotangents(c)
+    names = [t.name for t in tensors]
+    doc = (f"{vjp_name(c.name)}: the cotangents of {_returns(names)} given the cotangents {', '.join(cots)} of "
+           f"the outputs of {c.name}: the chain rule through the stages' generated VJPs (in reverse) and the "
+           "functions' derivatives (built-ins written out; a user function's by torch or jax autograd).")
+    body = [Assign(_B, Invoke("_backend", tuple(Ref(n) for n in names + cots)))]
+    body += [Assign(Ref(n), Call("asarray", (Ref(n),))) for n in names]
+    declared = {f.name: f for f in fns}
+    for step in c.steps[:-1]:  # forward: every intermediate value
+        if isinstance(step, Sum):
+            body.append(_sum(step))
+        elif isinstance(step, Apply):
+            body.append(_apply(step, c.name, declared))
+        else:
+            body.append(_stage(stages[step]))
+    # backward: one cotangent variable per value
+    every = list(names) + [r.name for s in c.steps if isinstance(s, Apply) for r in s.results] + \
+        [a.name for s in c.steps if isinstance(s, Apply) for a in s.arguments] + \
+        [p.name for s in c.steps if isinstance(s, Sum) for p in s.parts]
+    grad = {n: f"_g{k}" for k, n in enumerate(dict.fromkeys(every))}
+    reached: set[str] = set()
+
+    def cotangent(value: str):
+        return Ref(grad[value]) if value in reached else Call("zeros_like", (Ref(value),))
+
+    def accumulate(values, parts) -> list:
+        """Each value's cotangent given (its first part) or added to (a later one)."""
+        out = []
+        for v, p in zip(values, parts):
+            g, p = Ref(grad[v]), Ref(p) if isinstance(p, str) else p
+            out.append(Assign(g, SignedSum(((1, g), (1, p))) if v in reached else p))
+            reached.add(v)
+        return out
+
+    where = vjp_name(c.name)
+    for step in reversed(c.steps):
+        if isinstance(step, Sum):
+            t = step.target
+            parts = [f"_p{k}" for k in range(len(step.parts))]
+            body.append(Assign(_refs(parts), Invoke("_sum_parts_vjp", (
+                _refs(p.name for p in step.parts), Literal(step.channels), Int(len(t.type.channels)),
+                cotangent(t.name)))))
+            body += accumulate([p.name for p in step.parts], parts)
+        elif isinstance(step, Apply) and step.builtin:
+            (a,), (r,) = step.arguments, step.results
+            body += accumulate([a.name], [Call(step.function + "_vjp", (Ref(a.name), Ref(r.name), cotangent(r.name)))])
+        elif isinstance(step, Apply):
+            f = declared[step.function]
+            parts = [f"_p{k}" for k in range(len(step.arguments))]
+            body.append(Assign(_refs(parts), Invoke("_apply_fn_vjp", (
+                Str(where), Str(f.name), Ref(f.name), _refs(a.name for a in step.arguments), Literal(step.channels),
+                Int(len(step.results[0].type.channels)), Tuple(tuple(cotangent(r.name) for r in step.results))))))
+            body += accumulate([a.name for a in step.arguments], parts)
+        else:
+            d = stages[step]
+            if not d.inputs:
+                continue
+            if step == c.steps[-1]:
+                outs = tuple(Ref(g) for g in cots)
+            else:
+                outs = tuple(cotangent(t.name) for t in d.outputs)
+            parts = [f"_p{k}" for k in range(len(d.inputs))]
+            body.append(Assign(_target(parts), Invoke(vjp_name(step), tuple(Ref(t.name) for t in d.inputs) + outs,
+                                                      _PASSED)))
+            body += accumulate([t.name for t in d.inputs], parts)
+    results = [cotangent(n) for n in names]
+    body.append(Return(results[0] if len(results) == 1 else Tuple(tuple(results))))
+    return _vjp_function(c, doc, body)
+
+
+def _autograd_vjp(c: Composite) -> ChainFunction:
+    """NAME_vjp by autograd of the whole chain (a stage has no derivative network)."""
+    tensors, _ = _signature(c)
+    cots = _cotangents(c)
+    names = [t.name for t in tensors]
+    doc = (f"{vjp_name(c.name)}: the cotangents of {_returns(names)} given the cotangents {', '.join(cots)} of "
+           f"the outputs of {c.name}; by torch or jax autograd through the stages (a stage has no derivative "
+           "network) and the functions' derivatives.")
+    at = tuple(k for k, t in enumerate(c.inputs) if isinstance(t, Tensor))
+    result = Invoke("_composite_vjp", (Str(vjp_name(c.name)), Ref(c.name), _refs(t.name for t in c.inputs),
+                                       Literal(at), _refs(cots), Ref("fused"), Ref("kernels")))
+    return _vjp_function(c, doc, [Return(Item(result, 0) if len(names) == 1 else result)])
