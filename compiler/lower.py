@@ -106,6 +106,13 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                 elif lowering.calls or lowering.fns:
                     from .functions import stages
 
+                    if any(p.type.family == "edges" for p in d.inputs):  # not yet: graph + functions
+                        raise DiagTypeError(
+                            f"diagram '{d.name}' takes an edge list and applies functions of invariants: not "
+                            "supported together yet", lowering.calls[0].pos if lowering.calls else d.pos,
+                            "compute the function values in a separate diagram (per node or per edge) and pass "
+                            "them in as scalar inputs")
+
                     composite, parts = stages(lowering, diagram)
                     composites.append(composite)
                     diagrams.extend(parts)

@@ -232,3 +232,13 @@ def test_the_same_call_with_other_pass_through_indices_is_another_call():
     tr = np.einsum("bcii->bc", X)
     np.testing.assert_allclose(s, _silu(tr), rtol=1e-12)
     np.testing.assert_allclose(t, _silu(tr.sum(-1)), rtol=1e-12)
+
+
+def test_a_graph_diagram_with_functions_is_refused_with_its_position():
+    from compiler.errors import DiagTypeError
+
+    src = ("diagram msg(Y: vec[n,c], f: scalar[e,c], src: edges[e,n], dst: edges[e,n]) -> M: vec[n,c] {\n"
+           "    M[n,c,i] = dst[e,n] src[e,m] silu(f[e,c]) Y[m,c,i]\n}\n")
+    with pytest.raises(DiagTypeError, match="applies functions of invariants: not supported together yet") as info:
+        lower_source(src, "g.diag")
+    assert (info.value.position.line, info.value.position.column) == (2, 34)
