@@ -171,6 +171,60 @@ def test_sum_to_and_unstack(root):
     assert len(parts) == 4 and all(np.array_equal(back(p), g[..., k]) for k, p in enumerate(parts))
 
 
+BUILTINS = {"silu": lambda x: x / (1 + np.exp(-x)), "sigmoid": lambda x: 1 / (1 + np.exp(-x)), "tanh": np.tanh,
+            "exp": np.exp, "sqrt": np.sqrt, "rsqrt": lambda x: 1 / np.sqrt(x), "recip": lambda x: 1 / x}
+
+
+@pytest.mark.parametrize("root", LIBRARIES)
+def test_functions_of_invariants_and_their_derivatives(root):
+    """The built-ins against numpy formulas; their written-out derivatives against central
+    differences; a user function's derivative by the library's autograd (none on numpy)."""
+    b = backend(root)
+    tol = 1e-5 if root == "jax" else 1e-9
+    x = np.random.default_rng(1).uniform(0.3, 3.0, size=(4, 5))
+    g = np.random.default_rng(2).normal(size=(4, 5))
+    X, G = on(root, b, x), on(root, b, g)
+    for name, f in BUILTINS.items():
+        r = getattr(b, name)(X)
+        np.testing.assert_allclose(back(r), f(x), rtol=tol, atol=tol, err_msg=name)
+        h = 1e-6
+        want = g * (f(x + h) - f(x - h)) / (2 * h)
+        np.testing.assert_allclose(back(getattr(b, name + "_vjp")(X, r, G)), want, rtol=1e-5, atol=1e-5, err_msg=name)
+    if root == "numpy":
+        with pytest.raises(TypeError, match="f: the derivative of function argument 'phi' needs torch or jax"):
+            b.fn_vjp("f", "phi", lambda y: y * y, X, G)
+        with pytest.raises(TypeError, match="f_vjp: the derivative of a diagram with function nodes runs by autograd"):
+            b.chain_vjp("f_vjp", lambda y: (y,), (X,), (G,))
+        return
+    np.testing.assert_allclose(back(b.fn_vjp("f", "phi", lambda y: y * y, X, G)), 2 * x * g, rtol=tol)
+    (gx, gy) = b.chain_vjp("f_vjp", lambda u, v: (u * v, u), (X, G), (G, G))
+    np.testing.assert_allclose(back(gx), g * g + g, rtol=tol)
+    np.testing.assert_allclose(back(gy), g * x, rtol=tol)
+
+
+def test_user_function_arguments_aligned_and_summed():
+    """_apply_fn stacks the arguments broadcast to the results' channel axes; _sum_parts adds parts
+    carrying different channel axes; their VJPs sum back to each argument's shape."""
+    rng = np.random.default_rng(3)
+    u, w = rng.normal(size=(2, 4)), rng.normal(size=(2,))  # u per channel, w without channel axes
+    got = rt._apply_fn("f", "phi", "fn(2 -> 1)", lambda x: x[..., :1] * x[..., 1:], (u, w), ((0,), ()), 1, 1)
+    np.testing.assert_allclose(got[0], u * w[:, None])
+    with pytest.raises(ValueError, match=r"f: function argument 'phi' \(fn\(2 -> 1\)\) returned shape \(2, 4, 2\)"):
+        rt._apply_fn("f", "phi", "fn(2 -> 1)", lambda x: x, (u, w), ((0,), ()), 1, 1)
+    np.testing.assert_allclose(rt._sum_parts((w, u), ((), (0,)), 1), u + w[:, None])
+    g = rng.normal(size=(2, 4))
+    gw, gu = rt._sum_parts_vjp((w, u), ((), (0,)), 1, g)
+    np.testing.assert_allclose(gw, g.sum(1))
+    np.testing.assert_allclose(gu, g)
+    tu, tw = torch.tensor(u), torch.tensor(w)
+    du, dw = rt._apply_fn_vjp("f", "phi", lambda x: x[..., :1] * x[..., 1:], (tu, tw), ((0,), ()), 1,
+                              (torch.tensor(g),))
+    np.testing.assert_allclose(back(du), g * w[:, None])
+    np.testing.assert_allclose(back(dw), (g * u).sum(1))
+    with pytest.raises(TypeError, match="argument 'phi' \\(fn\\(2 -> 1\\)\\) must be a callable"):
+        rt._check_callable("f", "phi", "fn(2 -> 1)", 3.0)
+
+
 def test_check_shapes_names_the_argument():
     sig = (("x", ("c",), (3,)), ("y", ("c",), (3,)))
     with pytest.raises(ValueError, match=r"y has shape \(2, 4, 3\); expected \(\.\.\., c, 3\) with c = 5 from x"):
@@ -192,9 +246,15 @@ def test_library_classes_are_branch_free():
 
 # -- what a module carries ---------------------------------------------------------------------------
 
+FUNCTIONS = """diagram gate(v: vec[c], X: sym2[c], phi: fn(2 -> 1)) -> w: vec[c] {
+  w[c,i] = silu(X[c,j,k] X[c,j,k]) v[c,i] + phi(v[c,j] v[c,j], X[c,j,j])[0] X[c,i,j] v[c,j] / (1 + v[c,k] v[c,k])
+}
+"""
+
+
 def modules():
     out = [pytest.param(p.read_text(), f"diagrams/{p.name}", id=p.stem) for p in DIAGRAMS]
-    return out + [pytest.param(DOT, "dot.diag", id="dot")]
+    return out + [pytest.param(DOT, "dot.diag", id="dot"), pytest.param(FUNCTIONS, "gate.diag", id="functions")]
 
 
 def top_level(text):
@@ -234,6 +294,17 @@ def test_module_carries_only_what_it_reaches():
     assert "def add_diagonal" not in dot  # no function of dot adds to a diagonal
     tensornet = compiler.compile_source((ROOT / "diagrams" / "tensornet.diag").read_text(), "tensornet.diag")
     assert "def add_diagonal" in tensornet
+    # functions of invariants: only in modules with function nodes, only the functions applied
+    for name in ("def silu", "def tanh", "def _apply_fn", "def _sum_parts", "def fn_vjp", "def _composite_vjp"):
+        assert name not in dot and name not in tensornet
+    tanh = compiler.compile_source("diagram t(a: vec) -> s: scalar {\n    s = tanh(a[i] a[i])\n}\n", "t.diag")
+    assert "def tanh(" in tanh and "def tanh_vjp(" in tanh
+    for name in ("def silu", "def sqrt", "def _apply_fn", "def _sum_parts", "def fn_vjp", "def chain_vjp"):
+        assert name not in tanh, name
+    gate = compiler.compile_source(FUNCTIONS, "gate.diag")
+    for name in ("def silu(", "def recip_vjp(", "def _apply_fn(", "def _apply_fn_vjp(", "def fn_vjp(",
+                 "def _sum_parts("):
+        assert name in gate, name
     # the runtime part is a function of what the code reaches, nothing else
     code = ["def f(x):\n    _b = _backend(x)\n    return _b.add_diagonal(x, x, 2)\n"]
     part = runtime_source(code, False)
