@@ -112,6 +112,13 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                             "supported together yet", lowering.calls[0].pos if lowering.calls else d.pos,
                             "compute the function values in a separate diagram (per node or per edge) and pass "
                             "them in as scalar inputs")
+                    if lowering.irreps:  # not yet: irreps tensors (split into blocks) + functions
+                        raise DiagTypeError(
+                            f"diagram '{d.name}' has irreps tensors ({', '.join(lowering.irreps)}) and applies "
+                            "functions of invariants: not supported together yet",
+                            lowering.calls[0].pos if lowering.calls else d.pos,
+                            "declare the blocks as sph(lp)[u] tensors (h.0e as h0: scalar[u]) in the diagram with "
+                            "functions, or apply them in a separate diagram")
 
                     composite, parts = stages(lowering, diagram)
                     composites.append(composite)

@@ -242,3 +242,13 @@ def test_a_graph_diagram_with_functions_is_refused_with_its_position():
     with pytest.raises(DiagTypeError, match="applies functions of invariants: not supported together yet") as info:
         lower_source(src, "g.diag")
     assert (info.value.position.line, info.value.position.column) == (2, 34)
+
+
+def test_an_irreps_diagram_with_functions_is_refused_with_its_position():
+    from compiler.errors import DiagTypeError
+
+    src = ("diagram f(h: irreps(2x0e+2x1o), s0: scalar) -> y: irreps(2x1o) {\n"
+           "    y.1o[u,m] = silu(h.0e[u] s0) h.1o[u,m]\n}\n")
+    with pytest.raises(DiagTypeError, match=r"irreps tensors \(h, y\) and applies functions of invariants") as info:
+        lower_source(src, "i.diag")
+    assert (info.value.position.line, info.value.position.column) == (2, 17)
