@@ -223,7 +223,7 @@ def pairwise(spec: str, operands, reduce, max_legs: int | None = None, error: ty
         (ax, lx), (ay, ly) = ops[x], ops[y]
         batch_x, batch_y = ax.ndim > len(lx), ay.ndim > len(ly)
         others = [l for k, (_, ls) in enumerate(ops) if k not in (x, y) for l in ls] + list(out.replace("...", ""))
-        keep = [l for l in dict.fromkeys(lx + ly) if (l in others) or ((lx + ly).count(l) == 1)]
+        keep = [l for l in dict.fromkeys(lx + ly) if l in others]  # any other label is summed here
         if max_legs is not None and len(set(lx) & set(ly) - set(keep)) > max_legs:
             raise error(f"a contraction over more than {max_legs} legs at once is not supported")
         lab = letters(lx + ly)  # lettered per pair: any number of labels in the whole term
@@ -235,4 +235,10 @@ def pairwise(spec: str, operands, reduce, max_legs: int | None = None, error: ty
     value, labels = ops[0]
     batch = value.ndim - len(labels)
     want = list(out.replace("...", ""))
+    if any(l not in want for l in labels):  # a label of one operand that no output keeps: summed
+        lab = letters(labels)
+        b = "..." if batch else ""
+        value = reduce(np.einsum(b + "".join(lab[l] for l in labels) + "->" + b + "".join(lab[l] for l in labels if l in want),
+                                 value))
+        labels = [l for l in labels if l in want]
     return np.moveaxis(value, [batch + labels.index(l) for l in want], [batch + k for k in range(len(want))])

@@ -37,7 +37,7 @@ def test_check_exit_codes_and_messages(files):
     r = run("check", files / "bad.diag")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.splitlines()[0] == f"{files / 'bad.diag'}:1:16: error: unknown type 'vector' " \
-        "(known: scalar, pscalar, vec, axial, cart2, sym2, skew2, sym2t, cart, pcart, sph, weight, edges, irreps)"
+        "(known: scalar, pscalar, vec, axial, cart2, sym2, skew2, sym2t, cart, pcart, symt, psymt, sym3t, sph, weight, edges, irreps)"
     r = run("check", files / "missing.diag")
     assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr
 
@@ -159,7 +159,7 @@ def test_check_reports_every_error_of_a_file(files):
     lines = r.stderr.splitlines()
     assert [l for l in lines if ": error: " in l] == [
         f"{files / 'two.diag'}:1:16: error: unknown type 'vector' (known: scalar, pscalar, vec, axial, cart2, "
-        "sym2, skew2, sym2t, cart, pcart, sph, weight, edges, irreps)",
+        "sym2, skew2, sym2t, cart, pcart, symt, psymt, sym3t, sph, weight, edges, irreps)",
         f"{files / 'two.diag'}:5:9: error: unknown tensor 'kron' in diagram 'g'"]
     assert lines.count("    help: did you mean 'delta'?") == 1 and lines.count("    help: did you mean 'vec'?") == 1
 

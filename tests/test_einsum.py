@@ -58,3 +58,33 @@ def test_constants_are_typed_fields_not_parsed_names():
     (d,) = checked_program(src).diagrams
     (node,) = [n for n in d.equations[0].terms[0].nodes if n.kind == "cg"]
     assert node.constant == Constant("cg", (1, 1, 2)) and node.name == str(node.constant) == "cg(1,1,2)"
+
+
+@pytest.mark.parametrize("spec, shapes", [
+    ("cij->ij", [(2, 3, 3)]),                      # a label of one operand that no output keeps
+    (",cij->ij", [(), (2, 3, 3)]),                 # a scalar times it (the property test's case)
+    ("cij,j->i", [(2, 3, 3), (3,)]),
+    ("cij,k->", [(2, 3, 3), (3,)]),                # each operand with a label summed alone
+    ("...cij,...k->...ij", [(4, 2, 3, 3), (4, 3)]),
+    ("ij,jk,kl->il", [(3, 3), (3, 3), (3, 3)]),
+])
+def test_pairwise_equals_numpy_einsum(spec, shapes):
+    from compiler.einsum import pairwise
+
+    rng = np.random.default_rng(3)
+    ops = [rng.normal(size=s) for s in shapes]
+    got = pairwise(spec, ops, lambda v: v)
+    want = np.einsum(spec, *ops)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_exact_check_of_a_channel_summed_graded_input_gets_a_verdict():
+    """Found by the property test: a graded input whose channel is summed alone made the exact
+    evaluator keep the channel axis (an internal error in the parity check)."""
+    from compiler.api import check_source
+
+    src = ("group O3\ndiagram f(x0: scalar, x1: scalar, x2: sym2(0e+2o)[c]) -> y: cart2 {\n"
+           "    y[i,j] = 2 x0 x1 x2[c,i,j]\n}\n")
+    (verdict,) = check_source(src, "f.diag")
+    assert verdict.error is not None and "mixes parities" in str(verdict.error)
