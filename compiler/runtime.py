@@ -18,11 +18,9 @@ _BACKENDS = {}
 _TorchFunction = None
 _len = len  # the functions' own names may shadow builtins (an input named len)
 
-#: torch on the CPU copies an operand over _BLOCKED_BYTES (32 MiB, a server's last-level cache)
-#: channels-last in blocks of about _BLOCK elements (2 MiB of float32), each block still in cache
-#: when the matrix product reads it (_Torch.blocked); smaller ones are copied whole
+#: elements of one block of the torch backend's blocked channels-last copies (2 MiB of float32):
+#: a block of batch rows copied stays in cache for the matrix product that reads it (_Torch.blocked)
 _BLOCK = 1 << 19
-_BLOCKED_BYTES = 1 << 25
 
 
 def _prod(sizes):
@@ -506,11 +504,9 @@ class _Torch(_Compiling):
     def blocked(self, *xs):
         """Whether the channels-last copies that matmul_flat and batch_contract make of xs run block
         by block (a block of batch rows copied into one reused buffer, then multiplied): CPU tensors
-        of one floating dtype, one over _BLOCKED_BYTES, outside torch.compile's tracing and not
-        recorded by autograd. A whole-array copy bigger than the cache streams through memory twice
-        (written, then read by the product): measured on a 2-core EPYC (32 MiB L3), mix_skew's
-        forward and VJP at N*C = 2^20 went from 1.3x to 0.9x autograd's time; under the cache
-        size, blocks measured slower than one copy."""
+        of one floating dtype, over two blocks, outside torch.compile's tracing and not recorded by
+        autograd. A whole-array copy streams through memory twice (written, then read by the
+        product); on the CPU that copy, not the product, is most of the cost of channel mixing."""
         torch = self.xp
         x = xs[0]
         if torch.compiler.is_compiling() or x.device.type != "cpu" or not x.is_floating_point():
@@ -518,7 +514,7 @@ class _Torch(_Compiling):
         if torch.is_grad_enabled() and any(y.requires_grad for y in xs):
             return False
         return all(y.device == x.device and y.dtype == x.dtype for y in xs) and \
-            max(y.numel() for y in xs) * x.element_size() > _BLOCKED_BYTES
+            max(y.numel() for y in xs) > 2 * _BLOCK
 
     def matmul_flat(self, w, x, n, out=None):
         """x copied with the mixed axis last and one GEMM over everything else, the result a view

@@ -87,7 +87,6 @@ def test_torch_blocked_channels_last_copies(monkeypatch):
     short); the results equal numpy's einsum, written into out= (contiguous or not) as well; an
     operand autograd records, or torch.compile tracing, takes the whole-array path."""
     monkeypatch.setattr(rt, "_BLOCK", 16)
-    monkeypatch.setattr(rt, "_BLOCKED_BYTES", 256)
     b = backend("torch")
     ran = []
     monkeypatch.setattr(rt._Torch, "matmul_blocked", lambda self, *a, f=rt._Torch.matmul_blocked: ran.append(1) or f(self, *a))
