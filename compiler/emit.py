@@ -811,20 +811,19 @@ class BatchSpec:
     order: tuple[tuple[int, int], ...]
 
 
+def layout(m: Layout) -> Assign:
+    """A channels-last contiguous copy of an operand."""
+    return Assign(Ref(m.var), Call("contiguous", (Einsum(m.spec, (Ref(m.operand),)),)))
+
+
 def lower_batch_sums(f: FunctionPlan, rest: str | None) -> tuple[BatchSumProgram, BatchSpec]:
     """The batch sums of a derivative's plan (``f.batch_sums``) as one function, and its SPEC entry
     (``rest``: the name of the function computing the other outputs, if any)."""
     ctx = _Context(frozenset(), {}, frozenset(f.inputs))
     steps = []
     for s in f.batch_sums:
-        # each contraction reads channels-last copies (plan.Layout) of its operands: the runtime's
-        # batch_contract makes them with it (on the CPU block by block, each block in cache)
-        layouts = {c.var: c for c in s.contractions if isinstance(c, Layout)}
         for c in s.contractions:
-            if not isinstance(c, Layout):
-                moved = [layouts[o] for o in c.operands]
-                steps.append(Assign(Ref(c.var), Call("batch_contract", (
-                    Str(c.spec), Tuple(tuple(Str(m.spec) for m in moved)), *(Ref(m.operand) for m in moved)))))
+            steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset())
         steps.append(Assign(Ref(s.output.name), output_value(s.output, ctx)))
     summed = [s.output.name for s in f.batch_sums]
     others = [o.name for o in f.rest.outputs] if f.rest is not None else []

@@ -18,18 +18,6 @@ _BACKENDS = {}
 _TorchFunction = None
 _len = len  # the functions' own names may shadow builtins (an input named len)
 
-#: elements of one block of the torch backend's blocked channels-last copies (2 MiB of float32):
-#: a block of batch rows copied stays in cache for the matrix product that reads it (_Torch.blocked)
-_BLOCK = 1 << 19
-
-
-def _prod(sizes):
-    """The product of a tuple of sizes (1 for none)."""
-    n = 1
-    for k in sizes:
-        n *= k
-    return n
-
 
 class _Backend:
     """einsum and constants of one array library; what numpy, cupy, torch and jax do alike."""
@@ -180,13 +168,6 @@ class _Backend:
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.copyto(out, self.xp.einsum(spec, *operands))
-
-    def batch_contract(self, spec, layouts, *operands):
-        """``einsum(spec)`` of the operands, each first copied contiguous in the order of its
-        ``layouts`` entry (a permutation spec putting its channel axes last): a weight's cotangent
-        contracted over the batch and geometric axes as one matrix product."""
-        moved = tuple(self.contiguous(self.einsum(layout, x)) for layout, x in zip(layouts, operands))
-        return self.einsum_blas(spec, *moved)
 
     def diagonal(self, x):
         """A writeable view of the diagonal of the last two axes."""
@@ -501,33 +482,15 @@ class _Torch(_Compiling):
     def contiguous(self, x):
         return x.contiguous()
 
-    def blocked(self, *xs):
-        """Whether the channels-last copies that matmul_flat and batch_contract make of xs run block
-        by block (a block of batch rows copied into one reused buffer, then multiplied): CPU tensors
-        of one floating dtype, over two blocks, outside torch.compile's tracing and not recorded by
-        autograd. A whole-array copy streams through memory twice (written, then read by the
-        product); on the CPU that copy, not the product, is most of the cost of channel mixing."""
-        torch = self.xp
-        x = xs[0]
-        if torch.compiler.is_compiling() or x.device.type != "cpu" or not x.is_floating_point():
-            return False
-        if torch.is_grad_enabled() and any(y.requires_grad for y in xs):
-            return False
-        return all(y.device == x.device and y.dtype == x.dtype for y in xs) and \
-            max(y.numel() for y in xs) > 2 * _BLOCK
-
     def matmul_flat(self, w, x, n, out=None):
         """x copied with the mixed axis last and one GEMM over everything else, the result a view
         with the axis moved back (measured ~2x faster than torch's einsum, which copies into a
-        channel-first order); on the CPU in blocks of batch rows (see blocked)."""
-        if w.ndim == 2 and x.ndim > n + 1 and self.blocked(w, x):
-            result = self.matmul_blocked(w, x, n)
-        else:
-            moved = self.xp.movedim(x, -n - 1, -1).contiguous()
-            wt = w.transpose(-1, -2)
-            if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
-                wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
-            result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
+        channel-first order)."""
+        moved = self.xp.movedim(x, -n - 1, -1).contiguous()
+        wt = w.transpose(-1, -2)
+        if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
+            wt = wt.reshape(tuple(wt.shape[:-2]) + (1,) * (n - 1) + tuple(wt.shape[-2:]))
+        result = self.xp.movedim(self.xp.matmul(moved, wt), -1, -n - 1)
         if out is None:
             return result
         self.copyto(out, result)
@@ -536,48 +499,6 @@ class _Torch(_Compiling):
     def add_diagonal(self, out, x, factor):
         out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
         return out
-
-    def matmul_blocked(self, w, x, n):
-        """matmul_flat block by block: each block of batch rows of x copied with the mixed axis last
-        into one reused buffer and multiplied into the result's rows (channels-last; returned as a
-        view with the axis moved back)."""
-        c, d, tail = x.shape[-n - 1], w.shape[-2], tuple(x.shape[-n:])
-        rows = x.numel() // (c * _prod(tail))
-        flat = x.reshape((rows, c) + tail)
-        step = max(1, _BLOCK // (c * _prod(tail)))
-        buf = x.new_empty((min(step, rows),) + tail + (c,))
-        result = x.new_empty((rows,) + tail + (d,))
-        for s in range(0, rows, step):
-            e = min(rows, s + step)
-            b = buf[:e - s]
-            b.copy_(self.xp.movedim(flat[s:e], 1, -1))
-            self.xp.mm(b.view(-1, c), w.transpose(-1, -2), out=result[s:e].view(-1, d))
-        return self.xp.movedim(result.view(tuple(x.shape[:-n - 1]) + tail + (d,)), -1, -n - 1)
-
-    def batch_contract(self, spec, layouts, *operands):
-        """As the base class; on the CPU in blocks of batch rows (see blocked) when the operands
-        share their batch axes: each block copied channels-last into reused buffers, contracted,
-        and the blocks' results summed."""
-        counts = [len(layout.partition("->")[0]) - 3 for layout in layouts]  # '...' then one letter per axis
-        batch = tuple(operands[0].shape[:operands[0].ndim - counts[0]])
-        if not batch or any(tuple(x.shape[:x.ndim - k]) != batch for x, k in zip(operands, counts)) \
-                or not self.blocked(*operands):
-            return _Backend.batch_contract(self, spec, layouts, *operands)
-        rows = _prod(batch)
-        flat = [x.reshape((rows,) + tuple(x.shape[len(batch):])) for x in operands]
-        step = max(1, _BLOCK // max(1, sum(x.numel() for x in operands) // rows))
-        bufs = [self.einsum(layout, x[:min(step, rows)]).contiguous() for layout, x in zip(layouts, flat)]
-        total = None
-        for s in range(0, rows, step):
-            e = min(rows, s + step)
-            parts = []
-            for layout, x, b in zip(layouts, flat, bufs):
-                part = b[:e - s]
-                part.copy_(self.einsum(layout, x[s:e]))
-                parts.append(part)
-            r = self.einsum_blas(spec, *parts)
-            total = r if total is None else total.add_(r)
-        return total
 
     def compile(self, fn):
         return self.xp.compile(fn)

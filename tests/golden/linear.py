@@ -517,14 +517,6 @@ _COMPILED = {}
 _BACKENDS = {}
 _TorchFunction = None
 _len = len  # the functions' own names may shadow builtins (an input named len)
-_BLOCK = 1 << 19
-
-
-def _prod(sizes):
-    n = 1
-    for k in sizes:
-        n *= k
-    return n
 
 
 class _Backend:
@@ -613,10 +605,6 @@ class _Backend:
             return result
         self.copyto(out, result)
         return out
-
-    def batch_contract(self, spec, layouts, *operands):
-        moved = tuple(self.contiguous(self.einsum(layout, x)) for layout, x in zip(layouts, operands))
-        return self.einsum_blas(spec, *moved)
 
     def diagonal(self, x):
         return self.xp.diagonal(x, axis1=-2, axis2=-1)
@@ -793,19 +781,7 @@ class _Torch(_Compiling):
     def contiguous(self, x):
         return x.contiguous()
 
-    def blocked(self, *xs):
-        torch = self.xp
-        x = xs[0]
-        if torch.compiler.is_compiling() or x.device.type != "cpu" or not x.is_floating_point():
-            return False
-        if torch.is_grad_enabled() and any(y.requires_grad for y in xs):
-            return False
-        return all(y.device == x.device and y.dtype == x.dtype for y in xs) and \
-            max(y.numel() for y in xs) > 2 * _BLOCK
-
     def matmul_flat(self, w, x, n, out=None):
-        if w.ndim == 2 and x.ndim > n + 1 and (out is None or out.dtype == x.dtype) and self.blocked(w, x):
-            return self.matmul_blocked(w, x, n, out)
         moved = self.xp.movedim(x, -n - 1, -1).contiguous()
         wt = w.transpose(-1, -2)
         if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
@@ -819,62 +795,6 @@ class _Torch(_Compiling):
     def add_diagonal(self, out, x, factor):
         out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
         return out
-
-    def matmul_blocked(self, w, x, n, out):
-        torch = self.xp
-        c, d, tail = x.shape[-n - 1], w.shape[-2], tuple(x.shape[-n:])
-        lead = tuple(x.shape[:-n - 1])
-        rows = x.numel() // (c * _prod(tail))
-        flat = x.reshape((rows, c) + tail)
-        step = max(1, _BLOCK // (c * _prod(tail)))
-        buf = x.new_empty((min(step, rows),) + tail + (c,))
-        wt = w.transpose(-1, -2)
-        direct = out is None or out.is_contiguous()
-        if direct:
-            result = x.new_empty((rows,) + tail + (d,)) if out is None else None
-            target = out.view((rows, d) + tail) if out is not None else None
-            small = x.new_empty((min(step, rows),) + tail + (d,)) if out is not None else None
-        else:
-            result = x.new_empty((rows,) + tail + (d,))
-        for s in range(0, rows, step):
-            e = min(rows, s + step)
-            b = buf[:e - s]
-            b.copy_(torch.movedim(flat[s:e], 1, -1))
-            if result is not None:
-                torch.mm(b.view(-1, c), wt, out=result[s:e].view(-1, d))
-            else:
-                r = small[:e - s]
-                torch.mm(b.view(-1, c), wt, out=r.view(-1, d))
-                target[s:e].copy_(torch.movedim(r, -1, 1))
-        if result is None:
-            return out
-        moved = torch.movedim(result.view(lead + tail + (d,)), -1, -n - 1)
-        if out is None:
-            return moved
-        self.copyto(out, moved)
-        return out
-
-    def batch_contract(self, spec, layouts, *operands):
-        counts = [len(layout.partition("->")[0]) - 3 for layout in layouts]  # '...' then one letter per axis
-        batch = tuple(operands[0].shape[:operands[0].ndim - counts[0]])
-        if not batch or any(tuple(x.shape[:x.ndim - k]) != batch for x, k in zip(operands, counts)) \
-                or not self.blocked(*operands):
-            return _Backend.batch_contract(self, spec, layouts, *operands)
-        rows = _prod(batch)
-        flat = [x.reshape((rows,) + tuple(x.shape[len(batch):])) for x in operands]
-        step = max(1, _BLOCK // max(1, sum(x.numel() for x in operands) // rows))
-        bufs = [self.einsum(layout, x[:min(step, rows)]).contiguous() for layout, x in zip(layouts, flat)]
-        total = None
-        for s in range(0, rows, step):
-            e = min(rows, s + step)
-            parts = []
-            for layout, x, b in zip(layouts, flat, bufs):
-                part = b[:e - s]
-                part.copy_(self.einsum(layout, x[s:e]))
-                parts.append(part)
-            r = self.einsum_blas(spec, *parts)
-            total = r if total is None else total.add_(r)
-        return total
 
     def copy(self, x):
         return x.clone()
@@ -1510,7 +1430,9 @@ def _mix_vjp_batch_summed(_b, X, W, d_Y):
             or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
             or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W, d_Y))
-    _s0 = _b.batch_contract("...cda,...cdb->ab", ("...acd->...cda", "...bcd->...cdb"), X, d_Y)
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
     d_W = _s0
     return (d_W,)
 
@@ -1687,7 +1609,9 @@ def _mix_vjp_vjp_batch_summed(_b, X, W, d_Y, d_d_X, d_d_W):
             or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
             or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (X, W, d_Y, d_d_X, d_d_W))
-    _s0 = _b.batch_contract("...cdb,...cda->ab", ("...bcd->...cdb", "...acd->...cda"), d_Y, d_d_X)
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
     dd_W = _s0
     return (dd_W,)
 
@@ -1944,9 +1868,13 @@ def _linear_cart2_vjp_batch_summed(_b, X, W0, W1, W2, d_Y):
             or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
             or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W0, W1, W2, d_Y))
-    _s0 = _b.batch_contract("...cda,...cdb->ab", ("...acd->...cda", "...bcd->...cdb"), X, d_Y)
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
     d_W0 = _s0
-    _s0 = _b.batch_contract("...cda,...dcb->ab", ("...acd->...cda", "...bdc->...dcb"), X, d_Y)
+    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
+    _l1 = _b.contiguous(_b.einsum("...bdc->...dcb", d_Y))
+    _s0 = _b.einsum_blas("...cda,...dcb->ab", _l0, _l1)
     d_W1 = _s0
     return (d_W0, d_W1)
 
@@ -2250,9 +2178,13 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
             or (_n7 and (_n7 != _n0 or (_sh7[0] != _sh0[0] if _n0 == 1 else _sh7[:_n0] != _sh0[:_n0])))
             or (_n8 and (_n8 != _n0 or (_sh8[0] != _sh0[0] if _n0 == 1 else _sh8[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ()),), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
-    _s0 = _b.batch_contract("...cdb,...cda->ab", ("...bcd->...cdb", "...acd->...cda"), d_Y, d_d_X)
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
     dd_W0 = _s0
-    _s0 = _b.batch_contract("...cdb,...dca->ab", ("...bcd->...cdb", "...adc->...dca"), d_Y, d_d_X)
+    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
+    _l1 = _b.contiguous(_b.einsum("...adc->...dca", d_d_X))
+    _s0 = _b.einsum_blas("...cdb,...dca->ab", _l0, _l1)
     dd_W1 = _s0
     return (dd_W0, dd_W1)
 

@@ -2218,14 +2218,6 @@ _COMPILED = {}
 _BACKENDS = {}
 _TorchFunction = None
 _len = len  # the functions' own names may shadow builtins (an input named len)
-_BLOCK = 1 << 19
-
-
-def _prod(sizes):
-    n = 1
-    for k in sizes:
-        n *= k
-    return n
 
 
 class _Backend:
@@ -2548,19 +2540,7 @@ class _Torch(_Compiling):
     def multiply(self, x, y, out):
         self.xp.mul(x, y, out=out)
 
-    def blocked(self, *xs):
-        torch = self.xp
-        x = xs[0]
-        if torch.compiler.is_compiling() or x.device.type != "cpu" or not x.is_floating_point():
-            return False
-        if torch.is_grad_enabled() and any(y.requires_grad for y in xs):
-            return False
-        return all(y.device == x.device and y.dtype == x.dtype for y in xs) and \
-            max(y.numel() for y in xs) > 2 * _BLOCK
-
     def matmul_flat(self, w, x, n, out=None):
-        if w.ndim == 2 and x.ndim > n + 1 and (out is None or out.dtype == x.dtype) and self.blocked(w, x):
-            return self.matmul_blocked(w, x, n, out)
         moved = self.xp.movedim(x, -n - 1, -1).contiguous()
         wt = w.transpose(-1, -2)
         if wt.ndim > 2:  # per-entry weights: their batch axes before x's trailing ones
@@ -2573,40 +2553,6 @@ class _Torch(_Compiling):
 
     def add_diagonal(self, out, x, factor):
         out.diagonal(dim1=-2, dim2=-1).add_(x[..., None], alpha=factor)
-        return out
-
-    def matmul_blocked(self, w, x, n, out):
-        torch = self.xp
-        c, d, tail = x.shape[-n - 1], w.shape[-2], tuple(x.shape[-n:])
-        lead = tuple(x.shape[:-n - 1])
-        rows = x.numel() // (c * _prod(tail))
-        flat = x.reshape((rows, c) + tail)
-        step = max(1, _BLOCK // (c * _prod(tail)))
-        buf = x.new_empty((min(step, rows),) + tail + (c,))
-        wt = w.transpose(-1, -2)
-        direct = out is None or out.is_contiguous()
-        if direct:
-            result = x.new_empty((rows,) + tail + (d,)) if out is None else None
-            target = out.view((rows, d) + tail) if out is not None else None
-            small = x.new_empty((min(step, rows),) + tail + (d,)) if out is not None else None
-        else:
-            result = x.new_empty((rows,) + tail + (d,))
-        for s in range(0, rows, step):
-            e = min(rows, s + step)
-            b = buf[:e - s]
-            b.copy_(torch.movedim(flat[s:e], 1, -1))
-            if result is not None:
-                torch.mm(b.view(-1, c), wt, out=result[s:e].view(-1, d))
-            else:
-                r = small[:e - s]
-                torch.mm(b.view(-1, c), wt, out=r.view(-1, d))
-                target[s:e].copy_(torch.movedim(r, -1, 1))
-        if result is None:
-            return out
-        moved = torch.movedim(result.view(lead + tail + (d,)), -1, -n - 1)
-        if out is None:
-            return moved
-        self.copyto(out, moved)
         return out
 
     def compile(self, fn):
