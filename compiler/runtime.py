@@ -1036,12 +1036,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n

@@ -101,7 +101,11 @@ def test_cli_writes_cu(tmp_path, capsys):
     ("diagram f(X: vec[c], W: weight[c,d], V: weight[c,d]) -> Y: vec[d] {\n Y[d,i] = W[c,d] V[c,d] X[c,i]\n}",
      "is not channel mixing"),
     ("diagram f(a: vec[c], b: vec) -> (s: scalar[c], t: scalar) {\n s[c] = a[c,i] a[c,i]\n t = b[i] b[i]\n}",
-     "outputs have different channel axes"),
+     "term 'b[i] b[i]' of 't' does not carry channel axis 'c' once, which 't' is summed over"),
+    ("diagram f(a: vec[c], b: vec[d]) -> (s: scalar[c], t: scalar[d]) {\n s[c] = a[c,i] a[c,i]\n t[d] = b[d,i] b[d,i]\n}",
+     "outputs have different channel axes and no output carries all of them"),
+    ("diagram f(a: vec[c], W: weight[c,d]) -> (s: vec[c], t: scalar[c,d]) {\n s[c,i] = W[c,d] a[c,i]\n"
+     " t[c,d] = W[c,d] a[c,i] a[c,i]\n}", "input 'a' carries some of the channel axes (c, d) but not all"),
 ])
 def test_refuses_what_it_cannot_express(tmp_path, capsys, source, construct):
     src = tmp_path / "bad.diag"

@@ -12,8 +12,9 @@ output shapes, the compile cache, the torch custom ops with the generated VJPs a
 
 With an emulator the launches run the kernels themselves: the embedded CUDA source compiled by g++
 (C++20) after a prelude that maps CUDA's few constructs to the host (a block's threads are
-std::threads meeting at a std::barrier for each __syncthreads, shared memory a buffer filled with
-NaN bytes before each block). Every kernel of every example file (forward, VJP, second order) is
+std::threads meeting at a std::barrier for each __syncthreads, a warp's 32 threads at another for
+each shuffle, atomicAdd a std::atomic_ref, shared memory a buffer filled with NaN bytes before each
+block). Every kernel of every example file (forward, VJP, second order) is
 compared with the array code that way, at sizes with partial tiles, several GEMM chunks, output
 channels past one warp, broadcast and misaligned inputs, and gradcheck runs through them. Timing
 and what only a GPU shows (coalescing, occupancy, NVRTC) are benchmarks/gpu_bench.py's.
@@ -73,6 +74,28 @@ static std::barrier<>* diagc_barrier;
 #define __align__(n) __attribute__((aligned(n)))
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 alignas(16) unsigned char diagc_shared[1 << 17];
+// a warp's shuffles: each lane posts its value, the warp's 32 threads meet, read, meet again
+#include <atomic>
+static std::barrier<>* diagc_warp_barrier[32];
+static unsigned long long diagc_lanes[1024];
+template <typename T> T diagc_shuffle(T v, unsigned from) {
+    const unsigned t = threadIdx.x;
+    std::memcpy(&diagc_lanes[t], &v, sizeof(T));
+    diagc_warp_barrier[t >> 5]->arrive_and_wait();
+    T r;
+    std::memcpy(&r, &diagc_lanes[(t & ~31u) + from], sizeof(T));
+    diagc_warp_barrier[t >> 5]->arrive_and_wait();
+    return r;
+}
+template <typename T> T __shfl_down_sync(unsigned, T v, unsigned d) {
+    const unsigned lane = threadIdx.x & 31u;
+    return diagc_shuffle(v, lane + d < 32u ? lane + d : lane);
+}
+template <typename T> T __shfl_up_sync(unsigned, T v, unsigned d) {
+    const unsigned lane = threadIdx.x & 31u;
+    return diagc_shuffle(v, lane >= d ? lane - d : lane);
+}
+template <typename T> T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fetch_add(v); }
 """
 
 
@@ -97,12 +120,15 @@ def _emulator_source(m) -> str:
                 "        std::memset(diagc_shared, 0xff, sizeof diagc_shared);",
                 "        std::barrier<> bar(threads);",
                 "        diagc_barrier = &bar;",
+                "        std::vector<std::barrier<>*> warps;",
+                "        for (unsigned w = 0; w < threads / 32; ++w) warps.push_back(diagc_warp_barrier[w] = new std::barrier<>(32));",
                 "        std::vector<std::thread> team;",
                 "        for (unsigned t = 0; t < threads; ++t) team.emplace_back([=] {",
                 "            threadIdx = {t, 0, 0};",
                 f"            {symbol}({', '.join(args)});",
                 "        });",
                 "        for (auto& th : team) th.join();",
+                "        for (auto* w : warps) delete w;",
                 "    }",
                 "}",
             ]
@@ -527,3 +553,32 @@ def test_cupy_arrays_run_the_kernels(gpu, monkeypatch):
     assert np.max(np.abs(fake_cupy.asnumpy(got) - want)) <= 1e-12 * max(1.0, float(np.max(np.abs(want))))
     plain = m.matmul_o3(cp.asarray(M), cp.asarray(Y), kernels=False)
     assert len(s.launches) == 1 and np.max(np.abs(fake_cupy.asnumpy(plain) - want)) <= 1e-12 * np.max(np.abs(want))
+
+
+_SUMS = """group O3
+diagram sums(x: vec[a,b], y: scalar[a,b], r: vec) -> (z: vec[a,b], u: vec[b], w: scalar[a], t: scalar) {
+    z[a,b,i] = y[a,b] x[a,b,i] + r[i] y[a,b]
+    u[b,i] = y[a,b] x[a,b,i]
+    w[a] = x[a,b,i] x[a,b,i] - 1/2 y[a,b] r[i] r[i]
+    t = x[a,b,i] r[i]
+}
+"""
+
+
+def test_emulated_kernel_sums_outputs_over_the_channel_axes_they_lack(gpu):
+    """Outputs with fewer channel axes than the kernel's (u keeps the inner axis b: a warp's
+    elements of one row of u are not adjacent; w keeps a; t keeps none) are summed by shuffles and
+    atomicAdd into zeroed rows: equal to the array code at sizes whose rows cross warps and blocks,
+    and where one warp holds many rows."""
+    _MODULES.setdefault("sums", compiler.load_source(_SUMS, "sums"))
+    m, s = gpu("sums", emulate=True)
+    assert m._sums_KERNEL["summed"] == (1, 2, 3)
+    rng = np.random.default_rng(15)
+    for dtype, tol, batch, a, b in ((torch.float64, 1e-12, 6, 5, 7), (torch.float64, 1e-12, 3, 2, 45),
+                                    (torch.float32, 1e-5, 37, 3, 2)):
+        x = torch.tensor(rng.standard_normal((batch, a, b, 3)), dtype=dtype)
+        y = torch.tensor(rng.standard_normal((batch, a, b)), dtype=dtype)
+        r = torch.tensor(rng.standard_normal((batch, 3)), dtype=dtype)
+        _same(m.sums(x, y, r), m.sums(x, y, r, kernels=False), tol)
+        _same(m.sums(x, y, r[0]), m.sums(x, y, r[0], kernels=False), tol)  # r shared by the batch
+    assert {symbol for symbol, *_ in s.launches} == {"diagc_sums_kernel_f64", "diagc_sums_kernel_f32"}

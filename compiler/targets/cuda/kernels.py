@@ -37,6 +37,8 @@ WORD_BYTES = 8
 #: float32 elementwise kernels of at most this many staged words per element take two elements a
 #: thread (a block moves as many bytes as in float64: small rows need more bytes in flight)
 SMALL_ROW_WORDS = 12
+#: and of at most this many, four elements a thread (a cross product: 6 words in, 3 out)
+TINY_ROW_WORDS = 6
 #: the mixing kernel (a register-tiled GEMM): 4 warps; a thread accumulates ``per_thread`` output
 #: channels (lanes along the output channel) times ``rows_per_warp`` batch rows, at most
 #: MIX_REGISTERS accumulators; a block stages the polynomials of MIX_CHUNK input channels at a time
@@ -88,7 +90,11 @@ class Result:
     dims: tuple[int, ...]
     size: int
     components: tuple[Component, ...]  # row-major over ``dims`` (elementwise kernels)
-    shared_offset: int  # where its staged tile starts, in words per element / per thread
+    shared_offset: int  # where its staged tile starts, in words per element / per thread (-1: summed)
+    #: None: one row per element, stored. Else the places (among the kernel's channel axes) of the
+    #: channel axes it keeps: each element's value is summed over the others into its row (a
+    #: warp's run of elements sharing a row added by shuffles, then one atomicAdd; zeroed first)
+    kept: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -263,8 +269,7 @@ def lower_diagram(diagram: Diagram, fused=None) -> ElementwiseKernel | MixingKer
     _check_names(diagram)
     channels = {tuple(eq.type.channels) for eq in diagram.equations}
     if len(channels) != 1:
-        raise _refuse(diagram, "its outputs have different channel axes (one kernel needs one index space: "
-                      "put them in separate diagrams)")
+        return _summing(diagram)
     fused = fused if fused is not None else fuse_diagram(diagram)
     if fused.outputs:
         return _elementwise(diagram, fused)
@@ -277,21 +282,105 @@ def _elementwise(diagram: Diagram, fused) -> ElementwiseKernel:
     results = []
     for out in fused.outputs:
         results.append((out.name, out.geometric, tuple(views.component(c) for c in out.components)))
+    return _tiled(diagram, out_channels, views, [(name, dims, comps, None) for name, dims, comps in results],
+                  fused.products)
+
+
+def _tiled(diagram: Diagram, out_channels, views: _Views, results, products: int) -> ElementwiseKernel:
+    """The elementwise kernel of ``results`` (name, dims, components, kept channel places or None):
+    the tile a block handles and where staged inputs and stored results live in shared memory."""
     staged = views.views(stage_dense=True)
     fix = views.renumber(staged)
     in_words = sum(v.size for v in staged if v.dense)
-    out_words = sum(_size(dims) for _, dims, _ in results)
+    out_words = sum(_size(dims) for _, dims, _, kept in results if kept is None)
     words = max(in_words, out_words, 1)
     tile = next((t for t in TILES if t * words * WORD_BYTES <= SHARED_BYTES), None)
     if tile is None:
         raise _refuse(diagram, f"{words} components per element do not fit a tile of {TILES[-1]} elements "
                       f"in {SHARED_BYTES // 1024} KiB of shared memory")
     lowered, offset = [], 0
-    for name, dims, comps in results:
-        lowered.append(Result(name, dims, _size(dims), tuple(fix(c) for c in comps), offset))
-        offset += _size(dims)
+    for name, dims, comps, kept in results:
+        lowered.append(Result(name, dims, _size(dims), tuple(fix(c) for c in comps),
+                              offset if kept is None else -1, kept))
+        offset += _size(dims) if kept is None else 0
     return ElementwiseKernel(diagram.name, _inputs(diagram), out_channels, staged, tuple(lowered), tile, words,
-                             fused.products, 2 if words <= SMALL_ROW_WORDS else 1)
+                             products, _per_thread_f32(words))
+
+
+def _per_thread_f32(words: int) -> int:
+    """Elements a float32 thread handles: small rows need more bytes in flight per block."""
+    return 4 if words <= TINY_ROW_WORDS else 2 if words <= SMALL_ROW_WORDS else 1
+
+
+def _subsequence(part: tuple[str, ...], whole: tuple[str, ...]) -> tuple[int, ...] | None:
+    """The places of ``part``'s axes in ``whole``, in order, or None when it is not a subsequence."""
+    places, k = [], 0
+    for axis in part:
+        while k < len(whole) and whole[k] != axis:
+            k += 1
+        if k == len(whole):
+            return None
+        places.append(k)
+        k += 1
+    return tuple(places)
+
+
+def _summing(diagram: Diagram) -> ElementwiseKernel:
+    """Outputs with different channel axes, as a VJP gives them (the cotangent of an input with
+    fewer channel axes is summed over the others: ``d_r[i] = Σ_c fA[c] ... d_X[c,...]``): one
+    elementwise kernel over the widest output's channel axes, each narrower output the sum of its
+    per-element terms over the axes it lacks. Every input must carry all of those channel axes or
+    none (else the sum is a contraction such as channel mixing's, which this kernel would do
+    element by element), and every term of a narrower output must carry each axis it is summed over."""
+    what = "its outputs have different channel axes"
+    axes = [tuple(eq.type.channels) for eq in diagram.equations]
+    full = max(axes, key=len)
+    kept = [_subsequence(a, full) for a in axes]
+    if any(k is None for k in kept):
+        raise _refuse(diagram, f"{what} and no output carries all of them (one kernel needs one index space: "
+                      "put them in separate diagrams)")
+    for t in diagram.inputs:
+        if tuple(t.type.channels) not in ((), full):
+            raise _refuse(diagram, f"{what}, and input '{t.name}' carries some of the channel axes "
+                          f"({', '.join(full)}) but not all: the sum over the others is a contraction, not an "
+                          "elementwise sum (put the outputs in separate diagrams)")
+    views = _Views(diagram, len(full))
+    results, products = [], 0
+    for eq, places in zip(diagram.equations, kept):
+        dims = tuple(eq.type.geometric_dims)
+        own = len(places)
+        sums: list[dict] = [dict() for _ in range(_size(dims))]
+        for term in eq.terms:
+            kinds = dict(term.kinds)
+            labels = {}
+            for n in term.nodes:
+                if n.kind == "input":
+                    for i in n.indices[:n.n_channels]:
+                        if i not in term.output[:own]:
+                            labels.setdefault(str(kinds[i].dim), set()).add(i)
+            output = []
+            for p, axis in enumerate(full):
+                if p in places:
+                    output.append(term.output[places.index(p)])
+                elif len(labels.get(axis, ())) != 1:
+                    raise _refuse(diagram, f"{what}; term '{term.formula()}' of '{eq.target}' does not carry channel "
+                                  f"axis '{axis}' once, which '{eq.target}' is summed over")
+                else:
+                    output.append(next(iter(labels[axis])))
+            comps = term_components(replace(term, output=tuple(output) + tuple(term.output[own:])), len(full), dims)
+            if isinstance(comps, str):
+                raise _refuse(diagram, f"{what}; term '{term.formula()}': {comps}")
+            for acc, monomials in zip(sums, comps):
+                for m in monomials:
+                    acc[m.factors] = acc.get(m.factors, 0) + m.coefficient
+        components = tuple(Component(tuple(Product(c, tuple(views.factor(e) for e in key))
+                                           for key, c in sorted(acc.items()) if c != 0)) for acc in sums)
+        products += sum(len(c.products) for c in components)
+        results.append((eq.target, dims, components, None if places == tuple(range(len(full))) else places))
+    if all(not p.factors for _, _, comps, _ in results for c in comps for p in c.products):
+        raise _refuse(diagram, f"{what} and every output is a constant")
+    # the views were numbered as first used; _tiled renumbers them in the kernel's order
+    return _tiled(diagram, full, views, results, products)
 
 
 def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
@@ -385,7 +474,8 @@ def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
     """How to check arguments for and launch ``kernel`` without the host launcher (through NVRTC),
     as plain data (a literal in the emitted Python module, JSON in gpu_bench's manifest): per input
     and output its name, channel axis names and geometric dims; per dtype the kernel symbol, the
-    elements (elementwise) a block handles and its shared memory in words; the block size and, for
+    elements (elementwise) a block handles and its shared memory in words, the outputs it sums into
+    (``summed``: their positions; zero them before the launch); the block size and, for
     channel mixing, the batch rows and output channels a block covers."""
     common = {
         "name": kernel.name,
@@ -395,7 +485,10 @@ def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
         "block": kernel.threads if isinstance(kernel, MixingKernel) else kernel.tile,
     }
     if isinstance(kernel, ElementwiseKernel):
-        return dict(common, outputs=tuple((r.name, kernel.channels, r.dims) for r in kernel.results),
+        return dict(common, outputs=tuple((r.name, kernel.channels if r.kept is None else
+                                           tuple(kernel.channels[p] for p in r.kept), r.dims)
+                                          for r in kernel.results),
+                    summed=tuple(k for k, r in enumerate(kernel.results) if r.kept is not None),
                     channels=kernel.channels,
                     per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},
                     shared_words={dtype: kernel.elements(s) * kernel.shared_words for s, dtype in _DTYPES})

@@ -66,6 +66,14 @@ def _view_offset(v: View, channels: tuple[str, ...]) -> str:
     return f"(({v.input}_batched ? b * {per_batch} : 0LL) + {inner})"
 
 
+def _row(kept: tuple[int, ...]) -> str:
+    """The row of a summed output that element (b, i0, i1, ...) adds into: b, then its kept axes."""
+    inner = "b"
+    for p in kept:
+        inner = f"({inner}) * ch{p} + i{p}"
+    return inner
+
+
 @lru_cache(maxsize=1)
 def _template() -> jinja2.Template:
     return _environment().from_string(template_text("cuda/module.cu.j2"))
@@ -99,9 +107,14 @@ def print_program(program: CudaProgram) -> str:
             entry["offsets"] = [_view_offset(v, k.channels) for v in views]
             entry["chans"] = _product([f"ch{p}" for p in range(len(k.channels))])
             n = len(k.channels)
-            partial = any(not v.dense and v.places for v in views)
-            entry["axis_index"] = [f"(c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p}"
-                                   for p in range(n)] if partial else []
+            index = [f"(c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p}" for p in range(n)]
+            entry["axis_index"] = index if any(not v.dense and v.places for v in views) else []
+            entry["views"] = list(views)
+            entry["stored"] = [r for r in k.results if r.kept is None]
+            entry["summed"] = [r for r in k.results if r.kept is not None]
+            entry["key_index"] = index if any(r.kept for r in entry["summed"]) else []
+            entry["row_key"] = {r.name: _row(r.kept) for r in entry["summed"]}
+            entry["row_count"] = {r.name: _product(["batch"] + [f"ch{p}" for p in r.kept]) for r in entry["summed"]}
         else:
             assert isinstance(k, MixingKernel)
             entry["z"] = [component(c, views) for c in k.z_components]
