@@ -186,10 +186,12 @@ class Kernels:
             if a.dim() > own:
                 batch = a.shape[0] if batch is None else batch
         outs = []
-        for t in meta["outputs"]:
+        for k, t in enumerate(meta["outputs"]):
             shape = (batch,) if batch is not None else ()
-            outs.append(torch.empty(shape + tuple(sizes[c] for c in t["channels"]) + tuple(t["dims"]),
-                                    dtype=dtype, device=args[0].device))
+            make = torch.zeros if k in cfg.get("summed", ()) else torch.empty  # a summed output is added into
+            outs.append(make(shape + tuple(sizes[c] for c in t["channels"]) + tuple(t["dims"]),
+                             dtype=dtype, device=args[0].device))
+        summed = [outs[k] for k in cfg.get("summed", ())]
         b = batch if batch is not None else 1
         itemsize = args[0].element_size()
         if cfg["kind"] == "elementwise":
@@ -214,6 +216,8 @@ class Kernels:
             stream = cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
 
             def launch():
+                for o in summed:
+                    o.zero_()
                 with stream:
                     fn(grid, (cfg["block"], 1, 1), call, shared_mem=shared)
                 return tuple(outs)
