@@ -415,6 +415,17 @@ class _Torch(_Compiling):
             return self.xp.as_tensor(x)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
 
+    def einsum_blas(self, spec, *operands):
+        """``...pa,...pb->ab`` (a weight's cotangent summed over the batch) as one torch.mm, where
+        torch.einsum makes it a batched product of batch 1; anything else by torch.einsum."""
+        terms, out = spec.split("->")
+        x, y = (terms.split(",") + ["", ""])[:2] if terms.count(",") == 1 else ("", "")
+        if x[:3] == "..." and x[:-1] == y[:-1] and out in (x[-1] + y[-1], y[-1] + x[-1]) and out[0] != out[1] \
+                and not set(out) & set(x[3:-1]) and operands[0].shape[:-1] == operands[1].shape[:-1]:
+            a, b = operands if out[0] == x[-1] else operands[::-1]
+            return self.xp.mm(a.reshape(-1, a.shape[-1]).t(), b.reshape(-1, b.shape[-1]))
+        return self.xp.einsum(spec, *operands)
+
     def promote(self, args):
         if len(args) < 2:
             return args
