@@ -506,6 +506,21 @@ def test_emulated_kernels_match_the_array_code(gpu, stem, name):
     assert len(s.launches) == 3
 
 
+@pytest.mark.parametrize("name", ["residual_vjp", "residual_vjp_vjp", "matmul_o3_scaled_vjp",
+                                  "matmul_o3_scaled_vjp_vjp"])
+def test_emulated_summed_derivatives_of_the_layer(gpu, name):
+    """The layer's derivatives whose cotangent of a per-row gate sums over the channels (summed
+    outputs), emulated as above against the array code."""
+    m, s = gpu("tensornet_layer", emulate=True)
+    assert getattr(m, f"_{name}_KERNEL")["summed"]
+    rng = np.random.default_rng(16)
+    fn = getattr(m, name)
+    for dtype, tol, batch, channels in ((torch.float64, 1e-12, (37,), 5), (torch.float32, 1e-5, (3,), 70)):
+        args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
+        _same(fn(*args), fn(*args, kernels=False), tol)
+    assert len(s.launches) == 2
+
+
 def test_emulated_kernels_with_broadcast_inputs_and_odd_alignment(gpu):
     m, s = gpu("tensornet", emulate=True)
     rng = np.random.default_rng(12)

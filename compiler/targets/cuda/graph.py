@@ -53,15 +53,16 @@ class GraphKernel:
 
 def lower_graph(g: GraphDiagram) -> GraphKernel | None:
     """The fused kernel of a graph diagram, or None when its per-edge diagram has no elementwise
-    kernel (channel mixing, outputs with different channel axes): then its parts' kernels only."""
+    kernel storing every output per element (channel mixing, outputs with different channel axes):
+    then its parts' kernels only."""
     if g.edge_part is None:
         return None
     try:
         k = lower_diagram(g.edge_part)
     except DiagError:
         return None
-    if not isinstance(k, ElementwiseKernel):
-        return None
+    if not isinstance(k, ElementwiseKernel) or any(r.kept is not None for r in k.results):
+        return None  # summed outputs (outputs with fewer channel axes): the parts' kernels only
     gathers = {x.name: x for x in g.gathers}
     rows = tuple(GraphRow(i.name, gathers[i.name].edges if i.name in gathers else None,
                           i.name in gathers or i.name in g.per_edge) for i in k.inputs)
