@@ -795,6 +795,7 @@ class BatchSumProgram:
     inputs: tuple[str, ...]
     steps: tuple = ()
     outputs: tuple[str, ...] = ()
+    bound: tuple = ()  # the constant tables the contractions read, bound first
 
 
 @dataclass(frozen=True)
@@ -820,16 +821,21 @@ def lower_batch_sums(f: FunctionPlan, rest: str | None) -> tuple[BatchSumProgram
     """The batch sums of a derivative's plan (``f.batch_sums``) as one function, and its SPEC entry
     (``rest``: the name of the function computing the other outputs, if any)."""
     ctx = _Context(frozenset(), {}, frozenset(f.inputs))
+    known = {name for name, _ in f.tables} | {"eps"}
+    tables = [o for s in f.batch_sums for c in s.contractions if not isinstance(c, Layout)
+              for o in c.operands if o in known]
+    tables = tuple(dict.fromkeys(sorted(tables)))
     steps = []
     for s in f.batch_sums:
         for c in s.contractions:
-            steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset())
+            steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset(tables))
         steps.append(Assign(Ref(s.output.name), output_value(s.output, ctx)))
     summed = [s.output.name for s in f.batch_sums]
     others = [o.name for o in f.rest.outputs] if f.rest is not None else []
     order = tuple((1, summed.index(o.name)) if o.name in summed else (0, others.index(o.name)) for o in f.outputs)
     weights = tuple(f.inputs.index(s.input) for s in f.batch_sums)
-    program = BatchSumProgram(f.name, f.inputs, tuple(steps), tuple(summed))
+    bound = tuple(Assign(Table(c), Call("const", (Str(c), LIKE))) for c in tables)
+    program = BatchSumProgram(f.name, f.inputs, tuple(steps), tuple(summed), bound)
     return program, BatchSpec(rest, f"_{f.name}_batch_summed", weights, order)
 
 

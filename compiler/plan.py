@@ -93,8 +93,10 @@ class Contraction:
 
     @property
     def blas(self) -> bool:
-        """A matrix product in disguise: numpy's optimize=True sends it to BLAS."""
-        return _gemm_like(self.spec)
+        """A matrix product in disguise: numpy's optimize=True sends it to BLAS; so does a sum over
+        the batch axes (a batch sum's last step: numpy's plain einsum refuses '...' summed)."""
+        lhs, out = self.spec.split("->")
+        return _gemm_like(self.spec) or ("..." in lhs and "..." not in out)
 
     @property
     def broadcast(self) -> bool:
@@ -272,6 +274,9 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         used += [o for o in c.operands if o == "eps" or o in folded]
     if any(s.eye_spec for o in outputs for s in o.terms):
         used.append("eye")
+    batch = _batch_sums(diagram, folded)
+    used += [o for b in batch[0] for c in b.contractions if isinstance(c, Contraction)
+             for o in c.operands if o == "eps" or o in folded]
     fused = fuse_diagram(diagram)
     stack_axis = None
     if diagram.stacked:
@@ -287,7 +292,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         tuple((t.name, len(t.type.channels) + t.type.n_geometric) for t in diagram.inputs),
         fused,
         _prefer_unrolled(steps, fused),
-        *_batch_sums(diagram),
+        *batch,
     )
 
 
@@ -295,40 +300,23 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
 REST_SUFFIX = "_batchrest"
 
 
-def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
-    """For a derivative diagram (``sum_to``): each output summed to a weight input whose every term
-    is a product of two inputs (no constant, no delta, no trace on one input) as a BatchSum; and the
-    plan of the remaining outputs. ((), None) when no output qualifies."""
+def _batch_sums(diagram: Diagram, folded: dict) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
+    """For a derivative diagram (``sum_to``): each output summed to a weight input as a BatchSum
+    (its every term planned with the batch as one more summed index, see :func:`_batch_summed`);
+    and the plan of the remaining outputs. ((), None) when no output qualifies."""
     if not diagram.sum_to:
         return (), None
     types = {t.name: t.type for t in diagram.inputs}
     sums, kept = [], []
     for k, (eq, target) in enumerate(zip(diagram.equations, diagram.sum_to)):
         terms = combine(eliminate_deltas(t) for t in eq.terms)
-        if types[target].family != "weight" or not terms or not all(
-                len(t.nodes) == 2 and all(n.kind == "input" and len(set(n.indices)) == len(n.indices)
-                                          for n in t.nodes) for t in terms):
+        planned = None
+        if types[target].family == "weight" and terms:
+            planned = _batch_summed(terms, folded)
+        if planned is None:
             kept.append(k)
             continue
-        contractions, scaled, layouts = [], [], {}
-        for term in terms:
-            spec, operands, _ = _einsum(term)
-            lhs, out = spec.split("->")
-            channel = {letter for index, letter in _letters(term).items() if not term.kind(index).geometric}
-            parts, moved = [], []
-            for part, operand in zip(lhs.split(","), operands):
-                letters = part[3:]
-                last = "..." + "".join(ch for ch in letters if ch not in channel) + \
-                    "".join(ch for ch in letters if ch in channel)
-                key = (operand, part + "->" + last)
-                if key not in layouts:
-                    layouts[key] = Layout(f"_l{len(layouts)}", operand, key[1])
-                    contractions.append(layouts[key])
-                parts.append(last)
-                moved.append(layouts[key].var)
-            var = f"_s{len(scaled)}"
-            contractions.append(Contraction(var, ",".join(parts) + "->" + out.replace("...", ""), tuple(moved)))
-            scaled.append(Scaled(term.coefficient, var, None))
+        contractions, scaled = planned
         out_type = diagram.outputs[k].type
         output = OutputPlan(eq.target, tuple(scaled), _channel_sizes(out_type, diagram.inputs), out_type.geometric_dims)
         sums.append(BatchSum(output, target, tuple(contractions)))
@@ -341,6 +329,66 @@ def _batch_sums(diagram: Diagram) -> tuple[tuple[BatchSum, ...], "FunctionPlan |
                                     equations=tuple(diagram.equations[k] for k in kept),
                                     sum_to=()))
     return tuple(sums), rest
+
+
+def _batch_summed(terms, folded: dict):
+    """The terms of a weight's cotangent with the batch summed inside their contractions: per term,
+    its constants folded, each input's own trace taken first, then the pairwise steps of
+    opt_einsum's order with the batch as one more index (the batch survives every step but the
+    last); the last step, which sums the batch, reads channels-last contiguous copies (Layout) of
+    its two operands, so it is one matrix product of (channels, batch x geometric) by its transpose
+    shape where the general path would build a (batch, c, d) temporary per product and sum it.
+    (contractions, Scaled terms), or None when a term has no input or no delta-free form."""
+    steps: list = []
+    scaled = []
+    layouts: dict = {}
+    for k, term in enumerate(terms):
+        if any(node.kind == "delta" for node in term.nodes) or not any(node.kind == "input" for node in term.nodes):
+            return None
+        core = _fold_constants(term, folded)
+        spec, operands, sizes = _einsum(core)
+        lhs, out = spec.split("->")
+        parts, operands = lhs.split(","), list(operands)
+        channel = {letter for index, letter in _letters(term).items() if not term.kind(index).geometric}
+        for j, part in enumerate(parts):  # an input's own trace first
+            letters = part.replace("...", "")
+            own = [ch for ch in dict.fromkeys(letters) if letters.count(ch) > 1]
+            if not own:
+                continue
+            if any(lhs.count(ch) != letters.count(ch) for ch in own) or not part.startswith("..."):
+                return None
+            kept_letters = "".join(ch for ch in dict.fromkeys(letters) if ch not in own)
+            steps.append(Contraction(f"_s{k}_tr{j}", f"{part}->...{kept_letters}", (operands[j],)))
+            operands[j], parts[j] = steps[-1].var, "..." + kept_letters
+        spec = ",".join(parts) + "->" + out.replace("...", "")
+        var = f"_s{k}"
+        chain = _ordered(Contraction(var, spec, tuple(operands)), sizes) if len(operands) > 2 \
+            else [Contraction(var, spec, tuple(operands))]
+        *early, last = chain
+        steps += early
+        last_lhs, last_out = last.spec.split("->")
+        moved, new_parts = [], []
+        for part, operand in zip(last_lhs.split(","), last.operands):
+            if not part.startswith("..."):  # a constant table
+                moved.append(operand)
+                new_parts.append(part)
+                continue
+            letters = part[3:]
+            target = "..." + "".join(ch for ch in letters if ch not in channel) + \
+                "".join(ch for ch in letters if ch in channel)
+            key = (operand, part + "->" + target)
+            if target == part:
+                moved.append(operand)
+            else:
+                if key not in layouts:
+                    layouts[key] = Layout(f"_l{len(layouts)}", operand, key[1])
+                    steps.append(layouts[key])
+                moved.append(layouts[key].var)
+            new_parts.append(target)
+        steps.append(Contraction(var, ",".join(new_parts) + "->" + last_out.replace("...", ""), tuple(moved),
+                                 last.cost))
+        scaled.append(Scaled(term.coefficient, var, None))
+    return steps, scaled
 
 
 def _prefer_unrolled(steps, fused: FusedPlan) -> bool:

@@ -315,3 +315,35 @@ def test_order_2_text_compiles_back(tmp_path):
     text = src.read_text().replace("dd_a[i] = d_s", "dd_a[i] = 2 * d_s", 1)
     with pytest.raises(compiler.DiagError, match="clashes with the derivative"):
         compiler.compile_source(text, str(src))
+
+
+def test_weight_cotangents_of_products_with_constants_are_batch_sums():
+    """Every weight cotangent of TensorNet's project / compose_mixed (terms of three or more
+    factors, constants eps and P(2), a trace) is summed over the batch inside its contractions
+    (plan.BatchSum: the batch survives every step but the last, which reads channels-last copies),
+    never as a (batch, c, d) product per term; the values equal autograd's, numpy and torch."""
+    from compiler.plan import Layout, plan_diagram
+
+    path = ROOT / "diagrams" / "tensornet_layer.diag"
+    ops = module(path)
+    for name in ("project", "compose_mixed"):
+        d = next(x for x in lower_source(path.read_text()).diagrams if x.name == name)
+        plan = plan_diagram(vjp_diagram(d))
+        weights = [t.name for t in d.inputs if t.type.family == "weight"]
+        assert [s.input for s in plan.batch_sums] == weights
+        for s in plan.batch_sums:
+            last = [c for c in s.contractions if not isinstance(c, Layout)]
+            finals = {t.var for t in s.output.terms}
+            assert all("..." not in c.spec.split("->")[1] for c in last if c.var in finals)
+            assert all("..." in c.spec.split("->")[1] for c in last if c.var not in finals)
+        args = inputs_for(d, batch=(5,))
+        grads = [a.clone().requires_grad_(True) for a in args]
+        y = getattr(ops, f"_{name}_planned")(*grads)
+        ys = outputs_list(y)
+        cots = [torch.tensor(np.random.default_rng(k).normal(size=tuple(o.shape))) for k, o in enumerate(ys)]
+        expected = torch.autograd.grad(ys, grads, cots, allow_unused=True)
+        for lib in (lambda x: x, lambda x: x.numpy()):
+            got = getattr(ops, f"{name}_vjp")(*[lib(a) for a in args], *[lib(c) for c in cots])
+            for t, g, e in zip(d.inputs, got, expected):
+                e = torch.zeros_like(args[0].new_empty(np.shape(g))) if e is None else e
+                assert np.allclose(np.asarray(g), e.numpy(), rtol=0, atol=1e-10), (name, t.name)

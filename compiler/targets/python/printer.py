@@ -208,7 +208,7 @@ class PythonPrinter:
                  "axes too.\"\"\"",
                  f"    _like = {p.inputs[0]}"]
         lines += input_checks(p.name, signature, unbatched=False)
-        lines += self.block(p.steps, "    ")
+        lines += self.block(p.bound + p.steps, "    ")
         lines.append(f"    return {_tuple_text(p.outputs)}")
         return "\n".join(lines)
 
