@@ -38,9 +38,6 @@ LAYER = compiler.load(ROOT / "diagrams" / "tensornet_layer.diag")
 BASE = compiler.load(ROOT / "diagrams" / "tensornet.diag")
 SO3 = compiler.load(ROOT / "diagrams" / "tensornet_so3.diag")
 
-# the part (0: i, 1: a, 2: t) of each of the 9 compact components (i, a0..a2, t0..t4)
-_PART = (0, 1, 1, 1, 2, 2, 2, 2, 2)
-
 
 # ---------------------------------------------------------------------------------------------------
 # invariant functions (torch): radial bases, cutoff, activations, with torchmd-net's parameter names
@@ -152,19 +149,6 @@ class Distance(nn.Module):
         return edge_index, torch.where(zero, 0, torch.sqrt(d2.masked_fill(zero, 1))), vec
 
 
-def gather_scatter(parts, factor, edge_index):
-    """sum over the edges e arriving at node n of factor[e, c, part(k)] parts[source(e), c, k]:
-    parts (N, C, 9) compact, factor (E, C, 3) one radial weight per part."""
-    index = torch.tensor(_PART, device=factor.device)
-    msg = factor.index_select(-1, index) * parts.index_select(0, edge_index[1])
-    return torch.zeros_like(parts).index_add_(0, edge_index[0], msg)
-
-
-def split(parts):
-    """(i, a, t) views of compact parts (..., C, 9)."""
-    return parts[..., 0], parts[..., 1:4], parts[..., 4:9]
-
-
 def weight(linear):
     """A bias-free nn.Linear's matrix as a diagram weight W[c, d] (in, out)."""
     return linear.weight.t()
@@ -196,14 +180,15 @@ class TensorEmbedding(nn.Module):
         C = self.hidden_channels
         Zij = self.emb2(self.emb(z).index_select(0, edge_index.t().reshape(-1)).view(-1, 2 * C))
         CZij = self.cutoff(edge_weight).unsqueeze(-1) * Zij
-        factor = CZij.unsqueeze(-1) * torch.stack(
-            [self.distance_proj1(edge_attr), self.distance_proj2(edge_attr), self.distance_proj3(edge_attr)], -1)
-        # per-edge basis (1, r, P(2) r r) of the parts i, a, t
-        basis = torch.cat([torch.ones_like(edge_weight)[:, None], edge_unit, LAYER.edge_sph2(edge_unit)], -1)
-        index = torch.tensor(_PART, device=factor.device)
-        msg = factor.index_select(-1, index) * basis[:, None, :]
-        parts = msg.new_zeros((len(z), C, 9)).index_add_(0, edge_index[0], msg)
-        i, a, t = split(parts)
+        # the three radial projections as one matrix product: (E, 3C)
+        projs = (self.distance_proj1, self.distance_proj2, self.distance_proj3)
+        proj = nn.functional.linear(edge_attr, torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs]))
+        fI, fA, fS = (CZij * f for f in proj.view(-1, 3, C).unbind(1))
+        # per-edge basis (1, r, P(2) r r) of the parts i, a, t, each scaled and summed at the receiver
+        dst = edge_index[0]
+        i = fI.new_zeros((len(z), C)).index_add_(0, dst, fI)
+        a = fA.new_zeros((len(z), C, 3)).index_add_(0, dst, fA[:, :, None] * edge_unit[:, None, :])
+        t = fS.new_zeros((len(z), C, 5)).index_add_(0, dst, fS[:, :, None] * LAYER.edge_sph2(edge_unit)[:, None, :])
         norm = self.init_norm(LAYER.parts_norm(i, a, t))
         for linear in self.linears_scalar:
             norm = self.act(linear(norm))
@@ -229,13 +214,13 @@ class Interaction(nn.Module):
     def forward(self, X, edge_index, edge_weight, edge_attr, g):
         for linear in self.linears_scalar:
             edge_attr = self.act(linear(edge_attr))
-        factor = (edge_attr * self.cutoff(edge_weight)[:, None]).view(-1, 3, self.hidden_channels).transpose(1, 2)
+        f0, f1, f2 = (edge_attr * self.cutoff(edge_weight)[:, None]).view(-1, 3, self.hidden_channels).unbind(1)
         W = [weight(lin) for lin in self.linears_tensor]
         s = 1 / (BASE.tensor_norm(X) + 1)
         i, a, t = LAYER.project(X, s, W[0], W[1], W[2])
         Y = LAYER.compose(i, a, t)
-        parts = torch.cat([i[..., None], a, t], -1)
-        M = LAYER.compose(*split(gather_scatter(parts, factor, edge_index)))
+        # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
+        M = LAYER.compose(*LAYER.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]))
         if self.equivariance_invariance_group == "O(3)":
             P = LAYER.matmul_o3_scaled(M, Y, g)
         else:
