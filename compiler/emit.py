@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Union
 
-from .plan import (Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled, Unrolled,
+from .plan import (Combination, Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled, Unrolled,
                    broadcast_indexes)
 
 
@@ -437,6 +437,9 @@ def step(c, tables) -> list:
         return [Assign(Ref(c.var), MatMul(x, y))]
     if isinstance(c, Unrolled):
         return unrolled(c)
+    if isinstance(c, Combination):  # the other factors of a factored linear map, summed
+        ctx = _Context(frozenset(), {}, frozenset())
+        return [Assign(Ref(c.var), output_value(OutputPlan(c.var, c.terms), ctx))]
     args = [operand(o, tables) for o in c.operands]
     lhs, _, rhs = c.spec.partition("->")
     if len(c.operands) == 1 and lhs == rhs:  # an identity: no work to do

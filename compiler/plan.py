@@ -157,6 +157,22 @@ class Unrolled:
 
 
 @dataclass(frozen=True)
+class Combination:
+    """``var = Σ coefficient × term``: the sum of the other factors of terms that share a linear
+    factor, taken before the one contraction with it (``W (C - Cᵀ)``: the transpose difference,
+    then one channel matmul). ``terms`` are Scaled vars of earlier steps, of one shape."""
+
+    var: str
+    terms: tuple["Scaled", ...]
+    cost: int = 0
+    spec: str = ""
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        return tuple(t.var for t in self.terms)
+
+
+@dataclass(frozen=True)
 class Scaled:
     """``coefficient × var``, optionally times delta on the axes named by ``eye_spec``."""
 
@@ -225,20 +241,72 @@ class FunctionPlan:
     #: the plan of the other outputs (None when every output is such a sum)
     batch_sums: tuple[BatchSum, ...] = ()
     rest: "FunctionPlan | None" = None
+    #: elements of each input, step and output at the reference sizes (what --explain's bytes and
+    #: temporaries are counted from)
+    elements: tuple[tuple[str, int], ...] = ()
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
-    contractions: dict[tuple, list[Contraction]] = {}
+    contractions: dict[tuple, list] = {}
     outputs = []
     folded: dict[str, tuple] = {}
-    for eq in diagram.equations:
-        reduced = [eliminate_deltas(t) for t in eq.terms]
-        terms = combine(reduced)
+    elements: dict[str, int] = {t.name: _type_elements(t.type) for t in diagram.inputs}
+
+    def plan_core(core: TensorNetwork) -> str:
+        """The var of a delta-free network's contraction (shared with every equal one)."""
+        core = _fold_constants(core, folded)
+        spec, operands, sizes = _einsum(core)
+        spec, operands = _shared_traces(spec, operands, sizes, contractions)
+        key = (spec, operands)
+        if key not in contractions:
+            var = f"_t{len(contractions)}"
+            unrolled = _unrolled(var, spec, operands, sizes, folded)
+            if unrolled is not None:
+                contractions[key] = [unrolled]
+            else:
+                contractions[key] = shared_steps(_ordered(Contraction(var, spec, operands), sizes))
+            for c in contractions[key]:
+                elements.setdefault(c.var, _elements(c.spec, sizes))
+        return contractions[key][-1].var
+
+    steps_seen: dict[tuple, Contraction] = {}
+
+    def shared_steps(chain: list[Contraction]) -> list:
+        """The chain's pairwise steps, each one equal to an earlier step up to its letters (the
+        same broadcast s[c] C[c,i,j] that two terms need) replaced by that step."""
+        result, alias = [], {}
+        for c in chain:
+            c = replace(c, operands=tuple(alias.get(o, o) for o in c.operands))
+            key = (_canonical_spec(c.spec), c.operands)
+            if key in steps_seen:
+                alias[c.var] = steps_seen[key].var
+                result.append(steps_seen[key])
+                continue
+            step = _as_matmul(c)
+            steps_seen[key] = step
+            result.append(step)
+        return result
+
+    reduced_eqs = [[eliminate_deltas(t) for t in eq.terms] for eq in diagram.equations]
+    combined_eqs = [combine(r) for r in reduced_eqs]
+    for k, (eq, reduced, terms) in enumerate(zip(diagram.equations, reduced_eqs, combined_eqs)):
         if not terms:  # everything cancels: zero, with the shape and dtype of a term
             first = reduced[0]
             terms = [TensorNetwork(Fraction(0), first.nodes, first.output, first.kinds, first.pos)]
+        elsewhere = {t.shape_key() for j, other in enumerate(combined_eqs) if j != k for t in other}
         scaled = []
-        for term in terms:
+        for item in factor_linear(terms, elsewhere):
+            if isinstance(item, Factored):
+                rest_vars = [plan_core(replace(r, coefficient=Fraction(1))) for r in item.rests]
+                parts = tuple(Scaled(r.coefficient, v, None) for r, v in zip(item.rests, rest_vars))
+                if ("combination", parts) not in contractions:
+                    contractions[("combination", parts)] = [Combination(
+                        f"_t{len(contractions)}", parts, item.combination_cost, _combination_spec(item))]
+                    elements[contractions[("combination", parts)][0].var] = elements[rest_vars[0]]
+                net = item.network(contractions[("combination", parts)][0].var)
+                scaled.append(Scaled(item.coefficient, plan_core(net), None))
+                continue
+            term = item
             core, free_deltas = _split_free_deltas(term)
             if not term.nodes:  # a number alone
                 scaled.append(Scaled(term.coefficient, None, None))
@@ -249,26 +317,17 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                     letters[i] for i in term.output)
                 scaled.append(Scaled(term.coefficient, None, spec))
                 continue
-            core = _fold_constants(core, folded)
-            spec, operands, sizes = _einsum(core)
-            spec, operands = _shared_traces(spec, operands, sizes, contractions)
-            key = (spec, operands)
-            if key not in contractions:
-                var = f"_t{len(contractions)}"
-                unrolled = _unrolled(var, spec, operands, sizes, folded)
-                if unrolled is not None:
-                    contractions[key] = [unrolled]
-                else:
-                    contractions[key] = [_as_matmul(c) for c in _ordered(Contraction(var, spec, operands), sizes)]
+            var = plan_core(core)
             eye_spec = None
             if free_deltas:
                 eye_spec = _eye_spec(core.output, free_deltas, term.output, term)
-            scaled.append(Scaled(term.coefficient, contractions[key][-1].var, eye_spec))
+            scaled.append(Scaled(term.coefficient, var, eye_spec))
         out_type = next(t.type for t in diagram.outputs if t.name == eq.target)
         outputs.append(OutputPlan(eq.target, tuple(scaled), _channel_sizes(out_type, diagram.inputs),
                                   out_type.geometric_dims))
+        elements[eq.target] = _type_elements(out_type)
     outputs = _fold_signs(outputs, contractions)
-    steps = [step for chain in contractions.values() for step in chain]
+    steps = list({id(step): step for chain in contractions.values() for step in chain}.values())
     used = []
     for c in steps:
         used += [o for o in c.operands if o == "eps" or o in folded]
@@ -293,7 +352,182 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         fused,
         _prefer_unrolled(steps, fused),
         *batch,
+        tuple(elements.items()),
     )
+
+
+@dataclass(frozen=True)
+class Factored:
+    """Terms of one output that share a linear factor ``node``: coefficient × node · Σ rests, where
+    each rest is a term without that node (its coefficient kept), all with the open labels
+    ``labels`` (the node's labels they carry, then the output's)."""
+
+    coefficient: Fraction
+    node: Node
+    rests: tuple[TensorNetwork, ...]
+    labels: tuple[str, ...]
+    output: tuple[str, ...]
+    kinds: tuple
+    pos: object
+    combination_cost: int
+
+    def network(self, var: str) -> TensorNetwork:
+        """node · var, var the planned sum of the rests."""
+        summed = Node("input", var, self.node.type, self.labels)
+        return TensorNetwork(Fraction(1), (self.node, summed), self.output, self.kinds, self.pos)
+
+
+def _combination_spec(f: Factored) -> str:
+    letters = index_letters(list(f.labels))
+    return "..." + "".join(letters[i] for i in f.labels)
+
+
+def _type_elements(typ) -> int:
+    """Elements of a tensor of this type at the reference sizes (batch, channels)."""
+    batch = 1 if typ.family == "weight" else BATCH_SIZE
+    return batch * CHANNEL_SIZE ** len(typ.channels) * int(np.prod(typ.geometric_dims, dtype=int))
+
+
+def _elements(spec: str, sizes: dict[str, int]) -> int:
+    """Elements of a step's result at the reference sizes."""
+    out = spec.split("->")[1]
+    n = BATCH_SIZE if out.startswith("...") else 1
+    for ch in out.replace("...", ""):
+        n *= sizes[ch]
+    return n
+
+
+def _is_permutation(spec: str) -> bool:
+    """A one-operand einsum that only reorders axes (a view)."""
+    lhs, out = spec.split("->")
+    return "," not in lhs and sorted(lhs) == sorted(out) and len(set(lhs.replace("...", ""))) == len(lhs.replace("...", ""))
+
+
+def _canonical_spec(spec: str) -> str:
+    """The einsum spec with its letters renamed by first appearance: equal for equal contractions."""
+    names: dict[str, str] = {}
+    out = []
+    for ch in spec.replace("...", "\0"):
+        if ch.isalpha():
+            ch = names.setdefault(ch, symbol(len(names)))
+        out.append(ch)
+    return "".join(out).replace("\0", "...")
+
+
+def _network_cost(term: TensorNetwork) -> int:
+    """Multiply-adds of a delta-free network at the reference sizes, in opt_einsum's order; an
+    input alone (its transpose, a view) costs nothing."""
+    core, _ = _split_free_deltas(term)
+    if not core.nodes:
+        return 0
+    spec, operands, sizes = _einsum(_fold_constants(core, {}))
+    lhs, out = spec.split("->")
+    if len(operands) == 1 and sorted(lhs) == sorted(out):
+        return 0
+    sizes = dict(sizes, Z=BATCH_SIZE)
+    total = 0
+    for step in _ordered(Contraction("_", spec, operands), sizes) if len(operands) > 2 else \
+            [Contraction("_", spec, operands)]:
+        step_lhs, step_out = step.spec.replace("...", "Z").split("->")
+        total += int(_flops(step_lhs.split(","), step_out, sizes))
+    return total
+
+
+def factor_linear(terms, elsewhere=frozenset()) -> list:
+    """The terms of one output with each group that shares a linear factor written as one
+    :class:`Factored` (``W[c,d] C[c,i,j] - W[c,d] C[c,j,i]`` is ``W[c,d] (C - Cᵀ)[c,i,j]``: one
+    channel matmul after a transpose difference, where the terms as written make two; ``g M Y +
+    g Y M`` is ``g (M Y + Y M)``: one broadcast of g). A factor is an input node carried by two or
+    more terms at the same output labels (its summed labels renamed alike); a group is factored
+    only when its terms are computed for this output alone (``elsewhere``: the networks other
+    outputs use, which stay shared) and the estimated multiply-adds drop. Terms with free deltas
+    stay as they are."""
+    terms = list(terms)
+    result: list = []
+    while True:
+        best = None
+        candidates: dict = {}
+        for k, term in enumerate(terms):
+            if len(term.nodes) < 2 or any(n.kind == "delta" for n in term.nodes) or term.shape_key() in elsewhere:
+                continue
+            for j, node in enumerate(term.nodes):
+                if node.kind != "input":
+                    continue
+                seen: dict = {}
+                pattern = tuple(i if i in term.output else ("summed", seen.setdefault(i, len(seen)))
+                                for i in node.indices)
+                key = (node.name, pattern)
+                if k not in [m for m, _ in candidates.get(key, [])]:
+                    candidates.setdefault(key, []).append((k, j))
+        for key, members in candidates.items():
+            if len(members) < 2:
+                continue
+            group = _factor_group(terms, members)
+            if group is not None and (best is None or len(group[1]) > len(best[1])):
+                best = group
+        if best is None:
+            break
+        factored, used = best
+        result.append(factored)
+        terms = [t for k, t in enumerate(terms) if k not in used]
+    return result + terms
+
+
+def _factor_group(terms, members):
+    """(Factored, indices of its terms) for terms sharing the node at ``members`` ((term, node)
+    positions), or None when their rests do not have one set of open labels, a rest is empty or
+    the estimated cost does not drop."""
+    ref_term, ref_node = terms[members[0][0]], terms[members[0][0]].nodes[members[0][1]]
+    kinds = dict(ref_term.kinds)
+    rests, used, labels = [], [], None
+    for n, (k, j) in enumerate(members):
+        term = terms[k]
+        node = term.nodes[j]
+        # rename the term's summed labels apart, then the node's summed labels to the reference's
+        summed = [i for i in term.indices() if i not in term.output]
+        mapping = {i: f"_f{n}_{m}" for m, i in enumerate(summed)}
+        for mine, ref in zip(node.indices, ref_node.indices):
+            if mine not in term.output:
+                mapping[mine] = ref
+        nodes = [replace(x, indices=tuple(mapping.get(i, i) for i in x.indices)) for x in term.nodes]
+        for i, kind in term.kinds:
+            kinds.setdefault(mapping.get(i, i), kind)
+        rest = tuple(x for m, x in enumerate(nodes) if m != j)
+        if not rest:
+            return None
+        rest_labels = {i for x in rest for i in x.indices}
+        open_labels = tuple(dict.fromkeys([i for i in ref_node.indices if i in rest_labels]
+                                          + [i for i in term.output if i in rest_labels]))
+        if any(i not in term.output and i not in rest_labels for i in ref_node.indices):
+            return None  # a label summed on the node alone (its own trace)
+        if labels is None:
+            labels = open_labels
+        elif set(open_labels) != set(labels):
+            return None
+        rests.append((term.coefficient, rest))
+        used.append(k)
+    # the common coefficient magnitude of the group is taken out (one scale of the result)
+    common = min(abs(c) for c, _ in rests)
+    all_kinds = tuple(kinds.items())
+    nets = tuple(TensorNetwork(c / common, rest, labels, tuple((i, kinds[i]) for i in dict.fromkeys(
+        [i for x in rest for i in x.indices] + list(labels))), ref_term.pos) for c, rest in rests)
+    size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in labels]))
+    combination_cost = size * (len(nets) - 1)
+    factored = Factored(common, ref_node, nets, labels, ref_term.output,
+                        tuple((i, k) for i, k in all_kinds), ref_term.pos, combination_cost)
+    # as written: each term contracted, then the terms summed into the output
+    out_size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in ref_term.output]))
+    before = sum(_network_cost(terms[k]) for k in used) + out_size * (len(used) - 1)
+    after = sum(_network_cost(r) for r in nets) + combination_cost + _network_cost(
+        TensorNetwork(Fraction(1), (ref_node, Node("input", "_r", ref_node.type, labels)), ref_term.output,
+                      factored.kinds, ref_term.pos))
+    if after >= before:
+        return None
+    return factored, used
+
+
+def _reference_size(kind) -> int:
+    return CHANNEL_SIZE if kind.kind == "channel" else (3 if kind.kind == "cart" else 2 * int(kind.dim) + 1)
 
 
 #: suffix of the plan of a derivative's other outputs (FunctionPlan.rest)
@@ -765,12 +999,48 @@ def _eye_spec(core_output, pairs, full_output, term) -> str:
     return f"{core},{eyes}->..." + "".join(letters[i] for i in full_output)
 
 
+#: bytes of one element in --explain's byte counts (the float32 of the speed targets)
+EXPLAIN_ITEMSIZE = 4
+
+
 def explain(plan: FunctionPlan) -> str:
-    """The plan as text: every contraction step with its estimated cost, then the output sums."""
-    lines = [f"{plan.name}({', '.join(plan.inputs)}):  estimated at batch {BATCH_SIZE}, channels {CHANNEL_SIZE}"]
-    total = 0
+    """The plan as text: every contraction step with its estimated cost, the bytes it reads and
+    writes and whether it allocates a temporary, then the output sums and the totals."""
+    from .emit import direct_seeds
+
+    lines = [f"{plan.name}({', '.join(plan.inputs)}):  estimated at batch {BATCH_SIZE}, channels {CHANNEL_SIZE}, "
+             f"bytes at {EXPLAIN_ITEMSIZE} per element"]
+    size = dict(plan.elements)
+    table_size = {name: int(np.asarray(values, dtype=object).size) for name, values in plan.tables}
+    table_size.update(eps=27, eye=9)
+    seeds = direct_seeds(plan, list(plan.outputs)) if not plan.prefer_unrolled else {}
+    full = max((size.get(o.name, 0) for o in plan.outputs), default=0)
+    # a step that is an output as it stands (its one term, coefficient 1) is that output, no temporary
+    results = {o.terms[0].var for o in plan.outputs
+               if len(o.terms) == 1 and o.terms[0].coefficient == 1 and o.terms[0].eye_spec is None}
+    total = moved = 0
+    temporaries = []
     for c in plan.contractions:
         total += c.cost
+        written = size.get(c.var, 0)
+        read = sum(size.get(o, table_size.get(o, 0)) for o in c.operands)
+        if isinstance(c, Unrolled):  # each product reads its slices: about a component each
+            read = sum(len(cell) for cell in c.cells) * (written // max(1, int(np.prod(c.open_dims, dtype=int))))
+        view = isinstance(c, Contraction) and len(c.operands) == 1 and _is_permutation(c.spec)
+        if view:
+            read = written = 0
+        moved += (read + written) * EXPLAIN_ITEMSIZE
+        note = ""
+        if not view and c.var not in seeds and c.var not in results:
+            temporaries.append(written)
+            note = ", temporary" + (" (full size)" if written >= full else "")
+        elif view:
+            note = ", a view"
+        traffic = f"{(read + written) * EXPLAIN_ITEMSIZE:,} bytes{note}"
+        if isinstance(c, Combination):
+            sum_text = " + ".join(f"{t.coefficient} * {t.var}" for t in c.terms)
+            lines.append(f"  {c.var:<8} = sum({sum_text})   ~{c.cost:,} adds, {traffic}")
+            continue
         how = {"Contraction": "einsum", "Matmul": "matmul", "FlatMatmul": "flat matmul",
                "Unrolled": "unrolled"}[type(c).__name__]
         if isinstance(c, Contraction) and c.blas:
@@ -778,7 +1048,8 @@ def explain(plan: FunctionPlan) -> str:
         elif isinstance(c, Contraction) and c.broadcast:
             how = "broadcast"
         detail = f", {sum(len(cell) for cell in c.cells)} products" if isinstance(c, Unrolled) else ""
-        lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)}{detail})   ~{c.cost:,} multiply-adds")
+        lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)}{detail})   ~{c.cost:,} multiply-adds, "
+                     f"{traffic}")
     for o in plan.outputs:
         parts = []
         for s in o.terms:
@@ -793,7 +1064,14 @@ def explain(plan: FunctionPlan) -> str:
         lines.append(f"  {b.output.name} when {b.input} has no batch axes: {steps}")
     if plan.stack_axis is not None:
         lines.append(f"  stacked on axis {plan.stack_axis}")
-    lines.append(f"  total ~{total:,} multiply-adds in contractions")
+    for o in plan.outputs:  # each output written once, each of its array terms read once
+        if o.terms and o.terms[0].var in results and len(o.terms) == 1:
+            continue
+        n = size.get(o.name, 0)
+        moved += n * (1 + sum(1 for t in o.terms if t.var is not None and t.var not in seeds)) * EXPLAIN_ITEMSIZE
+    lines.append(f"  total ~{total:,} multiply-adds in contractions, ~{moved:,} bytes moved, "
+                 f"{len(temporaries)} temporaries allocated ({sum(1 for n in temporaries if n >= full)} of the "
+                 f"outputs' size, {sum(temporaries) * EXPLAIN_ITEMSIZE:,} bytes)")
     if plan.prefer_unrolled:
         lines.append(f"  fresh results: the component formulas ({plan.fused.products} products), run eagerly; "
                      "the steps above fill out= buffers")

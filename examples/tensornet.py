@@ -37,6 +37,7 @@ import compiler  # noqa: E402
 LAYER = compiler.load(ROOT / "diagrams" / "tensornet_layer.diag")
 BASE = compiler.load(ROOT / "diagrams" / "tensornet.diag")
 SO3 = compiler.load(ROOT / "diagrams" / "tensornet_so3.diag")
+GRAPH = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -220,7 +221,7 @@ class Interaction(nn.Module):
         i, a, t = LAYER.project(X, s, W[0], W[1], W[2])
         Y = LAYER.compose(i, a, t)
         # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
-        M = LAYER.compose(*LAYER.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]))
+        M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]))
         if self.equivariance_invariance_group == "O(3)":
             P = LAYER.matmul_o3_scaled(M, Y, g)
         else:

@@ -1822,17 +1822,13 @@ def _linear_cart2_vjp_batchrest_planned(X, W0, W1, W2, d_Y, *, out=None, fused=F
     _t1 = _b.einsum_blas("...ad,...dcb->...abc", W1, d_Y)
     _t2 = _b.einsum("...abb->...a", d_Y)
     _t3 = _b.einsum_blas("...ab,...b->...a", W2, _t2)
-    _t4 = _b.einsum("...abb->...a", X)
-    _t5 = _t4[..., :, None] * _t2[..., None, :]
     if out is None:
         d_X = _t0 + _t1 + _t3[..., None, None] * _eye
-        d_W2 = _t5
-        return (d_X, d_W2)
-    d_X, d_W2 = _b.outs(out, (_b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], W0.shape[-1])), (X, W0, W1, W2, d_Y))
+        return d_X
+    d_X = _b.out(out, _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], 3, 3), (X, W0, W1, W2, d_Y), "out")
     _b.add(_t0, _t1, d_X)
     d_X = _b.add_diagonal(d_X, _t3, 1)
-    _b.copyto(d_W2, _t5)
-    return (d_X, d_W2)
+    return out
 
 
 def _linear_cart2_vjp_batch_summed(_b, X, W0, W1, W2, d_Y):
@@ -1876,7 +1872,11 @@ def _linear_cart2_vjp_batch_summed(_b, X, W0, W1, W2, d_Y):
     _l1 = _b.contiguous(_b.einsum("...bdc->...dcb", d_Y))
     _s0 = _b.einsum_blas("...cda,...dcb->ab", _l0, _l1)
     d_W1 = _s0
-    return (d_W0, d_W1)
+    _s0_tr0 = _b.einsum("...acc->...a", X)
+    _s0_tr1 = _b.einsum("...bdd->...b", d_Y)
+    _s0 = _b.einsum_blas("...a,...b->ab", _s0_tr0, _s0_tr1)
+    d_W2 = _s0
+    return (d_W0, d_W1, d_W2)
 
 
 def _linear_cart2_vjp_vjp_planned(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2, *, out=None, fused=False):
@@ -2094,30 +2094,27 @@ def _linear_cart2_vjp_vjp_batchrest_planned(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d
     _t1 = _b.einsum_blas("...dcb,...ad->...abc", d_Y, d_d_W1)
     _t2 = _b.einsum("...abb->...a", d_Y)
     _t3 = _b.einsum_blas("...b,...ab->...a", _t2, d_d_W2)
-    _t4 = _b.einsum("...abb->...a", d_d_X)
-    _t5 = _t2[..., None, :] * _t4[..., :, None]
-    _t6 = _b.matmul_flat(_b.swap(W0), d_d_X, 2)
-    _t7 = _b.einsum_blas("...da,...dcb->...abc", W1, d_d_X)
-    _t8 = _b.einsum_blas("...ba,...b->...a", W2, _t4)
-    _t9 = _b.matmul_flat(_b.swap(d_d_W0), X, 2)
-    _t10 = _b.einsum_blas("...dcb,...da->...abc", X, d_d_W1)
-    _t11 = _b.einsum("...abb->...a", X)
-    _t12 = _b.einsum_blas("...b,...ba->...a", _t11, d_d_W2)
+    _t4 = _b.matmul_flat(_b.swap(W0), d_d_X, 2)
+    _t5 = _b.einsum_blas("...da,...dcb->...abc", W1, d_d_X)
+    _t6 = _b.einsum("...abb->...a", d_d_X)
+    _t7 = _b.einsum_blas("...ba,...b->...a", W2, _t6)
+    _t8 = _b.matmul_flat(_b.swap(d_d_W0), X, 2)
+    _t9 = _b.einsum_blas("...dcb,...da->...abc", X, d_d_W1)
+    _t10 = _b.einsum("...abb->...a", X)
+    _t11 = _b.einsum_blas("...b,...ba->...a", _t10, d_d_W2)
     if out is None:
         dd_X = _t0 + _t1 + _t3[..., None, None] * _eye
-        dd_W2 = _t5
-        d_d_Y = _t6 + _t7 + _t8[..., None, None] * _eye + _t9 + _t10 + _t12[..., None, None] * _eye
-        return (dd_X, dd_W2, d_d_Y)
-    dd_X, dd_W2, d_d_Y = _b.outs(out, (_b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (X.shape[-3], W0.shape[-1]), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (W0.shape[-1], 3, 3)), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
+        d_d_Y = _t4 + _t5 + _t7[..., None, None] * _eye + _t8 + _t9 + _t11[..., None, None] * _eye
+        return (dd_X, d_d_Y)
+    dd_X, d_d_Y = _b.outs(out, (_b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W0.shape[:-2], d_d_W1.shape[:-2], d_d_W2.shape[:-2]) + (W0.shape[-1], 3, 3)), (X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2))
     _b.add(_t0, _t1, dd_X)
     dd_X = _b.add_diagonal(dd_X, _t3, 1)
-    _b.copyto(dd_W2, _t5)
-    _b.add(_t6, _t7, d_d_Y)
-    d_d_Y = _b.add_diagonal(d_d_Y, _t8, 1)
+    _b.add(_t4, _t5, d_d_Y)
+    d_d_Y = _b.add_diagonal(d_d_Y, _t7, 1)
+    d_d_Y += _t8
     d_d_Y += _t9
-    d_d_Y += _t10
-    d_d_Y = _b.add_diagonal(d_d_Y, _t12, 1)
-    return (dd_X, dd_W2, d_d_Y)
+    d_d_Y = _b.add_diagonal(d_d_Y, _t11, 1)
+    return (dd_X, d_d_Y)
 
 
 def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2):
@@ -2186,7 +2183,11 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     _l1 = _b.contiguous(_b.einsum("...adc->...dca", d_d_X))
     _s0 = _b.einsum_blas("...cdb,...dca->ab", _l0, _l1)
     dd_W1 = _s0
-    return (dd_W0, dd_W1)
+    _s0_tr0 = _b.einsum("...bcc->...b", d_Y)
+    _s0_tr1 = _b.einsum("...add->...a", d_d_X)
+    _s0 = _b.einsum_blas("...b,...a->ab", _s0_tr0, _s0_tr1)
+    dd_W2 = _s0
+    return (dd_W0, dd_W1, dd_W2)
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
@@ -2194,8 +2195,8 @@ _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (_mix_vjp_batchrest_planned, _mix_vjp_batch_summed, (1,), ((0, 0), (1, 0))))
 _mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (_mix_vjp_vjp_batchrest_planned, _mix_vjp_vjp_batch_summed, (1,), ((0, 0), (1, 0), (0, 1))))
 _linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL, None)
-_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2), ((0, 0), (1, 0), (1, 1), (0, 1))))
-_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2), ((0, 0), (1, 0), (1, 1), (0, 1), (0, 2))))
+_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2))))
+_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2), (0, 1))))
 _KERNEL_SPECS = (_mix_SPEC, _linear_cart2_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -5254,33 +5254,33 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t11 = _b.einsum_blas("...cb,...abc->...a", _t11_0, d_X)
     _t12_0 = _b.einsum("...b,...b->...", d_d_r, r)
     _t12 = _t12_0[..., None] * _t2
-    _t13_0 = fA * d_d_r[..., 2][..., None]
-    _t13_1 = fA * d_d_r[..., 1][..., None]
-    _t13_2 = fA * d_d_r[..., 0][..., None]
-    _t13_z = _b.zeros_like(_t13_0)
-    _t13 = _b.unflatten(_b.stack((_t13_z, _t13_0, -_t13_1, -_t13_0, _t13_z, _t13_2, _t13_1, -_t13_2, _t13_z), -1), (3, 3))
-    _t14_0 = d_d_r[..., :, None] * r[..., None, :]
-    _t14 = _t14_0[..., None, :, :] * fS[..., :, None, None]
-    _t15_0 = d_d_r[..., :, None] * r[..., None, :]
-    _t15 = _b.einsum("...cb->...bc", _t15_0)[..., None, :, :] * fS[..., :, None, None]
-    _t16_0 = _b.einsum("...b,...b->...", d_d_r, r)
-    _t16 = _t16_0[..., None] * fS
-    _t17 = d_d_fI
-    _t18_0 = r[..., 2][..., None] * d_d_fA
-    _t18_1 = r[..., 1][..., None] * d_d_fA
-    _t18_2 = r[..., 0][..., None] * d_d_fA
-    _t18_z = _b.zeros_like(_t18_0)
-    _t18 = _b.unflatten(_b.stack((_t18_z, _t18_0, -_t18_1, -_t18_0, _t18_z, _t18_2, _t18_1, -_t18_2, _t18_z), -1), (3, 3))
-    _t19_0 = r[..., :, None] * r[..., None, :]
-    _t19 = _b.einsum("...cb->...bc", _t19_0)[..., None, :, :] * d_d_fS[..., :, None, None]
-    _t20_0 = _b.einsum("...b,...b->...", r, r)
-    _t20 = _t20_0[..., None] * d_d_fS
+    _t13 = r[..., None, :] * d_d_r[..., :, None]
+    _t14 = r[..., :, None] * d_d_r[..., None, :]
+    _t15 = _t13 + _t14
+    _t16 = fS[..., :, None, None] * _t15[..., None, :, :]
+    _t17_0 = fA * d_d_r[..., 2][..., None]
+    _t17_1 = fA * d_d_r[..., 1][..., None]
+    _t17_2 = fA * d_d_r[..., 0][..., None]
+    _t17_z = _b.zeros_like(_t17_0)
+    _t17 = _b.unflatten(_b.stack((_t17_z, _t17_0, -_t17_1, -_t17_0, _t17_z, _t17_2, _t17_1, -_t17_2, _t17_z), -1), (3, 3))
+    _t18_0 = _b.einsum("...b,...b->...", d_d_r, r)
+    _t18 = _t18_0[..., None] * fS
+    _t19 = d_d_fI
+    _t20_0 = r[..., 2][..., None] * d_d_fA
+    _t20_1 = r[..., 1][..., None] * d_d_fA
+    _t20_2 = r[..., 0][..., None] * d_d_fA
+    _t20_z = _b.zeros_like(_t20_0)
+    _t20 = _b.unflatten(_b.stack((_t20_z, _t20_0, -_t20_1, -_t20_0, _t20_z, _t20_2, _t20_1, -_t20_2, _t20_z), -1), (3, 3))
+    _t21_0 = r[..., :, None] * r[..., None, :]
+    _t21 = _b.einsum("...cb->...bc", _t21_0)[..., None, :, :] * d_d_fS[..., :, None, None]
+    _t22_0 = _b.einsum("...b,...b->...", r, r)
+    _t22 = _t22_0[..., None] * d_d_fS
     if out is None:
         dd_r = _t0 + _t1 - _t4 + _t5 + _t6 + (-_t3 - _t7) * _b.rational(2, 3, _like)
         dd_fI = 0 * (0 * _t8)
         dd_fA = _t9
         dd_fS = _t10 + _t11 + _t12 * _b.rational(-2, 3, _like)
-        d_d_X = -_t13 + _t14 + _t15 + _t17[..., None, None] * _eye - _t18 + _t19 + _t16[..., None, None] * _eye * _b.rational(-2, 3, _like) + _t20[..., None, None] * _eye * _b.rational(-1, 3, _like)
+        d_d_X = _t16 - _t17 + _t19[..., None, None] * _eye - _t20 + _t21 + _t18[..., None, None] * _eye * _b.rational(-2, 3, _like) + _t22[..., None, None] * _eye * _b.rational(-1, 3, _like)
         return (dd_r, dd_fI, dd_fA, dd_fS, d_d_X)
     dd_r, dd_fI, dd_fA, dd_fS, d_d_X = _b.outs(out, (_b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (3,), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1], 3, 3)), (r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_fS))
     _b.add(_t0, _t1, dd_r)
@@ -5297,14 +5297,12 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     dd_fS *= _b.rational(3, 2, _like)
     dd_fS -= _t12
     dd_fS *= _b.rational(2, 3, _like)
-    _b.subtract(_t13, _t14, d_d_X)
-    d_d_X -= _t15
-    d_d_X = _b.add_diagonal(d_d_X, _t17, (-1))
-    d_d_X += _t18
-    d_d_X -= _t19
-    d_d_X = _b.add_diagonal(d_d_X, _t16, _b.rational(2, 3, _like))
-    d_d_X = _b.add_diagonal(d_d_X, _t20, _b.rational(1, 3, _like))
-    d_d_X *= (-1)
+    _b.subtract(_t16, _t17, d_d_X)
+    d_d_X = _b.add_diagonal(d_d_X, _t19, 1)
+    d_d_X -= _t20
+    d_d_X += _t21
+    d_d_X = _b.add_diagonal(d_d_X, _t18, _b.rational(-2, 3, _like))
+    d_d_X = _b.add_diagonal(d_d_X, _t22, _b.rational(-1, 3, _like))
     return (dd_r, dd_fI, dd_fA, dd_fS, d_d_X)
 
 
