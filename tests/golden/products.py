@@ -2934,27 +2934,31 @@ def _triple_vjp_vjp_planned(a, b, c, d_t, d_d_a, d_d_b, d_d_c, *, out=None, fuse
         dd_a, dd_b, dd_c, d_d_t = _b.outs(out, (_b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1])), (a, b, c, d_t, d_d_a, d_d_b, d_d_c))
         _b.fused(_triple_vjp_vjp_fused, (a, b, c, d_t, d_d_a, d_d_b, d_d_c), (dd_a, dd_b, dd_c, d_d_t,))
         return (dd_a, dd_b, dd_c, d_d_t)
-    _t0 = _b.stack((c[..., 2] * d_t * d_d_b[..., 1] - c[..., 1] * d_t * d_d_b[..., 2], -c[..., 2] * d_t * d_d_b[..., 0] + c[..., 0] * d_t * d_d_b[..., 2], c[..., 1] * d_t * d_d_b[..., 0] - c[..., 0] * d_t * d_d_b[..., 1]), -1)
-    _t1 = _b.stack((b[..., 1] * d_t * d_d_c[..., 2] - b[..., 2] * d_t * d_d_c[..., 1], -b[..., 0] * d_t * d_d_c[..., 2] + b[..., 2] * d_t * d_d_c[..., 0], b[..., 0] * d_t * d_d_c[..., 1] - b[..., 1] * d_t * d_d_c[..., 0]), -1)
-    _t2 = _b.stack((-c[..., 2] * d_t * d_d_a[..., 1] + c[..., 1] * d_t * d_d_a[..., 2], c[..., 2] * d_t * d_d_a[..., 0] - c[..., 0] * d_t * d_d_a[..., 2], -c[..., 1] * d_t * d_d_a[..., 0] + c[..., 0] * d_t * d_d_a[..., 1]), -1)
-    _t3 = _b.stack((-a[..., 1] * d_t * d_d_c[..., 2] + a[..., 2] * d_t * d_d_c[..., 1], a[..., 0] * d_t * d_d_c[..., 2] - a[..., 2] * d_t * d_d_c[..., 0], -a[..., 0] * d_t * d_d_c[..., 1] + a[..., 1] * d_t * d_d_c[..., 0]), -1)
-    _t4 = _b.stack((b[..., 2] * d_t * d_d_a[..., 1] - b[..., 1] * d_t * d_d_a[..., 2], -b[..., 2] * d_t * d_d_a[..., 0] + b[..., 0] * d_t * d_d_a[..., 2], b[..., 1] * d_t * d_d_a[..., 0] - b[..., 0] * d_t * d_d_a[..., 1]), -1)
-    _t5 = _b.stack((a[..., 1] * d_t * d_d_b[..., 2] - a[..., 2] * d_t * d_d_b[..., 1], -a[..., 0] * d_t * d_d_b[..., 2] + a[..., 2] * d_t * d_d_b[..., 0], a[..., 0] * d_t * d_d_b[..., 1] - a[..., 1] * d_t * d_d_b[..., 0]), -1)
-    _t6 = b[..., 1] * c[..., 2] * d_d_a[..., 0] - b[..., 2] * c[..., 1] * d_d_a[..., 0] - b[..., 0] * c[..., 2] * d_d_a[..., 1] + b[..., 2] * c[..., 0] * d_d_a[..., 1] + b[..., 0] * c[..., 1] * d_d_a[..., 2] - b[..., 1] * c[..., 0] * d_d_a[..., 2]
-    _t7 = a[..., 0] * c[..., 2] * d_d_b[..., 1] - a[..., 0] * c[..., 1] * d_d_b[..., 2] - a[..., 1] * c[..., 2] * d_d_b[..., 0] + a[..., 1] * c[..., 0] * d_d_b[..., 2] + a[..., 2] * c[..., 1] * d_d_b[..., 0] - a[..., 2] * c[..., 0] * d_d_b[..., 1]
-    _t8 = a[..., 0] * b[..., 1] * d_d_c[..., 2] - a[..., 0] * b[..., 2] * d_d_c[..., 1] - a[..., 1] * b[..., 0] * d_d_c[..., 2] + a[..., 1] * b[..., 2] * d_d_c[..., 0] + a[..., 2] * b[..., 0] * d_d_c[..., 1] - a[..., 2] * b[..., 1] * d_d_c[..., 0]
+    _t0 = _b.stack((c[..., 2] * d_d_b[..., 1] - c[..., 1] * d_d_b[..., 2], -c[..., 2] * d_d_b[..., 0] + c[..., 0] * d_d_b[..., 2], c[..., 1] * d_d_b[..., 0] - c[..., 0] * d_d_b[..., 1]), -1)
+    _t1 = _b.stack((b[..., 1] * d_d_c[..., 2] - b[..., 2] * d_d_c[..., 1], -b[..., 0] * d_d_c[..., 2] + b[..., 2] * d_d_c[..., 0], b[..., 0] * d_d_c[..., 1] - b[..., 1] * d_d_c[..., 0]), -1)
+    _t2 = _t0 + _t1
+    _t3 = d_t[..., None] * _t2
+    _t4 = _b.stack((-c[..., 2] * d_d_a[..., 1] + c[..., 1] * d_d_a[..., 2], c[..., 2] * d_d_a[..., 0] - c[..., 0] * d_d_a[..., 2], -c[..., 1] * d_d_a[..., 0] + c[..., 0] * d_d_a[..., 1]), -1)
+    _t5 = _b.stack((-a[..., 1] * d_d_c[..., 2] + a[..., 2] * d_d_c[..., 1], a[..., 0] * d_d_c[..., 2] - a[..., 2] * d_d_c[..., 0], -a[..., 0] * d_d_c[..., 1] + a[..., 1] * d_d_c[..., 0]), -1)
+    _t6 = _t4 + _t5
+    _t7 = d_t[..., None] * _t6
+    _t8 = _b.stack((b[..., 2] * d_d_a[..., 1] - b[..., 1] * d_d_a[..., 2], -b[..., 2] * d_d_a[..., 0] + b[..., 0] * d_d_a[..., 2], b[..., 1] * d_d_a[..., 0] - b[..., 0] * d_d_a[..., 1]), -1)
+    _t9 = _b.stack((a[..., 1] * d_d_b[..., 2] - a[..., 2] * d_d_b[..., 1], -a[..., 0] * d_d_b[..., 2] + a[..., 2] * d_d_b[..., 0], a[..., 0] * d_d_b[..., 1] - a[..., 1] * d_d_b[..., 0]), -1)
+    _t10 = _t8 + _t9
+    _t11 = d_t[..., None] * _t10
+    _t12 = _b.einsum("...a,...a->...", b, _t6)
+    _t13 = a[..., 0] * c[..., 2] * d_d_b[..., 1] - a[..., 0] * c[..., 1] * d_d_b[..., 2] - a[..., 1] * c[..., 2] * d_d_b[..., 0] + a[..., 1] * c[..., 0] * d_d_b[..., 2] + a[..., 2] * c[..., 1] * d_d_b[..., 0] - a[..., 2] * c[..., 0] * d_d_b[..., 1]
     if out is None:
-        dd_a = _t0 + _t1
-        dd_b = _t2 + _t3
-        dd_c = _t4 + _t5
-        d_d_t = _t6 + _t7 + _t8
+        dd_a = _t3
+        dd_b = _t7
+        dd_c = _t11
+        d_d_t = _t12 + _t13
         return (dd_a, dd_b, dd_c, d_d_t)
     dd_a, dd_b, dd_c, d_d_t = _b.outs(out, (_b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1]) + (3,), _b.batch(a.shape[:-1], b.shape[:-1], c.shape[:-1], d_t.shape, d_d_a.shape[:-1], d_d_b.shape[:-1], d_d_c.shape[:-1])), (a, b, c, d_t, d_d_a, d_d_b, d_d_c))
-    _b.add(_t0, _t1, dd_a)
-    _b.add(_t2, _t3, dd_b)
-    _b.add(_t4, _t5, dd_c)
-    _b.add(_t6, _t7, d_d_t)
-    d_d_t += _t8
+    _b.copyto(dd_a, _t3)
+    _b.copyto(dd_b, _t7)
+    _b.copyto(dd_c, _t11)
+    _b.add(_t12, _t13, d_d_t)
     return (dd_a, dd_b, dd_c, d_d_t)
 
 

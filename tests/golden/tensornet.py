@@ -3556,22 +3556,22 @@ def _vector_to_sym_vjp_planned(v, d_S, *, out=None, fused=False):
         d_v = _b.out(out, _b.batch(v.shape[:-2], d_S.shape[:-3]) + (v.shape[-2], 3), (v, d_S), "out")
         _b.fused(_vector_to_sym_vjp_fused, (v, d_S), (d_v,))
         return out
-    _t1 = _b.einsum_blas("...ac,...acb->...ab", v, d_S)
-    _t2 = _b.einsum("...abb->...a", d_S)
-    _t3 = v * _t2[..., :, None]
+    _t0 = _b.einsum("...acb->...abc", d_S)
+    _t1 = d_S
+    _t2 = _t0 + _t1
+    _t4 = _b.einsum("...abb->...a", d_S)
+    _t5 = v * _t4[..., :, None]
     if out is None:
-        _t0 = _b.einsum_blas("...ac,...abc->...ab", v, d_S)
-        d_v = _t0
-        d_v += _t1
+        _t3 = _b.einsum_blas("...ac,...acb->...ab", v, _t2)
+        d_v = _t3
         d_v *= _b.rational(3, 2, _like)
-        d_v -= _t3
+        d_v -= _t5
         d_v *= _b.rational(2, 3, _like)
         return d_v
     d_v = _b.out(out, _b.batch(v.shape[:-2], d_S.shape[:-3]) + (v.shape[-2], 3), (v, d_S), "out")
-    _b.einsum_into(d_v, "...ac,...abc->...ab", v, d_S, blas=True)
-    d_v += _t1
+    _b.einsum_into(d_v, "...ac,...acb->...ab", v, _t2, blas=True)
     d_v *= _b.rational(3, 2, _like)
-    d_v -= _t3
+    d_v -= _t5
     d_v *= _b.rational(2, 3, _like)
     return out
 
@@ -5107,36 +5107,35 @@ def _edge_tensor_vjp_planned(r, fI, fA, fS, d_X, *, out=None, fused=False):
         _check_shapes((("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)),), (r, fI, fA, fS, d_X))
     if (_len(_sh0) == 1 or _len(_sh1) == 1 or _len(_sh2) == 1 or _len(_sh3) == 1 or _len(_sh4) == 3) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(edge_tensor_vjp, _b, (r, fI, fA, fS, d_X), (1, 1, 1, 1, 3), out, fused)
-    _t0 = _b.stack((_b.einsum("...b,...b->...", fA, d_X[..., :, 1, 2]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 1]), -_b.einsum("...b,...b->...", fA, d_X[..., :, 0, 2]) + _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 0]), _b.einsum("...b,...b->...", fA, d_X[..., :, 0, 1]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 1, 0])), -1)
-    _t1_0 = _b.einsum_blas("...bac,...b->...ac", d_X, fS)
-    _t1 = _b.einsum_blas("...ac,...c->...a", _t1_0, r)
-    _t2_0 = _b.einsum_blas("...bca,...b->...ca", d_X, fS)
-    _t2 = _b.einsum_blas("...ca,...c->...a", _t2_0, r)
-    _t3 = _b.einsum("...abb->...a", d_X)
-    _t4_0 = _b.einsum("...b,...b->...", _t3, fS)
-    _t4 = _t4_0[..., None] * r
-    _t5 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
-    _t6_0 = r[..., :, None] * r[..., None, :]
-    _t6 = _b.einsum_blas("...cb,...abc->...a", _t6_0, d_X)
-    _t7_0 = _b.einsum("...b,...b->...", r, r)
-    _t7 = _t7_0[..., None] * _t3
+    _t0 = _b.einsum_blas("...c,...cba->...ab", fS, d_X)
+    _t1 = _b.einsum_blas("...c,...cab->...ab", fS, d_X)
+    _t2 = _t0 + _t1
+    _t3 = _b.einsum_blas("...b,...ba->...a", r, _t2)
+    _t4 = _b.stack((_b.einsum("...b,...b->...", fA, d_X[..., :, 1, 2]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 1]), -_b.einsum("...b,...b->...", fA, d_X[..., :, 0, 2]) + _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 0]), _b.einsum("...b,...b->...", fA, d_X[..., :, 0, 1]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 1, 0])), -1)
+    _t5 = _b.einsum("...abb->...a", d_X)
+    _t6_0 = _b.einsum("...b,...b->...", _t5, fS)
+    _t6 = _t6_0[..., None] * r
+    _t7 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
+    _t8_0 = r[..., :, None] * r[..., None, :]
+    _t8 = _b.einsum_blas("...cb,...abc->...a", _t8_0, d_X)
+    _t9_0 = _b.einsum("...b,...b->...", r, r)
+    _t9 = _t9_0[..., None] * _t5
     if out is None:
-        d_r = -_t0 + _t1 + _t2 + _t4 * _b.rational(-2, 3, _like)
-        d_fI = _b.copy(_t3)
-        d_fA = _t5
-        d_fS = _t6 + _t7 * _b.rational(-1, 3, _like)
+        d_r = _t3 - _t4 + _t6 * _b.rational(-2, 3, _like)
+        d_fI = _b.copy(_t5)
+        d_fA = _t7
+        d_fS = _t8 + _t9 * _b.rational(-1, 3, _like)
         return (d_r, d_fI, d_fA, d_fS)
     d_r, d_fI, d_fA, d_fS = _b.outs(out, (_b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (3,), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],)), (r, fI, fA, fS, d_X))
-    _b.subtract(_t0, _t1, d_r)
-    d_r -= _t2
+    _b.subtract(_t3, _t4, d_r)
     d_r *= _b.rational(3, 2, _like)
-    d_r += _t4
-    d_r *= _b.rational(-2, 3, _like)
-    _b.copyto(d_fI, _t3)
-    _b.copyto(d_fA, _t5)
-    _b.copyto(d_fS, _t6)
+    d_r -= _t6
+    d_r *= _b.rational(2, 3, _like)
+    _b.copyto(d_fI, _t5)
+    _b.copyto(d_fA, _t7)
+    _b.copyto(d_fS, _t8)
     d_fS *= 3
-    d_fS -= _t7
+    d_fS -= _t9
     d_fS *= _b.rational(1, 3, _like)
     return (d_r, d_fI, d_fA, d_fS)
 
@@ -5232,39 +5231,32 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     if (_len(_sh0) == 1 or _len(_sh1) == 1 or _len(_sh2) == 1 or _len(_sh3) == 1 or _len(_sh4) == 3 or _len(_sh5) == 1 or _len(_sh6) == 1 or _len(_sh7) == 1 or _len(_sh8) == 1) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(edge_tensor_vjp_vjp, _b, (r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_fS), (1, 1, 1, 1, 3, 1, 1, 1, 1), out, fused)
     _eye = _b.const("eye", _like)
-    _t0_0 = _b.einsum_blas("...bca,...b->...ca", d_X, fS)
-    _t0 = _b.einsum_blas("...ca,...c->...a", _t0_0, d_d_r)
-    _t1_0 = _b.einsum_blas("...bac,...b->...ac", d_X, fS)
-    _t1 = _b.einsum_blas("...ac,...c->...a", _t1_0, d_d_r)
-    _t2 = _b.einsum("...abb->...a", d_X)
-    _t3_0 = _b.einsum("...b,...b->...", _t2, fS)
-    _t3 = _t3_0[..., None] * d_d_r
-    _t4 = _b.stack((_b.einsum("...d,...d->...", d_X[..., :, 1, 2], d_d_fA) - _b.einsum("...d,...d->...", d_X[..., :, 2, 1], d_d_fA), -_b.einsum("...d,...d->...", d_X[..., :, 0, 2], d_d_fA) + _b.einsum("...d,...d->...", d_X[..., :, 2, 0], d_d_fA), _b.einsum("...d,...d->...", d_X[..., :, 0, 1], d_d_fA) - _b.einsum("...d,...d->...", d_X[..., :, 1, 0], d_d_fA)), -1)
-    _t5_0 = _b.einsum_blas("...c,...cab->...ab", d_d_fS, d_X)
-    _t5 = _b.einsum_blas("...ab,...b->...a", _t5_0, r)
-    _t6_0 = _b.einsum_blas("...c,...cba->...ba", d_d_fS, d_X)
-    _t6 = _b.einsum_blas("...ba,...b->...a", _t6_0, r)
-    _t7_0 = _b.einsum("...b,...b->...", d_d_fS, _t2)
-    _t7 = _t7_0[..., None] * r
-    _t8 = fI
-    _t9 = -d_X[..., :, 0, 1] * d_d_r[..., 2][..., None] + d_X[..., :, 0, 2] * d_d_r[..., 1][..., None] + d_X[..., :, 1, 0] * d_d_r[..., 2][..., None] - d_X[..., :, 1, 2] * d_d_r[..., 0][..., None] - d_X[..., :, 2, 0] * d_d_r[..., 1][..., None] + d_X[..., :, 2, 1] * d_d_r[..., 0][..., None]
-    _t10_0 = d_d_r[..., :, None] * r[..., None, :]
-    _t10 = _b.einsum_blas("...cb,...acb->...a", _t10_0, d_X)
-    _t11_0 = d_d_r[..., :, None] * r[..., None, :]
-    _t11 = _b.einsum_blas("...cb,...abc->...a", _t11_0, d_X)
-    _t12_0 = _b.einsum("...b,...b->...", d_d_r, r)
-    _t12 = _t12_0[..., None] * _t2
-    _t13 = r[..., None, :] * d_d_r[..., :, None]
-    _t14 = r[..., :, None] * d_d_r[..., None, :]
-    _t15 = _t13 + _t14
-    _t16 = fS[..., :, None, None] * _t15[..., None, :, :]
+    _t0 = fS[..., :, None] * d_d_r[..., None, :]
+    _t1 = r[..., None, :] * d_d_fS[..., :, None]
+    _t2 = _t0 + _t1
+    _t3 = _b.einsum_blas("...bca,...bc->...a", d_X, _t2)
+    _t4 = _b.einsum_blas("...bac,...bc->...a", d_X, _t2)
+    _t5 = _b.einsum("...abb->...a", d_X)
+    _t6_0 = _b.einsum("...b,...b->...", _t5, fS)
+    _t6 = _t6_0[..., None] * d_d_r
+    _t7 = _b.stack((_b.einsum("...d,...d->...", d_X[..., :, 1, 2], d_d_fA) - _b.einsum("...d,...d->...", d_X[..., :, 2, 1], d_d_fA), -_b.einsum("...d,...d->...", d_X[..., :, 0, 2], d_d_fA) + _b.einsum("...d,...d->...", d_X[..., :, 2, 0], d_d_fA), _b.einsum("...d,...d->...", d_X[..., :, 0, 1], d_d_fA) - _b.einsum("...d,...d->...", d_X[..., :, 1, 0], d_d_fA)), -1)
+    _t8_0 = _b.einsum("...b,...b->...", d_d_fS, _t5)
+    _t8 = _t8_0[..., None] * r
+    _t9 = fI
+    _t10 = -d_X[..., :, 0, 1] * d_d_r[..., 2][..., None] + d_X[..., :, 0, 2] * d_d_r[..., 1][..., None] + d_X[..., :, 1, 0] * d_d_r[..., 2][..., None] - d_X[..., :, 1, 2] * d_d_r[..., 0][..., None] - d_X[..., :, 2, 0] * d_d_r[..., 1][..., None] + d_X[..., :, 2, 1] * d_d_r[..., 0][..., None]
+    _t11 = r[..., None, :] * d_d_r[..., :, None]
+    _t12 = r[..., :, None] * d_d_r[..., None, :]
+    _t13 = _t11 + _t12
+    _t14 = _b.einsum_blas("...abc,...bc->...a", d_X, _t13)
+    _t15_0 = _b.einsum("...b,...b->...", d_d_r, r)
+    _t15 = _t15_0[..., None] * _t5
+    _t16 = fS[..., :, None, None] * _t13[..., None, :, :]
     _t17_0 = fA * d_d_r[..., 2][..., None]
     _t17_1 = fA * d_d_r[..., 1][..., None]
     _t17_2 = fA * d_d_r[..., 0][..., None]
     _t17_z = _b.zeros_like(_t17_0)
     _t17 = _b.unflatten(_b.stack((_t17_z, _t17_0, -_t17_1, -_t17_0, _t17_z, _t17_2, _t17_1, -_t17_2, _t17_z), -1), (3, 3))
-    _t18_0 = _b.einsum("...b,...b->...", d_d_r, r)
-    _t18 = _t18_0[..., None] * fS
+    _t18 = _t15_0[..., None] * fS
     _t19 = d_d_fI
     _t20_0 = r[..., 2][..., None] * d_d_fA
     _t20_1 = r[..., 1][..., None] * d_d_fA
@@ -5276,26 +5268,24 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t22_0 = _b.einsum("...b,...b->...", r, r)
     _t22 = _t22_0[..., None] * d_d_fS
     if out is None:
-        dd_r = _t0 + _t1 - _t4 + _t5 + _t6 + (-_t3 - _t7) * _b.rational(2, 3, _like)
-        dd_fI = 0 * (0 * _t8)
-        dd_fA = _t9
-        dd_fS = _t10 + _t11 + _t12 * _b.rational(-2, 3, _like)
+        dd_r = _t3 + _t4 - _t7 + (-_t6 - _t8) * _b.rational(2, 3, _like)
+        dd_fI = 0 * (0 * _t9)
+        dd_fA = _t10
+        dd_fS = _t14 + _t15 * _b.rational(-2, 3, _like)
         d_d_X = _t16 - _t17 + _t19[..., None, None] * _eye - _t20 + _t21 + _t18[..., None, None] * _eye * _b.rational(-2, 3, _like) + _t22[..., None, None] * _eye * _b.rational(-1, 3, _like)
         return (dd_r, dd_fI, dd_fA, dd_fS, d_d_X)
     dd_r, dd_fI, dd_fA, dd_fS, d_d_X = _b.outs(out, (_b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (3,), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3], d_d_r.shape[:-1], d_d_fI.shape[:-1], d_d_fA.shape[:-1], d_d_fS.shape[:-1]) + (fI.shape[-1], 3, 3)), (r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_fS))
-    _b.add(_t0, _t1, dd_r)
-    dd_r -= _t4
-    dd_r += _t5
-    dd_r += _t6
-    dd_r *= _b.rational(3, 2, _like)
-    dd_r -= _t3
+    _b.add(_t3, _t4, dd_r)
     dd_r -= _t7
+    dd_r *= _b.rational(3, 2, _like)
+    dd_r -= _t6
+    dd_r -= _t8
     dd_r *= _b.rational(2, 3, _like)
-    _b.multiply(_t8, 0, dd_fI)
-    _b.copyto(dd_fA, _t9)
-    _b.add(_t10, _t11, dd_fS)
+    _b.multiply(_t9, 0, dd_fI)
+    _b.copyto(dd_fA, _t10)
+    _b.copyto(dd_fS, _t14)
     dd_fS *= _b.rational(3, 2, _like)
-    dd_fS -= _t12
+    dd_fS -= _t15
     dd_fS *= _b.rational(2, 3, _like)
     _b.subtract(_t16, _t17, d_d_X)
     d_d_X = _b.add_diagonal(d_d_X, _t19, 1)
