@@ -72,7 +72,7 @@ def main(argv=None) -> int:
     threads = harness.Threads()
     lines = ["# TensorNet forward + forces, CPU float32", ""]
     lines += harness.machine_line(threads, harness.bandwidth())
-    lines += ["", f"examples/tensornet.py imports in {import_seconds:.1f} s (compiling its three .diag files); "
+    lines += ["", f"examples/tensornet.py imports in {import_seconds:.1f} s (compiling its .diag files); "
               "no other compile step (planned code).", "",
               "| atoms | edges | threads | torchmd-net (ms) | diagc planned (ms) | ratio | first calls (ms) |",
               "|---:|---:|---:|---:|---:|---:|---|"]
