@@ -72,6 +72,37 @@ __device__ __forceinline__ void diagc_copy(T* __restrict__ dst, const T* __restr
     for (int k = k0 + t; k < count; k += THREADS) dst[k] = src[k];
 }
 
+// v (N words: one element's share of row `key` of a summed output, N words a row) added into
+// out: the lanes of a warp holding one run of a key add theirs by shuffles, the run's first lane
+// adds the sum with atomicAdd. Every lane of the warp calls it; key < 0: nothing to add.
+template <typename T, int N>
+__device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const long long key)
+{
+    const int lane = threadIdx.x & 31;
+    if (key < 0) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) v[g] = T(0);
+    }
+    int whole = 1;  // lanes [lane, lane + off) all hold key
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const long long other = __shfl_down_sync(0xffffffffu, key, off);
+        const int other_whole = __shfl_down_sync(0xffffffffu, whole, off);
+        const bool take = whole && lane + off < 32 && other == key;
+#pragma unroll
+        for (int g = 0; g < N; ++g) {
+            const T w = __shfl_down_sync(0xffffffffu, v[g], off);
+            if (take) v[g] += w;
+        }
+        whole = take && other_whole;
+    }
+    const long long before = __shfl_up_sync(0xffffffffu, key, 1);
+    if (key >= 0 && (lane == 0 || before != key)) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) atomicAdd(out + key * N + g, v[g]);
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -152,6 +183,17 @@ __device__ __forceinline__ void diagc_decompose_tile(
     (void)chans;
     if (X_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_X + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_I[PER_THREAD][9];
     T r_A[PER_THREAD][9];
@@ -159,9 +201,8 @@ __device__ __forceinline__ void diagc_decompose_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = X_batched ? s + 0 * TILE + el * 9 : in_X + c * 9;
         if (el < valid) diagc_decompose<T>(view0, r_I[q], r_A[q], r_S[q]);
@@ -290,14 +331,24 @@ __device__ __forceinline__ void diagc_decompose_vjp_tile(
         diagc_copy<T, 128>(s + 9 * TILE, in_d_A + e0 * 9, valid * 9, t);
     if (d_S_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 18 * TILE, in_d_S + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_X[PER_THREAD][9];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = d_I_batched ? s + 0 * TILE + el * 9 : in_d_I + c * 9;
         const T* view1 = d_A_batched ? s + 9 * TILE + el * 9 : in_d_A + c * 9;
@@ -925,12 +976,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n
@@ -1470,8 +1523,8 @@ def decompose_vjp_vjp(X, d_I, d_A, d_S, d_d_X, *, out=None, fused=False, kernels
     """
     return _call(_decompose_vjp_vjp_SPEC, (X, d_I, d_A, d_S, d_d_X), out, fused, kernels)
 
-_decompose_KERNEL = {"name": "decompose", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_kernel_f32", "float64": "diagc_decompose_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("I", (), (3, 3)), ("A", (), (3, 3)), ("S", (), (3, 3))), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
-_decompose_vjp_KERNEL = {"name": "decompose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_vjp_kernel_f32", "float64": "diagc_decompose_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_I", (), (3, 3)), ("d_A", (), (3, 3)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
+_decompose_KERNEL = {"name": "decompose", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_kernel_f32", "float64": "diagc_decompose_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("I", (), (3, 3)), ("A", (), (3, 3)), ("S", (), (3, 3))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
+_decompose_vjp_KERNEL = {"name": "decompose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_vjp_kernel_f32", "float64": "diagc_decompose_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_I", (), (3, 3)), ("d_A", (), (3, 3)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _decompose_SPEC = (_decompose_planned, decompose_vjp, (), (2,), None, _decompose_KERNEL, None)
 _decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (2, 2, 2, 2), None, _decompose_vjp_KERNEL, None)
 _decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 2, 2, 2, 2), None, None, None)

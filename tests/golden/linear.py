@@ -76,6 +76,37 @@ __device__ __forceinline__ void diagc_copy(T* __restrict__ dst, const T* __restr
     for (int k = k0 + t; k < count; k += THREADS) dst[k] = src[k];
 }
 
+// v (N words: one element's share of row `key` of a summed output, N words a row) added into
+// out: the lanes of a warp holding one run of a key add theirs by shuffles, the run's first lane
+// adds the sum with atomicAdd. Every lane of the warp calls it; key < 0: nothing to add.
+template <typename T, int N>
+__device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const long long key)
+{
+    const int lane = threadIdx.x & 31;
+    if (key < 0) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) v[g] = T(0);
+    }
+    int whole = 1;  // lanes [lane, lane + off) all hold key
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const long long other = __shfl_down_sync(0xffffffffu, key, off);
+        const int other_whole = __shfl_down_sync(0xffffffffu, whole, off);
+        const bool take = whole && lane + off < 32 && other == key;
+#pragma unroll
+        for (int g = 0; g < N; ++g) {
+            const T w = __shfl_down_sync(0xffffffffu, v[g], off);
+            if (take) v[g] += w;
+        }
+        whole = take && other_whole;
+    }
+    const long long before = __shfl_up_sync(0xffffffffu, key, 1);
+    if (key >= 0 && (lane == 0 || before != key)) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) atomicAdd(out + key * N + g, v[g]);
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -742,6 +773,15 @@ class _Torch(_Compiling):
             return self.xp.as_tensor(x)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
 
+    def einsum_blas(self, spec, *operands):
+        terms, out = spec.split("->")
+        x, y = (terms.split(",") + ["", ""])[:2] if terms.count(",") == 1 else ("", "")
+        if x[:3] == "..." and x[:-1] == y[:-1] and out in (x[-1] + y[-1], y[-1] + x[-1]) and out[0] != out[1] \
+                and not set(out) & set(x[3:-1]) and operands[0].shape[:-1] == operands[1].shape[:-1]:
+            a, b = operands if out[0] == x[-1] else operands[::-1]
+            return self.xp.mm(a.reshape(-1, a.shape[-1]).t(), b.reshape(-1, b.shape[-1]))
+        return self.xp.einsum(spec, *operands)
+
     def promote(self, args):
         if len(args) < 2:
             return args
@@ -1038,12 +1078,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n

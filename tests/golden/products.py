@@ -80,6 +80,37 @@ __device__ __forceinline__ void diagc_copy(T* __restrict__ dst, const T* __restr
     for (int k = k0 + t; k < count; k += THREADS) dst[k] = src[k];
 }
 
+// v (N words: one element's share of row `key` of a summed output, N words a row) added into
+// out: the lanes of a warp holding one run of a key add theirs by shuffles, the run's first lane
+// adds the sum with atomicAdd. Every lane of the warp calls it; key < 0: nothing to add.
+template <typename T, int N>
+__device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const long long key)
+{
+    const int lane = threadIdx.x & 31;
+    if (key < 0) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) v[g] = T(0);
+    }
+    int whole = 1;  // lanes [lane, lane + off) all hold key
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const long long other = __shfl_down_sync(0xffffffffu, key, off);
+        const int other_whole = __shfl_down_sync(0xffffffffu, whole, off);
+        const bool take = whole && lane + off < 32 && other == key;
+#pragma unroll
+        for (int g = 0; g < N; ++g) {
+            const T w = __shfl_down_sync(0xffffffffu, v[g], off);
+            if (take) v[g] += w;
+        }
+        whole = take && other_whole;
+    }
+    const long long before = __shfl_up_sync(0xffffffffu, key, 1);
+    if (key >= 0 && (lane == 0 || before != key)) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) atomicAdd(out + key * N + g, v[g]);
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -101,7 +132,7 @@ __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
 #endif
 
 // ---- dot (elementwise) -------------------------------------------------------------
-// 3 products; 128 threads a block, 256 elements in float, 128 in double;
+// 3 products; 128 threads a block, 512 elements in float, 128 in double;
 // 6 words each in shared memory
 
 template <typename T>
@@ -121,7 +152,7 @@ __device__ __forceinline__ void diagc_dot_tile(
     T* __restrict__ out_s,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -134,14 +165,24 @@ __device__ __forceinline__ void diagc_dot_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_a + e0 * 3, valid * 3, t);
     if (b_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 3 * TILE, in_b + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_s[PER_THREAD][1];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -190,9 +231,9 @@ extern \"C\" int diagc_dot_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_a || !in_b || !out_s) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 255) / 256;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_dot_kernel_f32<<<(unsigned)blocks, 128, 1536 * sizeof(float), stream>>>(
+    diagc_dot_kernel_f32<<<(unsigned)blocks, 128, 3072 * sizeof(float), stream>>>(
         in_a, a_batched != 0, in_b, b_batched != 0, out_s, n);
     return (int)cudaGetLastError();
 }
@@ -259,15 +300,25 @@ __device__ __forceinline__ void diagc_dot_vjp_tile(
         diagc_copy<T, 128>(s + 3 * TILE, in_b + e0 * 3, valid * 3, t);
     if (d_s_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 6 * TILE, in_d_s + e0 * 1, valid * 1, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_a[PER_THREAD][3];
     T r_d_b[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -408,6 +459,17 @@ __device__ __forceinline__ void diagc_dot_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 7 * TILE, in_d_d_a + e0 * 3, valid * 3, t);
     if (d_d_b_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 10 * TILE, in_d_d_b + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_a[PER_THREAD][3];
     T r_dd_b[PER_THREAD][3];
@@ -415,9 +477,8 @@ __device__ __forceinline__ void diagc_dot_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -520,7 +581,7 @@ extern \"C\" int diagc_dot_vjp_vjp_f64(
 #endif  // host launchers
 
 // ---- cross (elementwise) -------------------------------------------------------------
-// 6 products; 128 threads a block, 256 elements in float, 128 in double;
+// 6 products; 128 threads a block, 512 elements in float, 128 in double;
 // 6 words each in shared memory
 
 template <typename T>
@@ -542,7 +603,7 @@ __device__ __forceinline__ void diagc_cross_tile(
     T* __restrict__ out_c,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -555,14 +616,24 @@ __device__ __forceinline__ void diagc_cross_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_a + e0 * 3, valid * 3, t);
     if (b_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 3 * TILE, in_b + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_c[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -611,9 +682,9 @@ extern \"C\" int diagc_cross_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_a || !in_b || !out_c) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 255) / 256;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_cross_kernel_f32<<<(unsigned)blocks, 128, 1536 * sizeof(float), stream>>>(
+    diagc_cross_kernel_f32<<<(unsigned)blocks, 128, 3072 * sizeof(float), stream>>>(
         in_a, a_batched != 0, in_b, b_batched != 0, out_c, n);
     return (int)cudaGetLastError();
 }
@@ -680,15 +751,25 @@ __device__ __forceinline__ void diagc_cross_vjp_tile(
         diagc_copy<T, 128>(s + 3 * TILE, in_b + e0 * 3, valid * 3, t);
     if (d_c_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 6 * TILE, in_d_c + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_a[PER_THREAD][3];
     T r_d_b[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -831,6 +912,17 @@ __device__ __forceinline__ void diagc_cross_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 9 * TILE, in_d_d_a + e0 * 3, valid * 3, t);
     if (d_d_b_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 12 * TILE, in_d_d_b + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_a[PER_THREAD][3];
     T r_dd_b[PER_THREAD][3];
@@ -838,9 +930,8 @@ __device__ __forceinline__ void diagc_cross_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -980,14 +1071,24 @@ __device__ __forceinline__ void diagc_triple_tile(
         diagc_copy<T, 128>(s + 3 * TILE, in_b + e0 * 3, valid * 3, t);
     if (c_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 6 * TILE, in_c + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_t[PER_THREAD][1];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -1119,6 +1220,17 @@ __device__ __forceinline__ void diagc_triple_vjp_tile(
         diagc_copy<T, 128>(s + 6 * TILE, in_c + e0 * 3, valid * 3, t);
     if (d_t_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 9 * TILE, in_d_t + e0 * 1, valid * 1, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_a[PER_THREAD][3];
     T r_d_b[PER_THREAD][3];
@@ -1126,9 +1238,8 @@ __device__ __forceinline__ void diagc_triple_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -1294,6 +1405,17 @@ __device__ __forceinline__ void diagc_triple_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 13 * TILE, in_d_d_b + e0 * 3, valid * 3, t);
     if (d_d_c_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 16 * TILE, in_d_d_c + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_a[PER_THREAD][3];
     T r_dd_b[PER_THREAD][3];
@@ -1302,9 +1424,8 @@ __device__ __forceinline__ void diagc_triple_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = a_batched ? s + 0 * TILE + el * 3 : in_a + c * 3;
         const T* view1 = b_batched ? s + 3 * TILE + el * 3 : in_b + c * 3;
@@ -1913,12 +2034,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n
@@ -2995,15 +3118,15 @@ def triple_vjp_vjp(a, b, c, d_t, d_d_a, d_d_b, d_d_c, *, out=None, fused=False, 
     """
     return _call(_triple_vjp_vjp_SPEC, (a, b, c, d_t, d_d_a, d_d_b, d_d_c), out, fused, kernels)
 
-_dot_KERNEL = {"name": "dot", "kind": "elementwise", "symbols": {"float32": "diagc_dot_kernel_f32", "float64": "diagc_dot_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("s", (), ()),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1536, "float64": 768}}
-_dot_vjp_KERNEL = {"name": "dot_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_kernel_f32", "float64": "diagc_dot_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1792, "float64": 896}}
-_dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1664, "float64": 1664}}
-_cross_KERNEL = {"name": "cross", "kind": "elementwise", "symbols": {"float32": "diagc_cross_kernel_f32", "float64": "diagc_cross_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("c", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1536, "float64": 768}}
-_cross_vjp_KERNEL = {"name": "cross_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cross_vjp_kernel_f32", "float64": "diagc_cross_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_c", (), (3,))), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_cross_vjp_vjp_KERNEL = {"name": "cross_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cross_vjp_vjp_kernel_f32", "float64": "diagc_cross_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_c", (), (3,)), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_c", (), (3,))), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
-_triple_KERNEL = {"name": "triple", "kind": "elementwise", "symbols": {"float32": "diagc_triple_kernel_f32", "float64": "diagc_triple_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,))), "block": 128, "outputs": (("t", (), ()),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_triple_vjp_KERNEL = {"name": "triple_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_kernel_f32", "float64": "diagc_triple_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,)), ("d_c", (), (3,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
-_triple_vjp_vjp_KERNEL = {"name": "triple_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_vjp_kernel_f32", "float64": "diagc_triple_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,)), ("d_d_c", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("dd_c", (), (3,)), ("d_d_t", (), ())), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
+_dot_KERNEL = {"name": "dot", "kind": "elementwise", "symbols": {"float32": "diagc_dot_kernel_f32", "float64": "diagc_dot_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("s", (), ()),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 3072, "float64": 768}}
+_dot_vjp_KERNEL = {"name": "dot_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_kernel_f32", "float64": "diagc_dot_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1792, "float64": 896}}
+_dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1664, "float64": 1664}}
+_cross_KERNEL = {"name": "cross", "kind": "elementwise", "symbols": {"float32": "diagc_cross_kernel_f32", "float64": "diagc_cross_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("c", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 3072, "float64": 768}}
+_cross_vjp_KERNEL = {"name": "cross_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cross_vjp_kernel_f32", "float64": "diagc_cross_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_c", (), (3,))), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_cross_vjp_vjp_KERNEL = {"name": "cross_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cross_vjp_vjp_kernel_f32", "float64": "diagc_cross_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_c", (), (3,)), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_c", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_triple_KERNEL = {"name": "triple", "kind": "elementwise", "symbols": {"float32": "diagc_triple_kernel_f32", "float64": "diagc_triple_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,))), "block": 128, "outputs": (("t", (), ()),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_triple_vjp_KERNEL = {"name": "triple_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_kernel_f32", "float64": "diagc_triple_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,)), ("d_c", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
+_triple_vjp_vjp_KERNEL = {"name": "triple_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_vjp_kernel_f32", "float64": "diagc_triple_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,)), ("d_d_c", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("dd_c", (), (3,)), ("d_d_t", (), ())), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
 _dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None)
 _dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None)
 _dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None)

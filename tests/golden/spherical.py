@@ -97,6 +97,37 @@ __device__ __forceinline__ void diagc_copy(T* __restrict__ dst, const T* __restr
     for (int k = k0 + t; k < count; k += THREADS) dst[k] = src[k];
 }
 
+// v (N words: one element's share of row `key` of a summed output, N words a row) added into
+// out: the lanes of a warp holding one run of a key add theirs by shuffles, the run's first lane
+// adds the sum with atomicAdd. Every lane of the warp calls it; key < 0: nothing to add.
+template <typename T, int N>
+__device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const long long key)
+{
+    const int lane = threadIdx.x & 31;
+    if (key < 0) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) v[g] = T(0);
+    }
+    int whole = 1;  // lanes [lane, lane + off) all hold key
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const long long other = __shfl_down_sync(0xffffffffu, key, off);
+        const int other_whole = __shfl_down_sync(0xffffffffu, whole, off);
+        const bool take = whole && lane + off < 32 && other == key;
+#pragma unroll
+        for (int g = 0; g < N; ++g) {
+            const T w = __shfl_down_sync(0xffffffffu, v[g], off);
+            if (take) v[g] += w;
+        }
+        whole = take && other_whole;
+    }
+    const long long before = __shfl_up_sync(0xffffffffu, key, 1);
+    if (key >= 0 && (lane == 0 || before != key)) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) atomicAdd(out + key * N + g, v[g]);
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -163,6 +194,17 @@ __device__ __forceinline__ void diagc_vec_vec_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_x + e0 * 3, valid * 3, t);
     if (y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 3 * TILE, in_y + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_s[PER_THREAD][1];
     T r_w[PER_THREAD][3];
@@ -170,9 +212,8 @@ __device__ __forceinline__ void diagc_vec_vec_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 3 : in_y + c * 3;
@@ -312,15 +353,25 @@ __device__ __forceinline__ void diagc_vec_vec_vjp_tile(
         diagc_copy<T, 128>(s + 7 * TILE, in_d_w + e0 * 3, valid * 3, t);
     if (d_t_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 10 * TILE, in_d_t + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_x[PER_THREAD][3];
     T r_d_y[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 3 : in_y + c * 3;
@@ -491,6 +542,17 @@ __device__ __forceinline__ void diagc_vec_vec_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 15 * TILE, in_d_d_x + e0 * 3, valid * 3, t);
     if (d_d_y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 18 * TILE, in_d_d_y + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_x[PER_THREAD][3];
     T r_dd_y[PER_THREAD][3];
@@ -500,9 +562,8 @@ __device__ __forceinline__ void diagc_vec_vec_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 3 : in_y + c * 3;
@@ -666,14 +727,24 @@ __device__ __forceinline__ void diagc_tp_2e_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_x + e0 * 5, valid * 5, t);
     if (y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 5 * TILE, in_y + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_z[PER_THREAD][5];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 5 : in_x + c * 5;
         const T* view1 = y_batched ? s + 5 * TILE + el * 5 : in_y + c * 5;
@@ -795,15 +866,25 @@ __device__ __forceinline__ void diagc_tp_2e_vjp_tile(
         diagc_copy<T, 128>(s + 5 * TILE, in_y + e0 * 5, valid * 5, t);
     if (d_z_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 10 * TILE, in_d_z + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_x[PER_THREAD][5];
     T r_d_y[PER_THREAD][5];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 5 : in_x + c * 5;
         const T* view1 = y_batched ? s + 5 * TILE + el * 5 : in_y + c * 5;
@@ -952,6 +1033,17 @@ __device__ __forceinline__ void diagc_tp_2e_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 15 * TILE, in_d_d_x + e0 * 5, valid * 5, t);
     if (d_d_y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 20 * TILE, in_d_d_y + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_x[PER_THREAD][5];
     T r_dd_y[PER_THREAD][5];
@@ -959,9 +1051,8 @@ __device__ __forceinline__ void diagc_tp_2e_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 5 : in_x + c * 5;
         const T* view1 = y_batched ? s + 5 * TILE + el * 5 : in_y + c * 5;
@@ -1099,14 +1190,24 @@ __device__ __forceinline__ void diagc_tp_1o_2e_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_x + e0 * 3, valid * 3, t);
     if (y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 3 * TILE, in_y + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_z[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 5 : in_y + c * 5;
@@ -1226,15 +1327,25 @@ __device__ __forceinline__ void diagc_tp_1o_2e_vjp_tile(
         diagc_copy<T, 128>(s + 3 * TILE, in_y + e0 * 5, valid * 5, t);
     if (d_z_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 8 * TILE, in_d_z + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_x[PER_THREAD][3];
     T r_d_y[PER_THREAD][5];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 5 : in_y + c * 5;
@@ -1379,6 +1490,17 @@ __device__ __forceinline__ void diagc_tp_1o_2e_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 11 * TILE, in_d_d_x + e0 * 3, valid * 3, t);
     if (d_d_y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 14 * TILE, in_d_d_y + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_x[PER_THREAD][3];
     T r_dd_y[PER_THREAD][5];
@@ -1386,9 +1508,8 @@ __device__ __forceinline__ void diagc_tp_1o_2e_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = x_batched ? s + 0 * TILE + el * 3 : in_x + c * 3;
         const T* view1 = y_batched ? s + 3 * TILE + el * 5 : in_y + c * 5;
@@ -1532,6 +1653,17 @@ __device__ __forceinline__ void diagc_cart_to_sph_tile(
     (void)chans;
     if (X_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_X + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_s[PER_THREAD][1];
     T r_v[PER_THREAD][3];
@@ -1539,9 +1671,8 @@ __device__ __forceinline__ void diagc_cart_to_sph_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = X_batched ? s + 0 * TILE + el * 9 : in_X + c * 9;
         if (el < valid) diagc_cart_to_sph<T>(view0, r_s[q], r_v[q], r_t[q]);
@@ -1670,14 +1801,24 @@ __device__ __forceinline__ void diagc_cart_to_sph_vjp_tile(
         diagc_copy<T, 128>(s + 1 * TILE, in_d_v + e0 * 3, valid * 3, t);
     if (d_t_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 4 * TILE, in_d_t + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_X[PER_THREAD][9];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = d_s_batched ? s + 0 * TILE + el * 1 : in_d_s + c * 1;
         const T* view1 = d_v_batched ? s + 1 * TILE + el * 3 : in_d_v + c * 3;
@@ -1797,14 +1938,24 @@ __device__ __forceinline__ void diagc_sph_to_sym2t_tile(
     (void)chans;
     if (t_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_t + e0 * 5, valid * 5, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_S[PER_THREAD][9];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = t_batched ? s + 0 * TILE + el * 5 : in_t + c * 5;
         if (el < valid) diagc_sph_to_sym2t<T>(view0, r_S[q]);
@@ -1907,14 +2058,24 @@ __device__ __forceinline__ void diagc_sph_to_sym2t_vjp_tile(
     (void)chans;
     if (d_S_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_d_S + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_t[PER_THREAD][5];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = d_S_batched ? s + 0 * TILE + el * 9 : in_d_S + c * 9;
         if (el < valid) diagc_sph_to_sym2t_vjp<T>(view0, r_d_t[q]);
@@ -1987,7 +2148,7 @@ extern \"C\" int diagc_sph_to_sym2t_vjp_f64(
 #endif  // host launchers
 
 // ---- vec_to_sph (elementwise) -------------------------------------------------------------
-// 3 products; 128 threads a block, 256 elements in float, 128 in double;
+// 3 products; 128 threads a block, 512 elements in float, 128 in double;
 // 3 words each in shared memory
 
 template <typename T>
@@ -2007,7 +2168,7 @@ __device__ __forceinline__ void diagc_vec_to_sph_tile(
     T* __restrict__ out_y,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2018,14 +2179,24 @@ __device__ __forceinline__ void diagc_vec_to_sph_tile(
     (void)chans;
     if (r_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_r + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_y[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = r_batched ? s + 0 * TILE + el * 3 : in_r + c * 3;
         if (el < valid) diagc_vec_to_sph<T>(view0, r_y[q]);
@@ -2070,9 +2241,9 @@ extern \"C\" int diagc_vec_to_sph_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_r || !out_y) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 255) / 256;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_vec_to_sph_kernel_f32<<<(unsigned)blocks, 128, 768 * sizeof(float), stream>>>(
+    diagc_vec_to_sph_kernel_f32<<<(unsigned)blocks, 128, 1536 * sizeof(float), stream>>>(
         in_r, r_batched != 0, out_y, n);
     return (int)cudaGetLastError();
 }
@@ -2094,7 +2265,7 @@ extern \"C\" int diagc_vec_to_sph_f64(
 #endif  // host launchers
 
 // ---- vec_to_sph_vjp (elementwise) -------------------------------------------------------------
-// 3 products; 128 threads a block, 256 elements in float, 128 in double;
+// 3 products; 128 threads a block, 512 elements in float, 128 in double;
 // 3 words each in shared memory
 
 template <typename T>
@@ -2115,7 +2286,7 @@ __device__ __forceinline__ void diagc_vec_to_sph_vjp_tile(
     T* __restrict__ out_d_r,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2126,14 +2297,24 @@ __device__ __forceinline__ void diagc_vec_to_sph_vjp_tile(
     (void)chans;
     if (d_y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 0 * TILE, in_d_y + e0 * 3, valid * 3, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_r[PER_THREAD][3];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = d_y_batched ? s + 0 * TILE + el * 3 : in_d_y + c * 3;
         if (el < valid) diagc_vec_to_sph_vjp<T>(view0, r_d_r[q]);
@@ -2181,9 +2362,9 @@ extern \"C\" int diagc_vec_to_sph_vjp_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_r || !in_d_y || !out_d_r) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 255) / 256;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_vec_to_sph_vjp_kernel_f32<<<(unsigned)blocks, 128, 768 * sizeof(float), stream>>>(
+    diagc_vec_to_sph_vjp_kernel_f32<<<(unsigned)blocks, 128, 1536 * sizeof(float), stream>>>(
         in_r, r_batched != 0, in_d_y, d_y_batched != 0, out_d_r, n);
     return (int)cudaGetLastError();
 }
@@ -2481,6 +2662,15 @@ class _Torch(_Compiling):
         if like is None:
             return self.xp.as_tensor(x)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
+
+    def einsum_blas(self, spec, *operands):
+        terms, out = spec.split("->")
+        x, y = (terms.split(",") + ["", ""])[:2] if terms.count(",") == 1 else ("", "")
+        if x[:3] == "..." and x[:-1] == y[:-1] and out in (x[-1] + y[-1], y[-1] + x[-1]) and out[0] != out[1] \
+                and not set(out) & set(x[3:-1]) and operands[0].shape[:-1] == operands[1].shape[:-1]:
+            a, b = operands if out[0] == x[-1] else operands[::-1]
+            return self.xp.mm(a.reshape(-1, a.shape[-1]).t(), b.reshape(-1, b.shape[-1]))
+        return self.xp.einsum(spec, *operands)
 
     def promote(self, args):
         if len(args) < 2:
@@ -2790,12 +2980,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n
@@ -4740,21 +4932,21 @@ def vec_to_sph_vjp_vjp(r, d_y, d_d_r, *, out=None, fused=False, kernels=True):
     """
     return _call(_vec_to_sph_vjp_vjp_SPEC, (r, d_y, d_d_r), out, fused, kernels)
 
-_vec_vec_KERNEL = {"name": "vec_vec", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_kernel_f32", "float64": "diagc_vec_vec_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,))), "block": 128, "outputs": (("s", (), (1,)), ("w", (), (3,)), ("t", (), (5,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_vec_vec_vjp_KERNEL = {"name": "vec_vec_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_x", (), (3,)), ("d_y", (), (3,))), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
-_vec_vec_vjp_vjp_KERNEL = {"name": "vec_vec_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,)), ("d_d_x", (), (3,)), ("d_d_y", (), (3,))), "block": 128, "outputs": (("dd_x", (), (3,)), ("dd_y", (), (3,)), ("d_d_s", (), (1,)), ("d_d_w", (), (3,)), ("d_d_t", (), (5,))), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2688, "float64": 2688}}
-_tp_2e_KERNEL = {"name": "tp_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_kernel_f32", "float64": "diagc_tp_2e_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (5,)),), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
-_tp_2e_vjp_KERNEL = {"name": "tp_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,))), "block": 128, "outputs": (("d_x", ("c",), (5,)), ("d_y", ("c",), (5,))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
-_tp_2e_vjp_vjp_KERNEL = {"name": "tp_2e_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,)), ("d_d_x", ("c",), (5,)), ("d_d_y", ("c",), (5,))), "block": 128, "outputs": (("dd_x", ("c",), (5,)), ("dd_y", ("c",), (5,)), ("d_d_z", ("c",), (5,))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3200, "float64": 3200}}
-_tp_1o_2e_KERNEL = {"name": "tp_1o_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_kernel_f32", "float64": "diagc_tp_1o_2e_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (3,)),), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2048, "float64": 1024}}
-_tp_1o_2e_vjp_KERNEL = {"name": "tp_1o_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_vjp_kernel_f32", "float64": "diagc_tp_1o_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,)), ("d_z", ("c",), (3,))), "block": 128, "outputs": (("d_x", ("c",), (3,)), ("d_y", ("c",), (5,))), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}
-_tp_1o_2e_vjp_vjp_KERNEL = {"name": "tp_1o_2e_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_vjp_vjp_kernel_f32", "float64": "diagc_tp_1o_2e_vjp_vjp_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,)), ("d_z", ("c",), (3,)), ("d_d_x", ("c",), (3,)), ("d_d_y", ("c",), (5,))), "block": 128, "outputs": (("dd_x", ("c",), (3,)), ("dd_y", ("c",), (5,)), ("d_d_z", ("c",), (3,))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
-_cart_to_sph_KERNEL = {"name": "cart_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_cart_to_sph_kernel_f32", "float64": "diagc_cart_to_sph_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("s", (), (1,)), ("v", (), (3,)), ("t", (), (5,))), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_cart_to_sph_vjp_KERNEL = {"name": "cart_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cart_to_sph_vjp_kernel_f32", "float64": "diagc_cart_to_sph_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_s", (), (1,)), ("d_v", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_sph_to_sym2t_KERNEL = {"name": "sph_to_sym2t", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_kernel_f32", "float64": "diagc_sph_to_sym2t_kernel_f64"}, "inputs": (("t", (), (5,)),), "block": 128, "outputs": (("S", (), (3, 3)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_sph_to_sym2t_vjp_KERNEL = {"name": "sph_to_sym2t_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_vjp_kernel_f32", "float64": "diagc_sph_to_sym2t_vjp_kernel_f64"}, "inputs": (("t", (), (5,)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_t", (), (5,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_vec_to_sph_KERNEL = {"name": "vec_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_kernel_f32", "float64": "diagc_vec_to_sph_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("y", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 768, "float64": 384}}
-_vec_to_sph_vjp_KERNEL = {"name": "vec_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_vjp_kernel_f32", "float64": "diagc_vec_to_sph_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_y", (), (3,))), "block": 128, "outputs": (("d_r", (), (3,)),), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 768, "float64": 384}}
+_vec_vec_KERNEL = {"name": "vec_vec", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_kernel_f32", "float64": "diagc_vec_vec_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,))), "block": 128, "outputs": (("s", (), (1,)), ("w", (), (3,)), ("t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_vec_vec_vjp_KERNEL = {"name": "vec_vec_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_x", (), (3,)), ("d_y", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_vec_vec_vjp_vjp_KERNEL = {"name": "vec_vec_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,)), ("d_d_x", (), (3,)), ("d_d_y", (), (3,))), "block": 128, "outputs": (("dd_x", (), (3,)), ("dd_y", (), (3,)), ("d_d_s", (), (1,)), ("d_d_w", (), (3,)), ("d_d_t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2688, "float64": 2688}}
+_tp_2e_KERNEL = {"name": "tp_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_kernel_f32", "float64": "diagc_tp_2e_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (5,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
+_tp_2e_vjp_KERNEL = {"name": "tp_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,))), "block": 128, "outputs": (("d_x", ("c",), (5,)), ("d_y", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_tp_2e_vjp_vjp_KERNEL = {"name": "tp_2e_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,)), ("d_d_x", ("c",), (5,)), ("d_d_y", ("c",), (5,))), "block": 128, "outputs": (("dd_x", ("c",), (5,)), ("dd_y", ("c",), (5,)), ("d_d_z", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3200, "float64": 3200}}
+_tp_1o_2e_KERNEL = {"name": "tp_1o_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_kernel_f32", "float64": "diagc_tp_1o_2e_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2048, "float64": 1024}}
+_tp_1o_2e_vjp_KERNEL = {"name": "tp_1o_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_vjp_kernel_f32", "float64": "diagc_tp_1o_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,)), ("d_z", ("c",), (3,))), "block": 128, "outputs": (("d_x", ("c",), (3,)), ("d_y", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}
+_tp_1o_2e_vjp_vjp_KERNEL = {"name": "tp_1o_2e_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_vjp_vjp_kernel_f32", "float64": "diagc_tp_1o_2e_vjp_vjp_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,)), ("d_z", ("c",), (3,)), ("d_d_x", ("c",), (3,)), ("d_d_y", ("c",), (5,))), "block": 128, "outputs": (("dd_x", ("c",), (3,)), ("dd_y", ("c",), (5,)), ("d_d_z", ("c",), (3,))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
+_cart_to_sph_KERNEL = {"name": "cart_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_cart_to_sph_kernel_f32", "float64": "diagc_cart_to_sph_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("s", (), (1,)), ("v", (), (3,)), ("t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_cart_to_sph_vjp_KERNEL = {"name": "cart_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_cart_to_sph_vjp_kernel_f32", "float64": "diagc_cart_to_sph_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_s", (), (1,)), ("d_v", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_sph_to_sym2t_KERNEL = {"name": "sph_to_sym2t", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_kernel_f32", "float64": "diagc_sph_to_sym2t_kernel_f64"}, "inputs": (("t", (), (5,)),), "block": 128, "outputs": (("S", (), (3, 3)),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_sph_to_sym2t_vjp_KERNEL = {"name": "sph_to_sym2t_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_vjp_kernel_f32", "float64": "diagc_sph_to_sym2t_vjp_kernel_f64"}, "inputs": (("t", (), (5,)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_t", (), (5,)),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
+_vec_to_sph_KERNEL = {"name": "vec_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_kernel_f32", "float64": "diagc_vec_to_sph_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("y", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 1536, "float64": 384}}
+_vec_to_sph_vjp_KERNEL = {"name": "vec_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_vjp_kernel_f32", "float64": "diagc_vec_to_sph_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_y", (), (3,))), "block": 128, "outputs": (("d_r", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 1536, "float64": 384}}
 _vec_vec_SPEC = (_vec_vec_planned, vec_vec_vjp, (), (1, 1), None, _vec_vec_KERNEL, None)
 _vec_vec_vjp_SPEC = (_vec_vec_vjp_planned, vec_vec_vjp_vjp, (0, 1), (1, 1, 1, 1, 1), None, _vec_vec_vjp_KERNEL, None)
 _vec_vec_vjp_vjp_SPEC = (_vec_vec_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1), None, _vec_vec_vjp_vjp_KERNEL, None)

@@ -73,6 +73,37 @@ __device__ __forceinline__ void diagc_copy(T* __restrict__ dst, const T* __restr
     for (int k = k0 + t; k < count; k += THREADS) dst[k] = src[k];
 }
 
+// v (N words: one element's share of row `key` of a summed output, N words a row) added into
+// out: the lanes of a warp holding one run of a key add theirs by shuffles, the run's first lane
+// adds the sum with atomicAdd. Every lane of the warp calls it; key < 0: nothing to add.
+template <typename T, int N>
+__device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const long long key)
+{
+    const int lane = threadIdx.x & 31;
+    if (key < 0) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) v[g] = T(0);
+    }
+    int whole = 1;  // lanes [lane, lane + off) all hold key
+#pragma unroll
+    for (int off = 1; off < 32; off <<= 1) {
+        const long long other = __shfl_down_sync(0xffffffffu, key, off);
+        const int other_whole = __shfl_down_sync(0xffffffffu, whole, off);
+        const bool take = whole && lane + off < 32 && other == key;
+#pragma unroll
+        for (int g = 0; g < N; ++g) {
+            const T w = __shfl_down_sync(0xffffffffu, v[g], off);
+            if (take) v[g] += w;
+        }
+        whole = take && other_whole;
+    }
+    const long long before = __shfl_up_sync(0xffffffffu, key, 1);
+    if (key >= 0 && (lane == 0 || before != key)) {
+#pragma unroll
+        for (int g = 0; g < N; ++g) atomicAdd(out + key * N + g, v[g]);
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -135,14 +166,24 @@ __device__ __forceinline__ void diagc_matmul_so3_tile(
         diagc_copy<T, 128>(s + 0 * TILE, in_M + e0 * 9, valid * 9, t);
     if (Y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 9 * TILE, in_Y + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_C[PER_THREAD][9];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = M_batched ? s + 0 * TILE + el * 9 : in_M + c * 9;
         const T* view1 = Y_batched ? s + 9 * TILE + el * 9 : in_Y + c * 9;
@@ -272,15 +313,25 @@ __device__ __forceinline__ void diagc_matmul_so3_vjp_tile(
         diagc_copy<T, 128>(s + 9 * TILE, in_Y + e0 * 9, valid * 9, t);
     if (d_C_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 18 * TILE, in_d_C + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_d_M[PER_THREAD][9];
     T r_d_Y[PER_THREAD][9];
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = M_batched ? s + 0 * TILE + el * 9 : in_M + c * 9;
         const T* view1 = Y_batched ? s + 9 * TILE + el * 9 : in_Y + c * 9;
@@ -441,6 +492,17 @@ __device__ __forceinline__ void diagc_matmul_so3_vjp_vjp_tile(
         diagc_copy<T, 128>(s + 27 * TILE, in_d_d_M + e0 * 9, valid * 9, t);
     if (d_d_Y_batched)  // the block's tile is contiguous: 16-byte coalesced loads into shared memory
         diagc_copy<T, 128>(s + 36 * TILE, in_d_d_Y + e0 * 9, valid * 9, t);
+    long long b_[PER_THREAD], c_[PER_THREAD];
+#pragma unroll
+    for (int q = 0; q < PER_THREAD; ++q) {
+        const int el = t + q * 128;
+        const long long e = e0 + (el < valid ? el : 0);
+        const long long c = e % chans;
+        const long long b = e / chans;
+        b_[q] = b;
+        c_[q] = c;
+        (void)b; (void)c;
+    }
     __syncthreads();
     T r_dd_M[PER_THREAD][9];
     T r_dd_Y[PER_THREAD][9];
@@ -448,9 +510,8 @@ __device__ __forceinline__ void diagc_matmul_so3_vjp_vjp_tile(
 #pragma unroll
     for (int q = 0; q < PER_THREAD; ++q) {
         const int el = t + q * 128;
-        const long long e = e0 + el;
-        const long long c = e % chans;
-        const long long b = e / chans;
+        const long long c = c_[q];
+        const long long b = b_[q];
         (void)b; (void)c;
         const T* view0 = M_batched ? s + 0 * TILE + el * 9 : in_M + c * 9;
         const T* view1 = Y_batched ? s + 9 * TILE + el * 9 : in_Y + c * 9;
@@ -765,6 +826,15 @@ class _Torch(_Compiling):
             return self.xp.as_tensor(x)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
 
+    def einsum_blas(self, spec, *operands):
+        terms, out = spec.split("->")
+        x, y = (terms.split(",") + ["", ""])[:2] if terms.count(",") == 1 else ("", "")
+        if x[:3] == "..." and x[:-1] == y[:-1] and out in (x[-1] + y[-1], y[-1] + x[-1]) and out[0] != out[1] \
+                and not set(out) & set(x[3:-1]) and operands[0].shape[:-1] == operands[1].shape[:-1]:
+            a, b = operands if out[0] == x[-1] else operands[::-1]
+            return self.xp.mm(a.reshape(-1, a.shape[-1]).t(), b.reshape(-1, b.shape[-1]))
+        return self.xp.einsum(spec, *operands)
+
     def promote(self, args):
         if len(args) < 2:
             return args
@@ -1042,12 +1112,14 @@ def _kernel_launch(b, cfg, args):
     if torch:
         xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
               for x, mode, s in zip(args, modes, batches)]
-        outs = [b.xp.empty(s, dtype=args[0].dtype, device=device) for s in shapes]
+        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
+                for k, s in enumerate(shapes)]  # a summed output is added into
     else:
         with b.xp.cuda.Device(index):  # copies and results on the inputs' device
             xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
                   for x, mode, s in zip(args, modes, batches)]
-            outs = [b.xp.empty(s, dtype=args[0].dtype) for s in shapes]
+            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
+                    for k, s in enumerate(shapes)]
     rows = 1
     for n in batch:
         rows *= n
@@ -1632,9 +1704,9 @@ def matmul_so3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernel
     """
     return _call(_matmul_so3_vjp_vjp_SPEC, (M, Y, d_C, d_d_M, d_d_Y), out, fused, kernels)
 
-_matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
-_matmul_so3_vjp_KERNEL = {"name": "matmul_so3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
-_matmul_so3_vjp_vjp_KERNEL = {"name": "matmul_so3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
+_matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
+_matmul_so3_vjp_KERNEL = {"name": "matmul_so3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
+_matmul_so3_vjp_vjp_KERNEL = {"name": "matmul_so3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
 _matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL, None)
 _matmul_so3_vjp_SPEC = (_matmul_so3_vjp_planned, matmul_so3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_so3_vjp_KERNEL, None)
 _matmul_so3_vjp_vjp_SPEC = (_matmul_so3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_so3_vjp_vjp_KERNEL, None)
