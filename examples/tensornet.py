@@ -5,13 +5,15 @@ state_dict unchanged (``load_state_dict``, strict) and its ``forward(z, pos, bat
 torchmd-net's representation model returns: ``(x, None, z, pos, batch)`` with ``x`` the per-atom
 invariant features (N, hidden_channels). Every operation on 3x3 features (compose, decompose, the
 channel mixings, the products, norms) is a diagram of ``diagrams/tensornet_layer.diag``,
-``tensornet.diag`` or ``tensornet_so3.diag``, checked equivariant and compiled when this file is
-imported. Torch code does the rest, which the language cannot say yet:
+``tensornet.diag`` or ``tensornet_so3.diag``, and the interaction's message passing (the parts
+gathered at an edge's source, scaled, summed over the edges arriving at a node) the graph diagram
+``message`` of ``examples/tensornet_graph.diag``; all are checked equivariant and compiled when
+this file is imported. Torch code does the rest:
 
 * invariant functions: the radial basis, the cutoff, the scalar MLPs and LayerNorms,
   ``1 / (|X|^2 + 1)``;
-* the graph: the neighbour list (brute force within the cutoff, per molecule of ``batch``),
-  the gather of a node's parts at an edge's source and the sum over the edges arriving at a node.
+* the neighbour list (brute force within the cutoff, per molecule of ``batch``) and the
+  embedding's sum of its edge parts at each receiving node.
 
 Features cross the graph in compact form, the parts (i, a, t) of X = i delta - eps a + P(2) t
 (1 + 3 + 5 numbers per channel, see ``tensornet_layer.diag``), where torchmd-net sends I, A as a
