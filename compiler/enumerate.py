@@ -17,7 +17,8 @@ For inputs V_1..V_n used with polynomial degrees d_1..d_n and an output W (Carte
    vector per leg); the first candidates (in the order above) whose evaluation vectors are
    independent mod p are kept (:class:`RankProfile`, which stops at the character count).
    Independence mod p implies independence over Q. Above MAX_DIMENSION (``allow_large``) distinct
-   inputs take the standard matchings first (:func:`_standard_first`).
+   inputs without symmetry take the coupling basis instead (:func:`_enumerate_coupled`), which
+   needs no rank step (:func:`_distinct`).
 5. **completeness**: the number kept must equal dim Hom_G(⊗ S^{d_i} V_i, W) from character theory
    (:mod:`compiler.characters`). Since the kept elements are independent over Q and the space has
    exactly that dimension, they are a basis. A shortfall is an error, never a silent result.
@@ -30,7 +31,6 @@ list of coupling paths (:func:`_enumerate_spherical`), which needs no rank step.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import itertools
 import math
@@ -595,6 +595,9 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
     expected = expected_dimension(request)
     timings["characters"] = time.perf_counter() - t0
     refuse_large(expected, request.output.family == "sph", allow_large=allow_large)
+    if expected > MAX_DIMENSION and not _coupled(request) and _multilinear(_Setup(request)):
+        # only with allow_large: the coupling basis, which needs no rank step (see _distinct)
+        return _enumerate_coupled(request, expected, seed)
     if _coupled(request):
         if request.output.family == "sph" and all(i.type.family == "sph" and i.degree == 1 for i in request.inputs):
             return _enumerate_spherical(request, expected)
@@ -623,8 +626,6 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
     if expected and ordered:
         cands = [cand for _, cand in ordered]
         if _multilinear(setup):
-            if expected > MAX_DIMENSION:  # only with allow_large: the standard basis, see _standard_first
-                cands = _standard_first(setup, cands)
             chosen = _rank_multilinear(setup, cands, expected, seed, timings)
             elements = [_element(setup, cands[k], _element_terms(setup, cands[k])) for k in chosen]
         else:
@@ -681,40 +682,6 @@ def _multilinear(setup: _Setup) -> bool:
     request = setup.request
     return (all(i.degree <= 1 and not i.type.symmetry for i in request.inputs) and not request.output.symmetry
             and len(setup.legs) % 2 == 0 and len(setup.legs) > 0)
-
-
-def _standard_first(setup: _Setup, cands: list[_Candidate]) -> list[_Candidate]:
-    """The standard matchings first (each group keeping its order), then the others.
-
-    Number the legs 0..n-1 (output legs first, then the inputs' legs in order) and read a perfect
-    matching as a fixed-point-free involution s of 0..n-1. It is *standard* when s has no increasing
-    subsequence of length 4. By the RSK correspondence these involutions are counted by the standard
-    tableaux of the shapes λ with at most 3 columns and columns of even length, i.e. by
-    Σ f^λ over the even partitions with at most 3 rows: the O(3) multiplicities that character theory
-    counts (91, 603, 4,213, 30,537 for 8..14 legs). The rank profile checks that they are independent
-    (it keeps every one of them and stops at the count); should any not be, it goes on through the
-    other matchings, so the result is a basis either way. Used above MAX_DIMENSION, where the
-    preference-order profile would have to process most of the (n-1)!! matchings.
-    """
-    position = {leg: k for k, leg in enumerate(setup.legs)}
-
-    def standard(cand: _Candidate) -> bool:
-        s = [0] * len(position)
-        for a, b in cand.pairs:
-            s[position[a]], s[position[b]] = position[b], position[a]
-        tails: list[int] = []  # patience sorting: the longest increasing subsequence
-        for x in s:
-            k = bisect.bisect_left(tails, x)
-            if k == len(tails):
-                if k == 3:
-                    return False
-                tails.append(x)
-            else:
-                tails[k] = x
-        return True
-
-    marks = [standard(c) for c in cands]
-    return [c for c, m in zip(cands, marks) if m] + [c for c, m in zip(cands, marks) if not m]
 
 
 def _rank_multilinear(setup: _Setup, cands: list[_Candidate], expected: int, seed: int, timings: dict) -> list[int]:
@@ -889,14 +856,16 @@ def _part_words(name: str, t: TensorType, part: _Part) -> str:
     return f"{name}({','.join(map(str, part.path[:-1]))}{',' if len(part.path) > 1 else ''}{part.irrep})"
 
 
+_BUILDER_LABELS = tuple(_LABELS[1:]) + tuple(f"{c}{n}" for n in range(1, 99) for c in _LABELS)
+
+
 class _Builder:
     """Nodes, labels and label kinds of one network under construction."""
 
     def __init__(self, taken):
         self.nodes: list[Node] = []
         self.kinds: dict[str, IndexKind] = {}
-        self._fresh = (l for l in list(_LABELS[1:]) + [f"{c}{n}" for n in range(1, 99) for c in _LABELS]
-                       if l not in taken)
+        self._fresh = (l for l in _BUILDER_LABELS if l not in taken)
 
     def label(self, kind: IndexKind) -> str:
         name = next(self._fresh)
@@ -1061,6 +1030,14 @@ def _replace_indices(node: Node, mapping: dict[str, str]) -> Node:
     return replace(node, indices=tuple(mapping.get(i, i) for i in node.indices))
 
 
+def _distinct(block: _Block) -> bool:
+    """True when no (input, part) occurs twice in the block: its left-coupled paths are then the
+    coupling basis of Hom(V_l1 ⊗ ... ⊗ V_lm, V_L), orthonormal (the recoupling theorem), hence
+    independent with no evaluation; composed with the parts' maps (onto, and onto different parts of
+    the inputs' tensor product for different blocks) they stay independent."""
+    return len(set(block.occurrences)) == len(block.occurrences)
+
+
 def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
     """Requests with spherical types beyond degree-1 spherical-only ones: symmetric powers of
     spherical inputs, Cartesian and spherical inputs together, spherical inputs to a Cartesian
@@ -1069,8 +1046,11 @@ def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
     part). In each block the candidates are the left-coupled cg paths over the occurrences, and the
     first independent ones are kept: their values at random points are computed modulo a prime p
     modulo which every square root in cg and P has an image (a ring homomorphism), so independence
-    mod p implies independence over the reals. Each block's count must equal its own
-    character-theory dimension, and the blocks' sum the request's."""
+    mod p implies independence over the reals. A block with no (input, part) used twice skips
+    that step: its paths are independent by construction (:func:`_distinct`). Each block's count
+    must equal its own character-theory dimension, and the blocks' sum the request's. Also the route
+    of distinct Cartesian inputs above MAX_DIMENSION (``allow_large``), where every block is such a
+    block: no rank step at all."""
     import time
 
     from .spherical import constant_primes, surd_prime
@@ -1090,19 +1070,23 @@ def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
             raise EnumerationError(f"the request has more than {MAX_COUPLING_CANDIDATES:,} coupling paths; use fewer "
                                    "inputs, lower degrees or lower l")
         blocks.append((block, block_expected, paths))
-    timings["candidates"] = time.perf_counter() - t0
     primes: set[int] = set()
     elements_by_block = []
     for block, block_expected, paths in blocks:
         elems = [_coupled_element(request, in_parts, out_parts, block, ks) for ks in paths]
-        for e in elems:
-            for n in e.terms[0].nodes:
-                if n.constant is not None:
-                    primes |= constant_primes(n.kind, n.constant.params)
+        if not _distinct(block):
+            for e in elems:
+                for n in e.terms[0].nodes:
+                    if n.constant is not None:
+                        primes |= constant_primes(n.kind, n.constant.params)
         elements_by_block.append((block, block_expected, elems))
+    timings["candidates"] = time.perf_counter() - t0
     p = surd_prime(primes, PRIME + 1)
     elements = []
     for block, block_expected, elems in elements_by_block:
+        if _distinct(block) and len(elems) == block_expected:
+            elements.extend(elems)  # an orthonormal coupling basis: independent without a rank step
+            continue
         width = out_parts[block.out_part].irrep.dim
         n_points = max(2, math.ceil((block_expected + 8) / width) + 1)
         chosen: list[int] = []

@@ -409,9 +409,10 @@ def test_multilinear_path_keeps_the_basis_of_the_network_evaluation():
             == [en.element_formula(e) for e in slow]
 
 
-def test_standard_matchings_are_the_basis_above_the_limit(monkeypatch):
-    """With allow_large, distinct inputs take the standard matchings (no increasing subsequence of length
-    4): exactly the character count of them, all kept, every element equivariant."""
+def test_coupling_basis_above_the_limit(monkeypatch):
+    """With allow_large, distinct inputs without symmetry take the coupling basis (every input split
+    into its parts, left-coupled cg paths, no rank step): exactly the character count of elements,
+    every one equivariant, and independent (checked here by rank, which the enumeration skips)."""
     import compiler.enumerate as en
 
     monkeypatch.setattr(en, "MAX_DIMENSION", 10)
@@ -420,18 +421,40 @@ def test_standard_matchings_are_the_basis_above_the_limit(monkeypatch):
         enumerate_basis(request(inputs, "cart2"))
     basis = enumerate_basis(request(inputs, "cart2"), allow_large=True)
     assert basis.dimension == basis.expected == 15
-    setup = en._Setup(basis.request)
-    standard = [c for c in en._standard_first(setup, list(setup.candidates()))][:15]
-    assert sorted(en.element_formula(e) for e in basis.elements) == sorted(
-        en.sum_formula([en._network(setup, c, ("i", "j"))]) for c in standard)
+    assert basis.timings["evaluate"] == basis.timings["rank"] == 0.0  # the structural proof: no rank step
+    assert all(any(n.kind == "cg" for n in e.terms[0].nodes) for e in basis.elements if "⊗" in e.words)
     f = _evaluate(basis, None)
     assert_equivariant(lambda *a: f(*a), ["cart2", "vec", "vec"], ["cart2"] * 15, "O3")
-    for names, count in (("ABC", 91), ("ABCD", 603)):  # 8 and 10 legs: all standard matchings are kept
-        req = request([(n, "cart2", 1) for n in names], "cart2")
-        setup = en._Setup(req)
-        cands = en._standard_first(setup, list(setup.candidates()))
-        kept = en._rank_multilinear(setup, cands, count, 0, {})
-        assert en.expected_dimension(req) == count and kept == list(range(count))
+    rng = np.random.default_rng(5)
+    args = [random_input(t, rng, batch=(40,)) for t in ("cart2", "vec", "vec")]
+    values = np.stack([np.asarray(v).reshape(-1) for v in f(*args)])
+    assert np.linalg.matrix_rank(values) == 15
+
+
+@pytest.mark.parametrize("names, count", [("ABC", 91), ("ABCD", 603)])
+def test_coupling_basis_of_distinct_inputs_has_full_rank_mod_p(monkeypatch, names, count):
+    """The claim that lets the coupling basis skip the rank step, checked the slow way: the elements
+    evaluated mod a prime where every surd of cg/P has an image (a ring homomorphism) are independent,
+    and in the order given."""
+    import compiler.enumerate as en
+    from compiler.spherical import constant_primes, surd_prime
+
+    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    req = request([(n, "cart2", 1) for n in names], "cart2")
+    basis = enumerate_basis(req, allow_large=True)
+    assert basis.dimension == en.expected_dimension(req) == count
+    primes = set()
+    for e in basis.elements:
+        for n in e.terms[0].nodes:
+            if n.constant is not None:
+                primes |= constant_primes(n.kind, n.constant.params)
+    p = surd_prime(primes, en.PRIME + 1)
+    n = count // 4 + 16  # the invariants (output part 0e) give one coordinate per point: 15 and 91 of them
+    points = en.random_points(req, n, 3, p)
+    rows = [en.evaluate(e.terms, points, ["i", "j"], n, p, surds=True).reshape(-1) for e in basis.elements]
+    profile = en.RankProfile(len(rows[0]), count, p)
+    profile.add(np.array(rows))
+    assert profile.kept == list(range(count))
 
 
 def test_cli_allow_large(monkeypatch, capsys):
