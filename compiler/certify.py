@@ -51,6 +51,7 @@ import numpy as np
 from . import __version__
 from .errors import DiagError, OutputError
 from .ir import sum_formula
+from .types import FixedSize
 
 FORMAT = "diagc-certificate/1"
 SAMPLE_BITS = 20  # entries of random points are integers in [-2^19, 2^19): S = 2^20
@@ -117,7 +118,7 @@ def with_symmetry(typ, x):
 
 def random_point(typ, rng: random.Random, batch: int, channels: int):
     """Random integer entries in [-2^19, 2^19) with the type's symmetry, as Fractions."""
-    shape = (batch,) + tuple(int(c) if c.isdigit() else channels for c in typ.channels) + typ.geometric_dims
+    shape = (batch,) + tuple(c.size if isinstance(c, FixedSize) else channels for c in typ.channels) + typ.geometric_dims
     half = 1 << (SAMPLE_BITS - 1)
     x = np.empty(shape, dtype=object)
     for idx in np.ndindex(*shape):

@@ -28,24 +28,25 @@ from .constants import DELTA
 from .einsum import Exact, evaluate_term as _evaluate_term
 from .ir import Equation, TensorNetwork
 from .stf import free_monomials, is_stf, stf_fill, stf_from_array
-from .types import TensorType
+from .types import Channel, TensorType
 
 MAX_VARIABLES = 3000
 RANDOM_TRIALS = 3
 
 
-def channel_sizes(equations: list[Equation]) -> dict[str, int]:
-    """Entries per channel axis name: the number of distinct labels running over it (at least 1)."""
-    labels: dict[str, set[str]] = {}
+def channel_sizes(equations: list[Equation]) -> dict[Channel, int]:
+    """Entries per channel axis (a name or a fixed size): the number of distinct labels running over it
+    (at least 1)."""
+    labels: dict[Channel, set[str]] = {}
     for eq in equations:
         for term in eq.terms:
             for index, kind in term.kinds:
                 if kind.kind == "channel":
-                    labels.setdefault(str(kind.dim), set()).add(index)
-    return {dim: max(1, len(ls)) for dim, ls in sorted(labels.items())}
+                    labels.setdefault(kind.dim, set()).add(index)
+    return {dim: max(1, len(ls)) for dim, ls in sorted(labels.items(), key=lambda kv: str(kv[0]))}
 
 
-def shape(typ: TensorType, sizes: dict[str, int]) -> tuple[int, ...]:
+def shape(typ: TensorType, sizes: dict[Channel, int]) -> tuple[int, ...]:
     return tuple(sizes.get(c, 1) for c in typ.channels) + typ.geometric_dims
 
 

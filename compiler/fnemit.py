@@ -16,6 +16,7 @@ from .emit import (Assign, Call, ChainFunction, Evaluate, Int, Invoke, Item, Lit
                    Tuple)
 from .grad import cotangent_name, vjp_name
 from .ir import Apply, Composite, FnInput, Program, Sum, Tensor
+from .types import FixedSize
 
 #: the keyword arguments every emitted function takes (the stages are called with them)
 _OPTIONS = (("fused", Literal(False)), ("kernels", Literal(True)))
@@ -44,12 +45,12 @@ def composite_doc(c: Composite, program: Program) -> str:
             lines.append(f"        argument{'s' * (t.n_in != 1)} stacked on a last axis (..., {t.n_in}), "
                          f"returns (..., {t.n_out})")
         else:
-            dims = ", ".join(["..."] + list(t.type.channels) + [str(d) for d in t.type.geometric_dims])
+            dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
             lines.append(f"    {t.name}: {t.type}, shape ({dims})")
     lines.append("    out, fused, kernels: as for any emitted function (they apply to the stages)")
     lines.append("Returns:" if len(c.outputs) == 1 else "Returns a tuple:")
     for t in c.outputs:
-        dims = ", ".join(["..."] + list(t.type.channels) + [str(d) for d in t.type.geometric_dims])
+        dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
         lines.append(f"    {t.name}: {t.type}, shape ({dims})")
     lines += ["", "Computed in stages (each a checked diagram; function results are invariant by type):"]
     from .ir import sum_formula
@@ -113,7 +114,8 @@ def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> 
     declared = {f.name: f for f in fns}
     body = _checks(c, c.name)
     if len(tensors) > 1:  # shapes of all array arguments at once (the stages see only some of them)
-        signature = Tuple(tuple(Tuple((Str(t.name), Tuple(tuple(Str(ch) for ch in t.type.channels)),
+        signature = Tuple(tuple(Tuple((Str(t.name), Tuple(tuple(Int(ch.size) if isinstance(ch, FixedSize) else Str(ch)
+                                                                   for ch in t.type.channels)),
                                        Tuple(tuple(Int(d) for d in t.type.geometric_dims)))) for t in tensors))
         body.append(Evaluate(Invoke("_check_shapes", (signature, _refs(t.name for t in tensors)))))
     if any(isinstance(s, Apply) and s.builtin for s in c.steps):  # the built-ins: methods of the backend

@@ -143,7 +143,7 @@ def _lhs(typ: TensorType) -> tuple[str, ...]:
     labels = []
     for k, c in enumerate(typ.channels):  # a fixed size (weight[8,1,8]) is no label: u0, u1, ...
         label = c
-        if not c.isidentifier():
+        if not isinstance(c, str):
             label = f"u{k}"
             while label in labels or label in typ.channels:
                 label += "_"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from .graph import GraphDiagram, edge_name, node_name
 from .ir import Diagram
+from .targets.python.printer import channel_literal
 
 
 def _py(text: str) -> str:
@@ -27,7 +28,7 @@ def _signature(g: GraphDiagram, tensors) -> str:
     for t in tensors:
         ch = t.type.channels
         role = "n" if ch[:1] == (g.node_set,) else "e" if ch[:1] == (g.edge_set,) else ""
-        rows.append(f"({_py(t.name)}, ({''.join(_py(c) + ', ' for c in ch)}), "
+        rows.append(f"({_py(t.name)}, ({''.join(channel_literal(c) + ', ' for c in ch)}), "
                     f"({''.join(str(k) + ', ' for k in t.type.geometric_dims)}), {_py(role)})")
     return "(" + "".join(r + ", " for r in rows) + ")"
 
@@ -59,7 +60,7 @@ def graph_doc(g: GraphDiagram) -> str:
     def shape(t) -> str:
         if t.type.family == "edges":
             return f"({g.edge_set},) integers in 0..{g.node_set}-1"
-        return "(" + ", ".join(list(t.type.channels) + [str(k) for k in t.type.geometric_dims]) + ")"
+        return "(" + ", ".join([str(c) for c in t.type.channels] + [str(k) for k in t.type.geometric_dims]) + ")"
 
     lines = [f"{d.name}: equivariant under {d.group} (a graph diagram: gathers, per-edge work, sums over edges).",
              "", "Arguments:"]

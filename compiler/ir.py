@@ -17,7 +17,7 @@ import networkx as nx
 
 from .constants import Constant
 from .errors import Position
-from .types import TensorType
+from .types import Channel, TensorType
 
 #: the constant nodes: delta (rank-2, proper) and eps (rank-3, pseudo: det R)
 DELTA_TYPE = TensorType("cart", 2, "sym", (1, 1))
@@ -29,7 +29,7 @@ class IndexKind:
     """What an index runs over: a Cartesian leg (dim 3), a spherical leg of degree l, or a channel."""
 
     kind: str  # 'cart' | 'sph' | 'channel'
-    dim: str | int  # 3, l, or the channel axis name
+    dim: "int | Channel"  # 3, l, or the channel axis (its name, or a FixedSize)
 
     @property
     def geometric(self) -> bool:

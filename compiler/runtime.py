@@ -732,7 +732,7 @@ def _graph_args(function, signature, arrays, list_names, lists):
     arrays = b.promote((b.asarray(arrays[0]),) + tuple(b.asarray(a, arrays[0]) for a in arrays[1:]))
     for (name, channels, dims, role), x in zip(signature, arrays):
         if _len(x.shape) != _len(channels) + _len(dims):
-            axes = ", ".join(tuple(channels) + tuple(str(d) for d in dims))
+            axes = ", ".join(tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
             raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({axes}): arguments of {function} "
                              "have no batch axes (the node or edge axis leads)")
     _check_shapes(tuple(s[:3] for s in signature), arrays)
@@ -1215,7 +1215,8 @@ def _irreps_split(b, x, name, width, irreps, layout):
 
 def _irreps_join(b, parts, ranks):
     """Blocks (..., mul, 2l+1) / (..., mul) as one flat e3nn feature array (..., sum of mul * (2l+1)),
-    their batch axes broadcast first (one copy)."""
+    their batch axes broadcast first: one copy; none for a single block, whose (..., mul, 2l+1) is
+    reshaped to (..., mul * (2l+1)) (a view where the library has views and the block is contiguous)."""
     lead = b.batch(*(tuple(p.shape)[:len(p.shape) - r] for p, r in zip(parts, ranks)))
     flat = []
     for p, r in zip(parts, ranks):
@@ -1226,6 +1227,8 @@ def _irreps_join(b, parts, ranks):
         if tuple(p.shape[:-1]) != lead:
             p = p.expand(lead + (n,)) if b.root == "torch" else b.xp.broadcast_to(p, lead + (n,))
         flat.append(p)
+    if len(flat) == 1:
+        return flat[0]
     if b.root == "torch":
         return b.xp.cat(flat, dim=-1)
     return b.xp.concatenate(flat, axis=-1)
@@ -1250,22 +1253,26 @@ def _check_shapes(signature, arrays):
     """Raise ValueError naming the first argument whose shape does not fit its type: trailing axes
     (channel sizes, then 3 per Cartesian leg and 2l+1 per spherical leg), channel sizes agreeing
     with the argument that fixed them first, batch axes that broadcast. ``signature`` holds
-    (name, channel names, geometric sizes) per argument. Called only when the inline check of the
+    (name, channel axes, geometric sizes) per argument; a channel axis is its name (str) or a fixed
+    size (int: an irreps block's multiplicity, weight[16,32]). Called only when the inline check of the
     emitted function failed (a batch mismatch may still broadcast: then it returns)."""
     known = {}  # channel name -> (size, argument that fixed it)
     batches = []
     for (name, channels, dims), x in zip(signature, arrays):
         shape = tuple(x.shape)
         rank = len(channels) + len(dims)
-        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k] and not c.isdigit()]
+        fixed = [c for k, c in enumerate(channels) if isinstance(c, str) and c in known and c not in channels[:k]]
         ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
         sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
         for c, n in zip(channels, sizes):
-            if c in known and known[c][0] != n or c.isdigit() and int(c) != n:  # a number: a fixed size
+            if isinstance(c, int):
+                ok = ok and c == n
+                continue
+            if c in known and known[c][0] != n:
                 ok = False
             known.setdefault(c, (n, name))
         if not ok:
-            expected = ", ".join(("...",) + channels + tuple(str(d) for d in dims))
+            expected = ", ".join(("...",) + tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
             where = ", ".join(f"{c} = {known[c][0]} from {known[c][1]}" for c in fixed)
             where = f" with {where}" if where else ""
             raise ValueError(f"{name} has shape {shape}; expected ({expected}){where}")

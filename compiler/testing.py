@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .types import TensorType
+from .types import FixedSize, TensorType
 
 
 def _as_type(t) -> TensorType:
@@ -95,7 +95,7 @@ def random_input(t, rng: np.random.Generator, batch=(4,), channel_sizes=None, dt
     symmetric and traceless on every pair of legs)."""
     t = _as_type(t)
     sizes = channel_sizes or {}
-    shape = tuple(batch) + tuple(int(c) if c.isdigit() else sizes.get(c, 2) for c in t.channels) + t.geometric_dims
+    shape = tuple(batch) + tuple(c.size if isinstance(c, FixedSize) else sizes.get(c, 2) for c in t.channels) + t.geometric_dims
     x = rng.normal(size=shape)
     if t.family == "cart" and t.rank >= 3 and t.symmetry == "sym_traceless":  # symt(l)
         from .stf import stf_from_array

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Union
 
 #: irreducible parts (the l's) of a rank-2 tensor with each symmetry
 RANK2_PARTS = {"": (0, 1, 2), "sym": (0, 2), "skew": (1,), "sym_traceless": (2,)}
@@ -81,6 +82,20 @@ class Irrep:
 
 
 @dataclass(frozen=True)
+class FixedSize:
+    """A channel axis of a fixed size, written as a number in a type (``weight[16,32]``, the
+    multiplicity axis of an irreps block ``sph(1o)[16]``); a named channel axis is its name (str)."""
+
+    size: int
+
+    def __str__(self) -> str:
+        return str(self.size)
+
+
+Channel = Union[str, FixedSize]  # one channel axis of a type: its name, or a fixed size
+
+
+@dataclass(frozen=True)
 class TensorType:
     """A tensor type; see the module docstring. Build with :meth:`parse` or :func:`make_type`."""
 
@@ -89,7 +104,7 @@ class TensorType:
     symmetry: str = ""  # '' | 'sym' | 'skew' | 'sym_traceless' (rank 2; rank >= 3: 'sym_traceless' only)
     parities: tuple[int, ...] = ()  # cart: inversion sign of each irreducible part, rank 2; else one sign
     irrep: Irrep | None = None  # sph only
-    channels: tuple[str, ...] = field(default=())
+    channels: tuple[Channel, ...] = field(default=())
     blocks: tuple[tuple[int, Irrep], ...] = ()  # irreps only: (multiplicity, irrep) per block, in order
 
     # -- construction -------------------------------------------------------------------------
@@ -155,7 +170,7 @@ class TensorType:
         """True when the irreducible parts have different inversion parities (e.g. 0e+1o+2e)."""
         return self.family == "cart" and len(set(self.parities)) > 1
 
-    def with_channels(self, channels: tuple[str, ...]) -> "TensorType":
+    def with_channels(self, channels: tuple[Channel, ...]) -> "TensorType":
         return TensorType(self.family, self.rank, self.symmetry, self.parities, self.irrep, tuple(channels),
                           self.blocks)
 
@@ -177,8 +192,8 @@ class TensorType:
         """irreps only: the type of the block of ``irrep``: ``sph(lp)[mul]`` (channel named by its size)."""
         mul = dict((ir, m) for m, ir in self.blocks)[irrep]
         if irrep.l == 0:  # 0e / 0o: scalar[mul] / pscalar[mul], no leg of size 1
-            return TensorType("cart", 0, "", (irrep.p,), channels=(str(mul),))
-        return TensorType("sph", irrep=irrep, channels=(str(mul),))
+            return TensorType("cart", 0, "", (irrep.p,), channels=(FixedSize(mul),))
+        return TensorType("sph", irrep=irrep, channels=(FixedSize(mul),))
 
     # -- printing ------------------------------------------------------------------------------
     def base_name(self) -> str:
@@ -206,7 +221,7 @@ class TensorType:
 
     def __str__(self) -> str:
         if self.family in ("weight", "edges") or self.channels:
-            return f"{self.base_name()}[{','.join(self.channels)}]"
+            return f"{self.base_name()}[{','.join(map(str, self.channels))}]"
         return self.base_name()
 
     def __repr__(self) -> str:
@@ -215,10 +230,10 @@ class TensorType:
 
 def make_type(name: str, args: list[str] | None, channels: list[str] | None) -> TensorType:
     """Build a type from its name, its parenthesised arguments and its channel names."""
-    chans = tuple(channels or ())
-    named = [c for c in chans if not c.isdigit()]  # a number is a fixed size: weight[8,1,8] repeats it
+    chans = tuple(FixedSize(int(c)) if c.isdigit() else c for c in channels or ())  # a number: a fixed size
+    named = [c for c in chans if isinstance(c, str)]  # weight[8,1,8] repeats a size, never a name
     if len(set(named)) != len(named):
-        raise TypeSyntaxError(f"channel axes of '{name}' repeat a name: {', '.join(chans)}")
+        raise TypeSyntaxError(f"channel axes of '{name}' repeat a name: {', '.join(map(str, chans))}")
     if name == "weight":
         if args is not None:
             raise TypeSyntaxError("'weight' takes no arguments, only channel axes: weight[c,d]")

@@ -100,6 +100,37 @@ def test_input_blocks_are_views(lin, library):
             assert a.base is not None and np.shares_memory(a, x)
 
 
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_single_block_output_is_a_view_of_its_block(lin, library):
+    """Where e3nn's layout allows it (an irreps output of one block, which is one contiguous slab of
+    the flat axis) the flat output is the block-level result reshaped, no copy; an output of several
+    blocks is one concatenation of them (the blocks are computed separately)."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(7, 120))
+    if library == "torch":
+        import torch
+
+        x = torch.tensor(x)
+    got = []
+    inner = lin._blocks_blocks
+
+    def spy(*args, **kw):
+        got.extend(inner(*args, **kw))
+        return tuple(got)
+
+    lin._blocks_blocks = spy
+    try:
+        a, b, c, s = lin.blocks(x)
+    finally:
+        lin._blocks_blocks = inner
+    assert tuple(s.shape) == (7, 48) and tuple(got[3].shape) == (7, 16, 3)
+    if library == "torch":
+        assert s.data_ptr() == got[3].data_ptr()
+    else:
+        assert np.shares_memory(s, got[3])
+    np.testing.assert_array_equal(np.asarray(s), np.asarray(x[:, 32:80]))
+
+
 def test_linear_values_and_out(lin):
     rng = np.random.default_rng(2)
     h, W0, W2 = rng.normal(size=(5, 120)), rng.normal(size=(32, 4)), rng.normal(size=(8, 4))

@@ -238,6 +238,18 @@ def test_check_shapes_names_the_argument():
     rt._check_shapes(sig, (np.ones((2, 5, 3)), np.ones((1, 5, 3))))  # broadcasts: no error
 
 
+def test_check_shapes_takes_fixed_sizes_as_ints():
+    """A fixed-size channel axis (an irreps block's multiplicity, weight[16,c]) is an int in the
+    signature, a named one a str; a name that looks like a number is still a name."""
+    sig = (("w", (4, "c"), ()), ("x", ("c",), (3,)))
+    rt._check_shapes(sig, (np.ones((4, 5)), np.ones((2, 5, 3))))
+    with pytest.raises(ValueError, match=r"w has shape \(3, 5\); expected \(\.\.\., 4, c\)"):
+        rt._check_shapes(sig, (np.ones((3, 5)), np.ones((2, 5, 3))))
+    with pytest.raises(ValueError, match=r"x has shape \(2, 6, 3\); expected \(\.\.\., c, 3\) with c = 5 from w"):
+        rt._check_shapes(sig, (np.ones((4, 5)), np.ones((2, 6, 3))))
+    rt._check_shapes((("y", ("4",), ()),), (np.ones((7,)),))  # a str is a name, whatever it reads
+
+
 def test_library_classes_are_branch_free():
     """No method tests which library it is: the differences are the classes."""
     tree = ast.parse(inspect.getsource(rt))

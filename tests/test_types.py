@@ -1,6 +1,6 @@
 import pytest
 
-from compiler.types import Irrep, TensorType, TypeSyntaxError
+from compiler.types import FixedSize, Irrep, TensorType, TypeSyntaxError
 
 
 @pytest.mark.parametrize("text, canonical, inversion, dims", [
@@ -66,3 +66,28 @@ def test_irrep():
     assert Irrep.parse("3o") == Irrep(3, -1) and str(Irrep(2, 1)) == "2e" and Irrep(2, 1).dim == 5
     with pytest.raises(ValueError):
         Irrep(1, 0)
+
+
+def test_fixed_size_channels_are_typed():
+    """A number among a type's channel axes is a FixedSize (never a digit string); names stay str."""
+    t = TensorType.parse("weight[16,c,16]")
+    assert t.channels == (FixedSize(16), "c", FixedSize(16)) and str(t) == "weight[16,c,16]"
+    assert TensorType.parse(str(t)) == t
+    h = TensorType.parse("irreps(32x0e+8x1o)")
+    assert h.block_type(Irrep.parse("1o")).channels == (FixedSize(8),)
+    assert str(h.block_type(Irrep.parse("0e"))) == "scalar[32]"
+    with pytest.raises(TypeSyntaxError, match="repeat a name"):
+        TensorType.parse("weight[c,16,c]")
+
+
+def test_emitted_signature_writes_fixed_sizes_as_ints():
+    import numpy as np
+
+    import compiler
+
+    src = "diagram mix(W: weight[4,c], x: vec[c]) -> y: vec[4] {\n  y[d,i] = W[d,c] x[c,i]\n}\n"
+    assert '_check_shapes((("W", (4, "c"), ()), ("x", ("c",), (3,)),), (W, x))' in compiler.compile_source(src)
+    mix = compiler.load_source(src).mix
+    assert mix(np.ones((4, 5)), np.ones((2, 5, 3))).shape == (2, 4, 3)
+    with pytest.raises(ValueError, match=r"W has shape \(3, 5\); expected \(\.\.\., 4, c\)"):
+        mix(np.ones((3, 5)), np.ones((2, 5, 3)))

@@ -3812,15 +3812,18 @@ def _check_shapes(signature, arrays):
     for (name, channels, dims), x in zip(signature, arrays):
         shape = tuple(x.shape)
         rank = len(channels) + len(dims)
-        fixed = [c for k, c in enumerate(channels) if c in known and c not in channels[:k] and not c.isdigit()]
+        fixed = [c for k, c in enumerate(channels) if isinstance(c, str) and c in known and c not in channels[:k]]
         ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
         sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
         for c, n in zip(channels, sizes):
-            if c in known and known[c][0] != n or c.isdigit() and int(c) != n:  # a number: a fixed size
+            if isinstance(c, int):
+                ok = ok and c == n
+                continue
+            if c in known and known[c][0] != n:
                 ok = False
             known.setdefault(c, (n, name))
         if not ok:
-            expected = ", ".join(("...",) + channels + tuple(str(d) for d in dims))
+            expected = ", ".join(("...",) + tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
             where = ", ".join(f"{c} = {known[c][0]} from {known[c][1]}" for c in fixed)
             where = f" with {where}" if where else ""
             raise ValueError(f"{name} has shape {shape}; expected ({expected}){where}")

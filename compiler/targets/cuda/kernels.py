@@ -27,6 +27,7 @@ from fractions import Fraction
 from ...errors import DiagError
 from ...fuse import Entry, Monomial, fuse_diagram, term_components
 from ...ir import Diagram, Program
+from ...types import Channel, FixedSize
 
 #: threads (and elements) of an elementwise block, tried in order until the staged tile fits
 TILES = (128, 64, 32)
@@ -100,7 +101,7 @@ class Result:
 @dataclass(frozen=True)
 class Input:
     name: str
-    channels: tuple[str, ...]  # its channel axes' names, in its storage order
+    channels: tuple[Channel, ...]  # its channel axes (names or fixed sizes), in its storage order
     size: int  # geometric components per element
     dims: tuple[int, ...] = ()  # its geometric axes
 
@@ -112,7 +113,7 @@ class ElementwiseKernel:
 
     name: str
     inputs: tuple[Input, ...]
-    channels: tuple[str, ...]  # the outputs' channel axes (sizes are launch arguments)
+    channels: tuple[Channel, ...]  # the outputs' channel axes (sizes are launch arguments)
     views: tuple[View, ...]
     results: tuple[Result, ...]
     tile: int
@@ -162,8 +163,8 @@ class MixingKernel:
 
     name: str
     inputs: tuple[Input, ...]
-    channel_in: str  # the contracted axis (size C)
-    channel_out: str  # the output axis (size D)
+    channel_in: Channel  # the contracted axis (size C)
+    channel_out: Channel  # the output axis (size D)
     views: tuple[View, ...]  # places () or (0,): the contracted channel
     z_components: tuple[Component, ...]
     results: tuple[MixResult, ...]
@@ -312,7 +313,7 @@ def _per_thread_f32(words: int) -> int:
     return 4 if words <= TINY_ROW_WORDS else 2 if words <= SMALL_ROW_WORDS else 1
 
 
-def _subsequence(part: tuple[str, ...], whole: tuple[str, ...]) -> tuple[int, ...] | None:
+def _subsequence(part: tuple[Channel, ...], whole: tuple[Channel, ...]) -> tuple[int, ...] | None:
     """The places of ``part``'s axes in ``whole``, in order, or None when it is not a subsequence."""
     places, k = [], 0
     for axis in part:
@@ -414,7 +415,7 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
             c = ch[0] if ch[1] == d else ch[1]
             if c in term.output:
                 raise _refuse(diagram, f"{reason}; term '{term.formula()}' is not channel mixing {expected}")
-            axis = str(kinds[c].dim)
+            axis = kinds[c].dim
             if contracted_axis not in (None, axis):
                 raise _refuse(diagram, f"{reason}; its terms contract different channel axes "
                               f"('{contracted_axis}', '{axis}')")
@@ -481,20 +482,25 @@ def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
         "name": kernel.name,
         "kind": kernel.kind,
         "symbols": {dtype: kernel_symbol(kernel.name, s) for s, dtype in _DTYPES},
-        "inputs": tuple((i.name, i.channels, i.dims) for i in kernel.inputs),
+        "inputs": tuple((i.name, _axes(i.channels), i.dims) for i in kernel.inputs),
         "block": kernel.threads if isinstance(kernel, MixingKernel) else kernel.tile,
     }
     if isinstance(kernel, ElementwiseKernel):
-        return dict(common, outputs=tuple((r.name, kernel.channels if r.kept is None else
-                                           tuple(kernel.channels[p] for p in r.kept), r.dims)
+        return dict(common, outputs=tuple((r.name, _axes(kernel.channels if r.kept is None else
+                                                 tuple(kernel.channels[p] for p in r.kept)), r.dims)
                                           for r in kernel.results),
                     summed=tuple(k for k, r in enumerate(kernel.results) if r.kept is not None),
-                    channels=kernel.channels,
+                    channels=_axes(kernel.channels),
                     per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},
                     shared_words={dtype: kernel.elements(s) * kernel.shared_words for s, dtype in _DTYPES})
-    return dict(common, outputs=tuple((r.name, (kernel.channel_out,), r.dims) for r in kernel.results),
-                channels=(kernel.channel_in, kernel.channel_out), rows=kernel.rows, cols=kernel.cols,
+    return dict(common, outputs=tuple((r.name, _axes((kernel.channel_out,)), r.dims) for r in kernel.results),
+                channels=_axes((kernel.channel_in, kernel.channel_out)), rows=kernel.rows, cols=kernel.cols,
                 shared_words={dtype: kernel.shared_words for _, dtype in _DTYPES})
+
+
+def _axes(channels) -> tuple:
+    """Channel axes as plain data: a name (str) or a fixed size (int), the runtime's keys for sizes."""
+    return tuple(c.size if isinstance(c, FixedSize) else c for c in channels)
 
 
 _DTYPES = (("f32", "float32"), ("f64", "float64"))

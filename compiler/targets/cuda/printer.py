@@ -55,7 +55,7 @@ def _product(names: list[str]) -> str:
     return " * ".join(names) if names else "1LL"
 
 
-def _view_offset(v: View, channels: tuple[str, ...]) -> str:
+def _view_offset(v: View, channels: tuple) -> str:
     """The element offset of a view that is read per element (not staged)."""
     if v.dense:
         return "c"

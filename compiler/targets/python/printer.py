@@ -10,6 +10,12 @@ from __future__ import annotations
 
 from ... import emit as E
 from ...plan import FunctionPlan
+from ...types import Channel, FixedSize
+
+
+def channel_literal(c: Channel) -> str:
+    """A channel axis in an emitted signature: a fixed size as an int literal, a name as a string."""
+    return str(c.size) if isinstance(c, FixedSize) else py_string(c)
 
 
 def py_string(text: str, triple: bool = False) -> str:
@@ -310,8 +316,8 @@ def input_checks(function: str, tensors, unbatched: bool = True) -> list[str]:
             tests.append(f"{shape}[{j - len(dims)}] != {d}")
         for j, c in enumerate(channels):
             axis = f"{shape}[{j - rank}]"
-            if c.isdigit():  # a fixed size (an irreps block's multiplicity, weight[16,32])
-                tests.append(f"{axis} != {int(c)}")
+            if isinstance(c, FixedSize):  # an irreps block's multiplicity, weight[16,32]
+                tests.append(f"{axis} != {c.size}")
             elif c in first_axis:
                 tests.append(f"{axis} != {first_axis[c]}")
             else:
@@ -324,7 +330,7 @@ def input_checks(function: str, tensors, unbatched: bool = True) -> list[str]:
             tests.append(f"(_n{k} and (_n{k} != _n0 or (_sh{k}[0] != _sh0[0] if _n0 == 1 "
                          f"else _sh{k}[:_n0] != _sh0[:_n0])))")
     signature = "(" + ", ".join(
-        f"({py_string(t.name)}, {_tuple_text([py_string(c) for c in t.type.channels])}, "
+        f"({py_string(t.name)}, {_tuple_text([channel_literal(c) for c in t.type.channels])}, "
         f"{_tuple_text([str(d) for d in t.type.geometric_dims])})" for t in tensors) + ",)"
     names = _tuple_text([t.name for t in tensors])
     if tests:
