@@ -128,13 +128,25 @@ def validate(request: Request) -> None:
     for t, what in [(i.type, f"input '{i.name}'") for i in request.inputs] + [(request.output, "the output")]:
         if t.family not in ("cart", "sph"):
             raise EnumerationError(f"{what} has type {t}: enumeration covers Cartesian and spherical types")
-        if t.channels:
-            raise EnumerationError(f"{what} has channel axes ({t}); enumerate channel-free types")
         if t.graded:
             raise EnumerationError(f"{what} has the graded type {t}; enumerate its parts separately")
     names = [i.name for i in request.inputs]
     if len(set(names)) != len(names):
         raise EnumerationError("an input name is given twice")
+    for i in request.inputs:  # channel axes: the basis acts channel by channel (see _with_channels)
+        missing = [str(c) for c in i.type.channels if c not in request.output.channels]
+        if missing:
+            raise EnumerationError(
+                f"input '{i.name}' has the channel ax{'is' if len(missing) == 1 else 'es'} {', '.join(missing)} that "
+                f"the output ({request.output}) lacks; a basis acts channel by channel: give the output every "
+                "input's channel axes")
+    carried = {c for i in request.inputs if i.degree for c in i.type.channels}
+    missing = [str(c) for c in request.output.channels if c not in carried]
+    if missing:
+        raise EnumerationError(
+            f"the output's channel ax{'is' if len(missing) == 1 else 'es'} {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} on no input of positive degree; every element would be "
+            "constant along it: give the output only the inputs' channel axes")
     for i in request.inputs:
         if i.degree < 0:
             raise EnumerationError(f"degree of '{i.name}' must be >= 0")
@@ -590,6 +602,12 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
     import time
 
     validate(request)
+    if any(t.channels for t in [i.type for i in request.inputs] + [request.output]):
+        bare = Request(tuple(InputSpec(i.name, i.type.with_channels(()), i.degree) for i in request.inputs),
+                       request.output.with_channels(()), request.group, request.output_name)
+        found = enumerate_basis(bare, seed, allow_large)
+        elements = tuple(_with_channels(request, e) for e in found.elements)
+        return Basis(request, elements, found.expected, found.candidates, found.unique, found.prime, found.timings)
     timings = {}
     t0 = time.perf_counter()
     expected = expected_dimension(request)
@@ -635,6 +653,29 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
             f"internal error: found {len(elements)} independent contractions for {request} but character "
             f"theory counts {expected}; this is a bug in diagc, please report it")
     return Basis(request, tuple(elements), expected, n_candidates, len(unique), PRIME, timings)
+
+
+def _with_channels(request: Request, element: Element) -> Element:
+    """A channel-free element given the channel axes of ``request``'s types: every input node and the
+    output carry them, one label per channel name shared by all, so the element is applied channel
+    by channel (elementwise over the channels; an input without an axis is broadcast along it)."""
+    from dataclasses import replace
+
+    types = {i.name: i.type for i in request.inputs}
+    terms = []
+    for t in element.terms:
+        used = {label for label, _ in t.kinds}
+        labels: dict = {}
+        for c in request.output.channels:
+            label = str(c) if isinstance(c, str) else f"u{len(labels)}"
+            while label in used or label in labels.values():
+                label += "_"
+            labels[c] = label
+        nodes = tuple(replace(n, type=types[n.name], indices=tuple(labels[c] for c in types[n.name].channels)
+                              + n.indices) if n.kind == "input" else n for n in t.nodes)
+        kinds = tuple((labels[c], IndexKind("channel", c)) for c in request.output.channels) + t.kinds
+        terms.append(TensorNetwork(t.coefficient, nodes, tuple(labels.values()) + t.output, kinds, t.pos))
+    return Element(tuple(terms), terms[0].formula(), element.words, element.degrees)
 
 
 _BLOCK = 512  # candidates evaluated and offered to the rank profile at a time
@@ -1465,9 +1506,14 @@ def listing(found: BasisSet, inputs, output: TensorType, group: str, output_name
                      f"under {group}.")
     width = max([len(e.words) for e in found.elements] + [0])
     for k, e in enumerate(found.elements):
-        lines.append(f"  {k:>3}. {e.words:<{width}}   {output_name}[{','.join(_LABELS[:output.n_geometric])}] = "
-                     f"{element_formula(e)}")
+        lines.append(f"  {k:>3}. {e.words:<{width}}   {_lhs(output_name, e, output)} = {element_formula(e)}")
     return "\n".join(lines) + "\n"
+
+
+def _lhs(name: str, element: Element, output: TensorType) -> str:
+    """``Y[i,j]``: the output's labels as the element's terms write them (channel axes first)."""
+    labels = element.terms[0].output if element.terms else tuple(_LABELS[:output.n_geometric])
+    return f"{name}[{','.join(labels)}]" if labels else name
 
 
 def to_json(found: BasisSet, inputs, output: TensorType, group: str, output_name: str = "Y") -> dict:
@@ -1502,11 +1548,9 @@ def to_diag(found: BasisSet, inputs, output: TensorType, group: str, output_name
         outs = [f"{prefix}{k}" for k in range(len(found.elements))]
         sig = ", ".join(f"{n}: {t}" for n, t, _ in inputs)
         lines.append(f"diagram {name}({sig}) -> ({', '.join(f'{o}: {output}' for o in outs)}) {{")
-        idx = ",".join(_LABELS[:output.n_geometric])
         for o, e in zip(outs, found.elements):
-            lhs = f"{o}[{idx}]" if output.n_geometric else o
             lines.append(f"    # {e.words}")
-            lines.append(f"    {lhs} = {element_formula(e)}")
+            lines.append(f"    {_lhs(o, e, output)} = {element_formula(e)}")
         lines.append("}")
         lines.append("")
         decl = []
@@ -1515,7 +1559,8 @@ def to_diag(found: BasisSet, inputs, output: TensorType, group: str, output_name
             deg = "" if ds == [1] else (f"^{ds[0]}" if len(ds) == 1 else f"^<={ds[-1]}")
             decl.append(f"{n}: {t}{deg}")
         lines.append(f"# the same elements stacked on one axis: shape (..., {found.dimension}, "
-                     f"{', '.join(map(str, output.geometric_dims))})".replace(", )", ")"))
+                     f"{', '.join([str(c) for c in output.channels] + [str(d) for d in output.geometric_dims])})"
+                     .replace(", )", ")"))
         lines.append(f"basis {name}_stacked({', '.join(decl)}) -> {output_name}: {output}")
     else:
         lines.append("# the space is empty: there is nothing to compile")
