@@ -140,13 +140,6 @@ def validate(request: Request) -> None:
                 f"input '{i.name}' has the channel ax{'is' if len(missing) == 1 else 'es'} {', '.join(missing)} that "
                 f"the output ({request.output}) lacks; a basis acts channel by channel: give the output every "
                 "input's channel axes")
-    carried = {c for i in request.inputs if i.degree for c in i.type.channels}
-    missing = [str(c) for c in request.output.channels if c not in carried]
-    if missing:
-        raise EnumerationError(
-            f"the output's channel ax{'is' if len(missing) == 1 else 'es'} {', '.join(missing)} "
-            f"{'is' if len(missing) == 1 else 'are'} on no input of positive degree; every element would be "
-            "constant along it: give the output only the inputs' channel axes")
     for i in request.inputs:
         if i.degree < 0:
             raise EnumerationError(f"degree of '{i.name}' must be >= 0")
@@ -605,6 +598,13 @@ def enumerate_basis(request: Request, seed: int = 0, allow_large: bool = False) 
     if any(t.channels for t in [i.type for i in request.inputs] + [request.output]):
         bare = Request(tuple(InputSpec(i.name, i.type.with_channels(()), i.degree) for i in request.inputs),
                        request.output.with_channels(()), request.group, request.output_name)
+        carried = {c for i in request.inputs if i.degree for c in i.type.channels}
+        missing = [str(c) for c in request.output.channels if c not in carried]
+        if missing and expected_dimension(bare):
+            raise EnumerationError(
+                f"the output's channel ax{'is' if len(missing) == 1 else 'es'} {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} on no input of positive degree in {request}; its "
+                "elements would be constant along it: give the output only the inputs' channel axes")
         found = enumerate_basis(bare, seed, allow_large)
         elements = tuple(_with_channels(request, e) for e in found.elements)
         return Basis(request, elements, found.expected, found.candidates, found.unique, found.prime, found.timings)

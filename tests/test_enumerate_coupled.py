@@ -214,6 +214,20 @@ def test_readme_listing_is_what_the_cli_prints():
     r = run("enumerate", "--in", "x=2e", "--out", "Y=sym2", "--degree", "x<=2")
     assert r.returncode == 0, r.stderr
     assert "$ diagc enumerate --in x=2e --out Y=sym2 --degree 'x<=2'\n" + r.stdout in readme
+    r = run("enumerate", "--in", "x=1o[c]", "--in", "v=vec", "--out", "Y=1o[c]", "--degree", "x=2")
+    assert r.returncode == 0, r.stderr
+    assert "$ diagc enumerate --in 'x=1o[c]' --in v=vec --out 'Y=1o[c]' --degree x=2\n" + r.stdout in readme
+
+
+def test_a_basis_declaration_with_channels_skips_the_empty_constant_part():
+    """x^0 into 1o is empty, so x: 1o[c]^<=3 -> 1o[c] is accepted (a constant along c would not be)."""
+    m = compiler.load_source("group O3\nbasis bb(x: 1o[c]^<=3) -> y: 1o[c]\n", "bb_channels")
+    x = np.random.default_rng(0).normal(size=(4, 5, 3))
+    y = m.bb(x)
+    assert y.shape == (4, 2, 5, 3)
+    np.testing.assert_allclose(y[:, 0], x, atol=1e-12)  # the first element is x itself
+    with pytest.raises(compiler.errors.DiagTypeError, match="channel axis c is on no input of positive degree"):
+        compiler.load_source("group O3\nbasis bb(x: 1o[c]^<=2) -> y: 0e[c]\n", "bb_channels_refused")
 
 
 def test_a_block_needing_cg_above_12_is_refused_with_its_name():
