@@ -122,7 +122,8 @@ def prepare(folder: Path) -> None:
 
 def _tensor(t) -> dict:
     return {"name": t.name, "family": t.type.family, "symmetry": t.type.symmetry,
-            "channels": list(t.type.channels), "dims": list(t.type.geometric_dims)}
+            "channels": [getattr(c, "size", c) for c in t.type.channels],  # a FixedSize as its int
+            "dims": list(t.type.geometric_dims)}
 
 
 # ---------------------------------------------------------------------------------------------
