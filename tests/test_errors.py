@@ -76,7 +76,7 @@ ERRORS = [
     ('type_symt_no_rank', 'diagram f(S: symt) -> s: scalar {\n    s = S[i,i,j]\n}\n', 2, 1, 14, "'symt' needs a rank, e.g. symt(3)"),
     ('eq_symt_traceless', 'diagram f(v: vec) -> U: symt(3) {\n    U[i,j,k] = v[i] v[j] v[k]\n}\n', 1, 2, 5, "output 'U' of diagram 'f' is declared symt(3) but its right-"),
     ('eq_symt_symmetric', 'diagram f(v: vec, X: cart2) -> U: symt(3) {\n    U[i,j,k] = X[i,j] v[k]\n}\n', 1, 2, 5, "output 'U' of diagram 'f' is declared symt(3) but its right-"),
-    ('basis_channels', 'basis b(x: sph(1o)[c]^2) -> y: sph(0e)\n', 2, 1, 7, "input 'x' has channel axes (sph(1o)[c]); enumerate channel-f"),
+    ('basis_channels', 'basis b(x: sph(1o)[c]^2) -> y: sph(0e)\n', 2, 1, 7, "input 'x' has the channel axis c that the output (sph(0e)) lacks; a b"),
     ('basis_graded_mixed', 'basis b(x: 1o, X: cart2(0e+1o+2e)) -> y: 1o\n', 2, 1, 7, "input 'X' has the graded type cart2(0e+1o+2e); enumerate its"),
     ('name_misspelt_constant', 'diagram f(X: cart2) -> s: scalar {\n    s = kron[i,j] X[i,j]\n}\n', 2, 2, 9, "unknown tensor 'kron' in diagram 'f'"),
     ('name_misspelt_epsilon', 'diagram f(a: vec, b: vec) -> c: axial {\n    c[i] = epsilon[i,j,k] a[j] b[k]\n}\n', 2, 2, 12, "unknown tensor 'epsilon' in diagram 'f'"),
