@@ -1128,10 +1128,7 @@ def _check_shapes(signature, arrays):
         ok = len(shape) >= rank and shape[len(shape) - len(dims):] == dims
         sizes = shape[len(shape) - rank:len(shape) - len(dims)] if ok else ()
         for c, n in zip(channels, sizes):
-            if isinstance(c, int):
-                ok = ok and c == n
-                continue
-            if c in known and known[c][0] != n:
+            if isinstance(c, int) and c != n or c in known and known[c][0] != n:  # an int: a fixed size
                 ok = False
             known.setdefault(c, (n, name))
         if not ok:
