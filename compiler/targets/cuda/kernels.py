@@ -343,7 +343,7 @@ def _summing(diagram: Diagram) -> ElementwiseKernel:
     for t in diagram.inputs:
         if tuple(t.type.channels) not in ((), full):
             raise _refuse(diagram, f"{what}, and input '{t.name}' carries some of the channel axes "
-                          f"({', '.join(full)}) but not all: the sum over the others is a contraction, not an "
+                          f"({', '.join(map(str, full))}) but not all: the sum over the others is a contraction, not an "
                           "elementwise sum (put the outputs in separate diagrams)")
     views = _Views(diagram, len(full))
     results, products = [], 0
