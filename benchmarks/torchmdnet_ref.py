@@ -11,6 +11,10 @@ own source text (``CosineCutoff``, ``OptimizedDistance``, ``GaussianSmearing``,
 a brute-force torch version with the kernel's contract. ``torchmdnet.extensions.warp_ops`` is made
 unimportable while the file runs, so its ``try: from ...warp_ops import ...`` takes the
 pure-torch fallback (``OPT = False``) even where warp is installed.
+
+Where torchmd-net is not installed (the GPU machine: 3.1.0 does not install there) the two files
+are read from ``build/gpu_carry/torchmdnet/``, copied there unchanged by :func:`copy_for_carry`
+(``python benchmarks/gpu_models.py --prepare``).
 """
 
 from __future__ import annotations
@@ -64,11 +68,47 @@ def brute_neighbor_pairs(strategy, positions, batch, box_vectors, use_periodic, 
     return edge_index, deltas, distances, torch.tensor([num], device=positions.device)
 
 
+#: where :func:`copy_for_carry` puts the two files for a machine without torchmd-net (the GPU machine)
+CARRIED = Path(__file__).resolve().parent.parent / "build" / "gpu_carry" / "torchmdnet"
+#: the only files of the package this loader reads
+_FILES = ("models/tensornet.py", "models/utils.py")
+
+
 def _package_dir() -> Path:
+    """The installed torchmdnet package, else the copy under :data:`CARRIED`."""
+    spec = importlib.util.find_spec("torchmdnet")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(list(spec.submodule_search_locations)[0])
+    if all((CARRIED / f).is_file() for f in _FILES):
+        return CARRIED
+    raise ImportError(f"torchmd-net is not installed (pip install --no-deps torchmd-net=={VERSION}) and no copy "
+                      f"of its files is at {CARRIED} (python benchmarks/gpu_models.py --prepare)")
+
+
+def copy_for_carry(dest: Path = CARRIED) -> Path:
+    """Copy the files this loader reads (``models/tensornet.py``, ``models/utils.py``, unchanged)
+    and the package's licence from the installed torchmd-net into ``dest``, for a machine where
+    torchmd-net cannot be installed; :func:`load_tensornet_module` reads them from there."""
+    import shutil
+
     spec = importlib.util.find_spec("torchmdnet")
     if spec is None or not spec.submodule_search_locations:
-        raise ImportError(f"torchmd-net is not installed (pip install --no-deps torchmd-net=={VERSION})")
-    return Path(list(spec.submodule_search_locations)[0])
+        raise ImportError(f"torchmd-net is not installed here (pip install --no-deps torchmd-net=={VERSION})")
+    pkg = Path(list(spec.submodule_search_locations)[0])
+    for f in _FILES:
+        (dest / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pkg / f, dest / f)
+    from importlib import metadata
+
+    try:
+        dist = metadata.distribution("torchmd-net")
+        licences = [f for f in dist.files or () if "LICENSE" in f.name.upper()]
+        for f in licences[:1]:
+            shutil.copyfile(f.locate(), dest / "LICENSE")
+        (dest / "VERSION").write_text(dist.version + "\n")
+    except metadata.PackageNotFoundError:
+        pass
+    return dest
 
 
 def _utils_stand_in(utils_path: Path) -> types.ModuleType:
