@@ -1,0 +1,829 @@
+"""Whole models and fused steps on a CUDA GPU against the libraries users run there, values checked
+first (float64 against the reference, then float32), timed with CUDA events.
+
+    python benchmarks/gpu_models.py --prepare                        # here: build/gpu_carry/
+    python benchmarks/gpu_models.py --run OUT                        # on the GPU: OUT/gpu_models.md, .json
+    python benchmarks/gpu_models.py --run OUT --device cpu --small   # a smoke test of the script (CPU)
+
+diagc itself imports on the GPU machine (lark, python-flint and opt_einsum installed there from
+wheels), so ``--run`` compiles the diagrams there. ``--prepare`` writes what cannot be made there
+into ``build/gpu_carry/``: torchmd-net's ``models/tensornet.py`` and ``models/utils.py``
+(``torchmdnet_ref.copy_for_carry``; torchmd-net 3.1.0 does not install there) and the MACE
+contraction's ``.diag`` source with its basis (``mace_K{K}.json``, the enumeration done here).
+
+Parts (each in a child process, so that a failure, a faulting kernel or a timeout in one does not
+stop the others; each writes ``OUT/part_NAME.json`` after every row, so a part cut off by the budget
+keeps the rows it finished):
+
+* ``tensornet``: ``examples/tensornet.py``'s ``TensorNet`` against torchmd-net's pure-torch
+  ``TensorNet`` (``benchmarks/torchmdnet_ref.py``), the same state_dict, hidden_channels 128, 2
+  layers, 32 radial functions, O(3): forward (no_grad) and forward + forces (autograd), float32, at
+  2,000 and 10,000 atoms (one random molecule at 0.089 atoms/A^3 as ``tensornet_bench.system``,
+  about 34 neighbours within 4.5 A). The neighbour list is built once, outside the timing, and both
+  models get it through the same stand-in for their ``distance`` module (vectors and distances are
+  still computed from ``pos`` inside the forward, so forces are complete); ours runs with its CUDA
+  kernels (the default) and with them switched off (its array code on CUDA tensors). Checked
+  first in float64 (features and forces, 1e-10 relative) at 300 atoms, then float32 (1e-3) at each
+  size.
+* ``graph``: both messages of ``examples/gnn.diag`` at 2,000 and 20,000 atoms x 34 neighbours x 64
+  channels (random edges as ``graph_bench.py``): the module on CUDA tensors (the parts' kernels with
+  torch gathers and sums), ``kernels=False``, hand-written torch (``graph_bench.hand_*``:
+  index_select, products, index_add) and the fused graph kernel ``diagc_NAME_graph_kernel_f32/_f64``
+  of ``--target cuda`` (NVRTC through cupy, else ``nvcc -shared`` and its launcher; outputs zeroed
+  inside each timed call). Checked in float64 (1e-10) then float32 (1e-4) against the hand-written
+  step.
+* ``spherical``: ``tp_2e`` (cg(2,2,2)) and ``tp_1o_2e`` (cg(1,2,1)) of ``diagrams/spherical.diag``
+  against e3nn's ``o3.TensorProduct`` for the same single path (``Cx2e x Cx2e -> Cx2e``, "uuu", no
+  weights; e3nn's flat layout is a zero-copy reshape of diagc's), 2^15 rows x 32 channels = 2^20
+  products, forward and forward + backward, float32. e3nn's result is its path weight times diagc's
+  (checked, float64, 1e-10).
+* ``mace``: ``examples/mace_symmetric_contraction.py``'s ``mace_sc`` (correlation 3,
+  128x0e+128x1o+128x2e -> 128x0e+128x1o, 3 elements) against mace-torch's ``SymmetricContraction``
+  with the same map (weights converted as the example does), 10,000 nodes, forward (no_grad) and
+  forward + backward (gradient of the A-features), float32; checked in float64 (1e-10).
+
+Times: CUDA events around each call, the device idle when the call starts (so the host's launch
+overhead is counted: these are whole steps), median of ``--repeats`` (default 10) after 2 warm-up
+calls, the contenders alternating inside every repeat. ``--budget`` (seconds, default 240) bounds
+the whole run: each part gets its share of what is left and is stopped at it; a part that cannot
+start is reported as skipped. ``--device cpu`` runs everything with wall-clock times (no kernels:
+a smoke test; ``--small`` shrinks every size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+CARRY = ROOT / "build" / "gpu_carry"
+PARTS = ("tensornet", "graph", "spherical", "mace")
+#: a part's share of the budget (relative)
+SHARES = {"tensornet": 100, "graph": 55, "spherical": 35, "mace": 50}
+WARMUP = 2
+MACE_K, MACE_Z = 128, 3
+
+for p in (str(ROOT), str(HERE), str(ROOT / "examples")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+# ---------------------------------------------------------------------------------------------
+# --prepare (here: needs torchmd-net and diagc's enumeration)
+
+
+def prepare(ks=(MACE_K,), small_k=8) -> None:
+    import torchmdnet_ref
+
+    dest = torchmdnet_ref.copy_for_carry(CARRY / "torchmdnet")
+    print(f"wrote {dest} (torchmd-net's models/tensornet.py, models/utils.py)")
+    import mace_symmetric_contraction as example
+
+    for k in sorted(set(ks) | {small_k}):
+        started = time.perf_counter()
+        source, bases = example.build_source(k)
+        path = CARRY / f"mace_K{k}.json"
+        path.write_text(json.dumps({"K": k, "source": source, "bases": bases}, indent=1) + "\n")
+        print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared helpers of the parts
+
+
+class Timer:
+    """Median milliseconds per contender, the contenders alternating inside each repeat."""
+
+    def __init__(self, torch, device, repeats: int):
+        self.torch, self.device, self.repeats = torch, device, repeats
+        self.cuda = device.type == "cuda"
+
+    def _once(self, f) -> float:
+        torch = self.torch
+        if not self.cuda:
+            t = time.perf_counter()
+            f()
+            return (time.perf_counter() - t) * 1e3
+        torch.cuda.synchronize()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        f()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end)
+
+    def __call__(self, calls: dict) -> dict:
+        for f in calls.values():
+            for _ in range(WARMUP):
+                f()
+        times = {k: [] for k in calls}
+        names = list(calls)
+        for r in range(self.repeats):
+            for k in names[r % len(names):] + names[:r % len(names)]:
+                times[k].append(self._once(calls[k]))
+        return {k: statistics.median(v) for k, v in times.items()}
+
+
+def rel_err(got, ref) -> float:
+    """Largest |got - ref| over max(1, max |ref|), over matching tuples of tensors."""
+    got = tuple(got) if isinstance(got, (tuple, list)) else (got,)
+    ref = tuple(ref) if isinstance(ref, (tuple, list)) else (ref,)
+    if len(got) != len(ref):
+        return math.inf
+    worst = 0.0
+    for g, r in zip(got, ref):
+        if tuple(g.shape) != tuple(r.shape):
+            return math.inf
+        if r.numel():
+            scale = max(1.0, float(r.detach().abs().max()))
+            worst = max(worst, float((g.detach().double() - r.detach().double()).abs().max()) / scale)
+    return worst
+
+
+class Part:
+    """One part's results: rows written to OUT/part_NAME.json after each one."""
+
+    def __init__(self, name: str, out: Path, deadline: float):
+        self.name, self.path, self.deadline = name, out / f"part_{name}.json", deadline
+        self.rows, self.notes, self.checks, self.info = [], [], [], {}
+        self.save()
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def save(self):
+        self.path.write_text(json.dumps({"rows": self.rows, "notes": self.notes, "checks": self.checks,
+                                         "info": self.info}, indent=1) + "\n")
+
+    def note(self, text: str):
+        print(f"[{self.name}] {text}", flush=True)
+        self.notes.append(text)
+        self.save()
+
+    def check(self, label: str, err: float, tol: float) -> bool:
+        ok = err <= tol
+        self.checks.append({"check": label, "err": err, "tol": tol, "ok": ok})
+        print(f"[{self.name}] check {label}: {err:.2e} (tol {tol:g}) {'ok' if ok else 'FAILED'}", flush=True)
+        self.save()
+        return ok
+
+    def row(self, row: dict):
+        self.rows.append(row)
+        print(f"[{self.name}] " + json.dumps(row), flush=True)
+        self.save()
+
+    def timed(self, timer, calls: dict, ref, tol, label: dict, want: float):
+        """Check each contender against ``ref`` (relative ``tol``; ``ref`` None: checked by the
+        caller already), time those that agree (if ``want`` seconds are left), add the row."""
+        ok, errs = {}, {}
+        for k, f in calls.items():
+            try:
+                got = f()
+                if ref is None:
+                    ok[k] = f
+                    continue
+                errs[k] = rel_err(got, ref)
+                if errs[k] <= tol:
+                    ok[k] = f
+                else:
+                    self.note(f"{label}: {k} disagrees (relative error {errs[k]:.2e} > {tol:g}); not timed")
+            except Exception as exc:  # noqa: BLE001 - reported, the others go on
+                self.note(f"{label}: {k} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
+                traceback.print_exc(limit=3)
+        if self.left() < want:
+            self.note(f"{label}: not timed, {self.left():.0f} s of the part's budget left")
+            return
+        ms = timer(ok) if ok else {}
+        self.row(dict(label, ms=ms, err=errs))
+
+
+def _device(torch, name):
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run with --device cpu for a smoke test")
+    return device
+
+
+# ---------------------------------------------------------------------------------------------
+# part 1: TensorNet end to end
+
+
+def _fixed_distance(torch, edge_index):
+    """A stand-in for either model's ``distance`` module with a fixed neighbour list: edge_index
+    (2, E) (receiver first, self pairs included), distances and r_i - r_j from ``pos`` (differentiable,
+    zero distance with zero gradient at self pairs, as both models' own modules)."""
+
+    class FixedDistance(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.edge_index = edge_index
+
+        def forward(self, pos, batch=None, box=None):
+            ei = self.edge_index
+            vec = pos.index_select(0, ei[0]) - pos.index_select(0, ei[1])
+            d2 = (vec * vec).sum(-1)
+            zero = d2 == 0
+            return ei, torch.where(zero, 0, torch.sqrt(d2.masked_fill(zero, 1))), vec
+
+    return FixedDistance()
+
+
+def _kernel_switch(module):
+    """The compiled diagram modules a model file uses (they carry ``_CUDA``) and a switch: off makes
+    their CUDA-kernel lookup answer 'no cupy', so every function runs its array code."""
+    mods = [v for v in vars(module).values() if isinstance(getattr(v, "_CUDA", None), dict)]
+
+    def switch(on: bool):
+        for m in mods:
+            m._CUDA["available"] = None if on else False  # None: looked up again at the next call
+    return mods, switch
+
+
+def part_tensornet(part: Part, torch, device, args):
+    import tensornet  # examples/: compiles its diagrams
+    import torchmdnet_ref
+    from tensornet_bench import system
+
+    mods, switch = _kernel_switch(tensornet)
+    part.info["diagram modules"] = len(mods)
+    C = args.tn_channels
+    kw = dict(hidden_channels=C, num_layers=2, num_rbf=32, cutoff_upper=4.5, max_num_neighbors=64,
+              static_shapes=False)
+
+    def models(dtype, seed=0):
+        """torchmd-net's model with random weights (as tests/test_tensornet_model.py: its
+        initialisation plus noise) and ours holding its state_dict."""
+        torch.manual_seed(seed)
+        ref = torchmdnet_ref.reference_tensornet(dtype=dtype, **kw).to(dtype)
+        with torch.no_grad():
+            for p in ref.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+        ours = tensornet.TensorNet(dtype=dtype, **kw)
+        ours.load_state_dict(ref.state_dict(), strict=True)
+        return ref.to(device), ours.to(device)
+
+    def neighbours(ours, pos, batch):
+        with torch.no_grad():
+            return ours.distance(pos, batch)[0]  # ours: brute force per molecule, cdist
+
+    def make(model, z, pos, batch, forces: bool, kernels=None):
+        def call():
+            if kernels is not None:
+                switch(kernels)
+            if not forces:
+                with torch.no_grad():
+                    return model(z, pos, batch)[0]
+            p = pos.detach().requires_grad_(True)
+            x = model(z, p, batch)[0]
+            (grad,) = torch.autograd.grad(x.sum(), p)
+            return x.detach(), -grad
+        return call
+
+    def contenders(ref, ours, z, pos, batch, forces):
+        calls = {"torchmd-net": make(ref, z, pos, batch, forces),
+                 "diagc": make(ours, z, pos, batch, forces, kernels=True)}
+        if device.type == "cuda":
+            calls["diagc kernels=False"] = make(ours, z, pos, batch, forces, kernels=False)
+        return calls
+
+    # float64 check
+    n = args.tn_check_atoms
+    ref, ours = models(torch.float64)
+    z, pos, batch = (t.to(device) for t in system(n, seed=1))
+    pos = pos.double()
+    ei = neighbours(ours, pos, batch)
+    ref.distance = _fixed_distance(torch, ei)
+    ours.distance = _fixed_distance(torch, ei)
+    for forces in (False, True):
+        calls = contenders(ref, ours, z, pos, batch, forces)
+        want = calls.pop("torchmd-net")()
+        for k, f in calls.items():
+            part.check(f"float64 {n} atoms, {'forward + forces' if forces else 'features'}: {k} vs torchmd-net",
+                       rel_err(f(), want), 1e-10)
+    switch(True)
+    del ref, ours
+    # float32 timings
+    ref, ours = models(torch.float32)
+    for n in args.tn_atoms:
+        if part.left() < 10:
+            part.note(f"{n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+            continue
+        z, pos, batch = (t.to(device) for t in system(n))
+        ei = neighbours(ours, pos, batch)
+        ref.distance = _fixed_distance(torch, ei)
+        ours.distance = _fixed_distance(torch, ei)
+        for forces in (False, True):
+            calls = contenders(ref, ours, z, pos, batch, forces)
+            want = calls["torchmd-net"]()
+            label = {"atoms": n, "edges": int(ei.shape[1]), "channels": C,
+                     "pass": "forward + forces" if forces else "forward (no_grad)", "dtype": "float32"}
+            part.timed(Timer(torch, device, args.repeats), calls, want, 1e-3, label, want=5)
+        switch(True)
+        del ei, calls, want
+
+
+# ---------------------------------------------------------------------------------------------
+# part 2: graph message steps, the fused graph kernel
+
+
+class GraphKernels:
+    """The fused graph kernels of an emitted .cu: NVRTC (cupy.RawModule), else nvcc -shared and the
+    extern "C" launchers through ctypes. Their parameters are read from the kernel's signature."""
+
+    SIGNATURE = re.compile(r'extern "C" __global__ void __launch_bounds__\((\d+)\) diagc_(\w+)_graph_kernel_f32\((.*?)\)',
+                           re.S)
+
+    def __init__(self, cu: str, torch, build: Path):
+        self.torch, self.how = torch, None
+        self.params = {m.group(2): (int(m.group(1)), [p.split()[-1] for p in m.group(3).split(",")])
+                       for m in self.SIGNATURE.finditer(cu)}
+        errors = []
+        try:
+            import cupy
+
+            self.cupy = cupy
+            self.module = cupy.RawModule(code=cu, options=("-std=c++17",))
+            for name in self.params:
+                for s in ("f32", "f64"):
+                    self.module.get_function(f"diagc_{name}_graph_kernel_{s}")
+            self.how = f"NVRTC (cupy {cupy.__version__})"
+            return
+        except Exception as exc:  # noqa: BLE001 - reported, then nvcc is tried
+            errors.append(f"cupy: {type(exc).__name__}: {exc}")
+        try:
+            import ctypes
+
+            build.mkdir(parents=True, exist_ok=True)
+            src, lib = build / "graph.cu", build / "libgraph.so"
+            src.write_text(cu)
+            run = subprocess.run(["nvcc", "-O3", "-arch=native", "-shared", "-Xcompiler", "-fPIC", str(src), "-o",
+                                  str(lib)], capture_output=True, text=True)
+            if run.returncode:
+                raise RuntimeError(run.stderr[-1500:])
+            self.lib = ctypes.CDLL(str(lib))
+            self.how = "nvcc -shared, extern \"C\" launchers"
+        except Exception as exc:  # noqa: BLE001
+            errors.append(f"nvcc: {type(exc).__name__}: {exc}")
+            raise RuntimeError("; ".join(errors)) from None
+
+    def bind(self, name: str, inputs: dict, edge_lists: dict, output_shapes: dict, nodes: int, edges: int,
+             channels: int):
+        """A no-argument callable: zero the outputs, launch, return the outputs (in signature order)."""
+        torch = self.torch
+        block, params = self.params[name]
+        dtype = next(iter(inputs.values())).dtype
+        suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+        device = next(iter(inputs.values())).device
+        outs = {o: torch.empty(s, dtype=dtype, device=device) for o, s in output_shapes.items()}
+        values = []  # ("ptr", tensor) or ("int", n)
+        for p in params:
+            if p.startswith("list_"):
+                values.append(("ptr", edge_lists[p[5:]].to(torch.int64).contiguous()))
+            elif p.startswith("out_"):
+                values.append(("ptr", outs[p[4:]]))
+            elif p.startswith("in_"):
+                key = p[3:]
+                if key not in inputs:  # a node input read at an edge list: in_NAME_LIST
+                    key = key.rsplit("_", 1)[0]
+                values.append(("ptr", inputs[key].contiguous()))
+            elif p == "edges":
+                values.append(("int", edges))
+            elif p == "ch0":
+                values.append(("int", channels))
+            else:
+                raise ValueError(f"diagc_{name}_graph_kernel: parameter {p!r} is not handled by this benchmark")
+        chans = [v for (k, v), p in zip(values, params) if p.startswith("ch")]
+        total = edges * math.prod(chans)
+        grid = ((total + block - 1) // block, 1, 1)
+        if self.how.startswith("NVRTC"):
+            import numpy as np
+
+            fn = self.module.get_function(f"diagc_{name}_graph_kernel_{suffix}")
+            call = tuple(np.uint64(v.data_ptr()) if k == "ptr" else np.int64(v) for k, v in values)
+            cp = self.cupy
+
+            def launch():
+                for o in outs.values():
+                    o.zero_()
+                with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                    fn(grid, (block, 1, 1), call)
+                return tuple(outs.values())
+            return launch
+        import ctypes
+
+        fn = getattr(self.lib, f"diagc_{name}_graph_{suffix}")
+        fn.restype = ctypes.c_int
+        call = [ctypes.c_void_p(v.data_ptr()) if k == "ptr" else ctypes.c_longlong(v) for k, v in values]
+
+        def launch():
+            for o in outs.values():
+                o.zero_()
+            code = fn(*call, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+            if code:
+                raise RuntimeError(f"launcher returned cudaError {code}")
+            return tuple(outs.values())
+        return launch
+
+
+def part_graph(part: Part, torch, device, args):
+    import compiler
+    from graph_bench import hand_painn, hand_tensornet
+
+    path = ROOT / "examples" / "gnn.diag"
+    ops = compiler.load(path)
+    kernels = None
+    if device.type == "cuda":
+        try:
+            kernels = GraphKernels(compiler.compile_source(path.read_text(), str(path), "cuda"), torch,
+                                   Path(args.out) / "build")
+            part.info["graph kernels"] = kernels.how
+        except Exception as exc:  # noqa: BLE001
+            part.note(f"the fused graph kernels could not be loaded: {exc}")
+    C = args.graph_channels
+    for n in args.graph_atoms:
+        if part.left() < 8:
+            part.note(f"{n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+            continue
+        E = n * args.neighbours
+        g = torch.Generator().manual_seed(0)
+        src = torch.randint(0, n, (E,), generator=g).to(device)
+        dst = torch.sort(torch.randint(0, n, (E,), generator=g)).values.to(device)
+
+        def r(*shape):
+            return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+        cases = {
+            "tensornet_message": (hand_tensornet, ("Y", "f"), (r(n, C, 3, 3), r(E, C)), {"M": (n, C, 3, 3)}),
+            "painn_message": (hand_painn, ("xs", "xv", "xr", "v", "ws", "wv", "wr", "u"),
+                              (r(n, C), r(n, C), r(n, C), r(n, C, 3), r(E, C), r(E, C), r(E, C), r(E, 3)),
+                              {"ds": (n, C), "dv": (n, C, 3)}),
+        }
+        for name, (hand, names, arrays, outputs) in cases.items():
+            fn = getattr(ops, name)
+            ref = hand(*arrays, src, dst)
+            for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+                a = tuple(x.to(dtype) for x in arrays)
+                calls = {"diagc module": lambda a=a: fn(*a, src, dst)}
+                if device.type == "cuda":
+                    calls["kernels=False"] = lambda a=a: fn(*a, src, dst, kernels=False)
+                calls["hand-written torch"] = lambda a=a: hand(*a, src, dst)
+                if kernels is not None:
+                    try:
+                        calls["fused graph kernel"] = kernels.bind(name, dict(zip(names, a)), {"src": src, "dst": dst},
+                                                                   outputs, n, E, C)
+                    except Exception as exc:  # noqa: BLE001
+                        part.note(f"{name}: the graph kernel could not be bound: {exc}")
+                label = {"message": name, "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
+                if dtype == torch.float64:  # checked, not timed
+                    for k, f in calls.items():
+                        try:
+                            part.check(f"{name} {n} atoms float64: {k} vs hand-written torch", rel_err(f(), ref), tol)
+                        except Exception as exc:  # noqa: BLE001
+                            part.note(f"{name} float64: {k} failed: {type(exc).__name__}: {exc}")
+                    continue
+                part.timed(Timer(torch, device, args.repeats * 2), calls, ref, tol, label, want=3)
+            del ref
+        del src, dst, cases
+
+
+# ---------------------------------------------------------------------------------------------
+# part 3: spherical products against e3nn
+
+
+SPHERICAL = (("tp_2e", "cg(2,2,2)", "2e", "2e", "2e"), ("tp_1o_2e", "cg(1,2,1)", "1o", "2e", "1o"))
+
+
+def part_spherical(part: Part, torch, device, args):
+    import compiler
+    from e3nn import o3
+
+    ops = compiler.load(ROOT / "diagrams" / "spherical.diag")
+    N, C = args.sph_rows, args.sph_channels
+    for name, path, i1, i2, i3 in SPHERICAL:
+        if part.left() < 5:
+            part.note(f"{name}: skipped, {part.left():.0f} s of the part's budget left")
+            continue
+        fn = getattr(ops, name)
+        part.info[f"{name} has a kernel"] = getattr(ops, f"_{name}_KERNEL", None) is not None
+        d1, d2 = 2 * int(i1[0]) + 1, 2 * int(i2[0]) + 1
+        g = torch.Generator().manual_seed(0)
+        x64 = torch.randn(N, C, d1, generator=g, dtype=torch.float64).to(device)
+        y64 = torch.randn(N, C, d2, generator=g, dtype=torch.float64).to(device)
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)  # e3nn's tables computed in float64, cast below
+        try:
+            tp = o3.TensorProduct(f"{C}x{i1}", f"{C}x{i2}", f"{C}x{i3}", [(0, 0, 0, "uuu", False)])
+        finally:
+            torch.set_default_dtype(old)
+        alpha = tp.instructions[0].path_weight
+        for dtype in (torch.float64, torch.float32):
+            t = tp.to(device=device, dtype=dtype)
+            x, y = x64.to(dtype), y64.to(dtype)
+            ref = fn(x64, y64, kernels=False)
+            cot = torch.randn(ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64).to(device)
+            e3 = lambda x, y, t=t: t(x.reshape(N, -1), y.reshape(N, -1)).reshape(N, C, -1)  # noqa: E731
+            forward = {"diagc module": lambda: fn(x, y)}
+            if device.type == "cuda":
+                forward["kernels=False"] = lambda: fn(x, y, kernels=False)
+            forward["e3nn TensorProduct"] = lambda: e3(x, y) / alpha  # the division only for the check
+            if dtype == torch.float64:
+                for k, f in forward.items():
+                    part.check(f"{name} float64 forward: {k} vs kernels=False", rel_err(f(), ref), 1e-10)
+            timed = dict(forward)
+            timed["e3nn TensorProduct"] = lambda: e3(x, y)
+
+            def backward(f, x=x, y=y, dtype=dtype):
+                c = cot.to(dtype)
+
+                def call():
+                    a, b = x.detach().requires_grad_(True), y.detach().requires_grad_(True)
+                    return torch.autograd.grad(f(a, b), (a, b), c)
+                return call
+            steps = {"diagc module": backward(lambda a, b: fn(a, b))}
+            if device.type == "cuda":
+                steps["kernels=False"] = backward(lambda a, b: fn(a, b, kernels=False))
+            steps["e3nn TensorProduct"] = backward(lambda a, b: e3(a, b) / alpha)
+            gref = backward(lambda a, b: fn(a, b, kernels=False), x=x64, y=y64)()
+            if dtype == torch.float64:
+                for k, f in steps.items():
+                    part.check(f"{name} float64 forward + backward: {k} vs kernels=False", rel_err(f(), gref), 1e-10)
+                continue
+            # float32: check, then time (e3nn without the division by its path weight)
+            label = {"op": f"{name} ({path}, {i1} x {i2} -> {i3})", "rows": N, "channels": C, "dtype": "float32"}
+            checked = {}
+            for k, f in forward.items():
+                if part.check(f"{name} float32 forward: {k} vs float64", rel_err(f(), ref), 1e-4):
+                    checked[k] = timed[k]
+            timer = Timer(torch, device, args.repeats * 2)
+            part.timed(timer, checked, None, None, dict(label, **{"pass": "forward"}), want=3)
+            part.timed(timer, steps, gref, 1e-4, dict(label, **{"pass": "forward + backward"}), want=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# part 4: MACE's symmetric contraction against mace-torch
+
+
+def part_mace(part: Part, torch, device, args):
+    import copy
+
+    import numpy as np
+
+    import compiler
+    import mace_symmetric_contraction as example
+
+    if example.load_mace() is None:
+        part.note("mace-torch does not import: nothing to compare with")
+        return
+    K, N = args.mace_channels, args.mace_nodes
+    prepared = CARRY / f"mace_K{K}.json"
+    if prepared.is_file():
+        data = json.loads(prepared.read_text())
+        source, bases = data["source"], data["bases"]
+        part.info["source"] = f"{prepared.name} (prepared)"
+    else:
+        started = time.perf_counter()
+        source, bases = example.build_source(K)
+        part.info["source"] = f"built here in {time.perf_counter() - started:.1f} s"
+    module = compiler.load_source(source, f"mace_sc_{K}")
+    part.info["diagc kernels"] = getattr(module, "_CUDA_SOURCE", None) is not None
+    rng = np.random.default_rng(0)
+    sc = example.mace_module(K, MACE_Z)
+    weights, residual = example.diagc_weights(sc, bases, rng.normal(size=(256, 9)))
+    part.info["weight fit residual"] = residual
+    A64 = torch.as_tensor(rng.normal(size=(N, 9 * K))).to(device)
+    y64 = torch.as_tensor(np.eye(MACE_Z)[rng.integers(0, MACE_Z, N)]).to(device)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        m = copy.deepcopy(sc).to(device=device, dtype=dtype)
+        A, y = A64.to(dtype), y64.to(dtype)
+        W = [torch.as_tensor(w).to(device=device, dtype=dtype) for w in weights]
+        if dtype == torch.float64:
+            with torch.no_grad():
+                want = m(example.mace_x(A, K), y)
+        cot = torch.randn(want.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
+
+        def fwd(f):
+            def call():
+                with torch.no_grad():
+                    return f(A)
+            return call
+
+        def fwd_bwd(f):
+            def call():
+                a = A.detach().requires_grad_(True)
+                return torch.autograd.grad(f(a), (a,), cot.to(dtype))
+            return call
+        funcs = {"mace-torch": lambda a: m(example.mace_x(a, K), y), "diagc": lambda a: module.mace_sc(a, y, *W)}
+        if dtype == torch.float64:
+            gwant = fwd_bwd(funcs["mace-torch"])()
+            part.check("float64 forward: diagc vs mace-torch", rel_err(fwd(funcs["diagc"])(), want), tol)
+            part.check("float64 forward + backward: diagc vs mace-torch", rel_err(fwd_bwd(funcs["diagc"])(), gwant), tol)
+            continue
+        label = {"nodes": N, "channels": K, "elements": MACE_Z, "dtype": "float32"}
+        timer = Timer(torch, device, args.repeats)
+        part.timed(timer, {k: fwd(f) for k, f in funcs.items()}, want, tol, dict(label, **{"pass": "forward (no_grad)"}), 3)
+        part.timed(timer, {k: fwd_bwd(f) for k, f in funcs.items()}, gwant, tol, dict(label, **{"pass": "forward + backward"}), 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the run: parts in child processes, then the report
+
+
+def run_part(name: str, args) -> int:
+    import torch
+
+    out = Path(args.out)
+    part = Part(name, out, args.deadline)
+    device = _device(torch, args.device)
+    part.info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "CPU")
+    try:
+        {"tensornet": part_tensornet, "graph": part_graph, "spherical": part_spherical, "mace": part_mace}[name](
+            part, torch, device, args)
+    except Exception as exc:  # noqa: BLE001 - the part's failure, reported in the table
+        part.note(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}")
+        traceback.print_exc()
+        return 1
+    part.info["seconds"] = round(time.time() - args.started, 1)
+    part.save()
+    return 0
+
+
+def _versions(torch) -> str:
+    items = [f"torch {torch.__version__}"]
+    for mod in ("cupy", "e3nn"):
+        try:
+            items.append(f"{mod} {__import__(mod).__version__}")
+        except Exception:  # noqa: BLE001
+            items.append(f"{mod} absent")
+    try:
+        from importlib.metadata import version
+
+        items.append(f"mace-torch {version('mace-torch')}")
+    except Exception:  # noqa: BLE001
+        pass
+    return ", ".join(items)
+
+
+def run(args) -> int:
+    import torch
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    deadline = started + args.budget
+    device = _device(torch, args.device)
+    parts = [p for p in PARTS if p in args.parts]
+    status = {}
+    for k, name in enumerate(parts):
+        left = deadline - time.time()
+        share = left * SHARES[name] / sum(SHARES[p] for p in parts[k:])
+        if share < 15:
+            status[name] = f"skipped: {left:.0f} s of the budget left"
+            print(f"[{name}] {status[name]}", flush=True)
+            continue
+        cmd = [sys.executable, __file__, "--part", name, "--out", str(out), "--deadline", str(time.time() + share - 5),
+               "--started", str(time.time())] + args.forward
+        began = time.time()
+        try:
+            child = subprocess.run(cmd, timeout=share, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            status[name] = "ok" if child.returncode == 0 else f"exit {child.returncode}"
+            text = child.stdout
+        except subprocess.TimeoutExpired as exc:
+            status[name] = f"stopped at its budget share ({share:.0f} s); rows finished before are kept"
+            text = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        (out / f"part_{name}.log").write_text(text)
+        print(text, end="", flush=True)
+        status[name] += f" ({time.time() - began:.0f} s)"
+        if not status[name].startswith("ok"):
+            print(f"[{name}] {status[name]}", flush=True)
+    results = {}
+    for name in parts:
+        path = out / f"part_{name}.json"
+        results[name] = json.loads(path.read_text()) if path.is_file() else None
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "CPU")
+    text = report(results, status, name, _versions(torch), args, time.time() - started)
+    (out / "gpu_models.md").write_text(text)
+    (out / "gpu_models.json").write_text(json.dumps({"device": name, "versions": _versions(torch), "status": status,
+                                                      "parts": results, "seconds": time.time() - started},
+                                                     indent=1) + "\n")
+    print(text)
+    print(f"wrote {out / 'gpu_models.md'} and gpu_models.json ({time.time() - started:.0f} s)")
+    bad = any(not s.startswith("ok") for s in status.values()) or any(
+        not c["ok"] for r in results.values() if r for c in r["checks"])
+    return 1 if bad else 0
+
+
+def _ms(x):
+    return "—" if x is None else (f"{x:.3f}" if x < 10 else f"{x:.1f}")
+
+
+def _ratio(a, b):
+    return f"{a / b:.2f}" if a and b else "—"
+
+
+def _table(rows, keys, contenders, ratios):
+    head = keys + contenders + [f"{a} / {b}" for a, b in ratios]
+    L = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        ms = r["ms"]
+        L.append("| " + " | ".join(str(r.get(k, "")) for k in keys)
+                 + " | " + " | ".join(_ms(ms.get(c)) for c in contenders)
+                 + " | " + " | ".join(_ratio(ms.get(a), ms.get(b)) for a, b in ratios) + " |")
+    return L
+
+
+def report(results, status, device, versions, args, elapsed) -> str:
+    timing = ("CUDA-event" if args.device == "cuda" else "wall-clock (CPU smoke test, no kernels)")
+    L = [f"# diagc models on {device}", "",
+         f"`python benchmarks/gpu_models.py --run` ({versions}). Times in ms: {timing} times of whole calls "
+         f"(the device idle when each starts, so host launch overhead counts), median of {args.repeats} "
+         f"(20 for the graph and spherical parts) after {WARMUP} warm-up calls, contenders alternating; "
+         f"every contender's values checked first (float64, then float32). Budget {args.budget:.0f} s, "
+         f"run took {elapsed:.0f} s.", "", "| part | status |", "|---|---|"]
+    L += [f"| {k} | {v} |" for k, v in status.items()]
+    sections = {
+        "tensornet": ("TensorNet end to end (examples/tensornet.py vs torchmd-net 3.1.0 pure torch, same weights)",
+                      ["atoms", "edges", "channels", "pass"], ["torchmd-net", "diagc", "diagc kernels=False"],
+                      [("torchmd-net", "diagc"), ("torchmd-net", "diagc kernels=False")]),
+        "graph": ("Graph message step (examples/gnn.diag)", ["message", "atoms", "edges", "channels"],
+                  ["hand-written torch", "diagc module", "kernels=False", "fused graph kernel"],
+                  [("hand-written torch", "diagc module"), ("hand-written torch", "fused graph kernel")]),
+        "spherical": ("Spherical products vs e3nn's TensorProduct (one path, uuu, no weights)",
+                      ["op", "rows", "channels", "pass"], ["e3nn TensorProduct", "diagc module", "kernels=False"],
+                      [("e3nn TensorProduct", "diagc module")]),
+        "mace": ("MACE symmetric contraction (correlation 3) vs mace-torch's SymmetricContraction",
+                 ["nodes", "channels", "elements", "pass"], ["mace-torch", "diagc"], [("mace-torch", "diagc")]),
+    }
+    for name, (title, keys, contenders, ratios) in sections.items():
+        if name not in results:
+            continue
+        r = results[name]
+        L += ["", f"## {title}", ""]
+        if r is None:
+            L.append(f"No results ({status.get(name, 'not run')}).")
+            continue
+        if r["info"]:
+            L.append("; ".join(f"{k}: {v}" for k, v in r["info"].items()) + ".")
+            L.append("")
+        if r["rows"]:
+            L += _table(r["rows"], keys, contenders, ratios)
+        else:
+            L.append("No timed rows.")
+        if r["checks"]:
+            bad = [c for c in r["checks"] if not c["ok"]]
+            worst = max(r["checks"], key=lambda c: c["err"] / c["tol"] if c["tol"] else 0)
+            L += ["", f"Value checks: {len(r['checks']) - len(bad)} of {len(r['checks'])} passed "
+                  f"(largest relative error {max(c['err'] for c in r['checks']):.1e}; closest to its tolerance: "
+                  f"{worst['check']}, {worst['err']:.1e} of {worst['tol']:g})."]
+            L += [f"- FAILED {c['check']}: {c['err']:.2e} > {c['tol']:g}" for c in bad]
+        if r["notes"]:
+            L += [""] + [f"- note: {n}" for n in r["notes"]]
+    return "\n".join(L) + "\n"
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    step = p.add_mutually_exclusive_group(required=True)
+    step.add_argument("--prepare", action="store_true", help="write build/gpu_carry/ (needs torchmd-net, diagc)")
+    step.add_argument("--run", metavar="OUT", help="run the parts, write OUT/gpu_models.md and .json")
+    step.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # a child process of --run
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    p.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--started", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke test: wall clock, no kernels)")
+    p.add_argument("--small", action="store_true", help="small sizes everywhere (the CPU smoke test)")
+    p.add_argument("--budget", type=float, default=240.0, help="seconds for the whole run (default 240)")
+    p.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
+    p.add_argument("--repeats", type=int, default=10)
+    args = p.parse_args(argv)
+    if args.prepare:
+        prepare()
+        return 0
+    small = args.small
+    args.tn_atoms = [60, 120] if small else [2000, 10000]
+    args.tn_check_atoms = 40 if small else 300
+    args.tn_channels = 16 if small else 128
+    args.graph_atoms = [100, 300] if small else [2000, 20000]
+    args.graph_channels = 8 if small else 64
+    args.neighbours = 34
+    args.sph_rows, args.sph_channels = (256, 8) if small else (2**15, 32)
+    args.mace_channels, args.mace_nodes = (8, 64) if small else (MACE_K, 10000)
+    if args.part:
+        return run_part(args.part, args)
+    args.out = args.run
+    args.forward = ["--device", args.device, "--repeats", str(args.repeats)] + (["--small"] if small else [])
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
