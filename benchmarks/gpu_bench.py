@@ -15,6 +15,10 @@ Per operation, at N x C = 32768 x 128 (``--rows``, ``--channels``; a diagram wit
 N*C batch rows; weights have no batch axis), float32 and float64, the contenders are
 
 * ``expert``: torchmd-net's formulas in torch (``experts.expert_set(torch)``);
+* ``expert compiled``: the same formulas under ``torch.compile`` (a fresh compile per operation and
+  dtype, untimed: the warm-up calls trigger it; float32 only unless ``--compiled-dtypes`` says
+  otherwise, ``--no-compiled`` leaves it out, and like ``fused`` it is not started once ``--budget``
+  seconds have passed);
 * ``planned``: the emitted Python module's function on CUDA tensors;
 * ``fused``: the same with ``fused=True`` (``torch.compile``; its compile is untimed, ``--no-fused``
   leaves it out);
@@ -76,7 +80,7 @@ OPS = (
     ("tensornet", "skew_to_vector", "skew_to_vector"),
     ("products", "cross", "cross product"),
 )
-CONTENDERS = ("expert", "planned", "fused", "einsum", "kernel", "module")
+CONTENDERS = ("expert", "expert compiled", "planned", "fused", "einsum", "kernel", "module")
 WARMUP, REPEATS = 3, 20
 
 
@@ -487,7 +491,8 @@ def _probe_kernels(folder: Path) -> tuple[dict, str | None]:
     return json.loads(line[6:]), None
 
 
-def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fused: bool, budget: float) -> int:
+def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fused: bool, budget: float,
+        compiled_dtypes=("float32",)) -> int:
     import torch
 
     sys.path.insert(0, str(HERE))
@@ -542,6 +547,11 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
             expert = experts.get((stem, name))
             if expert is not None:
                 calls["expert"] = lambda f=expert[1]: f(*args)
+                if row["dtype"] in compiled_dtypes and time.perf_counter() - started < budget:
+                    compiled = torch.compile(expert[1], dynamic=False)  # compiled at its first call (untimed)
+                    calls["expert compiled"] = lambda f=compiled: f(*args)
+                elif row["dtype"] in compiled_dtypes:
+                    row["notes"].append("expert compiled skipped: time budget spent")
             calls["planned"] = lambda: fn(*args, kernels=False)
             if fused and meta["kernel"]["kind"] == "mixing":
                 row["notes"].append("fused: no fused form (a contracted channel axis); not timed")
@@ -757,14 +767,16 @@ def report(results, bandwidth, device, torch, rows, channels, how, notes, elapse
     for dtype in ("float32", "float64"):
         rows_ = [r for r in results if r["dtype"] == dtype]
         L += [f"## {dtype}", "",
-              "| operation | bandwidth bound | expert | diagc planned | diagc fused=True | naive einsum | kernel | "
-              "module | kernel / bound | module / bound | expert / module | fused / module |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| operation | bandwidth bound | expert | expert torch.compile | diagc planned | diagc fused=True | "
+              "naive einsum | kernel | module | kernel / bound | module / bound | expert / module | "
+              "expert compiled / module | fused / module |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows_:
             ms = r["ms"]
             L.append(f"| {r['op']} | {r.get('bound_ms', math.nan):.3f} | " + " | ".join(_ms(ms.get(k)) for k in CONTENDERS)
                      + f" | {_ratio(ms.get('kernel'), r.get('bound_ms'))} | {_ratio(ms.get('module'), r.get('bound_ms'))}"
-                     f" | {_ratio(ms.get('expert'), ms.get('module'))} | {_ratio(ms.get('fused'), ms.get('module'))} |")
+                     f" | {_ratio(ms.get('expert'), ms.get('module'))} | {_ratio(ms.get('expert compiled'), ms.get('module'))}"
+                     f" | {_ratio(ms.get('fused'), ms.get('module'))} |")
         fw = [r["ms"]["kernel"] / r["bound_ms"] for r in rows_ if "kernel" in r["ms"]]
         mo = [r["ms"]["module"] / r["bound_ms"] for r in rows_ if "module" in r["ms"]]
         ex = [r["ms"]["expert"] / r["ms"]["module"] for r in rows_ if "module" in r["ms"] and "expert" in r["ms"]]
@@ -819,7 +831,9 @@ def report(results, bandwidth, device, torch, rows, channels, how, notes, elapse
             xs = [r["ms"][key] / r[base] for r in results if r["dtype"] == dtype and key in r["ms"]]
             cells.append(f"{_geomean(xs):.2f} (worst {max(xs):.2f})" if xs else "—")
         L.append(f"| {label} | {cells[0]} | {cells[1]} |")
-    for label, a, b in (("expert / module (geomean)", "expert", "module"), ("fused / module (geomean)", "fused", "module")):
+    for label, a, b in (("expert / module (geomean)", "expert", "module"),
+                        ("expert compiled / module (geomean)", "expert compiled", "module"),
+                        ("fused / module (geomean)", "fused", "module")):
         cells = []
         for dtype in ("float32", "float64"):
             xs = [r["ms"][a] / r["ms"][b] for r in results if r["dtype"] == dtype and a in r["ms"] and b in r["ms"]]
@@ -851,6 +865,9 @@ def main(argv=None) -> int:
     p.add_argument("--rows", type=int, default=32768)
     p.add_argument("--channels", type=int, default=128)
     p.add_argument("--no-fused", action="store_true", help="leave out fused=True (torch.compile)")
+    p.add_argument("--no-compiled", action="store_true", help="leave out torch.compile of the expert")
+    p.add_argument("--compiled-dtypes", nargs="+", default=["float32"], choices=["float32", "float64"],
+                   help="dtypes timed with torch.compile of the expert (default float32)")
     p.add_argument("--budget", type=float, default=150.0,
                    help="seconds after which fused=True (compiles) is no longer started (default 150)")
     args = p.parse_args(argv)
@@ -859,7 +876,8 @@ def main(argv=None) -> int:
         return 0
     if args.probe:
         return probe(Path(args.probe))
-    return run(Path(args.run), Path(args.out), args.device, args.rows, args.channels, not args.no_fused, args.budget)
+    return run(Path(args.run), Path(args.out), args.device, args.rows, args.channels, not args.no_fused, args.budget,
+               () if args.no_compiled else tuple(args.compiled_dtypes))
 
 
 if __name__ == "__main__":

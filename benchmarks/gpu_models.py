@@ -346,14 +346,16 @@ class GraphKernels:
     SIGNATURE = re.compile(r'extern "C" __global__ void __launch_bounds__\((\d+)\) diagc_(\w+)_graph_kernel_f32\((.*?)\)',
                            re.S)
 
-    def __init__(self, cu: str, torch, build: Path):
+    def __init__(self, cu: str, torch, build: Path, cupy=None):
+        """``cupy``: the cupy module or a stand-in with its ``RawModule`` and ``cuda.ExternalStream``
+        (default: ``import cupy``)."""
         self.torch, self.how = torch, None
         self.params = {m.group(2): (int(m.group(1)), [p.split()[-1] for p in m.group(3).split(",")])
                        for m in self.SIGNATURE.finditer(cu)}
         errors = []
         try:
-            import cupy
-
+            if cupy is None:
+                import cupy
             self.cupy = cupy
             self.module = cupy.RawModule(code=cu, options=("-std=c++17",))
             for name in self.params:
@@ -378,6 +380,10 @@ class GraphKernels:
         except Exception as exc:  # noqa: BLE001
             errors.append(f"nvcc: {type(exc).__name__}: {exc}")
             raise RuntimeError("; ".join(errors)) from None
+
+    def stream(self) -> int:
+        """The handle of torch's current CUDA stream (the launches go there)."""
+        return self.torch.cuda.current_stream().cuda_stream
 
     def bind(self, name: str, inputs: dict, edge_lists: dict, output_shapes: dict, nodes: int, edges: int,
              channels: int):
@@ -418,7 +424,7 @@ class GraphKernels:
             def launch():
                 for o in outs.values():
                     o.zero_()
-                with cp.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
+                with cp.cuda.ExternalStream(self.stream()):
                     fn(grid, (block, 1, 1), call)
                 return tuple(outs.values())
             return launch
@@ -431,7 +437,7 @@ class GraphKernels:
         def launch():
             for o in outs.values():
                 o.zero_()
-            code = fn(*call, ctypes.c_void_p(torch.cuda.current_stream().cuda_stream))
+            code = fn(*call, ctypes.c_void_p(self.stream()))
             if code:
                 raise RuntimeError(f"launcher returned cudaError {code}")
             return tuple(outs.values())
