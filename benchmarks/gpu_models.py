@@ -8,8 +8,10 @@ first (float64 against the reference, then float32), timed with CUDA events.
 diagc itself imports on the GPU machine (lark, python-flint and opt_einsum installed there from
 wheels), so ``--run`` compiles the diagrams there. ``--prepare`` writes what cannot be made there
 into ``build/gpu_carry/``: torchmd-net's ``models/tensornet.py`` and ``models/utils.py``
-(``torchmdnet_ref.copy_for_carry``; torchmd-net 3.1.0 does not install there) and the MACE
-contraction's ``.diag`` source with its basis (``mace_K{K}.json``, the enumeration done here).
+(``torchmdnet_ref.copy_for_carry``; torchmd-net 3.1.0 does not install there), the MACE
+contraction's ``.diag`` source with its basis (``mace_K{K}.json``, the enumeration done here) and,
+as a fallback put last on ``sys.path``, a copy of ``opt_einsum_fx`` (mace-torch's contraction
+imports it). Carry ``build/gpu_carry`` (about 0.2 MB) to the GPU machine.
 
 Parts (each in a child process, so that a failure, a faulting kernel or a timeout in one does not
 stop the others; each writes ``OUT/part_NAME.json`` after every row, so a part cut off by the budget
@@ -77,6 +79,7 @@ MACE_K, MACE_Z = 128, 3
 for p in (str(ROOT), str(HERE), str(ROOT / "examples")):
     if p not in sys.path:
         sys.path.insert(0, p)
+sys.path.append(str(CARRY / "site"))  # fallbacks copied by --prepare, after every installed package
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,6 +91,14 @@ def prepare(ks=(MACE_K,), small_k=8) -> None:
 
     dest = torchmdnet_ref.copy_for_carry(CARRY / "torchmdnet")
     print(f"wrote {dest} (torchmd-net's models/tensornet.py, models/utils.py)")
+    import shutil
+
+    import opt_einsum_fx  # mace-torch's contraction imports it; e3nn depends on it, so the GPU
+    # machine should have it: the copy is a fallback, put after the installed packages on sys.path
+    target = CARRY / "site" / "opt_einsum_fx"
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(Path(opt_einsum_fx.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__"))
+    print(f"wrote {target}")
     import mace_symmetric_contraction as example
 
     for k in sorted(set(ks) | {small_k}):
