@@ -701,6 +701,9 @@ def run(args) -> int:
     deadline = started + args.budget
     device = _device(torch, args.device)
     parts = [p for p in PARTS if p in args.parts]
+    for name in PARTS:  # results of an earlier run in the same folder are not this run's
+        for stale in (out / f"part_{name}.json", out / f"part_{name}.log"):
+            stale.unlink(missing_ok=True)
     status = {}
     for k, name in enumerate(parts):
         left = deadline - time.time()
@@ -765,9 +768,10 @@ def report(results, status, device, versions, args, elapsed) -> str:
     L = [f"# diagc models on {device}", "",
          f"`python benchmarks/gpu_models.py --run` ({versions}). Times in ms: {timing} times of whole calls "
          f"(the device idle when each starts, so host launch overhead counts), median of {args.repeats} "
-         f"(20 for the graph and spherical parts) after {WARMUP} warm-up calls, contenders alternating; "
-         f"every contender's values checked first (float64, then float32). Budget {args.budget:.0f} s, "
-         f"run took {elapsed:.0f} s.", "", "| part | status |", "|---|---|"]
+         f"(twice that for the graph and spherical parts) after {WARMUP} warm-up calls, contenders alternating; "
+         f"every contender's values checked first (float64, then float32). A ratio `X / Y` is X's time over "
+         f"Y's: above 1, Y is faster. Budget {args.budget:.0f} s, run took {elapsed:.0f} s.", "",
+         "| part | status |", "|---|---|"]
     L += [f"| {k} | {v} |" for k, v in status.items()]
     sections = {
         "tensornet": ("TensorNet end to end (examples/tensornet.py vs torchmd-net 3.1.0 pure torch, same weights)",
