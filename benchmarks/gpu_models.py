@@ -8,10 +8,10 @@ first (float64 against the reference, then float32), timed with CUDA events.
 diagc itself imports on the GPU machine (lark, python-flint and opt_einsum installed there from
 wheels), so ``--run`` compiles the diagrams there. ``--prepare`` writes what cannot be made there
 into ``build/gpu_carry/``: torchmd-net's ``models/tensornet.py`` and ``models/utils.py``
-(``torchmdnet_ref.copy_for_carry``; torchmd-net 3.1.0 does not install there), the MACE
-contraction's ``.diag`` source with its basis (``mace_K{K}.json``, the enumeration done here) and,
-as a fallback put last on ``sys.path``, a copy of ``opt_einsum_fx`` (mace-torch's contraction
-imports it). Carry ``build/gpu_carry`` (about 0.2 MB) to the GPU machine.
+(``torchmdnet_ref.copy_for_carry``; torchmd-net 3.1.0 does not install there) and, as a fallback
+put last on ``sys.path`` (``site/``), a copy of ``opt_einsum_fx``, which mace-torch's contraction
+imports (``benchmarks/mace_gpu_bench.py``, run by ``gpu_all.sh``, times MACE). Carry
+``build/gpu_carry`` (about 0.2 MB) to the GPU machine.
 
 Parts (each in a child process, so that a failure, a faulting kernel or a timeout in one does not
 stop the others; each writes ``OUT/part_NAME.json`` after every row, so a part cut off by the budget
@@ -39,10 +39,6 @@ keeps the rows it finished):
   weights; e3nn's flat layout is a zero-copy reshape of diagc's), 2^15 rows x 32 channels = 2^20
   products, forward and forward + backward, float32. e3nn's result is its path weight times diagc's
   (checked, float64, 1e-10).
-* ``mace``: ``examples/mace_symmetric_contraction.py``'s ``mace_sc`` (correlation 3,
-  128x0e+128x1o+128x2e -> 128x0e+128x1o, 3 elements) against mace-torch's ``SymmetricContraction``
-  with the same map (weights converted as the example does), 10,000 nodes, forward (no_grad) and
-  forward + backward (gradient of the A-features), float32; checked in float64 (1e-10).
 
 Times: CUDA events around each call, the device idle when the call starts (so the host's launch
 overhead is counted: these are whole steps), median of ``--repeats`` (default 10) after 2 warm-up
@@ -57,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import re
 import statistics
@@ -70,11 +65,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CARRY = ROOT / "build" / "gpu_carry"
-PARTS = ("tensornet", "graph", "spherical", "mace")
+PARTS = ("tensornet", "graph", "spherical")
 #: a part's share of the budget (relative)
-SHARES = {"tensornet": 100, "graph": 55, "spherical": 35, "mace": 50}
+SHARES = {"tensornet": 100, "graph": 55, "spherical": 35}
 WARMUP = 2
-MACE_K, MACE_Z = 128, 3
 
 for p in (str(ROOT), str(HERE), str(ROOT / "examples")):
     if p not in sys.path:
@@ -86,27 +80,20 @@ sys.path.append(str(CARRY / "site"))  # fallbacks copied by --prepare, after eve
 # --prepare (here: needs torchmd-net and diagc's enumeration)
 
 
-def prepare(ks=(MACE_K,), small_k=8) -> None:
+def prepare() -> None:
     import torchmdnet_ref
 
     dest = torchmdnet_ref.copy_for_carry(CARRY / "torchmdnet")
     print(f"wrote {dest} (torchmd-net's models/tensornet.py, models/utils.py)")
     import shutil
 
-    import opt_einsum_fx  # mace-torch's contraction imports it; e3nn depends on it, so the GPU
-    # machine should have it: the copy is a fallback, put after the installed packages on sys.path
+    import opt_einsum_fx  # mace-torch's contraction imports it (benchmarks/mace_gpu_bench.py); e3nn
+    # depends on it, so the GPU machine should have it: the copy is a fallback, last on the path
     target = CARRY / "site" / "opt_einsum_fx"
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(Path(opt_einsum_fx.__file__).parent, target, ignore=shutil.ignore_patterns("__pycache__"))
     print(f"wrote {target}")
-    import mace_symmetric_contraction as example
 
-    for k in sorted(set(ks) | {small_k}):
-        started = time.perf_counter()
-        source, bases = example.build_source(k)
-        path = CARRY / f"mace_K{k}.json"
-        path.write_text(json.dumps({"K": k, "source": source, "bases": bases}, indent=1) + "\n")
-        print(f"wrote {path} ({time.perf_counter() - started:.1f} s)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -589,71 +576,6 @@ def part_spherical(part: Part, torch, device, args):
 
 
 # ---------------------------------------------------------------------------------------------
-# part 4: MACE's symmetric contraction against mace-torch
-
-
-def part_mace(part: Part, torch, device, args):
-    import copy
-
-    import numpy as np
-
-    import compiler
-    import mace_symmetric_contraction as example
-
-    if example.load_mace() is None:
-        part.note("mace-torch does not import: nothing to compare with")
-        return
-    K, N = args.mace_channels, args.mace_nodes
-    prepared = CARRY / f"mace_K{K}.json"
-    if prepared.is_file():
-        data = json.loads(prepared.read_text())
-        source, bases = data["source"], data["bases"]
-        part.info["source"] = f"{prepared.name} (prepared)"
-    else:
-        started = time.perf_counter()
-        source, bases = example.build_source(K)
-        part.info["source"] = f"built here in {time.perf_counter() - started:.1f} s"
-    module = compiler.load_source(source, f"mace_sc_{K}")
-    part.info["diagc kernels"] = getattr(module, "_CUDA_SOURCE", None) is not None
-    rng = np.random.default_rng(0)
-    sc = example.mace_module(K, MACE_Z)
-    weights, residual = example.diagc_weights(sc, bases, rng.normal(size=(256, 9)))
-    part.info["weight fit residual"] = residual
-    A64 = torch.as_tensor(rng.normal(size=(N, 9 * K))).to(device)
-    y64 = torch.as_tensor(np.eye(MACE_Z)[rng.integers(0, MACE_Z, N)]).to(device)
-    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
-        m = copy.deepcopy(sc).to(device=device, dtype=dtype)
-        A, y = A64.to(dtype), y64.to(dtype)
-        W = [torch.as_tensor(w).to(device=device, dtype=dtype) for w in weights]
-        if dtype == torch.float64:
-            with torch.no_grad():
-                want = m(example.mace_x(A, K), y)
-        cot = torch.randn(want.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64).to(device)
-
-        def fwd(f):
-            def call():
-                with torch.no_grad():
-                    return f(A)
-            return call
-
-        def fwd_bwd(f):
-            def call():
-                a = A.detach().requires_grad_(True)
-                return torch.autograd.grad(f(a), (a,), cot.to(dtype))
-            return call
-        funcs = {"mace-torch": lambda a: m(example.mace_x(a, K), y), "diagc": lambda a: module.mace_sc(a, y, *W)}
-        if dtype == torch.float64:
-            gwant = fwd_bwd(funcs["mace-torch"])()
-            part.check("float64 forward: diagc vs mace-torch", rel_err(fwd(funcs["diagc"])(), want), tol)
-            part.check("float64 forward + backward: diagc vs mace-torch", rel_err(fwd_bwd(funcs["diagc"])(), gwant), tol)
-            continue
-        label = {"nodes": N, "channels": K, "elements": MACE_Z, "dtype": "float32"}
-        timer = Timer(torch, device, args.repeats)
-        part.timed(timer, {k: fwd(f) for k, f in funcs.items()}, want, tol, dict(label, **{"pass": "forward (no_grad)"}), 3)
-        part.timed(timer, {k: fwd_bwd(f) for k, f in funcs.items()}, gwant, tol, dict(label, **{"pass": "forward + backward"}), 3)
-
-
-# ---------------------------------------------------------------------------------------------
 # the run: parts in child processes, then the report
 
 
@@ -665,7 +587,7 @@ def run_part(name: str, args) -> int:
     device = _device(torch, args.device)
     part.info["device"] = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "CPU")
     try:
-        {"tensornet": part_tensornet, "graph": part_graph, "spherical": part_spherical, "mace": part_mace}[name](
+        {"tensornet": part_tensornet, "graph": part_graph, "spherical": part_spherical}[name](
             part, torch, device, args)
     except Exception as exc:  # noqa: BLE001 - the part's failure, reported in the table
         part.note(f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:400] if str(exc) else ''}")
@@ -683,12 +605,6 @@ def _versions(torch) -> str:
             items.append(f"{mod} {__import__(mod).__version__}")
         except Exception:  # noqa: BLE001
             items.append(f"{mod} absent")
-    try:
-        from importlib.metadata import version
-
-        items.append(f"mace-torch {version('mace-torch')}")
-    except Exception:  # noqa: BLE001
-        pass
     return ", ".join(items)
 
 
@@ -783,8 +699,6 @@ def report(results, status, device, versions, args, elapsed) -> str:
         "spherical": ("Spherical products vs e3nn's TensorProduct (one path, uuu, no weights)",
                       ["op", "rows", "channels", "pass"], ["e3nn TensorProduct", "diagc module", "kernels=False"],
                       [("e3nn TensorProduct", "diagc module")]),
-        "mace": ("MACE symmetric contraction (correlation 3) vs mace-torch's SymmetricContraction",
-                 ["nodes", "channels", "elements", "pass"], ["mace-torch", "diagc"], [("mace-torch", "diagc")]),
     }
     for name, (title, keys, contenders, ratios) in sections.items():
         if name not in results:
@@ -817,7 +731,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     step = p.add_mutually_exclusive_group(required=True)
-    step.add_argument("--prepare", action="store_true", help="write build/gpu_carry/ (needs torchmd-net, diagc)")
+    step.add_argument("--prepare", action="store_true", help="write build/gpu_carry/ (needs torchmd-net)")
     step.add_argument("--run", metavar="OUT", help="run the parts, write OUT/gpu_models.md and .json")
     step.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # a child process of --run
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -840,7 +754,6 @@ def main(argv=None) -> int:
     args.graph_channels = 8 if small else 64
     args.neighbours = 34
     args.sph_rows, args.sph_channels = (256, 8) if small else (2**15, 32)
-    args.mace_channels, args.mace_nodes = (8, 64) if small else (MACE_K, 10000)
     if args.part:
         return run_part(args.part, args)
     args.out = args.run
