@@ -259,14 +259,15 @@ def part_tensornet(part: Part, torch, device, args):
     kw = dict(hidden_channels=C, num_layers=2, num_rbf=32, cutoff_upper=4.5, max_num_neighbors=64,
               static_shapes=False)
 
-    def models(dtype, seed=0):
-        """torchmd-net's model with random weights (as tests/test_tensornet_model.py: its
-        initialisation plus noise) and ours holding its state_dict."""
+    def models(dtype, noise: bool, seed=0):
+        """torchmd-net's model (with ``noise``: random weights, its initialisation plus noise of
+        0.3 / sqrt(fan-in), so that no parameter is left at an initial zero) and ours holding its
+        state_dict."""
         torch.manual_seed(seed)
         ref = torchmdnet_ref.reference_tensornet(dtype=dtype, **kw).to(dtype)
         with torch.no_grad():
-            for p in ref.parameters():
-                p.add_(0.3 * torch.randn_like(p))
+            for p in ref.parameters() if noise else ():
+                p.add_(0.3 / math.sqrt(p.shape[-1] if p.dim() > 1 else C) * torch.randn_like(p))
         ours = tensornet.TensorNet(dtype=dtype, **kw)
         ours.load_state_dict(ref.state_dict(), strict=True)
         return ref.to(device), ours.to(device)
@@ -299,7 +300,7 @@ def part_tensornet(part: Part, torch, device, args):
 
     # float64 check
     n = args.tn_check_atoms
-    ref, ours = models(torch.float64)
+    ref, ours = models(torch.float64, noise=True)
     z, pos, batch = (t.to(device) for t in system(n, seed=1))
     pos = pos.double()
     ei = neighbours(pos, batch)
@@ -314,7 +315,7 @@ def part_tensornet(part: Part, torch, device, args):
     switch(True)
     del ref, ours
     # float32 timings
-    ref, ours = models(torch.float32)
+    ref, ours = models(torch.float32, noise=False)  # torchmd-net's initialisation
     for n in args.tn_atoms:
         if part.left() < 10:
             part.note(f"{n} atoms: skipped, {part.left():.0f} s of the part's budget left")
