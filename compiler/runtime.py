@@ -130,6 +130,17 @@ class _Backend:
     def overlap(self, a, b):
         return self.xp.may_share_memory(a, b)
 
+    def deliver(self, out, results, inputs):
+        """``results`` (a tuple) as a function returns them (one array, or a tuple), or copied into
+        ``out`` once it is checked to take them (:meth:`out`, :meth:`outs`); then ``out`` is returned."""
+        if out is not None:
+            shapes = tuple(tuple(r.shape) for r in results)
+            out = self.outs(out, shapes, inputs) if len(shapes) > 1 else (self.out(out, shapes[0], inputs, "out"),)
+            for o, r in zip(out, results):
+                self.copyto(o, r)
+            results = out
+        return results if len(results) > 1 else results[0]
+
     def copyto(self, out, x):
         out[...] = x
 
@@ -227,14 +238,8 @@ class _Backend:
         else:
             result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
-        results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
-        if out is None:
-            return results if len(results) > 1 else results[0]
         # out= checked after the inputs (the emitted code checks them first), before it is written
-        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        for o, r in zip(out, results):
-            self.copyto(o, r)
-        return out if len(out) > 1 else out[0]
+        return self.deliver(out, tuple(self.sum_to(r, s) for r, s in zip(results, shapes)), args)
 
     def sum_to(self, x, shape):
         """``x`` summed over the axes that broadcasting added or stretched to reach its shape
@@ -966,6 +971,8 @@ def _kernel_plan(b, cfg, args):
     sizes, per input how its batch axes are read). Shapes as every emitted function checks them
     (_check_shapes: ValueError naming the argument), then TypeError for a dtype the kernels do not
     take and ValueError for an argument on another device, each naming the argument."""
+    import math
+
     _check_shapes(cfg["inputs"], args)
     dtype = device = first = None
     sizes, batches = {}, []
@@ -986,27 +993,9 @@ def _kernel_plan(b, cfg, args):
         for k, c in enumerate(chans):  # checked to agree above
             sizes[c] = (shape[len(shape) - own + k], name)
         batches.append(shape[:len(shape) - own])
-    batch = ()
-    for (name, _, _), s in zip(cfg["inputs"], batches):
-        batch = _broadcast_batch(batch, s, name)
-    modes = []
-    for s in batches:
-        count = 1
-        for n in s:
-            count *= n
-        modes.append(1 if s == batch else (0 if count == 1 else 2))  # own, broadcast, expanded copy
+    batch = b.batch(*batches)  # _check_shapes has proved that they broadcast
+    modes = [1 if s == batch else 0 if math.prod(s) == 1 else 2 for s in batches]  # own, broadcast, copied
     return dtype, device, batch, {c: n for c, (n, _) in sizes.items()}, tuple(modes), batches
-
-
-def _broadcast_batch(a, b, name):
-    out = []
-    for k in range(max(len(a), len(b))):
-        x = a[len(a) - 1 - k] if k < len(a) else 1
-        y = b[len(b) - 1 - k] if k < len(b) else 1
-        if x != y and x != 1 and y != 1:
-            raise ValueError(f"{name} has batch shape {tuple(b)}, which does not broadcast with {tuple(a)}")
-        out.append(y if x == 1 else x)
-    return tuple(reversed(out))
 
 
 def _kernel_outputs(cfg, plan):
@@ -1038,6 +1027,8 @@ def _kernel_launch(b, cfg, args):
     """Runs the kernel of ``cfg`` on CUDA arrays ``args`` (checked; a non-contiguous input, or one
     broadcast over some but not all batch axes, is copied first) into new outputs, on the current
     stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list)."""
+    import math
+
     import numpy
 
     dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
@@ -1055,14 +1046,10 @@ def _kernel_launch(b, cfg, args):
                   for x, mode, s in zip(args, modes, batches)]
             outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
                     for k, s in enumerate(shapes)]
-    rows = 1
-    for n in batch:
-        rows *= n
+    rows = math.prod(batch)
     if cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
-        n = rows
-        for c in chans:
-            n *= c
+        n = rows * math.prod(chans)
         grid = ((n + cfg["per_block"][dtype] - 1) // cfg["per_block"][dtype], 1, 1)
         tail = [n] + chans
         empty = n == 0
@@ -1109,17 +1096,7 @@ def _torch_stream(b, device):
 def _kernel_body(b, cfg):
     """The kernel as a body for _Backend.evaluate: fresh outputs, or copied into ``out``."""
     def body(*args, out=None, fused=False):
-        result = _kernel_launch(b, cfg, args)
-        result = tuple(result) if len(result) > 1 else result[0]
-        if out is None:
-            return result
-        if len(cfg["outputs"]) > 1:
-            checked = b.outs(out, [r.shape for r in result], args)
-            for o, r in zip(checked, result):
-                b.copyto(o, r)
-            return tuple(checked)
-        b.copyto(b.out(out, result.shape, args, "out"), result)
-        return out
+        return b.deliver(out, tuple(_kernel_launch(b, cfg, args)), args)
     return body
 
 
@@ -1236,17 +1213,7 @@ def _irreps_join(b, parts, ranks):
 
 def _irreps_results(b, results, out, inputs):
     """The results of a function with irreps tensors, written into ``out`` (checked) when given."""
-    if out is not None:
-        inputs = tuple(b.asarray(x) for x in inputs)
-        shapes = tuple(tuple(r.shape) for r in results)
-        if len(results) > 1:
-            out = b.outs(out, shapes, inputs)
-        else:
-            out = (b.out(out, shapes[0], inputs, "out"),)
-        for o, r in zip(out, results):
-            b.copyto(o, r)
-        results = out
-    return results if len(results) > 1 else results[0]
+    return b.deliver(out, results, tuple(b.asarray(x) for x in inputs) if out is not None else inputs)
 
 
 def _check_shapes(signature, arrays):
@@ -1294,19 +1261,7 @@ def _unbatched(fn, b, arrays, ranks, out, fused):
     if not all(x.ndim == n for x, n in zip(arrays, ranks)):
         return fn(*lifted, out=out, fused=fused)
     result = fn(*lifted, fused=fused)
-    if not isinstance(result, tuple):
-        result = result.reshape(result.shape[1:])
-        if out is None:
-            return result
-        b.copyto(b.out(out, result.shape, arrays, "out"), result)
-        return out
-    result = tuple(r.reshape(r.shape[1:]) for r in result)
-    if out is None:
-        return result
-    out = b.outs(out, [r.shape for r in result], arrays)
-    for o, r in zip(out, result):
-        b.copyto(o, r)
-    return out
+    return b.deliver(out, tuple(r.reshape(r.shape[1:]) for r in _as_tuple(result)), arrays)
 
 
 def _backend(*arrays):

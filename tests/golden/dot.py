@@ -633,6 +633,15 @@ class _Backend:
     def overlap(self, a, b):
         return self.xp.may_share_memory(a, b)
 
+    def deliver(self, out, results, inputs):
+        if out is not None:
+            shapes = tuple(tuple(r.shape) for r in results)
+            out = self.outs(out, shapes, inputs) if len(shapes) > 1 else (self.out(out, shapes[0], inputs, "out"),)
+            for o, r in zip(out, results):
+                self.copyto(o, r)
+            results = out
+        return results if len(results) > 1 else results[0]
+
     def copyto(self, out, x):
         out[...] = x
 
@@ -677,14 +686,8 @@ class _Backend:
         else:
             result = body(*args, fused=fused)
         results = result if isinstance(result, tuple) else (result,)
-        results = tuple(self.sum_to(r, s) for r, s in zip(results, shapes))
-        if out is None:
-            return results if len(results) > 1 else results[0]
         # out= checked after the inputs (the emitted code checks them first), before it is written
-        out = self.outs(out, shapes, args) if len(shapes) > 1 else (self.out(out, shapes[0], args, "out"),)
-        for o, r in zip(out, results):
-            self.copyto(o, r)
-        return out if len(out) > 1 else out[0]
+        return self.deliver(out, tuple(self.sum_to(r, s) for r, s in zip(results, shapes)), args)
 
     def sum_to(self, x, shape):
         if tuple(x.shape) == tuple(shape):
@@ -918,6 +921,10 @@ def _jax_function(b, spec, fused):
     return f
 
 
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
 def _cupy_importable():
     if _CUDA["available"] is None:
         import sys
@@ -967,6 +974,8 @@ def _dtype_name(b, x):
 
 
 def _kernel_plan(b, cfg, args):
+    import math
+
     _check_shapes(cfg["inputs"], args)
     dtype = device = first = None
     sizes, batches = {}, []
@@ -987,27 +996,9 @@ def _kernel_plan(b, cfg, args):
         for k, c in enumerate(chans):  # checked to agree above
             sizes[c] = (shape[len(shape) - own + k], name)
         batches.append(shape[:len(shape) - own])
-    batch = ()
-    for (name, _, _), s in zip(cfg["inputs"], batches):
-        batch = _broadcast_batch(batch, s, name)
-    modes = []
-    for s in batches:
-        count = 1
-        for n in s:
-            count *= n
-        modes.append(1 if s == batch else (0 if count == 1 else 2))  # own, broadcast, expanded copy
+    batch = b.batch(*batches)  # _check_shapes has proved that they broadcast
+    modes = [1 if s == batch else 0 if math.prod(s) == 1 else 2 for s in batches]  # own, broadcast, copied
     return dtype, device, batch, {c: n for c, (n, _) in sizes.items()}, tuple(modes), batches
-
-
-def _broadcast_batch(a, b, name):
-    out = []
-    for k in range(max(len(a), len(b))):
-        x = a[len(a) - 1 - k] if k < len(a) else 1
-        y = b[len(b) - 1 - k] if k < len(b) else 1
-        if x != y and x != 1 and y != 1:
-            raise ValueError(f"{name} has batch shape {tuple(b)}, which does not broadcast with {tuple(a)}")
-        out.append(y if x == 1 else x)
-    return tuple(reversed(out))
 
 
 def _kernel_outputs(cfg, plan):
@@ -1033,6 +1024,8 @@ def _cuda_function(symbol, device):
 
 
 def _kernel_launch(b, cfg, args):
+    import math
+
     import numpy
 
     dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
@@ -1050,14 +1043,10 @@ def _kernel_launch(b, cfg, args):
                   for x, mode, s in zip(args, modes, batches)]
             outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
                     for k, s in enumerate(shapes)]
-    rows = 1
-    for n in batch:
-        rows *= n
+    rows = math.prod(batch)
     if cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
-        n = rows
-        for c in chans:
-            n *= c
+        n = rows * math.prod(chans)
         grid = ((n + cfg["per_block"][dtype] - 1) // cfg["per_block"][dtype], 1, 1)
         tail = [n] + chans
         empty = n == 0
@@ -1101,17 +1090,7 @@ def _torch_stream(b, device):
 
 def _kernel_body(b, cfg):
     def body(*args, out=None, fused=False):
-        result = _kernel_launch(b, cfg, args)
-        result = tuple(result) if len(result) > 1 else result[0]
-        if out is None:
-            return result
-        if len(cfg["outputs"]) > 1:
-            checked = b.outs(out, [r.shape for r in result], args)
-            for o, r in zip(checked, result):
-                b.copyto(o, r)
-            return tuple(checked)
-        b.copyto(b.out(out, result.shape, args, "out"), result)
-        return out
+        return b.deliver(out, tuple(_kernel_launch(b, cfg, args)), args)
     return body
 
 
@@ -1219,19 +1198,7 @@ def _unbatched(fn, b, arrays, ranks, out, fused):
     if not all(x.ndim == n for x, n in zip(arrays, ranks)):
         return fn(*lifted, out=out, fused=fused)
     result = fn(*lifted, fused=fused)
-    if not isinstance(result, tuple):
-        result = result.reshape(result.shape[1:])
-        if out is None:
-            return result
-        b.copyto(b.out(out, result.shape, arrays, "out"), result)
-        return out
-    result = tuple(r.reshape(r.shape[1:]) for r in result)
-    if out is None:
-        return result
-    out = b.outs(out, [r.shape for r in result], arrays)
-    for o, r in zip(out, result):
-        b.copyto(o, r)
-    return out
+    return b.deliver(out, tuple(r.reshape(r.shape[1:]) for r in _as_tuple(result)), arrays)
 
 
 def _backend(*arrays):
