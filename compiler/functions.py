@@ -18,7 +18,9 @@ only into an odd function (``tanh`` and the reciprocal ``1/x``), whose result is
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
+from itertools import chain
 
 from . import ast
 from .errors import DiagNameError, DiagTypeError, EquivarianceError, Position
@@ -34,41 +36,24 @@ def shown(name: str) -> str:
     return _SHOWN.get(name, name)
 
 
+def _written(expr):
+    """The index names of ``expr``, one each time an index is written, in the order they are written."""
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, (ast.Factor, ast.Constant)):
+            yield from (i.name for i in e.indices)
+        elif isinstance(e, ast.Neg):
+            stack.append(e.operand)
+        elif isinstance(e, ast.BinOp):
+            stack += [e.right, e.left]
+        elif isinstance(e, ast.Call):
+            stack += list(reversed(e.args))
+
+
 def index_counts(expr, lhs=()) -> dict[str, int]:
     """How often each index name is written in ``expr`` (and on the left-hand side ``lhs``)."""
-    counts: dict[str, int] = {}
-    for index in lhs:
-        counts[index.name] = counts.get(index.name, 0) + 1
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, (ast.Factor, ast.Constant)):
-            for index in e.indices:
-                counts[index.name] = counts.get(index.name, 0) + 1
-        elif isinstance(e, ast.Neg):
-            stack.append(e.operand)
-        elif isinstance(e, ast.BinOp):
-            stack += [e.right, e.left]
-        elif isinstance(e, ast.Call):
-            stack += list(reversed(e.args))
-    return counts
-
-
-def _first_seen(expr) -> list[str]:
-    """Index names of ``expr`` in the order they are written."""
-    seen: dict[str, None] = {}
-    stack = [expr]
-    while stack:
-        e = stack.pop()
-        if isinstance(e, (ast.Factor, ast.Constant)):
-            seen.update(dict.fromkeys(i.name for i in e.indices))
-        elif isinstance(e, ast.Neg):
-            stack.append(e.operand)
-        elif isinstance(e, ast.BinOp):
-            stack += [e.right, e.left]
-        elif isinstance(e, ast.Call):
-            stack += list(reversed(e.args))
-    return list(seen)
+    return dict(Counter(chain((index.name for index in lhs), _written(expr))))
 
 
 @dataclass(frozen=True)
@@ -119,13 +104,9 @@ def lower_call(lw, c: ast.Call):
         raise DiagTypeError(f"'{c.name}' gives {n_out} values: pick one by number, "
                             f"{c.name}(...)[k] with k from 0 to {n_out - 1}", c.pos)
     select = c.select or 0
-    inside: dict[str, int] = {}
-    for a in c.args:
-        for name, n in index_counts(a).items():
-            inside[name] = inside.get(name, 0) + n
-    order = []
-    for a in c.args:
-        order += [n for n in _first_seen(a) if n not in order]
+    written = [name for a in c.args for name in _written(a)]  # one walk: counts and first-seen order
+    inside = Counter(written)
+    order = list(dict.fromkeys(written))
     through = [n for n in order if lw.eq_counts.get(n, 0) > inside[n]]  # also written outside the call
     arg_products = [lw.expand(a) for a in c.args]
     key = (c.name, tuple(through), tuple(tuple((p.coefficient, tuple((o.name, o.indices, o.constant)
