@@ -681,6 +681,27 @@ def _with_channels(request: Request, element: Element) -> Element:
 _BLOCK = 512  # candidates evaluated and offered to the rank profile at a time
 
 
+def _profile(width: int, count: int, expected: int, rows_of, timings: dict) -> "RankProfile":
+    """The rank profile of ``count`` candidates' coordinate rows (``width`` coordinates each),
+    evaluated (``rows_of(first, last)``: the rows of candidates first..last-1) and offered to the
+    profile in blocks of _BLOCK until it reaches ``expected``; the time of each step is added to
+    ``timings`` ("evaluate", "rank")."""
+    import time
+
+    profile = RankProfile(width, expected)
+    for first in range(0, count, _BLOCK):
+        t0 = time.perf_counter()
+        rows = rows_of(first, min(first + _BLOCK, count))
+        t1 = time.perf_counter()
+        with _one_blas_thread():
+            profile.add(rows)
+        timings["evaluate"] += t1 - t0
+        timings["rank"] += time.perf_counter() - t1
+        if profile.done:
+            break
+    return profile
+
+
 def _rank_general(setup: _Setup, cands: list[_Candidate], expected: int, seed: int, timings: dict) -> list[Element]:
     """The first independent candidates (each projected onto the output's symmetry), by evaluation of
     their networks at random points of the inputs."""
@@ -699,18 +720,9 @@ def _rank_general(setup: _Setup, cands: list[_Candidate], expected: int, seed: i
         t0 = time.perf_counter()
         points = random_points(request, n_points, seed)
         timings["evaluate"] += time.perf_counter() - t0
-        profile = RankProfile(n_points * out_size, expected)
-        for first in range(0, len(cands), _BLOCK):
-            t0 = time.perf_counter()
-            rows = [evaluate(terms, points, out_labels, n_points).reshape(-1) if terms
-                    else np.zeros(n_points * out_size, dtype=np.int64) for terms in term_lists[first:first + _BLOCK]]
-            timings["evaluate"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with _one_blas_thread():
-                profile.add(rows)
-            timings["rank"] += time.perf_counter() - t0
-            if profile.done:
-                break
+        profile = _profile(n_points * out_size, len(cands), expected, lambda first, last: [
+            evaluate(terms, points, out_labels, n_points).reshape(-1) if terms
+            else np.zeros(n_points * out_size, dtype=np.int64) for terms in term_lists[first:last]], timings)
         if profile.done or n_points >= expected + 8:
             break
         n_points = min(2 * n_points, expected + 8)
@@ -746,21 +758,18 @@ def _rank_multilinear(setup: _Setup, cands: list[_Candidate], expected: int, see
         u = rng.integers(0, p, size=(n_points, len(setup.legs), 3), dtype=np.int64)
         gram = np.einsum("nai,nbi->abn", u, u) % p  # (legs, legs, points): below 3 p**2 < 2**63
         timings["evaluate"] += time.perf_counter() - t0
-        profile = RankProfile(n_points, expected)
-        for first in range(0, len(cands), _BLOCK):
-            t0 = time.perf_counter()
-            block = cands[first:first + _BLOCK]
-            pairs = np.array([[(position[a], position[b]) for a, b in c.pairs] for c in block], dtype=np.intp)
+
+        def rows_of(first, last, gram=gram):
+            pairs = np.array([[(position[a], position[b]) for a, b in c.pairs] for c in cands[first:last]],
+                             dtype=np.intp)
             rows = gram[pairs[:, 0, 0], pairs[:, 0, 1]]
             for j in range(1, pairs.shape[1]):
                 rows = rows * gram[pairs[:, j, 0], pairs[:, j, 1]] % p
-            timings["evaluate"] += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            with _one_blas_thread():
-                profile.add(rows)
-            timings["rank"] += time.perf_counter() - t0
-            if profile.done:
-                return profile.kept
+            return rows
+
+        profile = _profile(n_points, len(cands), expected, rows_of, timings)
+        if profile.done:
+            return profile.kept
     return profile.kept
 
 
