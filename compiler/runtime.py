@@ -670,11 +670,17 @@ def _call_kernels(spec, args, out, fused, kernels=True):
     return _b.evaluate(spec, args, out, fused)
 
 
-def _cotangents(b, spec, grads):
-    """The output cotangents as the VJP's arguments: one per output (a stacked result split)."""
+def _as_tuple(result):
+    return result if isinstance(result, tuple) else (result,)
+
+
+def _vjp(b, spec, args, grads, fused=False):
+    """The generated NAME_vjp of ``spec`` at ``args`` for the results' cotangents ``grads`` (a
+    stacked result's split into one per output): the inputs' cotangents, a tuple. The one backward
+    of torch autograd, jax custom_vjp and the kernels' torch custom ops."""
     if spec[4] is not None:
-        return b.unstack(grads[0], spec[4], None)
-    return tuple(grads)
+        grads = b.unstack(grads[0], spec[4], None)
+    return _as_tuple(spec[1](*args, *grads, fused=fused))
 
 
 def _torch_function():
@@ -691,10 +697,7 @@ def _torch_function():
 
         @staticmethod
         def backward(ctx, *grads):
-            args = ctx.saved_tensors
-            spec = ctx.spec
-            result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads), fused=ctx.fused)
-            result = result if isinstance(result, tuple) else (result,)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
@@ -713,19 +716,13 @@ def _jax_function(b, spec, fused):
         return b.evaluate(spec, args, None, fused), args
 
     def backward(args, g):
-        grads = g if isinstance(g, tuple) else (g,)
-        result = spec[1](*args, *_cotangents(b, spec, grads), fused=fused)
-        return result if isinstance(result, tuple) else (result,)
+        return _vjp(b, spec, args, _as_tuple(g), fused)
 
     f.defvjp(forward, backward)
     return f
 
 
 # -- graph diagrams: edge lists, gathers and sums over edges -------------------------------------
-def _as_tuple(result):
-    return result if isinstance(result, tuple) else (result,)
-
-
 def _graph_args(function, signature, arrays, list_names, lists):
     """The checked arguments of a graph diagram's function, before any computing: every array has
     no batch axis (per-node and per-edge arrays lead with the node or edge axis), its trailing axes
@@ -1169,8 +1166,7 @@ def _op_backward(spec):
     def backward(ctx, *grads):
         args = ctx.saved_tensors
         grads = tuple(g if g is not None else args[0].new_zeros(s) for g, s in zip(grads, ctx.shapes))
-        result = spec[1](*args, *_cotangents(_BACKENDS["torch"], spec, grads))
-        return result if isinstance(result, tuple) else (result,)
+        return _vjp(_BACKENDS["torch"], spec, args, grads)
     return backward
 
 

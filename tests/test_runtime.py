@@ -350,7 +350,8 @@ def test_runtime_size():
     matmul_flat on a channels-last copy, out= checked after the inputs; 775 for tensornet before
     torch's einsum_blas sent a weight's batch-summed cotangent to one torch.mm; 630 and 785 before
     results were written out by one backend method, deliver, and the kernel launcher's batch
-    broadcast taken from the shape check)."""
+    broadcast taken from the shape check; 597 and 752 before one _vjp served torch autograd, jax and
+    the custom ops)."""
     from compiler.api import checked_program
     from compiler.grad import with_derivatives
 
@@ -358,4 +359,4 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 597 and sizes["tensornet"] <= 752, sizes
+    assert sizes["dot"] <= 591 and sizes["tensornet"] <= 746, sizes
