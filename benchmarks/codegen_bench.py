@@ -72,7 +72,7 @@ printed); a diagram file that does not compile is skipped with a note.
 
 Layout: this file is the driver (arguments, the cases, the loop over sizes, dtypes and threads);
 ``harness.py`` holds threads, bandwidth and timing, ``contenders.py`` the naive einsums (the shared
-reference evaluator ``compiler.einsum``) and the inputs and checks, ``report.py`` the tables and the
+reference evaluator ``compiler.math.einsum``) and the inputs and checks, ``report.py`` the tables and the
 plot. The expert formulas are ``experts.py`` (one copy, shared with ``gpu_bench.py`` and the tests).
 """
 
@@ -97,7 +97,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import compiler  # noqa: E402
-from compiler.lower import lower_source  # noqa: E402
+from compiler.frontend.lower import lower_source  # noqa: E402
 from contenders import (COMPILED, CONTENDERS, EMIT_NP, EMIT_T, EXP_NP, EXP_T, FUSED_NP, FUSED_T, NAIVE, OPT,  # noqa: E402
                         OUT_NP, OUT_T, Naive, as_tuple, make_inputs, max_rel_err, preallocated, to_np)
 from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy, also used by gpu_bench.py and the tests)

@@ -36,7 +36,7 @@ def child(ops_names) -> dict:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import compiler
     from codegen_bench import make_inputs
-    from compiler.lower import lower_source
+    from compiler.frontend.lower import lower_source
 
     path = ROOT / "diagrams" / "tensornet.diag"
     ops = compiler.load(path)

@@ -1,5 +1,5 @@
 """The naive einsums the benchmark times besides the emitted code (the shared reference evaluator,
-``compiler.einsum``, in floating point), and the inputs, outputs and checks of a case. The
+``compiler.math.einsum``, in floating point), and the inputs, outputs and checks of a case. The
 hand-written experts are ``experts.py``."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from compiler.einsum import Floats, evaluate_term, term_einsum  # noqa: E402
+from compiler.math.einsum import Floats, evaluate_term, term_einsum  # noqa: E402
 from compiler.testing import random_input  # noqa: E402
 
 try:

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compiler  # noqa: E402
-from compiler.lower import lower_source  # noqa: E402
+from compiler.frontend.lower import lower_source  # noqa: E402
 from compiler.testing import random_input  # noqa: E402
 
 SIZES = {"c": 8, "d": 4, "u": 3, "v": 2, "w": 2}

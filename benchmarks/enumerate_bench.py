@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's compiler, not an installed one
 
-from compiler.enumerate import InputSpec, Request, enumerate_basis
-from compiler.types import TensorType as T
+from compiler.tools.enumeration import InputSpec, Request, enumerate_basis
+from compiler.ir.types import TensorType as T
 
 CASES = [
     # (label, inputs (name, type, degree), output, group)

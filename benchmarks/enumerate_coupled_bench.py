@@ -13,8 +13,8 @@ from __future__ import annotations
 import platform
 import time
 
-from compiler.enumerate import enumerate_degrees
-from compiler.types import TensorType as T
+from compiler.tools.enumeration import enumerate_degrees
+from compiler.ir.types import TensorType as T
 
 MACE = [("a0", "0e", range(4)), ("a1", "1o", range(4)), ("a2", "2e", range(4))]
 CASES = [

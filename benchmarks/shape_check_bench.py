@@ -2,7 +2,7 @@
 
     python benchmarks/shape_check_bench.py [--repeat 7] [--number 100000]
 
-For every diagram of every ``diagrams/*.diag`` file, the lines that ``compiler.codegen.input_checks``
+For every diagram of every ``diagrams/*.diag`` file, the lines that ``compiler.targets.python.codegen.input_checks``
 emits for its signature (shape tuples read, compared, the exact-arithmetic test) are compiled into a
 function of the inputs alone, and timed with ``timeit`` on valid numpy arrays and torch CPU tensors
 (batch 8, channels 4) against a function of the same parameters that does nothing; the difference,
@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import compiler  # noqa: E402
-from compiler.codegen import input_checks, runtime_source  # noqa: E402
-from compiler.lower import lower_source  # noqa: E402
+from compiler.targets.python.codegen import input_checks, runtime_source  # noqa: E402
+from compiler.frontend.lower import lower_source  # noqa: E402
 from compiler.testing import random_input  # noqa: E402
 
 

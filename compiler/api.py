@@ -15,10 +15,10 @@ import tempfile
 import types
 from pathlib import Path
 
-from .check import Verdict, check_program
+from .ir.check import Verdict, check_program
 from .errors import OutputError
-from .ir import Program
-from .lower import lower_source
+from .ir.program import Program
+from .frontend.lower import lower_source
 from .targets import TARGETS as _REGISTRY
 from .targets import generate, get_target
 
@@ -100,20 +100,20 @@ def _module(text: str, name: str, filename: str) -> types.ModuleType:
 
 
 def enumerate_basis(inputs, output, group: str = "O3", output_name: str = "Y", total=None):
-    """Every independent equivariant contraction (:mod:`compiler.enumerate`), from Python.
+    """Every independent equivariant contraction (:mod:`compiler.tools.enumeration`), from Python.
 
     ``inputs``: ``(name, type, degrees)`` triples, the type a TensorType or its text (``"2e"``,
     ``"sym2"``), the degrees an int or an iterable of ints; ``output``: a type or its text;
     ``total``: keep only the combinations of these total degrees (MACE's correlation orders).
-    Returns a :class:`compiler.enumerate.BasisSet` (``elements``, ``dimension``, ``expected``);
-    :func:`compiler.enumerate.element_formula` writes an element as a .diag right-hand side.
+    Returns a :class:`compiler.tools.enumeration.BasisSet` (``elements``, ``dimension``, ``expected``);
+    :func:`compiler.tools.enumeration.element_formula` writes an element as a .diag right-hand side.
 
     >>> found = enumerate_basis([("x", "1o", 2)], "2e")
-    >>> found.dimension, compiler.enumerate.element_formula(found.elements[0])   # doctest: +SKIP
+    >>> found.dimension, compiler.tools.enumeration.element_formula(found.elements[0])   # doctest: +SKIP
     (1, 'x[j] x[k] cg(1,1,2)[j,k,i]')
     """
-    from .enumerate import enumerate_degrees
-    from .types import TensorType
+    from .tools.enumeration import enumerate_degrees
+    from .ir.types import TensorType
 
     def as_type(t):
         return t if isinstance(t, TensorType) else TensorType.parse(t)

@@ -14,10 +14,10 @@ from pathlib import Path
 from . import __version__
 from .api import TARGETS, compile_source, read_source, write_atomic
 from .targets import TARGETS as _REGISTRY
-from .check import check_program
-from .codegen import source_sha256
+from .ir.check import check_program
+from .targets.python.codegen import source_sha256
 from .errors import DiagError, OutputError, each_error
-from .lower import lower_source
+from .frontend.lower import lower_source
 
 
 _TARGET_HELP = "; ".join(f"{t.name}: {t.summary}" for t in _REGISTRY.values()).replace("%", "%%")
@@ -112,8 +112,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _enumerate_limits() -> str:
-    from .enumerate import MAX_DIMENSION, MAX_LEGS, MAX_LEGS_GENERAL
-    from .ir import MAX_CONSTANT_L
+    from .tools.enumeration import MAX_DIMENSION, MAX_LEGS, MAX_LEGS_GENERAL
+    from .ir.program import MAX_CONSTANT_L
 
     return (f"Limits, checked before any work: a space of more than {MAX_DIMENSION:,} dimensions (the "
             "character-theory count, all degrees together) is refused unless --allow-large is given, as are "
@@ -169,7 +169,7 @@ def _check(args) -> int:
             if args.json:
                 continue
             if verdict.diagram in first_stage:
-                from .functions import composite_summary
+                from .frontend.functions import composite_summary
 
                 print(composite_summary(first_stage[verdict.diagram]))
             if verdict.ok:
@@ -195,14 +195,14 @@ def _check(args) -> int:
 
 def _warn_unused(source: str, path: str) -> None:
     """Unused inputs, on stderr (the source has already compiled: lowering it again is cheap)."""
-    from .check import unused_inputs
+    from .ir.check import unused_inputs
 
     program = lower_source(source, path)
     for diagram in program.diagrams:
         for warning in unused_inputs(diagram):
             print(str(warning), file=sys.stderr)
     if program.composites:
-        from .functions import unused_composite_inputs
+        from .frontend.functions import unused_composite_inputs
 
         for c in program.composites:
             for warning in unused_composite_inputs(c, program):
@@ -228,9 +228,9 @@ def _compile(args) -> int:
     _warn_unused(source, args.file)
     if args.explain:
         from .api import checked_program
-        from .plan import explain, plan_diagram
+        from .planning.plan import explain, plan_diagram
 
-        from .graph import split_program
+        from .frontend.graph import split_program
 
         program = split_program(checked_program(source, args.file))[0]  # graph diagrams: their parts
         sys.stdout.write("".join(explain(plan_diagram(d)) for d in program.diagrams))
@@ -245,8 +245,8 @@ def _compile(args) -> int:
 
 
 def _name_type(text: str, what: str):
-    from .parser import RESERVED
-    from .types import TensorType, TypeSyntaxError
+    from .frontend.parser import RESERVED
+    from .ir.types import TensorType, TypeSyntaxError
 
     name, sep, typ = text.partition("=")
     if not sep:
@@ -264,7 +264,7 @@ def _name_type(text: str, what: str):
 def _enumerate(args) -> int:
     import re
 
-    from . import enumerate as en
+    from .tools import enumeration as en
     from .api import compile_source
 
     inputs = [_name_type(t, "--in") for t in args.inputs]
@@ -307,7 +307,7 @@ def _enumerate(args) -> int:
 
 
 def _prove(args) -> int:
-    from .certify import write_certificate
+    from .tools.certify import write_certificate
 
     cert = write_certificate(args.file, args.output)
     print(f"wrote {args.output}: {len(cert['diagrams'])} diagram(s) proved "
@@ -316,18 +316,18 @@ def _prove(args) -> int:
 
 
 def _verify(args) -> int:
-    from .certify import verify
+    from .tools.certify import verify
 
     print(verify(args.certificate))
     return 0
 
 
 def _draw(args) -> int:
-    from .draw import draw_program
+    from .tools.draw import draw_program
 
     program = lower_source(read_source(args.file), args.file)
     if args.derivatives:
-        from .grad import with_derivatives
+        from .ir.grad import with_derivatives
 
         program = with_derivatives(program)
     write_atomic(args.output, draw_program(program))
@@ -338,7 +338,7 @@ def _draw(args) -> int:
 def _grad(args) -> int:
     from .api import checked_program
     from .errors import DiagNameError
-    from .grad import diag_text, vjp_diagram
+    from .ir.grad import diag_text, vjp_diagram
 
     program = checked_program(read_source(args.file), args.file)
     wrt = None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .types import FixedSize, TensorType
+from .ir.types import FixedSize, TensorType
 
 
 def _as_type(t) -> TensorType:
@@ -54,10 +54,10 @@ def wigner_d(irrep, g) -> np.ndarray:
     if irrep.l == 1:
         return sign * q
     if g.dtype == object:
-        from .spherical import wigner_D
+        from .math.spherical import wigner_D
 
         return sign * np.array(wigner_D(irrep.l, q.tolist()).tolist(), dtype=object)
-    from .spherical import wigner_D_numeric
+    from .math.spherical import wigner_D_numeric
 
     return sign * wigner_D_numeric(irrep.l, q.astype(float))
 
@@ -98,7 +98,7 @@ def random_input(t, rng: np.random.Generator, batch=(4,), channel_sizes=None, dt
     shape = tuple(batch) + tuple(c.size if isinstance(c, FixedSize) else sizes.get(c, 2) for c in t.channels) + t.geometric_dims
     x = rng.normal(size=shape)
     if t.family == "cart" and t.rank >= 3 and t.symmetry == "sym_traceless":  # symt(l)
-        from .stf import stf_from_array
+        from .math.stf import stf_from_array
 
         x = stf_from_array(x, t.rank)
     if t.family == "cart" and t.rank == 2 and t.symmetry:

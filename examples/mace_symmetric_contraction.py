@@ -8,7 +8,7 @@ A.2e[c,:]), one weight per basis polynomial, channel and chemical element:
     B.L[c, m] = sum_nu sum_k  W[z(n), k, c] * M_k(x_c)[m]
 
 diagc writes the same map from its own enumeration: for every multiset of input irreps (0e, 1o, 2e) of
-size nu <= 3, ``compiler.enumerate`` lists the coupling paths ((x1 (x) x2 -> k1) (x) x3 -> L), the
+size nu <= 3, ``compiler.tools.enumeration`` lists the coupling paths ((x1 (x) x2 -> k1) (x) x3 -> L), the
 copies of an irrep are identified (x1 = x2 = A.1o), and the paths that become linearly dependent
 (antisymmetric couplings of equal factors) are dropped, numerically on random points. What is left
 is a basis of the equivariant polynomials: one ``.diag`` diagram, with the irreps input ``A``, the
@@ -40,8 +40,8 @@ def _terms(L: str, correlation: int):
     """(irreps of the factors, the coupling network) of every enumerated path of 1..correlation
     factors to L: the symmetric powers of (0e, 1o, 2e) when the enumerator has them (``total=``),
     else each multiset of factors enumerated as distinct inputs (its copies identified later)."""
-    from compiler.enumerate import enumerate_degrees
-    from compiler.types import TensorType
+    from compiler.tools.enumeration import enumerate_degrees
+    from compiler.ir.types import TensorType
 
     out = TensorType.parse(L)
     ins = [(f"x{k}", TensorType.parse(ir), tuple(range(correlation + 1))) for k, ir in enumerate(IRREPS_IN)]
@@ -101,7 +101,7 @@ def _text(combo, term, L: str) -> str:
 
 def _probe(texts, L: str):
     """The basis polynomials as one diagram on A: irreps(1x0e+1x1o+1x2e), one output each (lowered)."""
-    from compiler.lower import lower_source
+    from compiler.frontend.lower import lower_source
 
     typ, lhs = ("scalar[1]", "[c]") if L == "0e" else (f"sph({L})[1]", "[c,m]")
     source = ("diagram probe(A: irreps(1x0e+1x1o+1x2e)) -> (" + ", ".join(f"e{j}: {typ}" for j in range(len(texts)))
@@ -111,8 +111,8 @@ def _probe(texts, L: str):
 
 def basis_values(texts, L: str, x) -> np.ndarray:
     """The basis polynomials at points x (N, 9) = (0e, 1o, 2e) components: (N, 2L+1, n), by diagc's
-    reference evaluator (compiler.einsum) on the lowered networks."""
-    from compiler.einsum import Floats, evaluate_term
+    reference evaluator (compiler.math.einsum) on the lowered networks."""
+    from compiler.math.einsum import Floats, evaluate_term
 
     x = np.asarray(x, dtype=np.float64)
     arrays = {"A_0e": x[:, None, 0], "A_1o": x[:, None, 1:4], "A_2e": x[:, None, 4:9]}

@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def example_diagrams():
     """(file, diagram IR) for every diagram of every example file."""
-    from compiler.lower import lower_source
+    from compiler.frontend.lower import lower_source
 
     out = []
     for path in DIAGRAMS:

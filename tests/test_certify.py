@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from compiler import cli
-from compiler.certify import cayley, det3, mirror, verify, CertificateError
+from compiler.tools.certify import cayley, det3, mirror, verify, CertificateError
 from conftest import DIAGRAMS, ROOT
 
 
@@ -209,7 +209,7 @@ def _report_sections(report: str) -> dict:
 
 
 def test_report_says_where_each_identity_was_proved_as_the_certificate_does(tmp_path):
-    from compiler.certify import CHECKED
+    from compiler.tools.certify import CHECKED
 
     src = tmp_path / "mixed.diag"
     src.write_text(MIXED)

@@ -1,11 +1,11 @@
-"""Exact dimension counts from compiler.characters (expected values: SEEDS.md section 4)."""
+"""Exact dimension counts from compiler.math.characters (expected values: SEEDS.md section 4)."""
 
 import time
 from math import comb
 
 import pytest
 
-from compiler.characters import Irrep, Rep, hom_dimension, invariant_dimension
+from compiler.math.characters import Irrep, Rep, hom_dimension, invariant_dimension
 
 GROUPS = ("SO3", "O3")
 

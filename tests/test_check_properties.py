@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 import compiler
 from compiler.errors import DiagError, EquivarianceError
-from compiler.lower import lower_source
+from compiler.frontend.lower import lower_source
 from compiler.testing import assert_equivariant
-from compiler.types import TensorType
+from compiler.ir.types import TensorType
 
 #: every kind of input type; channel names are shared, so equal names are the same channel axis
 INPUT_TYPES = [

@@ -36,7 +36,7 @@ import torch
 
 import compiler
 from compiler.api import checked_program
-from compiler.grad import with_derivatives
+from compiler.ir.grad import with_derivatives
 from compiler.targets.cuda.kernels import CudaProgram, lower_diagram
 from compiler.targets.cuda.printer import print_program
 
@@ -330,7 +330,7 @@ def test_embedded_source_is_the_cuda_targets_and_compiles_with_nvcc(tmp_path):
                 kernels.append(lower_diagram(d))
             except compiler.DiagError:
                 assert getattr(m, f"_{d.name}_SPEC")[5] is None  # refused: the array code runs
-        from compiler.codegen import source_sha256
+        from compiler.targets.python.codegen import source_sha256
 
         assert m._CUDA_SOURCE == print_program(CudaProgram(program.filename, source_sha256(program.source),
                                                            tuple(kernels)))

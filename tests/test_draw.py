@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler.draw import Picture, draw_diagram, draw_network, draw_program
-from compiler.lower import lower_source
+from compiler.tools.draw import Picture, draw_diagram, draw_network, draw_program
+from compiler.frontend.lower import lower_source
 
 ROOT = Path(__file__).resolve().parent.parent
 DIAGRAMS = sorted((ROOT / "diagrams").glob("*.diag"))
@@ -58,7 +58,7 @@ def test_every_example_draws_a_valid_svg_naming_its_inputs(path):
 
 
 def test_drawing_is_deterministic_in_process():
-    from compiler import draw
+    from compiler.tools import draw
 
     path = ROOT / "diagrams" / "decompose.diag"
     a = drawn(path)
@@ -68,7 +68,7 @@ def test_drawing_is_deterministic_in_process():
 
 
 def test_drawing_does_not_depend_on_the_hash_seed():
-    code = ("import sys; from compiler.lower import lower_source; from compiler.draw import draw_program; "
+    code = ("import sys; from compiler.frontend.lower import lower_source; from compiler.tools.draw import draw_program; "
             "t = open('diagrams/tensornet.diag').read(); "
             "sys.stdout.write(draw_program(lower_source(t, 'diagrams/tensornet.diag')))")
     procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=dict(os.environ, PYTHONHASHSEED=seed),
@@ -146,7 +146,7 @@ def test_picture_and_escaping():
     assert isinstance(pic, Picture) and 100 <= pic.width <= 400 and 100 <= pic.height <= 250
     root = ET.fromstring(pic.document())
     assert root.tag == f"{SVG}svg"
-    from compiler.draw import _esc
+    from compiler.tools.draw import _esc
     assert _esc("a<b & \"c\" 'd'>") == "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;"
 
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from compiler.api import checked_program
-from compiler.constants import EPS, Constant
-from compiler.einsum import Exact, Floats, ModP, evaluate_sum, letters, symbol
-from compiler.enumerate import PRIME
+from compiler.math.constants import EPS, Constant
+from compiler.math.einsum import Exact, Floats, ModP, evaluate_sum, letters, symbol
+from compiler.tools.enumeration import PRIME
 
 SRC = """group SO3
 diagram f(a: vec, X: cart2, b: vec) -> (s: scalar, w: vec) {
@@ -69,7 +69,7 @@ def test_constants_are_typed_fields_not_parsed_names():
     ("ij,jk,kl->il", [(3, 3), (3, 3), (3, 3)]),
 ])
 def test_pairwise_equals_numpy_einsum(spec, shapes):
-    from compiler.einsum import pairwise
+    from compiler.math.einsum import pairwise
 
     rng = np.random.default_rng(3)
     ops = [rng.normal(size=s) for s in shapes]

@@ -1,4 +1,4 @@
-"""The emit program (compiler/emit.py): every decision about how a planned function is written is
+"""The emit program (compiler/planning/emit.py): every decision about how a planned function is written is
 recorded as data, and the Python printer prints it without state or string inspection."""
 
 import dataclasses
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler import emit
+from compiler.planning import emit
 from compiler.api import checked_program
-from compiler.einsum import Floats, evaluate_sum
-from compiler.plan import plan_diagram
+from compiler.math.einsum import Floats, evaluate_sum
+from compiler.planning.plan import plan_diagram
 from compiler.targets.python.printer import PythonPrinter
 from conftest import ROOT
 
@@ -113,7 +113,7 @@ def test_batch_sums_are_lowered_to_channels_last_copies_and_one_contraction():
     """A weight's cotangent summed over the batch (plan.BatchSum): channels-last contiguous copies,
     one contraction with the batch summed, recorded as data with its SPEC entry; the module's
     value equals the reference evaluator's contraction summed over the batch."""
-    from compiler.grad import with_derivatives
+    from compiler.ir.grad import with_derivatives
 
     source = (ROOT / "diagrams" / "linear.diag").read_text()
     program = with_derivatives(checked_program(source), checked=True)

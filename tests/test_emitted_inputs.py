@@ -13,7 +13,7 @@ import pytest
 
 import compiler
 import fake_cupy
-from compiler.lower import lower_source
+from compiler.frontend.lower import lower_source
 from compiler.testing import random_input
 from conftest import ROOT, example_diagrams
 
@@ -328,8 +328,8 @@ def test_cupy_path_matches_numpy(monkeypatch, path, diagram):
 # -- stacked basis ---------------------------------------------------------------------------------
 
 def test_stacked_basis_docstring_names_the_output_and_the_words():
-    from compiler.enumerate import enumerate_degrees
-    from compiler.types import TensorType
+    from compiler.tools.enumeration import enumerate_degrees
+    from compiler.ir.types import TensorType
 
     fn = module("extra").stress
     doc = fn.__doc__
@@ -361,7 +361,7 @@ def test_stacked_basis_elements_in_the_tuple_form_have_the_batch_shape(tmp_path)
 
 
 def test_picture_of_a_basis_is_titled_by_the_declaration_and_rows_by_words(tmp_path):
-    from compiler.draw import draw_program
+    from compiler.tools.draw import draw_program
 
     source = "group O3\nbasis stress(E: sym2^<=4) -> S: sym2\n"
     svg = draw_program(lower_source(source, "b.diag"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.enumerate import (MAX_LEGS, EnumerationError, InputSpec, Request, enumerate_basis,
-                                enumerate_degrees, to_diag)
+from compiler.tools.enumeration import (MAX_LEGS, EnumerationError, InputSpec, Request, enumerate_basis,
+                                        enumerate_degrees, to_diag)
 from compiler.testing import assert_equivariant, random_input
-from compiler.types import TensorType as T
+from compiler.ir.types import TensorType as T
 from conftest import ROOT
 
 
@@ -86,7 +86,7 @@ def test_dimension_equals_character_count_and_known_value(inputs, out, group, ex
 
 def _evaluate(basis, args):
     """Stack the basis elements at numeric points via a compiled module."""
-    from compiler.enumerate import element_formula
+    from compiler.tools.enumeration import element_formula
 
     r = basis.request
     sig = ", ".join(f"{i.name}: {i.type}" for i in r.inputs)
@@ -272,7 +272,7 @@ def test_spherical_cli_listing():
 def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkeypatch, capsys):
     """Eight 4e inputs to 4e: 151,936 coupling paths (93 s and 1.5 GB before the guard covered spherical
     requests). Character theory sizes the space first; no coupling path is ever built."""
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
     from compiler import cli
 
     def no_work(*args, **kwargs):
@@ -290,7 +290,7 @@ def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkey
 
 
 def test_the_limit_covers_the_sum_over_degrees_before_any_work(monkeypatch):
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
 
     monkeypatch.setattr(en, "MAX_DIMENSION", 5)  # E<=2 -> sym2: 1 + 2 + 4 = 7, each part at most 4
     monkeypatch.setattr(en, "enumerate_basis", lambda *a, **k: pytest.fail("enumeration started"))
@@ -368,7 +368,7 @@ def test_rank_profile_equals_flints_rref(rows, width, rank, block):
     """Planted dependencies (rows that are combinations of earlier rows, repeats, zero rows) offered in
     blocks, through the leaf, the recursive halves and the sketch (wide rows): the kept rows are the
     pivots of python-flint's rref of the transpose."""
-    from compiler.enumerate import PRIME, RankProfile
+    from compiler.tools.enumeration import PRIME, RankProfile
 
     rng = np.random.default_rng(rows + width)
     basis = rng.integers(0, PRIME, size=(rank, width))
@@ -391,7 +391,7 @@ def test_rank_profile_equals_flints_rref(rows, width, rank, block):
 def test_multilinear_path_keeps_the_basis_of_the_network_evaluation():
     """Distinct inputs, no symmetry: matchings evaluated at product points keep the same candidates as
     the networks evaluated at random input points (einsum mod p)."""
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
 
     for inputs, out, group in [([("A", "cart2", 1), ("B", "cart2", 1), ("C", "cart2", 1)], "cart2", "O3"),
                                ([("v", "vec", 1), ("X", "cart2", 1), ("T", "cart(3)", 1)], "cart2", "SO3")]:
@@ -413,7 +413,7 @@ def test_coupling_basis_above_the_limit(monkeypatch):
     """With allow_large, distinct inputs without symmetry take the coupling basis (every input split
     into its parts, left-coupled cg paths, no rank step): exactly the character count of elements,
     every one equivariant, and independent (checked here by rank, which the enumeration skips)."""
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
 
     monkeypatch.setattr(en, "MAX_DIMENSION", 10)
     inputs = [("A", "cart2", 1), ("v", "vec", 1), ("w", "vec", 1)]
@@ -436,8 +436,8 @@ def test_coupling_basis_of_distinct_inputs_has_full_rank_mod_p(monkeypatch, name
     """The claim that lets the coupling basis skip the rank step, checked the slow way: the elements
     evaluated mod a prime where every surd of cg/P has an image (a ring homomorphism) are independent,
     and in the order given."""
-    import compiler.enumerate as en
-    from compiler.spherical import constant_primes, surd_prime
+    import compiler.tools.enumeration as en
+    from compiler.math.spherical import constant_primes, surd_prime
 
     monkeypatch.setattr(en, "MAX_DIMENSION", 10)
     req = request([(n, "cart2", 1) for n in names], "cart2")
@@ -458,7 +458,7 @@ def test_coupling_basis_of_distinct_inputs_has_full_rank_mod_p(monkeypatch, name
 
 
 def test_cli_allow_large(monkeypatch, capsys):
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
     from compiler import cli
 
     monkeypatch.setattr(en, "MAX_DIMENSION", 10)

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.enumerate import (EnumerationError, InputSpec, Request, element_formula, enumerate_basis,
-                                enumerate_degrees)
+from compiler.tools.enumeration import (EnumerationError, InputSpec, Request, element_formula, enumerate_basis,
+                                        enumerate_degrees)
 from compiler.testing import assert_equivariant, random_input
-from compiler.types import TensorType as T
+from compiler.ir.types import TensorType as T
 from conftest import ROOT
 
 
@@ -77,7 +77,7 @@ def test_several_inputs_with_degrees_and_total_degree():
 def test_independence_mod_p_is_a_ring_homomorphism_of_the_constants():
     """The images of cg and P modulo the chosen prime satisfy their exact identities: P P^T = I and
     Σ_ab C[a,b,c] C[a,b,c'] = δ_cc' / (2 l3 + 1); a wrong root would break them."""
-    from compiler.spherical import constant_mod_p, constant_primes, surd_prime
+    from compiler.math.spherical import constant_mod_p, constant_primes, surd_prime
 
     primes = set()
     cases = [(1, 1, 2), (2, 2, 2), (2, 3, 4), (4, 4, 6), (3, 4, 5)]
@@ -237,7 +237,7 @@ def test_a_block_needing_cg_above_12_is_refused_with_its_name():
 
 
 def test_too_many_coupling_paths_are_refused(monkeypatch):
-    import compiler.enumerate as en
+    import compiler.tools.enumeration as en
 
     monkeypatch.setattr(en, "MAX_COUPLING_CANDIDATES", 10)
     with pytest.raises(EnumerationError, match="more than 10 coupling paths"):
@@ -266,7 +266,7 @@ def test_requests_with_channels_act_channel_by_channel(inputs, out, bare_inputs,
     channel (an input without an axis broadcast along it); counts are the channel-free ones; the
     written .diag and its stacked basis compile, equal the channel-free basis per channel, and are
     equivariant."""
-    from compiler.enumerate import enumerate_degrees, to_diag
+    from compiler.tools.enumeration import enumerate_degrees, to_diag
 
     ins = [(n, T.parse(t), d) for n, t, d in inputs]
     bare = [(n, T.parse(t), d) for n, t, d in bare_inputs]

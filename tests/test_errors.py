@@ -161,7 +161,7 @@ def test_bad_input_gets_one_positioned_message(name, source, code, line, column,
 
 
 def test_every_terminal_of_the_grammar_has_a_readable_name():
-    from compiler.parser import _lark, describe_terminal
+    from compiler.frontend.parser import _lark, describe_terminal
 
     for term in _lark().terminals:
         shown = describe_terminal(term.name)

@@ -9,7 +9,7 @@ import torch
 
 from compiler import cli
 from compiler.api import load_source, lower_source
-from compiler.certify import verify
+from compiler.tools.certify import verify
 from compiler.testing import assert_equivariant, random_input
 
 BUILTINS = """

@@ -1,4 +1,4 @@
-"""The fused plan (compiler/fuse.py) and the emitted ``fused=True`` path: every output component as
+"""The fused plan (compiler/planning/fuse.py) and the emitted ``fused=True`` path: every output component as
 one formula, equal to the planned code; channel contractions have no fused form."""
 
 from fractions import Fraction
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.fuse import Entry, fuse_diagram
-from compiler.lower import lower_source
+from compiler.planning.fuse import Entry, fuse_diagram
+from compiler.frontend.lower import lower_source
 from compiler.testing import random_input
 from conftest import ROOT, example_diagrams
 

@@ -45,8 +45,8 @@ from hypothesis import strategies as st
 import compiler
 from compiler.cli import main
 from compiler.errors import DiagError, EquivarianceError
-from compiler.lower import lower_source
-from compiler.parser import parse
+from compiler.frontend.lower import lower_source
+from compiler.frontend.parser import parse
 from compiler.testing import assert_equivariant, random_input
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,7 +235,7 @@ def run_contract(text: str) -> int:
     program = lower_source(text, FILE)
     names = [d.name for d in program.diagrams]
     assert names == [v.diagram for v in verdicts]
-    from compiler.grad import with_derivatives
+    from compiler.ir.grad import with_derivatives
 
     stage_of = program.stage_of()  # a diagram with functions exports itself, not its stages
     assert namespace["__all__"] == [d.name for d in with_derivatives(program).diagrams

@@ -1,4 +1,4 @@
-"""Derivatives as diagrams (compiler.grad): NAME_vjp and NAME_vjp_vjp against torch autograd of the
+"""Derivatives as diagrams (compiler.ir.grad): NAME_vjp and NAME_vjp_vjp against torch autograd of the
 planned forward, gradcheck / gradgradcheck on every path, jax grad of grad, diagc grad, certificates."""
 
 import json
@@ -12,10 +12,10 @@ import torch
 from conftest import DIAGRAMS, ROOT, example_diagrams
 
 import compiler
-from compiler.grad import diag_text, general_types, vjp_diagram
-from compiler.lower import lower_source
+from compiler.ir.grad import diag_text, general_types, vjp_diagram
+from compiler.frontend.lower import lower_source
 from compiler.testing import random_input
-from compiler.types import TensorType
+from compiler.ir.types import TensorType
 
 _MODULES = {}
 SIZES = {"c": 2, "d": 3}
@@ -259,8 +259,8 @@ def test_weight_cotangent_is_one_contraction_over_the_batch():
     """A weight shared by the batch gets its cotangent as one contraction over the batch axes too
     (plan.BatchSum, no per-element temporary), equal to autograd; a weight with batch axes takes the
     planned code; out= is written."""
-    from compiler.grad import vjp_diagram
-    from compiler.plan import BatchSum, plan_diagram
+    from compiler.ir.grad import vjp_diagram
+    from compiler.planning.plan import BatchSum, plan_diagram
 
     d = next(x for x in lower_source(TN.read_text()).diagrams if x.name == "mix_skew")
     plan = plan_diagram(vjp_diagram(d))
@@ -322,7 +322,7 @@ def test_weight_cotangents_of_products_with_constants_are_batch_sums():
     factors, constants eps and P(2), a trace) is summed over the batch inside its contractions
     (plan.BatchSum: the batch survives every step but the last, which reads channels-last copies),
     never as a (batch, c, d) product per term; the values equal autograd's, numpy and torch."""
-    from compiler.plan import Layout, plan_diagram
+    from compiler.planning.plan import Layout, plan_diagram
 
     path = ROOT / "diagrams" / "tensornet_layer.diag"
     ops = module(path)

@@ -1,4 +1,4 @@
-"""Graphs in the language: edge lists, gathers, sums over edges (compiler/graph.py, graph_emit.py)."""
+"""Graphs in the language: edge lists, gathers, sums over edges (compiler/frontend/graph.py, graph_emit.py)."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def test_fused_graph_kernel_arithmetic_on_the_host(tmp_path):
     add there) and called over every (edge, channel), against the numpy module."""
     import ctypes
 
-    from compiler.graph import split_program
+    from compiler.frontend.graph import split_program
     from compiler.targets.cuda.graph import lower_graph
 
     cxx = shutil.which("g++") or shutil.which("c++")

@@ -1,7 +1,7 @@
 import networkx as nx
 
-from compiler.lower import lower_source
-from compiler.plan import combine, eliminate_deltas
+from compiler.frontend.lower import lower_source
+from compiler.planning.plan import combine, eliminate_deltas
 
 
 def terms(rhs, sig="X: cart2, Y: cart2, a: vec", out="Z: cart2", lhs="Z[i,j]"):
@@ -51,8 +51,8 @@ def test_renamed_labels_are_typed():
 
     import pytest
 
-    from compiler.ir import Renamed, base_name, label_text, sum_formula
-    from compiler.lower import lower_source
+    from compiler.ir.program import Renamed, base_name, label_text, sum_formula
+    from compiler.frontend.lower import lower_source
 
     src = ("group O3\ndiagram d(X: cart2) -> (I: sym2, S: sym2) {\n"
            "    I[i,j] = 1/3 X[k,k] delta[i,j]\n    S[i,j] = 1/2 (X[i,j] + X[j,i]) - I[i,j]\n}\n")

@@ -10,7 +10,7 @@ import pytest
 import compiler
 from compiler.api import checked_program
 from compiler.testing import assert_equivariant
-from compiler.types import TensorType
+from compiler.ir.types import TensorType
 from conftest import ROOT
 
 INSTRUCTIONS = ROOT / "examples" / "e3nn_instructions.diag"

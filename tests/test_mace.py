@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.enumerate import InputSpec, Request, expected_dimension
-from compiler.types import TensorType
+from compiler.tools.enumeration import InputSpec, Request, expected_dimension
+from compiler.ir.types import TensorType
 from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "examples"))
@@ -45,11 +45,11 @@ def test_basis_sizes_are_the_character_theory_dimensions(built):
 
 def flat_D(irreps: str, g) -> np.ndarray:
     """The action of g in O(3) on a flat e3nn array of ``irreps`` (exact Wigner matrices rounded once,
-    compiler.spherical: e3nn's own D^l are accurate to about 1e-7 for l >= 2)."""
+    compiler.math.spherical: e3nn's own D^l are accurate to about 1e-7 for l >= 2)."""
     from scipy.linalg import block_diag
 
-    from compiler.spherical import wigner_D_numeric
-    from compiler.types import Irrep
+    from compiler.math.spherical import wigner_D_numeric
+    from compiler.ir.types import Irrep
 
     blocks = []
     for term in irreps.split("+"):

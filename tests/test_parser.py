@@ -3,11 +3,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from compiler import ast
+from compiler.frontend import ast
 from compiler.api import load_source
 from compiler.errors import DiagSyntaxError
-from compiler.lower import lower_source
-from compiler.parser import parse
+from compiler.frontend.lower import lower_source
+from compiler.frontend.parser import parse
 
 FULL = """\
 # a comment

@@ -4,8 +4,8 @@ import numpy as np
 
 import compiler
 from compiler.api import checked_program
-from compiler.constants import EPS
-from compiler.plan import explain, plan_diagram
+from compiler.math.constants import EPS
+from compiler.planning.plan import explain, plan_diagram
 
 CHAIN = """diagram chain(a: vec, X: cart2, Y: cart2, Z: cart2, b: vec) -> s: scalar {
     s = a[i] X[i,j] Y[j,k] Z[k,l] b[l] + eps[i,j,k] a[i] X[j,l] b[l] Y[k,m] Z[m,n] eps[n,p,q] Y[p,q] / 2
@@ -48,7 +48,7 @@ def test_shared_trace_and_no_copy_of_fresh_results():
 def _naive(diagram, args):
     """The unplanned evaluation (the shared reference evaluator): one dense einsum per term, deltas, eps
     and constants as arrays."""
-    from compiler.einsum import Floats, evaluate_sum
+    from compiler.math.einsum import Floats, evaluate_sum
 
     arrays = {t.name: a for t, a in zip(diagram.inputs, args)}
     return [evaluate_sum(eq.terms, arrays, Floats()) for eq in diagram.equations]
@@ -70,7 +70,7 @@ def test_planned_code_equals_unplanned_for_every_example():
 
 
 def test_cost_model_choices():
-    from compiler.plan import Contraction, Matmul, Unrolled
+    from compiler.planning.plan import Contraction, Matmul, Unrolled
 
     src = """diagram f(X: cart2[c], Y: cart2[c], a: vec, b: vec) -> (t: scalar[c], M: cart2[c], N: cart2[c], w: axial) {
     t[c] = X[c,k,k]
@@ -103,7 +103,7 @@ def test_cost_model_blas_broadcast_tables_and_whole_diagram_unrolling():
     """The later choices of the cost model: BLAS only for matrix-shaped contractions, a broadcast
     multiply for an outer product, a sparse constant table as its nonzero entries, a trace summed
     before the product it feeds, and the component formulas for a diagram with an outer product."""
-    from compiler.plan import Contraction, FlatMatmul, Unrolled
+    from compiler.planning.plan import Contraction, FlatMatmul, Unrolled
 
     src = """diagram f(X: cart2[c], W: weight[c,d], a: vec, b: vec, p: 1o, q: 1o) -> (Y: cart2[d], s: scalar, t: sph(2e), y: scalar[d]) {
     Y[d,i,j] = W[c,d] X[c,i,j]
@@ -154,7 +154,7 @@ diagram norms(X: cart2[c]) -> (nA: scalar[c], nS: scalar[c]) {
 
 
 def _kinds(plan):
-    from compiler.plan import Combination, FlatMatmul, Matmul
+    from compiler.planning.plan import Combination, FlatMatmul, Matmul
 
     count = lambda kind: sum(isinstance(c, kind) for c in plan.contractions)  # noqa: E731
     mixings = sum(isinstance(c, FlatMatmul) or (getattr(c, "blas", False) and len(c.operands) == 2
@@ -167,7 +167,7 @@ def test_linear_maps_are_factored_and_broadcasts_shared():
     g M Y + g Y M broadcasts g once, onto the sum; s[c] C used by two outputs (as C and its
     transpose) is one broadcast; terms another output shares (nA, nS) stay shared, not factored;
     every value equals the unplanned evaluation."""
-    from compiler.plan import Combination, Contraction
+    from compiler.planning.plan import Combination, Contraction
 
     plans = {d.name: plan_diagram(d) for d in checked_program(FACTORED).diagrams}
     combos, _, mixings = _kinds(plans["mixdiff"])

@@ -151,7 +151,7 @@ def test_readme_spherical_harmonic_constants_match_e3nn():
     pytest.importorskip("e3nn")
     from e3nn import o3
 
-    from compiler.spherical import sh_component_constant
+    from compiler.math.spherical import sh_component_constant
 
     table = _constants_table()
     assert sorted(table) == [0, 1, 2, 3, 4]
@@ -183,8 +183,8 @@ diagram demo(X: cart2[c], v: vec[c], W: weight[c,d], x: sph(1o), y: sph(1o)) -> 
 
 
 def test_every_mark_of_the_legend_is_drawn_as_described():
-    from compiler.draw import draw_program
-    from compiler.lower import lower_source
+    from compiler.tools.draw import draw_program
+    from compiler.frontend.lower import lower_source
 
     svg = draw_program(lower_source(LEGEND_DEMO, "demo.diag"))
     legend = README[README.index("| in a picture | means |"):]

@@ -1,4 +1,4 @@
-"""The run-time support of emitted modules (compiler/runtime.py), exercised directly: one class per
+"""The run-time support of emitted modules (compiler/targets/python/runtime.py), exercised directly: one class per
 array library, each agreeing with numpy; and what an emitted module copies of it (only the
 definitions and methods its functions reach, as written in runtime.py, never a diagc import)."""
 
@@ -12,8 +12,8 @@ import torch
 
 import compiler
 import fake_cupy
-from compiler import runtime as rt
-from compiler.codegen import runtime_source
+from compiler.targets.python import runtime as rt
+from compiler.targets.python.codegen import runtime_source
 from conftest import DIAGRAMS, ROOT
 
 LIBRARIES = ("numpy", "torch", "jax")
@@ -353,7 +353,7 @@ def test_runtime_size():
     broadcast taken from the shape check; 597 and 752 before one _vjp served torch autograd, jax and
     the custom ops)."""
     from compiler.api import checked_program
-    from compiler.grad import with_derivatives
+    from compiler.ir.grad import with_derivatives
 
     sizes = {}
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):

@@ -1,4 +1,4 @@
-"""Exact spherical building blocks (compiler/spherical.py): exact properties and agreement with e3nn."""
+"""Exact spherical building blocks (compiler/math/spherical.py): exact properties and agreement with e3nn."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sympy
 
-from compiler import spherical as sph
+from compiler.math import spherical as sph
 
 # ------------------------------------------------------------------------------------------------
 # helpers
@@ -349,7 +349,7 @@ def test_seeds_identity_against_e3nn(e3nn_o3):
 @pytest.mark.parametrize("l1,l2,l3", [(9, 9, 9), (5, 4, 9), (10, 2, 11), (6, 6, 12), (12, 12, 12)])
 def test_wigner_3j_above_8_matches_e3nn(e3nn_o3, l1, l2, l3):
     """cg is supported up to l = 12 (MAX_CONSTANT_L): the exact tables there are e3nn's too."""
-    from compiler.ir import MAX_CONSTANT_L
+    from compiler.ir.program import MAX_CONSTANT_L
 
     assert MAX_CONSTANT_L["cg"] == 12 >= max(l1, l2, l3)
     torch, o3 = e3nn_o3

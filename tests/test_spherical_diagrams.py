@@ -7,7 +7,7 @@ import pytest
 import compiler
 from compiler.api import checked_program
 from compiler.errors import DiagError, EquivarianceError
-from compiler.lower import lower_source
+from compiler.frontend.lower import lower_source
 from compiler.testing import assert_equivariant, random_input
 from conftest import ROOT
 
@@ -59,7 +59,7 @@ def test_P_of_r_tensor_power_is_e3nn_spherical_harmonics(e3nn, l):
     import torch
     from e3nn import o3
 
-    from compiler.spherical import sh_component_constant
+    from compiler.math.spherical import sh_component_constant
 
     legs = ",".join("ijk"[:l])
     src = f"diagram y(r: vec) -> s: sph({l}{'e' if l % 2 == 0 else 'o'}) {{\n    s[m] = P({l})[m,{legs}] " + \
@@ -86,7 +86,7 @@ def test_constant_subnetworks_are_folded_into_one_table():
     text = compiler.compile_file(PATH)
     assert "cg(" not in text.split('"""')[2] and "P(" not in text.split('"""')[2]  # only in docstrings
     from compiler.api import checked_program
-    from compiler.plan import Unrolled, plan_diagram
+    from compiler.planning.plan import Unrolled, plan_diagram
 
     plans = {d.name: plan_diagram(d) for d in checked_program(PATH.read_text(), str(PATH)).diagrams}
     assert sum(len(p.tables) for p in plans.values()) >= 5  # each constant subnetwork: one exact table
@@ -121,7 +121,7 @@ def test_spherical_certificates(tmp_path):
     import json
 
     from compiler import cli
-    from compiler.certify import CertificateError, verify
+    from compiler.tools.certify import CertificateError, verify
 
     cert_dir = tmp_path / "cert"
     assert cli.main(["prove", str(PATH), "-o", str(cert_dir)]) == 0

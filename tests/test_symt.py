@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 import compiler
-from compiler.enumerate import InputSpec, Request, enumerate_basis
-from compiler.stf import free_monomials, stf_from_array
+from compiler.tools.enumeration import InputSpec, Request, enumerate_basis
+from compiler.math.stf import free_monomials, stf_from_array
 from compiler.testing import assert_equivariant, random_input
-from compiler.types import Irrep, TensorType as T
+from compiler.ir.types import Irrep, TensorType as T
 
 
 @pytest.mark.parametrize("text, printed, irrep", [
@@ -30,7 +30,7 @@ def test_free_entries_determine_a_symmetric_traceless_tensor():
             assert np.allclose(x, np.swapaxes(x, k, k + 1 if k < l else 1))
         assert np.allclose(np.trace(x, axis1=1, axis2=2), 0)
         # the projection onto spherical l keeps it whole: P(l)^T P(l) x = x
-        from compiler.spherical import cartesian_to_spherical_numeric
+        from compiler.math.spherical import cartesian_to_spherical_numeric
 
         if l <= 5:
             P = cartesian_to_spherical_numeric(l)
@@ -88,7 +88,7 @@ def test_basis_with_symt_compiles_and_is_equivariant():
 
 
 def test_certificate_of_a_symt_diagram_is_proved_and_verified(tmp_path, capsys):
-    """The certifier's exact inputs carry the symt(3) symmetry (compiler.stf), so the proof holds."""
+    """The certifier's exact inputs carry the symt(3) symmetry (compiler.math.stf), so the proof holds."""
     from compiler import cli
 
     src = tmp_path / "s.diag"

@@ -54,7 +54,7 @@ def test_spherical_l1_is_e3nn_order():
 
 
 def test_spherical_l2_action_matches_the_cartesian_one():
-    from compiler.spherical import cartesian_to_spherical_numeric
+    from compiler.math.spherical import cartesian_to_spherical_numeric
 
     rng = np.random.default_rng(4)
     g = random_rotation(rng)

@@ -1,6 +1,6 @@
 import pytest
 
-from compiler.types import FixedSize, Irrep, TensorType, TypeSyntaxError
+from compiler.ir.types import FixedSize, Irrep, TensorType, TypeSyntaxError
 
 
 @pytest.mark.parametrize("text, canonical, inversion, dims", [

@@ -1,6 +1,6 @@
 """The back ends, one per target, behind one registry.
 
-A target turns a checked :class:`~compiler.ir.Program` into the text of one standalone source file.
+A target turns a checked :class:`~compiler.ir.program.Program` into the text of one standalone source file.
 ``diagc compile --target NAME`` and :func:`compiler.compile_source` take their names from
 :data:`TARGETS`; an unknown name is a :class:`~compiler.errors.DiagError` listing the known ones.
 Each target's generator is imported only when it is used.
@@ -12,7 +12,7 @@ import importlib
 from dataclasses import dataclass
 
 from ..errors import DiagError
-from ..ir import Program
+from ..ir.program import Program
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Target:
 TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
-        Target("numpy", ".py", "..codegen:generate_python",
+        Target("numpy", ".py", ".python.codegen:generate_python",
                "a Python module running on numpy, torch, jax or cupy arrays (default)"),
         Target("cuda", ".cu", ".cuda:generate_cuda",
                "one CUDA C++ source: per diagram a __host__ __device__ element function, float and "

@@ -1382,7 +1382,7 @@ def decompose_vjp(X, d_I, d_A, d_S, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -1468,7 +1468,7 @@ def decompose_vjp_vjp(X, d_I, d_A, d_S, d_d_X, *, out=None, fused=False, kernels
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (output 'dd_X' is a constant); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

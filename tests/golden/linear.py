@@ -1365,7 +1365,7 @@ def mix_vjp(X, W, d_Y, *, out=None, fused=False, kernels=True):
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -1510,7 +1510,7 @@ def mix_vjp_vjp(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False, kernels=True)
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -1764,7 +1764,7 @@ def linear_cart2_vjp(X, W0, W1, W2, d_Y, *, out=None, fused=False, kernels=True)
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -2005,7 +2005,7 @@ def linear_cart2_vjp_vjp(X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_d_W1, d_d_W2, *, o
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

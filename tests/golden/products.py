@@ -2361,7 +2361,7 @@ def dot_vjp(a, b, d_s, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -2468,7 +2468,7 @@ def dot_vjp_vjp(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False, kernels=True)
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -2630,7 +2630,7 @@ def cross_vjp(a, b, d_c, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -2744,7 +2744,7 @@ def cross_vjp_vjp(a, b, d_c, d_d_a, d_d_b, *, out=None, fused=False, kernels=Tru
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -2921,7 +2921,7 @@ def triple_vjp(a, b, c, d_t, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -3063,7 +3063,7 @@ def triple_vjp_vjp(a, b, c, d_t, d_d_a, d_d_b, d_d_c, *, out=None, fused=False, 
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

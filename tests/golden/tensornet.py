@@ -3996,7 +3996,7 @@ def vector_to_skew_vjp(v, d_A, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -4057,7 +4057,7 @@ def vector_to_skew_vjp_vjp(v, d_A, d_d_v, *, out=None, fused=False, kernels=True
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (output 'dd_v' is a constant); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -4208,7 +4208,7 @@ def vector_to_sym_vjp(v, d_S, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -4302,7 +4302,7 @@ def vector_to_sym_vjp_vjp(v, d_S, d_d_v, *, out=None, fused=False, kernels=True)
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -4533,7 +4533,7 @@ def decompose_vjp(X, d_I, d_A, d_S, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -4623,7 +4623,7 @@ def decompose_vjp_vjp(X, d_I, d_A, d_S, d_d_X, *, out=None, fused=False, kernels
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (output 'dd_X' is a constant); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -4768,7 +4768,7 @@ def tensor_norm_vjp(X, d_n, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -4865,7 +4865,7 @@ def tensor_norm_vjp_vjp(X, d_n, d_d_X, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5070,7 +5070,7 @@ def matmul_o3_vjp(M, Y, d_C, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5235,7 +5235,7 @@ def matmul_o3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernels
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5346,7 +5346,7 @@ def mix_skew_vjp(A, W, d_B, *, out=None, fused=False, kernels=True):
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5491,7 +5491,7 @@ def mix_skew_vjp_vjp(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False, kernels=
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5774,7 +5774,7 @@ def edge_tensor_vjp(r, fI, fA, fS, d_X, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5936,7 +5936,7 @@ def edge_tensor_vjp_vjp(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_fS, *, ou
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6092,7 +6092,7 @@ def skew_to_vector_vjp(A, d_v, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -6153,7 +6153,7 @@ def skew_to_vector_vjp_vjp(A, d_v, d_d_A, *, out=None, fused=False, kernels=True
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (output 'dd_A' is a constant); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

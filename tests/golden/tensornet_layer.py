@@ -4257,7 +4257,7 @@ def compose_vjp(i, a, t, d_X, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -4368,7 +4368,7 @@ def compose_vjp_vjp(i, a, t, d_X, d_d_i, d_d_a, d_d_t, *, out=None, fused=False,
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (output 'dd_i' is a constant); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -4624,7 +4624,7 @@ def compose_mixed_vjp(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *, out=None, fused=F
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5080,7 +5080,7 @@ def compose_mixed_vjp_vjp(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, d_d_a, d_
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -5661,7 +5661,7 @@ def project_vjp(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None, fused=False, kerne
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6050,7 +6050,7 @@ def project_vjp_vjp(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_W0, d_d_W
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
         kernels: no CUDA kernel for this function; the array-library code runs everywhere
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6527,7 +6527,7 @@ def parts_norm_vjp(i, a, t, d_n, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6670,7 +6670,7 @@ def parts_norm_vjp_vjp(i, a, t, d_n, d_d_i, d_d_a, d_d_t, *, out=None, fused=Fal
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6844,7 +6844,7 @@ def matmul_o3_scaled_vjp(M, Y, g, d_C, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -6969,7 +6969,7 @@ def matmul_o3_scaled_vjp_vjp(M, Y, g, d_C, d_d_M, d_d_Y, d_d_g, *, out=None, fus
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -7142,7 +7142,7 @@ def residual_vjp(X, D, g, d_Z, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -7260,7 +7260,7 @@ def residual_vjp_vjp(X, D, g, d_Z, d_d_X, d_d_D, d_d_g, *, out=None, fused=False
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -7451,7 +7451,7 @@ def part_norms_vjp(X, d_nI, d_nA, d_nS, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -7585,7 +7585,7 @@ def part_norms_vjp_vjp(X, d_nI, d_nA, d_nS, d_d_X, *, out=None, fused=False, ker
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -7743,7 +7743,7 @@ def edge_sph2_vjp(r, d_t, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns:
@@ -7846,7 +7846,7 @@ def edge_sph2_vjp_vjp(r, d_t, d_d_r, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

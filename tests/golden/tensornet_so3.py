@@ -1491,7 +1491,7 @@ def matmul_so3_vjp(M, Y, d_C, *, out=None, fused=False, kernels=True):
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:
@@ -1651,7 +1651,7 @@ def matmul_so3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernel
         kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
-    The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial
+    The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
     Returns a tuple:

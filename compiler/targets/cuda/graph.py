@@ -1,6 +1,6 @@
 """The fused gather - per-edge product - sum-over-edges kernel of a graph diagram (CUDA target).
 
-A graph diagram (:mod:`compiler.graph`) whose per-edge diagram ``_NAME_edge`` lowers to an
+A graph diagram (:mod:`compiler.frontend.graph`) whose per-edge diagram ``_NAME_edge`` lowers to an
 elementwise kernel gets, beside that diagram's own kernels, one kernel for the whole message-passing
 step: a thread per (edge, channel) element reads each gathered input at its edge list's node and each
 per-edge input at the edge, evaluates ``diagc__NAME_edge<T>`` in registers, and adds each message
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import DiagError
-from ...graph import GraphDiagram
+from ...frontend.graph import GraphDiagram
 from .kernels import PRECISIONS, ElementwiseKernel, lower_diagram
 from .printer import _product
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from ...errors import DiagError
-from ...fuse import Entry, Monomial, fuse_diagram, term_components
-from ...ir import Diagram, Program
-from ...types import Channel, FixedSize
+from ...planning.fuse import Entry, Monomial, fuse_diagram, term_components
+from ...ir.program import Diagram, Program
+from ...ir.types import Channel, FixedSize
 
 #: threads (and elements) of an elementwise block, tried in order until the staged tile fits
 TILES = (128, 64, 32)
@@ -451,7 +451,7 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
 
 
 def lower_program(program: Program) -> CudaProgram:
-    from ...codegen import source_sha256
+    from ..python.codegen import source_sha256
 
     return CudaProgram(program.filename, source_sha256(program.source),
                        tuple(lower_diagram(d) for d in program.diagrams))

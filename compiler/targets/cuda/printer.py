@@ -14,8 +14,8 @@ from functools import lru_cache
 import jinja2
 
 from ... import __version__
-from ...codegen import template_text
-from ...ir import Program
+from ..python.codegen import template_text
+from ...ir.program import Program
 from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, View, kernel_symbol,
                       launcher_symbol, lower_program)
 
@@ -137,8 +137,8 @@ def generate_cuda(program: Program) -> str:
     :mod:`.graph`)."""
     if program.composites:  # a function passed at call time has no CUDA form
         from ...errors import DiagError
-        from ...functions import shown
-        from ...ir import Apply
+        from ...frontend.functions import shown
+        from ...ir.program import Apply
 
         c = program.composites[0]
         applied = sorted({shown(s.function) for s in c.steps if isinstance(s, Apply)})
@@ -146,7 +146,7 @@ def generate_cuda(program: Program) -> str:
                         "target prints pure diagrams only", c.pos,
                         "compile it for Python (the default target): its stages run the generated CUDA kernels "
                         "on the GPU where the kernel generator can express them")
-    from ...graph import split_program
+    from ...frontend.graph import split_program
     from .graph import graph_section
 
     parts, graphs = split_program(program)

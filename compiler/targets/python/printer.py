@@ -1,4 +1,4 @@
-"""The Python printer: the emit program (:mod:`compiler.emit`) and the fused formulas as Python
+"""The Python printer: the emit program (:mod:`compiler.planning.emit`) and the fused formulas as Python
 source. One ``_print_<Node>`` per expression and statement kind; it keeps no state and reads no
 text it printed: every decision is in the program.
 
@@ -8,9 +8,9 @@ string literals) or as a name that the parser has already checked to be a safe i
 
 from __future__ import annotations
 
-from ... import emit as E
-from ...plan import FunctionPlan
-from ...types import Channel, FixedSize
+from ...planning import emit as E
+from ...planning.plan import FunctionPlan
+from ...ir.types import Channel, FixedSize
 
 
 def channel_literal(c: Channel) -> str:

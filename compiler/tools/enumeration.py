@@ -20,7 +20,7 @@ For inputs V_1..V_n used with polynomial degrees d_1..d_n and an output W (Carte
    inputs without symmetry take the coupling basis instead (:func:`_enumerate_coupled`), which
    needs no rank step (:func:`_distinct`).
 5. **completeness**: the number kept must equal dim Hom_G(⊗ S^{d_i} V_i, W) from character theory
-   (:mod:`compiler.characters`). Since the kept elements are independent over Q and the space has
+   (:mod:`compiler.math.characters`). Since the kept elements are independent over Q and the space has
    exactly that dimension, they are a basis. A shortfall is an error, never a silent result.
 
 Requests with a spherical type or a ``symt(l)`` (symmetric powers of spherical inputs, mixed
@@ -39,13 +39,14 @@ from fractions import Fraction
 
 import numpy as np
 
-from .characters import Rep, hom_dimension
-from .stf import is_stf, stf_from_array
-from .types import Irrep
-from .constants import Constant
-from .errors import DiagError
-from .ir import CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork, sum_formula
-from .types import TensorType
+from ..math.characters import Rep, hom_dimension
+from ..math.stf import is_stf, stf_from_array
+from ..ir.types import Irrep
+from ..math.constants import Constant
+from ..errors import DiagError
+from ..ir.program import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, IndexKind, Node, TensorNetwork,
+                          sum_formula)
+from ..ir.types import TensorType
 
 PRIME = 2097143  # the largest prime below 2**21: 4096 products of balanced residues sum below 2**53 (float64)
 MAX_LEGS = 16  # requests with more legs in total are refused (15!! = 2 027 025 matchings)
@@ -571,8 +572,8 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
 
 def evaluate(terms, points, out_labels, n, p: int = PRIME, surds: bool = False) -> np.ndarray:
     """Σ coefficient × network at every point, mod p, as an (n, out_size) int64 array; ``surds``: cg
-    and P take their images under the homomorphism of :func:`compiler.spherical.surd_prime`."""
-    from .einsum import ModP, evaluate_term, term_einsum
+    and P take their images under the homomorphism of :func:`compiler.math.spherical.surd_prime`."""
+    from ..math.einsum import ModP, evaluate_term, term_einsum
 
     domain = ModP(p, error=EnumerationError, surds=surds)
     total = None
@@ -888,7 +889,7 @@ def _parts(t: TensorType) -> tuple[_Part, ...]:
     if t.family == "sph" or is_stf(t):
         return (_Part(t.parts[0], ()),)
     if t.rank == 2 and t.symmetry:
-        from .types import RANK2_PARTS
+        from ..ir.types import RANK2_PARTS
 
         return tuple(_Part(Irrep(l, p), (l,)) for l, p in zip(RANK2_PARTS[t.symmetry], t.parities))
     parity = t.parities[0] * (-1) ** t.rank
@@ -1103,7 +1104,7 @@ def _enumerate_coupled(request: Request, expected: int, seed: int = 0) -> Basis:
     block: no rank step at all."""
     import time
 
-    from .spherical import constant_primes, surd_prime
+    from ..math.spherical import constant_primes, surd_prime
 
     in_parts = [_parts(spec.type) for spec in request.inputs]
     out_parts = _parts(request.output)

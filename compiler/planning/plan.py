@@ -23,10 +23,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from .constants import EPS
-from .einsum import letters as index_letters, symbol
+from ..math.constants import EPS
+from ..math.einsum import letters as index_letters, symbol
 from .fuse import FusedPlan, fuse_diagram
-from .ir import CONSTANT_TYPE, Diagram, Node, TensorNetwork
+from ..ir.program import CONSTANT_TYPE, Diagram, Node, TensorNetwork
 
 MAX_LETTERS = 52  # numpy.einsum takes a-z, A-Z
 
@@ -667,7 +667,7 @@ def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
         return core
     import hashlib
 
-    from .constants import constant_array
+    from ..math.constants import constant_array
 
     labels = [i for n in consts for i in n.indices]
     open_labels = [i for i in dict.fromkeys(labels) if labels.count(i) == 1]
@@ -677,7 +677,7 @@ def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
     # pair by pair (greedy order): one einsum over every label at once loops over the product of all
     # index ranges, hopeless for a chain of several cg / P factors
     if len(consts) > 2:
-        from .einsum import pairwise
+        from ..math.einsum import pairwise
 
         exact = pairwise(spec, [constant_array(n) for n in consts], lambda v: np.asarray(v, dtype=object))
     elif len(consts) > 1 or labels != open_labels:

@@ -2,7 +2,7 @@
 
 A scalar function of invariants is invariant, so ``s[c] = silu(X[c,i,j] X[c,i,j]) Y[c,k,k]`` is
 equivariant whatever the function is. A diagram with function applications is lowered into stages
-(:class:`~compiler.ir.Composite`): the arguments of the innermost applications are the outputs of a
+(:class:`~compiler.ir.program.Composite`): the arguments of the innermost applications are the outputs of a
 first pure diagram (``_NAME_s0``), each application turns them into results (elementwise over batch
 and channel axes), the results are inputs of the next stage, and the last stage computes the declared
 outputs. Every stage is an ordinary diagram, checked, planned, emitted and differentiated as any
@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from itertools import chain
 
 from . import ast
-from .errors import DiagNameError, DiagTypeError, EquivarianceError, Position
-from .ir import (BUILTIN_FUNCTIONS, Apply, Composite, Diagram, Equation, FnInput, Sum, Tensor, base_name,
-                 sum_formula)
-from .types import TensorType
+from ..errors import DiagNameError, DiagTypeError, EquivarianceError, Position
+from ..ir.program import (BUILTIN_FUNCTIONS, Apply, Composite, Diagram, Equation, FnInput, Sum, Tensor, base_name,
+                          sum_formula)
+from ..ir.types import TensorType
 
 #: what a message calls a built-in (``recip`` is the division ``a / (expr)``)
 _SHOWN = {"recip": "1/x (a division)"}
@@ -193,7 +193,7 @@ def replace_output(net, output):
 def _parity(lw, where, pos, nets, dims, c: ast.Call, text) -> int:
     """+1 if the argument is a scalar, -1 if a pseudoscalar (allowed only into an odd built-in);
     EquivarianceError naming the argument otherwise."""
-    from .check import check_diagram
+    from ..ir.check import check_diagram
 
     used = {n.name for net in nets for n in net.nodes if n.kind == "input"}
     inputs = tuple(Tensor(name, p.type, p.pos) for name, p in lw.inputs.items() if name in used)
@@ -266,7 +266,7 @@ def stages(lw, diagram: Diagram) -> tuple[Composite, list[Diagram]]:
 def unused_composite_inputs(c: Composite, program) -> tuple:
     """A warning for every declared input (array or function) of a diagram with function nodes that
     none of its stages or applications uses."""
-    from .errors import DiagWarning
+    from ..errors import DiagWarning
 
     stages = {d.name: d for d in program.diagrams}
     used = set()

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import Diagram, TensorNetwork
+from ..ir.program import Diagram, TensorNetwork
 
 #: the most products a fused function may hold (beyond this the planned path is the better code)
 MAX_PRODUCTS = 4096
@@ -130,7 +130,7 @@ def _number(c):
 
 def _expand(term: TensorNetwork, n_ch: int, dims: tuple[int, ...], sums: list[dict]) -> None:
     """Add the term's monomials to ``sums`` (one dict per output component, keyed by factors)."""
-    from .constants import constant_array
+    from ..math.constants import constant_array
 
     out_channels = term.output[:n_ch]
     out_geometric = term.output[n_ch:]

@@ -24,10 +24,10 @@ import numpy as np
 from sympy import EX, QQ
 from sympy.polys.rings import ring
 
-from .constants import DELTA
-from .einsum import Exact, evaluate_term as _evaluate_term
-from .ir import Equation, TensorNetwork
-from .stf import free_monomials, is_stf, stf_fill, stf_from_array
+from ..math.constants import DELTA
+from ..math.einsum import Exact, evaluate_term as _evaluate_term
+from .program import Equation, TensorNetwork
+from ..math.stf import free_monomials, is_stf, stf_fill, stf_from_array
 from .types import Channel, TensorType
 
 MAX_VARIABLES = 3000
@@ -109,7 +109,7 @@ def symbolic_inputs(inputs, sizes: dict[str, int], domain=QQ):
     for t in inputs:
         shp = shape(t.type, sizes)
         cells = {}
-        if is_stf(t.type):  # symt(l): the free entries of each channel slice (compiler.stf)
+        if is_stf(t.type):  # symt(l): the free entries of each channel slice (compiler.math.stf)
             nch = len(shp) - t.type.rank
             for ch in itertools.product(*(range(n) for n in shp[:nch])):
                 for m in free_monomials(t.type.rank):

@@ -9,16 +9,16 @@ O(3) adds the inversion -I, which commutes with everything: a term scales by the
 inversion eigenvalues of its input occurrences ((-1)^r for a rank-r tensor, one more -1 for a
 pseudotensor, p for a spherical ``lp``), which must equal the output's. For graded tensors
 (e.g. TensorNet's 0e+1o+2e) the parts have different eigenvalues and the rule is decided exactly on
-the whole equation instead (see :mod:`compiler.exact`), as is every declared output symmetry.
+the whole equation instead (see :mod:`compiler.ir.exact`), as is every declared output symmetry.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import DiagWarning, EquivarianceError
+from ..errors import DiagWarning, EquivarianceError
 from .exact import inversion_eigenvalues, is_zero, parity_violation, rank2_parts, symmetry_violation
-from .ir import Diagram, Equation, Program, TensorNetwork, label_text
+from .program import Diagram, Equation, Program, TensorNetwork, label_text
 from .types import Irrep, TensorType
 
 _PART_NAMES = {0: "trace", 1: "antisymmetric", 2: "symmetric traceless"}
@@ -63,7 +63,7 @@ def check_program(program: Program) -> list[Verdict]:
     if program.composites:  # a diagram with function nodes: an input no stage uses is unused
         from dataclasses import replace
 
-        from .functions import unused_composite_inputs
+        from ..frontend.functions import unused_composite_inputs
 
         index = {v.diagram: k for k, v in enumerate(verdicts)}
         for c in program.composites:

@@ -4,8 +4,8 @@ A term ``c × Π nodes`` is linear in each node, so its derivative with respect 
 an input X is the same network with that node taken out: its legs become the open legs of the
 result, and the output's cotangent ``d_Y`` (a new input, one leg per output axis) is plugged into
 the legs the output had. Summing over every occurrence of X in every term of every output gives the
-cotangent of X; like terms combine and deltas fold (the planner's :func:`~compiler.plan.combine`
-and :func:`~compiler.plan.eliminate_deltas`). The result is an ordinary :class:`~compiler.ir.Diagram`
+cotangent of X; like terms combine and deltas fold (the planner's :func:`~compiler.planning.plan.combine`
+and :func:`~compiler.planning.plan.eliminate_deltas`). The result is an ordinary :class:`~compiler.ir.program.Diagram`
 (checked, planned, fused and emitted like any other), so the VJP of the VJP, the second-order
 network, is obtained the same way.
 
@@ -20,7 +20,7 @@ Conventions:
   traceless type is declared with the general rank-2 type (parts that the symmetric type lacks get
   the parity the checker proves); a weight's cotangent is a ``scalar`` with the weight's channels.
 * A diagram's inputs broadcast over their leading (batch) axes; each output of a VJP records in
-  :attr:`~compiler.ir.Diagram.sum_to` the input whose shape it is summed to (a weight shared by a
+  :attr:`~compiler.ir.program.Diagram.sum_to` the input whose shape it is summed to (a weight shared by a
   batch gets the sum of the per-element cotangents, as autograd gives).
 """
 
@@ -28,8 +28,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from .errors import DiagError, DiagNameError
-from .ir import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, base_name, signed_sum
+from ..errors import DiagError, DiagNameError
+from .program import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, base_name, signed_sum
 from .types import RANK2_PARTS, TensorType
 
 #: suffix of the derivative function of a diagram; the second order adds it twice
@@ -83,7 +83,7 @@ def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] 
     """The VJP of ``diagram`` as a diagram (see the module docstring): the cotangent of every input,
     or of the inputs named in ``wrt`` only. Raises DiagError when a term has no derivative network
     (an input with a repeated channel index)."""
-    from .plan import combine, eliminate_deltas
+    from ..planning.plan import combine, eliminate_deltas
 
     taken = {t.name for t in diagram.inputs} | {t.name for t in diagram.outputs}
     cotangents = []
@@ -133,7 +133,7 @@ def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] 
 
 
 def _axis_kinds(typ: TensorType):
-    from .ir import axis_kinds
+    from .program import axis_kinds
 
     return axis_kinds(typ)
 
@@ -273,7 +273,7 @@ def with_derivatives(program: Program, checked: bool = False, second: bool = Tru
 def same_diagram(a: Diagram, b: Diagram) -> bool:
     """Whether two diagrams declare the same inputs and outputs and compute the same networks
     (like terms combined, deltas folded, equal up to index renaming)."""
-    from .plan import combine, eliminate_deltas
+    from ..planning.plan import combine, eliminate_deltas
 
     if (a.group, a.inputs, a.outputs, a.stacked) != (b.group, b.inputs, b.outputs, b.stacked):
         return False

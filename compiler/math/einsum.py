@@ -160,7 +160,7 @@ class ModP:
     max_legs: int = 6
     error: type = ValueError
     #: give cg and P their images under sqrt(q) -> a root of q mod p (p from
-    #: :func:`compiler.spherical.surd_prime`); without it they have no value modulo p
+    #: :func:`compiler.math.spherical.surd_prime`); without it they have no value modulo p
     surds: bool = False
 
     def constant(self, node) -> np.ndarray:

@@ -1,6 +1,6 @@
 """Python text of a graph diagram's public functions (``NAME`` and ``NAME_vjp``).
 
-:func:`compiler.graph.split_graph` gives the recipe as data; the edge and node diagrams in it are
+:func:`compiler.frontend.graph.split_graph` gives the recipe as data; the edge and node diagrams in it are
 emitted as ordinary private functions (``_NAME_edge``, ``_NAME_node``, with their derivatives).
 This module writes the two public functions around them: the argument checks (``_graph_args`` of the
 module template: shapes, edge lists' dtype, length and range), the gathers (``_gather``: torch
@@ -11,9 +11,9 @@ scatter-sums (``_scatter``: torch ``index_add``, numpy ``add.at``, cupy ``scatte
 
 from __future__ import annotations
 
-from .graph import GraphDiagram, edge_name, node_name
-from .ir import Diagram
-from .targets.python.printer import channel_literal
+from ...frontend.graph import GraphDiagram, edge_name, node_name
+from ...ir.program import Diagram
+from .printer import channel_literal
 
 
 def _py(text: str) -> str:
@@ -53,7 +53,7 @@ def graph_doc(g: GraphDiagram) -> str:
     """The docstring of a graph diagram's function: arguments with their shapes (no batch axes;
     per-node and per-edge arrays lead with their graph axis, an edge list is (e,) integers)."""
     from .codegen import py_string
-    from .ir import sum_formula
+    from ...ir.program import sum_formula
 
     d = g.diagram
 
@@ -111,7 +111,7 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram]) -> str | N
     of a sum over edges is a gather), the edge and node diagrams' generated VJPs, and the cotangent
     of a gathered input summed into its nodes (the VJP of a gather is a scatter-sum). None when an
     edge or node diagram has no generated VJP (then autograd of the planned code is the derivative)."""
-    from .grad import cotangent_name, vjp_name
+    from ...ir.grad import cotangent_name, vjp_name
 
     d = g.diagram
     parts = [p for p in (g.edge_part, g.node_part) if p is not None]
@@ -122,7 +122,7 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram]) -> str | N
     for t in d.outputs:
         cot[t.name] = cotangent_name(t.name, taken)
         taken.add(cot[t.name])
-    from .ir import Tensor
+    from ...ir.program import Tensor
 
     arrays = [t for t in d.inputs if t.type.family != "edges"]
     arrays += [Tensor(cot[t.name], t.type) for t in d.outputs]

@@ -15,8 +15,8 @@ from fractions import Fraction
 
 import networkx as nx
 
-from .constants import Constant
-from .errors import Position
+from ..math.constants import Constant
+from ..errors import Position
 from .types import Channel, TensorType
 
 #: the constant nodes: delta (rank-2, proper) and eps (rank-3, pseudo: det R)
@@ -323,7 +323,7 @@ class Diagram:
     pos: Position | None = field(default=None, compare=False)
     stacked: bool = False  # return the outputs stacked on a new axis before their geometric axes
     basis: BasisInfo | None = None  # for a basis declaration (stacked): its output and words
-    #: a derivative diagram (compiler.grad): for each output, the input whose shape it is summed to
+    #: a derivative diagram (compiler.ir.grad): for each output, the input whose shape it is summed to
     #: (the batch axes that input was broadcast over are summed, as autograd does); empty otherwise
     sum_to: tuple[str, ...] = ()
     #: the irreps inputs and outputs of the source, each standing for its run of block tensors

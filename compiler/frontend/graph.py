@@ -14,7 +14,7 @@ data: the per-node inputs gathered at which edge list (:class:`Gather`), one ord
 per-edge work (``_NAME_edge``, the edge axis as its batch axis) whose outputs are summed into
 nodes (:class:`Scatter`), and one ordinary diagram of per-node terms (``_NAME_node``, the node axis
 as its batch axis). Those two are planned, emitted, differentiated and given CUDA kernels like any
-diagram; ``codegen`` writes the gather and scatter around them (:func:`compiler.codegen.graph_function`).
+diagram; ``codegen`` writes the gather and scatter around them (:func:`compiler.targets.python.graph.graph_function`).
 
 Terms it accepts (anything else is a positioned error when the file is lowered): per node, either
 no edge index (every node index the output's), or one summed edge index, one edge list joining it to
@@ -26,8 +26,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from .errors import DiagError, DiagTypeError
-from .ir import Diagram, Equation, Program, Tensor, TensorNetwork
+from ..errors import DiagError, DiagTypeError
+from ..ir.program import Diagram, Equation, Program, Tensor, TensorNetwork
 
 
 @dataclass(frozen=True)

@@ -628,7 +628,7 @@ def surd_prime(primes, below: int) -> int:
     that sqrt(q) -> (a root of q mod p) extends to a ring homomorphism from the exact numbers of the
     constants (rationals with denominators prime to p, and square roots of those primes) onto Z/p.
     Linear independence of the images mod p implies independence of the exact values (a minor that
-    is nonzero mod p is nonzero), which is all :mod:`compiler.enumerate` needs."""
+    is nonzero mod p is nonzero), which is all :mod:`compiler.tools.enumeration` needs."""
     p = int(sympy.prevprime(below))
     while True:
         if all(q % p and pow(q, (p - 1) // 2, p) == 1 for q in primes):
@@ -663,7 +663,7 @@ def _surd_mod_p(s: _Surd, p: int) -> int:
 @functools.cache
 def constant_mod_p(kind: str, params: tuple[int, ...], p: int) -> np.ndarray:
     """The image of the exact table of ``cg(l1,l2,l3)`` or ``P(l)`` (the shape of
-    :func:`compiler.constants.constant_table`) under the homomorphism of :func:`surd_prime`, as int64
+    :func:`compiler.math.constants.constant_table`) under the homomorphism of :func:`surd_prime`, as int64
     residues; ValueError if some square root needed has none modulo p."""
     if kind == "cg":
         l1, l2, l3 = params

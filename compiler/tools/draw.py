@@ -33,7 +33,7 @@ from functools import lru_cache
 import networkx as nx
 import numpy as np
 
-from .ir import Diagram, Program, TensorNetwork
+from ..ir.program import Diagram, Program, TensorNetwork
 
 __all__ = ["Picture", "draw_network", "draw_diagram", "draw_program", "svg_document"]
 

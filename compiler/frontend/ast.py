@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .errors import Position
-from .types import TensorType
+from ..errors import Position
+from ..ir.types import TensorType
 
 
 @dataclass(frozen=True)

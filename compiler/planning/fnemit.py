@@ -1,22 +1,21 @@
-"""A diagram with function nodes (:class:`~compiler.ir.Composite`) lowered to emit-program
-functions (:class:`~compiler.emit.ChainFunction`), which the Python printer prints.
+"""A diagram with function nodes (:class:`~compiler.ir.program.Composite`) lowered to emit-program
+functions (:class:`~compiler.planning.emit.ChainFunction`), which the Python printer prints.
 
-Its stages are ordinary diagrams, emitted by :mod:`compiler.codegen` as private functions
+Its stages are ordinary diagrams, emitted by :mod:`compiler.targets.python.codegen` as private functions
 (``_NAME_s0`` ...); this module writes the public function that chains them (argument checks, the
 stages, the function applications between them) and its derivative ``NAME_vjp`` (the chain rule:
 each stage's generated VJP in reverse, the functions' derivatives between them). What runs between
-the stages is in :mod:`compiler.runtime`: the built-ins and their derivatives as backend methods
+the stages is in :mod:`compiler.targets.python.runtime`: the built-ins and their derivatives as backend methods
 (``_b.silu``, ``_b.silu_vjp``, ...), user functions through ``_apply_fn`` / ``_apply_fn_vjp``,
 autograd of the whole chain through ``_composite_vjp``; a module copies them only when reached.
 """
 
 from __future__ import annotations
 
-from .emit import (Assign, Call, ChainFunction, Evaluate, Int, Invoke, Item, Literal, Ref, Return, SignedSum, Str,
-                   Tuple)
-from .grad import cotangent_name, vjp_name
-from .ir import Apply, Composite, FnInput, Program, Sum, Tensor
-from .types import FixedSize
+from .emit import Assign, Call, ChainFunction, Evaluate, Int, Invoke, Item, Literal, Ref, Return, SignedSum, Str, Tuple
+from ..ir.grad import cotangent_name, vjp_name
+from ..ir.program import Apply, Composite, FnInput, Program, Sum, Tensor
+from ..ir.types import FixedSize
 
 #: the keyword arguments every emitted function takes (the stages are called with them)
 _OPTIONS = (("fused", Literal(False)), ("kernels", Literal(True)))
@@ -53,7 +52,7 @@ def composite_doc(c: Composite, program: Program) -> str:
         dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
         lines.append(f"    {t.name}: {t.type}, shape ({dims})")
     lines += ["", "Computed in stages (each a checked diagram; function results are invariant by type):"]
-    from .ir import sum_formula
+    from ..ir.program import sum_formula
 
     for step in c.steps:
         if isinstance(step, Sum):

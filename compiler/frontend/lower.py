@@ -2,7 +2,7 @@
 
 Each equation's right-hand side is expanded into a sum of products (parentheses distribute,
 earlier outputs of the same diagram are substituted with fresh internal indices), and each product
-becomes a :class:`~compiler.ir.TensorNetwork`. Everything that makes a term ill-formed is reported
+becomes a :class:`~compiler.ir.program.TensorNetwork`. Everything that makes a term ill-formed is reported
 here with its position (exit code 2): unknown names, wrong numbers of indices, an index used as a
 channel and as a geometric leg, a contraction of legs of different kinds. Whether a well-formed
 term is *equivariant* is the checker's job.
@@ -14,15 +14,15 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from . import ast
-from .constants import Constant
-from .errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
-from .ir import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node, Program,
-                 Tensor, TensorNetwork, axis_kinds, constant_axes)
-from .ir import BUILTIN_FUNCTIONS, Apply, BasisInfo, Composite, FnInput, IrrepsTensor, Renamed, base_name
+from ..math.constants import Constant
+from ..errors import DiagError, DiagNameError, DiagTypeError, Position, raise_all
+from ..ir.program import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node,
+                          Program, Tensor, TensorNetwork, axis_kinds, constant_axes)
+from ..ir.program import BUILTIN_FUNCTIONS, Apply, BasisInfo, Composite, FnInput, IrrepsTensor, Renamed, base_name
 from .graph import validate as graph_errors
-from .types import Irrep
+from ..ir.types import Irrep
 from .parser import did_you_mean, parse, parse_collecting
-from .types import TensorType
+from ..ir.types import TensorType
 
 MAX_TERMS = 4096
 MAX_INDICES = 52  # distinct indices in one term (einsum letters)
@@ -428,7 +428,7 @@ def _blocks(p: ast.Param) -> list[ast.Param]:
 
 def lower_basis(decl: ast.Basis, group: str) -> Diagram:
     """A basis declaration -> a diagram whose outputs are the basis elements, stacked."""
-    from .enumerate import EnumerationError, enumerate_degrees
+    from ..tools.enumeration import EnumerationError, enumerate_degrees
 
     names = [i.param.name for i in decl.inputs]
     for p in [i.param for i in decl.inputs] + [decl.output]:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Union
 
-from .plan import (Combination, Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled, Unrolled,
-                   broadcast_indexes)
+from .plan import (Combination, Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled,
+                   Unrolled, broadcast_indexes)
 
 
 # ---- expressions ---------------------------------------------------------------------------------
@@ -305,7 +305,7 @@ class FunctionProgram:
 class ChainFunction:
     """A function of straight-line statements around calls of other functions of the module: a
     diagram with function nodes (its stages and the function applications between them) and its
-    derivative, lowered by :mod:`compiler.fnemit`."""
+    derivative, lowered by :mod:`compiler.planning.fnemit`."""
 
     name: str
     params: tuple[str, ...]
@@ -789,7 +789,7 @@ def lower_function(f: FunctionPlan, unbatched: bool = True) -> FunctionProgram:
 @dataclass(frozen=True)
 class BatchSumProgram:
     """``_<name>_batch_summed(_b, inputs)``: the outputs of a derivative summed to weights without
-    batch axes (:class:`~compiler.plan.BatchSum`), each as contractions over the batch axes too:
+    batch axes (:class:`~compiler.planning.plan.BatchSum`), each as contractions over the batch axes too:
     ``steps`` (channels-last copies, contractions, the outputs' sums), then ``outputs`` returned
     as a tuple. Its inputs are checked as the derivative's are, without the object-array route
     (the runtime calls it only for arrays that are not numpy object arrays)."""
@@ -897,7 +897,7 @@ def polynomial(monomials, n_channels: int, like: str) -> Expr:
 
 
 def lower_fused(p, stack_axis: int | None) -> FusedProgram:
-    """The fused formulas (a :class:`~compiler.fuse.FusedPlan` with outputs) as statements."""
+    """The fused formulas (a :class:`~compiler.planning.fuse.FusedPlan` with outputs) as statements."""
     computed, written, assembled = [], [], []
     for n, o in enumerate(p.outputs):
         cells, numbers, first_array, seen = [], [], None, {}

@@ -13,8 +13,8 @@ from lark import Lark, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
-from .errors import MAX_ERRORS, DiagError, DiagNameError, DiagSyntaxError, DiagTypeError, Position, raise_all
-from .types import TYPE_NAMES, TypeSyntaxError, make_type
+from ..errors import MAX_ERRORS, DiagError, DiagNameError, DiagSyntaxError, DiagTypeError, Position, raise_all
+from ..ir.types import TYPE_NAMES, TypeSyntaxError, make_type
 
 GROUPS = ("O3", "SO3")
 CONSTANTS = ("delta", "eps")

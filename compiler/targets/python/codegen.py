@@ -1,4 +1,4 @@
-"""Python code generation: each plan lowered to an emit program (:mod:`compiler.emit`), printed by
+"""Python code generation: each plan lowered to an emit program (:mod:`compiler.planning.emit`), printed by
 the stateless Python printer (``targets/python/printer.py``), and a jinja2 template
 (``templates/python_module.py.j2``) that holds the shape of the module.
 
@@ -17,13 +17,14 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__, runtime
-from .constants import EPS
-from .emit import lower_batch_sums, lower_function, lower_fused
-from .fuse import FusedPlan
-from .ir import Diagram, Program, sum_formula
-from .plan import plan_diagram
-from .targets.python.printer import PythonPrinter, _tuple_text, input_checks, py_string  # noqa: F401
+from ... import __version__
+from . import runtime
+from ...math.constants import EPS
+from ...planning.emit import lower_batch_sums, lower_function, lower_fused
+from ...planning.fuse import FusedPlan
+from ...ir.program import Diagram, Program, sum_formula
+from ...planning.plan import plan_diagram
+from .printer import PythonPrinter, _tuple_text, input_checks, py_string  # noqa: F401
 
 TABLES = {
     "eps": tuple(tuple(tuple(int(EPS[i, j, k]) for k in range(3)) for j in range(3)) for i in range(3)),
@@ -65,7 +66,7 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: bool = Fals
     else:
         lines.append("    kernels: no CUDA kernel for this function; the array-library code runs everywhere")
     if d.sum_to:
-        lines.append("The vector-Jacobian product (compiler.grad): the cotangent of each input, the plain partial")
+        lines.append("The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial")
         lines.append("derivative of the formula as written (as autograd gives; for a symmetric input not")
         lines.append("symmetrised), summed over the batch axes that input was broadcast over.")
     if d.basis is not None:  # one array: the elements stacked before the geometric axes
@@ -117,7 +118,7 @@ def template_text(name: str) -> str:
     try:
         return resources.files("compiler.templates").joinpath(name).read_text(encoding="utf-8")
     except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parent.parent / "templates" / name).read_text(encoding="utf-8")
+        return (Path(__file__).resolve().parents[3] / "templates" / name).read_text(encoding="utf-8")
 
 
 def source_sha256(source: str) -> str:
@@ -126,9 +127,9 @@ def source_sha256(source: str) -> str:
 
 def generate_python(program: Program) -> str:
     """The text of a standalone Python module with one function per diagram, and beside each its
-    derivative functions ``NAME_vjp`` and ``NAME_vjp_vjp`` (:mod:`compiler.grad`)."""
-    from .graph import split_program
-    from .grad import with_derivatives
+    derivative functions ``NAME_vjp`` and ``NAME_vjp_vjp`` (:mod:`compiler.ir.grad`)."""
+    from ...frontend.graph import split_program
+    from ...ir.grad import with_derivatives
 
     stage_of = program.stage_of()
     source_names = [d.name for d in program.diagrams if d.name not in stage_of]
@@ -162,7 +163,7 @@ def generate_python(program: Program) -> str:
                      f"{batch})")
     exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
     if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
-        from .graph_emit import graph_function, graph_vjp_function
+        from .graph import graph_function, graph_vjp_function
 
         for g in graphs.values():
             functions.append(graph_function(g))
@@ -172,7 +173,7 @@ def generate_python(program: Program) -> str:
                 functions.append(vjp_text)
                 exports.append(g.diagram.name + "_vjp")
     if program.composites:  # diagrams with function nodes: the functions chaining their stages
-        from .fnemit import lower_composite
+        from ...planning.fnemit import lower_composite
 
         for c in program.composites:
             functions += [printer.doprint(f) for f in lower_composite(c, program, frozenset(by_name))]
@@ -227,7 +228,7 @@ def _batch_sum_functions(printer: PythonPrinter, p, d: Diagram) -> list[str]:
     return functions
 
 
-#: definitions of compiler/runtime.py that each module writes itself (its tables, its CUDA source)
+#: definitions of compiler/targets/python/runtime.py that each module writes itself (its tables, its CUDA source)
 MODULE_DATA = frozenset({"_TABLES", "_CUDA_SOURCE", "_OP_NAMESPACE", "_CUDA", "MIXING", "_KERNEL_SPECS"})
 #: runtime functions with a variant for modules with CUDA kernels (NAME_kernels, emitted as NAME)
 KERNEL_VARIANTS = ("_call", "_make_backend")
@@ -237,7 +238,7 @@ BACKEND_NAMES = frozenset({"_b", "b", "self"})
 
 @lru_cache(maxsize=1)
 def _runtime_definitions() -> tuple[str, dict]:
-    """The source of compiler/runtime.py and its top-level definitions by name, in source order."""
+    """The source of compiler/targets/python/runtime.py and its top-level definitions by name, in source order."""
     source = inspect.getsource(runtime)
     return source, {_defined_name(node): node for node in ast.parse(source).body if _defined_name(node)}
 
@@ -251,7 +252,7 @@ def _defined_name(node) -> str | None:
 
 
 def runtime_source(code, kernels: bool) -> str:
-    """The part of compiler/runtime.py that ``code`` (the module's own Python source: its functions,
+    """The part of compiler/targets/python/runtime.py that ``code`` (the module's own Python source: its functions,
     specs, the statements around them) reaches: the top-level definitions it names, and the backend
     methods called in them, transitively; in runtime.py's order, each as written there. With
     ``kernels`` (the module has CUDA kernels) the NAME_kernels variants are emitted as NAME."""
@@ -334,9 +335,9 @@ def kernel_configs(program: Program, plans) -> tuple[str, dict]:
     express) and, per such diagram, its launch configuration as plain data. A diagram the kernel
     generator refuses, or one whose outputs are stacked into one array (a basis), has none: it runs
     the array-library code on the GPU too."""
-    from .errors import DiagError
-    from .targets.cuda.kernels import CudaProgram, lower_diagram, module_config
-    from .targets.cuda.printer import print_program
+    from ...errors import DiagError
+    from ..cuda.kernels import CudaProgram, lower_diagram, module_config
+    from ..cuda.printer import print_program
 
     lowered = []
     for p, d in zip(plans, program.diagrams):

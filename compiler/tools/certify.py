@@ -48,10 +48,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from .errors import DiagError, OutputError
-from .ir import sum_formula
-from .types import FixedSize
+from .. import __version__
+from ..errors import DiagError, OutputError
+from ..ir.program import sum_formula
+from ..ir.types import FixedSize
 
 FORMAT = "diagc-certificate/1"
 SAMPLE_BITS = 20  # entries of random points are integers in [-2^19, 2^19): S = 2^20
@@ -94,15 +94,15 @@ def det3(m) -> Fraction:
 
 def act_exact(typ, g, x):
     """rho(g) x exactly for an object array x of Fractions (the shipped testing.act, exact inputs)."""
-    from .testing import act
+    from ..testing import act
 
     return act(typ, np.array(g, dtype=object), np.asarray(x, dtype=object))
 
 
 def with_symmetry(typ, x):
     """An object array of independent entries made symmetric, antisymmetric or symmetric traceless
-    as ``typ`` declares (from its upper triangle; symt(l) from its free entries, compiler.stf)."""
-    from .stf import is_stf, stf_from_array
+    as ``typ`` declares (from its upper triangle; symt(l) from its free entries, compiler.math.stf)."""
+    from ..math.stf import is_stf, stf_from_array
 
     if is_stf(typ):
         return stf_from_array(x, typ.rank)
@@ -273,12 +273,12 @@ def _points(diagram, seed: str, trials: int = TRIALS, batch: int = 1, channels: 
 
 def prove_source(source: str, filename: str):
     """(certificate dict, module text) for every diagram of a source; raises DiagError if it fails."""
-    from .api import checked_program, module_from_text
-    from .check import check_program
-    from .codegen import generate_python
+    from ..api import checked_program, module_from_text
+    from ..ir.check import check_program
+    from ..targets.python.codegen import generate_python
 
-    from .graph import split_program
-    from .grad import with_derivatives
+    from ..frontend.graph import split_program
+    from ..ir.grad import with_derivatives
 
     program = checked_program(source, filename)
     module_text = generate_python(program)
@@ -390,8 +390,8 @@ FUNCTION_AXIOM = ("a function of invariants is invariant: its arguments are outp
 def function_axioms(program) -> list:
     """For each diagram with function nodes: its stages in order (each proved as a diagram of this
     certificate) and each function node, stated as an axiom with its typed arguments and results."""
-    from .functions import shown
-    from .ir import Apply, Sum
+    from ..frontend.functions import shown
+    from ..ir.program import Apply, Sum
 
     out = []
     for c in program.composites:
@@ -439,7 +439,7 @@ def ir_function(d):
     rationals), inputs as given (object arrays of Fractions or symbols). Same signature as the module's."""
     import sympy
 
-    from .einsum import Exact, evaluate_sum
+    from ..math.einsum import Exact, evaluate_sum
 
     domain = Exact(coefficient=lambda c: sympy.Rational(c.numerator, c.denominator))
 
@@ -458,7 +458,7 @@ def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     """max |module(x) - source(x)| / max(1, |source(x)|) at random float points, over every code
     path of the module's function: the planned one, ``out=`` buffers, ``fused=True`` and both."""
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
-    from .testing import random_input
+    from ..testing import random_input
 
     args = [random_input(t, rng, (3,), {c: 2 for c in t.channels}) for t in in_types]
     want = exact_fn(*args)
@@ -499,7 +499,7 @@ def _completeness(d, fn, seed: str, source: str) -> dict:
 
 def write_certificate(source_path: str, out_dir: str) -> dict:
     """Prove every diagram of a file and write the certificate folder atomically."""
-    from .api import current_umask, read_source
+    from ..api import current_umask, read_source
     from .draw import draw_diagram
 
     source = read_source(source_path)
@@ -619,10 +619,10 @@ def verify(path: str) -> str:
 
 
 def _verify(cert: dict, folder: Path) -> str:
-    from .api import module_from_text
-    from .check import check_program
-    from .lower import lower_source
-    from .types import TensorType
+    from ..api import module_from_text
+    from ..ir.check import check_program
+    from ..frontend.lower import lower_source
+    from ..ir.types import TensorType
 
     if cert.get("format") != FORMAT:
         raise CertificateError(f"unknown certificate format {cert.get('format')!r}")
@@ -640,8 +640,8 @@ def _verify(cert: dict, folder: Path) -> str:
         failures.append("the module was not generated from this source (its docstring names another sha256)")
     if failures:
         raise CertificateError("; ".join(failures))
-    from .graph import split_program
-    from .grad import with_derivatives
+    from ..frontend.graph import split_program
+    from ..ir.grad import with_derivatives
 
     program, graphs = split_program(lower_source(source, cert["source"].get("name", "source.diag")))
     if cert.get("graphs", []) != [graph_claim(g) for g in graphs.values()]:
@@ -763,10 +763,10 @@ def _verify(cert: dict, folder: Path) -> str:
 
 def _basis_dimension(source: str, name: str) -> int:
     """The character-theory dimension for a basis declaration of the source."""
-    from .characters import hom_dimension
-    from .enumerate import rep_of
-    from .parser import parse
-    from . import ast
+    from ..math.characters import hom_dimension
+    from .enumeration import rep_of
+    from ..frontend.parser import parse
+    from ..frontend import ast
 
     module = parse(source)
     for decl in module.diagrams:

@@ -27,7 +27,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from .types import RANK2_PARTS, Irrep
+from ..ir.types import RANK2_PARTS, Irrep
 
 __all__ = [
     "Irrep",

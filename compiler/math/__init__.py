@@ -1,0 +1,2 @@
+"""The mathematics: exact constant tables, the reference einsum evaluator, characters, spherical
+harmonics and Wigner matrices, symmetric traceless tensors."""

@@ -1,0 +1,1 @@
+"""Tools over the compiler: basis enumeration, proof certificates, pictures."""
