@@ -266,7 +266,8 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
             else:
                 contractions[key] = shared_steps(_ordered(Contraction(var, spec, operands), sizes))
             for c in contractions[key]:
-                elements.setdefault(c.var, _elements(c.spec, sizes))
+                if c.var not in elements:  # a shared step is counted where it was first planned (its letters)
+                    elements[c.var] = _elements(c.spec, sizes)
         return contractions[key][-1].var
 
     steps_seen: dict[tuple, Contraction] = {}
