@@ -14,7 +14,9 @@
 #    (default 150);
 # 4. benchmarks/mace_gpu_bench.py --out OUT/mace_gpu --channels 128 (against mace-torch and
 #    cuEquivariance where it imports), MACE_SECONDS (default 70; 0 leaves it out);
-# 5. benchmarks/cuda_variants.py --run build/variants --out OUT/variants with what is left.
+# 5. benchmarks/gpu_profile.py --out OUT/profile (torch.profiler: where each contender's host and device
+#    time goes; TensorNet end to end and the spherical products), PROFILE_SECONDS (default 60; 0 leaves it out);
+# 6. benchmarks/cuda_variants.py --run build/variants --out OUT/variants with what is left.
 # build/gpu and build/variants are prepared first when they were not carried (diagc imports on the
 # GPU machine); build/gpu_carry (python benchmarks/gpu_models.py --prepare) must be carried:
 # torchmd-net's two files, and last on PYTHONPATH a copy of opt_einsum_fx. Each step's output is kept
@@ -22,6 +24,7 @@
 # Exit status 0 when every step ran and passed its checks. A CPU smoke test:
 #   MODELS_ARGS="--device cpu --small --repeats 3" MACE_ARGS="--device cpu --nodes 64" PATHS_ARGS="--device cpu" \
 #   GPU_BENCH_ARGS="--device cpu --rows 64 --channels 8 --no-fused --no-compiled" VARIANTS_SECONDS=0 \
+#   PROFILE_ARGS="--device cpu --small" \
 #   benchmarks/gpu_all.sh /tmp/g 600
 set -u
 out=${1:?usage: benchmarks/gpu_all.sh OUT [SECONDS]}
@@ -37,6 +40,7 @@ bench=${BENCH_SECONDS:-170}
 models=${MODELS_SECONDS:-150}
 mace=${MACE_SECONDS:-70}
 variants=${VARIANTS_SECONDS:-1}
+profile=${PROFILE_SECONDS:-60}
 
 # step NAME SECONDS COMMAND...: runs COMMAND under `timeout SECONDS` (capped by what is left), its
 # output in OUT/NAME.log; a failure or a stop sets the exit status and the next step goes on.
@@ -71,6 +75,10 @@ step gpu_models $(( models + 20 )) $py benchmarks/gpu_models.py --run "$out/gpu_
 if [ "$mace" -gt 0 ]; then
     # shellcheck disable=SC2086
     step mace_gpu "$mace" $py benchmarks/mace_gpu_bench.py --out "$out/mace_gpu" --channels 128 ${MACE_ARGS-}
+fi
+if [ "$profile" -gt 0 ]; then
+    # shellcheck disable=SC2086
+    step profile "$profile" $py benchmarks/gpu_profile.py --out "$out/profile" --budget $(( profile - 15 )) ${PROFILE_ARGS-}
 fi
 if [ "$variants" -gt 0 ]; then
     step variants $(( $(left) - 10 )) $py benchmarks/cuda_variants.py --run build/variants --out "$out/variants"
