@@ -272,14 +272,14 @@ def test_spherical_cli_listing():
 def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkeypatch, capsys):
     """Eight 4e inputs to 4e: 151,936 coupling paths (93 s and 1.5 GB before the guard covered spherical
     requests). Character theory sizes the space first; no coupling path is ever built."""
-    import compiler.tools.enumeration as en
     from compiler import cli
+    from compiler.tools.enumeration import coupling
 
     def no_work(*args, **kwargs):
         raise AssertionError("enumeration started for a request over the limit")
 
-    monkeypatch.setattr(en, "_enumerate_spherical", no_work)
-    monkeypatch.setattr(en, "_coupling_network", no_work)
+    monkeypatch.setattr(coupling, "enumerate_spherical", no_work)
+    monkeypatch.setattr(coupling, "coupling_network", no_work)
     args = ["enumerate", *[a for k in range(8) for a in ("--in", f"x{k}=sph(4e)")], "--out", "sph(4e)"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err
@@ -290,10 +290,10 @@ def test_spherical_request_over_the_dimension_limit_fails_before_any_work(monkey
 
 
 def test_the_limit_covers_the_sum_over_degrees_before_any_work(monkeypatch):
-    import compiler.tools.enumeration as en
+    from compiler.tools.enumeration import request as limits, search
 
-    monkeypatch.setattr(en, "MAX_DIMENSION", 5)  # E<=2 -> sym2: 1 + 2 + 4 = 7, each part at most 4
-    monkeypatch.setattr(en, "enumerate_basis", lambda *a, **k: pytest.fail("enumeration started"))
+    monkeypatch.setattr(limits, "MAX_DIMENSION", 5)  # E<=2 -> sym2: 1 + 2 + 4 = 7, each part at most 4
+    monkeypatch.setattr(search, "enumerate_basis", lambda *a, **k: pytest.fail("enumeration started"))
     with pytest.raises(EnumerationError, match=r"the 3 spaces \(one per degree\) have dimension 7"):
         enumerate_degrees([("E", T.parse("sym2"), (0, 1, 2))], T.parse("sym2"))
 
@@ -391,31 +391,32 @@ def test_rank_profile_equals_flints_rref(rows, width, rank, block):
 def test_multilinear_path_keeps_the_basis_of_the_network_evaluation():
     """Distinct inputs, no symmetry: matchings evaluated at product points keep the same candidates as
     the networks evaluated at random input points (einsum mod p)."""
-    import compiler.tools.enumeration as en
+    from compiler.tools.enumeration import canonical, element_formula, expected_dimension, networks, search
+    from compiler.tools.enumeration.candidates import Setup
 
     for inputs, out, group in [([("A", "cart2", 1), ("B", "cart2", 1), ("C", "cart2", 1)], "cart2", "O3"),
                                ([("v", "vec", 1), ("X", "cart2", 1), ("T", "cart(3)", 1)], "cart2", "SO3")]:
         req = request(inputs, out, group)
-        setup = en._Setup(req)
-        assert en._multilinear(setup)
-        cands = sorted(((en._canonical(setup, c), c) for c in setup.candidates()),
-                       key=lambda kv: en._preference(setup, kv[1], kv[0]))
+        setup = Setup.of(req)
+        assert search._multilinear(setup)
+        cands = sorted(((canonical.canonical(setup, c), c) for c in setup.candidates()),
+                       key=lambda kv: canonical.preference(setup, kv[1], kv[0]))
         cands = [c for _, c in cands]
-        expected = en.expected_dimension(req)
-        fast = en._rank_multilinear(setup, cands, expected, 0, {})
-        slow = en._rank_general(setup, cands, expected, 0, {})
+        expected = expected_dimension(req)
+        fast = search._rank_multilinear(setup, cands, expected, 0, {})
+        slow = search._rank_general(setup, cands, expected, 0, {})
         assert len(fast) == expected == 91
-        assert [en.element_formula(en._element(setup, cands[k], en._element_terms(setup, cands[k]))) for k in fast] \
-            == [en.element_formula(e) for e in slow]
+        assert [element_formula(networks.element_of(setup, cands[k], networks.element_terms(setup, cands[k])))
+                for k in fast] == [element_formula(e) for e in slow]
 
 
 def test_coupling_basis_above_the_limit(monkeypatch):
     """With allow_large, distinct inputs without symmetry take the coupling basis (every input split
     into its parts, left-coupled cg paths, no rank step): exactly the character count of elements,
     every one equivariant, and independent (checked here by rank, which the enumeration skips)."""
-    import compiler.tools.enumeration as en
+    from compiler.tools.enumeration import request as limits
 
-    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    monkeypatch.setattr(limits, "MAX_DIMENSION", 10)
     inputs = [("A", "cart2", 1), ("v", "vec", 1), ("w", "vec", 1)]
     with pytest.raises(EnumerationError, match="--allow-large"):
         enumerate_basis(request(inputs, "cart2"))
@@ -438,8 +439,9 @@ def test_coupling_basis_of_distinct_inputs_has_full_rank_mod_p(monkeypatch, name
     and in the order given."""
     import compiler.tools.enumeration as en
     from compiler.math.spherical import constant_primes, surd_prime
+    from compiler.tools.enumeration import request as limits
 
-    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    monkeypatch.setattr(limits, "MAX_DIMENSION", 10)
     req = request([(n, "cart2", 1) for n in names], "cart2")
     basis = enumerate_basis(req, allow_large=True)
     assert basis.dimension == en.expected_dimension(req) == count
@@ -458,10 +460,10 @@ def test_coupling_basis_of_distinct_inputs_has_full_rank_mod_p(monkeypatch, name
 
 
 def test_cli_allow_large(monkeypatch, capsys):
-    import compiler.tools.enumeration as en
     from compiler import cli
+    from compiler.tools.enumeration import request as limits
 
-    monkeypatch.setattr(en, "MAX_DIMENSION", 10)
+    monkeypatch.setattr(limits, "MAX_DIMENSION", 10)
     args = ["enumerate", "--in", "A=cart2", "--in", "v=vec", "--in", "w=vec", "--out", "cart2"]
     assert cli.main(args) == 2
     err = capsys.readouterr().err

@@ -237,9 +237,9 @@ def test_a_block_needing_cg_above_12_is_refused_with_its_name():
 
 
 def test_too_many_coupling_paths_are_refused(monkeypatch):
-    import compiler.tools.enumeration as en
+    from compiler.tools.enumeration import coupling
 
-    monkeypatch.setattr(en, "MAX_COUPLING_CANDIDATES", 10)
+    monkeypatch.setattr(coupling, "MAX_COUPLING_CANDIDATES", 10)
     with pytest.raises(EnumerationError, match="more than 10 coupling paths"):
         enumerate_basis(request([("x", "4e", 4)], "4e"))
 
