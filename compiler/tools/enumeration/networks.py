@@ -55,21 +55,23 @@ def element_terms(setup: Setup, cand: Candidate) -> list[TensorNetwork]:
     if out.symmetry != "skew" and swap_invariant(setup, cand):
         terms = [base]
         if out.symmetry == "sym_traceless":
-            traced = _network(setup, cand, (LABELS[out.rank],) * 2)
-            nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
-            kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
-            terms.append(TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items())))
+            terms.append(_trace_part(setup, cand, labels))
         return _merge(terms)
     swapped = _network(setup, cand, (labels[1], labels[0]), labels)
     half = Fraction(1, 2)
     sign = -1 if out.symmetry == "skew" else 1
     terms = [_scaled(base, half), _scaled(swapped, sign * half)]
     if out.symmetry == "sym_traceless":
-        traced = _network(setup, cand, (LABELS[out.rank],) * 2)
-        nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
-        kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
-        terms.append(TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items())))
+        terms.append(_trace_part(setup, cand, labels))
     return _merge(terms)
+
+
+def _trace_part(setup: Setup, cand: Candidate, labels: tuple[str, ...]) -> TensorNetwork:
+    """-1/3 delta times the trace over the two output legs: what makes a symmetric part traceless."""
+    traced = _network(setup, cand, (LABELS[setup.request.output.rank],) * 2)
+    nodes = traced.nodes + (Node("delta", "delta", DELTA_TYPE, labels),)
+    kinds = traced.kinds + tuple((l, IndexKind("cart", 3)) for l in labels)
+    return TensorNetwork(Fraction(-1, 3), nodes, labels, tuple(dict(kinds).items()))
 
 
 def _scaled(t: TensorNetwork, c: Fraction) -> TensorNetwork:
