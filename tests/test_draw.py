@@ -58,11 +58,11 @@ def test_every_example_draws_a_valid_svg_naming_its_inputs(path):
 
 
 def test_drawing_is_deterministic_in_process():
-    from compiler.tools import draw
+    from compiler.tools.draw import diagrams
 
     path = ROOT / "diagrams" / "decompose.diag"
     a = drawn(path)
-    draw._laid_out.cache_clear()
+    diagrams.placed_shapes.cache_clear()
     b = draw_program(lower_source(path.read_text(), str(path)))
     assert a == b
 
@@ -146,8 +146,8 @@ def test_picture_and_escaping():
     assert isinstance(pic, Picture) and 100 <= pic.width <= 400 and 100 <= pic.height <= 250
     root = ET.fromstring(pic.document())
     assert root.tag == f"{SVG}svg"
-    from compiler.tools.draw import _esc
-    assert _esc("a<b & \"c\" 'd'>") == "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;"
+    from compiler.tools.draw.svg import esc
+    assert esc("a<b & \"c\" 'd'>") == "a&lt;b &amp; &quot;c&quot; &#39;d&#39;&gt;"
 
 
 def test_coordinates_are_rounded():
