@@ -70,20 +70,20 @@ table header: numpy's BLAS keeps its default thread count, numpy's own loops are
 Diagrams without a hand-written implementation are still timed against the naive einsums (a note is
 printed); a diagram file that does not compile is skipped with a note.
 
-Layout: this file is the driver (arguments, the cases, the loop over sizes, dtypes and threads);
-``harness.py`` holds threads, bandwidth and timing, ``contenders.py`` the naive einsums (the shared
-reference evaluator ``compiler.math.einsum``) and the inputs and checks, ``report.py`` the tables and the
-plot. The expert formulas are ``experts.py`` (one copy, shared with ``gpu_bench.py`` and the tests).
+Layout: this file is the driver (the arguments, the loop over cases, sizes, dtypes and threads, the
+files written); ``harness.py`` holds threads, bandwidth and timing; ``contenders.py`` the cases
+(``find_cases``), every contender's call (``case_calls``), the warm-up with its checks (``warm_up``),
+the naive einsums (the shared reference evaluator ``compiler.math.einsum``) and the inputs;
+``report.py`` the tables and the plot. The expert formulas are ``experts.py`` (one copy, shared with
+``gpu_bench.py`` and the tests).
 """
 
 from __future__ import annotations
 
 import argparse
 import glob
-import hashlib
 import inspect
 import json
-import math
 import os
 import sys
 import time
@@ -96,12 +96,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import compiler  # noqa: E402
-from compiler.frontend.lower import lower_source  # noqa: E402
-from contenders import (COMPILED, CONTENDERS, EMIT_NP, EMIT_T, EXP_NP, EXP_T, FUSED_NP, FUSED_T, NAIVE, OPT,  # noqa: E402
-                        OUT_NP, OUT_T, Naive, as_tuple, make_inputs, max_rel_err, preallocated, to_np)
+from contenders import (COMPILED, CONTENDERS, EMIT_NP, Naive, as_tuple, case_calls, find_cases,  # noqa: E402
+                        make_inputs, to_np, warm_up)
 from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy, also used by gpu_bench.py and the tests)
-from harness import Threads, bandwidth, compile_or_raise, machine_line, recompile, seconds, timeit  # noqa: E402
+from harness import Threads, bandwidth, compile_or_raise, machine_line, recompile, timeit  # noqa: E402
 from report import plot, render, fmt_ms  # noqa: E402
 
 try:
@@ -145,45 +143,16 @@ def main() -> int:
         notes.append(text)
         print("note:", text, flush=True)
 
-    cases = []
-    digest = hashlib.sha256()
-    for path in sorted(glob.glob(str(ROOT / "diagrams" / "*.diag"))):
-        stem = Path(path).stem
-        try:
-            prog = lower_source(Path(path).read_text(encoding="utf-8"), path)
-            digest.update(compiler.compile_file(path).encode())
-            module = compiler.load(path)
-        except Exception as exc:  # a file that does not compile right now: say so, go on
-            note(f"{Path(path).name}: skipped, it does not compile ({type(exc).__name__}: {exc})")
-            continue
-        for d in prog.diagrams:
-            label = f"{stem}:{d.name}"
-            if args.only and args.only not in label:
-                continue
-            fn = getattr(module, d.name, None)
-            if fn is None:
-                note(f"{label}: no emitted function, skipped")
-                continue
-            exp = experts["np"].get((stem, d.name))
-            sig = tuple(str(t.type) for t in d.inputs)
-            if exp is None:
-                note(f"{label}: no expert implementation; timed against the naive einsums only")
-            elif exp[0] != sig:
-                note(f"{label}: signature {sig} differs from the expert's {exp[0]}; expert skipped")
-            params = inspect.signature(fn).parameters
-            fused = "fused" in params and (fused_files is None or stem in fused_files)
-            if fused and f"_{d.name}_fused" not in fn.__globals__:  # no fused form: fused=True is the planned path
-                note(f"{label}: no fused form (see its docstring); the fused contenders are not timed")
-                fused = False
-            cases.append((stem, label, d, fn, exp is not None and exp[0] == sig, "out" in params, fused))
-
+    cases, digest = find_cases(sorted(glob.glob(str(ROOT / "diagrams" / "*.diag"))), args.only, fused_files,
+                               experts["np"], note)
     rng = np.random.default_rng(0)
-    if fused_files != () and not any("fused" in inspect.signature(case[3]).parameters for case in cases):
+    if fused_files != () and not any("fused" in inspect.signature(case.fn).parameters for case in cases):
         note("no emitted function takes fused=: the fused contenders are not timed")
-    if torch and any(case[-1] for case in cases):
+    if torch and any(case.fused for case in cases):
         compile_or_raise()
     compiled = []  # seconds of every untimed torch fused call that compiled (or might have)
-    for stem, label, d, fn, has_expert, has_out, fused in cases:
+    for case in cases:
+        stem, label, d, fn = case.stem, case.label, case.diagram, case.fn
         try:
             naive = Naive(d)
         except Exception as exc:
@@ -194,19 +163,6 @@ def main() -> int:
             for dtype in dtypes:
                 a_np = [a.astype(dtype) for a in args64]
                 a_t = [torch.from_numpy(a) for a in a_np] if torch else None
-                # warm-up calls, which also give the values to check
-                calls = {EMIT_NP: lambda: fn(*a_np)}
-                if naive is not None:
-                    calls[NAIVE] = lambda: naive(a_np, False, C)
-                    calls[OPT] = lambda: naive(a_np, True, C)
-                if torch:
-                    calls[EMIT_T] = lambda: fn(*a_t)
-                if has_expert:
-                    ex_np = experts["np"][(stem, d.name)][1]
-                    calls[EXP_NP] = lambda: ex_np(*a_np)
-                    if torch:
-                        ex_t = experts["torch"][(stem, d.name)][1]
-                        calls[EXP_T] = lambda: ex_t(*a_t)
                 threads.set(1)
                 try:
                     t = time.perf_counter()
@@ -216,43 +172,13 @@ def main() -> int:
                     note(f"{label}: emitted code raised {type(exc).__name__}: {exc}; diagram skipped")
                     traceback.print_exc()
                     break
-                if has_out:
-                    o_np = preallocated(ref, "np")
-                    calls[OUT_NP] = lambda: fn(*a_np, out=o_np)
-                    if torch:
-                        o_t = preallocated(ref, "torch")
-                        calls[OUT_T] = lambda: fn(*a_t, out=o_t)
-                if fused:
-                    calls[FUSED_NP] = lambda: fn(*a_np, fused=True)
-                    if torch:
-                        calls[FUSED_T] = lambda: fn(*a_t, fused=True)
+                calls, outs = case_calls(case, a_np, a_t, naive, experts, C, ref)
                 tol = 1e-4 if dtype == np.float32 else 1e-10
                 where = f"{label} {np.dtype(dtype).name} N*C={total}"
                 warm = {EMIT_NP: t_ref}
-                for name in list(calls):
-                    if name == EMIT_NP:
-                        continue
-                    try:
-                        if name in COMPILED:  # torch.compile's compile, outside the timed warm-up
-                            compiled.append(seconds(calls[name]))
-                        t = time.perf_counter()
-                        got = calls[name]()
-                        warm[name] = time.perf_counter() - t
-                        if name == OUT_NP:
-                            got = o_np if got is None else got
-                        elif name == OUT_T:
-                            got = o_t if got is None else got
-                        err = max_rel_err(got, ref)
-                    except Exception as exc:
-                        err = math.inf
-                        note(f"{where}: {name} raised {type(exc).__name__}: {exc}")
-                    got = None
-                    if not err <= tol:
-                        msg = (f"{where}: {name} disagrees with the emitted "
-                               f"code (max relative error {err:.2e} > {tol:.0e}); not timed")
-                        failures.append(msg)
-                        print("MISMATCH:", msg, flush=True)
-                        del calls[name]
+                for msg in warm_up(calls, outs, ref, warm, tol, where, note, compiled):
+                    failures.append(msg)
+                    print("MISMATCH:", msg, flush=True)
                 nbytes = sum(a.nbytes for a in a_np) + sum(to_np(y).nbytes for y in as_tuple(ref))
                 del ref
                 best = None

@@ -35,7 +35,7 @@ def child(ops_names) -> dict:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import compiler
-    from codegen_bench import make_inputs
+    from contenders import make_inputs
     from compiler.frontend.lower import lower_source
 
     path = ROOT / "diagrams" / "tensornet.diag"

@@ -1,20 +1,29 @@
-"""The naive einsums the benchmark times besides the emitted code (the shared reference evaluator,
-``compiler.math.einsum``, in floating point), and the inputs, outputs and checks of a case. The
-hand-written experts are ``experts.py``."""
+"""The contenders of ``codegen_bench.py``: the cases (every diagram's emitted function, with its
+expert, out= and fused forms), the naive einsums timed besides the emitted code (the shared reference
+evaluator, ``compiler.math.einsum``, in floating point), and the inputs, outputs, warm-up and checks of
+a case. The hand-written experts are ``experts.py`` (one copy, shared with the tests)."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import compiler  # noqa: E402
+from compiler.frontend.lower import lower_source  # noqa: E402
 from compiler.math.einsum import Floats, evaluate_term, term_einsum  # noqa: E402
 from compiler.testing import random_input  # noqa: E402
+from harness import seconds  # noqa: E402
 
 try:
     import torch
@@ -138,3 +147,114 @@ def preallocated(ys, lib):
     else:
         outs = tuple(np.empty(to_np(y).shape, to_np(y).dtype) for y in ys)
     return outs[0] if len(outs) == 1 else outs
+
+
+@dataclass(frozen=True)
+class Case:
+    """One emitted function to time: ``has_expert`` when experts.py has it with the same signature,
+    ``has_out`` when it takes out=, ``fused`` when its fused=True contenders are timed."""
+
+    stem: str
+    label: str  # file:diagram
+    diagram: object  # ir.Diagram
+    fn: object
+    has_expert: bool
+    has_out: bool
+    fused: bool
+
+
+def find_cases(paths, only: str, fused_files, experts_np: dict, note):
+    """Every diagram of the given .diag files as a :class:`Case` (``only``: a text its 'file:name'
+    contains; ``fused_files``: the stems timed with fused=True, None for all), and the sha256 of the
+    emitted modules. A file that does not compile, a diagram without a function or an expert: ``note``."""
+    cases = []
+    digest = hashlib.sha256()
+    for path in paths:
+        stem = Path(path).stem
+        try:
+            prog = lower_source(Path(path).read_text(encoding="utf-8"), path)
+            digest.update(compiler.compile_file(path).encode())
+            module = compiler.load(path)
+        except Exception as exc:  # a file that does not compile right now: say so, go on
+            note(f"{Path(path).name}: skipped, it does not compile ({type(exc).__name__}: {exc})")
+            continue
+        for d in prog.diagrams:
+            label = f"{stem}:{d.name}"
+            if only and only not in label:
+                continue
+            fn = getattr(module, d.name, None)
+            if fn is None:
+                note(f"{label}: no emitted function, skipped")
+                continue
+            exp = experts_np.get((stem, d.name))
+            sig = tuple(str(t.type) for t in d.inputs)
+            if exp is None:
+                note(f"{label}: no expert implementation; timed against the naive einsums only")
+            elif exp[0] != sig:
+                note(f"{label}: signature {sig} differs from the expert's {exp[0]}; expert skipped")
+            params = inspect.signature(fn).parameters
+            fused = "fused" in params and (fused_files is None or stem in fused_files)
+            if fused and f"_{d.name}_fused" not in fn.__globals__:  # no fused form: fused=True is the planned path
+                note(f"{label}: no fused form (see its docstring); the fused contenders are not timed")
+                fused = False
+            cases.append(Case(stem, label, d, fn, exp is not None and exp[0] == sig, "out" in params, fused))
+    return cases, digest
+
+
+def case_calls(case: Case, a_np, a_t, naive, experts: dict, c: int, ref):
+    """The contenders' calls of one case on numpy inputs ``a_np`` and torch tensors ``a_t`` (None
+    without torch), the emitted numpy call first; and the preallocated out= outputs (sized like
+    ``ref``, the emitted result) by contender."""
+    fn = case.fn
+    calls, outs = {EMIT_NP: lambda: fn(*a_np)}, {}
+    if naive is not None:
+        calls[NAIVE] = lambda: naive(a_np, False, c)
+        calls[OPT] = lambda: naive(a_np, True, c)
+    if a_t is not None:
+        calls[EMIT_T] = lambda: fn(*a_t)
+    if case.has_expert:
+        ex_np = experts["np"][(case.stem, case.diagram.name)][1]
+        calls[EXP_NP] = lambda: ex_np(*a_np)
+        if a_t is not None:
+            ex_t = experts["torch"][(case.stem, case.diagram.name)][1]
+            calls[EXP_T] = lambda: ex_t(*a_t)
+    if case.has_out:
+        outs[OUT_NP] = o_np = preallocated(ref, "np")
+        calls[OUT_NP] = lambda: fn(*a_np, out=o_np)
+        if a_t is not None:
+            outs[OUT_T] = o_t = preallocated(ref, "torch")
+            calls[OUT_T] = lambda: fn(*a_t, out=o_t)
+    if case.fused:
+        calls[FUSED_NP] = lambda: fn(*a_np, fused=True)
+        if a_t is not None:
+            calls[FUSED_T] = lambda: fn(*a_t, fused=True)
+    return calls, outs
+
+
+def warm_up(calls: dict, outs: dict, ref, warm: dict, tol: float, where: str, note,
+            compiled: list) -> list[str]:
+    """One untimed call of every contender not yet in ``warm`` (a compiling one is called once more
+    before, its seconds appended to ``compiled``), checked against ``ref``: its time goes into
+    ``warm``; a message for each one that disagrees or raises (removed from ``calls``: not timed)."""
+    mismatches = []
+    for name in list(calls):
+        if name in warm:
+            continue
+        try:
+            if name in COMPILED:  # torch.compile's compile, outside the timed warm-up
+                compiled.append(seconds(calls[name]))
+            t = time.perf_counter()
+            got = calls[name]()
+            warm[name] = time.perf_counter() - t
+            if name in outs:
+                got = outs[name] if got is None else got
+            err = max_rel_err(got, ref)
+        except Exception as exc:
+            err = math.inf
+            note(f"{where}: {name} raised {type(exc).__name__}: {exc}")
+        got = None
+        if not err <= tol:
+            mismatches.append(f"{where}: {name} disagrees with the emitted "
+                              f"code (max relative error {err:.2e} > {tol:.0e}); not timed")
+            del calls[name]
+    return mismatches

@@ -8,7 +8,7 @@ numpy, torch (CUDA) and cupy (or nvcc), not diagc's own dependencies:
 ``--prepare`` compiles ``diagrams/tensornet.diag``, ``diagrams/tensornet_so3.diag`` and
 ``diagrams/products.diag`` with both targets (``--target cuda`` and the Python module) and writes
 the kernels' launch configurations and the naive einsum transcription of every term (from
-``codegen_bench.Naive``) into ``manifest.json``. ``--run`` reads only that folder and
+``contenders.Naive``) into ``manifest.json``. ``--run`` reads only that folder and
 ``benchmarks/experts.py`` (torchmd-net's formulas, the one copy the CPU benchmark uses too).
 
 Per operation, at N x C = 32768 x 128 (``--rows``, ``--channels``; a diagram without channels gets
@@ -92,7 +92,7 @@ def prepare(folder: Path) -> None:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(HERE))
     import compiler
-    from codegen_bench import Naive
+    from contenders import Naive
     from compiler.api import checked_program
     from compiler.targets.cuda.kernels import lower_program, module_config
 
@@ -266,7 +266,7 @@ def _inputs(meta: dict, rows: int, channels: int, dtype, device, torch, seed: in
 
 
 def _naive(meta: dict, torch, device):
-    """One torch.einsum per term (manifest transcription of codegen_bench.Naive)."""
+    """One torch.einsum per term (manifest transcription of contenders.Naive)."""
     tables = {}
 
     def call(*args):

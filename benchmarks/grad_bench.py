@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import compiler  # noqa: E402
-from codegen_bench import make_inputs  # noqa: E402
+from contenders import make_inputs  # noqa: E402
 from experts import expert_set  # noqa: E402  (benchmarks/experts.py: the one copy of the expert formulas)
 from compiler.frontend.lower import lower_source  # noqa: E402
 
