@@ -20,7 +20,6 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
         t = spec.type
         x = rng.integers(0, p, size=(n,) + t.geometric_dims, dtype=np.int64)
         if t.rank == 2 and t.symmetry:
-            xt = np.swapaxes(x, -1, -2)
             if t.symmetry == "skew":
                 x = np.triu(x, 1)
                 x = (x - np.swapaxes(x, -1, -2)) % p
@@ -28,7 +27,6 @@ def random_points(request: Request, n: int, seed: int, p: int = PRIME) -> dict[s
                 x = np.triu(x) + np.swapaxes(np.triu(x, 1), -1, -2)
                 if t.symmetry == "sym_traceless":
                     x[..., 2, 2] = (-x[..., 0, 0] - x[..., 1, 1]) % p
-            del xt
         if is_stf(t):
             x = stf_from_array(x, t.rank)
         points[spec.name] = x % p
