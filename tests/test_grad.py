@@ -260,13 +260,22 @@ def test_weight_cotangent_is_one_contraction_over_the_batch():
     (plan.BatchSum, no per-element temporary), equal to autograd; a weight with batch axes takes the
     planned code; out= is written."""
     from compiler.ir.grad import vjp_diagram
-    from compiler.planning.plan import BatchSum, plan_diagram
+    from compiler.planning.plan import BatchSum, Layout, plan_diagram
 
     d = next(x for x in lower_source(TN.read_text()).diagrams if x.name == "mix_skew")
     plan = plan_diagram(vjp_diagram(d))
     assert [(s.output.name, s.input) for s in plan.batch_sums] == [("d_W", "W")]
     assert isinstance(plan.batch_sums[0], BatchSum) and "->ab" in plan.batch_sums[0].contractions[-1].spec
-    assert [o.name for o in plan.rest.outputs] == ["d_A"]
+    # d_A = W[c,d] d_B[d,i,j] is computed with d_W, reading the same channels-last copy of d_B
+    # (plan.BatchRest): each input is copied once, A and d_B (three copies before)
+    assert plan.rest is None and [o.name for o in plan.batch_rest.outputs] == ["d_A"]
+    copies = [c for s in plan.batch_sums for c in s.contractions if isinstance(c, Layout)] + \
+        [c for c in plan.batch_rest.contractions if isinstance(c, Layout)]
+    assert sorted(c.operand for c in copies) == ["A", "d_B"]
+    second = plan_diagram(vjp_diagram(vjp_diagram(d)))  # d_B, d_d_A, A once each (five before)
+    copies = [c for s in second.batch_sums for c in s.contractions if isinstance(c, Layout)] + \
+        [c for c in second.batch_rest.contractions if isinstance(c, Layout)]
+    assert sorted(c.operand for c in copies) == ["A", "d_B", "d_d_A"] and second.rest is None
     ops = module(TN)
     A, W = inputs_for(d, batch=(4, 3))
     dB = torch.tensor(np.random.default_rng(2).normal(size=(4, 3, SIZES["d"], 3, 3)))

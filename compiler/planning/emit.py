@@ -789,7 +789,8 @@ def lower_function(f: FunctionPlan, unbatched: bool = True) -> FunctionProgram:
 @dataclass(frozen=True)
 class BatchSumProgram:
     """``_<name>_batch_summed(_b, inputs)``: the outputs of a derivative summed to weights without
-    batch axes (:class:`~compiler.planning.plan.BatchSum`), each as contractions over the batch axes too:
+    batch axes (:class:`~compiler.planning.plan.BatchSum`), each as contractions over the batch axes too,
+    and the other outputs when they are computed from the same copies (plan.BatchRest):
     ``steps`` (channels-last copies, contractions, the outputs' sums), then ``outputs`` returned
     as a tuple. Its inputs are checked as the derivative's are, without the object-array route
     (the runtime calls it only for arrays that are not numpy object arrays)."""
@@ -799,6 +800,7 @@ class BatchSumProgram:
     steps: tuple = ()
     outputs: tuple[str, ...] = ()
     bound: tuple = ()  # the constant tables the contractions read, bound first
+    others: int = 0  # the last outputs that are not weights' cotangents (plan.BatchRest)
 
 
 @dataclass(frozen=True)
@@ -821,8 +823,9 @@ def layout(m: Layout) -> Assign:
 
 
 def lower_batch_sums(f: FunctionPlan, rest: str | None) -> tuple[BatchSumProgram, BatchSpec]:
-    """The batch sums of a derivative's plan (``f.batch_sums``) as one function, and its SPEC entry
-    (``rest``: the name of the function computing the other outputs, if any)."""
+    """The batch sums of a derivative's plan (``f.batch_sums``, then ``f.batch_rest``) as one
+    function, and its SPEC entry (``rest``: the name of the function computing the other outputs,
+    if any)."""
     ctx = _Context(frozenset(), {}, frozenset(f.inputs))
     known = {name for name, _ in f.tables} | {"eps"}
     tables = [o for s in f.batch_sums for c in s.contractions if not isinstance(c, Layout)
@@ -834,11 +837,18 @@ def lower_batch_sums(f: FunctionPlan, rest: str | None) -> tuple[BatchSumProgram
             steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset(tables))
         steps.append(Assign(Ref(s.output.name), output_value(s.output, ctx)))
     summed = [s.output.name for s in f.batch_sums]
+    if f.batch_rest is not None:  # the other outputs here too, from the same channels-last copies
+        for c in f.batch_rest.contractions:
+            steps += [layout(c)] if isinstance(c, Layout) else step(c, frozenset())
+        for o in f.batch_rest.outputs:
+            steps.append(Assign(Ref(o.name), output_value(o, ctx)))
+            summed.append(o.name)
     others = [o.name for o in f.rest.outputs] if f.rest is not None else []
     order = tuple((1, summed.index(o.name)) if o.name in summed else (0, others.index(o.name)) for o in f.outputs)
     weights = tuple(f.inputs.index(s.input) for s in f.batch_sums)
     bound = tuple(Assign(Table(c), Call("const", (Str(c), LIKE))) for c in tables)
-    program = BatchSumProgram(f.name, f.inputs, tuple(steps), tuple(summed), bound)
+    program = BatchSumProgram(f.name, f.inputs, tuple(steps), tuple(summed), bound,
+                              len(f.batch_rest.outputs) if f.batch_rest is not None else 0)
     return program, BatchSpec(rest, f"_{f.name}_batch_summed", weights, order)
 
 

@@ -224,6 +224,19 @@ class BatchSum:
 
 
 @dataclass(frozen=True)
+class BatchRest:
+    """A derivative's outputs not summed to a weight, computed in the function of its batch sums
+    when each is channel mixing of an input (FlatMatmul steps, no fused form): each mixed input is
+    read through a view (a permuting Contraction, no copy) of its channels-last copy (Layout), the
+    one the batch sums made where they read it (d_B in ``d_A = W[c,d] d_B[d,i,j]`` and ``d_W =
+    A[c,i,j] d_B[d,i,j]``), so each input is laid out once for all the outputs; the product then
+    needs no copy of its own."""
+
+    outputs: tuple[OutputPlan, ...]
+    contractions: tuple[Layout | Contraction | FlatMatmul, ...]
+
+
+@dataclass(frozen=True)
 class FunctionPlan:
     """Everything code generation needs for one diagram."""
 
@@ -244,6 +257,8 @@ class FunctionPlan:
     #: elements of each input, step and output at the reference sizes (what --explain's bytes and
     #: temporaries are counted from)
     elements: tuple[tuple[str, int], ...] = ()
+    #: the other outputs computed with the batch sums, from the same copies (then ``rest`` is None)
+    batch_rest: BatchRest | None = None
 
 
 def plan_diagram(diagram: Diagram) -> FunctionPlan:
@@ -352,8 +367,9 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         tuple((t.name, len(t.type.channels) + t.type.n_geometric) for t in diagram.inputs),
         fused,
         _prefer_unrolled(steps, fused),
-        *batch,
+        *batch[:2],
         tuple(elements.items()),
+        batch[2],
     )
 
 
@@ -535,19 +551,25 @@ def _reference_size(kind) -> int:
 REST_SUFFIX = "_batchrest"
 
 
-def _batch_sums(diagram: Diagram, folded: dict) -> tuple[tuple[BatchSum, ...], "FunctionPlan | None"]:
+def _batch_sums(diagram: Diagram, folded: dict):
     """For a derivative diagram (``sum_to``): each output summed to a weight input as a BatchSum
-    (its every term planned with the batch as one more summed index, see :func:`_batch_summed`);
-    and the plan of the remaining outputs. ((), None) when no output qualifies."""
+    (its every term planned with the batch as one more summed index, see :func:`_batch_summed`;
+    one channels-last copy per operand and layout for all of them); the plan of the remaining
+    outputs, or those outputs as a BatchRest reading the same copies (see :func:`_batch_rest`).
+    ((), None, None) when no output qualifies."""
     if not diagram.sum_to:
-        return (), None
+        return (), None, None
     types = {t.name: t.type for t in diagram.inputs}
     sums, kept = [], []
+    layouts: dict = {}  # (scope, operand, permutation) -> Layout: an input's shared by every sum
     for k, (eq, target) in enumerate(zip(diagram.equations, diagram.sum_to)):
         terms = combine(eliminate_deltas(t) for t in eq.terms)
         planned = None
         if types[target].family == "weight" and terms:
-            planned = _batch_summed(terms, folded)
+            trial = dict(layouts)  # kept only when the whole sum is planned (its steps make them)
+            planned = _batch_summed(terms, folded, trial, (k,), types)
+            if planned is not None:
+                layouts = trial
         if planned is None:
             kept.append(k)
             continue
@@ -556,27 +578,69 @@ def _batch_sums(diagram: Diagram, folded: dict) -> tuple[tuple[BatchSum, ...], "
         output = OutputPlan(eq.target, tuple(scaled), _channel_sizes(out_type, diagram.inputs), out_type.geometric_dims)
         sums.append(BatchSum(output, target, tuple(contractions)))
     if not sums:
-        return (), None
+        return (), None, None
     rest = None
     if kept:
         rest = plan_diagram(replace(diagram, name=diagram.name + REST_SUFFIX,
                                     outputs=tuple(diagram.outputs[k] for k in kept),
                                     equations=tuple(diagram.equations[k] for k in kept),
                                     sum_to=()))
-    return tuple(sums), rest
+        shared = _batch_rest(rest, layouts)
+        if shared is not None:
+            return tuple(sums), None, shared
+    return tuple(sums), rest, None
 
 
-def _batch_summed(terms, folded: dict):
+def _batch_rest(rest: "FunctionPlan", layouts: dict) -> BatchRest | None:
+    """``rest`` (a derivative's outputs not summed to a weight) as a BatchRest when each of its
+    steps is channel mixing ``w @ x`` of two inputs (a FlatMatmul: its x is copied channels-last
+    to be one matrix) and it has no fused form: x read through a view of the Layout that
+    ``layouts`` holds for it (the batch sums' copy; made here when they have none). None otherwise."""
+    if rest.fused is not None and rest.fused.outputs or rest.stack_axis is not None or rest.batch_sums \
+            or rest.constants or rest.prefer_unrolled or not rest.contractions:
+        return None
+    trailing = dict(rest.trailing)
+    if not all(isinstance(c, FlatMatmul) and all(o in trailing for o in c.operands)
+               and trailing[c.operands[1]] == c.n + 1 for c in rest.contractions):
+        return None
+    steps: list = []
+    views: dict = {}
+    for c in rest.contractions:
+        x = c.operands[1]
+        if x not in views:  # x[d, T...] viewed from its copy laid out as [T..., d]
+            letters = "".join(chr(ord("a") + k) for k in range(c.n + 1))
+            var = _layout(layouts, steps, x, "..." + letters, "..." + letters[1:] + letters[0])
+            views[x] = Contraction(f"_v{len(views)}", f"...{letters[1:] + letters[0]}->...{letters}", (var,))
+            steps.append(views[x])
+        steps.append(replace(c, operands=(c.operands[0], views[x].var)))
+    return BatchRest(rest.outputs, tuple(steps))
+
+
+def _layout(layouts: dict, steps: list, operand: str, part: str, target: str, scope: tuple = ()) -> str:
+    """The var of ``operand`` (axes ``part``) copied contiguous with its axes in ``target``'s order:
+    the Layout in ``layouts`` with that permutation (and ``scope``), else a new one, appended to
+    ``steps``."""
+    letters, moved = part[3:], target[3:]
+    key = (scope, operand, tuple(letters.index(ch) for ch in moved))
+    if key not in layouts:
+        layouts[key] = Layout(f"_l{len(layouts)}", operand, f"{part}->{target}")
+        steps.append(layouts[key])
+    return layouts[key].var
+
+
+def _batch_summed(terms, folded: dict, layouts: dict, scope: tuple = (), inputs=()):
     """The terms of a weight's cotangent with the batch summed inside their contractions: per term,
     its constants folded, each input's own trace taken first, then the pairwise steps of
     opt_einsum's order with the batch as one more index (the batch survives every step but the
     last); the last step, which sums the batch, reads channels-last contiguous copies (Layout) of
     its two operands, so it is one matrix product of (channels, batch x geometric) by its transpose
     shape where the general path would build a (batch, c, d) temporary per product and sum it.
-    (contractions, Scaled terms), or None when a term has no input or no delta-free form."""
+    ``layouts`` holds the copies made so far: an input's is shared with the other sums (each made
+    once, where it is first read); the copy of a step of this sum is keyed by ``scope`` too (the
+    sums' step names repeat). (contractions, Scaled terms), or None when a term has no input or no
+    delta-free form."""
     steps: list = []
     scaled = []
-    layouts: dict = {}
     for k, term in enumerate(terms):
         if any(node.kind == "delta" for node in term.nodes) or not any(node.kind == "input" for node in term.nodes):
             return None
@@ -611,14 +675,8 @@ def _batch_summed(terms, folded: dict):
             letters = part[3:]
             target = "..." + "".join(ch for ch in letters if ch not in channel) + \
                 "".join(ch for ch in letters if ch in channel)
-            key = (operand, part + "->" + target)
-            if target == part:
-                moved.append(operand)
-            else:
-                if key not in layouts:
-                    layouts[key] = Layout(f"_l{len(layouts)}", operand, key[1])
-                    steps.append(layouts[key])
-                moved.append(layouts[key].var)
+            moved.append(operand if target == part else
+                         _layout(layouts, steps, operand, part, target, () if operand in inputs else scope))
             new_parts.append(target)
         steps.append(Contraction(var, ",".join(new_parts) + "->" + last_out.replace("...", ""), tuple(moved),
                                  last.cost))
@@ -1063,6 +1121,11 @@ def explain(plan: FunctionPlan) -> str:
         steps = "; ".join(f"{c.var} = {'layout' if isinstance(c, Layout) else 'einsum'}({c.spec!r}, "
                           f"{c.operand if isinstance(c, Layout) else ', '.join(c.operands)})" for c in b.contractions)
         lines.append(f"  {b.output.name} when {b.input} has no batch axes: {steps}")
+    if plan.batch_rest is not None:
+        steps = "; ".join(f"{c.var} = layout({c.spec!r}, {c.operand})" if isinstance(c, Layout) else
+                          f"{c.var} = {'matmul' if isinstance(c, FlatMatmul) else 'view'}({c.spec!r}, "
+                          f"{', '.join(c.operands)})" for c in plan.batch_rest.contractions)
+        lines.append(f"  {', '.join(o.name for o in plan.batch_rest.outputs)} with them, from the same copies: {steps}")
     if plan.stack_axis is not None:
         lines.append(f"  stacked on axis {plan.stack_axis}")
     for o in plan.outputs:  # each output written once, each of its array terms read once

@@ -1378,42 +1378,8 @@ def mix_vjp(X, W, d_Y, *, out=None, fused=False, kernels=True):
     return _call(_mix_vjp_SPEC, (X, W, d_Y), out, fused, kernels)
 
 
-def _mix_vjp_batchrest_planned(X, W, d_Y, *, out=None, fused=False):
-    """mix_vjp: the outputs not summed to a weight (see mix_vjp)."""
-    _b = _backend(X, W, d_Y)
-    X = _b.asarray(X)
-    W = _b.asarray(W, X)
-    d_Y = _b.asarray(d_Y, X)
-    _like = X
-    _sh0 = X.shape
-    _sh1 = W.shape
-    _sh2 = d_Y.shape
-    _n0 = _len(_sh0) - 3
-    _n1 = _len(_sh1) - 2
-    _n2 = _len(_sh2) - 3
-    if (_len(_sh0) < 3
-            or _sh0[-2] != 3
-            or _sh0[-1] != 3
-            or _len(_sh1) < 2
-            or _sh1[-2] != _sh0[-3]
-            or _len(_sh2) < 3
-            or _sh2[-2] != 3
-            or _sh2[-1] != 3
-            or _sh2[-3] != _sh1[-1]
-            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
-            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
-        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)),), (X, W, d_Y))
-    _t0 = _b.matmul_flat(W, d_Y, 2)
-    if out is None:
-        d_X = _t0
-        return d_X
-    d_X = _b.out(out, _b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3]) + (X.shape[-3], 3, 3), (X, W, d_Y), "out")
-    _b.copyto(d_X, _t0)
-    return out
-
-
 def _mix_vjp_batch_summed(_b, X, W, d_Y):
-    """mix_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    """mix_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too, then the other outputs from the same copies."""
     _like = X
     _sh0 = X.shape
     _sh1 = W.shape
@@ -1437,7 +1403,10 @@ def _mix_vjp_batch_summed(_b, X, W, d_Y):
     _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
     _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
     d_W = _s0
-    return (d_W,)
+    _v0 = _b.einsum("...bca->...abc", _l1)
+    _t0 = _b.matmul_flat(W, _v0, 2)
+    d_X = _t0
+    return (d_W, d_X)
 
 
 def _mix_vjp_vjp_planned(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False):
@@ -1525,61 +1494,8 @@ def mix_vjp_vjp(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False, kernels=True)
     return _call(_mix_vjp_vjp_SPEC, (X, W, d_Y, d_d_X, d_d_W), out, fused, kernels)
 
 
-def _mix_vjp_vjp_batchrest_planned(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False):
-    """mix_vjp_vjp: the outputs not summed to a weight (see mix_vjp_vjp)."""
-    _b = _backend(X, W, d_Y, d_d_X, d_d_W)
-    X = _b.asarray(X)
-    W = _b.asarray(W, X)
-    d_Y = _b.asarray(d_Y, X)
-    d_d_X = _b.asarray(d_d_X, X)
-    d_d_W = _b.asarray(d_d_W, X)
-    _like = X
-    _sh0 = X.shape
-    _sh1 = W.shape
-    _sh2 = d_Y.shape
-    _sh3 = d_d_X.shape
-    _sh4 = d_d_W.shape
-    _n0 = _len(_sh0) - 3
-    _n1 = _len(_sh1) - 2
-    _n2 = _len(_sh2) - 3
-    _n3 = _len(_sh3) - 3
-    _n4 = _len(_sh4) - 2
-    if (_len(_sh0) < 3
-            or _sh0[-2] != 3
-            or _sh0[-1] != 3
-            or _len(_sh1) < 2
-            or _sh1[-2] != _sh0[-3]
-            or _len(_sh2) < 3
-            or _sh2[-2] != 3
-            or _sh2[-1] != 3
-            or _sh2[-3] != _sh1[-1]
-            or _len(_sh3) < 3
-            or _sh3[-2] != 3
-            or _sh3[-1] != 3
-            or _sh3[-3] != _sh0[-3]
-            or _len(_sh4) < 2
-            or _sh4[-2] != _sh0[-3]
-            or _sh4[-1] != _sh1[-1]
-            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
-            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
-            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
-            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
-        _check_shapes((("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (X, W, d_Y, d_d_X, d_d_W))
-    _t0 = _b.matmul_flat(d_d_W, d_Y, 2)
-    _t1 = _b.matmul_flat(_b.swap(W), d_d_X, 2)
-    _t2 = _b.matmul_flat(_b.swap(d_d_W), X, 2)
-    if out is None:
-        dd_X = _t0
-        d_d_Y = _t1 + _t2
-        return (dd_X, d_d_Y)
-    dd_X, d_d_Y = _b.outs(out, (_b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W.shape[:-2]) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], W.shape[:-2], d_Y.shape[:-3], d_d_X.shape[:-3], d_d_W.shape[:-2]) + (W.shape[-1], 3, 3)), (X, W, d_Y, d_d_X, d_d_W))
-    _b.copyto(dd_X, _t0)
-    _b.add(_t1, _t2, d_d_Y)
-    return (dd_X, d_d_Y)
-
-
 def _mix_vjp_vjp_batch_summed(_b, X, W, d_Y, d_d_X, d_d_W):
-    """mix_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    """mix_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too, then the other outputs from the same copies."""
     _like = X
     _sh0 = X.shape
     _sh1 = W.shape
@@ -1616,7 +1532,16 @@ def _mix_vjp_vjp_batch_summed(_b, X, W, d_Y, d_d_X, d_d_W):
     _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
     _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
     dd_W = _s0
-    return (dd_W,)
+    _v0 = _b.einsum("...bca->...abc", _l0)
+    _t0 = _b.matmul_flat(d_d_W, _v0, 2)
+    _v1 = _b.einsum("...bca->...abc", _l1)
+    _t1 = _b.matmul_flat(_b.swap(W), _v1, 2)
+    _l2 = _b.contiguous(_b.einsum("...abc->...bca", X))
+    _v2 = _b.einsum("...bca->...abc", _l2)
+    _t2 = _b.matmul_flat(_b.swap(d_d_W), _v2, 2)
+    dd_X = _t0
+    d_d_Y = _t1 + _t2
+    return (dd_W, dd_X, d_d_Y)
 
 
 def _linear_cart2_planned(X, W0, W1, W2, *, out=None, fused=False):
@@ -1871,8 +1796,6 @@ def _linear_cart2_vjp_batch_summed(_b, X, W0, W1, W2, d_Y):
     _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
     _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
     d_W0 = _s0
-    _l0 = _b.contiguous(_b.einsum("...acd->...cda", X))
-    _l1 = _b.contiguous(_b.einsum("...bdc->...dcb", d_Y))
     _s0 = _b.einsum_blas("...cda,...dcb->ab", _l0, _l1)
     d_W1 = _s0
     _s0_tr0 = _b.einsum("...acc->...a", X)
@@ -2182,8 +2105,6 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_X))
     _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
     dd_W0 = _s0
-    _l0 = _b.contiguous(_b.einsum("...bcd->...cdb", d_Y))
-    _l1 = _b.contiguous(_b.einsum("...adc->...dca", d_d_X))
     _s0 = _b.einsum_blas("...cdb,...dca->ab", _l0, _l1)
     dd_W1 = _s0
     _s0_tr0 = _b.einsum("...bcc->...b", d_Y)
@@ -2195,8 +2116,8 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
-_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (_mix_vjp_batchrest_planned, _mix_vjp_batch_summed, (1,), ((0, 0), (1, 0))))
-_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (_mix_vjp_vjp_batchrest_planned, _mix_vjp_vjp_batch_summed, (1,), ((0, 0), (1, 0), (0, 1))))
+_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
+_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))
 _linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL, None)
 _linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2))))
 _linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2), (0, 1))))

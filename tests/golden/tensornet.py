@@ -5359,42 +5359,8 @@ def mix_skew_vjp(A, W, d_B, *, out=None, fused=False, kernels=True):
     return _call(_mix_skew_vjp_SPEC, (A, W, d_B), out, fused, kernels)
 
 
-def _mix_skew_vjp_batchrest_planned(A, W, d_B, *, out=None, fused=False):
-    """mix_skew_vjp: the outputs not summed to a weight (see mix_skew_vjp)."""
-    _b = _backend(A, W, d_B)
-    A = _b.asarray(A)
-    W = _b.asarray(W, A)
-    d_B = _b.asarray(d_B, A)
-    _like = A
-    _sh0 = A.shape
-    _sh1 = W.shape
-    _sh2 = d_B.shape
-    _n0 = _len(_sh0) - 3
-    _n1 = _len(_sh1) - 2
-    _n2 = _len(_sh2) - 3
-    if (_len(_sh0) < 3
-            or _sh0[-2] != 3
-            or _sh0[-1] != 3
-            or _len(_sh1) < 2
-            or _sh1[-2] != _sh0[-3]
-            or _len(_sh2) < 3
-            or _sh2[-2] != 3
-            or _sh2[-1] != 3
-            or _sh2[-3] != _sh1[-1]
-            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
-            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))):
-        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)),), (A, W, d_B))
-    _t0 = _b.matmul_flat(W, d_B, 2)
-    if out is None:
-        d_A = _t0
-        return d_A
-    d_A = _b.out(out, _b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3]) + (A.shape[-3], 3, 3), (A, W, d_B), "out")
-    _b.copyto(d_A, _t0)
-    return out
-
-
 def _mix_skew_vjp_batch_summed(_b, A, W, d_B):
-    """mix_skew_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    """mix_skew_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too, then the other outputs from the same copies."""
     _like = A
     _sh0 = A.shape
     _sh1 = W.shape
@@ -5418,7 +5384,10 @@ def _mix_skew_vjp_batch_summed(_b, A, W, d_B):
     _l1 = _b.contiguous(_b.einsum("...bcd->...cdb", d_B))
     _s0 = _b.einsum_blas("...cda,...cdb->ab", _l0, _l1)
     d_W = _s0
-    return (d_W,)
+    _v0 = _b.einsum("...bca->...abc", _l1)
+    _t0 = _b.matmul_flat(W, _v0, 2)
+    d_A = _t0
+    return (d_W, d_A)
 
 
 def _mix_skew_vjp_vjp_planned(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False):
@@ -5506,61 +5475,8 @@ def mix_skew_vjp_vjp(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False, kernels=
     return _call(_mix_skew_vjp_vjp_SPEC, (A, W, d_B, d_d_A, d_d_W), out, fused, kernels)
 
 
-def _mix_skew_vjp_vjp_batchrest_planned(A, W, d_B, d_d_A, d_d_W, *, out=None, fused=False):
-    """mix_skew_vjp_vjp: the outputs not summed to a weight (see mix_skew_vjp_vjp)."""
-    _b = _backend(A, W, d_B, d_d_A, d_d_W)
-    A = _b.asarray(A)
-    W = _b.asarray(W, A)
-    d_B = _b.asarray(d_B, A)
-    d_d_A = _b.asarray(d_d_A, A)
-    d_d_W = _b.asarray(d_d_W, A)
-    _like = A
-    _sh0 = A.shape
-    _sh1 = W.shape
-    _sh2 = d_B.shape
-    _sh3 = d_d_A.shape
-    _sh4 = d_d_W.shape
-    _n0 = _len(_sh0) - 3
-    _n1 = _len(_sh1) - 2
-    _n2 = _len(_sh2) - 3
-    _n3 = _len(_sh3) - 3
-    _n4 = _len(_sh4) - 2
-    if (_len(_sh0) < 3
-            or _sh0[-2] != 3
-            or _sh0[-1] != 3
-            or _len(_sh1) < 2
-            or _sh1[-2] != _sh0[-3]
-            or _len(_sh2) < 3
-            or _sh2[-2] != 3
-            or _sh2[-1] != 3
-            or _sh2[-3] != _sh1[-1]
-            or _len(_sh3) < 3
-            or _sh3[-2] != 3
-            or _sh3[-1] != 3
-            or _sh3[-3] != _sh0[-3]
-            or _len(_sh4) < 2
-            or _sh4[-2] != _sh0[-3]
-            or _sh4[-1] != _sh1[-1]
-            or (_n1 and (_n1 != _n0 or (_sh1[0] != _sh0[0] if _n0 == 1 else _sh1[:_n0] != _sh0[:_n0])))
-            or (_n2 and (_n2 != _n0 or (_sh2[0] != _sh0[0] if _n0 == 1 else _sh2[:_n0] != _sh0[:_n0])))
-            or (_n3 and (_n3 != _n0 or (_sh3[0] != _sh0[0] if _n0 == 1 else _sh3[:_n0] != _sh0[:_n0])))
-            or (_n4 and (_n4 != _n0 or (_sh4[0] != _sh0[0] if _n0 == 1 else _sh4[:_n0] != _sh0[:_n0])))):
-        _check_shapes((("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ()),), (A, W, d_B, d_d_A, d_d_W))
-    _t0 = _b.matmul_flat(d_d_W, d_B, 2)
-    _t1 = _b.matmul_flat(_b.swap(W), d_d_A, 2)
-    _t2 = _b.matmul_flat(_b.swap(d_d_W), A, 2)
-    if out is None:
-        dd_A = _t0
-        d_d_B = _t1 + _t2
-        return (dd_A, d_d_B)
-    dd_A, d_d_B = _b.outs(out, (_b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3], d_d_A.shape[:-3], d_d_W.shape[:-2]) + (A.shape[-3], 3, 3), _b.batch(A.shape[:-3], W.shape[:-2], d_B.shape[:-3], d_d_A.shape[:-3], d_d_W.shape[:-2]) + (W.shape[-1], 3, 3)), (A, W, d_B, d_d_A, d_d_W))
-    _b.copyto(dd_A, _t0)
-    _b.add(_t1, _t2, d_d_B)
-    return (dd_A, d_d_B)
-
-
 def _mix_skew_vjp_vjp_batch_summed(_b, A, W, d_B, d_d_A, d_d_W):
-    """mix_skew_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too."""
+    """mix_skew_vjp_vjp: each cotangent of a weight without batch axes as contractions over the batch axes too, then the other outputs from the same copies."""
     _like = A
     _sh0 = A.shape
     _sh1 = W.shape
@@ -5597,7 +5513,16 @@ def _mix_skew_vjp_vjp_batch_summed(_b, A, W, d_B, d_d_A, d_d_W):
     _l1 = _b.contiguous(_b.einsum("...acd->...cda", d_d_A))
     _s0 = _b.einsum_blas("...cdb,...cda->ab", _l0, _l1)
     dd_W = _s0
-    return (dd_W,)
+    _v0 = _b.einsum("...bca->...abc", _l0)
+    _t0 = _b.matmul_flat(d_d_W, _v0, 2)
+    _v1 = _b.einsum("...bca->...abc", _l1)
+    _t1 = _b.matmul_flat(_b.swap(W), _v1, 2)
+    _l2 = _b.contiguous(_b.einsum("...abc->...bca", A))
+    _v2 = _b.einsum("...bca->...abc", _l2)
+    _t2 = _b.matmul_flat(_b.swap(d_d_W), _v2, 2)
+    dd_A = _t0
+    d_d_B = _t1 + _t2
+    return (dd_W, dd_A, d_d_B)
 
 
 def _edge_tensor_fused(_b, r, fI, fA, fS, _out=None):
@@ -6200,8 +6125,8 @@ _matmul_o3_SPEC = (_matmul_o3_planned, matmul_o3_vjp, (), (3, 3), None, _matmul_
 _matmul_o3_vjp_SPEC = (_matmul_o3_vjp_planned, matmul_o3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_o3_vjp_KERNEL, None)
 _matmul_o3_vjp_vjp_SPEC = (_matmul_o3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_o3_vjp_vjp_KERNEL, None)
 _mix_skew_SPEC = (_mix_skew_planned, mix_skew_vjp, (), (3, 2), None, _mix_skew_KERNEL, None)
-_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None, (_mix_skew_vjp_batchrest_planned, _mix_skew_vjp_batch_summed, (1,), ((0, 0), (1, 0))))
-_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (_mix_skew_vjp_vjp_batchrest_planned, _mix_skew_vjp_vjp_batch_summed, (1,), ((0, 0), (1, 0), (0, 1))))
+_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_skew_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
+_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_skew_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))
 _edge_tensor_SPEC = (_edge_tensor_planned, edge_tensor_vjp, (), (1, 1, 1, 1), None, _edge_tensor_KERNEL, None)
 _edge_tensor_vjp_SPEC = (_edge_tensor_vjp_planned, edge_tensor_vjp_vjp, (0, 1, 2, 3), (1, 1, 1, 1, 3), None, _edge_tensor_vjp_KERNEL, None)
 _edge_tensor_vjp_vjp_SPEC = (_edge_tensor_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 3, 1, 1, 1, 1), None, _edge_tensor_vjp_vjp_KERNEL, None)

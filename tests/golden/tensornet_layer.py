@@ -4823,9 +4823,9 @@ def _compose_mixed_vjp_batch_summed(_b, i, a, t, W0, W1, W2, n0, n1, n2, d_X):
     d_W1 = -_s0
     _s0_0 = _b.einsum_blas("...bde,cde->...bc", d_X, _c_760bb7b8eb81)
     _s0_1 = _s0_0 * n2[..., :, None]
-    _l0 = _b.contiguous(_b.einsum("...bc->...cb", _s0_1))
-    _l1 = _b.contiguous(_b.einsum("...ac->...ca", t))
-    _s0 = _b.einsum_blas("...cb,...ca->ab", _l0, _l1)
+    _l2 = _b.contiguous(_b.einsum("...bc->...cb", _s0_1))
+    _l3 = _b.contiguous(_b.einsum("...ac->...ca", t))
+    _s0 = _b.einsum_blas("...cb,...ca->ab", _l2, _l3)
     d_W2 = _s0
     return (d_W0, d_W1, d_W2)
 
@@ -5446,14 +5446,14 @@ def _compose_mixed_vjp_vjp_batch_summed(_b, i, a, t, W0, W1, W2, n0, n1, n2, d_X
     dd_W1 = -_s0 - _s1
     _s0_0 = _b.einsum_blas("...bde,cde->...bc", d_X, _c_760bb7b8eb81)
     _s0_1 = _s0_0 * n2[..., :, None]
-    _l0 = _b.contiguous(_b.einsum("...bc->...cb", _s0_1))
-    _l1 = _b.contiguous(_b.einsum("...ac->...ca", d_d_t))
-    _s0 = _b.einsum_blas("...cb,...ca->ab", _l0, _l1)
+    _l4 = _b.contiguous(_b.einsum("...bc->...cb", _s0_1))
+    _l5 = _b.contiguous(_b.einsum("...ac->...ca", d_d_t))
+    _s0 = _b.einsum_blas("...cb,...ca->ab", _l4, _l5)
     _s1_0 = _b.einsum_blas("...bde,cde->...bc", d_X, _c_760bb7b8eb81)
     _s1_1 = _s1_0 * d_d_n2[..., :, None]
-    _l2 = _b.contiguous(_b.einsum("...bc->...cb", _s1_1))
-    _l3 = _b.contiguous(_b.einsum("...ac->...ca", t))
-    _s1 = _b.einsum_blas("...cb,...ca->ab", _l2, _l3)
+    _l6 = _b.contiguous(_b.einsum("...bc->...cb", _s1_1))
+    _l7 = _b.contiguous(_b.einsum("...ac->...ca", t))
+    _s1 = _b.einsum_blas("...cb,...ca->ab", _l6, _l7)
     dd_W2 = _s0 + _s1
     return (dd_W0, dd_W1, dd_W2)
 
@@ -5832,9 +5832,9 @@ def _project_vjp_batch_summed(_b, X, s, W0, W1, W2, d_i, d_a, d_t):
     d_W1 = _s0 * _b.rational(-1, 2, _like)
     _s0_0 = _b.einsum_blas("...ade,cde->...ac", X, _c_760bb7b8eb81)
     _s0_1 = _s0_0 * s[..., :, None]
-    _l0 = _b.contiguous(_b.einsum("...ac->...ca", _s0_1))
-    _l1 = _b.contiguous(_b.einsum("...bc->...cb", d_t))
-    _s0 = _b.einsum_blas("...ca,...cb->ab", _l0, _l1)
+    _l2 = _b.contiguous(_b.einsum("...ac->...ca", _s0_1))
+    _l3 = _b.contiguous(_b.einsum("...bc->...cb", d_t))
+    _s0 = _b.einsum_blas("...ca,...cb->ab", _l2, _l3)
     d_W2 = _s0
     return (d_W0, d_W1, d_W2)
 
@@ -6347,13 +6347,13 @@ def _project_vjp_vjp_batch_summed(_b, X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_
     dd_W1 = (-_s0 - _s1) * _b.rational(1, 2, _like)
     _s0_0 = _b.einsum_blas("...ade,cde->...ac", d_d_X, _c_760bb7b8eb81)
     _s0_1 = _s0_0 * s[..., :, None]
-    _l0 = _b.contiguous(_b.einsum("...ac->...ca", _s0_1))
-    _l1 = _b.contiguous(_b.einsum("...bc->...cb", d_t))
-    _s0 = _b.einsum_blas("...ca,...cb->ab", _l0, _l1)
+    _l3 = _b.contiguous(_b.einsum("...ac->...ca", _s0_1))
+    _l4 = _b.contiguous(_b.einsum("...bc->...cb", d_t))
+    _s0 = _b.einsum_blas("...ca,...cb->ab", _l3, _l4)
     _s1_0 = _b.einsum_blas("...ade,cde->...ac", X, _c_760bb7b8eb81)
     _s1_1 = _s1_0 * d_d_s[..., :, None]
-    _l2 = _b.contiguous(_b.einsum("...ac->...ca", _s1_1))
-    _s1 = _b.einsum_blas("...ca,...cb->ab", _l2, _l1)
+    _l5 = _b.contiguous(_b.einsum("...ac->...ca", _s1_1))
+    _s1 = _b.einsum_blas("...ca,...cb->ab", _l5, _l4)
     dd_W2 = _s0 + _s1
     return (dd_W0, dd_W1, dd_W2)
 

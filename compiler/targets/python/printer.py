@@ -209,9 +209,11 @@ class PythonPrinter:
     def _print_BatchSumProgram(self, p: E.BatchSumProgram, signature=()) -> str:
         """``_<name>_batch_summed(_b, inputs)``: its inputs checked (``signature``: the inputs as
         :class:`Tensor`), the contractions over the batch, the summed outputs as a tuple."""
+        n_sums = len(p.outputs) - p.others
         lines = [f"def _{p.name}_batch_summed(_b, {', '.join(p.inputs)}):",
                  f"    \"\"\"{p.name}: each cotangent of a weight without batch axes as contractions over the batch "
-                 "axes too.\"\"\"",
+                 "axes too" + (", then the other outputs from the same copies" if len(p.outputs) > n_sums else "")
+                 + ".\"\"\"",
                  f"    _like = {p.inputs[0]}"]
         lines += input_checks(p.name, signature, unbatched=False)
         lines += self.block(p.bound + p.steps, "    ")
