@@ -38,7 +38,7 @@ def child(ops_names, mode) -> dict:
     sys.path.insert(0, str(ROOT))
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import compiler
-    from codegen_bench import make_inputs
+    from contenders import make_inputs
     from compiler.frontend.lower import lower_source
 
     path = ROOT / "diagrams" / "tensornet.diag"
