@@ -260,7 +260,7 @@ def test_weight_cotangent_is_one_contraction_over_the_batch():
     (plan.BatchSum, no per-element temporary), equal to autograd; a weight with batch axes takes the
     planned code; out= is written."""
     from compiler.ir.grad import vjp_diagram
-    from compiler.planning.plan import BatchSum, Layout, plan_diagram
+    from compiler.planning.plan import BatchSum, Layout, explain, plan_diagram
 
     d = next(x for x in lower_source(TN.read_text()).diagrams if x.name == "mix_skew")
     plan = plan_diagram(vjp_diagram(d))
@@ -276,6 +276,8 @@ def test_weight_cotangent_is_one_contraction_over_the_batch():
     copies = [c for s in second.batch_sums for c in s.contractions if isinstance(c, Layout)] + \
         [c for c in second.batch_rest.contractions if isinstance(c, Layout)]
     assert sorted(c.operand for c in copies) == ["A", "d_B", "d_d_A"] and second.rest is None
+    assert "d_A with them, from the same copies: _v0 = view('...bca->...abc', _l1); " \
+        "_t0 = matmul_flat(W, _v0, 2)" in explain(plan)
     ops = module(TN)
     A, W = inputs_for(d, batch=(4, 3))
     dB = torch.tensor(np.random.default_rng(2).normal(size=(4, 3, SIZES["d"], 3, 3)))

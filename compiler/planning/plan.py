@@ -1123,8 +1123,9 @@ def explain(plan: FunctionPlan) -> str:
         lines.append(f"  {b.output.name} when {b.input} has no batch axes: {steps}")
     if plan.batch_rest is not None:
         steps = "; ".join(f"{c.var} = layout({c.spec!r}, {c.operand})" if isinstance(c, Layout) else
-                          f"{c.var} = {'matmul' if isinstance(c, FlatMatmul) else 'view'}({c.spec!r}, "
-                          f"{', '.join(c.operands)})" for c in plan.batch_rest.contractions)
+                          f"{c.var} = matmul_flat({'swap(%s)' % c.operands[0] if c.transpose else c.operands[0]}, "
+                          f"{c.operands[1]}, {c.n})" if isinstance(c, FlatMatmul) else
+                          f"{c.var} = view({c.spec!r}, {c.operands[0]})" for c in plan.batch_rest.contractions)
         lines.append(f"  {', '.join(o.name for o in plan.batch_rest.outputs)} with them, from the same copies: {steps}")
     if plan.stack_axis is not None:
         lines.append(f"  stacked on axis {plan.stack_axis}")
