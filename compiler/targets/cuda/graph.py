@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ...errors import DiagError
 from ...frontend.graph import GraphDiagram
+from ...ir.program import Diagram
 from .kernels import PRECISIONS, ElementwiseKernel, lower_diagram
 from .printer import _product
 
@@ -55,14 +56,9 @@ def lower_graph(g: GraphDiagram) -> GraphKernel | None:
     """The fused kernel of a graph diagram, or None when its per-edge diagram has no elementwise
     kernel storing every output per element (channel mixing, outputs with different channel axes):
     then its parts' kernels only."""
-    if g.edge_part is None:
+    k = _edge_kernel(g.edge_part)
+    if k is None:
         return None
-    try:
-        k = lower_diagram(g.edge_part)
-    except DiagError:
-        return None
-    if not isinstance(k, ElementwiseKernel) or any(r.kept is not None for r in k.results):
-        return None  # summed outputs (outputs with fewer channel axes): the parts' kernels only
     gathers = {x.name: x for x in g.gathers}
     rows = tuple(GraphRow(i.name, gathers[i.name].edges if i.name in gathers else None,
                           i.name in gathers or i.name in g.per_edge) for i in k.inputs)
@@ -71,6 +67,65 @@ def lower_graph(g: GraphDiagram) -> GraphKernel | None:
                           scatters[r.name].edges if r.name in scatters else None) for r in k.results)
     used = {r.edge_list for r in rows} | {o.edge_list for o in outs}
     return GraphKernel(g.diagram.name, k, rows, outs, tuple(n for n in g.edge_lists if n in used))
+
+
+def _edge_kernel(d) -> ElementwiseKernel | None:
+    """The elementwise kernel of a per-edge diagram storing every output per element, else None."""
+    if d is None:
+        return None
+    try:
+        k = lower_diagram(d)
+    except DiagError:
+        return None
+    if not isinstance(k, ElementwiseKernel) or any(r.kept is not None for r in k.results):
+        return None  # summed outputs (outputs with fewer channel axes): the parts' kernels only
+    return k
+
+
+def graph_refusal(g: GraphDiagram) -> str | None:
+    """Why a graph diagram has no fused kernel (None: it has one); the module path says it."""
+    if g.edge_part is None:
+        return "it has no per-edge work"
+    if g.node_part is not None:
+        return "it has per-node terms (they run as the array code of its node diagram)"
+    if _edge_kernel(g.edge_part) is None:
+        return (f"its per-edge diagram {g.edge_part.name} has no elementwise kernel storing every output per "
+                "element (channel mixing, or outputs with fewer channel axes)")
+    return None
+
+
+def lower_graph_vjp(g: GraphDiagram, vjp: Diagram) -> GraphKernel | None:
+    """The fused kernel of a graph diagram's VJP (``vjp``: the generated VJP of its per-edge
+    diagram, inputs: the edge diagram's, then one cotangent per output; outputs: one cotangent per
+    input): the cotangent of a scattered message read at the scatter's edge list (the VJP of a sum
+    over edges is a gather), that of a gathered input added into its node (the VJP of a gather is a
+    sum over edges), that of a per-edge input stored at the edge. None where the forward has no
+    fused kernel or a shared input's cotangent would be a sum over every edge."""
+    p = g.edge_part
+    if graph_refusal(g) is not None:
+        return None
+    k = _edge_kernel(vjp)
+    if k is None or len(vjp.inputs) != len(p.inputs) + len(p.outputs) or len(vjp.outputs) != len(p.inputs):
+        return None
+    gathers = {x.name: x for x in g.gathers}
+    scatters = {s.message: s for s in g.scatters}
+    where = {}  # vjp input name -> (edge list or None, batched)
+    for t in p.inputs:
+        where[t.name] = (gathers[t.name].edges if t.name in gathers else None, t.name in gathers or t.name in g.per_edge)
+    for t, c in zip(p.outputs, vjp.inputs[len(p.inputs):]):
+        where[c.name] = (scatters[t.name].edges if t.name in scatters else None, True)
+    rows = tuple(GraphRow(i.name, *where[i.name]) for i in k.inputs)
+    target = {}
+    for t, c in zip(p.inputs, vjp.outputs):
+        if t.name in gathers:
+            target[c.name] = (f"d_{gathers[t.name].source}", gathers[t.name].edges)
+        elif t.name in g.per_edge:
+            target[c.name] = (f"d_{t.name}", None)
+        else:
+            return None  # a shared input: its cotangent sums over every edge
+    outs = tuple(GraphOut(r.name, *target[r.name]) for r in k.results)
+    used = {r.edge_list for r in rows} | {o.edge_list for o in outs}
+    return GraphKernel(f"{g.diagram.name}_vjp", k, rows, outs, tuple(n for n in g.edge_lists if n in used))
 
 
 def graph_kernel_symbol(name: str, suffix: str) -> str:

@@ -163,15 +163,19 @@ def generate_python(program: Program) -> str:
                      f"{batch})")
     exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
     if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
-        from .graph import graph_function, graph_vjp_function
+        from .graph import graph_function, graph_kernel_configs, graph_vjp_function
 
+        graph_source, graph_kernels, _ = graph_kernel_configs(graphs, by_name, kernels) if kernels else ("", {}, {})
+        cuda_source += graph_source
         for g in graphs.values():
-            functions.append(graph_function(g))
-            exports.append(g.diagram.name)
-            vjp_text = graph_vjp_function(g, by_name)
+            name = g.diagram.name
+            vjp_text = graph_vjp_function(g, by_name, kernel=name + "_vjp" in graph_kernels)
+            functions.append(graph_function(g, kernel=name in graph_kernels, vjp=vjp_text is not None))
+            exports.append(name)
             if vjp_text is not None:
                 functions.append(vjp_text)
-                exports.append(g.diagram.name + "_vjp")
+                exports.append(name + "_vjp")
+        specs += [f"_{name}_GRAPH = {literal(cfg)}" for name, cfg in graph_kernels.items()]
     if program.composites:  # diagrams with function nodes: the functions chaining their stages
         from ...planning.fnemit import lower_composite
 

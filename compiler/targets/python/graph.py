@@ -16,6 +16,13 @@ from ...ir.program import Diagram
 from .printer import channel_literal
 
 
+def _wrap(text: str) -> list[str]:
+    """``text`` in lines of at most 100 characters, indented as the docstring's arguments."""
+    import textwrap
+
+    return textwrap.wrap(text, 96, initial_indent="", subsequent_indent="    ")
+
+
 def _py(text: str) -> str:
     from .codegen import py_string
 
@@ -49,9 +56,10 @@ def _prologue(g: GraphDiagram, arrays, name: str) -> list[str]:
     ]
 
 
-def graph_doc(g: GraphDiagram) -> str:
+def graph_doc(g: GraphDiagram, cuda: str = "") -> str:
     """The docstring of a graph diagram's function: arguments with their shapes (no batch axes;
-    per-node and per-edge arrays lead with their graph axis, an edge list is (e,) integers)."""
+    per-node and per-edge arrays lead with their graph axis, an edge list is (e,) integers), and
+    ``cuda``: what it runs on CUDA arrays."""
     from .codegen import py_string
     from ...ir.program import sum_formula
 
@@ -70,19 +78,37 @@ def graph_doc(g: GraphDiagram) -> str:
               f"    fused, kernels: passed to the per-edge and per-node functions ({edge_name(d.name)},",
               f"        {node_name(d.name)}), as for any diagram",
               "Returns:" if len(d.outputs) == 1 else "Returns a tuple:"]
+    if cuda:
+        lines[-1:-1] = _wrap("On CUDA arrays (torch, cupy): " + cuda)
     lines += [f"    {t.name}: {t.type}, shape {shape(t)}" for t in d.outputs]
     lines.append("")
     lines += [f"    {eq.target} = " + sum_formula(eq.terms) for eq in d.equations]
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
 
 
-def graph_function(g: GraphDiagram) -> str:
-    """``NAME(inputs..., *, out=None, fused=False, kernels=True)``."""
+def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> str:
+    """``NAME(inputs..., *, out=None, fused=False, kernels=True)``. With ``kernel`` (the module
+    embeds the graph's fused CUDA kernel, ``_NAME_GRAPH``) CUDA arrays run that one kernel, torch
+    autograd through ``NAME_vjp`` (``vjp``: it exists; otherwise only calls needing no gradient)."""
+    from ..cuda.graph import graph_refusal
+
     d = g.diagram
     arrays = [t for t in d.inputs if t.type.family != "edges"]
     sig = ", ".join(t.name for t in d.inputs) + ", *, out=None, fused=False, kernels=True"
-    lines = [f"def {d.name}({sig}):", "    " + graph_doc(g)]
+    if kernel:
+        cuda = ("one fused gather - per-edge product - sum-over-edges kernel (no per-edge array in memory)"
+                + ("; its gradient through " + d.name + "_vjp" if vjp else "") + "; kernels=False: the array code.")
+    else:
+        cuda = ("gathers, the per-edge and per-node functions' kernels, sums over edges (no fused kernel: "
+                f"{graph_refusal(g) or 'the module has no CUDA kernel of its per-edge diagram'}).")
+    lines = [f"def {d.name}({sig}):", "    " + graph_doc(g, cuda)]
     lines += _prologue(g, arrays, d.name)
+    if kernel:
+        names, lists = _tuple(t.name for t in arrays), _tuple(g.edge_lists)
+        backward = f"{d.name}_vjp" if vjp else "None"
+        lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}):",
+                  f"        return _graph_out(_b, _graph_kernel(_b, _{d.name}_GRAPH, {names}, {lists}, _n, {backward}), "
+                  f"out, {names})"]
     for x in g.gathers:
         lines.append(f"    {x.name} = _gather(_b, {x.source}, {x.edges})")
     values: dict[str, list[str]] = {t.name: [] for t in d.outputs}
@@ -105,23 +131,31 @@ def graph_function(g: GraphDiagram) -> str:
     return "\n".join(lines)
 
 
-def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram]) -> str | None:
-    """``NAME_vjp(inputs..., d_outputs..., *, fused=False, kernels=True)``: the cotangent of every
-    input (None for an edge list): the output cotangents read at each scatter's edge list (the VJP
-    of a sum over edges is a gather), the edge and node diagrams' generated VJPs, and the cotangent
-    of a gathered input summed into its nodes (the VJP of a gather is a scatter-sum). None when an
-    edge or node diagram has no generated VJP (then autograd of the planned code is the derivative)."""
-    from ...ir.grad import cotangent_name, vjp_name
+def _cotangents(d: Diagram) -> dict[str, str]:
+    """The name of each output's cotangent argument of ``NAME_vjp``."""
+    from ...ir.grad import cotangent_name
 
-    d = g.diagram
-    parts = [p for p in (g.edge_part, g.node_part) if p is not None]
-    if any(vjp_name(p.name) not in diagrams for p in parts):
-        return None
     taken = {t.name for t in d.inputs + d.outputs}
     cot = {}
     for t in d.outputs:
         cot[t.name] = cotangent_name(t.name, taken)
         taken.add(cot[t.name])
+    return cot
+
+
+def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bool = False) -> str | None:
+    """``NAME_vjp(inputs..., d_outputs..., *, fused=False, kernels=True)``: the cotangent of every
+    input (None for an edge list): the output cotangents read at each scatter's edge list (the VJP
+    of a sum over edges is a gather), the edge and node diagrams' generated VJPs, and the cotangent
+    of a gathered input summed into its nodes (the VJP of a gather is a scatter-sum). None when an
+    edge or node diagram has no generated VJP (then autograd of the planned code is the derivative)."""
+    from ...ir.grad import vjp_name
+
+    d = g.diagram
+    parts = [p for p in (g.edge_part, g.node_part) if p is not None]
+    if any(vjp_name(p.name) not in diagrams for p in parts):
+        return None
+    cot = _cotangents(d)
     from ...ir.program import Tensor
 
     arrays = [t for t in d.inputs if t.type.family != "edges"]
@@ -131,6 +165,13 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram]) -> str | N
            f"the cotangent of every input in declaration order, None for an edge list.")
     lines = [f"def {vjp_name(d.name)}({sig}):", "    " + _py(doc)]
     lines += _prologue(g, arrays, vjp_name(d.name))
+    if kernel:  # the fused kernel when no gradient of this is wanted (else the differentiable code below)
+        names = _tuple(t.name for t in arrays)
+        results = [f"_d_{t.name}" for t in d.inputs if t.type.family != "edges"]
+        lines += [f"    if kernels and _use_graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, None):",
+                  f"        {_tuple(results)} = _graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, "
+                  f"{_tuple(g.edge_lists)}, _n, None)",
+                  "        return " + _tuple("None" if t.type.family == "edges" else f"_d_{t.name}" for t in d.inputs)]
     for x in g.gathers:
         lines.append(f"    {x.name} = _gather(_b, {x.source}, {x.edges})")
     grads: dict[str, list[str]] = {t.name: [] for t in d.inputs}
@@ -165,3 +206,85 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram]) -> str | N
 
 def private_names(g: GraphDiagram) -> list[str]:
     return [edge_name(g.diagram.name), node_name(g.diagram.name)]
+
+
+def graph_kernel_configs(graphs: dict, diagrams: dict[str, Diagram], kernels) -> tuple[str, dict, dict]:
+    """The fused graph kernels a module embeds (after the kernels of its diagrams, ``kernels``: the
+    names of those), as CUDA text, and per graph diagram its launch configurations as plain data:
+    ``{NAME: cfg}`` and ``{NAME_vjp: cfg}`` for the forward and VJP kernels it has, and the reason
+    for every graph diagram without a forward kernel (``{NAME: reason}``)."""
+    from ...ir.grad import vjp_name
+    from ..cuda.graph import ATOMIC_ADD, graph_refusal, lower_graph, lower_graph_vjp, print_graph
+
+    texts, configs, reasons = [], {}, {}
+    for g in graphs.values():
+        d = g.diagram
+        reason = graph_refusal(g)
+        if reason is None and g.edge_part.name not in kernels:
+            reason = f"its per-edge diagram {g.edge_part.name} has no CUDA kernel"
+        gk = lower_graph(g) if reason is None else None
+        if gk is None:
+            reasons[d.name] = reason or "its per-edge diagram has no elementwise kernel"
+            continue
+        texts.append(print_graph(gk))
+        configs[d.name] = _launch_config(g, gk)
+        vjp = diagrams.get(vjp_name(g.edge_part.name))
+        vk = lower_graph_vjp(g, vjp) if vjp is not None and vjp.name in kernels else None
+        if vk is not None:
+            texts.append(print_graph(vk))
+            configs[vjp_name(d.name)] = _launch_config(g, vk, vjp)
+    return (ATOMIC_ADD + "".join(texts) if texts else ""), configs, reasons
+
+
+def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
+    """How the runtime launches graph kernel ``gk`` from ``NAME``, or from ``NAME_vjp`` (``vjp``: the
+    generated VJP of the per-edge diagram, whose kernel ``gk`` runs):
+    per edge-list parameter its position among the function's edge lists; per input parameter the
+    function's array it reads (position), whether that array leads with a node or edge axis (1) or
+    not (0), its channel axes and geometric dims; per output parameter 'n' (a sum over edges into
+    nodes: zeroed first) or 'e' (per edge), channel axes, dims; per result of the function the
+    output parameter it is, or ('zeros', k): zeros like array k; the kernel's channel axes; the
+    function's declared inputs as ('a', array) or ('l', edge list)."""
+    from ..cuda.graph import THREADS, _outputs, graph_kernel_symbol
+    from ..cuda.kernels import module_config
+
+    d = g.diagram
+    arrays = [t.name for t in d.inputs if t.type.family != "edges"]
+    gathers = {x.name: x.source for x in g.gathers}
+    source = dict(gathers)  # kernel input -> the function's array it reads
+    if vjp is not None:  # its inputs: the edge diagram's, then one cotangent per output, in order
+        cot = _cotangents(d)
+        arrays += [cot[t.name] for t in d.outputs]
+        scatters = {s.message: s.output for s in g.scatters}
+        for t, c in zip(g.edge_part.outputs, vjp.inputs[len(g.edge_part.inputs):]):
+            source[c.name] = cot[scatters[t.name]] if t.name in scatters else cot[t.name]
+    cfg = module_config(gk.edge)
+    rows = {r.input: r for r in gk.rows}
+    inputs = tuple((arrays.index(source.get(name, name)), int(rows[name].batched), chans, dims)
+                   for name, chans, dims in cfg["inputs"])
+    results = {r: (chans, dims) for r, chans, dims in cfg["outputs"]}
+    outs = _outputs(gk)
+    out_cfg = []
+    for o in outs:
+        writers = [w for w in gk.outs if w.output == o]
+        chans, dims = results[writers[0].result]
+        out_cfg.append(("n" if writers[0].edge_list is not None else "e", chans, dims))
+    if vjp is None:
+        got = tuple(("out", outs.index(t.name)) for t in d.outputs)
+    else:
+        n_arrays = len([t for t in d.inputs if t.type.family != "edges"])
+        got = tuple(("out", outs.index(f"d_{a}")) if f"d_{a}" in outs else ("zeros", k)
+                    for k, a in enumerate(arrays[:n_arrays]))
+    order, k_a, k_l = [], 0, 0
+    for t in d.inputs:
+        if t.type.family == "edges":
+            order.append(("l", k_l))
+            k_l += 1
+        else:
+            order.append(("a", k_a))
+            k_a += 1
+    return {"name": gk.name, "symbols": {"float32": graph_kernel_symbol(gk.name, "f32"),
+                                         "float64": graph_kernel_symbol(gk.name, "f64")},
+            "block": THREADS, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
+            "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order)}
+

@@ -743,20 +743,65 @@ def _graph_args(function, signature, arrays, list_names, lists):
         if role and role not in sizes:
             sizes[role] = (int(x.shape[0]), name)
     n, n_from = sizes["n"]
-    checked = []
-    for name, idx in zip(list_names, lists):
-        idx = _edge_list(b, name, idx, arrays[0])
+    checked, unchecked = [], []
+    for name, given in zip(list_names, lists):
+        idx = _edge_list(b, name, given, arrays[0])
         if "e" in sizes and tuple(idx.shape) != (sizes["e"][0],):
             raise ValueError(f"{name} has shape {tuple(idx.shape)}; expected ({sizes['e'][0]},), one node per "
                              f"edge, e = {sizes['e'][0]} from {sizes['e'][1]}")
         sizes.setdefault("e", (int(idx.shape[0]), name))
-        if idx.shape[0] and not _traced(b, idx):
-            low, high = int(idx.min()), int(idx.max())
+        if idx.shape[0] and not _traced(b, idx) and not _range_known(b, idx, n):
+            unchecked.append((name, idx))
+        checked.append(idx)
+    if unchecked:  # one read back from the device for every edge list not seen before
+        if b.root == "torch":
+            bounds = b.xp.stack([v for _, idx in unchecked for v in (idx.min(), idx.max())]).tolist()
+        else:
+            bounds = [int(v) for _, idx in unchecked for v in (idx.min(), idx.max())]
+        for k, (name, idx) in enumerate(unchecked):
+            low, high = bounds[2 * k], bounds[2 * k + 1]
             if low < 0 or high >= n:
                 bad = low if low < 0 else high
                 raise ValueError(f"{name} holds node {bad}, outside 0..{n - 1} (n = {n} from {n_from})")
-        checked.append(idx)
+        for _, idx in unchecked:
+            _range_checked(b, idx, n)
     return b, arrays, tuple(checked), n
+
+
+#: torch edge lists whose range was checked: key -> (weak reference to the tensor owning the memory,
+#: version counter then); a layer stack reusing one edge list reads it back from the device once
+_CHECKED_LISTS = {}
+
+
+def _list_key(idx, n):
+    """Where an edge list's values live (its memory's owner, offset, shape, strides) and the node count."""
+    base = idx if idx._base is None else idx._base
+    return base, (id(base), idx.data_ptr(), tuple(idx.shape), tuple(idx.stride()), str(idx.device), n)
+
+
+def _range_known(b, idx, n):
+    """Whether a torch edge list (the same memory, unchanged since: its version counter, shared with
+    every view of that memory, bumps at each in-place edit) was already checked against n nodes."""
+    if b.root != "torch" or idx.requires_grad or b.xp.is_inference(idx):
+        return False
+    base, key = _list_key(idx, n)
+    seen = _CHECKED_LISTS.get(key)
+    return seen is not None and seen[0]() is base and seen[1] == idx._version
+
+
+def _range_checked(b, idx, n):
+    if b.root != "torch" or idx.requires_grad or b.xp.is_inference(idx):
+        return
+    import weakref
+
+    base, key = _list_key(idx, n)
+    try:
+        ref = weakref.ref(base)
+    except TypeError:
+        return
+    while len(_CHECKED_LISTS) >= 64:  # the oldest first
+        del _CHECKED_LISTS[next(iter(_CHECKED_LISTS))]
+    _CHECKED_LISTS[key] = (ref, idx._version)
 
 
 def _edge_list(b, name, idx, like):
@@ -827,6 +872,111 @@ def _graph_out(b, results, out, arrays):
     for o, r in zip(b.outs(out, [tuple(r.shape) for r in results], arrays), results):
         b.copyto(o, r)
     return out
+
+
+def _use_graph_kernel(b, cfg, arrays, vjp):
+    """Whether a graph diagram's function runs its fused CUDA kernel: CUDA arrays (torch or cupy) of
+    float32 or float64, cupy importable, and for torch arrays wanting a gradient, a NAME_vjp."""
+    if b.root not in ("torch", "cupy") or not arrays or not _on_gpu(b, arrays) or not _cupy_importable():
+        return False
+    if _dtype_name(b, arrays[0]) is None:
+        return False
+    if b.root == "torch" and b.xp.is_grad_enabled() and any(a.requires_grad for a in arrays):
+        return vjp is not None
+    return True
+
+
+def _graph_kernel(b, cfg, arrays, lists, n, vjp):
+    """The results of a graph diagram's function by its fused kernel; with torch arrays wanting a
+    gradient, through an autograd function whose backward is ``vjp`` (NAME_vjp)."""
+    if b.root == "torch" and b.xp.is_grad_enabled() and any(a.requires_grad for a in arrays):
+        return _graph_autograd().apply(cfg, lists, n, vjp, *arrays)
+    return _graph_launch(b, cfg, arrays, lists, n)
+
+
+def _graph_launch(b, cfg, arrays, lists, n):
+    """One launch of the fused kernel: a thread per (edge, channel) reads its gathered and per-edge
+    inputs, computes the per-edge product in registers, adds messages into their nodes (outputs
+    zeroed first) and stores per-edge outputs. Arguments were checked by _graph_args."""
+    import math
+
+    import numpy
+
+    torch = b.root == "torch"
+    dtype, device = _dtype_name(b, arrays[0]), arrays[0].device
+    index = _device_index(b, device)
+    edges = int(lists[0].shape[0]) if lists else 0
+    sizes = {}
+    xs = []
+    for k, lead, chans, dims in cfg["inputs"]:
+        x = arrays[k]
+        for j, c in enumerate(chans):
+            sizes[c] = int(x.shape[lead + j])
+        xs.append(x.contiguous() if torch else b.xp.ascontiguousarray(x))
+    chans = [sizes[c] for c in cfg["channels"]]
+    outs = []
+    for role, och, dims in cfg["outputs"]:
+        shape = (n if role == "n" else edges,) + tuple(sizes[c] for c in och) + tuple(dims)
+        make = b.xp.zeros if role == "n" else b.xp.empty
+        if torch:
+            outs.append(make(shape, dtype=arrays[0].dtype, device=device))
+        else:
+            with b.xp.cuda.Device(index):
+                outs.append(make(shape, dtype=arrays[0].dtype))
+    results = tuple(outs[j] if kind == "out" else b.xp.zeros_like(arrays[j]) for kind, j in cfg["results"])
+    total = edges * math.prod(chans)
+    if total == 0:
+        return results
+    ptr = (lambda x: numpy.uint64(x.data_ptr())) if torch else (lambda x: numpy.uint64(x.data.ptr))
+    params = [ptr(lists[j]) for j in cfg["lists"]] + [ptr(x) for x in xs] + [ptr(o) for o in outs]
+    params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans]
+    grid = ((total + cfg["block"] - 1) // cfg["block"], 1, 1)
+    if grid[0] > 2147483647:
+        raise ValueError(f"the graph is too large for one launch of the kernel ({grid[0]} blocks)")
+    fn = _cuda_function(cfg["symbols"][dtype], index)
+    cp = _CUDA["cupy"]
+    with cp.cuda.Device(index):
+        if torch:
+            with cp.cuda.ExternalStream(_torch_stream(b, device), index):
+                fn(grid, (cfg["block"], 1, 1), tuple(params))
+        else:
+            fn(grid, (cfg["block"], 1, 1), tuple(params))
+    return results
+
+
+#: the torch autograd function of the fused graph kernels (made at the first use)
+_GRAPH_AUTOGRAD = []
+
+
+def _graph_autograd():
+    if _GRAPH_AUTOGRAD:
+        return _GRAPH_AUTOGRAD[0]
+    import torch
+
+    class _GraphFunction(torch.autograd.Function):
+        """Forward: the fused kernel. Backward: NAME_vjp (its own fused kernel when no gradient of
+        the gradient is wanted, else differentiable array code and kernels)."""
+
+        @staticmethod
+        def forward(ctx, cfg, lists, n, vjp, *arrays):
+            ctx.cfg, ctx.lists, ctx.vjp = cfg, lists, vjp
+            ctx.save_for_backward(*arrays)
+            results = _graph_launch(_BACKENDS["torch"], cfg, arrays, lists, n)
+            ctx.shapes = tuple(tuple(r.shape) for r in results)
+            return results
+
+        @staticmethod
+        def backward(ctx, *grads):
+            arrays = ctx.saved_tensors
+            grads = tuple(g if g is not None else arrays[0].new_zeros(s) for g, s in zip(grads, ctx.shapes))
+            args = tuple(arrays[k] if kind == "a" else ctx.lists[k] for kind, k in ctx.cfg["order"])
+            result = _as_tuple(ctx.vjp(*args, *grads))
+            result = [r for r, (kind, _) in zip(result, ctx.cfg["order"]) if kind == "a"]
+            return (None, None, None, None) + tuple(r if need else None
+                                                    for r, need in zip(result, ctx.needs_input_grad[4:]))
+
+    _GRAPH_AUTOGRAD.append(_GraphFunction)
+    return _GraphFunction
 
 
 # -- diagrams with function nodes: their stages chained, function applications between them -----

@@ -1,0 +1,286 @@
+"""Graph diagrams on the GPU path of an emitted module, without a GPU.
+
+* The fused gather - per-edge product - sum-over-edges kernel (compiler/targets/cuda/graph.py) is
+  what a graph diagram's function runs on CUDA arrays, forward and VJP, with torch autograd through
+  the generated VJP: the module's embedded CUDA source is compiled for the host by g++ (the prelude of
+  tests/test_cuda_module.py), a stand-in for cupy hands each launch's arguments to it exactly as the
+  kernel's signature says, and the results are compared with the array code (kernels=False).
+* An edge list's range is read back from the device once per edge list, not once per call: the
+  check is cached on the tensor's memory and version counter, and the cache cannot hide an edit.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import compiler
+from test_cuda_module import _EMULATOR_PRELUDE, StandIn
+
+ROOT = Path(__file__).resolve().parent.parent
+# the examples' message steps (TensorNet's parts; PaiNN's message with a per-edge vector shared by the
+# channels) and one with a per-node term; text of its own so that its torch ops are this file's
+SOURCE = (ROOT / "examples" / "tensornet_graph.diag").read_text() + """
+diagram painn_message(xs: scalar[n,c], xv: scalar[n,c], xr: scalar[n,c], v: vec[n,c],
+                      ws: scalar[e,c], wv: scalar[e,c], wr: scalar[e,c], u: vec[e],
+                      src: edges[e,n], dst: edges[e,n])
+    -> (ds: scalar[n,c], dv: vec[n,c]) {
+    ds[n,c] = dst[e,n] src[e,m] ws[e,c] xs[m,c]
+    dv[n,c,i] = dst[e,n] src[e,m] (wv[e,c] xv[m,c] v[m,c,i] + wr[e,c] xr[m,c] u[e,i])
+}
+
+diagram with_self(v: vec[n,c], f: scalar[e,c], s: scalar[n,c], src: edges[e,n], dst: edges[e,n])
+    -> w: vec[n,c] {
+    w[n,c,i] = dst[e,n] src[e,m] f[e,c] v[m,c,i] + s[n,c] v[n,c,i]
+}
+"""
+_STATE = {}
+
+
+def _m():
+    if "m" not in _STATE:
+        _STATE["m"] = compiler.load_source(SOURCE, "graph_gpu")
+    return _STATE["m"]
+
+
+def _emulator(m, tmp: Path):
+    """The module's CUDA source compiled for the host with, per graph kernel symbol, ``run_SYMBOL``:
+    every block and thread of the grid in turn (the graph kernels use no shared memory and no
+    barrier; atomicAdd is a plain add on the host)."""
+    if "lib" in _STATE:
+        return _STATE["lib"]
+    cxx = shutil.which("g++")
+    if cxx is None:
+        pytest.skip("no g++: the kernels cannot be run on the host")
+    lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE]
+    for name in dir(m):
+        if not name.endswith("_GRAPH"):
+            continue
+        cfg = getattr(m, name)
+        n_l, n_i, n_o = len(cfg["lists"]), len(cfg["inputs"]), len(cfg["outputs"])
+        for dtype, ctype in (("float32", "float"), ("float64", "double")):
+            symbol = cfg["symbols"][dtype]
+            args = [f"(const long long*)p[{k}]" for k in range(n_l)]
+            args += [f"(const {ctype}*)p[{n_l + k}]" for k in range(n_i)]
+            args += [f"({ctype}*)p[{n_l + n_i + k}]" for k in range(n_o)]
+            args += [f"tl[{k}]" for k in range(1 + len(cfg["channels"]))]
+            lines += [f'extern "C" void run_{symbol}(void* const* p, const long long* tl, unsigned gx, unsigned bx_) {{',
+                      "    for (unsigned bx = 0; bx < gx; ++bx) { blockIdx = {bx, 0, 0};",
+                      "        for (unsigned t = 0; t < bx_; ++t) { threadIdx = {t, 0, 0};",
+                      f"            {symbol}({', '.join(args)}); }} }}", "}"]
+    src, so = tmp / "emu_graph.cpp", tmp / "libemu_graph.so"
+    src.write_text("\n".join(lines) + "\n")
+    run = subprocess.run([cxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", str(src), "-o", str(so)],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-3000:]
+    _STATE["lib"] = ctypes.CDLL(str(so))
+    return _STATE["lib"]
+
+
+class GraphStandIn(StandIn):
+    """StandIn (test_cuda_module.py) that also runs the fused graph kernels, compiled for the host."""
+
+    def __init__(self, module, lib):
+        super().__init__(module)
+        self.lib = lib
+        self.graphs = {cfg["symbols"][k]: (cfg, k) for cfg in (getattr(module, n) for n in dir(module)
+                                                               if n.endswith("_GRAPH")) for k in cfg["symbols"]}
+
+    def launch(self, symbol, grid, block, args, shared_mem):
+        if symbol not in self.graphs:
+            return super().launch(symbol, grid, block, args, shared_mem)
+        cfg, _ = self.graphs[symbol]
+        n_p = len(cfg["lists"]) + len(cfg["inputs"]) + len(cfg["outputs"])
+        assert len(args) == n_p + 1 + len(cfg["channels"]) and shared_mem == 0
+        assert all(type(a) is np.uint64 for a in args[:n_p]) and all(type(a) is np.int64 for a in args[n_p:])
+        tail = [int(a) for a in args[n_p:]]
+        assert block == (cfg["block"], 1, 1) and grid == (-(-tail[0] * int(np.prod(tail[1:])) // block[0]), 1, 1)
+        self.launches.append((symbol, grid, block, shared_mem))
+        run = getattr(self.lib, f"run_{symbol}")
+        run.restype = None
+        run((ctypes.c_void_p * n_p)(*[int(a) for a in args[:n_p]]), (ctypes.c_longlong * len(tail))(*tail),
+            ctypes.c_uint(grid[0]), ctypes.c_uint(block[0]))
+
+
+@pytest.fixture
+def gpu(monkeypatch, tmp_path_factory):
+    """The module with CPU tensors counted as CUDA tensors, kernels run on the host."""
+    m = _m()
+    s = GraphStandIn(m, _emulator(m, tmp_path_factory.mktemp("emu")))
+    monkeypatch.setitem(m._CUDA, "available", True)
+    monkeypatch.setitem(m._CUDA, "cupy", s.cupy)
+    monkeypatch.setitem(m._CUDA, "modules", {})
+    monkeypatch.setitem(m._CUDA, "functions", {})
+    monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
+    monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
+    monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
+    return m, s
+
+
+def _graph(N=7, E=41, seed=0):
+    rng = np.random.default_rng(seed)
+    src = torch.tensor(rng.integers(0, N, E))
+    dst = torch.tensor(rng.integers(0, N - 1, E))  # node N-1 receives nothing
+    return rng, src, dst
+
+
+def _args(m, name, rng, N, E, C, dtype):
+    """Random arrays for graph diagram ``name``'s array inputs (per node, per edge)."""
+    shapes = {"message": [(N, C), (N, C, 3), (N, C, 5), (E, C), (E, C), (E, C)],
+              "painn_message": [(N, C), (N, C), (N, C), (N, C, 3), (E, C), (E, C), (E, C), (E, 3)],
+              "with_self": [(N, C, 3), (E, C), (N, C)]}[name]
+    return [torch.tensor(rng.standard_normal(s), dtype=dtype) for s in shapes]
+
+
+def _close(got, want, tol):
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+            continue
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert float((g - w).abs().max()) <= tol * max(1.0, float(w.abs().max()))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name", ["message", "painn_message"])
+def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol):
+    m, s = gpu
+    rng, src, dst = _graph()
+    args = _args(m, name, rng, 7, 41, 3, dtype)
+    want = getattr(m, name)(*args, src, dst, kernels=False)
+    assert s.launches == []
+    got = getattr(m, name)(*args, src, dst)
+    _close(got, want, tol)
+    kind = "f32" if dtype == torch.float32 else "f64"
+    # one launch: the fused kernel, no per-edge kernel and no per-edge array in between
+    assert [x[0] for x in s.launches] == [f"diagc_{name}_graph_kernel_{kind}"]
+    assert all(float(w.abs().max()) > 0 for w in (want if isinstance(want, tuple) else (want,)))
+
+
+def test_vjp_kernel_matches_the_array_code(gpu):
+    m, s = gpu
+    rng, src, dst = _graph(seed=1)
+    args = _args(m, "message", rng, 7, 41, 4, torch.float64)
+    cot = [torch.tensor(rng.standard_normal(s), dtype=torch.float64) for s in ((7, 4), (7, 4, 3), (7, 4, 5))]
+    want = m.message_vjp(*args, src, dst, *cot, kernels=False)
+    got = m.message_vjp(*args, src, dst, *cot)
+    _close(got, want, 1e-12)
+    assert [x[0] for x in s.launches] == ["diagc_message_vjp_graph_kernel_f64"]
+    # PaiNN's u (one vector per edge, shared by the channels) has a cotangent summed over channels:
+    # no fused VJP kernel, its VJP runs gathers, the per-edge VJP kernel and scatters
+    assert hasattr(m, "_painn_message_GRAPH") and not hasattr(m, "_painn_message_vjp_GRAPH")
+
+
+@pytest.mark.parametrize("name", ["message", "painn_message"])
+def test_autograd_through_the_fused_kernel(gpu, name):
+    """gradcheck: the forward kernel with the generated VJP as backward (the fused VJP kernel where
+    there is one); gradgradcheck: a gradient of that gradient (the differentiable array path)."""
+    m, s = gpu
+    rng, src, dst = _graph(N=5, E=11, seed=2)
+    args = [a.requires_grad_(True) for a in _args(m, name, rng, 5, 11, 2, torch.float64)]
+    fn = lambda *x: getattr(m, name)(*x, src, dst)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args)
+    symbols = {x[0] for x in s.launches}
+    assert f"diagc_{name}_graph_kernel_f64" in symbols
+    assert (f"diagc_{name}_vjp_graph_kernel_f64" in symbols) == (name == "message")
+    assert torch.autograd.gradgradcheck(fn, args)
+    # a loss through the kernel path and through the array code: the same gradients
+    outs = fn(*args)
+    loss = sum((o * o).sum() for o in outs)
+    grads = torch.autograd.grad(loss, args)
+    outs_ref = getattr(m, name)(*args, src, dst, kernels=False)
+    grads_ref = torch.autograd.grad(sum((o * o).sum() for o in outs_ref), args)
+    _close(tuple(grads), tuple(grads_ref), 1e-12)
+
+
+def test_per_node_terms_fall_back_with_the_reason(gpu):
+    m, s = gpu
+    assert not hasattr(m, "_with_self_GRAPH")
+    assert "no fused kernel: it has per-node terms" in m.with_self.__doc__
+    assert "one fused gather - per-edge product - sum-over-edges kernel" in m.message.__doc__
+    rng, src, dst = _graph(seed=3)
+    args = _args(m, "with_self", rng, 7, 41, 3, torch.float64)
+    _close(m.with_self(*args, src, dst), m.with_self(*args, src, dst, kernels=False), 1e-12)
+    assert not any("graph_kernel" in x[0] for x in s.launches)
+
+
+def test_bad_edge_lists_are_refused_before_the_kernel(gpu):
+    m, s = gpu
+    rng, src, dst = _graph(seed=4)
+    args = _args(m, "message", rng, 7, 41, 3, torch.float64)
+    bad = src.clone()
+    bad[5] = 7
+    with pytest.raises(ValueError, match=r"src holds node 7, outside 0\.\.6 \(n = 7 from i\)"):
+        m.message(*args, bad, dst)
+    with pytest.raises(ValueError, match="dst has dtype"):
+        m.message(*args, src, dst.double())
+    assert s.launches == []
+
+
+# ---------------------------------------------------------------------------------------------
+# the range of an edge list is read back once per edge list
+
+
+def _counting(monkeypatch, m):
+    calls = []
+    checked = m._range_checked
+    monkeypatch.setattr(m, "_range_checked", lambda b, idx, n: (calls.append(idx), checked(b, idx, n)))
+    return calls
+
+
+def test_an_edge_list_is_range_checked_once(monkeypatch):
+    m = _m()
+    calls = _counting(monkeypatch, m)
+    rng, src, dst = _graph(seed=5)
+    edge_index = torch.stack([dst, src])
+    args = _args(m, "message", rng, 7, 41, 3, torch.float64)
+    first = m.message(*args, edge_index[1], edge_index[0])
+    assert len(calls) == 2
+    for _ in range(3):  # a layer stack: fresh views of the same edge_index
+        _close(m.message(*args, edge_index[1], edge_index[0]), first, 0)
+    assert len(calls) == 2
+    m.message_vjp(*args, edge_index[1], edge_index[0], *first)  # the backward reads the same lists
+    assert len(calls) == 2
+    # the same memory with fewer nodes is checked again (and refused)
+    with pytest.raises(ValueError, match="outside 0..4"):
+        m.message(*[a[:5] if a.shape[0] == 7 else a for a in args], edge_index[1], edge_index[0])
+
+
+@pytest.mark.parametrize("edit", ["index", "view", "base"])
+def test_the_cache_cannot_hide_an_edited_edge_list(monkeypatch, edit):
+    m = _m()
+    rng, src, dst = _graph(seed=6)
+    edge_index = torch.stack([dst, src])
+    args = _args(m, "message", rng, 7, 41, 3, torch.float64)
+    m.message(*args, edge_index[1], edge_index[0])
+    if edit == "index":
+        edge_index[1, 3] = 9
+    elif edit == "view":
+        edge_index[1][3] = 9
+    else:
+        edge_index.add_(2)  # every node number + 2: 8 appears
+    with pytest.raises(ValueError, match=r"src holds node (9|8), outside 0\.\.6"):
+        m.message(*args, edge_index[1], edge_index[0])
+
+
+def test_a_new_edge_list_at_freed_memory_is_checked(monkeypatch):
+    """A list checked, freed, and a bad one made (possibly at the same address): checked afresh."""
+    m = _m()
+    calls = _counting(monkeypatch, m)
+    rng, src, dst = _graph(seed=7)
+    args = _args(m, "message", rng, 7, 41, 3, torch.float64)
+    m.message(*args, src.clone(), dst)
+    bad = src.clone()
+    bad[0] = 11
+    with pytest.raises(ValueError, match="src holds node 11"):
+        m.message(*args, bad, dst)
+    assert len(calls) == 2  # src's first copy and dst; the bad one was refused, never cached
