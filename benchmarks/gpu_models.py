@@ -411,7 +411,9 @@ class GraphKernels:
             else:
                 raise ValueError(f"diagc_{name}_graph_kernel: parameter {p!r} is not handled by this benchmark")
         chans = [v for (k, v), p in zip(values, params) if p.startswith("ch")]
-        total = edges * math.prod(chans)
+        from compiler.targets.cuda.graph import EDGES_PER_THREAD
+
+        total = (edges + EDGES_PER_THREAD - 1) // EDGES_PER_THREAD * math.prod(chans)  # a thread per run of edges
         grid = ((total + block - 1) // block, 1, 1)
         if self.how.startswith("NVRTC"):
             import numpy as np

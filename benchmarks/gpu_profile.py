@@ -43,6 +43,7 @@ class ProfilingPart(Part):
                 for _ in range(3):
                     f()
                 sync()
+                syncs = sync_check(torch, f) if cuda else "not checked (CPU)"
                 host, wall = [], []
                 for _ in range(5):
                     t0 = time.perf_counter()
@@ -60,10 +61,30 @@ class ProfilingPart(Part):
                 key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
                 table = prof.key_averages().table(sort_by=key, row_limit=TOP, max_name_column_width=60)
                 self.report.append(f"### {k}\nhost time of a call (no sync) {min(host):.3f} ms; wall with "
-                                   f"sync {min(wall):.3f} ms (best of 5); profile of 3 calls:\n```\n{table}\n```\n")
+                                   f"sync {min(wall):.3f} ms (best of 5); device synchronisation in a steady-state "
+                                   f"call: {syncs}; profile of 3 calls:\n```\n{table}\n```\n")
             except Exception as exc:  # noqa: BLE001 - reported, the others go on
                 self.report.append(f"- {k}: failed: {type(exc).__name__}: {exc}\n")
             print(f"[{self.name}] profiled {title}: {k}", flush=True)
+
+
+def sync_check(torch, f) -> str:
+    """One call of ``f`` under torch.cuda.set_sync_debug_mode("error"): 'none', or the first torch
+    operation that synchronised the host with the device (the call is cut there)."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        f()
+        return "none"
+    except RuntimeError as exc:
+        import traceback
+
+        frames = [fr for fr in traceback.extract_tb(exc.__traceback__) if "site-packages" not in fr.filename]
+        where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno} ({frames[-1].line})" if frames else ""
+        return f"yes: {str(exc).splitlines()[0][:120]}{where}"
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+        torch.cuda.synchronize()
 
 
 def main(argv=None) -> int:

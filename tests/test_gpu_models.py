@@ -74,7 +74,10 @@ class StandIn:
         block_size, params = self.params[name]
         assert len(args) == len(params) and block == (block_size, 1, 1)
         sizes = {p: int(a) for p, a in zip(params, args) if p in ("edges", "ch0")}
-        assert grid[0] * block_size >= sizes["edges"] * sizes["ch0"] > (grid[0] - 1) * block_size
+        from compiler.targets.cuda.graph import EDGES_PER_THREAD
+
+        threads = -(-sizes["edges"] // EDGES_PER_THREAD) * sizes["ch0"]  # a thread per run of edges and channel
+        assert grid[0] * block_size >= threads > (grid[0] - 1) * block_size
         arrays = {}
         for p, a in zip(params, args):
             if p.startswith("list_"):

@@ -100,7 +100,8 @@ class GraphStandIn(StandIn):
         assert len(args) == n_p + 1 + len(cfg["channels"]) and shared_mem == 0
         assert all(type(a) is np.uint64 for a in args[:n_p]) and all(type(a) is np.int64 for a in args[n_p:])
         tail = [int(a) for a in args[n_p:]]
-        assert block == (cfg["block"], 1, 1) and grid == (-(-tail[0] * int(np.prod(tail[1:])) // block[0]), 1, 1)
+        runs = -(-tail[0] // cfg["edges_per_thread"])
+        assert block == (cfg["block"], 1, 1) and grid == (-(-runs * int(np.prod(tail[1:])) // block[0]), 1, 1)
         self.launches.append((symbol, grid, block, shared_mem))
         run = getattr(self.lib, f"run_{symbol}")
         run.restype = None
@@ -123,11 +124,12 @@ def gpu(monkeypatch, tmp_path_factory):
     return m, s
 
 
-def _graph(N=7, E=41, seed=0):
+def _graph(N=7, E=41, seed=0, ordered=False):
+    """A random graph; ``ordered``: dst sorted (runs of edges into one node, as a neighbour list)."""
     rng = np.random.default_rng(seed)
     src = torch.tensor(rng.integers(0, N, E))
     dst = torch.tensor(rng.integers(0, N - 1, E))  # node N-1 receives nothing
-    return rng, src, dst
+    return rng, src, torch.sort(dst).values if ordered else dst
 
 
 def _args(m, name, rng, N, E, C, dtype):
@@ -152,9 +154,10 @@ def _close(got, want, tol):
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("name", ["message", "painn_message"])
-def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol):
+@pytest.mark.parametrize("ordered", [False, True])
+def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol, ordered):
     m, s = gpu
-    rng, src, dst = _graph()
+    rng, src, dst = _graph(ordered=ordered)
     args = _args(m, name, rng, 7, 41, 3, dtype)
     want = getattr(m, name)(*args, src, dst, kernels=False)
     assert s.launches == []
@@ -168,7 +171,7 @@ def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol)
 
 def test_vjp_kernel_matches_the_array_code(gpu):
     m, s = gpu
-    rng, src, dst = _graph(seed=1)
+    rng, src, dst = _graph(seed=1, ordered=True)
     args = _args(m, "message", rng, 7, 41, 4, torch.float64)
     cot = [torch.tensor(rng.standard_normal(s), dtype=torch.float64) for s in ((7, 4), (7, 4, 3), (7, 4, 5))]
     want = m.message_vjp(*args, src, dst, *cot, kernels=False)
@@ -284,3 +287,15 @@ def test_a_new_edge_list_at_freed_memory_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="src holds node 11"):
         m.message(*args, bad, dst)
     assert len(calls) == 2  # src's first copy and dst; the bad one was refused, never cached
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
+def test_nvcc_compiles_the_embedded_graph_kernels(tmp_path):
+    """The module's CUDA source with its forward and VJP graph kernels, as NVRTC will see it."""
+    m = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
+    for symbol in ("diagc_message_graph_kernel_f32", "diagc_message_vjp_graph_kernel_f64"):
+        assert f" {symbol}(" in m._CUDA_SOURCE
+    (tmp_path / "m.cu").write_text(m._CUDA_SOURCE)
+    run = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(tmp_path / "m.cu"), "-o", str(tmp_path / "m.o")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and "warning" not in run.stderr, run.stderr

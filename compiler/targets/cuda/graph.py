@@ -2,10 +2,12 @@
 
 A graph diagram (:mod:`compiler.frontend.graph`) whose per-edge diagram ``_NAME_edge`` lowers to an
 elementwise kernel gets, beside that diagram's own kernels, one kernel for the whole message-passing
-step: a thread per (edge, channel) element reads each gathered input at its edge list's node and each
-per-edge input at the edge, evaluates ``diagc__NAME_edge<T>`` in registers, and adds each message
-into its node with ``atomicAdd`` (a per-edge output is stored at the edge). No per-edge intermediate
-goes through global memory. Lowering (this module's dataclasses) and printing (:func:`print_graph`)
+step: a thread per channel element and run of ``EDGES_PER_THREAD`` consecutive edges reads each
+gathered input at its edge list's node and each per-edge input at the edge, evaluates
+``diagc__NAME_edge<T>`` in registers, adds up the messages of consecutive edges into one node there
+and adds each sum into its node with ``atomicAdd`` (one per edge on an unsorted list, one per node
+on a sorted one); a per-edge output is stored at the edge. No per-edge intermediate goes through
+global memory. Module functions launch it (``compiler.targets.python.graph``), forward and VJP. Lowering (this module's dataclasses) and printing (:func:`print_graph`)
 are kept apart as in the rest of the target.
 """
 
@@ -21,6 +23,9 @@ from .printer import _product
 
 #: threads a block of the graph kernel
 THREADS = 128
+#: consecutive edges a thread handles (for one channel element): their messages into one node (a
+#: sorted edge list) are added up in registers, one atomicAdd per node instead of one per edge
+EDGES_PER_THREAD = 8
 
 
 @dataclass(frozen=True)
@@ -141,21 +146,45 @@ def _outputs(gk: GraphKernel) -> list[str]:
     return list(dict.fromkeys(o.output for o in gk.outs))
 
 
+def _params(gk: GraphKernel, head: list[str], results: bool) -> list[str]:
+    """The parameters of a device function: ``head``, the edge lists, the inputs, then the result
+    arrays (``results``) or the outputs, then the channel sizes."""
+    k = gk.edge
+    n = len(k.channels)
+    lines = list(head)
+    lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
+    lines += [f"    const T* __restrict__ in_{i.name}," for i in k.inputs]
+    if results:
+        lines += [f"    T* __restrict__ r_{res.name}," for res in k.results]
+    else:
+        lines += [f"    T* __restrict__ out_{o}," for o in _outputs(gk)]
+    lines.append("    const long long " + ", const long long ".join(f"ch{p}" for p in range(n)) + ")"
+                 if n else "    const long long unused)")
+    return lines
+
+
+def _call_args(gk: GraphKernel, head: str, results: bool) -> str:
+    k = gk.edge
+    args = [head] + [f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs]
+    args += [f"r_{res.name}" for res in k.results] if results else [f"out_{o}" for o in _outputs(gk)]
+    args += [f"ch{p}" for p in range(len(k.channels))] or ["0LL"]
+    return ", ".join(args)
+
+
 def _element_function(gk: GraphKernel) -> list[str]:
+    """Three device functions: ``_graph_compute`` (edge b's results for channel element c, read
+    through the edge lists, in registers), ``_graph_element`` (those added into their nodes and
+    stored per edge: one (edge, element)) and ``_graph_run`` (edges first..last-1 of element c, each
+    message accumulated in registers while its node stays the same, added into the node when it
+    changes: one atomicAdd per run of edges into one node of a sorted edge list)."""
     k = gk.edge
     n = len(k.channels)
     chans = _product([f"ch{p}" for p in range(n)])
-    lines = [
-        "template <typename T>",
-        f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_element(",
-        "    const long long b, const long long c,",
-    ]
-    lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
-    lines += [f"    const T* __restrict__ in_{i.name}," for i in k.inputs]
-    lines += [f"    T* __restrict__ out_{o}," for o in _outputs(gk)]
-    lines.append("    const long long " + ", const long long ".join(f"ch{p}" for p in range(n)) + ")"
-                 if n else "    const long long unused)")
+    lines = ["template <typename T>"]
+    lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_compute(",
+                          "    const long long b, const long long c,"], results=True)
     lines += ["{", f"    const long long chans = {chans};", "    (void)chans;"]
+    lines += [f"    (void)list_{name};" for name in gk.lists if all(r.edge_list != name for r in gk.rows)]
     if any(not v.dense and v.places for v in k.views):
         for p in range(n):
             lines.append(f"    const long long i{p} = (c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p};")
@@ -176,18 +205,55 @@ def _element_function(gk: GraphKernel) -> list[str]:
             per_row = _product([f"ch{p}" for p in v.places])
             at = f"row_{v.input} * {per_row} + {inner}" if r.batched else inner
         lines.append(f"    const T* view{j} = in_{v.input} + ({at}) * {v.size};")
-    for res in k.results:
-        lines.append(f"    T r_{res.name}[{res.size}];")
     args = [f"view{j}" for j in range(len(k.views))] + [f"r_{res.name}" for res in k.results]
-    lines.append(f"    diagc_{k.name}<T>({', '.join(args)});")
+    lines += [f"    diagc_{k.name}<T>({', '.join(args)});", "}", ""]
+
+    def store(o, res, indent):
+        return (f"{indent}for (int g = 0; g < {res.size}; ++g) out_{o.output}[(b * chans + c) * {res.size} + g] = "
+                f"r_{res.name}[g];")
+
+    lines.append("template <typename T>")
+    lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_element(",
+                          "    const long long b, const long long c,"], results=False)
+    lines += ["{", f"    const long long chans = {chans};"]
+    lines += [f"    T r_{res.name}[{res.size}];" for res in k.results]
+    lines.append(f"    diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});")
     for o, res in zip(gk.outs, k.results):
         if o.edge_list is not None:
             lines.append(f"    T* const to_{o.output}_{res.name} = out_{o.output} + (list_{o.edge_list}[b] * chans + c) * {res.size};")
             lines.append(f"    for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(to_{o.output}_{res.name} + g, "
                          f"r_{res.name}[g]);")
         else:
-            lines.append(f"    for (int g = 0; g < {res.size}; ++g) out_{o.output}[(b * chans + c) * {res.size} + g] = "
-                         f"r_{res.name}[g];")
+            lines.append(store(o, res, "    "))
+    lines += ["}", ""]
+
+    summed = [(o, res) for o, res in zip(gk.outs, k.results) if o.edge_list is not None]
+    lines.append("template <typename T>")
+    lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_run(",
+                          "    const long long first, const long long last, const long long c,"], results=False)
+    lines += ["{", f"    const long long chans = {chans};"]
+    for o, res in summed:
+        lines += [f"    T acc_{res.name}[{res.size}];", f"    long long at_{res.name} = -1;"]
+    lines += [f"    T r_{res.name}[{res.size}];" for res in k.results]
+    lines += ["    for (long long b = first; b < last; ++b) {",
+              f"        diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
+    for o, res in summed:
+        lines += [f"        const long long node_{res.name} = list_{o.edge_list}[b];",
+                  f"        if (node_{res.name} != at_{res.name}) {{",
+                  f"            if (at_{res.name} >= 0)",
+                  f"                for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
+                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);",
+                  f"            at_{res.name} = node_{res.name};",
+                  f"            for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] = r_{res.name}[g];",
+                  "        } else {",
+                  f"            for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] += r_{res.name}[g];",
+                  "        }"]
+    lines += [store(o, res, "        ") for o, res in zip(gk.outs, k.results) if o.edge_list is None]
+    lines.append("    }")
+    for o, res in summed:
+        lines += [f"    if (at_{res.name} >= 0)",
+                  f"        for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
+                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);"]
     lines.append("}")
     return lines
 
@@ -200,7 +266,8 @@ def print_graph(gk: GraphKernel) -> str:
     ch_params = "".join(f", const long long ch{p}" for p in range(n))
     ch_args = ", ".join(f"ch{p}" for p in range(n)) or "0LL"
     outs = _outputs(gk)
-    lines = ["", f"// ---- {gk.name}: gather, per-edge product ({k.name}), sum over edges; one thread per (edge, channel)",
+    lines = ["", f"// ---- {gk.name}: gather, per-edge product ({k.name}), sum over edges; one thread per channel "
+             f"element and {EDGES_PER_THREAD} consecutive edges",
              "// Messages are added into the node outputs (atomicAdd): pass them zeroed, or holding the per-node",
              "// terms. Edge lists are int64 node numbers, checked by the caller (0 <= node < nodes)."]
     for r in gk.rows:
@@ -221,8 +288,10 @@ def print_graph(gk: GraphKernel) -> str:
         lines += [f"    const long long edges{ch_params})", "{",
                   f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
                   f"    const long long el = (long long)blockIdx.x * {THREADS} + threadIdx.x;",
-                  "    if (el >= edges * chans) return;",
-                  f"    diagc_{gk.name}_graph_element<{ctype}>(el / chans, el % chans, "
+                  f"    if (el >= (edges + {EDGES_PER_THREAD - 1}) / {EDGES_PER_THREAD} * chans) return;",
+                  f"    const long long first = el / chans * {EDGES_PER_THREAD};",
+                  f"    const long long last = first + {EDGES_PER_THREAD} < edges ? first + {EDGES_PER_THREAD} : edges;",
+                  f"    diagc_{gk.name}_graph_run<{ctype}>(first, last, el % chans, "
                   + "".join(f"list_{name}, " for name in gk.lists)
                   + "".join(f"in_{i.name}, " for i in k.inputs)
                   + "".join(f"out_{o}, " for o in outs) + f"{ch_args});",
@@ -236,7 +305,8 @@ def print_graph(gk: GraphKernel) -> str:
         lines += [f"    {ctype}* out_{o}," for o in outs]
         lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}, cudaStream_t stream)", "{",
                   "    if (edges < 0" + "".join(f" || ch{p} < 0" for p in range(n)) + ") return (int)cudaErrorInvalidValue;",
-                  f"    const long long total = edges{''.join(f' * ch{p}' for p in range(n))};",
+                  f"    const long long total = (edges + {EDGES_PER_THREAD - 1}) / {EDGES_PER_THREAD}"
+                  f"{''.join(f' * ch{p}' for p in range(n))};",
                   "    if (total == 0) return 0;",
                   "    if (" + " || ".join(f"!{p}" for p in pointers) + ") return (int)cudaErrorInvalidValue;",
                   f"    const long long blocks = (total + {THREADS - 1}) / {THREADS};",

@@ -244,8 +244,9 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
     not (0), its channel axes and geometric dims; per output parameter 'n' (a sum over edges into
     nodes: zeroed first) or 'e' (per edge), channel axes, dims; per result of the function the
     output parameter it is, or ('zeros', k): zeros like array k; the kernel's channel axes; the
+    consecutive edges a thread handles; the
     function's declared inputs as ('a', array) or ('l', edge list)."""
-    from ..cuda.graph import THREADS, _outputs, graph_kernel_symbol
+    from ..cuda.graph import EDGES_PER_THREAD, THREADS, _outputs, graph_kernel_symbol
     from ..cuda.kernels import module_config
 
     d = g.diagram
@@ -285,6 +286,6 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
             k_a += 1
     return {"name": gk.name, "symbols": {"float32": graph_kernel_symbol(gk.name, "f32"),
                                          "float64": graph_kernel_symbol(gk.name, "f64")},
-            "block": THREADS, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
+            "block": THREADS, "edges_per_thread": EDGES_PER_THREAD, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
             "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order)}
 

@@ -418,6 +418,8 @@ class _Torch(_Compiling):
             return x
         if like is None:
             return self.xp.as_tensor(x)
+        if isinstance(x, (int, float)) and like.device.type != "cpu":  # filled there: no copy, no sync
+            return self.xp.full((), x, dtype=like.dtype, device=like.device)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
 
     def einsum_blas(self, spec, *operands):
@@ -895,9 +897,10 @@ def _graph_kernel(b, cfg, arrays, lists, n, vjp):
 
 
 def _graph_launch(b, cfg, arrays, lists, n):
-    """One launch of the fused kernel: a thread per (edge, channel) reads its gathered and per-edge
-    inputs, computes the per-edge product in registers, adds messages into their nodes (outputs
-    zeroed first) and stores per-edge outputs. Arguments were checked by _graph_args."""
+    """One launch of the fused kernel: a thread per channel element and run of consecutive edges
+    reads its gathered and per-edge inputs, computes the per-edge products in registers, adds the
+    messages into their nodes (outputs zeroed first) and stores per-edge outputs. Arguments were
+    checked by _graph_args."""
     import math
 
     import numpy
@@ -924,7 +927,8 @@ def _graph_launch(b, cfg, arrays, lists, n):
             with b.xp.cuda.Device(index):
                 outs.append(make(shape, dtype=arrays[0].dtype))
     results = tuple(outs[j] if kind == "out" else b.xp.zeros_like(arrays[j]) for kind, j in cfg["results"])
-    total = edges * math.prod(chans)
+    runs = (edges + cfg["edges_per_thread"] - 1) // cfg["edges_per_thread"]
+    total = runs * math.prod(chans)  # a thread per channel element and run of consecutive edges
     if total == 0:
         return results
     ptr = (lambda x: numpy.uint64(x.data_ptr())) if torch else (lambda x: numpy.uint64(x.data.ptr))
