@@ -5,15 +5,15 @@ state_dict unchanged (``load_state_dict``, strict) and its ``forward(z, pos, bat
 torchmd-net's representation model returns: ``(x, None, z, pos, batch)`` with ``x`` the per-atom
 invariant features (N, hidden_channels). Every operation on 3x3 features (compose, decompose, the
 channel mixings, the products, norms) is a diagram of ``diagrams/tensornet_layer.diag``,
-``tensornet.diag`` or ``tensornet_so3.diag``, and the interaction's message passing (the parts
-gathered at an edge's source, scaled, summed over the edges arriving at a node) the graph diagram
-``message`` of ``examples/tensornet_graph.diag``; all are checked equivariant and compiled when
-this file is imported. Torch code does the rest:
+``tensornet.diag`` or ``tensornet_so3.diag``, and the message passing the graph diagrams of
+``examples/tensornet_graph.diag``: the interaction's ``message`` (the parts gathered at an edge's
+source, scaled, summed over the edges arriving at a node) and the embedding's ``embed`` (the edge
+parts scaled by emb2 of the two atoms, summed at the receiver), one fused CUDA kernel each on the
+GPU; all are checked equivariant and compiled when this file is imported. Torch code does the rest:
 
 * invariant functions: the radial basis, the cutoff, the scalar MLPs and LayerNorms,
   ``1 / (|X|^2 + 1)``;
-* the neighbour list (brute force within the cutoff, per molecule of ``batch``) and the
-  embedding's sum of its edge parts at each receiving node.
+* the neighbour list (brute force within the cutoff, per molecule of ``batch``).
 
 Features cross the graph in compact form, the parts (i, a, t) of X = i delta - eps a + P(2) t
 (1 + 3 + 5 numbers per channel, see ``tensornet_layer.diag``), where torchmd-net sends I, A as a
@@ -181,17 +181,16 @@ class TensorEmbedding(nn.Module):
 
     def forward(self, z, edge_index, edge_weight, edge_unit, edge_attr):
         C = self.hidden_channels
-        Zij = self.emb2(self.emb(z).index_select(0, edge_index.t().reshape(-1)).view(-1, 2 * C))
-        CZij = self.cutoff(edge_weight).unsqueeze(-1) * Zij
-        # the three radial projections as one matrix product: (E, 3C)
+        # emb2 of the pair (Z_dst, Z_src) is linear: its two halves applied per atom, read at each edge
+        Z = self.emb(z)
+        zd = nn.functional.linear(Z, self.emb2.weight[:, :C], self.emb2.bias)
+        zs = nn.functional.linear(Z, self.emb2.weight[:, C:])
+        # the three radial projections as one matrix product: (E, 3C), times the cutoff
         projs = (self.distance_proj1, self.distance_proj2, self.distance_proj3)
         proj = nn.functional.linear(edge_attr, torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs]))
-        fI, fA, fS = (CZij * f for f in proj.view(-1, 3, C).unbind(1))
+        w0, w1, w2 = (proj * self.cutoff(edge_weight).unsqueeze(-1)).view(-1, 3, C).unbind(1)
         # per-edge basis (1, r, P(2) r r) of the parts i, a, t, each scaled and summed at the receiver
-        dst = edge_index[0]
-        i = fI.new_zeros((len(z), C)).index_add_(0, dst, fI)
-        a = fA.new_zeros((len(z), C, 3)).index_add_(0, dst, fA[:, :, None] * edge_unit[:, None, :])
-        t = fS.new_zeros((len(z), C, 5)).index_add_(0, dst, fS[:, :, None] * LAYER.edge_sph2(edge_unit)[:, None, :])
+        i, a, t = GRAPH.embed(zd, zs, w0, w1, w2, edge_unit, LAYER.edge_sph2(edge_unit), edge_index[1], edge_index[0])
         norm = self.init_norm(LAYER.parts_norm(i, a, t))
         for linear in self.linears_scalar:
             norm = self.act(linear(norm))
