@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +207,30 @@ def test_autograd_through_the_fused_kernel(gpu, name):
     outs_ref = getattr(m, name)(*args, src, dst, kernels=False)
     grads_ref = torch.autograd.grad(sum((o * o).sum() for o in outs_ref), args)
     _close(tuple(grads), tuple(grads_ref), 1e-12)
+
+
+def test_strided_and_int32_edge_lists_and_cupy_arrays(gpu, monkeypatch):
+    """A strided torch edge list (a column of an (E, 2) array) and int32 lists are handed to the
+    kernel as contiguous int64; cupy arrays (tests/fake_cupy.py) run the same kernel."""
+    import fake_cupy
+
+    m, s = gpu
+    rng, src, dst = _graph(seed=8, ordered=True)
+    args = _args(m, "painn_message", rng, 7, 41, 3, torch.float64)
+    want = m.painn_message(*args, src, dst, kernels=False)
+    pairs = torch.stack([src, dst], 1)  # (E, 2): columns with stride 2
+    _close(m.painn_message(*args, pairs[:, 0], pairs[:, 1].int()), want, 1e-12)
+    cp = fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(cp, "RawModule", s.cupy.RawModule, raising=False)
+    monkeypatch.setattr(cp, "cuda", s.cupy.cuda, raising=False)
+    monkeypatch.setattr(cp, "ascontiguousarray", fake_cupy._function("ascontiguousarray"), raising=False)
+    monkeypatch.setattr(fake_cupy.ndarray, "data", property(lambda a: types.SimpleNamespace(ptr=a.ctypes.data)),
+                        raising=False)
+    got = m.painn_message(*[cp.asarray(a.numpy()) for a in args], cp.asarray(src.numpy().astype(np.int32)),
+                          cp.asarray(dst.numpy()))
+    assert all(type(g).__module__ == "cupy" for g in got)
+    _close(tuple(torch.from_numpy(fake_cupy.asnumpy(g)) for g in got), want, 1e-12)
+    assert [x[0] for x in s.launches] == ["diagc_painn_message_graph_kernel_f64"] * 2
 
 
 def test_per_node_terms_fall_back_with_the_reason(gpu):

@@ -931,6 +931,11 @@ def _graph_launch(b, cfg, arrays, lists, n):
     total = runs * math.prod(chans)  # a thread per channel element and run of consecutive edges
     if total == 0:
         return results
+    if torch:  # int64 already (_edge_list); a strided view is copied
+        lists = [idx.contiguous() for idx in lists]
+    else:
+        with b.xp.cuda.Device(index):
+            lists = [b.xp.ascontiguousarray(idx.astype("int64", copy=False)) for idx in lists]
     ptr = (lambda x: numpy.uint64(x.data_ptr())) if torch else (lambda x: numpy.uint64(x.data.ptr))
     params = [ptr(lists[j]) for j in cfg["lists"]] + [ptr(x) for x in xs] + [ptr(o) for o in outs]
     params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans]
