@@ -5,9 +5,11 @@ elementwise kernel gets, beside that diagram's own kernels, one kernel for the w
 step: a thread per channel element and run of ``EDGES_PER_THREAD`` consecutive edges reads each
 gathered input at its edge list's node and each per-edge input at the edge, evaluates
 ``diagc__NAME_edge<T>`` in registers, adds up the messages of consecutive edges into one node there
-and adds each sum into its node with ``atomicAdd`` (one per edge on an unsorted list, one per node
-on a sorted one); a per-edge output is stored at the edge. No per-edge intermediate goes through
-global memory. Module functions launch it (``compiler.targets.python.graph``), forward and VJP. Lowering (this module's dataclasses) and printing (:func:`print_graph`)
+and adds each sum into its node with ``atomicAdd`` (one per edge on an unsorted list, one per run
+of up to ``EDGES_PER_THREAD`` edges into one node on a sorted one); a per-edge output is stored at
+the edge. No per-edge intermediate goes through global memory. Module functions launch it
+(``compiler.targets.python.graph``), forward and VJP. Lowering (this module's dataclasses) and
+printing (:func:`print_graph`)
 are kept apart as in the rest of the target.
 """
 
@@ -24,7 +26,7 @@ from .printer import _product
 #: threads a block of the graph kernel
 THREADS = 128
 #: consecutive edges a thread handles (for one channel element): their messages into one node (a
-#: sorted edge list) are added up in registers, one atomicAdd per node instead of one per edge
+#: sorted edge list) are added up in registers, one atomicAdd per such run instead of one per edge
 EDGES_PER_THREAD = 8
 
 
