@@ -9,8 +9,7 @@ and adds each sum into its node with ``atomicAdd`` (one per edge on an unsorted 
 of up to ``EDGES_PER_THREAD`` edges into one node on a sorted one); a per-edge output is stored at
 the edge. No per-edge intermediate goes through global memory. Module functions launch it
 (``compiler.targets.python.graph``), forward and VJP. Lowering (this module's dataclasses) and
-printing (:func:`print_graph`)
-are kept apart as in the rest of the target.
+printing (:func:`print_graph`) are kept apart as in the rest of the target.
 """
 
 from __future__ import annotations
