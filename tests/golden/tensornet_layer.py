@@ -3540,6 +3540,8 @@ class _Torch(_Compiling):
             return x
         if like is None:
             return self.xp.as_tensor(x)
+        if isinstance(x, (int, float)) and like.device.type != "cpu":  # filled there: no copy, no sync
+            return self.xp.full((), x, dtype=like.dtype, device=like.device)
         return self.xp.as_tensor(x, dtype=like.dtype, device=like.device)
 
     def einsum_blas(self, spec, *operands):
