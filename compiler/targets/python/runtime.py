@@ -222,13 +222,14 @@ class _Backend:
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        try:
-            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
-        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
-            direct = False
-        if out is not None and direct:  # nothing to sum: written in place by the emitted code
-            return body(*args, out=out, fused=fused)
+        if out is not None:
+            try:
+                batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+                direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+            except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+                direct = False
+            if direct:  # nothing to sum: written in place by the emitted code
+                return body(*args, out=out, fused=fused)
         if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
                 and not self.exact(args[0]):
             summed = weights[1](self, *args)
@@ -1063,7 +1064,8 @@ def _composite_vjp(where, fn, args, at, cotangents, fused, kernels):
 # let the launcher below be imported and tested on its own.
 _CUDA_SOURCE = None
 _OP_NAMESPACE = "diagc_runtime"
-_CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None}
+_CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
+         "autograd": None, "specs": None}
 MIXING = "blas"
 _KERNEL_SPECS = ()
 
@@ -1179,29 +1181,29 @@ def _cuda_function(symbol, device):
     return fn
 
 
-def _kernel_launch(b, cfg, args):
-    """Runs the kernel of ``cfg`` on CUDA arrays ``args`` (checked; a non-contiguous input, or one
-    broadcast over some but not all batch axes, is copied first) into new outputs, on the current
-    stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list)."""
+def _launch_plan(b, cfg, args):
+    """What a launch of ``cfg``'s kernel on ``args`` needs that depends only on their dtypes, devices,
+    shapes and strides (the key of _CUDA["plans"], see _kernel_launch): the arguments checked by
+    _kernel_plan (the same errors; nothing is cached for bad arguments), per input whether it is
+    passed as it is (None), copied to row-major order (True) or broadcast to the batch and copied
+    (the shape), the outputs' shapes and which are zeroed first (added into), the grid (None: nothing
+    to launch), the kernel's batch flags and size arguments, its symbol and shared memory."""
     import math
 
     import numpy
 
     dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
     torch = b.root == "torch"
-    index = _device_index(b, device)
-    shapes = _kernel_outputs(cfg, (dtype, device, batch, sizes))
-    if torch:
-        xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
-              for x, mode, s in zip(args, modes, batches)]
-        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
-                for k, s in enumerate(shapes)]  # a summed output is added into
-    else:
-        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
-            xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
-                  for x, mode, s in zip(args, modes, batches)]
-            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
-                    for k, s in enumerate(shapes)]
+    copies = []
+    for x, mode, s in zip(args, modes, batches):
+        if mode == 2:  # broadcast over some but not all batch axes: expanded and copied
+            copies.append(batch + tuple(x.shape)[_len(s):])
+        elif not (x.is_contiguous() if torch else x.flags.c_contiguous):
+            copies.append(True)
+        else:
+            copies.append(None)
+    shapes = tuple(tuple(s) for s in _kernel_outputs(cfg, (dtype, device, batch, sizes)))
+    summed = tuple(k in cfg.get("summed", ()) for k in range(_len(shapes)))
     rows = math.prod(batch)
     if cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
@@ -1216,24 +1218,62 @@ def _kernel_launch(b, cfg, args):
         empty = rows == 0 or cout == 0
         if grid[1] > 65535:
             raise ValueError(f"channel axis '{cfg['channels'][1]}' of size {cout} is too large for the kernel")
-    if empty:
-        return outs
-    if grid[0] > 2147483647:
+    if not empty and grid[0] > 2147483647:
         raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    return (tuple(copies) if any(c is not None for c in copies) else None, shapes, summed,
+            None if empty else grid, (cfg["block"], 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
+            tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype],
+            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8))
+
+
+def _kernel_launch(b, cfg, args):
+    """Runs the kernel of ``cfg`` on CUDA arrays ``args`` (checked; a non-contiguous input, or one
+    broadcast over some but not all batch axes, is copied first) into new outputs, on the current
+    stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list). Everything
+    that depends only on the inputs' dtypes, devices, shapes and strides (checks, copies, output
+    shapes, grid, size arguments) is planned once per such key (_launch_plan) and cached: a call
+    then allocates the outputs, reads the data pointers and launches. Nothing waits for the device."""
+    import numpy
+
+    torch = b.root == "torch"
+    if torch:
+        key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
+    else:
+        key = (cfg["name"],) + tuple((x.dtype, x.device.id, x.shape, x.strides) for x in args)
+    plans = _CUDA["plans"]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _launch_plan(b, cfg, args)
+        if _len(plans) >= 4096:  # shapes that keep changing: start again rather than grow
+            plans.clear()
+        plans[key] = plan
+    copies, shapes, summed, grid, block, flags, tail, symbol, shared = plan
+    like = args[0]
+    index = _device_index(b, like.device)
+    if torch:
+        xs = args if copies is None else [x if c is None else x.contiguous() if c is True else x.expand(c).contiguous()
+                                          for x, c in zip(args, copies)]
+        outs = [like.new_zeros(s) if z else like.new_empty(s) for s, z in zip(shapes, summed)]  # summed: added into
+    else:
+        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
+            xs = args if copies is None else [
+                x if c is None else b.xp.ascontiguousarray(x if c is True else b.xp.broadcast_to(x, c))
+                for x, c in zip(args, copies)]
+            outs = [(b.xp.zeros if z else b.xp.empty)(s, dtype=like.dtype) for s, z in zip(shapes, summed)]
+    if grid is None:
+        return outs
     params = []
-    for x, mode in zip(xs, modes):
-        params += [numpy.uint64(x.data_ptr() if torch else x.data.ptr), numpy.int32(mode != 0)]
+    for x, flag in zip(xs, flags):
+        params += (numpy.uint64(x.data_ptr() if torch else x.data.ptr), flag)
     params += [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
-    params += [numpy.int64(v) for v in tail]
-    fn = _cuda_function(cfg["symbols"][dtype], index)
-    shared = cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8)
+    fn = _CUDA["functions"].get((index, symbol)) or _cuda_function(symbol, index)
     cp = _CUDA["cupy"]
     with cp.cuda.Device(index):
         if torch:
-            with cp.cuda.ExternalStream(_torch_stream(b, device), index):
-                fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+            with cp.cuda.ExternalStream(_torch_stream(b, like.device), index):
+                fn(grid, block, tuple(params) + tail, shared_mem=shared)
         else:
-            fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+            fn(grid, block, tuple(params) + tail, shared_mem=shared)
     return outs
 
 
@@ -1245,7 +1285,11 @@ def _device_index(b, device):
 
 
 def _torch_stream(b, device):
-    """The handle of torch's current stream on ``device``: the kernel runs in order with torch's work."""
+    """The handle of torch's current stream on ``device``: the kernel runs in order with torch's work
+    (torch's raw-stream query where it has one: no Stream object made per call)."""
+    raw = getattr(b.xp._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(_device_index(b, device))
     return b.xp.cuda.current_stream(device).cuda_stream
 
 
@@ -1257,13 +1301,77 @@ def _kernel_body(b, cfg):
 
 
 def _kernel_call(b, spec, args, out):
-    """``spec``'s function on its CUDA kernel: for torch through its custom op (differentiable by the
-    generated NAME_vjp, traceable by torch.compile), for cupy directly."""
-    if b.root == "cupy":
-        return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
-    if out is None:
-        return _torch_ops()[spec[5]["name"]](*args)
+    """``spec``'s function on its CUDA kernel. torch tensors: launched from here (recorded for autograd
+    by _kernel_autograd, whose backward is the generated NAME_vjp) when _kernel_eager says so, else
+    through the function's custom op (torch.compile, torch.func, tensor subclasses); with ``out``,
+    written into it (out= records no gradient). cupy arrays: launched directly."""
+    if b.root == "torch" and out is None:
+        ops = _torch_ops()  # registered at the first call (a later torch.compile finds them made)
+        if not _kernel_eager(b, args):
+            return ops[spec[5]["name"]](*args)
+        if spec[1] is not None and b.differentiable(args):
+            return _kernel_autograd()(spec, *args)
+        return _kernel_result(b, spec, args)
     return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
+
+
+def _kernel_eager(b, args):
+    """Whether a torch call may launch its kernel without the custom op: plain tensors, outside
+    torch.compile's tracing and torch.func's transforms (which need the op's fake and vmap rules).
+    The same kernels and derivatives either way; the op costs a dispatcher round trip per call."""
+    torch = b.xp
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    for a in args:
+        if type(a) is not torch.Tensor and type(a) is not torch.nn.Parameter:
+            return False
+    return True
+
+
+def _kernel_result(b, spec, args):
+    """``spec``'s results computed by its kernel (fresh, contiguous): the custom op's implementation,
+    and the eager call's."""
+    result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
+    return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+
+
+def _kernel_autograd():
+    """A torch.autograd.Function over the kernels, made once per module: forward ``spec``'s kernel,
+    backward its generated NAME_vjp (itself a kernel, differentiable the same way: double backward).
+    What the custom op registers (register_autograd), without the dispatcher in between. Returned
+    is its C++ ``apply``: Function.apply's Python prologue only binds setup_context arguments (none
+    here) and unwraps torch.func's wrappers (_kernel_eager has excluded its transforms)."""
+    apply = _CUDA["autograd"]
+    if apply is None:
+        import torch
+
+        class _DiagcKernel(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, spec, *args):
+                ctx.spec = spec
+                ctx.save_for_backward(*args)
+                return _kernel_result(_BACKENDS["torch"], spec, args)
+
+            @staticmethod
+            def backward(ctx, *grads):  # grads of unused outputs arrive as zeros (materialised)
+                b, spec, args = _BACKENDS["torch"], ctx.spec, ctx.saved_tensors
+                vjp = None if b.xp.is_grad_enabled() or spec[4] is not None else _kernel_specs().get(spec[1].__name__)
+                if vjp is not None and _use_kernel(b, vjp, args + grads) and _kernel_eager(b, grads):
+                    result = _as_tuple(_kernel_result(b, vjp, args + grads))  # NAME_vjp's own kernel call
+                else:
+                    result = _vjp(b, spec, args, grads)
+                return (None,) + tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[1:]))
+
+        apply = _CUDA["autograd"] = super(torch.autograd.Function, _DiagcKernel).apply
+    return apply
+
+
+def _kernel_specs():
+    """The specs of the functions with a kernel, by name (made once per module)."""
+    specs = _CUDA["specs"]
+    if specs is None:
+        specs = _CUDA["specs"] = {spec[5]["name"]: spec for spec in _KERNEL_SPECS}
+    return specs
 
 
 def _torch_ops():
@@ -1297,9 +1405,7 @@ def _torch_ops():
 
 def _op_impl(spec):
     def impl(*args):
-        b = _BACKENDS["torch"]
-        result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
-        return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+        return _kernel_result(_BACKENDS["torch"], spec, args)
     return impl
 
 
