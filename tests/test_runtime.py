@@ -351,7 +351,9 @@ def test_runtime_size():
     torch's einsum_blas sent a weight's batch-summed cotangent to one torch.mm; 630 and 785 before
     results were written out by one backend method, deliver, and the kernel launcher's batch
     broadcast taken from the shape check; 597 and 752 before one _vjp served torch autograd, jax and
-    the custom ops)."""
+    the custom ops; 591 and 746 before the kernel path cached its launch plans per dtypes, devices,
+    shapes and strides and launched eager torch calls through its own autograd.Function rather than
+    the custom op: benchmarks/host_overhead.py measured tp_2e's forward host time 3-4x lower)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -359,4 +361,4 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 591 and sizes["tensornet"] <= 746, sizes
+    assert sizes["dot"] <= 664 and sizes["tensornet"] <= 819, sizes

@@ -614,7 +614,8 @@ extern \"C\" int diagc_matmul_so3_vjp_vjp_f64(
 #endif  // host launchers
 """
 _OP_NAMESPACE = "diagc_f81555667c259bba"
-_CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None}
+_CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
+         "autograd": None, "specs": None}
 #: channel mixing on CUDA arrays: "blas" (the array library's matmul, cuBLAS) or "kernel" (the
 #: generated tiled GEMM); gpu_bench measures both: on an H200, 32768 x 128, "blas" took 0.39 ms
 #: (float32) and 0.45 ms (float64) against the kernel's 0.56 and 1.33, so it is the default
@@ -725,13 +726,14 @@ class _Backend:
         if not sum_to:
             return body(*args, out=out, fused=fused)
         shapes = tuple(tuple(args[k].shape) for k in sum_to)
-        try:
-            batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
-            direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
-        except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
-            direct = False
-        if out is not None and direct:  # nothing to sum: written in place by the emitted code
-            return body(*args, out=out, fused=fused)
+        if out is not None:
+            try:
+                batch = self.batch(*(tuple(a.shape)[:len(a.shape) - n] for a, n in zip(args, trailing)))
+                direct = all(tuple(args[k].shape)[:len(args[k].shape) - trailing[k]] == batch for k in sum_to)
+            except (ValueError, RuntimeError):  # batch shapes that do not broadcast: the checks below say which
+                direct = False
+            if direct:  # nothing to sum: written in place by the emitted code
+                return body(*args, out=out, fused=fused)
         if weights is not None and all(args[k].ndim == trailing[k] for k in weights[2]) \
                 and not self.exact(args[0]):
             summed = weights[1](self, *args)
@@ -1090,26 +1092,23 @@ def _cuda_function(symbol, device):
     return fn
 
 
-def _kernel_launch(b, cfg, args):
+def _launch_plan(b, cfg, args):
     import math
 
     import numpy
 
     dtype, device, batch, sizes, modes, batches = _kernel_plan(b, cfg, args)
     torch = b.root == "torch"
-    index = _device_index(b, device)
-    shapes = _kernel_outputs(cfg, (dtype, device, batch, sizes))
-    if torch:
-        xs = [(x.expand(batch + tuple(x.shape)[len(s):]) if mode == 2 else x).contiguous()
-              for x, mode, s in zip(args, modes, batches)]
-        outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype, device=device)
-                for k, s in enumerate(shapes)]  # a summed output is added into
-    else:
-        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
-            xs = [b.xp.ascontiguousarray(b.xp.broadcast_to(x, batch + tuple(x.shape)[len(s):]) if mode == 2 else x)
-                  for x, mode, s in zip(args, modes, batches)]
-            outs = [(b.xp.zeros if k in cfg.get("summed", ()) else b.xp.empty)(s, dtype=args[0].dtype)
-                    for k, s in enumerate(shapes)]
+    copies = []
+    for x, mode, s in zip(args, modes, batches):
+        if mode == 2:  # broadcast over some but not all batch axes: expanded and copied
+            copies.append(batch + tuple(x.shape)[_len(s):])
+        elif not (x.is_contiguous() if torch else x.flags.c_contiguous):
+            copies.append(True)
+        else:
+            copies.append(None)
+    shapes = tuple(tuple(s) for s in _kernel_outputs(cfg, (dtype, device, batch, sizes)))
+    summed = tuple(k in cfg.get("summed", ()) for k in range(_len(shapes)))
     rows = math.prod(batch)
     if cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
@@ -1124,24 +1123,56 @@ def _kernel_launch(b, cfg, args):
         empty = rows == 0 or cout == 0
         if grid[1] > 65535:
             raise ValueError(f"channel axis '{cfg['channels'][1]}' of size {cout} is too large for the kernel")
-    if empty:
-        return outs
-    if grid[0] > 2147483647:
+    if not empty and grid[0] > 2147483647:
         raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    return (tuple(copies) if any(c is not None for c in copies) else None, shapes, summed,
+            None if empty else grid, (cfg["block"], 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
+            tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype],
+            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8))
+
+
+def _kernel_launch(b, cfg, args):
+    import numpy
+
+    torch = b.root == "torch"
+    if torch:
+        key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
+    else:
+        key = (cfg["name"],) + tuple((x.dtype, x.device.id, x.shape, x.strides) for x in args)
+    plans = _CUDA["plans"]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _launch_plan(b, cfg, args)
+        if _len(plans) >= 4096:  # shapes that keep changing: start again rather than grow
+            plans.clear()
+        plans[key] = plan
+    copies, shapes, summed, grid, block, flags, tail, symbol, shared = plan
+    like = args[0]
+    index = _device_index(b, like.device)
+    if torch:
+        xs = args if copies is None else [x if c is None else x.contiguous() if c is True else x.expand(c).contiguous()
+                                          for x, c in zip(args, copies)]
+        outs = [like.new_zeros(s) if z else like.new_empty(s) for s, z in zip(shapes, summed)]  # summed: added into
+    else:
+        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
+            xs = args if copies is None else [
+                x if c is None else b.xp.ascontiguousarray(x if c is True else b.xp.broadcast_to(x, c))
+                for x, c in zip(args, copies)]
+            outs = [(b.xp.zeros if z else b.xp.empty)(s, dtype=like.dtype) for s, z in zip(shapes, summed)]
+    if grid is None:
+        return outs
     params = []
-    for x, mode in zip(xs, modes):
-        params += [numpy.uint64(x.data_ptr() if torch else x.data.ptr), numpy.int32(mode != 0)]
+    for x, flag in zip(xs, flags):
+        params += (numpy.uint64(x.data_ptr() if torch else x.data.ptr), flag)
     params += [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
-    params += [numpy.int64(v) for v in tail]
-    fn = _cuda_function(cfg["symbols"][dtype], index)
-    shared = cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8)
+    fn = _CUDA["functions"].get((index, symbol)) or _cuda_function(symbol, index)
     cp = _CUDA["cupy"]
     with cp.cuda.Device(index):
         if torch:
-            with cp.cuda.ExternalStream(_torch_stream(b, device), index):
-                fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+            with cp.cuda.ExternalStream(_torch_stream(b, like.device), index):
+                fn(grid, block, tuple(params) + tail, shared_mem=shared)
         else:
-            fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
+            fn(grid, block, tuple(params) + tail, shared_mem=shared)
     return outs
 
 
@@ -1152,6 +1183,9 @@ def _device_index(b, device):
 
 
 def _torch_stream(b, device):
+    raw = getattr(b.xp._C, "_cuda_getCurrentRawStream", None)
+    if raw is not None:
+        return raw(_device_index(b, device))
     return b.xp.cuda.current_stream(device).cuda_stream
 
 
@@ -1162,11 +1196,62 @@ def _kernel_body(b, cfg):
 
 
 def _kernel_call(b, spec, args, out):
-    if b.root == "cupy":
-        return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
-    if out is None:
-        return _torch_ops()[spec[5]["name"]](*args)
+    if b.root == "torch" and out is None:
+        ops = _torch_ops()  # registered at the first call (a later torch.compile finds them made)
+        if not _kernel_eager(b, args):
+            return ops[spec[5]["name"]](*args)
+        if spec[1] is not None and b.differentiable(args):
+            return _kernel_autograd()(spec, *args)
+        return _kernel_result(b, spec, args)
     return b.evaluate(spec, args, out, False, _kernel_body(b, spec[5]))
+
+
+def _kernel_eager(b, args):
+    torch = b.xp
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    for a in args:
+        if type(a) is not torch.Tensor and type(a) is not torch.nn.Parameter:
+            return False
+    return True
+
+
+def _kernel_result(b, spec, args):
+    result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
+    return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+
+
+def _kernel_autograd():
+    apply = _CUDA["autograd"]
+    if apply is None:
+        import torch
+
+        class _DiagcKernel(torch.autograd.Function):
+            @staticmethod
+            def forward(ctx, spec, *args):
+                ctx.spec = spec
+                ctx.save_for_backward(*args)
+                return _kernel_result(_BACKENDS["torch"], spec, args)
+
+            @staticmethod
+            def backward(ctx, *grads):  # grads of unused outputs arrive as zeros (materialised)
+                b, spec, args = _BACKENDS["torch"], ctx.spec, ctx.saved_tensors
+                vjp = None if b.xp.is_grad_enabled() or spec[4] is not None else _kernel_specs().get(spec[1].__name__)
+                if vjp is not None and _use_kernel(b, vjp, args + grads) and _kernel_eager(b, grads):
+                    result = _as_tuple(_kernel_result(b, vjp, args + grads))  # NAME_vjp's own kernel call
+                else:
+                    result = _vjp(b, spec, args, grads)
+                return (None,) + tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[1:]))
+
+        apply = _CUDA["autograd"] = super(torch.autograd.Function, _DiagcKernel).apply
+    return apply
+
+
+def _kernel_specs():
+    specs = _CUDA["specs"]
+    if specs is None:
+        specs = _CUDA["specs"] = {spec[5]["name"]: spec for spec in _KERNEL_SPECS}
+    return specs
 
 
 def _torch_ops():
@@ -1197,9 +1282,7 @@ def _torch_ops():
 
 def _op_impl(spec):
     def impl(*args):
-        b = _BACKENDS["torch"]
-        result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
-        return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+        return _kernel_result(_BACKENDS["torch"], spec, args)
     return impl
 
 
