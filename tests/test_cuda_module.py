@@ -442,6 +442,62 @@ def test_mixed_dtypes_are_promoted_before_the_kernel(gpu):
     _same(got, m.matmul_o3(M, Y.float().double(), kernels=False))
 
 
+def test_launch_plans_are_cached_per_dtype_device_shape_and_strides(gpu, monkeypatch):
+    """A call's checks, copies, output shapes and grid are planned once per (function, dtypes,
+    devices, shapes, strides): a repeated call plans nothing and hands the kernel the same sizes;
+    other strides (a transposed view: copied) or another batch get their own plan; a bad argument
+    after a good call of the same shapes still raises, naming the argument, and is not cached."""
+    m, s = gpu("tensornet")
+    m._CUDA["plans"].clear()
+    planned = []
+    real = m._launch_plan
+    monkeypatch.setattr(m, "_launch_plan", lambda b, cfg, args: planned.append(cfg["name"]) or real(b, cfg, args))
+    rng = np.random.default_rng(11)
+    M, Y = _args(m, "matmul_o3", rng, batch=(5,))
+    want = m.matmul_o3(M, Y, kernels=False)
+    for _ in range(3):
+        _same(m.matmul_o3(M, Y), want)
+    assert planned == ["matmul_o3"] and len(s.launches) == 3 and len(set(s.launches)) == 1
+    Mt = M.transpose(-1, -2)
+    for _ in range(2):
+        _same(m.matmul_o3(Mt, Y), m.matmul_o3(Mt, Y, kernels=False))
+    M2, Y2 = _args(m, "matmul_o3", rng, batch=(7,))
+    _same(m.matmul_o3(M2, Y2), m.matmul_o3(M2, Y2, kernels=False))
+    assert planned == ["matmul_o3"] * 3 and len(m._CUDA["plans"]) == 3
+    with pytest.raises(TypeError, match="M has dtype torch.int64; the CUDA kernels take"):
+        m.matmul_o3(M.to(torch.int64), Y.to(torch.int64))
+    with pytest.raises(ValueError, match=r"Y has shape \(5, 2, 3, 3\); expected \(..., c, 3, 3\) with c = 3 from M"):
+        m.matmul_o3(M, Y[:, :2])
+    assert len(m._CUDA["plans"]) == 3
+
+
+def test_eager_calls_launch_without_the_custom_op(gpu, monkeypatch):
+    """Plain tensors outside torch.compile launch from the module (no dispatcher round trip), with
+    autograd through the module's autograd.Function (first and second order on the kernels); the
+    custom op stays what torch.compile and tensor subclasses go through."""
+    m, s = gpu("products")
+    a, b = (x.requires_grad_() for x in _args(m, "cross", np.random.default_rng(12), batch=(6,), channels=1))
+    m._torch_ops()
+    ops = dict(m._CUDA["ops"])
+
+    def refuse(*args):
+        raise AssertionError("the custom op ran")
+    monkeypatch.setitem(m._CUDA, "ops", {name: refuse for name in ops})
+    c = m.cross(a, b)
+    g = torch.randn(c.shape, dtype=c.dtype)
+    ga, gb = torch.autograd.grad(c, (a, b), g, create_graph=True)
+    wa, wb = torch.autograd.grad(m.cross(a, b, kernels=False), (a, b), g, create_graph=True)
+    _same((ga.detach(), gb.detach()), (wa.detach(), wb.detach()))
+    v = torch.randn(ga.shape, dtype=ga.dtype)
+    _same(torch.autograd.grad((ga * v).sum(), (a, b)), torch.autograd.grad((wa * v).sum(), (a, b)))
+    used = [symbol for symbol, *_ in s.launches]
+    assert {"diagc_cross_kernel_f64", "diagc_cross_vjp_kernel_f64", "diagc_cross_vjp_vjp_kernel_f64"} <= set(used)
+    monkeypatch.setitem(m._CUDA, "ops", ops)
+    monkeypatch.setattr(m, "_kernel_eager", lambda b, args: False)  # as under torch.compile: the op
+    _same(m.cross(a, b).detach(), c.detach())
+    assert torch.autograd.gradcheck(m.cross, (a, b))
+
+
 # ---------------------------------------------------------------------------------------------
 # autograd and torch.compile over the custom ops
 
