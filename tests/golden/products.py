@@ -2139,8 +2139,10 @@ def _kernel_eager(b, args):
 
 
 def _kernel_result(b, spec, args):
-    result = b.evaluate(spec, args, None, False, _kernel_body(b, spec[5]))
-    return tuple(r.contiguous() for r in result) if isinstance(result, tuple) else result.contiguous()
+    outs = _kernel_launch(b, spec[5], args)
+    if spec[2]:
+        outs = [b.sum_to(r, tuple(args[k].shape)).contiguous() for r, k in zip(outs, spec[2])]
+    return outs[0] if _len(outs) == 1 else tuple(outs)
 
 
 def _kernel_autograd():
