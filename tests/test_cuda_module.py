@@ -44,11 +44,24 @@ ROOT = Path(__file__).resolve().parent.parent
 _MODULES = {}
 
 
+#: sources beside diagrams/ (a stem here is loaded from its text): channel mixing in every form the
+#: GEMM kernel takes (a weight stored [d, c] and one [c, d], two outputs, a polynomial per channel)
+SOURCES = {
+    "mixing_forms": """group O3
+diagram mix_forms(X: vec[c], s: scalar[c], V: weight[d,c], W: weight[c,d]) -> (Y: vec[d], n: scalar[d]) {
+    Y[d,i] = V[d,c] X[c,i] + W[c,d] s[c] X[c,i]
+    n[d] = W[c,d] X[c,k] X[c,k]
+}
+""",
+}
+
+
 def _module(stem: str):
     """One module per file for the whole session: its torch custom ops are registered once per
     process, bound to the module that registered them."""
     if stem not in _MODULES:
-        _MODULES[stem] = compiler.load(ROOT / "diagrams" / f"{stem}.diag")
+        _MODULES[stem] = (compiler.load_source(SOURCES[stem], f"diagc_test_{stem}") if stem in SOURCES
+                          else compiler.load(ROOT / "diagrams" / f"{stem}.diag"))
     return _MODULES[stem]
 
 
@@ -69,7 +82,7 @@ static std::barrier<>* diagc_barrier;
 #define __device__
 #define __host__
 #define __forceinline__ inline
-#define __launch_bounds__(n)
+#define __launch_bounds__(...)
 #define __shared__
 #define __align__(n) __attribute__((aligned(n)))
 struct alignas(16) uint4 { unsigned x, y, z, w; };
@@ -560,6 +573,26 @@ def test_emulated_kernels_match_the_array_code(gpu, stem, name):
         args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
         _same(fn(*args), fn(*args, kernels=False), tol)
     assert len(s.launches) == 3
+
+
+@pytest.mark.parametrize("stem, name", [("linear", "mix"), ("linear", "linear_cart2"), ("tensornet_layer", "project"),
+                                        ("mixing_forms", "mix_forms")])
+def test_emulated_gemm_kernels_in_every_mixing_form(gpu, stem, name):
+    """The tiled GEMM with several staged weights (one per term), weights stored [c, d] and [d, c],
+    several outputs and polynomials per channel: each weight shared by the batch (staged once for
+    all rows) and with a batch axis (each row's weights staged), against the array code."""
+    m, s = gpu(stem, emulate=True)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    assert cfg["kind"] == "mixing"
+    rng = np.random.default_rng(17)
+    fn = getattr(m, name)
+    weights = [k for k, (_, chans, dims) in enumerate(cfg["inputs"]) if len(chans) == 2 and not dims]
+    for dtype, tol, batch, channels in ((torch.float64, 1e-12, (19,), 37), (torch.float32, 1e-5, (3,), 70)):
+        args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
+        _same(fn(*args), fn(*args, kernels=False), tol)  # batched weights
+        shared = [a[0] if k in weights else a for k, a in enumerate(args)]
+        _same(fn(*shared), fn(*shared, kernels=False), tol)
+    assert len(s.launches) == 4
 
 
 @pytest.mark.parametrize("name", ["residual_vjp", "residual_vjp_vjp", "matmul_o3_scaled_vjp",

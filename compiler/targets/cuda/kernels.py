@@ -36,17 +36,26 @@ SHARED_BYTES = 48 * 1024
 #: the widest scalar type a kernel is instantiated for (double)
 WORD_BYTES = 8
 #: float32 elementwise kernels of at most this many staged words per element take two elements a
-#: thread (a block moves as many bytes as in float64: small rows need more bytes in flight)
-SMALL_ROW_WORDS = 12
+#: thread (a block moves as many bytes as in float64: small rows need more bytes in flight; on an
+#: H200 the batched 3x3 product, 18 words, ran 0.116 ms at 2 a thread against 0.130 at 1)
+SMALL_ROW_WORDS = 18
 #: and of at most this many, four elements a thread (a cross product: 6 words in, 3 out)
 TINY_ROW_WORDS = 6
-#: the mixing kernel (a register-tiled GEMM): 4 warps; a thread accumulates ``per_thread`` output
-#: channels (lanes along the output channel) times ``rows_per_warp`` batch rows, at most
-#: MIX_REGISTERS accumulators; a block stages the polynomials of MIX_CHUNK input channels at a time
+#: a kernel that sums into rows (a warp's shuffle tree and an atomicAdd per element) takes twice as
+#: many, up to 4: independent elements overlap the shuffles' latency (edge_tensor_vjp, 11 words:
+#: 0.085 ms at 4 a thread against 0.096 at 2 on an H200)
+MAX_PER_THREAD = 4
+#: the mixing kernel (a register-tiled SIMT GEMM): MIX_WARPS warps; a thread accumulates
+#: ``per_thread`` output channels (lanes along the output channel) times ``rows_per_warp`` batch
+#: rows, at most MIX_REGISTERS accumulators; a block stages the polynomials and the weights of
+#: ``chunk`` input channels at a time (the first of MIX_CHUNKS that fits shared memory)
 MIX_WARPS = 4
 MIX_REGISTERS = 72
 MIX_SHAPES = ((4, 2), (2, 2), (4, 1), (2, 1), (1, 2), (1, 1))  # (per_thread, rows_per_warp), best first
-MIX_CHUNK = 16
+MIX_CHUNKS = (16, 8, 4, 2, 1)
+#: blocks an SM must hold at once (``__launch_bounds__``): float32 threads get at most 128 registers
+#: (72 accumulators fit without spilling; 4 blocks of 4 warps an SM), float64 ones up to 255
+MIX_MIN_BLOCKS = {"f32": 4, "f64": 2}
 
 #: a leading underscore only on generated diagrams (a graph diagram's _NAME_edge / _NAME_node)
 _IDENTIFIER = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*\Z")
@@ -137,6 +146,7 @@ class MixTerm:
     weight: int  # position of the weight among the inputs
     contracted_first: bool  # W stored [..., c, d] (else [..., d, c])
     z_offset: int
+    slot: int = 0  # its weight's place among the kernel's staged weights (MixingKernel.weights)
 
 
 @dataclass(frozen=True)
@@ -154,11 +164,15 @@ class MixingKernel:
 
     ``z`` holds, per (batch, c), every term's polynomial components (``z_components``, computed by
     the element function from the views at channel c), each row padded to ``z_pad`` words (16-byte
-    loads). A block of ``threads`` (4 warps) computes ``cols`` = 32 × ``per_thread`` output channels
-    of ``rows`` = 4 × ``rows_per_warp`` batch rows: lane l of warp w accumulates channels
-    d0 + l + 32 j (j < per_thread) of rows w × rows_per_warp + r in registers, reading each staged
-    z row once per channel c for all its output channels (a register-tiled GEMM); ``z`` is staged
-    ``chunk`` channels at a time, the results leave through shared memory, coalesced.
+    loads). A block of ``threads`` (MIX_WARPS warps) computes ``cols`` = 32 × ``per_thread`` output
+    channels of ``rows`` = warps × ``rows_per_warp`` batch rows: lane l of warp w accumulates
+    channels d0 + l + 32 j (j < per_thread) of rows w × rows_per_warp + r in registers, reading each
+    staged z row once per channel c for all its output channels and each staged weight once for all
+    its rows (a register-tiled SIMT GEMM, outer products of a weight column and a z row). ``z`` and
+    the distinct ``weights`` (input position, stored [c, d]) are staged ``chunk`` channels at a
+    time, zero past the edges (so the unrolled inner loop has no branch); when a weight has a batch
+    axis (one per batch row) each row's weights are staged, ``batched_step`` channels at a time.
+    The results leave through shared memory, coalesced.
     """
 
     name: str
@@ -175,6 +189,22 @@ class MixingKernel:
     per_thread: int = 1
     rows_per_warp: int = 1
     z_pad: int = 4
+    weights: tuple[tuple[int, bool], ...] = ()  # staged weights: (input position, contracted_first)
+
+    def min_blocks(self, suffix: str) -> int:
+        """Blocks an SM must hold at once in precision ``suffix`` (the kernel's launch bounds)."""
+        return MIX_MIN_BLOCKS[suffix]
+
+    @property
+    def batched_step(self) -> int:
+        """Channels a step takes when a weight has a batch axis: every row's weights of the step
+        are staged, in the space of ``chunk`` channels of one weight."""
+        return max(self.chunk // self.rows, 1)
+
+    @property
+    def weight_words(self) -> int:
+        """Where the staged z rows start in shared memory (the weights' chunk comes first)."""
+        return len(self.weights) * self.cols * max(self.chunk, self.rows * self.batched_step)
 
     @property
     def cols(self) -> int:
@@ -304,13 +334,19 @@ def _tiled(diagram: Diagram, out_channels, views: _Views, results, products: int
         lowered.append(Result(name, dims, _size(dims), tuple(fix(c) for c in comps),
                               offset if kept is None else -1, kept))
         offset += _size(dims) if kept is None else 0
+    per_thread = _per_thread_f32(words, any(kept is not None for _, _, _, kept in results))
+    while per_thread > 1 and tile * per_thread * words * 4 > SHARED_BYTES:  # float32 words
+        per_thread //= 2
     return ElementwiseKernel(diagram.name, _inputs(diagram), out_channels, staged, tuple(lowered), tile, words,
-                             products, _per_thread_f32(words))
+                             products, per_thread)
 
 
-def _per_thread_f32(words: int) -> int:
-    """Elements a float32 thread handles: small rows need more bytes in flight per block."""
-    return 4 if words <= TINY_ROW_WORDS else 2 if words <= SMALL_ROW_WORDS else 1
+def _per_thread_f32(words: int, sums: bool = False) -> int:
+    """Elements a float32 thread handles, from the staged row (``words`` per element) and whether
+    the kernel sums into rows: small rows need more bytes in flight per block, and a reduction more
+    independent elements to overlap its shuffles (measured on an H200: benchmarks/cuda_variants.py)."""
+    n = 4 if words <= TINY_ROW_WORDS else 2 if words <= SMALL_ROW_WORDS else 1
+    return min(2 * n, MAX_PER_THREAD) if sums else n
 
 
 def _subsequence(part: tuple[Channel, ...], whole: tuple[Channel, ...]) -> tuple[int, ...] | None:
@@ -398,6 +434,7 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
     results = []
     contracted_axis = None
     acc = 0
+    weights: list[tuple[int, bool]] = []
     for eq in diagram.equations:
         dims = tuple(eq.type.geometric_dims)
         terms = []
@@ -429,7 +466,10 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
             comps = term_components(reduced, 1, dims)
             if isinstance(comps, str):
                 raise _refuse(diagram, f"{reason}; term '{term.formula()}': {comps}")
-            terms.append(MixTerm(position[w.name], ch[0] == c, len(z)))
+            key = (position[w.name], ch[0] == c)
+            if key not in weights:
+                weights.append(key)
+            terms.append(MixTerm(key[0], key[1], len(z), weights.index(key)))
             z.extend(views.component(cm) for cm in comps)
         results.append((eq.target, dims, tuple(terms), acc))
         acc += _size(dims)
@@ -440,14 +480,18 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
         ((p, r) for p, r in MIX_SHAPES if p * r * acc <= MIX_REGISTERS), MIX_SHAPES[-1])
     rows = MIX_WARPS * rows_per_warp
     out_words = MIX_WARPS * 32 * per_thread * acc  # one staged output row per warp
-    words = max(rows * MIX_CHUNK * z_pad, out_words)
-    if words * WORD_BYTES > SHARED_BYTES or acc > 4 * MIX_REGISTERS:
+
+    def words(chunk: int) -> int:  # the staged weights and z rows of a chunk, or the staged results
+        staged = len(weights) * 32 * per_thread * max(chunk, rows * max(chunk // rows, 1))
+        return max(staged + rows * chunk * z_pad, out_words)
+    chunk = next((k for k in MIX_CHUNKS if words(k) * WORD_BYTES <= SHARED_BYTES), None)
+    if chunk is None or acc > 4 * MIX_REGISTERS:
         raise _refuse(diagram, f"{len(z)} polynomial components per channel or {acc} output components do not "
                       f"fit in {SHARED_BYTES // 1024} KiB of shared memory and the registers of one thread")
     return MixingKernel(
         diagram.name, _inputs(diagram), contracted_axis, out_channels[0], staged, tuple(fix(c) for c in z),
         tuple(MixResult(n, dims, _size(dims), terms, off) for n, dims, terms, off in results),
-        MIX_WARPS * 32, rows, MIX_CHUNK, words, per_thread, rows_per_warp, z_pad)
+        MIX_WARPS * 32, rows, chunk, words(chunk), per_thread, rows_per_warp, z_pad, tuple(weights))
 
 
 def lower_program(program: Program) -> CudaProgram:
