@@ -60,8 +60,19 @@ def _module(stem: str):
     """One module per file for the whole session: its torch custom ops are registered once per
     process, bound to the module that registered them."""
     if stem not in _MODULES:
-        _MODULES[stem] = (compiler.load_source(SOURCES[stem], f"diagc_test_{stem}") if stem in SOURCES
-                          else compiler.load(ROOT / "diagrams" / f"{stem}.diag"))
+        if stem.endswith("+direct"):  # every elementwise kernel that can, direct (kernels.DIRECT_ROW_WORDS)
+            from compiler.targets.cuda import kernels
+
+            before = kernels.DIRECT_ROW_WORDS
+            kernels.DIRECT_ROW_WORDS = 1 << 20
+            try:
+                path = ROOT / "diagrams" / f"{stem[:-7]}.diag"
+                _MODULES[stem] = compiler.load_source(path.read_text(), f"diagc_test_{stem[:-7]}_direct")
+            finally:
+                kernels.DIRECT_ROW_WORDS = before
+        else:
+            _MODULES[stem] = (compiler.load_source(SOURCES[stem], f"diagc_test_{stem}") if stem in SOURCES
+                              else compiler.load(ROOT / "diagrams" / f"{stem}.diag"))
     return _MODULES[stem]
 
 
@@ -573,6 +584,27 @@ def test_emulated_kernels_match_the_array_code(gpu, stem, name):
         args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
         _same(fn(*args), fn(*args, kernels=False), tol)
     assert len(s.launches) == 3
+
+
+@pytest.mark.parametrize("name", ["cross", "cross_vjp", "dot_vjp_vjp", "triple"])
+def test_emulated_direct_kernels_match_the_array_code(gpu, name):
+    """The direct form of the elementwise kernels (a thread's consecutive elements read and written
+    as runs from registers, ElementwiseKernel.direct), forced on: partial runs, 16-byte aligned and
+    misaligned inputs, a broadcast input; float64 to 1e-12, float32 to 1e-5."""
+    m, s = gpu("products+direct", emulate=True)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    assert "diagc_load_run" in m._CUDA_SOURCE and cfg["shared_words"] == {"float32": 0, "float64": 0}
+    rng = np.random.default_rng(18)
+    fn = getattr(m, name)
+    for dtype, tol, batch, channels in ((torch.float64, 1e-12, (37,), 5), (torch.float32, 1e-5, (3, 3), 43)):
+        args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
+        _same(fn(*args), fn(*args, kernels=False), tol)
+        first = args[0]
+        base = torch.tensor(rng.standard_normal(first.numel() + 1), dtype=dtype)
+        odd = base[1:].reshape(first.shape)  # 4 or 8 bytes past a 16-byte boundary: word at a time
+        _same(fn(odd, *args[1:]), fn(odd, *args[1:], kernels=False), tol)
+        one = [args[0][:1]] + args[1:]  # broadcast over the batch
+        _same(fn(*one), fn(*one, kernels=False), tol)
 
 
 @pytest.mark.parametrize("stem, name", [("linear", "mix"), ("linear", "linear_cart2"), ("tensornet_layer", "project"),

@@ -45,6 +45,10 @@ TINY_ROW_WORDS = 6
 #: many, up to 4: independent elements overlap the shuffles' latency (edge_tensor_vjp, 11 words:
 #: 0.085 ms at 4 a thread against 0.096 at 2 on an H200)
 MAX_PER_THREAD = 4
+#: elementwise kernels of at most this many staged words per element that sum into no row read and
+#: write a thread's consecutive elements as runs from registers (``ElementwiseKernel.direct``); 0
+#: (none) until a GPU run of benchmarks/cuda_variants.py (variant ``direct``) shows it faster
+DIRECT_ROW_WORDS = 0
 #: the mixing kernel (a register-tiled SIMT GEMM): MIX_WARPS warps; a thread accumulates
 #: ``per_thread`` output channels (lanes along the output channel) times ``rows_per_warp`` batch
 #: rows, at most MIX_REGISTERS accumulators; a block stages the polynomials and the weights of
@@ -129,10 +133,17 @@ class ElementwiseKernel:
     shared_words: int  # per element: max(staged inputs, staged results)
     products: int
     per_thread_f32: int = 1
+    #: a thread's elements are consecutive and read and written as runs from registers (16-byte
+    #: loads where whole and aligned), without shared memory (no summed results); else staged
+    direct: bool = False
 
     def elements(self, suffix: str) -> int:
         """Elements a block handles in precision ``suffix`` (f32, f64)."""
         return self.tile * (self.per_thread_f32 if suffix == "f32" else 1)
+
+    def shared(self, suffix: str) -> int:
+        """Words of shared memory a block takes in precision ``suffix``."""
+        return 0 if self.direct else self.elements(suffix) * self.shared_words
 
     @property
     def kind(self) -> str:
@@ -337,8 +348,9 @@ def _tiled(diagram: Diagram, out_channels, views: _Views, results, products: int
     per_thread = _per_thread_f32(words, any(kept is not None for _, _, _, kept in results))
     while per_thread > 1 and tile * per_thread * words * 4 > SHARED_BYTES:  # float32 words
         per_thread //= 2
+    sums = any(kept is not None for _, _, _, kept in results)
     return ElementwiseKernel(diagram.name, _inputs(diagram), out_channels, staged, tuple(lowered), tile, words,
-                             products, per_thread)
+                             products, per_thread, not sums and words <= DIRECT_ROW_WORDS)
 
 
 def _per_thread_f32(words: int, sums: bool = False) -> int:
@@ -536,7 +548,7 @@ def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
                     summed=tuple(k for k, r in enumerate(kernel.results) if r.kept is not None),
                     channels=_axes(kernel.channels),
                     per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},
-                    shared_words={dtype: kernel.elements(s) * kernel.shared_words for s, dtype in _DTYPES})
+                    shared_words={dtype: kernel.shared(s) for s, dtype in _DTYPES})
     return dict(common, outputs=tuple((r.name, _axes((kernel.channel_out,)), r.dims) for r in kernel.results),
                 channels=_axes((kernel.channel_in, kernel.channel_out)), rows=kernel.rows, cols=kernel.cols,
                 shared_words={dtype: kernel.shared_words for _, dtype in _DTYPES})
