@@ -103,6 +103,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)

@@ -98,6 +98,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -391,7 +430,7 @@ extern \"C\" int diagc_dot_vjp_f64(
 #endif  // host launchers
 
 // ---- dot_vjp_vjp (elementwise) -------------------------------------------------------------
-// 12 products; 128 threads a block, 128 elements in float, 128 in double;
+// 12 products; 128 threads a block, 256 elements in float, 128 in double;
 // 13 words each in shared memory
 
 template <typename T>
@@ -427,7 +466,7 @@ __device__ __forceinline__ void diagc_dot_vjp_vjp_tile(
     T* __restrict__ out_d_d_s,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -538,9 +577,9 @@ extern \"C\" int diagc_dot_vjp_vjp_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_a || !in_b || !in_d_s || !in_d_d_a || !in_d_d_b || !out_dd_a || !out_dd_b || !out_d_d_s) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_dot_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 1664 * sizeof(float), stream>>>(
+    diagc_dot_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 3328 * sizeof(float), stream>>>(
         in_a, a_batched != 0, in_b, b_batched != 0, in_d_s, d_s_batched != 0, in_d_d_a, d_d_a_batched != 0, in_d_d_b, d_d_b_batched != 0, out_dd_a, out_dd_b, out_d_d_s, n);
     return (int)cudaGetLastError();
 }
@@ -1579,7 +1618,7 @@ def dot_vjp_vjp(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False, kernels=True)
 
 _dot_KERNEL = {"name": "dot", "kind": "elementwise", "symbols": {"float32": "diagc_dot_kernel_f32", "float64": "diagc_dot_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("s", (), ()),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 3072, "float64": 768}}
 _dot_vjp_KERNEL = {"name": "dot_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_kernel_f32", "float64": "diagc_dot_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1792, "float64": 896}}
-_dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1664, "float64": 1664}}
+_dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3328, "float64": 1664}}
 _dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None)
 _dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None)
 _dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None)

@@ -107,6 +107,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -129,8 +168,9 @@ __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
 
 // ---- mix (mixing) -------------------------------------------------------------
 // channel mixing: mix[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a block: 128 output channels x 8 batch rows; a thread accumulates 4 channels x 2 rows
-// in registers (a register-tiled GEMM), z staged 16 channels at a time (12 words a row)
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_mix_z(
@@ -149,7 +189,9 @@ __host__ __device__ __forceinline__ void diagc_mix_z(
 }
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-template <typename T>
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 2 channel(s) at a time
+template <typename T, bool WB>
 __device__ __forceinline__ void diagc_mix_tile(
     const T* __restrict__ in_X, const int X_batched,
     const T* __restrict__ in_W, const int W_batched,
@@ -159,17 +201,24 @@ __device__ __forceinline__ void diagc_mix_tile(
     constexpr int PD = 4;  // output channels per thread (lanes along the channel)
     constexpr int PR = 2;  // batch rows per thread (one set per warp)
     constexpr int ROWS = 8;
-    constexpr int CHUNK = 16;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 2 : 16;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
     constexpr int ZP = 12;
     constexpr int ACC = 9;
+    constexpr int NW = 1;  // staged weights
+    constexpr int THREADS = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 2048;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
     const int t = threadIdx.x;
     const int lane = t & 31;
     const int warp = t >> 5;
     const long long b0 = (long long)blockIdx.x * ROWS;
-    const long long d0 = (long long)blockIdx.y * 128;
+    const long long d0 = (long long)blockIdx.y * COLS;
     const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
     T acc[PR][PD][ACC];
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
@@ -179,50 +228,53 @@ __device__ __forceinline__ void diagc_mix_tile(
             for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
         }
     }
-    for (long long c0 = 0; c0 < cin; c0 += CHUNK) {
-        const int chunk = cin - c0 < CHUNK ? (int)(cin - c0) : CHUNK;
-        for (int i = t; i < ROWS * CHUNK; i += 128) {  // z of (row, channel) i, zero outside
-            const int r = i / CHUNK;
-            const int q = i % CHUNK;
-            T* z = s + i * ZP;
-#pragma unroll
-            for (int g = 0; g < ZP; ++g) z[g] = T(0);
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
             if (r < rows && q < chunk) {
                 const long long b = b0 + r;
                 const long long c = c0 + q;
                 (void)b; (void)c;
                 const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
                 diagc_mix_z<T>(view0, z);
+#pragma unroll
+                for (int g = 9; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
             }
         }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W + (W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
         __syncthreads();
-        for (int q = 0; q < chunk; ++q) {
-            const long long c = c0 + q;
-            T w_0_0[PD];  // the weights of row 0, reused by the other rows unless batched
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
 #pragma unroll
             for (int r = 0; r < PR; ++r) {
                 const int row = warp * PR + r;
-                const long long b = b0 + (row < rows ? row : 0);  // rows past the batch: zeros, never stored
-                (void)b;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
                 T z[ZP];
 #pragma unroll
-                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(s + (row * CHUNK + q) * ZP + g, z + g);
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
 #pragma unroll
                 for (int j = 0; j < PD; ++j) {
-                    const long long d = d0 + lane + 32 * j;
-                    if (d < cout) {
-                        {
-                            T w;
-                            if (r == 0 || W_batched) {
-                                w = in_W[(W_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_0[j] = w;
-                            } else {
-                                w = w_0_0[j];
-                            }
 #pragma unroll
-                            for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w * z[0 + g];
-                        }
-                    }
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
                 }
             }
         }
@@ -230,10 +282,9 @@ __device__ __forceinline__ void diagc_mix_tile(
     }
     // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
     // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
-    const int dvalid = cout - d0 < 128 ? (int)(cout - d0) : 128;
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
-        T* region = s + warp * 128 * ACC;
+        T* region = s + warp * COLS * ACC;
 #pragma unroll
         for (int j = 0; j < PD; ++j) {
             const int dl = lane + 32 * j;
@@ -241,32 +292,38 @@ __device__ __forceinline__ void diagc_mix_tile(
             for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
         }
         __syncthreads();
-        for (int w = 0; w < 4; ++w) {
+        for (int w = 0; w < THREADS / 32; ++w) {
             const int row = w * PR + r;
             if (row < rows) {  // the same for the whole block
-                diagc_copy<T, 128>(out_Y + ((b0 + row) * cout + d0) * 9, s + w * 128 * ACC + 0, dvalid * 9, t);
+                diagc_copy<T, THREADS>(out_Y + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
             }
         }
         __syncthreads();
     }
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_mix_kernel_f32(
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_mix_kernel_f32(
     const float* __restrict__ in_X, const int X_batched,
     const float* __restrict__ in_W, const int W_batched,
     float* __restrict__ out_Y,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_mix_tile<float>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
+    if (W_batched)
+        diagc_mix_tile<float, true>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
+    else
+        diagc_mix_tile<float, false>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_mix_kernel_f64(
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_kernel_f64(
     const double* __restrict__ in_X, const int X_batched,
     const double* __restrict__ in_W, const int W_batched,
     double* __restrict__ out_Y,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_mix_tile<double>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
+    if (W_batched)
+        diagc_mix_tile<double, true>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
+    else
+        diagc_mix_tile<double, false>(in_X, X_batched, in_W, W_batched, out_Y, batch, cin, cout);
 }
 #endif  // device code
 
@@ -307,8 +364,9 @@ extern \"C\" int diagc_mix_f64(
 
 // ---- linear_cart2 (mixing) -------------------------------------------------------------
 // channel mixing: linear_cart2[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a block: 128 output channels x 8 batch rows; a thread accumulates 4 channels x 2 rows
-// in registers (a register-tiled GEMM), z staged 16 channels at a time (28 words a row)
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (28 words a row) and 3 weight(s) staged in shared memory 8 channels at a time
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_linear_cart2_z(
@@ -345,7 +403,9 @@ __host__ __device__ __forceinline__ void diagc_linear_cart2_z(
 }
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-template <typename T>
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 1 channel(s) at a time
+template <typename T, bool WB>
 __device__ __forceinline__ void diagc_linear_cart2_tile(
     const T* __restrict__ in_X, const int X_batched,
     const T* __restrict__ in_W0, const int W0_batched,
@@ -357,17 +417,24 @@ __device__ __forceinline__ void diagc_linear_cart2_tile(
     constexpr int PD = 4;  // output channels per thread (lanes along the channel)
     constexpr int PR = 2;  // batch rows per thread (one set per warp)
     constexpr int ROWS = 8;
-    constexpr int CHUNK = 16;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 1 : 8;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
     constexpr int ZP = 28;
     constexpr int ACC = 9;
+    constexpr int NW = 3;  // staged weights
+    constexpr int THREADS = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 3072;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
     const int t = threadIdx.x;
     const int lane = t & 31;
     const int warp = t >> 5;
     const long long b0 = (long long)blockIdx.x * ROWS;
-    const long long d0 = (long long)blockIdx.y * 128;
+    const long long d0 = (long long)blockIdx.y * COLS;
     const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
     T acc[PR][PD][ACC];
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
@@ -377,74 +444,71 @@ __device__ __forceinline__ void diagc_linear_cart2_tile(
             for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
         }
     }
-    for (long long c0 = 0; c0 < cin; c0 += CHUNK) {
-        const int chunk = cin - c0 < CHUNK ? (int)(cin - c0) : CHUNK;
-        for (int i = t; i < ROWS * CHUNK; i += 128) {  // z of (row, channel) i, zero outside
-            const int r = i / CHUNK;
-            const int q = i % CHUNK;
-            T* z = s + i * ZP;
-#pragma unroll
-            for (int g = 0; g < ZP; ++g) z[g] = T(0);
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
             if (r < rows && q < chunk) {
                 const long long b = b0 + r;
                 const long long c = c0 + q;
                 (void)b; (void)c;
                 const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
                 diagc_linear_cart2_z<T>(view0, z);
+#pragma unroll
+                for (int g = 27; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
             }
         }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W0[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W0 + (W0_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W1[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W1 + (W1_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((1 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W2[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W2 + (W2_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((2 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
         __syncthreads();
-        for (int q = 0; q < chunk; ++q) {
-            const long long c = c0 + q;
-            T w_0_0[PD];  // the weights of row 0, reused by the other rows unless batched
-            T w_0_1[PD];  // the weights of row 0, reused by the other rows unless batched
-            T w_0_2[PD];  // the weights of row 0, reused by the other rows unless batched
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
 #pragma unroll
             for (int r = 0; r < PR; ++r) {
                 const int row = warp * PR + r;
-                const long long b = b0 + (row < rows ? row : 0);  // rows past the batch: zeros, never stored
-                (void)b;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
                 T z[ZP];
 #pragma unroll
-                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(s + (row * CHUNK + q) * ZP + g, z + g);
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
 #pragma unroll
                 for (int j = 0; j < PD; ++j) {
-                    const long long d = d0 + lane + 32 * j;
-                    if (d < cout) {
-                        {
-                            T w;
-                            if (r == 0 || W0_batched) {
-                                w = in_W0[(W0_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_0[j] = w;
-                            } else {
-                                w = w_0_0[j];
-                            }
 #pragma unroll
-                            for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w * z[0 + g];
-                        }
-                        {
-                            T w;
-                            if (r == 0 || W1_batched) {
-                                w = in_W1[(W1_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_1[j] = w;
-                            } else {
-                                w = w_0_1[j];
-                            }
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
 #pragma unroll
-                            for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w * z[9 + g];
-                        }
-                        {
-                            T w;
-                            if (r == 0 || W2_batched) {
-                                w = in_W2[(W2_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_2[j] = w;
-                            } else {
-                                w = w_0_2[j];
-                            }
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[1][j] * z[9 + g];
 #pragma unroll
-                            for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w * z[18 + g];
-                        }
-                    }
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[2][j] * z[18 + g];
                 }
             }
         }
@@ -452,10 +516,9 @@ __device__ __forceinline__ void diagc_linear_cart2_tile(
     }
     // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
     // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
-    const int dvalid = cout - d0 < 128 ? (int)(cout - d0) : 128;
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
-        T* region = s + warp * 128 * ACC;
+        T* region = s + warp * COLS * ACC;
 #pragma unroll
         for (int j = 0; j < PD; ++j) {
             const int dl = lane + 32 * j;
@@ -463,17 +526,17 @@ __device__ __forceinline__ void diagc_linear_cart2_tile(
             for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
         }
         __syncthreads();
-        for (int w = 0; w < 4; ++w) {
+        for (int w = 0; w < THREADS / 32; ++w) {
             const int row = w * PR + r;
             if (row < rows) {  // the same for the whole block
-                diagc_copy<T, 128>(out_Y + ((b0 + row) * cout + d0) * 9, s + w * 128 * ACC + 0, dvalid * 9, t);
+                diagc_copy<T, THREADS>(out_Y + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
             }
         }
         __syncthreads();
     }
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_linear_cart2_kernel_f32(
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_linear_cart2_kernel_f32(
     const float* __restrict__ in_X, const int X_batched,
     const float* __restrict__ in_W0, const int W0_batched,
     const float* __restrict__ in_W1, const int W1_batched,
@@ -481,10 +544,13 @@ extern \"C\" __global__ void __launch_bounds__(128) diagc_linear_cart2_kernel_f3
     float* __restrict__ out_Y,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_linear_cart2_tile<float>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_linear_cart2_tile<float, true>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
+    else
+        diagc_linear_cart2_tile<float, false>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_linear_cart2_kernel_f64(
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_linear_cart2_kernel_f64(
     const double* __restrict__ in_X, const int X_batched,
     const double* __restrict__ in_W0, const int W0_batched,
     const double* __restrict__ in_W1, const int W1_batched,
@@ -492,7 +558,10 @@ extern \"C\" __global__ void __launch_bounds__(128) diagc_linear_cart2_kernel_f6
     double* __restrict__ out_Y,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_linear_cart2_tile<double>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_linear_cart2_tile<double, true>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
+    else
+        diagc_linear_cart2_tile<double, false>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_Y, batch, cin, cout);
 }
 #endif  // device code
 
@@ -511,7 +580,7 @@ extern \"C\" int diagc_linear_cart2_f32(
     const long long rows = (batch + 7) / 8;
     const long long cols = (cout + 127) / 128;
     if (rows > 2147483647LL || cols > 65535LL) return (int)cudaErrorInvalidValue;
-    diagc_linear_cart2_kernel_f32<<<dim3((unsigned)rows, (unsigned)cols), 128, 4608 * sizeof(float), stream>>>(
+    diagc_linear_cart2_kernel_f32<<<dim3((unsigned)rows, (unsigned)cols), 128, 4864 * sizeof(float), stream>>>(
         in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, out_Y, batch, cin, cout);
     return (int)cudaGetLastError();
 }
@@ -529,7 +598,7 @@ extern \"C\" int diagc_linear_cart2_f64(
     const long long rows = (batch + 7) / 8;
     const long long cols = (cout + 127) / 128;
     if (rows > 2147483647LL || cols > 65535LL) return (int)cudaErrorInvalidValue;
-    diagc_linear_cart2_kernel_f64<<<dim3((unsigned)rows, (unsigned)cols), 128, 4608 * sizeof(double), stream>>>(
+    diagc_linear_cart2_kernel_f64<<<dim3((unsigned)rows, (unsigned)cols), 128, 4864 * sizeof(double), stream>>>(
         in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, out_Y, batch, cin, cout);
     return (int)cudaGetLastError();
 }
@@ -2201,7 +2270,7 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     return (dd_W0, dd_W1, dd_W2)
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
-_linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
+_linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
 _mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))

@@ -128,6 +128,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -301,7 +340,7 @@ extern \"C\" int diagc_vec_vec_f64(
 #endif  // host launchers
 
 // ---- vec_vec_vjp (elementwise) -------------------------------------------------------------
-// 40 products; 128 threads a block, 128 elements in float, 128 in double;
+// 40 products; 128 threads a block, 256 elements in float, 128 in double;
 // 15 words each in shared memory
 
 template <typename T>
@@ -334,7 +373,7 @@ __device__ __forceinline__ void diagc_vec_vec_vjp_tile(
     T* __restrict__ out_d_y,
     const long long n)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -438,9 +477,9 @@ extern \"C\" int diagc_vec_vec_vjp_f32(
     const long long n = batch;
     if (n == 0) return 0;
     if (!in_x || !in_y || !in_d_s || !in_d_w || !in_d_t || !out_d_x || !out_d_y) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_vec_vec_vjp_kernel_f32<<<(unsigned)blocks, 128, 1920 * sizeof(float), stream>>>(
+    diagc_vec_vec_vjp_kernel_f32<<<(unsigned)blocks, 128, 3840 * sizeof(float), stream>>>(
         in_x, x_batched != 0, in_y, y_batched != 0, in_d_s, d_s_batched != 0, in_d_w, d_w_batched != 0, in_d_t, d_t_batched != 0, out_d_x, out_d_y, n);
     return (int)cudaGetLastError();
 }
@@ -818,7 +857,7 @@ extern \"C\" int diagc_tp_2e_f64(
 #endif  // host launchers
 
 // ---- tp_2e_vjp (elementwise) -------------------------------------------------------------
-// 50 products; 128 threads a block, 128 elements in float, 128 in double;
+// 50 products; 128 threads a block, 256 elements in float, 128 in double;
 // 15 words each in shared memory
 
 template <typename T>
@@ -851,7 +890,7 @@ __device__ __forceinline__ void diagc_tp_2e_vjp_tile(
     T* __restrict__ out_d_y,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -943,9 +982,9 @@ extern \"C\" int diagc_tp_2e_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_x || !in_y || !in_d_z || !out_d_x || !out_d_y) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_tp_2e_vjp_kernel_f32<<<(unsigned)blocks, 128, 1920 * sizeof(float), stream>>>(
+    diagc_tp_2e_vjp_kernel_f32<<<(unsigned)blocks, 128, 3840 * sizeof(float), stream>>>(
         in_x, x_batched != 0, in_y, y_batched != 0, in_d_z, d_z_batched != 0, out_d_x, out_d_y, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -4981,10 +5020,10 @@ def vec_to_sph_vjp_vjp(r, d_y, d_d_r, *, out=None, fused=False, kernels=True):
     return _call(_vec_to_sph_vjp_vjp_SPEC, (r, d_y, d_d_r), out, fused, kernels)
 
 _vec_vec_KERNEL = {"name": "vec_vec", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_kernel_f32", "float64": "diagc_vec_vec_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,))), "block": 128, "outputs": (("s", (), (1,)), ("w", (), (3,)), ("t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_vec_vec_vjp_KERNEL = {"name": "vec_vec_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_x", (), (3,)), ("d_y", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_vec_vec_vjp_KERNEL = {"name": "vec_vec_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_x", (), (3,)), ("d_y", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3840, "float64": 1920}}
 _vec_vec_vjp_vjp_KERNEL = {"name": "vec_vec_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_vec_vjp_vjp_kernel_f32", "float64": "diagc_vec_vec_vjp_vjp_kernel_f64"}, "inputs": (("x", (), (3,)), ("y", (), (3,)), ("d_s", (), (1,)), ("d_w", (), (3,)), ("d_t", (), (5,)), ("d_d_x", (), (3,)), ("d_d_y", (), (3,))), "block": 128, "outputs": (("dd_x", (), (3,)), ("dd_y", (), (3,)), ("d_d_s", (), (1,)), ("d_d_w", (), (3,)), ("d_d_t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2688, "float64": 2688}}
 _tp_2e_KERNEL = {"name": "tp_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_kernel_f32", "float64": "diagc_tp_2e_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (5,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
-_tp_2e_vjp_KERNEL = {"name": "tp_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,))), "block": 128, "outputs": (("d_x", ("c",), (5,)), ("d_y", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_tp_2e_vjp_KERNEL = {"name": "tp_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,))), "block": 128, "outputs": (("d_x", ("c",), (5,)), ("d_y", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3840, "float64": 1920}}
 _tp_2e_vjp_vjp_KERNEL = {"name": "tp_2e_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_2e_vjp_vjp_kernel_f32", "float64": "diagc_tp_2e_vjp_vjp_kernel_f64"}, "inputs": (("x", ("c",), (5,)), ("y", ("c",), (5,)), ("d_z", ("c",), (5,)), ("d_d_x", ("c",), (5,)), ("d_d_y", ("c",), (5,))), "block": 128, "outputs": (("dd_x", ("c",), (5,)), ("dd_y", ("c",), (5,)), ("d_d_z", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3200, "float64": 3200}}
 _tp_1o_2e_KERNEL = {"name": "tp_1o_2e", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_kernel_f32", "float64": "diagc_tp_1o_2e_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,))), "block": 128, "outputs": (("z", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2048, "float64": 1024}}
 _tp_1o_2e_vjp_KERNEL = {"name": "tp_1o_2e_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tp_1o_2e_vjp_kernel_f32", "float64": "diagc_tp_1o_2e_vjp_kernel_f64"}, "inputs": (("x", ("c",), (3,)), ("y", ("c",), (5,)), ("d_z", ("c",), (3,))), "block": 128, "outputs": (("d_x", ("c",), (3,)), ("d_y", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}

@@ -143,6 +143,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -658,7 +697,7 @@ extern \"C\" int diagc_vector_to_sym_vjp_f64(
 #endif  // host launchers
 
 // ---- vector_to_sym_vjp_vjp (elementwise) -------------------------------------------------------------
-// 42 products; 128 threads a block, 128 elements in float, 128 in double;
+// 42 products; 128 threads a block, 256 elements in float, 128 in double;
 // 15 words each in shared memory
 
 template <typename T>
@@ -693,7 +732,7 @@ __device__ __forceinline__ void diagc_vector_to_sym_vjp_vjp_tile(
     T* __restrict__ out_d_d_S,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -785,9 +824,9 @@ extern \"C\" int diagc_vector_to_sym_vjp_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_v || !in_d_S || !in_d_d_v || !out_dd_v || !out_d_d_S) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_vector_to_sym_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 1920 * sizeof(float), stream>>>(
+    diagc_vector_to_sym_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 3840 * sizeof(float), stream>>>(
         in_v, v_batched != 0, in_d_S, d_S_batched != 0, in_d_d_v, d_d_v_batched != 0, out_dd_v, out_d_d_S, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1518,7 +1557,7 @@ extern \"C\" int diagc_tensor_norm_vjp_vjp_f64(
 #endif  // host launchers
 
 // ---- matmul_o3 (elementwise) -------------------------------------------------------------
-// 51 products; 128 threads a block, 128 elements in float, 128 in double;
+// 51 products; 128 threads a block, 256 elements in float, 128 in double;
 // 18 words each in shared memory
 
 template <typename T>
@@ -1546,7 +1585,7 @@ __device__ __forceinline__ void diagc_matmul_o3_tile(
     T* __restrict__ out_C,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -1625,9 +1664,9 @@ extern \"C\" int diagc_matmul_o3_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_M || !in_Y || !out_C) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_matmul_o3_kernel_f32<<<(unsigned)blocks, 128, 2304 * sizeof(float), stream>>>(
+    diagc_matmul_o3_kernel_f32<<<(unsigned)blocks, 128, 4608 * sizeof(float), stream>>>(
         in_M, M_batched != 0, in_Y, Y_batched != 0, out_C, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -2008,8 +2047,9 @@ extern \"C\" int diagc_matmul_o3_vjp_vjp_f64(
 
 // ---- mix_skew (mixing) -------------------------------------------------------------
 // channel mixing: mix_skew[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a block: 128 output channels x 8 batch rows; a thread accumulates 4 channels x 2 rows
-// in registers (a register-tiled GEMM), z staged 16 channels at a time (12 words a row)
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_mix_skew_z(
@@ -2028,7 +2068,9 @@ __host__ __device__ __forceinline__ void diagc_mix_skew_z(
 }
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-template <typename T>
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 2 channel(s) at a time
+template <typename T, bool WB>
 __device__ __forceinline__ void diagc_mix_skew_tile(
     const T* __restrict__ in_A, const int A_batched,
     const T* __restrict__ in_W, const int W_batched,
@@ -2038,17 +2080,24 @@ __device__ __forceinline__ void diagc_mix_skew_tile(
     constexpr int PD = 4;  // output channels per thread (lanes along the channel)
     constexpr int PR = 2;  // batch rows per thread (one set per warp)
     constexpr int ROWS = 8;
-    constexpr int CHUNK = 16;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 2 : 16;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
     constexpr int ZP = 12;
     constexpr int ACC = 9;
+    constexpr int NW = 1;  // staged weights
+    constexpr int THREADS = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 2048;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
     const int t = threadIdx.x;
     const int lane = t & 31;
     const int warp = t >> 5;
     const long long b0 = (long long)blockIdx.x * ROWS;
-    const long long d0 = (long long)blockIdx.y * 128;
+    const long long d0 = (long long)blockIdx.y * COLS;
     const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
     T acc[PR][PD][ACC];
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
@@ -2058,50 +2107,53 @@ __device__ __forceinline__ void diagc_mix_skew_tile(
             for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
         }
     }
-    for (long long c0 = 0; c0 < cin; c0 += CHUNK) {
-        const int chunk = cin - c0 < CHUNK ? (int)(cin - c0) : CHUNK;
-        for (int i = t; i < ROWS * CHUNK; i += 128) {  // z of (row, channel) i, zero outside
-            const int r = i / CHUNK;
-            const int q = i % CHUNK;
-            T* z = s + i * ZP;
-#pragma unroll
-            for (int g = 0; g < ZP; ++g) z[g] = T(0);
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
             if (r < rows && q < chunk) {
                 const long long b = b0 + r;
                 const long long c = c0 + q;
                 (void)b; (void)c;
                 const T* view0 = in_A + (A_batched ? b * cin + c : c) * 9;
                 diagc_mix_skew_z<T>(view0, z);
+#pragma unroll
+                for (int g = 9; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
             }
         }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W + (W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
         __syncthreads();
-        for (int q = 0; q < chunk; ++q) {
-            const long long c = c0 + q;
-            T w_0_0[PD];  // the weights of row 0, reused by the other rows unless batched
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
 #pragma unroll
             for (int r = 0; r < PR; ++r) {
                 const int row = warp * PR + r;
-                const long long b = b0 + (row < rows ? row : 0);  // rows past the batch: zeros, never stored
-                (void)b;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
                 T z[ZP];
 #pragma unroll
-                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(s + (row * CHUNK + q) * ZP + g, z + g);
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
 #pragma unroll
                 for (int j = 0; j < PD; ++j) {
-                    const long long d = d0 + lane + 32 * j;
-                    if (d < cout) {
-                        {
-                            T w;
-                            if (r == 0 || W_batched) {
-                                w = in_W[(W_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_0[j] = w;
-                            } else {
-                                w = w_0_0[j];
-                            }
 #pragma unroll
-                            for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w * z[0 + g];
-                        }
-                    }
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
                 }
             }
         }
@@ -2109,10 +2161,9 @@ __device__ __forceinline__ void diagc_mix_skew_tile(
     }
     // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
     // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
-    const int dvalid = cout - d0 < 128 ? (int)(cout - d0) : 128;
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
-        T* region = s + warp * 128 * ACC;
+        T* region = s + warp * COLS * ACC;
 #pragma unroll
         for (int j = 0; j < PD; ++j) {
             const int dl = lane + 32 * j;
@@ -2120,32 +2171,38 @@ __device__ __forceinline__ void diagc_mix_skew_tile(
             for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
         }
         __syncthreads();
-        for (int w = 0; w < 4; ++w) {
+        for (int w = 0; w < THREADS / 32; ++w) {
             const int row = w * PR + r;
             if (row < rows) {  // the same for the whole block
-                diagc_copy<T, 128>(out_B + ((b0 + row) * cout + d0) * 9, s + w * 128 * ACC + 0, dvalid * 9, t);
+                diagc_copy<T, THREADS>(out_B + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
             }
         }
         __syncthreads();
     }
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_mix_skew_kernel_f32(
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_mix_skew_kernel_f32(
     const float* __restrict__ in_A, const int A_batched,
     const float* __restrict__ in_W, const int W_batched,
     float* __restrict__ out_B,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_mix_skew_tile<float>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
+    if (W_batched)
+        diagc_mix_skew_tile<float, true>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
+    else
+        diagc_mix_skew_tile<float, false>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_mix_skew_kernel_f64(
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_skew_kernel_f64(
     const double* __restrict__ in_A, const int A_batched,
     const double* __restrict__ in_W, const int W_batched,
     double* __restrict__ out_B,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_mix_skew_tile<double>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
+    if (W_batched)
+        diagc_mix_skew_tile<double, true>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
+    else
+        diagc_mix_skew_tile<double, false>(in_A, A_batched, in_W, W_batched, out_B, batch, cin, cout);
 }
 #endif  // device code
 
@@ -2339,7 +2396,7 @@ extern \"C\" int diagc_edge_tensor_f64(
 #endif  // host launchers
 
 // ---- edge_tensor_vjp (elementwise) -------------------------------------------------------------
-// 51 products; 128 threads a block, 256 elements in float, 128 in double;
+// 51 products; 128 threads a block, 512 elements in float, 128 in double;
 // 11 words each in shared memory
 
 template <typename T>
@@ -2375,7 +2432,7 @@ __device__ __forceinline__ void diagc_edge_tensor_vjp_tile(
     T* __restrict__ out_d_fS,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2496,13 +2553,13 @@ extern \"C\" int diagc_edge_tensor_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_r || !in_fI || !in_fA || !in_fS || !in_d_X || !out_d_r || !out_d_fI || !out_d_fA || !out_d_fS) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 255) / 256;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_d_r, 0, (size_t)(batch) * 3 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_edge_tensor_vjp_kernel_f32<<<(unsigned)blocks, 128, 2816 * sizeof(float), stream>>>(
+    diagc_edge_tensor_vjp_kernel_f32<<<(unsigned)blocks, 128, 5632 * sizeof(float), stream>>>(
         in_r, r_batched != 0, in_fI, fI_batched != 0, in_fA, fA_batched != 0, in_fS, fS_batched != 0, in_d_X, d_X_batched != 0, out_d_r, out_d_fI, out_d_fA, out_d_fS, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -2535,7 +2592,7 @@ extern \"C\" int diagc_edge_tensor_vjp_f64(
 #endif  // host launchers
 
 // ---- edge_tensor_vjp_vjp (elementwise) -------------------------------------------------------------
-// 126 products; 128 threads a block, 128 elements in float, 128 in double;
+// 126 products; 128 threads a block, 512 elements in float, 128 in double;
 // 14 words each in shared memory
 
 template <typename T>
@@ -2590,7 +2647,7 @@ __device__ __forceinline__ void diagc_edge_tensor_vjp_vjp_tile(
     T* __restrict__ out_d_d_X,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2746,13 +2803,13 @@ extern \"C\" int diagc_edge_tensor_vjp_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_r || !in_fI || !in_fA || !in_fS || !in_d_X || !in_d_d_r || !in_d_d_fI || !in_d_d_fA || !in_d_d_fS || !out_dd_r || !out_dd_fI || !out_dd_fA || !out_dd_fS || !out_d_d_X) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_dd_r, 0, (size_t)(batch) * 3 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_edge_tensor_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 1792 * sizeof(float), stream>>>(
+    diagc_edge_tensor_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 7168 * sizeof(float), stream>>>(
         in_r, r_batched != 0, in_fI, fI_batched != 0, in_fA, fA_batched != 0, in_fS, fS_batched != 0, in_d_X, d_X_batched != 0, in_d_d_r, d_d_r_batched != 0, in_d_d_fI, d_d_fI_batched != 0, in_d_d_fA, d_d_fA_batched != 0, in_d_d_fS, d_d_fS_batched != 0, out_dd_r, out_dd_fI, out_dd_fA, out_dd_fS, out_d_d_X, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -6181,19 +6238,19 @@ _vector_to_skew_KERNEL = {"name": "vector_to_skew", "kind": "elementwise", "symb
 _vector_to_skew_vjp_KERNEL = {"name": "vector_to_skew_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vector_to_skew_vjp_kernel_f32", "float64": "diagc_vector_to_skew_vjp_kernel_f64"}, "inputs": (("v", ("c",), (3,)), ("d_A", ("c",), (3, 3))), "block": 128, "outputs": (("d_v", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _vector_to_sym_KERNEL = {"name": "vector_to_sym", "kind": "elementwise", "symbols": {"float32": "diagc_vector_to_sym_kernel_f32", "float64": "diagc_vector_to_sym_kernel_f64"}, "inputs": (("v", ("c",), (3,)),), "block": 128, "outputs": (("S", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _vector_to_sym_vjp_KERNEL = {"name": "vector_to_sym_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vector_to_sym_vjp_kernel_f32", "float64": "diagc_vector_to_sym_vjp_kernel_f64"}, "inputs": (("v", ("c",), (3,)), ("d_S", ("c",), (3, 3))), "block": 128, "outputs": (("d_v", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3072, "float64": 1536}}
-_vector_to_sym_vjp_vjp_KERNEL = {"name": "vector_to_sym_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vector_to_sym_vjp_vjp_kernel_f32", "float64": "diagc_vector_to_sym_vjp_vjp_kernel_f64"}, "inputs": (("v", ("c",), (3,)), ("d_S", ("c",), (3, 3)), ("d_d_v", ("c",), (3,))), "block": 128, "outputs": (("dd_v", ("c",), (3,)), ("d_d_S", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1920, "float64": 1920}}
+_vector_to_sym_vjp_vjp_KERNEL = {"name": "vector_to_sym_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vector_to_sym_vjp_vjp_kernel_f32", "float64": "diagc_vector_to_sym_vjp_vjp_kernel_f64"}, "inputs": (("v", ("c",), (3,)), ("d_S", ("c",), (3, 3)), ("d_d_v", ("c",), (3,))), "block": 128, "outputs": (("dd_v", ("c",), (3,)), ("d_d_S", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3840, "float64": 1920}}
 _decompose_KERNEL = {"name": "decompose", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_kernel_f32", "float64": "diagc_decompose_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)),), "block": 128, "outputs": (("I", ("c",), (3, 3)), ("A", ("c",), (3, 3)), ("S", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _decompose_vjp_KERNEL = {"name": "decompose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_vjp_kernel_f32", "float64": "diagc_decompose_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("d_I", ("c",), (3, 3)), ("d_A", ("c",), (3, 3)), ("d_S", ("c",), (3, 3))), "block": 128, "outputs": (("d_X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _tensor_norm_KERNEL = {"name": "tensor_norm", "kind": "elementwise", "symbols": {"float32": "diagc_tensor_norm_kernel_f32", "float64": "diagc_tensor_norm_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)),), "block": 128, "outputs": (("n", ("c",), ()),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _tensor_norm_vjp_KERNEL = {"name": "tensor_norm_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tensor_norm_vjp_kernel_f32", "float64": "diagc_tensor_norm_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("d_n", ("c",), ())), "block": 128, "outputs": (("d_X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
 _tensor_norm_vjp_vjp_KERNEL = {"name": "tensor_norm_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_tensor_norm_vjp_vjp_kernel_f32", "float64": "diagc_tensor_norm_vjp_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("d_n", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "block": 128, "outputs": (("dd_X", ("c",), (3, 3)), ("d_d_n", ("c",), ())), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
-_matmul_o3_KERNEL = {"name": "matmul_o3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_kernel_f32", "float64": "diagc_matmul_o3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
+_matmul_o3_KERNEL = {"name": "matmul_o3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_kernel_f32", "float64": "diagc_matmul_o3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
 _matmul_o3_vjp_KERNEL = {"name": "matmul_o3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_o3_vjp_vjp_KERNEL = {"name": "matmul_o3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
 _mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32": "diagc_mix_skew_kernel_f32", "float64": "diagc_mix_skew_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("B", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
 _edge_tensor_KERNEL = {"name": "edge_tensor", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_kernel_f32", "float64": "diagc_edge_tensor_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ())), "block": 128, "outputs": (("X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3))), "block": 128, "outputs": (("d_r", (), (3,)), ("d_fI", ("c",), ()), ("d_fA", ("c",), ()), ("d_fS", ("c",), ())), "summed": (0,), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}
-_edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 1792, "float64": 1792}}
+_edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3))), "block": 128, "outputs": (("d_r", (), (3,)), ("d_fI", ("c",), ()), ("d_fA", ("c",), ()), ("d_fS", ("c",), ())), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 5632, "float64": 1408}}
+_edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 7168, "float64": 1792}}
 _skew_to_vector_KERNEL = {"name": "skew_to_vector", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_kernel_f32", "float64": "diagc_skew_to_vector_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)),), "block": 128, "outputs": (("v", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _skew_to_vector_vjp_KERNEL = {"name": "skew_to_vector_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_vjp_kernel_f32", "float64": "diagc_skew_to_vector_vjp_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("d_v", ("c",), (3,))), "block": 128, "outputs": (("d_A", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _vector_to_skew_SPEC = (_vector_to_skew_planned, vector_to_skew_vjp, (), (2,), None, _vector_to_skew_KERNEL, None)

@@ -149,6 +149,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -470,8 +509,9 @@ extern \"C\" int diagc_compose_vjp_f64(
 
 // ---- project (mixing) -------------------------------------------------------------
 // channel mixing: project[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a block: 128 output channels x 8 batch rows; a thread accumulates 4 channels x 2 rows
-// in registers (a register-tiled GEMM), z staged 16 channels at a time (12 words a row)
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 3 weight(s) staged in shared memory 8 channels at a time
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_project_z(
@@ -491,7 +531,9 @@ __host__ __device__ __forceinline__ void diagc_project_z(
 }
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-template <typename T>
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 1 channel(s) at a time
+template <typename T, bool WB>
 __device__ __forceinline__ void diagc_project_tile(
     const T* __restrict__ in_X, const int X_batched,
     const T* __restrict__ in_s, const int s_batched,
@@ -506,17 +548,24 @@ __device__ __forceinline__ void diagc_project_tile(
     constexpr int PD = 4;  // output channels per thread (lanes along the channel)
     constexpr int PR = 2;  // batch rows per thread (one set per warp)
     constexpr int ROWS = 8;
-    constexpr int CHUNK = 16;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 1 : 8;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
     constexpr int ZP = 12;
     constexpr int ACC = 9;
+    constexpr int NW = 3;  // staged weights
+    constexpr int THREADS = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 3072;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
     const int t = threadIdx.x;
     const int lane = t & 31;
     const int warp = t >> 5;
     const long long b0 = (long long)blockIdx.x * ROWS;
-    const long long d0 = (long long)blockIdx.y * 128;
+    const long long d0 = (long long)blockIdx.y * COLS;
     const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
     T acc[PR][PD][ACC];
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
@@ -526,14 +575,12 @@ __device__ __forceinline__ void diagc_project_tile(
             for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
         }
     }
-    for (long long c0 = 0; c0 < cin; c0 += CHUNK) {
-        const int chunk = cin - c0 < CHUNK ? (int)(cin - c0) : CHUNK;
-        for (int i = t; i < ROWS * CHUNK; i += 128) {  // z of (row, channel) i, zero outside
-            const int r = i / CHUNK;
-            const int q = i % CHUNK;
-            T* z = s + i * ZP;
-#pragma unroll
-            for (int g = 0; g < ZP; ++g) z[g] = T(0);
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
             if (r < rows && q < chunk) {
                 const long long b = b0 + r;
                 const long long c = c0 + q;
@@ -541,60 +588,59 @@ __device__ __forceinline__ void diagc_project_tile(
                 const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
                 const T* view1 = in_s + (s_batched ? b * cin + c : c) * 1;
                 diagc_project_z<T>(view0, view1, z);
+#pragma unroll
+                for (int g = 9; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
             }
         }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W0[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W0 + (W0_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W1[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W1 + (W1_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((1 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W2[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W2 + (W2_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((2 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
         __syncthreads();
-        for (int q = 0; q < chunk; ++q) {
-            const long long c = c0 + q;
-            T w_0_0[PD];  // the weights of row 0, reused by the other rows unless batched
-            T w_1_0[PD];  // the weights of row 0, reused by the other rows unless batched
-            T w_2_0[PD];  // the weights of row 0, reused by the other rows unless batched
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
 #pragma unroll
             for (int r = 0; r < PR; ++r) {
                 const int row = warp * PR + r;
-                const long long b = b0 + (row < rows ? row : 0);  // rows past the batch: zeros, never stored
-                (void)b;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
                 T z[ZP];
 #pragma unroll
-                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(s + (row * CHUNK + q) * ZP + g, z + g);
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
 #pragma unroll
                 for (int j = 0; j < PD; ++j) {
-                    const long long d = d0 + lane + 32 * j;
-                    if (d < cout) {
-                        {
-                            T w;
-                            if (r == 0 || W0_batched) {
-                                w = in_W0[(W0_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_0_0[j] = w;
-                            } else {
-                                w = w_0_0[j];
-                            }
 #pragma unroll
-                            for (int g = 0; g < 1; ++g) acc[r][j][0 + g] += w * z[0 + g];
-                        }
-                        {
-                            T w;
-                            if (r == 0 || W1_batched) {
-                                w = in_W1[(W1_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_1_0[j] = w;
-                            } else {
-                                w = w_1_0[j];
-                            }
+                    for (int g = 0; g < 1; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
 #pragma unroll
-                            for (int g = 0; g < 3; ++g) acc[r][j][1 + g] += w * z[1 + g];
-                        }
-                        {
-                            T w;
-                            if (r == 0 || W2_batched) {
-                                w = in_W2[(W2_batched ? b * cin * cout : 0LL) + c * cout + d];
-                                w_2_0[j] = w;
-                            } else {
-                                w = w_2_0[j];
-                            }
+                    for (int g = 0; g < 3; ++g) acc[r][j][1 + g] += w[1][j] * z[1 + g];
 #pragma unroll
-                            for (int g = 0; g < 5; ++g) acc[r][j][4 + g] += w * z[4 + g];
-                        }
-                    }
+                    for (int g = 0; g < 5; ++g) acc[r][j][4 + g] += w[2][j] * z[4 + g];
                 }
             }
         }
@@ -602,10 +648,9 @@ __device__ __forceinline__ void diagc_project_tile(
     }
     // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
     // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
-    const int dvalid = cout - d0 < 128 ? (int)(cout - d0) : 128;
 #pragma unroll
     for (int r = 0; r < PR; ++r) {
-        T* region = s + warp * 128 * ACC;
+        T* region = s + warp * COLS * ACC;
 #pragma unroll
         for (int j = 0; j < PD; ++j) {
             const int dl = lane + 32 * j;
@@ -617,19 +662,19 @@ __device__ __forceinline__ void diagc_project_tile(
             for (int g = 0; g < 5; ++g) region[512 + dl * 5 + g] = acc[r][j][4 + g];
         }
         __syncthreads();
-        for (int w = 0; w < 4; ++w) {
+        for (int w = 0; w < THREADS / 32; ++w) {
             const int row = w * PR + r;
             if (row < rows) {  // the same for the whole block
-                diagc_copy<T, 128>(out_i + ((b0 + row) * cout + d0) * 1, s + w * 128 * ACC + 0, dvalid * 1, t);
-                diagc_copy<T, 128>(out_a + ((b0 + row) * cout + d0) * 3, s + w * 128 * ACC + 128, dvalid * 3, t);
-                diagc_copy<T, 128>(out_t + ((b0 + row) * cout + d0) * 5, s + w * 128 * ACC + 512, dvalid * 5, t);
+                diagc_copy<T, THREADS>(out_i + ((b0 + row) * cout + d0) * 1, s + w * COLS * ACC + 0, dvalid * 1, t);
+                diagc_copy<T, THREADS>(out_a + ((b0 + row) * cout + d0) * 3, s + w * COLS * ACC + 128, dvalid * 3, t);
+                diagc_copy<T, THREADS>(out_t + ((b0 + row) * cout + d0) * 5, s + w * COLS * ACC + 512, dvalid * 5, t);
             }
         }
         __syncthreads();
     }
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_project_kernel_f32(
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_project_kernel_f32(
     const float* __restrict__ in_X, const int X_batched,
     const float* __restrict__ in_s, const int s_batched,
     const float* __restrict__ in_W0, const int W0_batched,
@@ -640,10 +685,13 @@ extern \"C\" __global__ void __launch_bounds__(128) diagc_project_kernel_f32(
     float* __restrict__ out_t,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_project_tile<float>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_project_tile<float, true>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
+    else
+        diagc_project_tile<float, false>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
 }
 
-extern \"C\" __global__ void __launch_bounds__(128) diagc_project_kernel_f64(
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_project_kernel_f64(
     const double* __restrict__ in_X, const int X_batched,
     const double* __restrict__ in_s, const int s_batched,
     const double* __restrict__ in_W0, const int W0_batched,
@@ -654,7 +702,10 @@ extern \"C\" __global__ void __launch_bounds__(128) diagc_project_kernel_f64(
     double* __restrict__ out_t,
     const long long batch, const long long cin, const long long cout)
 {
-    diagc_project_tile<double>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_project_tile<double, true>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
+    else
+        diagc_project_tile<double, false>(in_X, X_batched, in_s, s_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, out_i, out_a, out_t, batch, cin, cout);
 }
 #endif  // device code
 
@@ -1215,7 +1266,7 @@ extern \"C\" int diagc_parts_norm_vjp_vjp_f64(
 #endif  // host launchers
 
 // ---- matmul_o3_scaled (elementwise) -------------------------------------------------------------
-// 51 products; 128 threads a block, 128 elements in float, 128 in double;
+// 51 products; 128 threads a block, 256 elements in float, 128 in double;
 // 18 words each in shared memory
 
 template <typename T>
@@ -1245,7 +1296,7 @@ __device__ __forceinline__ void diagc_matmul_o3_scaled_tile(
     T* __restrict__ out_C,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -1334,9 +1385,9 @@ extern \"C\" int diagc_matmul_o3_scaled_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_M || !in_Y || !in_g || !out_C) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_matmul_o3_scaled_kernel_f32<<<(unsigned)blocks, 128, 2304 * sizeof(float), stream>>>(
+    diagc_matmul_o3_scaled_kernel_f32<<<(unsigned)blocks, 128, 4608 * sizeof(float), stream>>>(
         in_M, M_batched != 0, in_Y, Y_batched != 0, in_g, g_batched != 0, out_C, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1360,7 +1411,7 @@ extern \"C\" int diagc_matmul_o3_scaled_f64(
 #endif  // host launchers
 
 // ---- matmul_o3_scaled_vjp (elementwise) -------------------------------------------------------------
-// 153 products; 128 threads a block, 128 elements in float, 128 in double;
+// 153 products; 128 threads a block, 256 elements in float, 128 in double;
 // 27 words each in shared memory
 
 template <typename T>
@@ -1406,7 +1457,7 @@ __device__ __forceinline__ void diagc_matmul_o3_scaled_vjp_tile(
     T* __restrict__ out_d_g,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -1517,13 +1568,13 @@ extern \"C\" int diagc_matmul_o3_scaled_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_M || !in_Y || !in_g || !in_d_C || !out_d_M || !out_d_Y || !out_d_g) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_d_g, 0, (size_t)(batch) * 1 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_matmul_o3_scaled_vjp_kernel_f32<<<(unsigned)blocks, 128, 3456 * sizeof(float), stream>>>(
+    diagc_matmul_o3_scaled_vjp_kernel_f32<<<(unsigned)blocks, 128, 6912 * sizeof(float), stream>>>(
         in_M, M_batched != 0, in_Y, Y_batched != 0, in_g, g_batched != 0, in_d_C, d_C_batched != 0, out_d_M, out_d_Y, out_d_g, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1554,7 +1605,7 @@ extern \"C\" int diagc_matmul_o3_scaled_vjp_f64(
 #endif  // host launchers
 
 // ---- matmul_o3_scaled_vjp_vjp (elementwise) -------------------------------------------------------------
-// 459 products; 128 threads a block, 128 elements in float, 128 in double;
+// 459 products; 128 threads a block, 256 elements in float, 128 in double;
 // 45 words each in shared memory
 
 template <typename T>
@@ -1617,7 +1668,7 @@ __device__ __forceinline__ void diagc_matmul_o3_scaled_vjp_vjp_tile(
     T* __restrict__ out_d_d_C,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -1757,13 +1808,13 @@ extern \"C\" int diagc_matmul_o3_scaled_vjp_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_M || !in_Y || !in_g || !in_d_C || !in_d_d_M || !in_d_d_Y || !in_d_d_g || !out_dd_M || !out_dd_Y || !out_dd_g || !out_d_d_C) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_dd_g, 0, (size_t)(batch) * 1 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_matmul_o3_scaled_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 5760 * sizeof(float), stream>>>(
+    diagc_matmul_o3_scaled_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 11520 * sizeof(float), stream>>>(
         in_M, M_batched != 0, in_Y, Y_batched != 0, in_g, g_batched != 0, in_d_C, d_C_batched != 0, in_d_d_M, d_d_M_batched != 0, in_d_d_Y, d_d_Y_batched != 0, in_d_d_g, d_d_g_batched != 0, out_dd_M, out_dd_Y, out_dd_g, out_d_d_C, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1798,7 +1849,7 @@ extern \"C\" int diagc_matmul_o3_scaled_vjp_vjp_f64(
 #endif  // host launchers
 
 // ---- residual (elementwise) -------------------------------------------------------------
-// 45 products; 128 threads a block, 128 elements in float, 128 in double;
+// 45 products; 128 threads a block, 256 elements in float, 128 in double;
 // 18 words each in shared memory
 
 template <typename T>
@@ -1828,7 +1879,7 @@ __device__ __forceinline__ void diagc_residual_tile(
     T* __restrict__ out_Z,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -1917,9 +1968,9 @@ extern \"C\" int diagc_residual_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_X || !in_D || !in_g || !out_Z) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_residual_kernel_f32<<<(unsigned)blocks, 128, 2304 * sizeof(float), stream>>>(
+    diagc_residual_kernel_f32<<<(unsigned)blocks, 128, 4608 * sizeof(float), stream>>>(
         in_X, X_batched != 0, in_D, D_batched != 0, in_g, g_batched != 0, out_Z, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1943,7 +1994,7 @@ extern \"C\" int diagc_residual_f64(
 #endif  // host launchers
 
 // ---- residual_vjp (elementwise) -------------------------------------------------------------
-// 96 products; 128 threads a block, 128 elements in float, 128 in double;
+// 96 products; 128 threads a block, 512 elements in float, 128 in double;
 // 18 words each in shared memory
 
 template <typename T>
@@ -1988,7 +2039,7 @@ __device__ __forceinline__ void diagc_residual_vjp_tile(
     T* __restrict__ out_d_g,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 4 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2096,13 +2147,13 @@ extern \"C\" int diagc_residual_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_X || !in_D || !in_g || !in_d_Z || !out_d_X || !out_d_D || !out_d_g) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 511) / 512;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_d_g, 0, (size_t)(batch) * 1 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_residual_vjp_kernel_f32<<<(unsigned)blocks, 128, 2304 * sizeof(float), stream>>>(
+    diagc_residual_vjp_kernel_f32<<<(unsigned)blocks, 128, 9216 * sizeof(float), stream>>>(
         in_X, X_batched != 0, in_D, D_batched != 0, in_g, g_batched != 0, in_d_Z, d_Z_batched != 0, out_d_X, out_d_D, out_d_g, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -2133,7 +2184,7 @@ extern \"C\" int diagc_residual_vjp_f64(
 #endif  // host launchers
 
 // ---- residual_vjp_vjp (elementwise) -------------------------------------------------------------
-// 249 products; 128 threads a block, 128 elements in float, 128 in double;
+// 249 products; 128 threads a block, 256 elements in float, 128 in double;
 // 36 words each in shared memory
 
 template <typename T>
@@ -2195,7 +2246,7 @@ __device__ __forceinline__ void diagc_residual_vjp_vjp_tile(
     T* __restrict__ out_d_d_Z,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -2332,13 +2383,13 @@ extern \"C\" int diagc_residual_vjp_vjp_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_X || !in_D || !in_g || !in_d_Z || !in_d_d_X || !in_d_d_D || !in_d_d_g || !out_dd_X || !out_dd_D || !out_dd_g || !out_d_d_Z) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
     {  // summed into: zeroed first
         const cudaError_t zeroed = cudaMemsetAsync(out_dd_g, 0, (size_t)(batch) * 1 * sizeof(float), stream);
         if (zeroed != cudaSuccess) return (int)zeroed;
     }
-    diagc_residual_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 4608 * sizeof(float), stream>>>(
+    diagc_residual_vjp_vjp_kernel_f32<<<(unsigned)blocks, 128, 9216 * sizeof(float), stream>>>(
         in_X, X_batched != 0, in_D, D_batched != 0, in_g, g_batched != 0, in_d_Z, d_Z_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_D, d_d_D_batched != 0, in_d_d_g, d_d_g_batched != 0, out_dd_X, out_dd_D, out_dd_g, out_d_d_Z, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -7951,12 +8002,12 @@ _project_KERNEL = {"name": "project", "kind": "mixing", "symbols": {"float32": "
 _parts_norm_KERNEL = {"name": "parts_norm", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_kernel_f32", "float64": "diagc_parts_norm_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,))), "block": 128, "outputs": (("n", ("c",), ()),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _parts_norm_vjp_KERNEL = {"name": "parts_norm_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_vjp_kernel_f32", "float64": "diagc_parts_norm_vjp_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("d_n", ("c",), ())), "block": 128, "outputs": (("d_i", ("c",), ()), ("d_a", ("c",), (3,)), ("d_t", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
 _parts_norm_vjp_vjp_KERNEL = {"name": "parts_norm_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_vjp_vjp_kernel_f32", "float64": "diagc_parts_norm_vjp_vjp_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("d_n", ("c",), ()), ("d_d_i", ("c",), ()), ("d_d_a", ("c",), (3,)), ("d_d_t", ("c",), (5,))), "block": 128, "outputs": (("dd_i", ("c",), ()), ("dd_a", ("c",), (3,)), ("dd_t", ("c",), (5,)), ("d_d_n", ("c",), ())), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
-_matmul_o3_scaled_KERNEL = {"name": "matmul_o3_scaled", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_kernel_f32", "float64": "diagc_matmul_o3_scaled_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ())), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
-_matmul_o3_scaled_vjp_KERNEL = {"name": "matmul_o3_scaled_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_vjp_kernel_f32", "float64": "diagc_matmul_o3_scaled_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ()), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3)), ("d_g", (), ())), "summed": (2,), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
-_matmul_o3_scaled_vjp_vjp_KERNEL = {"name": "matmul_o3_scaled_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_scaled_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ()), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3)), ("d_d_g", (), ())), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("dd_g", (), ()), ("d_d_C", ("c",), (3, 3))), "summed": (2,), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
-_residual_KERNEL = {"name": "residual", "kind": "elementwise", "symbols": {"float32": "diagc_residual_kernel_f32", "float64": "diagc_residual_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ())), "block": 128, "outputs": (("Z", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
-_residual_vjp_KERNEL = {"name": "residual_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_residual_vjp_kernel_f32", "float64": "diagc_residual_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ()), ("d_Z", ("c",), (3, 3))), "block": 128, "outputs": (("d_X", ("c",), (3, 3)), ("d_D", ("c",), (3, 3)), ("d_g", (), ())), "summed": (2,), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
-_residual_vjp_vjp_KERNEL = {"name": "residual_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_residual_vjp_vjp_kernel_f32", "float64": "diagc_residual_vjp_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ()), ("d_Z", ("c",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_D", ("c",), (3, 3)), ("d_d_g", (), ())), "block": 128, "outputs": (("dd_X", ("c",), (3, 3)), ("dd_D", ("c",), (3, 3)), ("dd_g", (), ()), ("d_d_Z", ("c",), (3, 3))), "summed": (2,), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 4608, "float64": 4608}}
+_matmul_o3_scaled_KERNEL = {"name": "matmul_o3_scaled", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_kernel_f32", "float64": "diagc_matmul_o3_scaled_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ())), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
+_matmul_o3_scaled_vjp_KERNEL = {"name": "matmul_o3_scaled_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_vjp_kernel_f32", "float64": "diagc_matmul_o3_scaled_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ()), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3)), ("d_g", (), ())), "summed": (2,), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 6912, "float64": 3456}}
+_matmul_o3_scaled_vjp_vjp_KERNEL = {"name": "matmul_o3_scaled_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_scaled_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_scaled_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ()), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3)), ("d_d_g", (), ())), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("dd_g", (), ()), ("d_d_C", ("c",), (3, 3))), "summed": (2,), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 11520, "float64": 5760}}
+_residual_KERNEL = {"name": "residual", "kind": "elementwise", "symbols": {"float32": "diagc_residual_kernel_f32", "float64": "diagc_residual_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ())), "block": 128, "outputs": (("Z", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
+_residual_vjp_KERNEL = {"name": "residual_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_residual_vjp_kernel_f32", "float64": "diagc_residual_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ()), ("d_Z", ("c",), (3, 3))), "block": 128, "outputs": (("d_X", ("c",), (3, 3)), ("d_D", ("c",), (3, 3)), ("d_g", (), ())), "summed": (2,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 9216, "float64": 2304}}
+_residual_vjp_vjp_KERNEL = {"name": "residual_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_residual_vjp_vjp_kernel_f32", "float64": "diagc_residual_vjp_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("D", ("c",), (3, 3)), ("g", (), ()), ("d_Z", ("c",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_D", ("c",), (3, 3)), ("d_d_g", (), ())), "block": 128, "outputs": (("dd_X", ("c",), (3, 3)), ("dd_D", ("c",), (3, 3)), ("dd_g", (), ()), ("d_d_Z", ("c",), (3, 3))), "summed": (2,), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 9216, "float64": 4608}}
 _part_norms_KERNEL = {"name": "part_norms", "kind": "elementwise", "symbols": {"float32": "diagc_part_norms_kernel_f32", "float64": "diagc_part_norms_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)),), "block": 128, "outputs": (("nI", ("c",), ()), ("nA", ("c",), ()), ("nS", ("c",), ())), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _part_norms_vjp_KERNEL = {"name": "part_norms_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_part_norms_vjp_kernel_f32", "float64": "diagc_part_norms_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("d_nI", ("c",), ()), ("d_nA", ("c",), ()), ("d_nS", ("c",), ())), "block": 128, "outputs": (("d_X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3072, "float64": 1536}}
 _part_norms_vjp_vjp_KERNEL = {"name": "part_norms_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_part_norms_vjp_vjp_kernel_f32", "float64": "diagc_part_norms_vjp_vjp_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("d_nI", ("c",), ()), ("d_nA", ("c",), ()), ("d_nS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "block": 128, "outputs": (("dd_X", ("c",), (3, 3)), ("d_d_nI", ("c",), ()), ("d_d_nA", ("c",), ()), ("d_d_nS", ("c",), ())), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2688, "float64": 2688}}

@@ -104,6 +104,45 @@ __device__ __forceinline__ void diagc_sum_rows(T* __restrict__ out, T* v, const 
     }
 }
 
+// a run of N words (count of them valid) from global memory into registers, and back: 16-byte
+// accesses when the run is whole, a multiple of 16 bytes and aligned, else a word at a time
+template <typename T, int N>
+__device__ __forceinline__ void diagc_load_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(src) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            const uint4 a = reinterpret_cast<const uint4*>(src)[k];
+            const T* w = reinterpret_cast<const T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) dst[k * (16 / sizeof(T)) + g] = w[g];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) dst[k] = k < count ? src[k] : T(0);
+    }
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void diagc_store_run(T* __restrict__ dst, const T* __restrict__ src, const int count)
+{
+    if ((N * sizeof(T)) % 16 == 0 && count == N && (reinterpret_cast<unsigned long long>(dst) & 15ULL) == 0) {
+#pragma unroll
+        for (int k = 0; k < (int)(N * sizeof(T) / 16); ++k) {
+            uint4 a;
+            T* w = reinterpret_cast<T*>(&a);
+#pragma unroll
+            for (int g = 0; g < (int)(16 / sizeof(T)); ++g) w[g] = src[k * (16 / sizeof(T)) + g];
+            reinterpret_cast<uint4*>(dst)[k] = a;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; ++k) {
+            if (k < count) dst[k] = src[k];
+        }
+    }
+}
+
 // 4 consecutive words of shared memory (16-byte aligned) into registers
 template <typename T>
 __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
@@ -125,7 +164,7 @@ __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
 #endif
 
 // ---- matmul_so3 (elementwise) -------------------------------------------------------------
-// 27 products; 128 threads a block, 128 elements in float, 128 in double;
+// 27 products; 128 threads a block, 256 elements in float, 128 in double;
 // 18 words each in shared memory
 
 template <typename T>
@@ -153,7 +192,7 @@ __device__ __forceinline__ void diagc_matmul_so3_tile(
     T* __restrict__ out_C,
     const long long n, const long long ch0)
 {
-    constexpr int PER_THREAD = sizeof(T) == 4 ? 1 : 1;
+    constexpr int PER_THREAD = sizeof(T) == 4 ? 2 : 1;
     constexpr int TILE = 128 * PER_THREAD;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const s = reinterpret_cast<T*>(diagc_shared);
@@ -232,9 +271,9 @@ extern \"C\" int diagc_matmul_so3_f32(
     const long long n = batch * ch0;
     if (n == 0) return 0;
     if (!in_M || !in_Y || !out_C) return (int)cudaErrorInvalidValue;
-    const long long blocks = (n + 127) / 128;
+    const long long blocks = (n + 255) / 256;
     if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;
-    diagc_matmul_so3_kernel_f32<<<(unsigned)blocks, 128, 2304 * sizeof(float), stream>>>(
+    diagc_matmul_so3_kernel_f32<<<(unsigned)blocks, 128, 4608 * sizeof(float), stream>>>(
         in_M, M_batched != 0, in_Y, Y_batched != 0, out_C, n, ch0);
     return (int)cudaGetLastError();
 }
@@ -1752,7 +1791,7 @@ def matmul_so3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernel
     """
     return _call(_matmul_so3_vjp_vjp_SPEC, (M, Y, d_C, d_d_M, d_d_Y), out, fused, kernels)
 
-_matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2304, "float64": 2304}}
+_matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
 _matmul_so3_vjp_KERNEL = {"name": "matmul_so3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_so3_vjp_vjp_KERNEL = {"name": "matmul_so3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
 _matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL, None)
