@@ -628,6 +628,7 @@ MIXING_VARIANTS = ("expert", "kernel", "module kernel", "module blas", "bmm", "o
 def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, experts, verdict):
     """Channel mixing B[b,d] = Σ_c W[c,d] A[b,c] (3x3 blocks) by each GEMM route, float32 and float64:
     the raw tiled-GEMM kernel, the module with MIXING="kernel" (its custom op) and MIXING="blas"
+    (each for the call only; the module's own choice is its kernel spec's ``library_gemm``)
     (the planned torch code: einsum, cuBLAS), torch.matmul as a batched GEMM over the batch, and one
     large GEMM after moving the channel axis last (two copies)."""
     meta = manifest["files"]["tensornet"]["mix_skew"]
@@ -648,12 +649,15 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
                 try:
                     return m.mix_skew(A, W)
                 finally:
-                    m.MIXING = "blas"
+                    m.MIXING = None  # the kernel spec's choice (library_gemm) again
             calls["module kernel"] = module_kernel
 
         def blas():
             m.MIXING = "blas"
-            return m.mix_skew(A, W)
+            try:
+                return m.mix_skew(A, W)
+            finally:
+                m.MIXING = None
         calls["module blas"] = blas
         calls["bmm"] = lambda: torch.matmul(W.t(), A.reshape(b, c, 9)).reshape(b, W.shape[1], 3, 3)
         calls["one GEMM"] = lambda: (A.permute(0, 2, 3, 1).reshape(-1, c) @ W).reshape(b, 3, 3, -1).permute(

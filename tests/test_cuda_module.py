@@ -290,7 +290,7 @@ def gpu(monkeypatch, tmp_path_factory):
         monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
         monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
         monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
-        monkeypatch.setattr(m, "MIXING", "kernel")  # the default is "blas"; these tests run the GEMM kernel
+        monkeypatch.setattr(m, "MIXING", "kernel")  # the default follows library_gemm; these tests run the GEMM kernel
         return m, s
     return install
 
@@ -423,6 +423,14 @@ def test_switches_run_the_array_code(gpu, monkeypatch):
     A, W = _args(m, "mix_skew", np.random.default_rng(5))
     m.mix_skew(A, W[0])
     assert len(s.launches) == 1
+    monkeypatch.setattr(m, "MIXING", None)  # the kernel spec chooses: data, from the generator
+    cfg = m._mix_skew_SPEC[5]
+    assert cfg is m._mix_skew_KERNEL and cfg["library_gemm"] is True
+    m.mix_skew(A, W[0])
+    assert len(s.launches) == 1
+    monkeypatch.setitem(cfg, "library_gemm", False)
+    _same(m.mix_skew(A, W[0]), m.mix_skew(A, W[0], kernels=False))
+    assert len(s.launches) == 2 and s.launches[-1][0] == cfg["symbols"]["float64"]
 
 
 def test_compile_cache_is_per_device(gpu, monkeypatch):

@@ -1066,7 +1066,7 @@ _CUDA_SOURCE = None
 _OP_NAMESPACE = "diagc_runtime"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-MIXING = "blas"
+MIXING = None
 _KERNEL_SPECS = ()
 
 
@@ -1106,12 +1106,13 @@ def _on_gpu(b, args):
 
 
 def _use_kernel(b, spec, args):
-    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing MIXING says
+    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing the kernel spec
+    does not choose the array library's GEMM, ``library_gemm``, or MIXING overrides it with
     "kernel"), the arguments are CUDA arrays, and cupy is importable."""
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
-    if cfg["kind"] == "mixing" and MIXING != "kernel":
+    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
         return False
     return _on_gpu(b, args) and _cupy_importable()
 
