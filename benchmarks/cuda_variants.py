@@ -20,11 +20,12 @@ diagram without channels: N*C rows), checks it against the module's ``kernels=Fa
 1e-5) first, then times it (gpu_bench's Timer: median of 20 CUDA-event timings) against the
 bandwidth bound (bytes read and written over ``Tensor.copy_``'s bandwidth, measured in the same
 process); ``torch.linalg.cross`` is timed beside the cross product. Channel mixing (mix_skew, a
-weight shared by the batch) is timed per GEMM variant, float32 and float64, against the module's
-``kernels=False`` code (cuBLAS through torch.matmul, what ``MIXING = "blas"`` runs) and one
-``torch.matmul`` on a channels-last copy. Last, ``torch.matmul`` of two 8192 x 8192 float32
-matrices with TF32 off gives the GEMM throughput, and with it channel mixing's compute bound:
-2 N C D 9 flops (mix_skew) over that throughput.
+weight shared by the batch) is timed first, and kept at once in OUT/cuda_variants_mixing.json:
+per GEMM variant, float32 and float64, against the module's ``kernels=False`` code (cuBLAS through
+torch.matmul, what ``MIXING = "blas"`` runs) and one ``torch.matmul`` on a channels-last copy.
+Last, ``torch.matmul`` of two 8192 x 8192 float32 matrices with TF32 off gives the GEMM
+throughput, and with it channel mixing's compute bound: 2 N C D 9 flops (mix_skew) over that
+throughput.
 """
 
 from __future__ import annotations
@@ -174,16 +175,20 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     bandwidth = copy_bandwidth(torch, device, timer)
     manifest = json.loads((folder / "manifest.json").read_text())
     table, failed = [], False
-    gemm_modules = {}
-    elementwise = [v for v in manifest["variants"] if v in ELEMENTWISE]
-    for label, entry in manifest["variants"].items():
-        modules = {stem: _load_module(folder / entry["folder"] / f"{stem}.py") for stem in entry["files"]}
-        for m in modules.values():
+    loaded = {}
+    for label, entry in manifest["variants"].items():  # NVRTC compiles each at its first launch
+        loaded[label] = {stem: _load_module(folder / entry["folder"] / f"{stem}.py") for stem in entry["files"]}
+        for m in loaded[label].values():
             (prepare_module or (lambda m: None))(m)
-        if "tensornet" in modules:
-            gemm_modules[label] = modules["tensornet"]
-        if label not in ELEMENTWISE:
-            continue
+    out.mkdir(parents=True, exist_ok=True)
+    # channel mixing first (the open question: the generated GEMM against cuBLAS), kept at once
+    mixing = _mixing({label: ms["tensornet"] for label, ms in loaded.items() if "tensornet" in ms},
+                     rows, channels, device, torch, timer, _rel_err)
+    (out / "cuda_variants_mixing.json").write_text(json.dumps(mixing, indent=1) + "\n")
+    failed |= any("error" in r for r in mixing)
+    elementwise = [v for v in manifest["variants"] if v in ELEMENTWISE]
+    for label in elementwise:
+        modules = loaded[label]
         for stem, name in TIMED:
             m = modules[stem]
             cfg = getattr(m, f"_{name}_KERNEL")
@@ -212,8 +217,6 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
                 failed = True
             print(json.dumps(row), flush=True)
             del args
-    mixing = _mixing(gemm_modules, rows, channels, device, torch, timer, _rel_err)
-    failed |= any("error" in r for r in mixing)
     torch.backends.cuda.matmul.allow_tf32 = False
     side = 8192 if device.type == "cuda" else 256
     a = torch.randn(side, side, device=device)
@@ -254,7 +257,6 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     lines += ["", f"float32 GEMM (torch.matmul 8192^3, TF32 off): {flops / 1e12:.1f} TFLOP/s; channel mixing "
               f"(mix_skew, {mixing_flops / 1e9:.2f} GFLOP) compute bound {mixing_flops / flops * 1e3:.3f} ms, "
               f"bandwidth bound {(2 * rows * channels * 9 * 4 + channels * channels * 4) / bandwidth * 1e3:.3f} ms."]
-    out.mkdir(parents=True, exist_ok=True)
     (out / "cuda_variants.md").write_text("\n".join(lines) + "\n")
     (out / "cuda_variants.json").write_text(json.dumps({"rows": table, "mixing": mixing, "bandwidth": bandwidth,
                                                         "gemm_flops": flops}, indent=1) + "\n")
