@@ -14,7 +14,8 @@ kernel sums into rows; the GEMM tile of ``MIX_SHAPES``' first fitting shape), 2 
 float32 thread (halved where a block would not fit 48 KiB of shared memory: each cell names the
 elements a block takes), ``direct`` (``DIRECT_ROW_WORDS`` unbounded: a thread's consecutive
 elements read and written as runs from registers, no shared memory), and the GEMM with other
-register tiles (output channels x batch rows a thread). ``--run`` launches each variant's float32
+register tiles (output channels x batch rows a thread), float32 launch bounds of 3 blocks an SM
+(more registers) and 8 channels a step. ``--run`` launches each variant's float32
 kernel of the diagrams in ``TIMED`` through NVRTC (``cupy.RawModule``) at N x C = 32768 x 128 (a
 diagram without channels: N*C rows), checks it against the module's ``kernels=False`` (relative
 1e-5) first, then times it (gpu_bench's Timer: median of 20 CUDA-event timings) against the
@@ -54,10 +55,12 @@ VARIANTS = {
     "direct": ({"DIRECT_ROW_WORDS": 1 << 20}, FILES),
     "GEMM 4x1": ({"MIX_SHAPES": ((4, 1),)}, ("tensornet",)),
     "GEMM 2x2": ({"MIX_SHAPES": ((2, 2),)}, ("tensornet",)),
+    "GEMM 3 blocks": ({"MIX_MIN_BLOCKS": {"f32": 3, "f64": 2}}, ("tensornet",)),  # up to 168 registers
+    "GEMM chunk 8": ({"MIX_CHUNKS": (8, 4, 2, 1)}, ("tensornet",)),
 }
 #: the variants of the elementwise table and of the channel-mixing table
 ELEMENTWISE = ("chosen", "2 a thread", "4 a thread", "direct")
-GEMMS = ("chosen", "GEMM 4x1", "GEMM 2x2")
+GEMMS = ("chosen", "GEMM 4x1", "GEMM 2x2", "GEMM 3 blocks", "GEMM chunk 8")
 
 
 def prepare(folder: Path) -> None:

@@ -208,10 +208,12 @@ class MixingKernel:
     weights: tuple[tuple[int, bool], ...] = ()  # staged weights: (input position, contracted_first)
     #: the Python module runs the array library's GEMM (cuBLAS) on CUDA arrays, not this kernel
     library_gemm: bool = MIX_LIBRARY_GEMM
+    #: (precision suffix, blocks an SM must hold at once): the launch bounds
+    blocks_per_sm: tuple[tuple[str, int], ...] = (("f32", 4), ("f64", 2))
 
     def min_blocks(self, suffix: str) -> int:
         """Blocks an SM must hold at once in precision ``suffix`` (the kernel's launch bounds)."""
-        return MIX_MIN_BLOCKS[suffix]
+        return dict(self.blocks_per_sm)[suffix]
 
     @property
     def batched_step(self) -> int:
@@ -510,7 +512,8 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
     return MixingKernel(
         diagram.name, _inputs(diagram), contracted_axis, out_channels[0], staged, tuple(fix(c) for c in z),
         tuple(MixResult(n, dims, _size(dims), terms, off) for n, dims, terms, off in results),
-        MIX_WARPS * 32, rows, chunk, words(chunk), per_thread, rows_per_warp, z_pad, tuple(weights), MIX_LIBRARY_GEMM)
+        MIX_WARPS * 32, rows, chunk, words(chunk), per_thread, rows_per_warp, z_pad, tuple(weights), MIX_LIBRARY_GEMM,
+        tuple(sorted(MIX_MIN_BLOCKS.items())))
 
 
 def lower_program(program: Program) -> CudaProgram:
