@@ -178,6 +178,8 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     bandwidth = copy_bandwidth(torch, device, timer)
     manifest = json.loads((folder / "manifest.json").read_text())
     table, failed = [], False
+    if any(not isinstance(entry, dict) for entry in manifest["variants"].values()):
+        raise SystemExit(f"{folder} was prepared by an older cuda_variants.py: remove it and run --prepare again")
     loaded = {}
     for label, entry in manifest["variants"].items():  # NVRTC compiles each at its first launch
         loaded[label] = {stem: _load_module(folder / entry["folder"] / f"{stem}.py") for stem in entry["files"]}

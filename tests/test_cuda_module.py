@@ -627,8 +627,11 @@ def test_emulated_gemm_kernels_in_every_mixing_form(gpu, stem, name):
     rng = np.random.default_rng(17)
     fn = getattr(m, name)
     weights = [k for k, (_, chans, dims) in enumerate(cfg["inputs"]) if len(chans) == 2 and not dims]
-    for dtype, tol, batch, channels in ((torch.float64, 1e-12, (19,), 37), (torch.float32, 1e-5, (3,), 70)):
-        args = _args(m, name, rng, batch=batch, channels=channels, dtype=dtype)
+    cin, cout = cfg["channels"]
+    for dtype, tol, batch, sizes in ((torch.float64, 1e-12, (19,), {cin: 37, cout: 45}),
+                                     (torch.float32, 1e-5, (3,), {cin: 70, cout: 33})):
+        args = [torch.tensor(rng.standard_normal(batch + tuple(sizes[c] for c in chans) + tuple(dims)), dtype=dtype)
+                for _, chans, dims in cfg["inputs"]]
         _same(fn(*args), fn(*args, kernels=False), tol)  # batched weights
         shared = [a[0] if k in weights else a for k, a in enumerate(args)]
         _same(fn(*shared), fn(*shared, kernels=False), tol)
