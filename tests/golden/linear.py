@@ -607,10 +607,10 @@ extern \"C\" int diagc_linear_cart2_f64(
 _OP_NAMESPACE = "diagc_e0de826a8a32722a"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM); gpu_bench measures both: on an H200, 32768 x 128, "blas" took 0.39 ms
-#: (float32) and 0.45 ms (float64) against the kernel's 0.56 and 1.33, so it is the default
-MIXING = "blas"
+#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
+#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
+#: generated tiled GEMM)
+MIXING = None
 
 
 _CONSTANTS = {}
@@ -1064,7 +1064,7 @@ def _use_kernel(b, spec, args):
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
-    if cfg["kind"] == "mixing" and MIXING != "kernel":
+    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
         return False
     return _on_gpu(b, args) and _cupy_importable()
 
@@ -2269,8 +2269,8 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     dd_W2 = _s0
     return (dd_W0, dd_W1, dd_W2)
 
-_mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
-_linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}
+_mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4608, "float64": 4608}}
+_linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4864, "float64": 4864}}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
 _mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))

@@ -1586,10 +1586,10 @@ extern \"C\" int diagc_triple_vjp_vjp_f64(
 _OP_NAMESPACE = "diagc_e9703dfcf05a67ef"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM); gpu_bench measures both: on an H200, 32768 x 128, "blas" took 0.39 ms
-#: (float32) and 0.45 ms (float64) against the kernel's 0.56 and 1.33, so it is the default
-MIXING = "blas"
+#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
+#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
+#: generated tiled GEMM)
+MIXING = None
 
 
 _COMPILED = {}
@@ -1990,7 +1990,7 @@ def _use_kernel(b, spec, args):
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
-    if cfg["kind"] == "mixing" and MIXING != "kernel":
+    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
         return False
     return _on_gpu(b, args) and _cupy_importable()
 

@@ -3094,10 +3094,10 @@ extern \"C\" int diagc_skew_to_vector_vjp_f64(
 _OP_NAMESPACE = "diagc_27085934c93bcb4c"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM); gpu_bench measures both: on an H200, 32768 x 128, "blas" took 0.39 ms
-#: (float32) and 0.45 ms (float64) against the kernel's 0.56 and 1.33, so it is the default
-MIXING = "blas"
+#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
+#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
+#: generated tiled GEMM)
+MIXING = None
 
 
 _CONSTANTS = {}
@@ -3638,7 +3638,7 @@ def _use_kernel(b, spec, args):
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
-    if cfg["kind"] == "mixing" and MIXING != "kernel":
+    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
         return False
     return _on_gpu(b, args) and _cupy_importable()
 
@@ -6247,7 +6247,7 @@ _tensor_norm_vjp_vjp_KERNEL = {"name": "tensor_norm_vjp_vjp", "kind": "elementwi
 _matmul_o3_KERNEL = {"name": "matmul_o3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_kernel_f32", "float64": "diagc_matmul_o3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
 _matmul_o3_vjp_KERNEL = {"name": "matmul_o3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_o3_vjp_vjp_KERNEL = {"name": "matmul_o3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
-_mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32": "diagc_mix_skew_kernel_f32", "float64": "diagc_mix_skew_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("B", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
+_mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32": "diagc_mix_skew_kernel_f32", "float64": "diagc_mix_skew_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("B", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4608, "float64": 4608}}
 _edge_tensor_KERNEL = {"name": "edge_tensor", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_kernel_f32", "float64": "diagc_edge_tensor_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ())), "block": 128, "outputs": (("X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3))), "block": 128, "outputs": (("d_r", (), (3,)), ("d_fI", ("c",), ()), ("d_fA", ("c",), ()), ("d_fS", ("c",), ())), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 5632, "float64": 1408}}
 _edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 7168, "float64": 1792}}

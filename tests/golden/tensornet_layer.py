@@ -3300,10 +3300,10 @@ extern \"C\" int diagc_edge_sph2_vjp_vjp_f64(
 _OP_NAMESPACE = "diagc_59ac1ec50d9fb3e1"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM); gpu_bench measures both: on an H200, 32768 x 128, "blas" took 0.39 ms
-#: (float32) and 0.45 ms (float64) against the kernel's 0.56 and 1.33, so it is the default
-MIXING = "blas"
+#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
+#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
+#: generated tiled GEMM)
+MIXING = None
 
 
 _CONSTANTS = {}
@@ -3841,7 +3841,7 @@ def _use_kernel(b, spec, args):
     cfg = spec[5]
     if cfg is None or not args or b.root not in ("torch", "cupy"):
         return False
-    if cfg["kind"] == "mixing" and MIXING != "kernel":
+    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
         return False
     return _on_gpu(b, args) and _cupy_importable()
 
@@ -7998,7 +7998,7 @@ def edge_sph2_vjp_vjp(r, d_t, d_d_r, *, out=None, fused=False, kernels=True):
 
 _compose_KERNEL = {"name": "compose", "kind": "elementwise", "symbols": {"float32": "diagc_compose_kernel_f32", "float64": "diagc_compose_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,))), "block": 128, "outputs": (("X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _compose_vjp_KERNEL = {"name": "compose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_compose_vjp_kernel_f32", "float64": "diagc_compose_vjp_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("d_X", ("c",), (3, 3))), "block": 128, "outputs": (("d_i", ("c",), ()), ("d_a", ("c",), (3,)), ("d_t", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_project_KERNEL = {"name": "project", "kind": "mixing", "symbols": {"float32": "diagc_project_kernel_f32", "float64": "diagc_project_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("s", ("c",), ()), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("i", ("d",), ()), ("a", ("d",), (3,)), ("t", ("d",), (5,))), "channels": ("c", "d"), "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}
+_project_KERNEL = {"name": "project", "kind": "mixing", "symbols": {"float32": "diagc_project_kernel_f32", "float64": "diagc_project_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("s", ("c",), ()), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("i", ("d",), ()), ("a", ("d",), (3,)), ("t", ("d",), (5,))), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4608, "float64": 4608}}
 _parts_norm_KERNEL = {"name": "parts_norm", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_kernel_f32", "float64": "diagc_parts_norm_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,))), "block": 128, "outputs": (("n", ("c",), ()),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _parts_norm_vjp_KERNEL = {"name": "parts_norm_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_vjp_kernel_f32", "float64": "diagc_parts_norm_vjp_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("d_n", ("c",), ())), "block": 128, "outputs": (("d_i", ("c",), ()), ("d_a", ("c",), (3,)), ("d_t", ("c",), (5,))), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
 _parts_norm_vjp_vjp_KERNEL = {"name": "parts_norm_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_parts_norm_vjp_vjp_kernel_f32", "float64": "diagc_parts_norm_vjp_vjp_kernel_f64"}, "inputs": (("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("d_n", ("c",), ()), ("d_d_i", ("c",), ()), ("d_d_a", ("c",), (3,)), ("d_d_t", ("c",), (5,))), "block": 128, "outputs": (("dd_i", ("c",), ()), ("dd_a", ("c",), (3,)), ("dd_t", ("c",), (5,)), ("d_d_n", ("c",), ())), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
