@@ -104,6 +104,8 @@ ERRORS = [
     ('eq_irreps_parity', 'diagram f(h: irreps(4x1o)) -> o: irreps(4x1o) {\n    o.1o[u,k] = cg(1,1,1)[i,j,k] h.1o[u,i] h.1o[u,j]\n}\n', 1, 2, 17, "in 'o_1o' of diagram 'f', term 'cg(1,1,1)[i,j,k] h_1o[u,i] h"),
     ('type_irreps_fixed_size', 'diagram f(h: irreps(8x0e), W: weight[4,2]) -> o: irreps(2x0e) {\n    o.0e[w] = W[u,w] h.0e[u]\n}\n', 2, 2, 27, "index 'u' joins channel axis '8' of h_0e with channel axis '"),
     ('type_irreps_basis', 'basis b(h: irreps(8x0e)) -> s: scalar\n', 2, 1, 12, 'a basis takes Cartesian and sph(lp) types, not irreps(8x0e):'),
+    ('eq_graph_function_rank', 'diagram g(v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = dst[e,n] src[e,m] silu(v[m,c,i]) v[m,c,i]\n}\n', 1, 2, 39, "the argument of silu, 'v[m,c,i]', has rank 1 (free geometric index 'i')"),
+    ('type_graph_function_stage', 'diagram g(v: vec[n,c], f: scalar[e,c], src: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = tanh(f[e,c]) f[e,c] v[n,c,i]\n}\n', 2, 2, 16, "in 'w' of graph diagram '_g_s1', term"),
 ]
 
 

@@ -234,14 +234,24 @@ def test_the_same_call_with_other_pass_through_indices_is_another_call():
     np.testing.assert_allclose(t, _silu(tr.sum(-1)), rtol=1e-12)
 
 
-def test_a_graph_diagram_with_functions_is_refused_with_its_position():
+def test_a_graph_diagram_with_functions_lowers_and_its_stages_keep_positioned_errors():
+    """Functions inside a graph diagram (values: tests/test_graph.py): the stages are ordinary and
+    graph diagrams; a graph stage that is not a gather / sum over edges is refused with its position."""
     from compiler.errors import DiagTypeError
 
     src = ("diagram msg(Y: vec[n,c], f: scalar[e,c], src: edges[e,n], dst: edges[e,n]) -> M: vec[n,c] {\n"
            "    M[n,c,i] = dst[e,n] src[e,m] silu(f[e,c]) Y[m,c,i]\n}\n")
-    with pytest.raises(DiagTypeError, match="applies functions of invariants: not supported together yet") as info:
-        lower_source(src, "g.diag")
-    assert (info.value.position.line, info.value.position.column) == (2, 34)
+    program = lower_source(src, "g.diag")
+    assert [d.name for d in program.diagrams] == ["_msg_s0", "_msg_s1"]
+    bad = ("diagram msg(Y: vec[n,c], f: scalar[e,c], src: edges[e,n], dst: edges[e,n]) -> M: vec[n,c] {\n"
+           "    M[n,c,i] = silu(f[e,c]) f[e,c] Y[n,c,i]\n}\n")
+    with pytest.raises(DiagTypeError, match="the sum over edges 'e' has no edge list joining it") as info:
+        lower_source(bad, "g.diag")
+    assert info.value.position.line == 2
+    summed = bad.replace("silu(f[e,c]) f[e,c]", "silu(f[e,c])")  # silu of a sum over every edge
+    with pytest.raises(DiagTypeError, match="outputs of a graph diagram are per node or per edge") as info:
+        lower_source(summed, "g.diag")
+    assert (info.value.position.line, info.value.position.column) == (2, 21)
 
 
 def test_an_irreps_diagram_with_functions_is_refused_with_its_position():

@@ -291,7 +291,7 @@ def test_fused_graph_kernel_arithmetic_on_the_host(tmp_path):
                          rng.normal(size=(N if t.type.channels[0] == "n" else E,)
                                     + (C,) * (len(t.type.channels) - 1) + t.type.geometric_dims))
                 for t in g.diagram.inputs}
-        expected = getattr(OPS, gk.name)(*args.values())
+        expected = getattr(OPS, gk.name)(*args.values(), num_nodes=N)
         expected = expected if isinstance(expected, tuple) else (expected,)
         node_of = {x.name: x.source for x in g.gathers}
         ins = [np.ascontiguousarray(args[node_of.get(i.name, i.name)]) for i in gk.edge.inputs]
@@ -303,3 +303,162 @@ def test_fused_graph_kernel_arithmetic_on_the_host(tmp_path):
         assert types  # the diagram's inputs were all given
         for got, want in zip(outs, expected):
             assert np.abs(got - want).max() < 1e-12 and np.abs(want).max() > 1e-3
+
+
+# ---- per-node outputs summed from per-edge inputs only (TensorNet's embedding): num_nodes= ----
+
+def reference_embedding(fI, fA, fS, r, dst, n):
+    """Edge by edge with the exact P(2) table (compiler.math.constants), independent of the planner."""
+    from compiler.math.constants import constant_table
+
+    P2 = constant_table("P", (2,)).astype(float)
+    C = fI.shape[1]
+    i, a, t = np.zeros((n, C)), np.zeros((n, C, 3)), np.zeros((n, C, 5))
+    for e, node in enumerate(dst):
+        i[node] += fI[e]
+        a[node] += fA[e][:, None] * r[e]
+        t[node] += fS[e][:, None] * np.einsum("mij,i,j->m", P2, r[e], r[e])
+    return i, a, t
+
+
+def embedding_args(seed=0, N=6, E=15, C=3):
+    rng = np.random.default_rng(seed)
+    dst = rng.integers(0, N - 1, E)  # node N-1 receives no edge: its parts are zero
+    return (rng.normal(size=(E, C)), rng.normal(size=(E, C)), rng.normal(size=(E, C)), rng.normal(size=(E, 3)),
+            dst), N
+
+
+def test_per_node_outputs_from_per_edge_inputs():
+    args, N = embedding_args()
+    ref = reference_embedding(*args, N)
+    got_np = OPS.tensornet_embedding(*args, num_nodes=N)
+    got_t = OPS.tensornet_embedding(*(torch.tensor(a) for a in args), num_nodes=torch.tensor(N).item())
+    for got in (got_np, [x.numpy() for x in got_t]):
+        assert [x.shape for x in got] == [(N, 3), (N, 3, 3), (N, 3, 5)]
+        for x, y in zip(got, ref):
+            assert np.abs(x - y).max() < 1e-12
+        assert not any(np.any(x[N - 1]) for x in got)  # the node without edges
+    assert np.abs(ref[2]).max() > 0.1  # the reference is not trivially zero
+    _, _, _, _, dst = args
+    assert_equivariant(lambda fI, fA, fS, r: OPS.tensornet_embedding(fI, fA, fS, r, dst, num_nodes=N),
+                       ["scalar[e,c]"] * 3 + ["vec[e]"], ["scalar[n,c]", "vec[n,c]", "sph(2e)[n,c]"], batch=(),
+                       channel_sizes={"n": N, "e": len(dst), "c": 3})
+    with pytest.raises(AssertionError):  # the test can fail: the vector part declared scalar-like
+        assert_equivariant(lambda fI, fA, fS, r: OPS.tensornet_embedding(fI, fA, fS, r, dst, num_nodes=N)[1],
+                           ["scalar[e,c]"] * 3 + ["vec[e]"], ["scalar[n,c,k]"], batch=(),
+                           channel_sizes={"n": N, "e": len(dst), "c": 3, "k": 3})
+
+
+def test_per_node_outputs_from_per_edge_inputs_vjp():
+    args, N = embedding_args(1)
+    fI, fA, fS, r = (torch.tensor(a).requires_grad_(True) for a in args[:4])
+    dst = torch.tensor(args[4])
+    outs = OPS.tensornet_embedding(fI, fA, fS, r, dst, num_nodes=N)
+    cots = [torch.randn_like(o) for o in outs]
+    auto = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cots)), (fI, fA, fS, r))
+    vjp = OPS.tensornet_embedding_vjp(fI, fA, fS, r, dst, *cots)  # n from the cotangents
+    assert vjp[4] is None
+    # i is linear in fI: its cotangent is d_i read at each edge's receiver
+    ref_dfI = cots[0].numpy()[args[4]]
+    assert np.abs(vjp[0].detach().numpy() - ref_dfI).max() < 1e-12
+    for a, b in zip(vjp[:4], auto):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    small = [torch.randn(4, 1, dtype=torch.float64, requires_grad=True) for _ in range(3)]
+    small.append(torch.randn(4, 3, dtype=torch.float64, requires_grad=True))
+    s_dst = torch.tensor([1, 1, 0, 2])
+    fn = lambda *x: OPS.tensornet_embedding(*x, s_dst, num_nodes=4)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, small)
+    assert torch.autograd.gradgradcheck(fn, small)
+
+
+def test_num_nodes_errors():
+    args, N = embedding_args()
+    with pytest.raises(ValueError, match="tensornet_embedding has no per-node array argument: give num_nodes="):
+        OPS.tensornet_embedding(*args)
+    with pytest.raises(ValueError, match=r"dst holds node 4, outside 0..3 \(n = 4 from num_nodes\)"):
+        OPS.tensornet_embedding(*args, num_nodes=4)
+    with pytest.raises(TypeError, match="num_nodes is float; the number of nodes is an int"):
+        OPS.tensornet_embedding(*args, num_nodes=6.0)
+    with pytest.raises(ValueError, match="num_nodes is -1; the number of nodes is not negative"):
+        OPS.tensornet_embedding(*args, num_nodes=-1)
+    conv = conv_args()
+    with pytest.raises(ValueError, match="num_nodes is 7 but Y has n = 6 nodes"):
+        CONV.conv(*conv, num_nodes=7)
+    M, _ = CONV.conv(*conv, num_nodes=6)  # agreeing: accepted
+    assert np.abs(M - reference_conv(*conv)[0]).max() < 1e-12
+
+
+# ---- functions of invariants inside a graph diagram ----
+
+FN_SOURCE = """group O3
+diagram gmsg(x: scalar[n,c], v: vec[n,c], f: scalar[e,c], r: vec[e], src: edges[e,n], dst: edges[e,n],
+             phi: fn(1 -> 1)) -> (m: vec[n,c], s: scalar[n,c]) {
+    m[n,c,i] = dst[e,n] src[e,m] silu(f[e,c]) v[m,c,i] + dst[e,n] phi(r[e,k] r[e,k])[0] x[n,c] r[e,i]
+    s[n,c] = sigmoid(x[n,c]) x[n,c] + dst[e,n] src[e,m] tanh(v[m,c,k] v[m,c,k]) f[e,c]
+}
+"""
+GFN = compiler.load_source(FN_SOURCE, "gmsg")
+
+
+def phi(z):
+    return torch.sin(3 * z) + z * z
+
+
+def reference_gmsg(x, v, f, r, src, dst):
+    """Edge by edge in torch (autograd-able), independent of diagc."""
+    m = torch.zeros_like(v)
+    s = torch.sigmoid(x) * x
+    m = m.index_add(0, dst, torch.nn.functional.silu(f)[:, :, None] * v[src]
+                    + phi((r * r).sum(-1, keepdim=True))[:, :, None] * x[dst][:, :, None] * r[:, None, :])
+    s = s.index_add(0, dst, torch.tanh((v[src] * v[src]).sum(-1)) * f)
+    return m, s
+
+
+def gmsg_args(seed=0, N=5, E=12, C=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(N, C, generator=g, dtype=torch.float64), torch.randn(N, C, 3, generator=g, dtype=torch.float64),
+            torch.randn(E, C, generator=g, dtype=torch.float64), torch.randn(E, 3, generator=g, dtype=torch.float64),
+            torch.randint(0, N, (E,), generator=g), torch.randint(0, N, (E,), generator=g))
+
+
+def test_functions_inside_a_graph_diagram():
+    verdicts = compiler.check_source(FN_SOURCE)
+    assert all(v.ok for v in verdicts) and len(verdicts) >= 2  # every stage proved
+    args = gmsg_args()
+    ref = reference_gmsg(*args)
+    got = GFN.gmsg(*args, phi)
+    for a, b in zip(got, ref):
+        assert torch.allclose(a, b, rtol=0, atol=1e-12)
+    x, v, f, r, src, dst = args
+    sizes = {"n": 5, "e": 12, "c": 2}
+    assert_equivariant(lambda x, v, f, r: [t.numpy() for t in GFN.gmsg(*(torch.tensor(a) for a in (x, v, f, r)),
+                                                                         src, dst, phi)],
+                       ["scalar[n,c]", "vec[n,c]", "scalar[e,c]", "vec[e]"], ["vec[n,c]", "scalar[n,c]"], batch=(),
+                       channel_sizes=sizes)
+    # derivatives: the chain-rule VJP (graph stage's generated VJP, None for the edge lists) and autograd
+    xs = [a.clone().requires_grad_(True) for a in args[:4]]
+    outs = reference_gmsg(*xs, src, dst)
+    cots = [torch.randn_like(o) for o in outs]
+    auto = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cots)), xs)
+    vjp = GFN.gmsg_vjp(*args, phi, *cots)
+    assert vjp[4] is None and vjp[5] is None
+    for a, b in zip(vjp[:4], auto):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    small = [a[:3, :1].clone().requires_grad_(True) for a in (x, v)] + \
+        [a[:4, :1].clone().requires_grad_(True) if a.dim() == 2 and a.shape[1] != 3 else a[:4].clone().requires_grad_(True)
+         for a in (f, r)]
+    s_src, s_dst = torch.tensor([0, 1, 2, 2]), torch.tensor([1, 1, 0, 2])
+    assert torch.autograd.gradcheck(lambda *a: GFN.gmsg(*a, s_src, s_dst, phi), small)
+
+
+def test_a_graph_function_argument_must_be_invariant(tmp_path):
+    text = ("group O3\ndiagram g(v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n"
+            "    w[n,c,i] = dst[e,n] src[e,m] silu(v[m,c,i]) v[m,c,i]\n}\n")
+    with pytest.raises(DiagError, match="the argument of silu, 'v\\[m,c,i\\]', has rank 1"):
+        compiler.compile_source(text, "g.diag")
+    path = tmp_path / "g.diag"
+    path.write_text(text)
+    run = subprocess.run([sys.executable, "-m", "compiler", "check", str(path)], capture_output=True, text=True,
+                         cwd=ROOT)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert f"{path}:3:" in run.stderr and "the argument of silu" in run.stderr and "rank 1" in run.stderr

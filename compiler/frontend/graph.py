@@ -112,9 +112,6 @@ def split_graph(d: Diagram) -> GraphDiagram:
                 f"nor the edge axis '{edge_set}' first; outputs of a graph diagram are per node or per edge", t.pos)
         else:
             shared.append(t.name)
-    if not per_node and any(t.type.channels[:1] == (node_set,) for t in d.outputs):
-        raise DiagTypeError(f"graph diagram '{d.name}' has a per-node output but no per-node input, so the number "
-                            f"of nodes is not known at run time; give it a per-node input", d.pos)
     if not per_node and not per_edge:
         raise DiagTypeError(f"graph diagram '{d.name}' has no per-node or per-edge input", d.pos)
 
@@ -263,6 +260,22 @@ def split_program(program: Program) -> tuple[Program, dict[str, GraphDiagram]]:
         graphs[d.name] = g
         diagrams.extend(p for p in (g.edge_part, g.node_part) if p is not None)
     return replace(program, diagrams=tuple(diagrams)), graphs
+
+
+def graph_stages(d: Diagram, parts: list[Diagram]) -> list[Diagram]:
+    """The stages of a graph diagram with functions of invariants (``functions.stages``): a stage
+    with a per-node or per-edge tensor is a graph diagram too, so it takes the diagram's edge lists
+    (those it does not use cost a range check) and its terms are held to the same rules."""
+    lists = tuple(t for t in d.inputs if t.type.family == "edges")
+    if not lists:
+        return parts
+    graph_axes = set(lists[0].type.channels)
+    result = []
+    for part in parts:
+        if not is_graph(part) and any(graph_axes & set(t.type.channels) for t in part.inputs + part.outputs):
+            part = replace(part, inputs=part.inputs + lists)
+        result.append(part)
+    return result
 
 
 def validate(d: Diagram) -> list[DiagError]:

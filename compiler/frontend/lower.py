@@ -19,7 +19,7 @@ from ..errors import DiagError, DiagNameError, DiagTypeError, Position, raise_al
 from ..ir.program import (CONSTANT_TYPE, DELTA_TYPE, EPS_TYPE, MAX_CONSTANT_L, Diagram, Equation, IndexKind, Node,
                           Program, Tensor, TensorNetwork, axis_kinds, constant_axes)
 from ..ir.program import BUILTIN_FUNCTIONS, Apply, BasisInfo, Composite, FnInput, IrrepsTensor, Renamed, base_name
-from .graph import validate as graph_errors
+from .graph import graph_stages, validate as graph_errors
 from ..ir.types import Irrep
 from .parser import did_you_mean, parse, parse_collecting
 from ..ir.types import TensorType
@@ -106,12 +106,6 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                 elif lowering.calls or lowering.fns:
                     from .functions import stages
 
-                    if any(p.type.family == "edges" for p in d.inputs):  # not yet: graph + functions
-                        raise DiagTypeError(
-                            f"diagram '{d.name}' takes an edge list and applies functions of invariants: not "
-                            "supported together yet", lowering.calls[0].pos if lowering.calls else d.pos,
-                            "compute the function values in a separate diagram (per node or per edge) and pass "
-                            "them in as scalar inputs")
                     if lowering.irreps:  # not yet: irreps tensors (split into blocks) + functions
                         raise DiagTypeError(
                             f"diagram '{d.name}' has irreps tensors ({', '.join(lowering.irreps)}) and applies "
@@ -121,8 +115,12 @@ def lower_collecting(module: ast.Module) -> tuple[Program, list[DiagError]]:
                             "functions, or apply them in a separate diagram")
 
                     composite, parts = stages(lowering, diagram)
-                    composites.append(composite)
-                    diagrams.extend(parts)
+                    parts = graph_stages(diagram, parts)
+                    shape_errors = [e for part in parts for e in graph_errors(part)]  # a graph stage's terms
+                    errors.extend(shape_errors)
+                    if not shape_errors:
+                        composites.append(composite)
+                        diagrams.extend(parts)
                 else:
                     shape_errors = graph_errors(diagram)  # a graph diagram's terms must be gathers/scatters
                     errors.extend(shape_errors)

@@ -24,9 +24,15 @@ _B = Ref("_b")
 
 
 def _signature(c: Composite) -> tuple[list, list]:
-    tensors = [t for t in c.inputs if isinstance(t, Tensor)]
+    """(the array arguments, the function arguments); an edge list (a graph diagram's index array,
+    passed to the stages that use it) is neither: no shape of its own to check, no cotangent."""
+    tensors = [t for t in c.inputs if isinstance(t, Tensor) and not _is_edges(t)]
     fns = [t for t in c.inputs if isinstance(t, FnInput)]
     return tensors, fns
+
+
+def _is_edges(t) -> bool:
+    return isinstance(t, Tensor) and t.type.family == "edges"
 
 
 def _declared(f: FnInput) -> str:
@@ -43,6 +49,9 @@ def composite_doc(c: Composite, program: Program) -> str:
                          f"takes the {t.n_in} invariant")
             lines.append(f"        argument{'s' * (t.n_in != 1)} stacked on a last axis (..., {t.n_in}), "
                          f"returns (..., {t.n_out})")
+        elif _is_edges(t):
+            edge_set, node_set = t.type.channels
+            lines.append(f"    {t.name}: {t.type}, shape ({edge_set},) integers in 0..{node_set}-1")
         else:
             dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
             lines.append(f"    {t.name}: {t.type}, shape ({dims})")
@@ -164,8 +173,9 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
     tensors, fns = _signature(c)
     cots = _cotangents(c)
     names = [t.name for t in tensors]
-    doc = (f"{vjp_name(c.name)}: the cotangents of {_returns(names)} given the cotangents {', '.join(cots)} of "
-           f"the outputs of {c.name}: the chain rule through the stages' generated VJPs (in reverse) and the "
+    shown = [t.name for t in c.inputs if isinstance(t, Tensor)]
+    doc = (f"{vjp_name(c.name)}: the cotangents of {_returns(shown)} given the cotangents {', '.join(cots)} of "
+           f"the outputs of {c.name}{' (None for an edge list)' if len(shown) > len(names) else ''}: the chain rule through the stages' generated VJPs (in reverse) and the "
            "functions' derivatives (built-ins written out; a user function's by torch or jax autograd).")
     body = [Assign(_B, Invoke("_backend", tuple(Ref(n) for n in names + cots)))]
     body += [Assign(Ref(n), Call("asarray", (Ref(n),))) for n in names]
@@ -226,8 +236,9 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
             parts = [f"_p{k}" for k in range(len(d.inputs))]
             body.append(Assign(_target(parts), Invoke(vjp_name(step), tuple(Ref(t.name) for t in d.inputs) + outs,
                                                       _PASSED)))
-            body += accumulate([t.name for t in d.inputs], parts)
-    results = [cotangent(n) for n in names]
+            kept = [(t.name, q) for t, q in zip(d.inputs, parts) if not _is_edges(t)]  # an edge list's: None
+            body += accumulate([n for n, _ in kept], [q for _, q in kept])
+    results = [Literal(None) if _is_edges(t) else cotangent(t.name) for t in c.inputs if isinstance(t, Tensor)]
     body.append(Return(results[0] if len(results) == 1 else Tuple(tuple(results))))
     return _vjp_function(c, doc, body)
 

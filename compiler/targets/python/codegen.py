@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+from dataclasses import replace
 import inspect
 from functools import lru_cache
 from importlib import resources
@@ -162,6 +163,7 @@ def generate_python(program: Program) -> str:
         specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel}, "
                      f"{batch})")
     exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
+    graph_vjps = set()
     if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
         from .graph import graph_function, graph_kernel_configs, graph_vjp_function
 
@@ -169,18 +171,22 @@ def generate_python(program: Program) -> str:
         cuda_source += graph_source
         for g in graphs.values():
             name = g.diagram.name
+            public = not name.startswith("_")  # a stage of a diagram with functions is private
             vjp_text = graph_vjp_function(g, by_name, kernel=name + "_vjp" in graph_kernels)
             functions.append(graph_function(g, kernel=name in graph_kernels, vjp=vjp_text is not None))
-            exports.append(name)
+            exports += [name] if public else []
             if vjp_text is not None:
                 functions.append(vjp_text)
-                exports.append(name + "_vjp")
+                exports += [name + "_vjp"] if public else []
+                graph_vjps.add(name + "_vjp")
         specs += [f"_{name}_GRAPH = {literal(cfg)}" for name, cfg in graph_kernels.items()]
     if program.composites:  # diagrams with function nodes: the functions chaining their stages
         from ...planning.fnemit import lower_composite
 
+        # a stage that is a graph diagram is called by its public function (gathers, parts, sums)
+        staged = replace(program, diagrams=program.diagrams + tuple(g.diagram for g in graphs.values()))
         for c in program.composites:
-            functions += [printer.doprint(f) for f in lower_composite(c, program, frozenset(by_name))]
+            functions += [printer.doprint(f) for f in lower_composite(c, staged, frozenset(by_name) | graph_vjps)]
             exports += [c.name, c.name + "_vjp"]
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)

@@ -52,7 +52,7 @@ def _prologue(g: GraphDiagram, arrays, name: str) -> list[str]:
     return [
         f"    _b, {_tuple(t.name for t in arrays)}, {_tuple(lists)}, _n = _graph_args(",
         f"        {_py(name)}, {_signature(g, arrays)}, {_tuple(t.name for t in arrays)},",
-        f"        {_tuple(_py(n) for n in lists)}, {_tuple(lists)})",
+        f"        {_tuple(_py(n) for n in lists)}, {_tuple(lists)}, num_nodes)",
     ]
 
 
@@ -73,7 +73,10 @@ def graph_doc(g: GraphDiagram, cuda: str = "") -> str:
     lines = [f"{d.name}: equivariant under {d.group} (a graph diagram: gathers, per-edge work, sums over edges).",
              "", "Arguments:"]
     lines += [f"    {t.name}: {t.type}, shape {shape(t)}" for t in d.inputs]
-    lines += ["    out: optional preallocated result (a tuple for several), numpy or torch; the results are copied",
+    lines += [f"    num_nodes: the number of nodes {g.node_set}; "
+              + ("required (no array argument is per node)" if not g.per_node else
+                 "optional (taken from the per-node arrays; checked when given)"),
+              "    out: optional preallocated result (a tuple for several), numpy or torch; the results are copied",
               "        into it",
               f"    fused, kernels: passed to the per-edge and per-node functions ({edge_name(d.name)},",
               f"        {node_name(d.name)}), as for any diagram",
@@ -87,14 +90,14 @@ def graph_doc(g: GraphDiagram, cuda: str = "") -> str:
 
 
 def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> str:
-    """``NAME(inputs..., *, out=None, fused=False, kernels=True)``. With ``kernel`` (the module
+    """``NAME(inputs..., *, num_nodes=None, out=None, fused=False, kernels=True)``. With ``kernel`` (the module
     embeds the graph's fused CUDA kernel, ``_NAME_GRAPH``) CUDA arrays run that one kernel, torch
     autograd through ``NAME_vjp`` (``vjp``: it exists; otherwise only calls needing no gradient)."""
     from ..cuda.graph import graph_refusal
 
     d = g.diagram
     arrays = [t for t in d.inputs if t.type.family != "edges"]
-    sig = ", ".join(t.name for t in d.inputs) + ", *, out=None, fused=False, kernels=True"
+    sig = ", ".join(t.name for t in d.inputs) + ", *, num_nodes=None, out=None, fused=False, kernels=True"
     if kernel:
         cuda = ("one fused gather - per-edge product - sum-over-edges kernel (no per-edge array in memory)"
                 + ("; its gradient through " + d.name + "_vjp" if vjp else "") + "; kernels=False: the array code.")
@@ -144,7 +147,7 @@ def _cotangents(d: Diagram) -> dict[str, str]:
 
 
 def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bool = False) -> str | None:
-    """``NAME_vjp(inputs..., d_outputs..., *, fused=False, kernels=True)``: the cotangent of every
+    """``NAME_vjp(inputs..., d_outputs..., *, num_nodes=None, fused=False, kernels=True)``: the cotangent of every
     input (None for an edge list): the output cotangents read at each scatter's edge list (the VJP
     of a sum over edges is a gather), the edge and node diagrams' generated VJPs, and the cotangent
     of a gathered input summed into its nodes (the VJP of a gather is a scatter-sum). None when an
@@ -160,7 +163,8 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
 
     arrays = [t for t in d.inputs if t.type.family != "edges"]
     arrays += [Tensor(cot[t.name], t.type) for t in d.outputs]
-    sig = ", ".join([t.name for t in d.inputs] + [cot[t.name] for t in d.outputs]) + ", *, fused=False, kernels=True"
+    sig = (", ".join([t.name for t in d.inputs] + [cot[t.name] for t in d.outputs])
+           + ", *, num_nodes=None, fused=False, kernels=True")
     doc = (f"{d.name}_vjp: the vector-Jacobian product of {d.name} (its inputs, then one cotangent per output): "
            f"the cotangent of every input in declaration order, None for an edge list.")
     lines = [f"def {vjp_name(d.name)}({sig}):", "    " + _py(doc)]

@@ -726,13 +726,15 @@ def _jax_function(b, spec, fused):
 
 
 # -- graph diagrams: edge lists, gathers and sums over edges -------------------------------------
-def _graph_args(function, signature, arrays, list_names, lists):
+def _graph_args(function, signature, arrays, list_names, lists, num_nodes=None):
     """The checked arguments of a graph diagram's function, before any computing: every array has
     no batch axis (per-node and per-edge arrays lead with the node or edge axis), its trailing axes
     and channel sizes fit (_check_shapes), and each edge list is a 1-d integer array of one entry
-    per edge with every node number in 0..n-1. A ValueError names the argument. Returns the
-    backend, the arrays in one library and dtype, the edge lists as index arrays of that library
-    (on the arrays' device) and the number of nodes."""
+    per edge with every node number in 0..n-1. The number of nodes n comes from the first per-node
+    array, or from ``num_nodes`` (a non-negative int; required when no array is per node, and
+    equal to the per-node arrays' when both are given). A ValueError (TypeError for a num_nodes
+    that is not an int) names the argument. Returns the backend, the arrays in one library and
+    dtype, the edge lists as index arrays of that library (on the arrays' device) and n."""
     b = _backend(*arrays)
     arrays = b.promote((b.asarray(arrays[0]),) + tuple(b.asarray(a, arrays[0]) for a in arrays[1:]))
     for (name, channels, dims, role), x in zip(signature, arrays):
@@ -745,6 +747,17 @@ def _graph_args(function, signature, arrays, list_names, lists):
     for (name, channels, dims, role), x in zip(signature, arrays):
         if role and role not in sizes:
             sizes[role] = (int(x.shape[0]), name)
+    if num_nodes is not None:
+        if isinstance(num_nodes, bool) or not hasattr(num_nodes, "__index__"):
+            raise TypeError(f"num_nodes is {type(num_nodes).__name__}; the number of nodes is an int")
+        num_nodes = num_nodes.__index__()
+        if num_nodes < 0:
+            raise ValueError(f"num_nodes is {num_nodes}; the number of nodes is not negative")
+        if "n" in sizes and sizes["n"][0] != num_nodes:
+            raise ValueError(f"num_nodes is {num_nodes} but {sizes['n'][1]} has n = {sizes['n'][0]} nodes")
+        sizes.setdefault("n", (num_nodes, "num_nodes"))
+    if "n" not in sizes:
+        raise ValueError(f"{function} has no per-node array argument: give num_nodes=, the number of nodes")
     n, n_from = sizes["n"]
     checked, unchecked = [], []
     for name, given in zip(list_names, lists):
