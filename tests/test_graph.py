@@ -462,3 +462,20 @@ def test_a_graph_function_argument_must_be_invariant(tmp_path):
                          cwd=ROOT)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert f"{path}:3:" in run.stderr and "the argument of silu" in run.stderr and "rank 1" in run.stderr
+
+
+def test_certificate_of_a_graph_diagram_with_functions(tmp_path):
+    src = tmp_path / "gmsg.diag"
+    src.write_text(FN_SOURCE)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "compiler", *a], capture_output=True,  # noqa: E731
+                                    text=True, cwd=ROOT)
+    proved = run("prove", str(src), "-o", str(tmp_path / "cert"))
+    assert proved.returncode == 0, proved.stderr
+    import json
+
+    cert = json.loads((tmp_path / "cert" / "certificate.json").read_text())
+    assert [c["name"] for c in cert["graphs"]] == ["_gmsg_s0", "_gmsg_s1"]  # both stages touch the graph
+    (fn,) = cert["functions"]
+    assert [s.get("apply") for s in fn["steps"] if "apply" in s] == ["silu", "phi", "sigmoid", "tanh"]
+    ok = run("verify", str(tmp_path / "cert"))
+    assert ok.returncode == 0, ok.stderr

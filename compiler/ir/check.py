@@ -67,7 +67,9 @@ def check_program(program: Program) -> list[Verdict]:
 
         index = {v.diagram: k for k, v in enumerate(verdicts)}
         for c in program.composites:
-            k = index[c.steps[-1]]
+            k = index.get(c.steps[-1])
+            if k is None or any(isinstance(s, str) and s not in index for s in c.steps):
+                continue  # a graph stage split into its parts (a certificate's program): warned when checked
             verdicts[k] = replace(verdicts[k], warnings=verdicts[k].warnings + unused_composite_inputs(c, program))
     return verdicts
 
