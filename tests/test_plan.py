@@ -133,6 +133,21 @@ def test_cost_model_blas_broadcast_tables_and_whole_diagram_unrolling():
     v = np.random.default_rng(0).normal(size=(4, 3))
     want = np.einsum("ni,nj->nij", v, v) - np.einsum("nk,nk->n", v, v)[:, None, None] * np.eye(3) / 3
     np.testing.assert_allclose(compiler.load_source(outer).g(v), want, atol=1e-12)
+    # an outer product that spreads a per-channel factor over a geometric axis (f[c] r[k]: long rows)
+    # keeps the planned broadcast; one of tiny vectors per channel (v[c,i] v[c,j]) the component formulas
+    spread = ("diagram h(f: scalar[c], r: vec, y: sph(2e)) -> (a: vec[c], t: sph(2e)[c]) {\n"
+              "  a[c,k] = f[c] r[k]\n  t[c,m] = f[c] y[m]\n}\n")
+    (h,) = checked_program(spread).diagrams
+    hplan = plan_diagram(h)
+    assert all(isinstance(c, Contraction) and c.broadcast for c in hplan.contractions)
+    assert not hplan.prefer_unrolled and "the component formulas" not in explain(hplan)
+    per_channel = "diagram k(v: vec[c]) -> S: cart2[c] {\n  S[c,i,j] = v[c,i] v[c,j]\n}\n"
+    (k,) = checked_program(per_channel).diagrams
+    assert plan_diagram(k).prefer_unrolled
+    f, r, y = (np.random.default_rng(1).normal(size=s) for s in ((4, 5), (4, 3), (4, 5)))
+    a, t = compiler.load_source(spread).h(f, r, y)
+    np.testing.assert_allclose(a, f[:, :, None] * r[:, None, :], atol=1e-12)
+    np.testing.assert_allclose(t, f[:, :, None] * y[:, None, :], atol=1e-12)
 
 
 FACTORED = """group O3
