@@ -1,5 +1,5 @@
 """TensorNet's embedding step: examples/tensornet.py with the embedding's sums over edges as the
-graph diagram ``embedding`` (what the model runs) against the same model with the former torch glue
+graph diagram ``embed`` of examples/tensornet_graph.diag (what the model runs) against the same model with the former torch glue
 (``index_add_`` of the scaled edge parts), and torchmd-net 3.1.0; forward + forces, CPU float32, the
 three alternating, best of R (the figures of benchmarks/results/tensornet.md).
 
