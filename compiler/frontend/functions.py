@@ -69,6 +69,7 @@ class CallSite:
     level: int
     pos: Position
     sums: tuple[Sum, ...] = ()  # arguments whose terms carry different channel indices, summed
+    text: str = ""  # the call as the user wrote it, ``tanh(f[e,c])``: what messages show for its tensors
 
 
 def lower_call(lw, c: ast.Call):
@@ -178,7 +179,9 @@ def lower_call(lw, c: ast.Call):
     for r in results:
         lw.results[r.name] = r.type
     channels = tuple(tuple(labels.index(i) for i in m) for m in arg_labels)
-    site = CallSite(c.name, builtin, tuple(equations), results, channels, level, c.pos, tuple(sums))
+    texts = ", ".join(text for *_, text in arguments)
+    call_text = f"1/({texts})" if c.name == "recip" else f"{c.name}({texts})"
+    site = CallSite(c.name, builtin, tuple(equations), results, channels, level, c.pos, tuple(sums), call_text)
     lw.calls.append(site)
     lw.call_keys.append((site, key, labels))
     return _Occ(results[select].name, labels, c.pos, tuple(c.pos for _ in labels))
@@ -233,13 +236,20 @@ def stages(lw, diagram: Diagram) -> tuple[Composite, list[Diagram]]:
         return tuple(t for t in diagram.inputs if t.name in used) + \
             tuple(r for r in results.values() if r.name in used)
 
+    shown_tensors = []  # every internal tensor -> the call it belongs to, as the user wrote it
+    for s in lw.calls:
+        shown_tensors += [(eq.target, s.text) for eq in s.arguments]
+        shown_tensors += [(t.target.name, s.text) for t in s.sums]
+        shown_tensors += [(r.name, s.text + (f"[{j}]" if len(s.results) > 1 else "")) for j, r in enumerate(s.results)]
+    shown_tensors = tuple(shown_tensors)
     top = max((s.level for s in lw.calls), default=-1)
     steps, parts = [], []
     for level in range(top + 1):
         sites = [s for s in lw.calls if s.level == level]
         eqs = tuple(eq for s in sites for eq in s.arguments)
         outputs = tuple(Tensor(eq.target, eq.type, eq.pos) for eq in eqs)
-        stage = Diagram(f"_{name}_s{level}", diagram.group, used_inputs(eqs), outputs, eqs, diagram.pos)
+        stage = Diagram(f"_{name}_s{level}", diagram.group, used_inputs(eqs), outputs, eqs, diagram.pos,
+                        origin=name, shown_tensors=shown_tensors)
         parts.append(stage)
         steps.append(stage.name)
         for s in sites:
@@ -251,7 +261,7 @@ def stages(lw, diagram: Diagram) -> tuple[Composite, list[Diagram]]:
             arguments = tuple(sorted(arguments, key=lambda t: int(t.name.rpartition("_")[2])))
             steps.append(Apply(s.function, s.builtin, arguments, s.results, s.channels, s.pos))
     last = Diagram(f"_{name}_s{top + 1}", diagram.group, used_inputs(diagram.equations), diagram.outputs,
-                   diagram.equations, diagram.pos)
+                   diagram.equations, diagram.pos, origin=name, shown_tensors=shown_tensors)
     parts.append(last)
     steps.append(last.name)
     inputs = []

@@ -97,6 +97,12 @@ def split_graph(d: Diagram) -> GraphDiagram:
             continue
         ch = t.type.channels
         for axis in (node_set, edge_set):
+            if axis in ch[1:] and t.name != d.shown_tensor(t.name):  # a function's argument or result
+                twice = "two graph axes" if ch[:1] in ((node_set,), (edge_set,)) else \
+                    f"the graph axis '{axis}' after its first channel axis"
+                raise DiagTypeError(
+                    f"'{d.shown_tensor(t.name)}' has channel axes {list(ch)}: {twice}; a function applies per node "
+                    "or per edge in a graph diagram (one node or edge index, written first in its argument)", t.pos)
             if axis in ch[1:]:
                 raise DiagTypeError(
                     f"'{t.name}: {t.type}' has the graph axis '{axis}' after its first channel axis; a per-node or "
@@ -106,14 +112,19 @@ def split_graph(d: Diagram) -> GraphDiagram:
             (per_node if t in d.inputs else []).append(t.name)
         elif ch[:1] == (edge_set,):
             (per_edge if t in d.inputs else []).append(t.name)
+        elif t in d.outputs and t.name != d.shown_tensor(t.name):  # a function's argument
+            raise DiagTypeError(
+                f"'{d.shown_tensor(t.name)}' is neither per node nor per edge (channel axes {list(ch)}); in a graph "
+                f"diagram a function applies per node or per edge", t.pos,
+                "apply it in a separate diagram and pass its value as an input")
         elif t in d.outputs:
             raise DiagTypeError(
-                f"output '{t.name}: {t.type}' of graph diagram '{d.name}' has neither the node axis '{node_set}' "
+                f"output '{d.shown_tensor(t.name)}: {t.type}' of graph diagram '{d.shown_name}' has neither the node axis '{node_set}' "
                 f"nor the edge axis '{edge_set}' first; outputs of a graph diagram are per node or per edge", t.pos)
         else:
             shared.append(t.name)
     if not per_node and not per_edge:
-        raise DiagTypeError(f"graph diagram '{d.name}' has no per-node or per-edge input", d.pos)
+        raise DiagTypeError(f"graph diagram '{d.shown_name}' has no per-node or per-edge input", d.pos)
 
     taken = {t.name for t in d.inputs + d.outputs} | {d.name}
     gathers: dict[tuple[str, str], Gather] = {}
@@ -142,7 +153,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
             nodes_of = [i for i, k in kinds.items() if not k.geometric and k.dim == node_set]
             edges_of = [i for i, k in kinds.items() if not k.geometric and k.dim == edge_set]
             incidences = [n for n in term.nodes if n.type.family == "edges"]
-            where = f"in '{eq.target}' of graph diagram '{d.name}', term '{term.formula()}'"
+            where = f"in '{d.shown_tensor(eq.target)}' of graph diagram '{d.shown_name}', term '{d.shown_formula(term)}'"
             if len(edges_of) > 1:
                 raise DiagTypeError(f"{where}: it has {len(edges_of)} edge indices ({', '.join(edges_of)}); a term "
                                     "sums over one edge at a time", term.pos)
@@ -217,7 +228,8 @@ def split_graph(d: Diagram) -> GraphDiagram:
         order = [s.message for s in scatters.values()] + [t.name for t in d.outputs if t.name in edge_eqs]
         edge_part = Diagram(edge_name(d.name), d.group, tuple(ins),
                             tuple(Tensor(n, edge_out_types[n], d.pos) for n in order),
-                            tuple(Equation(n, edge_out_types[n], tuple(edge_eqs[n]), d.pos) for n in order), d.pos)
+                            tuple(Equation(n, edge_out_types[n], tuple(edge_eqs[n]), d.pos) for n in order), d.pos,
+                            origin=d.shown_name)
     if node_eqs:
         used = {n.name for terms in node_eqs.values() for t in terms for n in t.nodes if n.kind == "input"}
         ins = tuple(Tensor(t.name, _drop_first(t.type) if t.name in per_node else t.type, t.pos)
@@ -226,7 +238,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
         node_part = Diagram(node_name(d.name), d.group, ins,
                             tuple(Tensor(t.name, _drop_first(t.type), t.pos) for t in outs),
                             tuple(Equation(t.name, _drop_first(t.type), tuple(node_eqs[t.name]), d.pos)
-                                  for t in outs), d.pos)
+                                  for t in outs), d.pos, origin=d.shown_name)
     return GraphDiagram(d, edge_set, node_set, tuple(t.name for t in lists), tuple(per_node), tuple(per_edge),
                         tuple(shared), gather_list, tuple(scatters.values()), edge_part, node_part)
 

@@ -99,13 +99,13 @@ def unused_inputs(diagram: Diagram) -> tuple[DiagWarning, ...]:
         return ()
     used = {n.name for eq in diagram.equations for t in eq.terms for n in t.nodes if n.kind == "input"}
     used |= {b for r in diagram.irreps if not r.output for b in r.blocks}  # a block may go unused
-    return tuple(DiagWarning(f"input '{t.name}' of diagram '{diagram.name}' is never used", t.pos,
+    return tuple(DiagWarning(f"input '{t.name}' of diagram '{diagram.shown_name}' is never used", t.pos,
                              "remove it, or use it in an equation (the function still takes it as an argument)")
                  for t in diagram.inputs if t.name not in used)
 
 
 def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProof:
-    where = f"in '{eq.target}' of diagram '{diagram.name}', term '{term.formula(shown=True)}'"
+    where = f"in '{diagram.shown_tensor(eq.target)}' of diagram '{diagram.shown_name}', term '{diagram.shown_formula(term)}'"
     lemmas = []
     for node in term.nodes:
         if node.kind == "delta":
@@ -226,7 +226,7 @@ def _exact(diagram: Diagram, eq: Equation) -> list[str]:
     problem, how = symmetry_violation(diagram, eq)
     if problem is not None:
         raise EquivarianceError(
-            f"output '{eq.target}' of diagram '{diagram.name}' is declared {eq.type} but its right-hand side "
+            f"output '{diagram.shown_tensor(eq.target)}' of diagram '{diagram.shown_name}' is declared {eq.type} but its right-hand side "
             f"is not {problem} (decided {how}, using the inputs' symmetries)", eq.pos)
     if eq.type.family == "cart" and eq.type.symmetry:
         done.append(f"{eq.target}: declared symmetry {eq.type.base_name()} holds ({how})")
@@ -258,7 +258,7 @@ def _raise_graded(diagram, eq, per_term, total):
         culprit = next((t for t, v in zip(eq.terms, per_term) if not is_zero(v)), eq.terms[0])
         what = f"'{eq.target}' ({typ})"
     raise EquivarianceError(
-        f"in diagram '{diagram.name}': {what} does not transform as declared under inversion; "
+        f"in diagram '{diagram.shown_name}': {what} does not transform as declared under inversion; "
         f"term '{culprit.formula(shown=True)}' mixes parities (decided exactly; under O3 every part must keep "
         "its declared parity, or declare 'group SO3')", culprit.pos or eq.pos,
         _parity_help(eq, _actual_type(diagram, eq), diagram))

@@ -10,7 +10,7 @@ and :meth:`TensorNetwork.canonical` a form that does not depend on the index nam
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import networkx as nx
@@ -328,6 +328,30 @@ class Diagram:
     sum_to: tuple[str, ...] = ()
     #: the irreps inputs and outputs of the source, each standing for its run of block tensors
     irreps: tuple[IrrepsTensor, ...] = ()
+    #: the user's diagram this one computes part of (a stage of a diagram with functions of invariants,
+    #: ``frontend.functions.stages``; a graph diagram's per-edge or per-node part): the name messages
+    #: show; empty for a diagram the user wrote
+    origin: str = ""
+    #: a stage's internal tensors (a function's arguments, their parts, its results) -> the call as the
+    #: user wrote it (``tanh(f[e,c])``, ``phi(x[n,c], y[n,c])[1]``), the text messages show for them
+    shown_tensors: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def shown_name(self) -> str:
+        """The name a message shows: the user's diagram (``origin``), never an internal stage name."""
+        return self.origin or self.name
+
+    def shown_tensor(self, name: str) -> str:
+        """How a message names tensor ``name``: the call it stands for (a stage's internal tensor), else its name."""
+        return dict(self.shown_tensors).get(name, name)
+
+    def shown_formula(self, term: TensorNetwork) -> str:
+        """``term.formula(shown=True)`` with each internal tensor written as the call it stands for."""
+        texts = dict(self.shown_tensors)
+        if not any(n.name in texts for n in term.nodes):
+            return term.formula(shown=True)
+        nodes = tuple(replace(n, name=texts[n.name], indices=()) if n.name in texts else n for n in term.nodes)
+        return replace(term, nodes=nodes).formula(shown=True)
 
 
 #: the built-in functions of invariants: name -> whether it is odd (f(-x) = -f(x)), so that it may take

@@ -55,6 +55,10 @@ def composite_doc(c: Composite, program: Program) -> str:
         else:
             dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
             lines.append(f"    {t.name}: {t.type}, shape ({dims})")
+    if _is_graph(c):
+        edge_set, node_set = next(t for t in c.inputs if _is_edges(t)).type.channels
+        lines.append(f"    num_nodes: the number of nodes {node_set}, passed to the graph stages (required where a stage has")
+        lines.append("        no per-node array argument; checked against the per-node arrays where it has)")
     lines.append("    out, fused, kernels: as for any emitted function (they apply to the stages)")
     lines.append("Returns:" if len(c.outputs) == 1 else "Returns a tuple:")
     for t in c.outputs:
@@ -110,8 +114,24 @@ def _sum(step: Sum) -> Assign:
         _refs(p.name for p in step.parts), Literal(step.channels), Int(len(step.target.type.channels)))))
 
 
+def _is_graph(c: Composite) -> bool:
+    """Whether the composite is a graph diagram (edge lists): its functions take ``num_nodes=``."""
+    return any(_is_edges(t) for t in c.inputs)
+
+
+def _options(c: Composite) -> tuple:
+    """The keyword arguments of NAME and NAME_vjp after ``out``: a graph diagram's ``num_nodes`` first."""
+    return ((("num_nodes", Literal(None)),) if _is_graph(c) else ()) + _OPTIONS
+
+
+def _passed(d) -> tuple:
+    """The keyword arguments a stage is called with: ``num_nodes`` for a graph stage (edge lists), so
+    that a stage with no per-node array argument is told the number of nodes."""
+    return ((("num_nodes", Ref("num_nodes")),) if any(_is_edges(t) for t in d.inputs) else ()) + _PASSED
+
+
 def _stage(d) -> Assign:
-    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), _PASSED))
+    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), _passed(d)))
 
 
 def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> list[ChainFunction]:
@@ -135,10 +155,10 @@ def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> 
             body.append(_apply(step, c.name, declared))
         elif step == c.steps[-1]:
             d = stages[step]
-            body.append(Return(Invoke(step, tuple(Ref(t.name) for t in d.inputs), (("out", Ref("out")),) + _PASSED)))
+            body.append(Return(Invoke(step, tuple(Ref(t.name) for t in d.inputs), (("out", Ref("out")),) + _passed(d))))
         else:
             body.append(_stage(stages[step]))
-    public = ChainFunction(c.name, tuple(t.name for t in c.inputs), (("out", Literal(None)),) + _OPTIONS,
+    public = ChainFunction(c.name, tuple(t.name for t in c.inputs), (("out", Literal(None)),) + _options(c),
                            composite_doc(c, program), tuple(body))
     if all(vjp_name(step) in derivatives for step in c.steps if isinstance(step, str)):
         return [public, _chain_vjp(c, program)]
@@ -160,7 +180,7 @@ def _returns(names: list[str]) -> str:
 
 
 def _vjp_function(c: Composite, doc: str, body: list) -> ChainFunction:
-    return ChainFunction(vjp_name(c.name), tuple(t.name for t in c.inputs) + tuple(_cotangents(c)), _OPTIONS, doc,
+    return ChainFunction(vjp_name(c.name), tuple(t.name for t in c.inputs) + tuple(_cotangents(c)), _options(c), doc,
                          tuple(_checks(c, c.name) + body))
 
 
@@ -235,7 +255,7 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
                 outs = tuple(cotangent(t.name) for t in d.outputs)
             parts = [f"_p{k}" for k in range(len(d.inputs))]
             body.append(Assign(_target(parts), Invoke(vjp_name(step), tuple(Ref(t.name) for t in d.inputs) + outs,
-                                                      _PASSED)))
+                                                      _passed(d))))
             kept = [(t.name, q) for t, q in zip(d.inputs, parts) if not _is_edges(t)]  # an edge list's: None
             body += accumulate([n for n, _ in kept], [q for _, q in kept])
     results = [Literal(None) if _is_edges(t) else cotangent(t.name) for t in c.inputs if isinstance(t, Tensor)]
@@ -253,5 +273,6 @@ def _autograd_vjp(c: Composite) -> ChainFunction:
            "network) and the functions' derivatives.")
     at = tuple(k for k, t in enumerate(c.inputs) if isinstance(t, Tensor))
     result = Invoke("_composite_vjp", (Str(vjp_name(c.name)), Ref(c.name), _refs(t.name for t in c.inputs),
-                                       Literal(at), _refs(cots), Ref("fused"), Ref("kernels")))
+                                       Literal(at), _refs(cots), Ref("fused"), Ref("kernels"))
+                    + ((Ref("num_nodes"),) if _is_graph(c) else ()))
     return _vjp_function(c, doc, [Return(Item(result, 0) if len(names) == 1 else result)])

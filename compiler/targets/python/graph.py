@@ -46,7 +46,7 @@ def _tuple(names) -> str:
 
 
 def _prologue(g: GraphDiagram, arrays, name: str) -> list[str]:
-    """Lines that check the arguments and bind ``_b`` (the backend), the arrays (converted to one
+    """Lines that check the arguments (messages name the function ``name``: the user's, for a stage) and bind ``_b`` (the backend), the arrays (converted to one
     library and dtype), the edge lists (index arrays of that library) and ``_n`` (number of nodes)."""
     lists = g.edge_lists
     return [
@@ -105,7 +105,7 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
         cuda = ("gathers, the per-edge and per-node functions' kernels, sums over edges (no fused kernel: "
                 f"{graph_refusal(g) or 'the module has no CUDA kernel of its per-edge diagram'}).")
     lines = [f"def {d.name}({sig}):", "    " + graph_doc(g, cuda)]
-    lines += _prologue(g, arrays, d.name)
+    lines += _prologue(g, arrays, d.shown_name)
     if kernel:
         names, lists = _tuple(t.name for t in arrays), _tuple(g.edge_lists)
         backward = f"{d.name}_vjp" if vjp else "None"
@@ -168,7 +168,7 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
     doc = (f"{d.name}_vjp: the vector-Jacobian product of {d.name} (its inputs, then one cotangent per output): "
            f"the cotangent of every input in declaration order, None for an edge list.")
     lines = [f"def {vjp_name(d.name)}({sig}):", "    " + _py(doc)]
-    lines += _prologue(g, arrays, vjp_name(d.name))
+    lines += _prologue(g, arrays, vjp_name(d.shown_name))
     if kernel:  # the fused kernel when no gradient of this is wanted (else the differentiable code below)
         names = _tuple(t.name for t in arrays)
         results = [f"_d_{t.name}" for t in d.inputs if t.type.family != "edges"]

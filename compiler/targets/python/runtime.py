@@ -1056,17 +1056,19 @@ def _sum_parts_vjp(parts, channels, rank, g):
                  for p, pos in zip(parts, channels))
 
 
-def _composite_vjp(where, fn, args, at, cotangents, fused, kernels):
+def _composite_vjp(where, fn, args, at, cotangents, fused, kernels, *num_nodes):
     """The cotangents of the arrays ``args[k]`` (k in ``at``) for ``fn(*args)`` (a diagram with
     function nodes), by the array library's autograd (the backend's chain_vjp), which runs the
-    stages' generated NAME_vjp and the functions' own derivatives."""
+    stages' generated NAME_vjp and the functions' own derivatives. A graph diagram's ``num_nodes``
+    (given as one more argument) is passed on."""
     arrays = tuple(args[k] for k in at)
+    nodes = {"num_nodes": num_nodes[0]} if num_nodes else {}
 
     def forward(*leaves):
         full = list(args)
         for k, a in zip(at, leaves):
             full[k] = a
-        return _as_tuple(fn(*full, fused=fused, kernels=kernels))
+        return _as_tuple(fn(*full, fused=fused, kernels=kernels, **nodes))
 
     return _backend(*arrays).chain_vjp(where, forward, arrays, cotangents)
 
