@@ -5,7 +5,7 @@ import re
 import pytest
 
 from compiler.api import check_source, checked_program
-from compiler.errors import MAX_ERRORS, DiagError, DiagErrors
+from compiler.errors import MAX_ERRORS, DiagError, DiagErrors, each_error
 
 # (name, source, exit code, line, column, start of the message)
 ERRORS = [
@@ -105,7 +105,10 @@ ERRORS = [
     ('type_irreps_fixed_size', 'diagram f(h: irreps(8x0e), W: weight[4,2]) -> o: irreps(2x0e) {\n    o.0e[w] = W[u,w] h.0e[u]\n}\n', 2, 2, 27, "index 'u' joins channel axis '8' of h_0e with channel axis '"),
     ('type_irreps_basis', 'basis b(h: irreps(8x0e)) -> s: scalar\n', 2, 1, 12, 'a basis takes Cartesian and sph(lp) types, not irreps(8x0e):'),
     ('eq_graph_function_rank', 'diagram g(v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = dst[e,n] src[e,m] silu(v[m,c,i]) v[m,c,i]\n}\n', 1, 2, 39, "the argument of silu, 'v[m,c,i]', has rank 1 (free geometric index 'i')"),
-    ('type_graph_function_stage', 'diagram g(v: vec[n,c], f: scalar[e,c], src: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = tanh(f[e,c]) f[e,c] v[n,c,i]\n}\n', 2, 2, 16, "in 'w' of graph diagram '_g_s1', term"),
+    ('type_graph_function_stage', 'diagram g(v: vec[n,c], f: scalar[e,c], src: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = tanh(f[e,c]) f[e,c] v[n,c,i]\n}\n', 2, 2, 16, "in 'w' of graph diagram 'g', term 'tanh(f[e,c]) f[e,c] v[n,c,i]': the sum over edges 'e' has no edge list"),
+    ('type_graph_function_argument_gather', 'diagram g(v: vec[n,c], f: scalar[e,c], dst: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = dst[e,n] tanh(f[e,c] v[m,c,k] v[m,c,k]) v[n,c,i]\n}\n', 2, 2, 30, "in 'tanh(f[e,c] v[m,c,k] v[m,c,k])' of graph diagram 'g', term 'f[e,c] v[m,c,k] v[m,c,k]': node index 'm' is on no edge list"),
+    ('type_graph_function_shared_argument', 'diagram g(x: scalar[c], f: scalar[e,c], v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n    w[n,c,i] = dst[e,n] tanh(x[c]) silu(f[e,c]) src[e,m] v[m,c,i]\n}\n', 2, 2, 30, "'tanh(x[c])' is neither per node nor per edge (channel axes ['c']); in a graph diagram a function applies per node or per edge"),
+    ('eq_function_stage_parity', 'diagram gate(a: vec, b: vec) -> v: vec {\n    v[i] = tanh(a[j] a[j]) eps[i,j,k] a[j] b[k]\n}\n', 1, 2, 12, "in 'v' of diagram 'gate', term 'tanh(a[j] a[j]) eps[i,j,k] a[j] b[k]': the term is even (+1) under inversion"),
 ]
 
 
@@ -135,6 +138,8 @@ HELP = {
     'eq_parity_scalar': "declare 's: pscalar'",
     'eq_parity_rank2': "declare 'T: pcart(2)'",
     'eq_graded_fits': "declare 'C: cart2(0e+1o+2e)'",
+    'type_graph_function_shared_argument': "apply it in a separate diagram and pass its value as an input",
+    'eq_function_stage_parity': "declare 'v: axial'",
 }
 
 
@@ -160,6 +165,28 @@ def test_bad_input_gets_one_positioned_message(name, source, code, line, column,
         assert err.help is None and len(text.splitlines()) == 3
     # lark's internal token names never reach the user
     assert not re.search(r"[A-Z_]{3,}", err.message.partition("; expected ")[2]), err.message
+
+
+#: diagrams with functions, compiled in internal stages (_g_s0, _g_s1; arguments _g_a0_0, results _g_f0)
+STAGED = [e for e in ERRORS if "tanh(" in e[1] or "silu(" in e[1]] + [
+    ('graph_function_two_nodes', 'diagram g(v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n'
+     '    w[n,c,i] = dst[e,n] src[e,m] tanh(v[m,c,k] v[n,c,k]) v[m,c,i]\n}\n', 2, 2, 34,
+     "'tanh(v[m,c,k] v[n,c,k])' has channel axes ['n', 'c', 'n']: two graph axes"),
+]
+
+
+@pytest.mark.parametrize("name, source, code, line, column, message", STAGED, ids=[e[0] for e in STAGED])
+def test_messages_from_stages_name_the_users_diagram_and_calls(name, source, code, line, column, message):
+    """Every error of a diagram with functions names the user's diagram and writes a function's argument or
+    result as the call the user wrote, never an internal stage or tensor name (issue 16)."""
+    assert len(STAGED) >= 6
+    with pytest.raises(DiagError) as info:
+        checked_program(source, "t.diag")
+    errors = each_error(info.value)
+    assert errors[0].exit_code == code and (errors[0].position.line, errors[0].position.column) == (line, column)
+    assert errors[0].message.startswith(message)
+    for err in errors:
+        assert not re.search(r"_(g|gate)_[safp]\d", str(err)), str(err)
 
 
 def test_every_terminal_of_the_grammar_has_a_readable_name():

@@ -451,6 +451,69 @@ def test_functions_inside_a_graph_diagram():
     assert torch.autograd.gradcheck(lambda *a: GFN.gmsg(*a, s_src, s_dst, phi), small)
 
 
+def test_graph_function_runtime_errors_name_the_users_function():
+    """The argument checks of a graph diagram with functions run in its stages (_gmsg_s0, ...) but name
+    the function the user called, and its arguments (issue 16)."""
+    args = gmsg_args()
+    with pytest.raises(ValueError) as info:  # a batch axis: the stages' check (graph arguments have none)
+        GFN.gmsg(*(a[None] for a in args[:4]), *args[4:], phi)
+    assert "arguments of gmsg have no batch axes" in str(info.value) and "_s" not in str(info.value)
+    assert str(info.value).startswith("x has shape (1, 5, 2)")
+    cots = [torch.zeros(1, 5, 2, 3, dtype=torch.float64), torch.zeros(1, 5, 2, dtype=torch.float64)]
+    with pytest.raises(ValueError) as info:
+        GFN.gmsg_vjp(*(a[None] for a in args[:4]), *args[4:], phi, *cots)
+    assert "arguments of gmsg" in str(info.value) and "_s" not in str(info.value)  # its forward stages check
+    with pytest.raises(ValueError, match=r"^num_nodes is 7 but x has n = 5 nodes$"):
+        GFN.gmsg(*args, phi, num_nodes=7)
+
+
+EMB_FN = compiler.load_source("""group O3
+diagram emb(f: scalar[e,c], r: vec[e], dst: edges[e,n]) -> (s: scalar[n,c], t: vec[n,c]) {
+    s[n,c] = dst[e,n] silu(f[e,c])
+    t[n,c,i] = dst[e,n] tanh(f[e,c] r[e,k] r[e,k]) r[e,i]
+}
+""", "emb")
+
+
+def reference_emb(f, r, dst, N):
+    """Edge by edge in torch, independent of diagc."""
+    s = torch.zeros(N, f.shape[1], dtype=f.dtype).index_add(0, dst, torch.nn.functional.silu(f))
+    t = torch.zeros(N, f.shape[1], 3, dtype=f.dtype).index_add(
+        0, dst, torch.tanh(f * (r * r).sum(-1, keepdim=True))[:, :, None] * r[:, None, :])
+    return s, t
+
+
+def test_graph_function_without_per_node_input_takes_num_nodes():
+    """No argument is per node, so the number of nodes comes from num_nodes=, passed through the
+    public function (and its VJP) to the graph stages; without it, one message naming 'emb'."""
+    g = torch.Generator().manual_seed(3)
+    E, N, C = 11, 6, 2
+    f, r = torch.randn(E, C, generator=g, dtype=torch.float64), torch.randn(E, 3, generator=g, dtype=torch.float64)
+    dst = torch.tensor([0, 2, 2, 3, 0, 1, 3, 3, 2, 0, 1])  # node 4 and 5 reached by no edge: zeros
+    with pytest.raises(ValueError) as info:
+        EMB_FN.emb(f, r, dst)
+    assert str(info.value) == "emb has no per-node array argument: give num_nodes=, the number of nodes"
+    got = EMB_FN.emb(f, r, dst, num_nodes=N)
+    ref = reference_emb(f, r, dst, N)
+    for a, b in zip(got, ref):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=0, atol=1e-12)
+    assert float(got[0][4:].abs().max()) == 0.0
+    with pytest.raises(ValueError, match=r"^dst holds node 3, outside 0..2 \(n = 3 from num_nodes\)$"):
+        EMB_FN.emb(f, r, dst, num_nodes=3)
+    # the VJP takes it too, and agrees with torch autograd of the reference
+    xs = [a.clone().requires_grad_(True) for a in (f, r)]
+    outs = reference_emb(*xs, dst, N)
+    cots = [torch.randn(o.shape, generator=g, dtype=torch.float64) for o in outs]
+    auto = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cots)), xs)
+    df, dr, ddst = EMB_FN.emb_vjp(f, r, dst, *cots, num_nodes=N)
+    assert ddst is None
+    for a, b in zip((df, dr), auto):
+        assert torch.allclose(a, b, rtol=0, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda f, r: EMB_FN.emb(f, r, dst, num_nodes=N),
+                                    [a[:, :1].clone().requires_grad_(True) if a.shape[1] != 3 else a.clone().requires_grad_(True)
+                                     for a in (f, r)])
+
+
 def test_a_graph_function_argument_must_be_invariant(tmp_path):
     text = ("group O3\ndiagram g(v: vec[n,c], src: edges[e,n], dst: edges[e,n]) -> w: vec[n,c] {\n"
             "    w[n,c,i] = dst[e,n] src[e,m] silu(v[m,c,i]) v[m,c,i]\n}\n")
