@@ -249,8 +249,9 @@ def test_a_graph_diagram_with_functions_lowers_and_its_stages_keep_positioned_er
         lower_source(bad, "g.diag")
     assert info.value.position.line == 2
     summed = bad.replace("silu(f[e,c]) f[e,c]", "silu(f[e,c])")  # silu of a sum over every edge
-    with pytest.raises(DiagTypeError, match="outputs of a graph diagram are per node or per edge") as info:
-        lower_source(summed, "g.diag")
+    with pytest.raises(DiagTypeError, match=r"error: 'silu\(f\[e,c\]\)' is neither per node nor per edge") as info:
+        lower_source(summed, "g.diag")  # named as written, not as the stage's internal '_msg_a0_0' of '_msg_s0'
+    assert "_msg_" not in str(info.value) and "graph diagram a function applies per node or per edge" in str(info.value)
     assert (info.value.position.line, info.value.position.column) == (2, 21)
 
 
