@@ -111,8 +111,9 @@ def test_statement_printing(stmt, text):
 
 def test_batch_sums_are_lowered_to_channels_last_copies_and_one_contraction():
     """A weight's cotangent summed over the batch (plan.BatchSum): channels-last contiguous copies,
-    one contraction with the batch summed, recorded as data with its SPEC entry; the module's
-    value equals the reference evaluator's contraction summed over the batch."""
+    one contraction with the batch summed, recorded as data with its SPEC entry; the other output,
+    channel mixing of d_Y (plan.BatchRest), computed in the same function from d_Y's copy through a
+    view (two copies in all, not three); the module's values equal the reference evaluator's."""
     from compiler.ir.grad import with_derivatives
 
     source = (ROOT / "diagrams" / "linear.diag").read_text()
@@ -120,18 +121,25 @@ def test_batch_sums_are_lowered_to_channels_last_copies_and_one_contraction():
     d = next(d for d in program.diagrams if d.name == "mix_vjp")
     plan = plan_diagram(d)
     summed, spec = emit.lower_batch_sums(plan, "_mix_vjp_batchrest_planned")
-    assert summed.outputs == ("d_W",) and spec.weights == (1,) and spec.order == ((0, 0), (1, 0))
+    assert summed.outputs == ("d_W", "d_X") and spec.weights == (1,) and spec.order == ((1, 1), (1, 0))
     copies = [s for s in summed.steps if isinstance(s.value, emit.Call) and s.value.method == "contiguous"]
     assert len(copies) == 2 and all(isinstance(s.value.args[0], emit.Einsum) for s in copies)
-    last = [s.value for s in summed.steps if isinstance(s.value, emit.Einsum)]
-    assert len(last) == 1 and "..." not in last[0].spec.split("->")[1]
+    summed_over_batch = [s.value for s in summed.steps if isinstance(s.value, emit.Einsum)
+                         and "..." not in s.value.spec.split("->")[1]]
+    assert len(summed_over_batch) == 1
+    mixed = [s.value for s in summed.steps if isinstance(s.value, emit.Call) and s.value.method == "matmul_flat"]
+    assert len(mixed) == 1  # d_X = W d_Y from d_Y's channels-last copy, read through a view
     text = PythonPrinter()._print_BatchSumProgram(summed, d.inputs)
     assert text.startswith("def _mix_vjp_batch_summed(_b, X, W, d_Y):") and "_unbatched" not in text
     assert PythonPrinter().doprint(spec) == \
-        "(_mix_vjp_batchrest_planned, _mix_vjp_batch_summed, (1,), ((0, 0), (1, 0)))"
+        "(_mix_vjp_batchrest_planned, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0)))"
     module = compiler.load_source(source, "linear_emit")
     rng = np.random.default_rng(2)
     X, W, dY = rng.normal(size=(5, 4, 3, 3)), rng.normal(size=(4, 2)), rng.normal(size=(5, 2, 3, 3))
     eq = next(eq for eq in d.equations if eq.target == "d_W")
     want = evaluate_sum(eq.terms, {"X": X, "W": W, "d_Y": dY}, Floats()).sum(0)
-    np.testing.assert_allclose(module.mix_vjp(X, W, dY)[1], want, rtol=1e-12, atol=1e-12)
+    got = module.mix_vjp(X, W, dY)
+    np.testing.assert_allclose(got[1], want, rtol=1e-12, atol=1e-12)
+    eq = next(eq for eq in d.equations if eq.target == "d_X")
+    want = evaluate_sum(eq.terms, {"X": X, "W": W, "d_Y": dY}, Floats())
+    np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
