@@ -8,7 +8,9 @@ formulas of ``benchmarks/experts.py``, reused, not copied), torch CPU float32, C
 
 * first order: ``diagc`` = ``NAME(fused=True)`` then ``NAME_vjp(fused=True)`` (generated code, no
   autograd), against ``expert`` = the expert forward on tensors that require grad, then
-  ``torch.autograd.grad`` with the same cotangents;
+  ``torch.autograd.grad`` with the same cotangents; and ``autograd``: ``NAME(fused=True)`` on tensors
+  that require grad, then ``torch.autograd.grad`` (the backward runs ``NAME_vjp``, reading the
+  copies the forward kept for it: plan.KeptCopy);
 * second order: ``diagc`` = forward, ``NAME_vjp`` and ``NAME_vjp_vjp`` (all fused), against the
   expert forward, ``autograd.grad(create_graph=True)`` and the backward of that.
 
@@ -72,6 +74,11 @@ def contenders(ops, name, expert, xs, cots, cots2):
         y = fwd(*xs, fused=True)
         return vjp(*xs, *cots, fused=True)
 
+    def autograd1():  # the same generated code recorded by torch autograd (its backward: NAME_vjp)
+        leaves = [x.detach().requires_grad_(True) for x in xs]
+        y = as_tuple(fwd(*leaves, fused=True))
+        return torch.autograd.grad(y, leaves, cots)
+
     def expert1():
         leaves = [x.detach().requires_grad_(True) for x in xs]
         y = as_tuple(expert(*leaves))
@@ -90,7 +97,7 @@ def contenders(ops, name, expert, xs, cots, cots2):
         used = [(gi, c) for gi, c in zip(g, cots2) if gi.requires_grad]
         return torch.autograd.grad([u for u, _ in used], leaves + cl, [c for _, c in used], allow_unused=True)
 
-    return (diagc1, expert1), (diagc2, expert2)
+    return (diagc1, expert1), (diagc2, expert2), autograd1
 
 
 def check(a, b, what):
@@ -126,7 +133,7 @@ def main() -> int:
             ys = as_tuple(getattr(ops, d.name)(*xs))
             cots = [torch.randn(y.shape) for y in ys]
             cots2 = [torch.randn(x.shape) for x in xs]
-            (d1, e1), (d2, e2) = contenders(ops, d.name, expert, xs, cots, cots2)
+            (d1, e1), (d2, e2), a1 = contenders(ops, d.name, expert, xs, cots, cots2)
             if d.name not in compile_times:  # first calls: torch.compile of the three fused functions
                 torch.set_num_threads(max(args.threads))
                 fwd, vjp, vjp2 = (getattr(ops, d.name + s) for s in ("", "_vjp", "_vjp_vjp"))
@@ -136,24 +143,26 @@ def main() -> int:
                     "vjp_vjp": first_call(lambda: vjp2(*xs, *cots, *cots2, fused=True)),
                 }
             check(d1(), e1(), f"{d.name} first order")
+            check(a1(), e1(), f"{d.name} first order, autograd")
             second = d2()
             ref = e2()
             check(second, ref, f"{d.name} second order")
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                for f in (d1, e1, d2, e2):  # warm (a new thread count may recompile)
+                for f in (d1, a1, e1, d2, e2):  # warm (a new thread count may recompile)
                     f()
-                t = {"d1": [], "e1": [], "d2": [], "e2": []}
+                t = {"d1": [], "a1": [], "e1": [], "d2": [], "e2": []}
                 for _ in range(args.repeats):  # alternate the contenders, best of the rounds
-                    for key, f in (("d1", d1), ("e1", e1), ("d2", d2), ("e2", e2)):
+                    for key, f in (("d1", d1), ("a1", a1), ("e1", e1), ("d2", d2), ("e2", e2)):
                         t[key].append(best(f, 1))
                 row = {"op": d.name, "log2_NC": k, "threads": threads,
                        **{key: min(v) for key, v in t.items()}}
                 row["ratio1"] = row["d1"] / row["e1"]
                 row["ratio2"] = row["d2"] / row["e2"]
+                row["ratio1a"] = row["a1"] / row["e1"]
                 rows.append(row)
                 print(f"{d.name:16s} 2^{k} {threads}t  first {row['d1']*1e3:8.2f} ms vs {row['e1']*1e3:8.2f} ms "
-                      f"({row['ratio1']:.2f})  second {row['d2']*1e3:8.2f} vs {row['e2']*1e3:8.2f} "
+                      f"({row['ratio1']:.2f})  autograd {row['a1']*1e3:8.2f} ({row['ratio1a']:.2f})  second {row['d2']*1e3:8.2f} vs {row['e2']*1e3:8.2f} "
                       f"({row['ratio2']:.2f})", flush=True)
         write(args.out, rows, compile_times, args.repeats)  # after each operation: a long run keeps what it has
     print(write(args.out, rows, compile_times, args.repeats))
@@ -181,11 +190,12 @@ def report(rows, compile_times, meta) -> str:
              f"torch {meta['torch']}, C = {meta['channels']}, best of {meta['repeats']} alternating rounds; "
              "the machine is shared and noisy.", "",
              "ratio = diagc / expert time (below 1: the generated code is faster).", "",
-             "| operation | N*C | threads | fwd+vjp ms | expert fwd+bwd ms | ratio | 2nd order ms | expert 2nd ms | ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| operation | N*C | threads | fwd+vjp ms | expert fwd+bwd ms | ratio | fwd+autograd ms | ratio "
+             "| 2nd order ms | expert 2nd ms | ratio |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['op']} | 2^{r['log2_NC']} | {r['threads']} | {r['d1']*1e3:.2f} | {r['e1']*1e3:.2f} | "
-                     f"{r['ratio1']:.2f} | {r['d2']*1e3:.2f} | {r['e2']*1e3:.2f} | {r['ratio2']:.2f} |")
+                     f"{r['ratio1']:.2f} | {r['a1']*1e3:.2f} | {r['ratio1a']:.2f} | {r['d2']*1e3:.2f} | {r['e2']*1e3:.2f} | {r['ratio2']:.2f} |")
     lines += ["", "| threads | geomean ratio, first order | max | geomean ratio, second order | max |", "|---|---|---|---|---|"]
     for th in sorted({r["threads"] for r in rows}):
         sel = [r for r in rows if r["threads"] == th]

@@ -302,6 +302,48 @@ def test_weight_cotangent_is_one_contraction_over_the_batch():
         ops._mix_skew_vjp_SPEC = spec
 
 
+def test_forward_keeps_its_channels_last_copy_for_the_vjp():
+    """Under autograd, the copy of A that mix_skew's channel mixing makes (A with c last) is made once
+    and read again by the backward's NAME_vjp (its batch sum d_W = A^T d_B lays A out the same way:
+    plan.KeptCopy, the SPEC's last entry): two copies for forward + backward (A, d_B), three when the
+    entry is emptied; gradients equal to the planned VJP's, and a double backward still reaches A."""
+    from compiler.planning.plan import KeptCopy, kept_copies, plan_diagram
+
+    lowered = {x.name: x for x in lower_source(TN.read_text()).diagrams}
+    d = lowered["mix_skew"]
+    first, second = vjp_diagram(d), vjp_diagram(vjp_diagram(d))
+    assert kept_copies(plan_diagram(d), plan_diagram(first)) == (KeptCopy(0, (1, 2, 0)),)  # A
+    assert kept_copies(plan_diagram(first), plan_diagram(second)) == (KeptCopy(2, (1, 2, 0)),)  # d_B
+    m = lowered["matmul_o3"]  # no channel mixing: nothing kept
+    assert kept_copies(plan_diagram(m), plan_diagram(vjp_diagram(m))) == ()
+    ops = module(TN)
+    assert ops._mix_skew_SPEC[7] == ((0, (1, 2, 0)),) and ops._matmul_o3_SPEC[7] == ()
+    A, W = inputs_for(d, batch=(4, 3))
+    dB = torch.tensor(np.random.default_rng(3).normal(size=(4, 3, SIZES["d"], 3, 3)))
+    expected = ops.mix_skew_vjp(A, W, dB)
+
+    def backward():
+        a, w = A.clone().requires_grad_(True), W.clone().requires_grad_(True)
+        with torch.profiler.profile() as prof:
+            got = torch.autograd.grad(ops.mix_skew(a, w), (a, w), dB)
+        return got, sum(e.count for e in prof.key_averages() if e.key == "aten::contiguous")
+
+    got, copies = backward()
+    assert copies == 2 and all(torch.allclose(g, e, rtol=0, atol=1e-12) for g, e in zip(got, expected))
+    spec = ops._mix_skew_SPEC
+    ops._mix_skew_SPEC = spec[:7] + ((),)
+    try:
+        got, copies = backward()
+        assert copies == 3 and all(torch.allclose(g, e, rtol=0, atol=1e-12) for g, e in zip(got, expected))
+    finally:
+        ops._mix_skew_SPEC = spec
+    a, w = A.clone().requires_grad_(True), W.clone().requires_grad_(True)
+    d_a, d_w = torch.autograd.grad(ops.mix_skew(a, w), (a, w), dB, create_graph=True)
+    (dd_a,) = torch.autograd.grad((d_w * W).sum(), (a,))  # d_W = sum A^T d_B: its derivative in A
+    # d(sum W * d_W)/dA = W[c,d] d_B[d,i,j]: d_A's formula (zero if the kept copy cut A off)
+    assert torch.allclose(dd_a, expected[0], rtol=0, atol=1e-12) and float(dd_a.abs().max()) > 0
+
+
 def test_order_2_text_compiles_back(tmp_path):
     """`diagc grad --order 2` prints NAME_vjp and NAME_vjp_vjp; compiled, its NAME_vjp_vjp is taken as
     the derivative of its NAME_vjp (no name clash) and equals the module's NAME_vjp_vjp."""

@@ -620,6 +620,43 @@ def _batch_rest(rest: "FunctionPlan", layouts: dict) -> BatchRest | None:
     return BatchRest(rest.outputs, tuple(steps))
 
 
+@dataclass(frozen=True)
+class KeptCopy:
+    """A contiguous copy of input ``input`` (its position) with its trailing axes (channel and
+    geometric, after the batch axes) in the order ``axes``, which a function's planned code makes
+    (the x of a FlatMatmul: channel mixing copies x channels-last) and its derivative's batch sums
+    make again (a Layout of the same input and permutation). Where autograd records the function,
+    the runtime makes the copy once before the forward and hands a view of it to both (the view is
+    already in the copy's order, so neither copies it again)."""
+
+    input: int
+    axes: tuple[int, ...]
+
+
+def kept_copies(forward: FunctionPlan, vjp: FunctionPlan) -> tuple[KeptCopy, ...]:
+    """The channels-last copies that ``forward``'s planned code makes of its inputs (each FlatMatmul
+    whose x is an input with the product's axis its first trailing axis, when no fused form runs)
+    and that ``vjp`` (its derivative, whose first inputs are ``forward``'s) lays out the same way
+    in its batch sums or BatchRest (Layout)."""
+    if forward.fused is not None and forward.fused.outputs or forward.prefer_unrolled or not vjp.batch_sums:
+        return ()
+    trailing = dict(forward.trailing)
+    made = {}
+    for c in forward.contractions:
+        x = c.operands[1] if isinstance(c, FlatMatmul) else None
+        if x in forward.inputs and trailing.get(x) == c.n + 1:
+            made[x] = tuple(range(1, c.n + 1)) + (0,)  # the channel axis moved last
+    laid = set()
+    steps = [m for s in vjp.batch_sums for m in s.contractions]
+    steps += list(vjp.batch_rest.contractions) if vjp.batch_rest is not None else []
+    for m in steps:
+        if isinstance(m, Layout) and m.operand in made:
+            part, target = m.spec.split("->")
+            letters, moved = part[3:], target[3:]
+            laid.add((m.operand, tuple(letters.index(ch) for ch in moved)))
+    return tuple(KeptCopy(forward.inputs.index(x), axes) for x, axes in made.items() if (x, axes) in laid)
+
+
 def _layout(layouts: dict, steps: list, operand: str, part: str, target: str, scope: tuple = ()) -> str:
     """The var of ``operand`` (axes ``part``) copied contiguous with its axes in ``target``'s order:
     the Layout in ``layouts`` with that permutation (and ``scope``), else a new one, appended to

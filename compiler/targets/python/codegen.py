@@ -24,7 +24,7 @@ from ...math.constants import EPS
 from ...planning.emit import lower_batch_sums, lower_function, lower_fused
 from ...planning.fuse import FusedPlan
 from ...ir.program import Diagram, Program, sum_formula
-from ...planning.plan import plan_diagram
+from ...planning.plan import kept_copies, plan_diagram
 from .printer import PythonPrinter, _tuple_text, input_checks, py_string  # noqa: F401
 
 TABLES = {
@@ -142,6 +142,7 @@ def generate_python(program: Program) -> str:
     by_name = {d.name: d for d in program.diagrams}
     cuda_source, kernels = kernel_configs(program, plans)
     functions, specs = [], []
+    plan_of = {d.name: p for p, d in zip(plans, program.diagrams)}
     for p, d in zip(plans, program.diagrams):
         if p.fused is not None and p.fused.outputs:
             functions.append(printer.doprint(lower_fused(p.fused, p.stack_axis)))
@@ -160,8 +161,10 @@ def generate_python(program: Program) -> str:
         if p.batch_sums and (p.rest is None or p.rest.name not in by_name):
             functions += _batch_sum_functions(printer, p, d)
             batch = printer.doprint(lower_batch_sums(p, _rest_name(p))[1])
+        # the copies the forward makes that its derivative makes again: kept for it under autograd
+        kept = tuple((c.input, c.axes) for c in kept_copies(p, plan_of[vjp])) if vjp is not None else ()
         specs.append(f"_{d.name}_SPEC = ({body}, {vjp}, {sum_to!r}, {trailing!r}, {p.stack_axis!r}, {kernel}, "
-                     f"{batch})")
+                     f"{batch}, {kept!r})")
     exports = [d.name for d in program.diagrams if not d.name.startswith("_")]
     graph_vjps = set()
     if graphs:  # the public functions of graph diagrams: gathers and scatters around those diagrams
