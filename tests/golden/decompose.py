@@ -868,16 +868,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -1612,9 +1635,9 @@ def decompose_vjp_vjp(X, d_I, d_A, d_S, d_d_X, *, out=None, fused=False, kernels
 
 _decompose_KERNEL = {"name": "decompose", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_kernel_f32", "float64": "diagc_decompose_kernel_f64"}, "inputs": (("X", (), (3, 3)),), "block": 128, "outputs": (("I", (), (3, 3)), ("A", (), (3, 3)), ("S", (), (3, 3))), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _decompose_vjp_KERNEL = {"name": "decompose_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_decompose_vjp_kernel_f32", "float64": "diagc_decompose_vjp_kernel_f64"}, "inputs": (("X", (), (3, 3)), ("d_I", (), (3, 3)), ("d_A", (), (3, 3)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_X", (), (3, 3)),), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
-_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (2,), None, _decompose_KERNEL, None)
-_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (2, 2, 2, 2), None, _decompose_vjp_KERNEL, None)
-_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 2, 2, 2, 2), None, None, None)
+_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (2,), None, _decompose_KERNEL, None, ())
+_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (2, 2, 2, 2), None, _decompose_vjp_KERNEL, None, ())
+_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 2, 2, 2, 2), None, None, None, ())
 _KERNEL_SPECS = (_decompose_SPEC, _decompose_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

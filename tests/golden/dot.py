@@ -934,16 +934,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -1619,9 +1642,9 @@ def dot_vjp_vjp(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False, kernels=True)
 _dot_KERNEL = {"name": "dot", "kind": "elementwise", "symbols": {"float32": "diagc_dot_kernel_f32", "float64": "diagc_dot_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,))), "block": 128, "outputs": (("s", (), ()),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 3072, "float64": 768}}
 _dot_vjp_KERNEL = {"name": "dot_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_kernel_f32", "float64": "diagc_dot_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 1792, "float64": 896}}
 _dot_vjp_vjp_KERNEL = {"name": "dot_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_dot_vjp_vjp_kernel_f32", "float64": "diagc_dot_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("d_s", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("d_d_s", (), ())), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 3328, "float64": 1664}}
-_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None)
-_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None)
-_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None)
+_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None, ())
+_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None, ())
+_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None, ())
 _KERNEL_SPECS = (_dot_SPEC, _dot_vjp_SPEC, _dot_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -1000,16 +1000,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -2271,12 +2294,12 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4608, "float64": 4608}}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "shared_words": {"float32": 4864, "float64": 4864}}
-_mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None)
-_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
-_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))
-_linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL, None)
-_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2))))
-_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2), (0, 1))))
+_mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None, ((0, (1, 2, 0)),))
+_mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))), ((2, (1, 2, 0)),))
+_mix_vjp_vjp_SPEC = (_mix_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))), ())
+_linear_cart2_SPEC = (_linear_cart2_planned, linear_cart2_vjp, (), (3, 2, 2, 2), None, _linear_cart2_KERNEL, None, ((0, (1, 2, 0)),))
+_linear_cart2_vjp_SPEC = (_linear_cart2_vjp_planned, linear_cart2_vjp_vjp, (0, 1, 2, 3), (3, 2, 2, 2, 3), None, None, (_linear_cart2_vjp_batchrest_planned, _linear_cart2_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2))), ((4, (1, 2, 0)),))
+_linear_cart2_vjp_vjp_SPEC = (_linear_cart2_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (3, 2, 2, 2, 3, 3, 2, 2, 2), None, None, (_linear_cart2_vjp_vjp_batchrest_planned, _linear_cart2_vjp_vjp_batch_summed, (1, 2, 3), ((0, 0), (1, 0), (1, 1), (1, 2), (0, 1))), ())
 _KERNEL_SPECS = (_mix_SPEC, _linear_cart2_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -1926,16 +1926,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -3214,15 +3237,15 @@ _cross_vjp_vjp_KERNEL = {"name": "cross_vjp_vjp", "kind": "elementwise", "symbol
 _triple_KERNEL = {"name": "triple", "kind": "elementwise", "symbols": {"float32": "diagc_triple_kernel_f32", "float64": "diagc_triple_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,))), "block": 128, "outputs": (("t", (), ()),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _triple_vjp_KERNEL = {"name": "triple_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_kernel_f32", "float64": "diagc_triple_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ())), "block": 128, "outputs": (("d_a", (), (3,)), ("d_b", (), (3,)), ("d_c", (), (3,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2560, "float64": 1280}}
 _triple_vjp_vjp_KERNEL = {"name": "triple_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_triple_vjp_vjp_kernel_f32", "float64": "diagc_triple_vjp_vjp_kernel_f64"}, "inputs": (("a", (), (3,)), ("b", (), (3,)), ("c", (), (3,)), ("d_t", (), ()), ("d_d_a", (), (3,)), ("d_d_b", (), (3,)), ("d_d_c", (), (3,))), "block": 128, "outputs": (("dd_a", (), (3,)), ("dd_b", (), (3,)), ("dd_c", (), (3,)), ("d_d_t", (), ())), "summed": (), "channels": (), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 2432, "float64": 2432}}
-_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None)
-_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None)
-_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None)
-_cross_SPEC = (_cross_planned, cross_vjp, (), (1, 1), None, _cross_KERNEL, None)
-_cross_vjp_SPEC = (_cross_vjp_planned, cross_vjp_vjp, (0, 1), (1, 1, 1), None, _cross_vjp_KERNEL, None)
-_cross_vjp_vjp_SPEC = (_cross_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 1, 1, 1), None, _cross_vjp_vjp_KERNEL, None)
-_triple_SPEC = (_triple_planned, triple_vjp, (), (1, 1, 1), None, _triple_KERNEL, None)
-_triple_vjp_SPEC = (_triple_vjp_planned, triple_vjp_vjp, (0, 1, 2), (1, 1, 1, 0), None, _triple_vjp_KERNEL, None)
-_triple_vjp_vjp_SPEC = (_triple_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 1, 1, 0, 1, 1, 1), None, _triple_vjp_vjp_KERNEL, None)
+_dot_SPEC = (_dot_planned, dot_vjp, (), (1, 1), None, _dot_KERNEL, None, ())
+_dot_vjp_SPEC = (_dot_vjp_planned, dot_vjp_vjp, (0, 1), (1, 1, 0), None, _dot_vjp_KERNEL, None, ())
+_dot_vjp_vjp_SPEC = (_dot_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 0, 1, 1), None, _dot_vjp_vjp_KERNEL, None, ())
+_cross_SPEC = (_cross_planned, cross_vjp, (), (1, 1), None, _cross_KERNEL, None, ())
+_cross_vjp_SPEC = (_cross_vjp_planned, cross_vjp_vjp, (0, 1), (1, 1, 1), None, _cross_vjp_KERNEL, None, ())
+_cross_vjp_vjp_SPEC = (_cross_vjp_vjp_planned, None, (0, 1, 2), (1, 1, 1, 1, 1), None, _cross_vjp_vjp_KERNEL, None, ())
+_triple_SPEC = (_triple_planned, triple_vjp, (), (1, 1, 1), None, _triple_KERNEL, None, ())
+_triple_vjp_SPEC = (_triple_vjp_planned, triple_vjp_vjp, (0, 1, 2), (1, 1, 1, 0), None, _triple_vjp_KERNEL, None, ())
+_triple_vjp_vjp_SPEC = (_triple_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 1, 1, 0, 1, 1, 1), None, _triple_vjp_vjp_KERNEL, None, ())
 _KERNEL_SPECS = (_dot_SPEC, _dot_vjp_SPEC, _dot_vjp_vjp_SPEC, _cross_SPEC, _cross_vjp_SPEC, _cross_vjp_vjp_SPEC, _triple_SPEC, _triple_vjp_SPEC, _triple_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

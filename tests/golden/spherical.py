@@ -2872,16 +2872,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -5034,24 +5057,24 @@ _sph_to_sym2t_KERNEL = {"name": "sph_to_sym2t", "kind": "elementwise", "symbols"
 _sph_to_sym2t_vjp_KERNEL = {"name": "sph_to_sym2t_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_sph_to_sym2t_vjp_kernel_f32", "float64": "diagc_sph_to_sym2t_vjp_kernel_f64"}, "inputs": (("t", (), (5,)), ("d_S", (), (3, 3))), "block": 128, "outputs": (("d_t", (), (5,)),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _vec_to_sph_KERNEL = {"name": "vec_to_sph", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_kernel_f32", "float64": "diagc_vec_to_sph_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("y", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 1536, "float64": 384}}
 _vec_to_sph_vjp_KERNEL = {"name": "vec_to_sph_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_vec_to_sph_vjp_kernel_f32", "float64": "diagc_vec_to_sph_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_y", (), (3,))), "block": 128, "outputs": (("d_r", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 1536, "float64": 384}}
-_vec_vec_SPEC = (_vec_vec_planned, vec_vec_vjp, (), (1, 1), None, _vec_vec_KERNEL, None)
-_vec_vec_vjp_SPEC = (_vec_vec_vjp_planned, vec_vec_vjp_vjp, (0, 1), (1, 1, 1, 1, 1), None, _vec_vec_vjp_KERNEL, None)
-_vec_vec_vjp_vjp_SPEC = (_vec_vec_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1), None, _vec_vec_vjp_vjp_KERNEL, None)
-_tp_2e_SPEC = (_tp_2e_planned, tp_2e_vjp, (), (2, 2), None, _tp_2e_KERNEL, None)
-_tp_2e_vjp_SPEC = (_tp_2e_vjp_planned, tp_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_2e_vjp_KERNEL, None)
-_tp_2e_vjp_vjp_SPEC = (_tp_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_2e_vjp_vjp_KERNEL, None)
-_tp_1o_2e_SPEC = (_tp_1o_2e_planned, tp_1o_2e_vjp, (), (2, 2), None, _tp_1o_2e_KERNEL, None)
-_tp_1o_2e_vjp_SPEC = (_tp_1o_2e_vjp_planned, tp_1o_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_1o_2e_vjp_KERNEL, None)
-_tp_1o_2e_vjp_vjp_SPEC = (_tp_1o_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_1o_2e_vjp_vjp_KERNEL, None)
-_cart_to_sph_SPEC = (_cart_to_sph_planned, cart_to_sph_vjp, (), (2,), None, _cart_to_sph_KERNEL, None)
-_cart_to_sph_vjp_SPEC = (_cart_to_sph_vjp_planned, cart_to_sph_vjp_vjp, (0,), (2, 1, 1, 1), None, _cart_to_sph_vjp_KERNEL, None)
-_cart_to_sph_vjp_vjp_SPEC = (_cart_to_sph_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 1, 1, 1, 2), None, None, None)
-_sph_to_sym2t_SPEC = (_sph_to_sym2t_planned, sph_to_sym2t_vjp, (), (1,), None, _sph_to_sym2t_KERNEL, None)
-_sph_to_sym2t_vjp_SPEC = (_sph_to_sym2t_vjp_planned, sph_to_sym2t_vjp_vjp, (0,), (1, 2), None, _sph_to_sym2t_vjp_KERNEL, None)
-_sph_to_sym2t_vjp_vjp_SPEC = (_sph_to_sym2t_vjp_vjp_planned, None, (0, 1), (1, 2, 1), None, None, None)
-_vec_to_sph_SPEC = (_vec_to_sph_planned, vec_to_sph_vjp, (), (1,), None, _vec_to_sph_KERNEL, None)
-_vec_to_sph_vjp_SPEC = (_vec_to_sph_vjp_planned, vec_to_sph_vjp_vjp, (0,), (1, 1), None, _vec_to_sph_vjp_KERNEL, None)
-_vec_to_sph_vjp_vjp_SPEC = (_vec_to_sph_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, None, None)
+_vec_vec_SPEC = (_vec_vec_planned, vec_vec_vjp, (), (1, 1), None, _vec_vec_KERNEL, None, ())
+_vec_vec_vjp_SPEC = (_vec_vec_vjp_planned, vec_vec_vjp_vjp, (0, 1), (1, 1, 1, 1, 1), None, _vec_vec_vjp_KERNEL, None, ())
+_vec_vec_vjp_vjp_SPEC = (_vec_vec_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1), None, _vec_vec_vjp_vjp_KERNEL, None, ())
+_tp_2e_SPEC = (_tp_2e_planned, tp_2e_vjp, (), (2, 2), None, _tp_2e_KERNEL, None, ())
+_tp_2e_vjp_SPEC = (_tp_2e_vjp_planned, tp_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_2e_vjp_KERNEL, None, ())
+_tp_2e_vjp_vjp_SPEC = (_tp_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_2e_vjp_vjp_KERNEL, None, ())
+_tp_1o_2e_SPEC = (_tp_1o_2e_planned, tp_1o_2e_vjp, (), (2, 2), None, _tp_1o_2e_KERNEL, None, ())
+_tp_1o_2e_vjp_SPEC = (_tp_1o_2e_vjp_planned, tp_1o_2e_vjp_vjp, (0, 1), (2, 2, 2), None, _tp_1o_2e_vjp_KERNEL, None, ())
+_tp_1o_2e_vjp_vjp_SPEC = (_tp_1o_2e_vjp_vjp_planned, None, (0, 1, 2), (2, 2, 2, 2, 2), None, _tp_1o_2e_vjp_vjp_KERNEL, None, ())
+_cart_to_sph_SPEC = (_cart_to_sph_planned, cart_to_sph_vjp, (), (2,), None, _cart_to_sph_KERNEL, None, ())
+_cart_to_sph_vjp_SPEC = (_cart_to_sph_vjp_planned, cart_to_sph_vjp_vjp, (0,), (2, 1, 1, 1), None, _cart_to_sph_vjp_KERNEL, None, ())
+_cart_to_sph_vjp_vjp_SPEC = (_cart_to_sph_vjp_vjp_planned, None, (0, 1, 2, 3), (2, 1, 1, 1, 2), None, None, None, ())
+_sph_to_sym2t_SPEC = (_sph_to_sym2t_planned, sph_to_sym2t_vjp, (), (1,), None, _sph_to_sym2t_KERNEL, None, ())
+_sph_to_sym2t_vjp_SPEC = (_sph_to_sym2t_vjp_planned, sph_to_sym2t_vjp_vjp, (0,), (1, 2), None, _sph_to_sym2t_vjp_KERNEL, None, ())
+_sph_to_sym2t_vjp_vjp_SPEC = (_sph_to_sym2t_vjp_vjp_planned, None, (0, 1), (1, 2, 1), None, None, None, ())
+_vec_to_sph_SPEC = (_vec_to_sph_planned, vec_to_sph_vjp, (), (1,), None, _vec_to_sph_KERNEL, None, ())
+_vec_to_sph_vjp_SPEC = (_vec_to_sph_vjp_planned, vec_to_sph_vjp_vjp, (0,), (1, 1), None, _vec_to_sph_vjp_KERNEL, None, ())
+_vec_to_sph_vjp_vjp_SPEC = (_vec_to_sph_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, None, None, ())
 _KERNEL_SPECS = (_vec_vec_SPEC, _vec_vec_vjp_SPEC, _vec_vec_vjp_vjp_SPEC, _tp_2e_SPEC, _tp_2e_vjp_SPEC, _tp_2e_vjp_vjp_SPEC, _tp_1o_2e_SPEC, _tp_1o_2e_vjp_SPEC, _tp_1o_2e_vjp_vjp_SPEC, _cart_to_sph_SPEC, _cart_to_sph_vjp_SPEC, _sph_to_sym2t_SPEC, _sph_to_sym2t_vjp_SPEC, _vec_to_sph_SPEC, _vec_to_sph_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -3574,16 +3574,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -6253,30 +6276,30 @@ _edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "sy
 _edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 7168, "float64": 1792}}
 _skew_to_vector_KERNEL = {"name": "skew_to_vector", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_kernel_f32", "float64": "diagc_skew_to_vector_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)),), "block": 128, "outputs": (("v", ("c",), (3,)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _skew_to_vector_vjp_KERNEL = {"name": "skew_to_vector_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_skew_to_vector_vjp_kernel_f32", "float64": "diagc_skew_to_vector_vjp_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("d_v", ("c",), (3,))), "block": 128, "outputs": (("d_A", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
-_vector_to_skew_SPEC = (_vector_to_skew_planned, vector_to_skew_vjp, (), (2,), None, _vector_to_skew_KERNEL, None)
-_vector_to_skew_vjp_SPEC = (_vector_to_skew_vjp_planned, vector_to_skew_vjp_vjp, (0,), (2, 3), None, _vector_to_skew_vjp_KERNEL, None)
-_vector_to_skew_vjp_vjp_SPEC = (_vector_to_skew_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, None, None)
-_vector_to_sym_SPEC = (_vector_to_sym_planned, vector_to_sym_vjp, (), (2,), None, _vector_to_sym_KERNEL, None)
-_vector_to_sym_vjp_SPEC = (_vector_to_sym_vjp_planned, vector_to_sym_vjp_vjp, (0,), (2, 3), None, _vector_to_sym_vjp_KERNEL, None)
-_vector_to_sym_vjp_vjp_SPEC = (_vector_to_sym_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, _vector_to_sym_vjp_vjp_KERNEL, None)
-_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (3,), None, _decompose_KERNEL, None)
-_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (3, 3, 3, 3), None, _decompose_vjp_KERNEL, None)
-_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 3, 3, 3), None, None, None)
-_tensor_norm_SPEC = (_tensor_norm_planned, tensor_norm_vjp, (), (3,), None, _tensor_norm_KERNEL, None)
-_tensor_norm_vjp_SPEC = (_tensor_norm_vjp_planned, tensor_norm_vjp_vjp, (0,), (3, 1), None, _tensor_norm_vjp_KERNEL, None)
-_tensor_norm_vjp_vjp_SPEC = (_tensor_norm_vjp_vjp_planned, None, (0, 1), (3, 1, 3), None, _tensor_norm_vjp_vjp_KERNEL, None)
-_matmul_o3_SPEC = (_matmul_o3_planned, matmul_o3_vjp, (), (3, 3), None, _matmul_o3_KERNEL, None)
-_matmul_o3_vjp_SPEC = (_matmul_o3_vjp_planned, matmul_o3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_o3_vjp_KERNEL, None)
-_matmul_o3_vjp_vjp_SPEC = (_matmul_o3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_o3_vjp_vjp_KERNEL, None)
-_mix_skew_SPEC = (_mix_skew_planned, mix_skew_vjp, (), (3, 2), None, _mix_skew_KERNEL, None)
-_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_skew_vjp_batch_summed, (1,), ((1, 1), (1, 0))))
-_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_skew_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))))
-_edge_tensor_SPEC = (_edge_tensor_planned, edge_tensor_vjp, (), (1, 1, 1, 1), None, _edge_tensor_KERNEL, None)
-_edge_tensor_vjp_SPEC = (_edge_tensor_vjp_planned, edge_tensor_vjp_vjp, (0, 1, 2, 3), (1, 1, 1, 1, 3), None, _edge_tensor_vjp_KERNEL, None)
-_edge_tensor_vjp_vjp_SPEC = (_edge_tensor_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 3, 1, 1, 1, 1), None, _edge_tensor_vjp_vjp_KERNEL, None)
-_skew_to_vector_SPEC = (_skew_to_vector_planned, skew_to_vector_vjp, (), (3,), None, _skew_to_vector_KERNEL, None)
-_skew_to_vector_vjp_SPEC = (_skew_to_vector_vjp_planned, skew_to_vector_vjp_vjp, (0,), (3, 2), None, _skew_to_vector_vjp_KERNEL, None)
-_skew_to_vector_vjp_vjp_SPEC = (_skew_to_vector_vjp_vjp_planned, None, (0, 1), (3, 2, 3), None, None, None)
+_vector_to_skew_SPEC = (_vector_to_skew_planned, vector_to_skew_vjp, (), (2,), None, _vector_to_skew_KERNEL, None, ())
+_vector_to_skew_vjp_SPEC = (_vector_to_skew_vjp_planned, vector_to_skew_vjp_vjp, (0,), (2, 3), None, _vector_to_skew_vjp_KERNEL, None, ())
+_vector_to_skew_vjp_vjp_SPEC = (_vector_to_skew_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, None, None, ())
+_vector_to_sym_SPEC = (_vector_to_sym_planned, vector_to_sym_vjp, (), (2,), None, _vector_to_sym_KERNEL, None, ())
+_vector_to_sym_vjp_SPEC = (_vector_to_sym_vjp_planned, vector_to_sym_vjp_vjp, (0,), (2, 3), None, _vector_to_sym_vjp_KERNEL, None, ())
+_vector_to_sym_vjp_vjp_SPEC = (_vector_to_sym_vjp_vjp_planned, None, (0, 1), (2, 3, 2), None, _vector_to_sym_vjp_vjp_KERNEL, None, ())
+_decompose_SPEC = (_decompose_planned, decompose_vjp, (), (3,), None, _decompose_KERNEL, None, ())
+_decompose_vjp_SPEC = (_decompose_vjp_planned, decompose_vjp_vjp, (0,), (3, 3, 3, 3), None, _decompose_vjp_KERNEL, None, ())
+_decompose_vjp_vjp_SPEC = (_decompose_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 3, 3, 3), None, None, None, ())
+_tensor_norm_SPEC = (_tensor_norm_planned, tensor_norm_vjp, (), (3,), None, _tensor_norm_KERNEL, None, ())
+_tensor_norm_vjp_SPEC = (_tensor_norm_vjp_planned, tensor_norm_vjp_vjp, (0,), (3, 1), None, _tensor_norm_vjp_KERNEL, None, ())
+_tensor_norm_vjp_vjp_SPEC = (_tensor_norm_vjp_vjp_planned, None, (0, 1), (3, 1, 3), None, _tensor_norm_vjp_vjp_KERNEL, None, ())
+_matmul_o3_SPEC = (_matmul_o3_planned, matmul_o3_vjp, (), (3, 3), None, _matmul_o3_KERNEL, None, ())
+_matmul_o3_vjp_SPEC = (_matmul_o3_vjp_planned, matmul_o3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_o3_vjp_KERNEL, None, ())
+_matmul_o3_vjp_vjp_SPEC = (_matmul_o3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_o3_vjp_vjp_KERNEL, None, ())
+_mix_skew_SPEC = (_mix_skew_planned, mix_skew_vjp, (), (3, 2), None, _mix_skew_KERNEL, None, ((0, (1, 2, 0)),))
+_mix_skew_vjp_SPEC = (_mix_skew_vjp_planned, mix_skew_vjp_vjp, (0, 1), (3, 2, 3), None, None, (None, _mix_skew_vjp_batch_summed, (1,), ((1, 1), (1, 0))), ((2, (1, 2, 0)),))
+_mix_skew_vjp_vjp_SPEC = (_mix_skew_vjp_vjp_planned, None, (0, 1, 2), (3, 2, 3, 3, 2), None, None, (None, _mix_skew_vjp_vjp_batch_summed, (1,), ((1, 1), (1, 0), (1, 2))), ())
+_edge_tensor_SPEC = (_edge_tensor_planned, edge_tensor_vjp, (), (1, 1, 1, 1), None, _edge_tensor_KERNEL, None, ())
+_edge_tensor_vjp_SPEC = (_edge_tensor_vjp_planned, edge_tensor_vjp_vjp, (0, 1, 2, 3), (1, 1, 1, 1, 3), None, _edge_tensor_vjp_KERNEL, None, ())
+_edge_tensor_vjp_vjp_SPEC = (_edge_tensor_vjp_vjp_planned, None, (0, 1, 2, 3, 4), (1, 1, 1, 1, 3, 1, 1, 1, 1), None, _edge_tensor_vjp_vjp_KERNEL, None, ())
+_skew_to_vector_SPEC = (_skew_to_vector_planned, skew_to_vector_vjp, (), (3,), None, _skew_to_vector_KERNEL, None, ())
+_skew_to_vector_vjp_SPEC = (_skew_to_vector_vjp_planned, skew_to_vector_vjp_vjp, (0,), (3, 2), None, _skew_to_vector_vjp_KERNEL, None, ())
+_skew_to_vector_vjp_vjp_SPEC = (_skew_to_vector_vjp_vjp_planned, None, (0, 1), (3, 2, 3), None, None, None, ())
 _KERNEL_SPECS = (_vector_to_skew_SPEC, _vector_to_skew_vjp_SPEC, _vector_to_sym_SPEC, _vector_to_sym_vjp_SPEC, _vector_to_sym_vjp_vjp_SPEC, _decompose_SPEC, _decompose_vjp_SPEC, _tensor_norm_SPEC, _tensor_norm_vjp_SPEC, _tensor_norm_vjp_vjp_SPEC, _matmul_o3_SPEC, _matmul_o3_vjp_SPEC, _matmul_o3_vjp_vjp_SPEC, _mix_skew_SPEC, _edge_tensor_SPEC, _edge_tensor_vjp_SPEC, _edge_tensor_vjp_vjp_SPEC, _skew_to_vector_SPEC, _skew_to_vector_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

@@ -3777,16 +3777,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -8014,30 +8037,30 @@ _part_norms_vjp_vjp_KERNEL = {"name": "part_norms_vjp_vjp", "kind": "elementwise
 _edge_sph2_KERNEL = {"name": "edge_sph2", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_kernel_f32", "float64": "diagc_edge_sph2_kernel_f64"}, "inputs": (("r", (), (3,)),), "block": 128, "outputs": (("t", (), (5,)),), "summed": (), "channels": (), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 2560, "float64": 640}}
 _edge_sph2_vjp_KERNEL = {"name": "edge_sph2_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_vjp_kernel_f32", "float64": "diagc_edge_sph2_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_t", (), (5,))), "block": 128, "outputs": (("d_r", (), (3,)),), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2048, "float64": 1024}}
 _edge_sph2_vjp_vjp_KERNEL = {"name": "edge_sph2_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_sph2_vjp_vjp_kernel_f32", "float64": "diagc_edge_sph2_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("d_t", (), (5,)), ("d_d_r", (), (3,))), "block": 128, "outputs": (("dd_r", (), (3,)), ("d_d_t", (), (5,))), "summed": (), "channels": (), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2816, "float64": 1408}}
-_compose_SPEC = (_compose_planned, compose_vjp, (), (1, 2, 2), None, _compose_KERNEL, None)
-_compose_vjp_SPEC = (_compose_vjp_planned, compose_vjp_vjp, (0, 1, 2), (1, 2, 2, 3), None, _compose_vjp_KERNEL, None)
-_compose_vjp_vjp_SPEC = (_compose_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 3, 1, 2, 2), None, None, None)
-_compose_mixed_SPEC = (_compose_mixed_planned, compose_mixed_vjp, (), (1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, None)
-_compose_mixed_vjp_SPEC = (_compose_mixed_vjp_planned, compose_mixed_vjp_vjp, (0, 1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3), None, None, (_compose_mixed_vjp_batchrest_planned, _compose_mixed_vjp_batch_summed, (3, 4, 5), ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5))))
-_compose_mixed_vjp_vjp_SPEC = (_compose_mixed_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3, 1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, (_compose_mixed_vjp_vjp_batchrest_planned, _compose_mixed_vjp_vjp_batch_summed, (3, 4, 5), ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5), (0, 6))))
-_project_SPEC = (_project_planned, project_vjp, (), (3, 1, 2, 2, 2), None, _project_KERNEL, None)
-_project_vjp_SPEC = (_project_vjp_planned, project_vjp_vjp, (0, 1, 2, 3, 4), (3, 1, 2, 2, 2, 1, 2, 2), None, None, (_project_vjp_batchrest_planned, _project_vjp_batch_summed, (2, 3, 4), ((0, 0), (0, 1), (1, 0), (1, 1), (1, 2))))
-_project_vjp_vjp_SPEC = (_project_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7), (3, 1, 2, 2, 2, 1, 2, 2, 3, 1, 2, 2, 2), None, None, (_project_vjp_vjp_batchrest_planned, _project_vjp_vjp_batch_summed, (2, 3, 4), ((0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (0, 2), (0, 3), (0, 4))))
-_parts_norm_SPEC = (_parts_norm_planned, parts_norm_vjp, (), (1, 2, 2), None, _parts_norm_KERNEL, None)
-_parts_norm_vjp_SPEC = (_parts_norm_vjp_planned, parts_norm_vjp_vjp, (0, 1, 2), (1, 2, 2, 1), None, _parts_norm_vjp_KERNEL, None)
-_parts_norm_vjp_vjp_SPEC = (_parts_norm_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 1, 1, 2, 2), None, _parts_norm_vjp_vjp_KERNEL, None)
-_matmul_o3_scaled_SPEC = (_matmul_o3_scaled_planned, matmul_o3_scaled_vjp, (), (3, 3, 0), None, _matmul_o3_scaled_KERNEL, None)
-_matmul_o3_scaled_vjp_SPEC = (_matmul_o3_scaled_vjp_planned, matmul_o3_scaled_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, _matmul_o3_scaled_vjp_KERNEL, None)
-_matmul_o3_scaled_vjp_vjp_SPEC = (_matmul_o3_scaled_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, _matmul_o3_scaled_vjp_vjp_KERNEL, None)
-_residual_SPEC = (_residual_planned, residual_vjp, (), (3, 3, 0), None, _residual_KERNEL, None)
-_residual_vjp_SPEC = (_residual_vjp_planned, residual_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, _residual_vjp_KERNEL, None)
-_residual_vjp_vjp_SPEC = (_residual_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, _residual_vjp_vjp_KERNEL, None)
-_part_norms_SPEC = (_part_norms_planned, part_norms_vjp, (), (3,), None, _part_norms_KERNEL, None)
-_part_norms_vjp_SPEC = (_part_norms_vjp_planned, part_norms_vjp_vjp, (0,), (3, 1, 1, 1), None, _part_norms_vjp_KERNEL, None)
-_part_norms_vjp_vjp_SPEC = (_part_norms_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 1, 1, 1, 3), None, _part_norms_vjp_vjp_KERNEL, None)
-_edge_sph2_SPEC = (_edge_sph2_planned, edge_sph2_vjp, (), (1,), None, _edge_sph2_KERNEL, None)
-_edge_sph2_vjp_SPEC = (_edge_sph2_vjp_planned, edge_sph2_vjp_vjp, (0,), (1, 1), None, _edge_sph2_vjp_KERNEL, None)
-_edge_sph2_vjp_vjp_SPEC = (_edge_sph2_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, _edge_sph2_vjp_vjp_KERNEL, None)
+_compose_SPEC = (_compose_planned, compose_vjp, (), (1, 2, 2), None, _compose_KERNEL, None, ())
+_compose_vjp_SPEC = (_compose_vjp_planned, compose_vjp_vjp, (0, 1, 2), (1, 2, 2, 3), None, _compose_vjp_KERNEL, None, ())
+_compose_vjp_vjp_SPEC = (_compose_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 3, 1, 2, 2), None, None, None, ())
+_compose_mixed_SPEC = (_compose_mixed_planned, compose_mixed_vjp, (), (1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, None, ())
+_compose_mixed_vjp_SPEC = (_compose_mixed_vjp_planned, compose_mixed_vjp_vjp, (0, 1, 2, 3, 4, 5, 6, 7, 8), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3), None, None, (_compose_mixed_vjp_batchrest_planned, _compose_mixed_vjp_batch_summed, (3, 4, 5), ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5))), ())
+_compose_mixed_vjp_vjp_SPEC = (_compose_mixed_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7, 8, 9), (1, 2, 2, 2, 2, 2, 1, 1, 1, 3, 1, 2, 2, 2, 2, 2, 1, 1, 1), None, None, (_compose_mixed_vjp_vjp_batchrest_planned, _compose_mixed_vjp_vjp_batch_summed, (3, 4, 5), ((0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2), (0, 3), (0, 4), (0, 5), (0, 6))), ())
+_project_SPEC = (_project_planned, project_vjp, (), (3, 1, 2, 2, 2), None, _project_KERNEL, None, ())
+_project_vjp_SPEC = (_project_vjp_planned, project_vjp_vjp, (0, 1, 2, 3, 4), (3, 1, 2, 2, 2, 1, 2, 2), None, None, (_project_vjp_batchrest_planned, _project_vjp_batch_summed, (2, 3, 4), ((0, 0), (0, 1), (1, 0), (1, 1), (1, 2))), ())
+_project_vjp_vjp_SPEC = (_project_vjp_vjp_planned, None, (0, 1, 2, 3, 4, 5, 6, 7), (3, 1, 2, 2, 2, 1, 2, 2, 3, 1, 2, 2, 2), None, None, (_project_vjp_vjp_batchrest_planned, _project_vjp_vjp_batch_summed, (2, 3, 4), ((0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (0, 2), (0, 3), (0, 4))), ())
+_parts_norm_SPEC = (_parts_norm_planned, parts_norm_vjp, (), (1, 2, 2), None, _parts_norm_KERNEL, None, ())
+_parts_norm_vjp_SPEC = (_parts_norm_vjp_planned, parts_norm_vjp_vjp, (0, 1, 2), (1, 2, 2, 1), None, _parts_norm_vjp_KERNEL, None, ())
+_parts_norm_vjp_vjp_SPEC = (_parts_norm_vjp_vjp_planned, None, (0, 1, 2, 3), (1, 2, 2, 1, 1, 2, 2), None, _parts_norm_vjp_vjp_KERNEL, None, ())
+_matmul_o3_scaled_SPEC = (_matmul_o3_scaled_planned, matmul_o3_scaled_vjp, (), (3, 3, 0), None, _matmul_o3_scaled_KERNEL, None, ())
+_matmul_o3_scaled_vjp_SPEC = (_matmul_o3_scaled_vjp_planned, matmul_o3_scaled_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, _matmul_o3_scaled_vjp_KERNEL, None, ())
+_matmul_o3_scaled_vjp_vjp_SPEC = (_matmul_o3_scaled_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, _matmul_o3_scaled_vjp_vjp_KERNEL, None, ())
+_residual_SPEC = (_residual_planned, residual_vjp, (), (3, 3, 0), None, _residual_KERNEL, None, ())
+_residual_vjp_SPEC = (_residual_vjp_planned, residual_vjp_vjp, (0, 1, 2), (3, 3, 0, 3), None, _residual_vjp_KERNEL, None, ())
+_residual_vjp_vjp_SPEC = (_residual_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 3, 0, 3, 3, 3, 0), None, _residual_vjp_vjp_KERNEL, None, ())
+_part_norms_SPEC = (_part_norms_planned, part_norms_vjp, (), (3,), None, _part_norms_KERNEL, None, ())
+_part_norms_vjp_SPEC = (_part_norms_vjp_planned, part_norms_vjp_vjp, (0,), (3, 1, 1, 1), None, _part_norms_vjp_KERNEL, None, ())
+_part_norms_vjp_vjp_SPEC = (_part_norms_vjp_vjp_planned, None, (0, 1, 2, 3), (3, 1, 1, 1, 3), None, _part_norms_vjp_vjp_KERNEL, None, ())
+_edge_sph2_SPEC = (_edge_sph2_planned, edge_sph2_vjp, (), (1,), None, _edge_sph2_KERNEL, None, ())
+_edge_sph2_vjp_SPEC = (_edge_sph2_vjp_planned, edge_sph2_vjp_vjp, (0,), (1, 1), None, _edge_sph2_vjp_KERNEL, None, ())
+_edge_sph2_vjp_vjp_SPEC = (_edge_sph2_vjp_vjp_planned, None, (0, 1), (1, 1, 1), None, _edge_sph2_vjp_vjp_KERNEL, None, ())
 _KERNEL_SPECS = (_compose_SPEC, _compose_vjp_SPEC, _project_SPEC, _parts_norm_SPEC, _parts_norm_vjp_SPEC, _parts_norm_vjp_vjp_SPEC, _matmul_o3_scaled_SPEC, _matmul_o3_scaled_vjp_SPEC, _matmul_o3_scaled_vjp_vjp_SPEC, _residual_SPEC, _residual_vjp_SPEC, _residual_vjp_vjp_SPEC, _part_norms_SPEC, _part_norms_vjp_SPEC, _part_norms_vjp_vjp_SPEC, _edge_sph2_SPEC, _edge_sph2_vjp_SPEC, _edge_sph2_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module

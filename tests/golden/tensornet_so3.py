@@ -1004,16 +1004,39 @@ def _torch_function():
         @staticmethod
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
-            ctx.save_for_backward(*args)
-            return _backend(*args).evaluate(spec, args, out, fused)
+            kept = _kept_views(spec, args)
+            ctx.kept = tuple(k for k, _ in kept)
+            ctx.save_for_backward(*args, *(v for _, v in kept))
+            run = list(args)
+            for k, view in kept:
+                run[k] = view
+            return _backend(*args).evaluate(spec, tuple(run), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
-            result = _vjp(_BACKENDS["torch"], ctx.spec, ctx.saved_tensors, grads, ctx.fused)
+            saved = ctx.saved_tensors
+            args = list(saved[:len(saved) - len(ctx.kept)])
+            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
+                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
+                    args[k] = view  # the inputs themselves, which the copies are not connected to)
+            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
     return _DiagcFunction
+
+
+def _kept_views(spec, args):
+    kept = []
+    for k, axes in spec[7]:
+        x = args[k]
+        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
+            continue
+        lead = x.ndim - len(axes)
+        order = tuple(range(lead)) + tuple(lead + a for a in axes)
+        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
+        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
+    return tuple(kept)
 
 
 def _jax_function(b, spec, fused):
@@ -1794,9 +1817,9 @@ def matmul_so3_vjp_vjp(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False, kernel
 _matmul_so3_KERNEL = {"name": "matmul_so3", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_kernel_f32", "float64": "diagc_matmul_so3_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3))), "block": 128, "outputs": (("C", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 4608, "float64": 2304}}
 _matmul_so3_vjp_KERNEL = {"name": "matmul_so3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_so3_vjp_vjp_KERNEL = {"name": "matmul_so3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_so3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_so3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
-_matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL, None)
-_matmul_so3_vjp_SPEC = (_matmul_so3_vjp_planned, matmul_so3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_so3_vjp_KERNEL, None)
-_matmul_so3_vjp_vjp_SPEC = (_matmul_so3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_so3_vjp_vjp_KERNEL, None)
+_matmul_so3_SPEC = (_matmul_so3_planned, matmul_so3_vjp, (), (3, 3), None, _matmul_so3_KERNEL, None, ())
+_matmul_so3_vjp_SPEC = (_matmul_so3_vjp_planned, matmul_so3_vjp_vjp, (0, 1), (3, 3, 3), None, _matmul_so3_vjp_KERNEL, None, ())
+_matmul_so3_vjp_vjp_SPEC = (_matmul_so3_vjp_vjp_planned, None, (0, 1, 2), (3, 3, 3, 3, 3), None, _matmul_so3_vjp_vjp_KERNEL, None, ())
 _KERNEL_SPECS = (_matmul_so3_SPEC, _matmul_so3_vjp_SPEC, _matmul_so3_vjp_vjp_SPEC, )
 
 if _TORCH_READY and _kernels_possible(_BACKENDS["torch"]):  # torch was imported before this module
