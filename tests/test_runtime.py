@@ -354,7 +354,8 @@ def test_runtime_size():
     the custom ops; 591 and 746 before the kernel path cached its launch plans per dtypes, devices,
     shapes and strides and launched eager torch calls through its own autograd.Function rather than
     the custom op: benchmarks/host_overhead.py measured tp_2e's forward host time 7x lower; 666 and
-    821 before a Python number among CUDA tensors was filled on the device, not copied there)."""
+    821 before a Python number among CUDA tensors was filled on the device, not copied there; 668 and
+    823 before torch autograd's forward kept its channels-last copies for the backward, plan.KeptCopy)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -362,4 +363,4 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 668 and sizes["tensornet"] <= 823, sizes
+    assert sizes["dot"] <= 684 and sizes["tensornet"] <= 839, sizes

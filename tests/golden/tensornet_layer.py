@@ -3778,21 +3778,18 @@ def _torch_function():
         def forward(ctx, spec, out, fused, *args):
             ctx.spec, ctx.fused = spec, fused
             kept = _kept_views(spec, args)
-            ctx.kept = tuple(k for k, _ in kept)
-            ctx.save_for_backward(*args, *(v for _, v in kept))
-            run = list(args)
-            for k, view in kept:
-                run[k] = view
-            return _backend(*args).evaluate(spec, tuple(run), out, fused)
+            ctx.kept = tuple(kept)
+            ctx.save_for_backward(*args, *kept.values())
+            return _backend(*args).evaluate(spec, tuple(kept.get(k, a) for k, a in enumerate(args)), out, fused)
 
         @staticmethod
         def backward(ctx, *grads):
             saved = ctx.saved_tensors
-            args = list(saved[:len(saved) - len(ctx.kept)])
-            if not torch.is_grad_enabled():  # a first-order backward: the forward's copies, not made again
-                for k, view in zip(ctx.kept, saved[len(args):]):  # (a double backward differentiates
-                    args[k] = view  # the inputs themselves, which the copies are not connected to)
-            result = _vjp(_BACKENDS["torch"], ctx.spec, tuple(args), grads, ctx.fused)
+            args = saved[:len(saved) - len(ctx.kept)]
+            if not torch.is_grad_enabled():  # a first-order backward reads the forward's copies (a double
+                kept = dict(zip(ctx.kept, saved[len(args):]))  # backward differentiates the inputs)
+                args = tuple(kept.get(k, a) for k, a in enumerate(args))
+            result = _vjp(_BACKENDS["torch"], ctx.spec, args, grads, ctx.fused)
             return (None, None, None) + tuple(r if need else None
                                               for r, need in zip(result, ctx.needs_input_grad[3:]))
 
@@ -3800,16 +3797,14 @@ def _torch_function():
 
 
 def _kept_views(spec, args):
-    kept = []
+    kept = {}
     for k, axes in spec[7]:
-        x = args[k]
-        if x.ndim < len(axes):  # a shape the emitted code's checks reject, with their message
-            continue
-        lead = x.ndim - len(axes)
-        order = tuple(range(lead)) + tuple(lead + a for a in axes)
-        back = tuple(sorted(range(x.ndim), key=order.__getitem__))
-        kept.append((k, x.detach().permute(order).contiguous().permute(back)))
-    return tuple(kept)
+        lead = args[k].ndim - len(axes)
+        if lead >= 0:  # else a shape that the emitted code's checks reject, with their message
+            order = tuple(range(lead)) + tuple(lead + a for a in axes)
+            back = tuple(sorted(range(len(order)), key=order.__getitem__))
+            kept[k] = args[k].detach().permute(order).contiguous().permute(back)
+    return kept
 
 
 def _jax_function(b, spec, fused):
