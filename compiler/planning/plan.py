@@ -307,6 +307,26 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
             result.append(step)
         return result
 
+    def plan_factored(item: Factored) -> tuple[Fraction, str]:
+        """(coefficient, var) of node · Σ rests (item's own coefficient apart), the rests factored in
+        turn (``w u a + w u b``: ``u (w (a + b))``, one full-size product where the terms as written
+        make two and a sum)."""
+        parts = []
+        for rest in factor_linear(item.rests):
+            if isinstance(rest, Factored):
+                coefficient, var = plan_factored(rest)
+                parts.append(Scaled(rest.coefficient * coefficient, var, None))
+            else:
+                parts.append(Scaled(rest.coefficient, plan_core(replace(rest, coefficient=Fraction(1))), None))
+        parts = tuple(parts)
+        if len(parts) == 1:  # the rests made one product: node · that product
+            return parts[0].coefficient, plan_core(item.network(parts[0].var))
+        if ("combination", parts) not in contractions:
+            contractions[("combination", parts)] = [Combination(
+                f"_t{len(contractions)}", parts, item.combination_cost, _combination_spec(item))]
+            elements[contractions[("combination", parts)][0].var] = elements[parts[0].var]
+        return Fraction(1), plan_core(item.network(contractions[("combination", parts)][0].var))
+
     reduced_eqs = [[eliminate_deltas(t) for t in eq.terms] for eq in diagram.equations]
     combined_eqs = [combine(r) for r in reduced_eqs]
     for k, (eq, reduced, terms) in enumerate(zip(diagram.equations, reduced_eqs, combined_eqs)):
@@ -317,14 +337,8 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
         scaled = []
         for item in factor_linear(terms, elsewhere):
             if isinstance(item, Factored):
-                rest_vars = [plan_core(replace(r, coefficient=Fraction(1))) for r in item.rests]
-                parts = tuple(Scaled(r.coefficient, v, None) for r, v in zip(item.rests, rest_vars))
-                if ("combination", parts) not in contractions:
-                    contractions[("combination", parts)] = [Combination(
-                        f"_t{len(contractions)}", parts, item.combination_cost, _combination_spec(item))]
-                    elements[contractions[("combination", parts)][0].var] = elements[rest_vars[0]]
-                net = item.network(contractions[("combination", parts)][0].var)
-                scaled.append(Scaled(item.coefficient, plan_core(net), None))
+                coefficient, var = plan_factored(item)
+                scaled.append(Scaled(item.coefficient * coefficient, var, None))
                 continue
             term = item
             core, free_deltas = _split_free_deltas(term)
@@ -461,7 +475,9 @@ def factor_linear(terms, elsewhere=frozenset()) -> list:
     g Y M`` is ``g (M Y + Y M)``: one broadcast of g). A factor is an input node carried by two or
     more terms at the same output labels (its summed labels renamed alike); a group is factored
     only when its terms are computed for this output alone (``elsewhere``: the networks other
-    outputs use, which stay shared) and the estimated multiply-adds drop. Terms with free deltas
+    outputs use, which stay shared) and the estimated multiply-adds drop; of the groups, the one whose
+    multiply-adds drop most first (``u w a + u w b``: u taken out over a sum of ``w a`` and ``w b``
+    of the channel axis alone, not w over a sum of full-size ``u a``). Terms with free deltas
     stay as they are."""
     terms = list(terms)
     result: list = []
@@ -484,18 +500,18 @@ def factor_linear(terms, elsewhere=frozenset()) -> list:
             if len(members) < 2:
                 continue
             group = _factor_group(terms, members)
-            if group is not None and (best is None or len(group[1]) > len(best[1])):
+            if group is not None and (best is None or group[2] > best[2]):
                 best = group
         if best is None:
             break
-        factored, used = best
+        factored, used, _ = best
         result.append(factored)
         terms = [t for k, t in enumerate(terms) if k not in used]
     return result + terms
 
 
 def _factor_group(terms, members):
-    """(Factored, indices of its terms) for terms sharing the node at ``members`` ((term, node)
+    """(Factored, indices of its terms, multiply-adds saved) for terms sharing the node at ``members`` ((term, node)
     positions), or None when their rests do not have one set of open labels, a rest is empty or
     the estimated cost does not drop."""
     ref_term, ref_node = terms[members[0][0]], terms[members[0][0]].nodes[members[0][1]]
@@ -544,7 +560,7 @@ def _factor_group(terms, members):
                       factored.kinds, ref_term.pos))
     if after >= before:
         return None
-    return factored, used
+    return factored, used, before - after
 
 
 def _reference_size(kind) -> int:
