@@ -5814,35 +5814,36 @@ def _edge_tensor_vjp_planned(r, fI, fA, fS, d_X, *, out=None, fused=False):
         _check_shapes((("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)),), (r, fI, fA, fS, d_X))
     if (_len(_sh0) == 1 or _len(_sh1) == 1 or _len(_sh2) == 1 or _len(_sh3) == 1 or _len(_sh4) == 3) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(edge_tensor_vjp, _b, (r, fI, fA, fS, d_X), (1, 1, 1, 1, 3), out, fused)
-    _t0 = _b.einsum_blas("...c,...cba->...ab", fS, d_X)
-    _t1 = _b.einsum_blas("...c,...cab->...ab", fS, d_X)
+    _t0 = _b.einsum("...acb->...abc", d_X)
+    _t1 = d_X
     _t2 = _t0 + _t1
-    _t3 = _b.einsum_blas("...b,...ba->...a", r, _t2)
-    _t4 = _b.stack((_b.einsum("...b,...b->...", fA, d_X[..., :, 1, 2]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 1]), -_b.einsum("...b,...b->...", fA, d_X[..., :, 0, 2]) + _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 0]), _b.einsum("...b,...b->...", fA, d_X[..., :, 0, 1]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 1, 0])), -1)
-    _t5 = _b.einsum("...abb->...a", d_X)
-    _t6_0 = _b.einsum("...b,...b->...", _t5, fS)
-    _t6 = _t6_0[..., None] * r
-    _t7 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
-    _t8_0 = r[..., :, None] * r[..., None, :]
-    _t8 = _b.einsum_blas("...cb,...abc->...a", _t8_0, d_X)
-    _t9_0 = _b.einsum("...b,...b->...", r, r)
-    _t9 = _t9_0[..., None] * _t5
+    _t3 = _b.einsum_blas("...c,...cab->...ab", fS, _t2)
+    _t4 = _b.einsum_blas("...b,...ba->...a", r, _t3)
+    _t5 = _b.stack((_b.einsum("...b,...b->...", fA, d_X[..., :, 1, 2]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 1]), -_b.einsum("...b,...b->...", fA, d_X[..., :, 0, 2]) + _b.einsum("...b,...b->...", fA, d_X[..., :, 2, 0]), _b.einsum("...b,...b->...", fA, d_X[..., :, 0, 1]) - _b.einsum("...b,...b->...", fA, d_X[..., :, 1, 0])), -1)
+    _t6 = _b.einsum("...abb->...a", d_X)
+    _t7_0 = _b.einsum("...b,...b->...", _t6, fS)
+    _t7 = _t7_0[..., None] * r
+    _t8 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
+    _t9_0 = r[..., :, None] * r[..., None, :]
+    _t9 = _b.einsum_blas("...cb,...abc->...a", _t9_0, d_X)
+    _t10_0 = _b.einsum("...b,...b->...", r, r)
+    _t10 = _t10_0[..., None] * _t6
     if out is None:
-        d_r = _t3 - _t4 + _t6 * _b.rational(-2, 3, _like)
-        d_fI = _b.copy(_t5)
-        d_fA = _t7
-        d_fS = _t8 + _t9 * _b.rational(-1, 3, _like)
+        d_r = _t4 - _t5 + _t7 * _b.rational(-2, 3, _like)
+        d_fI = _b.copy(_t6)
+        d_fA = _t8
+        d_fS = _t9 + _t10 * _b.rational(-1, 3, _like)
         return (d_r, d_fI, d_fA, d_fS)
     d_r, d_fI, d_fA, d_fS = _b.outs(out, (_b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (3,), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],), _b.batch(r.shape[:-1], fI.shape[:-1], fA.shape[:-1], fS.shape[:-1], d_X.shape[:-3]) + (fI.shape[-1],)), (r, fI, fA, fS, d_X))
-    _b.subtract(_t3, _t4, d_r)
+    _b.subtract(_t4, _t5, d_r)
     d_r *= _b.rational(3, 2, _like)
-    d_r -= _t6
+    d_r -= _t7
     d_r *= _b.rational(2, 3, _like)
-    _b.copyto(d_fI, _t5)
-    _b.copyto(d_fA, _t7)
-    _b.copyto(d_fS, _t8)
+    _b.copyto(d_fI, _t6)
+    _b.copyto(d_fA, _t8)
+    _b.copyto(d_fS, _t9)
     d_fS *= 3
-    d_fS -= _t9
+    d_fS -= _t10
     d_fS *= _b.rational(1, 3, _like)
     return (d_r, d_fI, d_fA, d_fS)
 

@@ -7068,22 +7068,22 @@ def _matmul_o3_scaled_vjp_vjp_planned(M, Y, g, d_C, d_d_M, d_d_Y, d_d_g, *, out=
         _check_shapes((("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("g", (), ()), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3)), ("d_d_g", (), ()),), (M, Y, g, d_C, d_d_M, d_d_Y, d_d_g))
     if (_len(_sh0) == 3 or _len(_sh1) == 3 or _len(_sh2) == 0 or _len(_sh3) == 3 or _len(_sh4) == 3 or _len(_sh5) == 3 or _len(_sh6) == 0) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(matmul_o3_scaled_vjp_vjp, _b, (M, Y, g, d_C, d_d_M, d_d_Y, d_d_g), (3, 3, 0, 3, 3, 3, 0), out, fused)
-    _t0 = d_C @ _b.swap(d_d_Y)
-    _t1 = _b.einsum_blas("...adc,...adb->...abc", d_C, d_d_Y)
+    _t0 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_Y)
+    _t1 = _b.einsum("...acb->...abc", Y) * d_d_g[..., None, None, None]
     _t2 = _t0 + _t1
-    _t3 = g[..., None, None, None] * _t2
-    _t4 = _b.einsum_blas("...acd,...abd->...abc", Y, d_C)
-    _t5 = _b.swap(Y) @ d_C
+    _t3 = d_C @ _t2
+    _t4 = g[..., None, None, None] * d_d_Y
+    _t5 = Y * d_d_g[..., None, None, None]
     _t6 = _t4 + _t5
-    _t7 = d_d_g[..., None, None, None] * _t6
-    _t8 = _b.einsum_blas("...adc,...adb->...abc", d_C, d_d_M)
-    _t9 = d_C @ _b.swap(d_d_M)
+    _t7 = _b.einsum_blas("...adc,...adb->...abc", d_C, _t6)
+    _t8 = g[..., None, None, None] * d_d_M
+    _t9 = M * d_d_g[..., None, None, None]
     _t10 = _t8 + _t9
-    _t11 = g[..., None, None, None] * _t10
-    _t12 = _b.swap(M) @ d_C
-    _t13 = _b.einsum_blas("...acd,...abd->...abc", M, d_C)
+    _t11 = _b.einsum_blas("...adc,...adb->...abc", d_C, _t10)
+    _t12 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_M)
+    _t13 = _b.einsum("...acb->...abc", M) * d_d_g[..., None, None, None]
     _t14 = _t12 + _t13
-    _t15 = d_d_g[..., None, None, None] * _t14
+    _t15 = d_C @ _t14
     _t16 = _b.einsum_blas("...adc,...abd->...abc", Y, d_d_M)
     _t17 = Y @ d_d_M
     _t18 = M @ d_d_Y
@@ -7367,33 +7367,33 @@ def _residual_vjp_vjp_planned(X, D, g, d_Z, d_d_X, d_d_D, d_d_g, *, out=None, fu
     if (_len(_sh0) == 3 or _len(_sh1) == 3 or _len(_sh2) == 0 or _len(_sh3) == 3 or _len(_sh4) == 3 or _len(_sh5) == 3 or _len(_sh6) == 0) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(residual_vjp_vjp, _b, (X, D, g, d_Z, d_d_X, d_d_D, d_d_g), (3, 3, 0, 3, 3, 3, 0), out, fused)
     _t0 = X
-    _t1 = _b.einsum_blas("...adc,...adb->...abc", d_Z, d_d_D)
-    _t2 = d_Z @ _b.swap(d_d_D)
+    _t1 = g[..., None, None, None] * d_d_D
+    _t2 = D * d_d_g[..., None, None, None]
     _t3 = _t1 + _t2
-    _t4 = g[..., None, None, None] * _t3
-    _t5 = _b.einsum_blas("...acd,...abd->...abc", D, d_Z)
-    _t6 = _b.swap(D) @ d_Z
+    _t4 = _b.einsum_blas("...adc,...adb->...abc", d_Z, _t3)
+    _t5 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_D)
+    _t6 = _b.einsum("...acb->...abc", D) * d_d_g[..., None, None, None]
     _t7 = _t5 + _t6
-    _t8 = d_d_g[..., None, None, None] * _t7
-    _t9 = _b.einsum("...abc,...abc->...", D, _t3)
-    _t10 = _b.einsum_blas("...adc,...abd->...abc", D, d_d_D)
-    _t11 = D @ d_d_D
-    _t12 = _t10 + _t11
-    _t13 = g[..., None, None, None] * _t12
+    _t8 = d_Z @ _t7
+    _t9 = _b.einsum_blas("...adc,...adb->...abc", d_Z, d_d_D)
+    _t10 = d_Z @ _b.swap(d_d_D)
+    _t11 = _t9 + _t10
+    _t12 = _b.einsum("...abc,...abc->...", D, _t11)
+    _t13 = _b.einsum_blas("...adc,...adb->...abc", D, _t7)
     _t14 = d_d_X
     _t15 = d_d_D
-    _t16_0 = _b.swap(D) @ _b.swap(D)
-    _t16 = _b.einsum("...acb->...abc", _t16_0) * d_d_g[..., None, None, None]
+    _t16_0 = D * g[..., None, None, None]
+    _t16 = _t16_0 @ d_d_D
     if out is None:
         dd_X = 0 * (0 * _t0)
         dd_D = _t4 + _t8
-        dd_g = _t9
+        dd_g = _t12
         d_d_Z = _t13 + _t14 + _t15 + _t16
         return (dd_X, dd_D, dd_g, d_d_Z)
     dd_X, dd_D, dd_g, d_d_Z = _b.outs(out, (_b.batch(X.shape[:-3], D.shape[:-3], g.shape, d_Z.shape[:-3], d_d_X.shape[:-3], d_d_D.shape[:-3], d_d_g.shape) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], D.shape[:-3], g.shape, d_Z.shape[:-3], d_d_X.shape[:-3], d_d_D.shape[:-3], d_d_g.shape) + (X.shape[-3], 3, 3), _b.batch(X.shape[:-3], D.shape[:-3], g.shape, d_Z.shape[:-3], d_d_X.shape[:-3], d_d_D.shape[:-3], d_d_g.shape), _b.batch(X.shape[:-3], D.shape[:-3], g.shape, d_Z.shape[:-3], d_d_X.shape[:-3], d_d_D.shape[:-3], d_d_g.shape) + (X.shape[-3], 3, 3)), (X, D, g, d_Z, d_d_X, d_d_D, d_d_g))
     _b.multiply(_t0, 0, dd_X)
     _b.add(_t4, _t8, dd_D)
-    _b.copyto(dd_g, _t9)
+    _b.copyto(dd_g, _t12)
     _b.add(_t13, _t14, d_d_Z)
     d_d_Z += _t15
     d_d_Z += _t16
@@ -7696,12 +7696,12 @@ def _part_norms_vjp_vjp_planned(X, d_nI, d_nA, d_nS, d_d_X, *, out=None, fused=F
         _b.fused(_part_norms_vjp_vjp_fused, (X, d_nI, d_nA, d_nS, d_d_X), (dd_X, d_d_nI, d_d_nA, d_d_nS,))
         return (dd_X, d_d_nI, d_d_nA, d_d_nS)
     _eye = _b.const("eye", _like)
-    _t0 = d_d_X
-    _t1 = _b.einsum("...acb->...abc", d_d_X)
-    _t2 = _t0 - _t1
-    _t3 = d_nA[..., :, None, None] * _t2
-    _t4 = _t0 + _t1
-    _t5 = d_nS[..., :, None, None] * _t4
+    _t0 = d_nA
+    _t1 = d_nS
+    _t2 = _t0 + _t1
+    _t3 = d_d_X * _t2[..., :, None, None]
+    _t4 = -_t0 + _t1
+    _t5 = _b.einsum("...acb->...abc", d_d_X) * _t4[..., :, None, None]
     _t6 = _b.einsum("...abb->...a", d_d_X)
     _t7 = d_nI * _t6
     _t8 = d_nS * _t6
@@ -7865,25 +7865,17 @@ def _edge_sph2_vjp_planned(r, d_t, *, out=None, fused=False):
         d_r = _b.out(out, _b.batch(r.shape[:-1], d_t.shape[:-1]) + (3,), (r, d_t), "out")
         _b.fused(_edge_sph2_vjp_fused, (r, d_t), (d_r,))
         return out
-    _t0_0 = 0.408248290463863 * d_t[..., 2]
-    _t0_1 = 0.7071067811865476 * d_t[..., 4]
-    _t0_2 = 0.7071067811865476 * d_t[..., 1]
-    _t0_3 = 0.7071067811865476 * d_t[..., 0]
-    _t0_4 = 0.7071067811865476 * d_t[..., 3]
-    _t0 = _b.moveaxis(_b.unflatten(_b.stack((-_t0_0 - _t0_1, _t0_2, _t0_3, _t0_2, 0.816496580927726 * d_t[..., 2], _t0_4, _t0_3, _t0_4, -_t0_0 + _t0_1), -1), (3, 3)), (-2, -1), (-1, -2))
-    _t1_0 = 0.408248290463863 * d_t[..., 2]
-    _t1_1 = 0.7071067811865476 * d_t[..., 4]
-    _t1_2 = 0.7071067811865476 * d_t[..., 1]
-    _t1_3 = 0.7071067811865476 * d_t[..., 0]
-    _t1_4 = 0.7071067811865476 * d_t[..., 3]
-    _t1 = _b.unflatten(_b.stack((-_t1_0 - _t1_1, _t1_2, _t1_3, _t1_2, 0.816496580927726 * d_t[..., 2], _t1_4, _t1_3, _t1_4, -_t1_0 + _t1_1), -1), (3, 3))
+    _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _t0 = _b.einsum("acb->abc", _c_760bb7b8eb81)
+    _t1 = _c_760bb7b8eb81
     _t2 = _t0 + _t1
+    _t3 = _b.einsum_blas("...c,...cab->...ab", d_t, _t2)
     if out is None:
-        _t3 = _b.einsum_blas("...b,...ba->...a", r, _t2)
-        d_r = _t3
+        _t4 = _b.einsum_blas("...b,...ba->...a", r, _t3)
+        d_r = _t4
         return d_r
     d_r = _b.out(out, _b.batch(r.shape[:-1], d_t.shape[:-1]) + (3,), (r, d_t), "out")
-    _b.einsum_into(d_r, "...b,...ba->...a", r, _t2, blas=True)
+    _b.einsum_into(d_r, "...b,...ba->...a", r, _t3, blas=True)
     return out
 
 
@@ -7965,27 +7957,21 @@ def _edge_sph2_vjp_vjp_planned(r, d_t, d_d_r, *, out=None, fused=False):
         dd_r, d_d_t = _b.outs(out, (_b.batch(r.shape[:-1], d_t.shape[:-1], d_d_r.shape[:-1]) + (3,), _b.batch(r.shape[:-1], d_t.shape[:-1], d_d_r.shape[:-1]) + (5,)), (r, d_t, d_d_r))
         _b.fused(_edge_sph2_vjp_vjp_fused, (r, d_t, d_d_r), (dd_r, d_d_t,))
         return (dd_r, d_d_t)
-    _t0_0 = 0.7071067811865476 * d_d_r[..., 2]
-    _t0_1 = 0.7071067811865476 * d_d_r[..., 0]
-    _t0_2 = 0.7071067811865476 * d_d_r[..., 1]
-    _t0_z = _b.zeros_like(_t0_0)
-    _t0 = _b.unflatten(_b.stack((_t0_0, _t0_z, _t0_1, _t0_2, _t0_1, _t0_z, -0.408248290463863 * d_d_r[..., 0], 0.816496580927726 * d_d_r[..., 1], -0.408248290463863 * d_d_r[..., 2], _t0_z, _t0_0, _t0_2, -_t0_1, _t0_z, _t0_0), -1), (5, 3))
-    _t1_0 = 0.7071067811865476 * d_d_r[..., 2]
-    _t1_1 = 0.7071067811865476 * d_d_r[..., 0]
-    _t1_2 = 0.7071067811865476 * d_d_r[..., 1]
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_0, _t1_z, _t1_1, _t1_2, _t1_1, _t1_z, -0.408248290463863 * d_d_r[..., 0], 0.816496580927726 * d_d_r[..., 1], -0.408248290463863 * d_d_r[..., 2], _t1_z, _t1_0, _t1_2, -_t1_1, _t1_z, _t1_0), -1), (5, 3))
+    _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _t0 = _c_760bb7b8eb81
+    _t1 = _b.einsum("acb->abc", _c_760bb7b8eb81)
     _t2 = _t0 + _t1
-    _t3 = _b.einsum_blas("...b,...ba->...a", d_t, _t2)
-    _t4 = _b.stack((0.7071067811865476 * r[..., 2] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 0] * d_d_r[..., 2], 0.7071067811865476 * r[..., 1] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 0] * d_d_r[..., 1], -0.408248290463863 * r[..., 0] * d_d_r[..., 0] + 0.816496580927726 * r[..., 1] * d_d_r[..., 1] - 0.408248290463863 * r[..., 2] * d_d_r[..., 2], 0.7071067811865476 * r[..., 2] * d_d_r[..., 1] + 0.7071067811865476 * r[..., 1] * d_d_r[..., 2], -0.7071067811865476 * r[..., 0] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 2]), -1)
-    _t5 = _b.stack((0.7071067811865476 * r[..., 0] * d_d_r[..., 2] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 0], 0.7071067811865476 * r[..., 0] * d_d_r[..., 1] + 0.7071067811865476 * r[..., 1] * d_d_r[..., 0], -0.408248290463863 * r[..., 0] * d_d_r[..., 0] + 0.816496580927726 * r[..., 1] * d_d_r[..., 1] - 0.408248290463863 * r[..., 2] * d_d_r[..., 2], 0.7071067811865476 * r[..., 1] * d_d_r[..., 2] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 1], -0.7071067811865476 * r[..., 0] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 2]), -1)
+    _t3 = _b.einsum_blas("...c,...cab->...ab", d_t, _t2)
+    _t4 = _b.einsum_blas("...b,...ba->...a", d_d_r, _t3)
+    _t5 = _b.stack((0.7071067811865476 * r[..., 2] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 0] * d_d_r[..., 2], 0.7071067811865476 * r[..., 1] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 0] * d_d_r[..., 1], -0.408248290463863 * r[..., 0] * d_d_r[..., 0] + 0.816496580927726 * r[..., 1] * d_d_r[..., 1] - 0.408248290463863 * r[..., 2] * d_d_r[..., 2], 0.7071067811865476 * r[..., 2] * d_d_r[..., 1] + 0.7071067811865476 * r[..., 1] * d_d_r[..., 2], -0.7071067811865476 * r[..., 0] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 2]), -1)
+    _t6 = _b.stack((0.7071067811865476 * r[..., 0] * d_d_r[..., 2] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 0], 0.7071067811865476 * r[..., 0] * d_d_r[..., 1] + 0.7071067811865476 * r[..., 1] * d_d_r[..., 0], -0.408248290463863 * r[..., 0] * d_d_r[..., 0] + 0.816496580927726 * r[..., 1] * d_d_r[..., 1] - 0.408248290463863 * r[..., 2] * d_d_r[..., 2], 0.7071067811865476 * r[..., 1] * d_d_r[..., 2] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 1], -0.7071067811865476 * r[..., 0] * d_d_r[..., 0] + 0.7071067811865476 * r[..., 2] * d_d_r[..., 2]), -1)
     if out is None:
-        dd_r = _t3
-        d_d_t = _t4 + _t5
+        dd_r = _t4
+        d_d_t = _t5 + _t6
         return (dd_r, d_d_t)
     dd_r, d_d_t = _b.outs(out, (_b.batch(r.shape[:-1], d_t.shape[:-1], d_d_r.shape[:-1]) + (3,), _b.batch(r.shape[:-1], d_t.shape[:-1], d_d_r.shape[:-1]) + (5,)), (r, d_t, d_d_r))
-    _b.copyto(dd_r, _t3)
-    _b.add(_t4, _t5, d_d_t)
+    _b.copyto(dd_r, _t4)
+    _b.add(_t5, _t6, d_d_t)
     return (dd_r, d_d_t)
 
 
