@@ -517,12 +517,15 @@ def _factor_group(terms, members):
     ref_term, ref_node = terms[members[0][0]], terms[members[0][0]].nodes[members[0][1]]
     kinds = dict(ref_term.kinds)
     rests, used, labels = [], [], None
+    # fresh names: a rest factored in turn carries the names of the level above as open labels
+    taken = {i for k, _ in members for i in terms[k].indices()} | {i for k, _ in members for i in terms[k].output}
+    fresh = (name for name in (f"_f{m}" for m in itertools.count()) if name not in taken)
     for n, (k, j) in enumerate(members):
         term = terms[k]
         node = term.nodes[j]
         # rename the term's summed labels apart, then the node's summed labels to the reference's
         summed = [i for i in term.indices() if i not in term.output]
-        mapping = {i: f"_f{n}_{m}" for m, i in enumerate(summed)}
+        mapping = {i: next(fresh) for i in summed}
         for mine, ref in zip(node.indices, ref_node.indices):
             if mine not in term.output:
                 mapping[mine] = ref
