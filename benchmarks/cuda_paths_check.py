@@ -102,9 +102,11 @@ def main(argv=None) -> int:
             if len(positional) != len(d.inputs):  # an irreps argument lowered to several blocks: not covered
                 report(f"  {name}: skipped (irreps inputs)")
                 continue
+            # a graph function whose arrays are all per edge takes the node count as num_nodes=
+            nodes = {"num_nodes": N_NODES} if "num_nodes" in inspect.signature(fn).parameters else {}
             try:
                 args = _args(d, rng)
-                want = _tuple(fn(*_fill(args, d, "numpy")))
+                want = _tuple(fn(*_fill(args, d, "numpy"), **nodes))
             except Exception as e:  # noqa: BLE001
                 fail += 1
                 report(f"FAIL {name}: numpy reference: {type(e).__name__}: {str(e)[:200]}")
@@ -113,7 +115,7 @@ def main(argv=None) -> int:
                      for x in _fill(args, d, "torch")]
             for mode, kw in (("kernel", {}), ("kernels=False", {"kernels": False})):
                 try:
-                    got = _tuple(fn(*targs, **kw))
+                    got = _tuple(fn(*targs, **kw, **nodes))
                     e = max(_err(g, w) for g, w in zip(got, want))
                     assert all(g.device.type == dev.type for g in got), "result not on the device"
                     assert e < 1e-10, f"max relative error {e:.2e}"
@@ -126,14 +128,14 @@ def main(argv=None) -> int:
                 continue
             cots = [rng.normal(size=np.shape(w)) for w in want]
             try:
-                vwant = _tuple(vjp(*_fill(args, d, "numpy"), *cots))
+                vwant = _tuple(vjp(*_fill(args, d, "numpy"), *cots, **nodes))
             except Exception as e:  # noqa: BLE001
                 fail += 1
                 report(f"FAIL {name}_vjp numpy: {type(e).__name__}: {str(e)[:200]}")
                 continue
             tcots = [torch.as_tensor(c, device=dev) for c in cots]
             try:
-                vgot = _tuple(vjp(*targs, *tcots))
+                vgot = _tuple(vjp(*targs, *tcots, **nodes))
                 e = max((_err(g, w) for g, w in zip(vgot, vwant) if g is not None), default=0.0)
                 assert e < 1e-10, f"max relative error {e:.2e}"
                 ok += 1
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
             try:
                 leaves = [t.clone().requires_grad_(True) if isinstance(t, torch.Tensor) and t.is_floating_point()
                           else t for t in targs]
-                outs = _tuple(fn(*leaves))
+                outs = _tuple(fn(*leaves, **nodes))
                 loss = sum((o * c).sum() for o, c in zip(outs, tcots))
                 grads = torch.autograd.grad(loss, [x for x in leaves if isinstance(x, torch.Tensor)
                                                    and x.requires_grad], allow_unused=True)
