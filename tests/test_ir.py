@@ -66,3 +66,26 @@ def test_renamed_labels_are_typed():
         assert type(clone) is Renamed and (clone.base, clone.copy) == (r.base, r.copy)
     with pytest.raises(AttributeError):
         r.copy = 5
+
+
+def test_derivative_legs_are_typed():
+    """A derivative taking out a node whose index is repeated (a trace, X[k,k]) opens a fresh leg
+    joined by a delta: a typed label (base, number, leg=True), never text to be split again; the
+    drawing shows renamed labels from those fields."""
+    import pickle
+
+    from compiler.frontend.lower import lower_source
+    from compiler.ir.grad import _derivative
+    from compiler.ir.program import Renamed, Tensor, label_text
+    from compiler.tools.draw.style import show_index
+
+    src = "group O3\ndiagram t(X: cart2) -> s: scalar {\n    s = X[k,k]\n}\n"
+    d = lower_source(src, "t.diag").diagrams[0]
+    term = d.equations[0].terms[0]
+    cot = Tensor("d_s", d.outputs[0].type, None)
+    net = _derivative(term, 0, cot, (), d)
+    legs = [i for i in net.output if isinstance(i, Renamed)]
+    assert len(legs) == 1 and (legs[0].base, legs[0].copy, legs[0].leg) == ("k", 1, True)
+    assert label_text(legs[0]) == "k'd1" and show_index(legs[0]) == "k'" and show_index("k") == "k"
+    assert Renamed("k", 1) != legs[0] and pickle.loads(pickle.dumps(legs[0])).leg is True
+    assert [n.name for n in net.nodes].count("delta") == 1

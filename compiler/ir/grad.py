@@ -29,7 +29,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from ..errors import DiagError, DiagNameError
-from .program import DELTA_TYPE, Diagram, Equation, Node, Program, Tensor, TensorNetwork, base_name, signed_sum
+from .program import DELTA_TYPE, Diagram, Equation, Node, Program, Renamed, Tensor, TensorNetwork, base_name, signed_sum
 from .types import RANK2_PARTS, TensorType
 
 #: suffix of the derivative function of a diagram; the second order adds it twice
@@ -167,9 +167,9 @@ def _derivative(term: TensorNetwork, n: int, cot: Tensor, lhs, diagram: Diagram)
             raise NoDerivative(f"diagram '{diagram.name}': no derivative network for '{node}': a channel index "
                             "repeated on one input", node.pos or term.pos)
         k = 1
-        while f"{index}~d{k}" in used:
+        while Renamed(base_name(index), k, leg=True) in used:
             k += 1
-        fresh = f"{index}~d{k}"
+        fresh = Renamed(base_name(index), k, leg=True)
         used.add(fresh)
         kinds[fresh] = kinds[index]
         out.append(fresh)
@@ -186,7 +186,7 @@ def _derivative(term: TensorNetwork, n: int, cot: Tensor, lhs, diagram: Diagram)
 
 
 def _relabel(term: TensorNetwork, lhs: tuple[str, ...]) -> TensorNetwork:
-    """The same term with output labels ``lhs`` and every other label a plain name (no '~'),
+    """The same term with output labels ``lhs`` and every other label a plain name (no renamed ones),
     so that it prints as .diag text that parses back."""
     rename = dict(zip(term.output, lhs))
     taken = set(lhs)

@@ -69,20 +69,23 @@ def axis_kinds(typ: TensorType) -> tuple[IndexKind, ...]:
 
 
 class Renamed(str):
-    """An index label renamed apart when an earlier output's definition is substituted into a term
-    (``S = ... - I`` brings I's summed index ``k`` in as a fresh label): the name as written
-    (``base``) and which substitution made it (``copy``), as typed fields. Its text, ``k~3``, is only
-    its identity as a label (it hashes and compares as that string, so every label is a str);
-    :func:`label_text` shows it to the user as the parser reads it back, ``k'3``."""
+    """An index label renamed apart, with where it came from as typed fields: the name as written
+    (``base``) and which renaming made it (``copy``). Two kinds: substituting an earlier output's
+    definition into a term (``S = ... - I`` brings I's summed index ``k`` in as a fresh label, copy 3),
+    and a derivative opening a leg that its input repeated (``leg``: a trace ``X[c,k,k]`` taken out
+    leaves two legs, ``k`` and a fresh one joined to it by a delta). Its text (``k~3``, ``k~d1``) is
+    only its identity as a label (it hashes and compares as that string, so every label is a str);
+    :func:`label_text` shows it to the user, ``k'3``, and nothing reads the text back."""
 
-    def __new__(cls, base: str, copy: int):
-        self = super().__new__(cls, f"{base}~{copy}")
+    def __new__(cls, base: str, copy: int, leg: bool = False):
+        self = super().__new__(cls, f"{base}~{'d' if leg else ''}{copy}")
         object.__setattr__(self, "base", base)
         object.__setattr__(self, "copy", copy)
+        object.__setattr__(self, "leg", leg)
         return self
 
     def __getnewargs__(self):
-        return (self.base, self.copy)
+        return (self.base, self.copy, self.leg)
 
     def __setattr__(self, name, value):
         raise AttributeError("a Renamed label is immutable")
@@ -95,7 +98,9 @@ def base_name(label: str) -> str:
 
 def label_text(label: str) -> str:
     """A label as shown in messages and docstrings: a renamed copy as ``k'3``."""
-    return f"{label.base}'{label.copy}" if isinstance(label, Renamed) else label
+    if not isinstance(label, Renamed):
+        return label
+    return f"{label.base}'{'d' if label.leg else ''}{label.copy}"
 
 
 @dataclass(frozen=True)

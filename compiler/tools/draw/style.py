@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ...ir.program import Renamed
+
 TERM_W = 160  # the box of one term
 TERM_H = 150
 CAPTION_H = 16  # the formula under the box
@@ -17,9 +19,10 @@ INK = "#1d1d1f"
 CHANNEL_INK = "#6b6b6b"
 
 
-def show_index(name: str) -> str:
-    """Internal renamed indices ``k~1`` are shown as ``k'``."""
-    return name.split("~")[0] + "'" if "~" in name else name
+def show_index(label: str) -> str:
+    """A label as drawn: a renamed one (:class:`~compiler.ir.program.Renamed`) as its base with a
+    prime, ``k'``."""
+    return label.base + "'" if isinstance(label, Renamed) else label
 
 
 def text_width(text: str, size: float) -> float:
