@@ -52,14 +52,20 @@ def _m():
 
 def _emulator(m, tmp: Path):
     """The module's CUDA source compiled for the host with, per graph kernel symbol, ``run_SYMBOL``:
-    every block and thread of the grid in turn (the graph kernels use no shared memory and no
-    barrier; atomicAdd is a plain add on the host)."""
+    every block and thread of the grid in turn (the thread form uses no shared memory and no
+    barrier; atomicAdd is a plain add on the host); a block-form kernel's blocks in turn, each
+    block's threads as std::threads meeting at barriers (test_cuda_module.py's prelude), shared
+    memory filled with NaN bytes first."""
     if ("lib", id(m)) in _STATE:
         return _STATE["lib", id(m)]
     cxx = shutil.which("g++")
     if cxx is None:
         pytest.skip("no g++: the kernels cannot be run on the host")
-    lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE]
+    # a block-form kernel's threads run at once: diagc_atomic_add is the prelude's atomicAdd (an
+    # atomic_ref) on the host too, not the host element functions' plain add
+    atomic = "#if defined(__CUDA_ARCH__)\n    atomicAdd(p, v);"
+    assert m._CUDA_SOURCE.count(atomic) == 1
+    lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE.replace(atomic, "#if 1\n    atomicAdd(p, v);")]
     for name in dir(m):
         if not name.endswith("_GRAPH"):
             continue
@@ -71,6 +77,20 @@ def _emulator(m, tmp: Path):
             args += [f"(const {ctype}*)p[{n_l + k}]" for k in range(n_i)]
             args += [f"({ctype}*)p[{n_l + n_i + k}]" for k in range(n_o)]
             args += [f"tl[{k}]" for k in range(1 + len(cfg["channels"]))]
+            if cfg["form"] == "block":
+                lines += [f'extern "C" void run_{symbol}(void* const* p, const long long* tl, unsigned gx, unsigned bx_) {{',
+                          "    for (unsigned bx = 0; bx < gx; ++bx) { blockIdx = {bx, 0, 0};",
+                          "        std::memset(diagc_shared, 0xff, sizeof diagc_shared);",
+                          "        std::barrier<> bar(bx_);",
+                          "        diagc_barrier = &bar;",
+                          "        std::vector<std::barrier<>*> warps;",
+                          "        for (unsigned w = 0; w < bx_ / 32; ++w) warps.push_back(diagc_warp_barrier[w] = new std::barrier<>(32));",
+                          "        std::vector<std::thread> team;",
+                          "        for (unsigned t = 0; t < bx_; ++t) team.emplace_back([=] { threadIdx = {t, 0, 0};",
+                          f"            {symbol}({', '.join(args)}); }});",
+                          "        for (auto& th : team) th.join();",
+                          "        for (auto* w : warps) delete w;", "    }", "}"]
+                continue
             lines += [f'extern "C" void run_{symbol}(void* const* p, const long long* tl, unsigned gx, unsigned bx_) {{',
                       "    for (unsigned bx = 0; bx < gx; ++bx) { blockIdx = {bx, 0, 0};",
                       "        for (unsigned t = 0; t < bx_; ++t) { threadIdx = {t, 0, 0};",
@@ -96,13 +116,19 @@ class GraphStandIn(StandIn):
     def launch(self, symbol, grid, block, args, shared_mem):
         if symbol not in self.graphs:
             return super().launch(symbol, grid, block, args, shared_mem)
-        cfg, _ = self.graphs[symbol]
+        cfg, dtype = self.graphs[symbol]
         n_p = len(cfg["lists"]) + len(cfg["inputs"]) + len(cfg["outputs"])
-        assert len(args) == n_p + 1 + len(cfg["channels"]) and shared_mem == 0
+        assert len(args) == n_p + 1 + len(cfg["channels"])
+        assert shared_mem == cfg["shared_words"] * np.dtype(dtype).itemsize
         assert all(type(a) is np.uint64 for a in args[:n_p]) and all(type(a) is np.int64 for a in args[n_p:])
         tail = [int(a) for a in args[n_p:]]
         runs = -(-tail[0] // cfg["edges_per_thread"])
-        assert block == (cfg["block"], 1, 1) and grid == (-(-runs * int(np.prod(tail[1:])) // block[0]), 1, 1)
+        elements = int(np.prod(tail[1:]))
+        if cfg["form"] == "block":  # a block owns 128 // min(elements, 128) runs of edges
+            assert shared_mem > 0 and grid == (-(-runs // (block[0] // min(elements, block[0]))), 1, 1)
+        else:
+            assert shared_mem == 0 and grid == (-(-runs * elements // block[0]), 1, 1)
+        assert block == (cfg["block"], 1, 1)
         self.launches.append((symbol, grid, block, shared_mem))
         run = getattr(self.lib, f"run_{symbol}")
         run.restype = None
@@ -139,6 +165,7 @@ def _graph(N=7, E=41, seed=0, ordered=False):
 def _args(m, name, rng, N, E, C, dtype):
     """Random arrays for graph diagram ``name``'s array inputs (per node, per edge)."""
     shapes = {"message": [(N, C), (N, C, 3), (N, C, 5), (E, C), (E, C), (E, C)],
+              "embed": [(N, C), (N, C), (E, C), (E, C), (E, C), (E, 3), (E, 5)],
               "painn_message": [(N, C), (N, C), (N, C), (N, C, 3), (E, C), (E, C), (E, C), (E, 3)],
               "with_self": [(N, C, 3), (E, C), (N, C)]}[name]
     return [torch.tensor(rng.standard_normal(s), dtype=dtype) for s in shapes]
@@ -173,21 +200,68 @@ def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol,
     assert all(float(w.abs().max()) > 0 for w in (want if isinstance(want, tuple) else (want,)))
 
 
-def test_vjp_kernel_matches_the_array_code(gpu):
+def _cotangents(name, rng, N, C, dtype):
+    shapes = {"message": [(N, C), (N, C, 3), (N, C, 5)], "embed": [(N, C), (N, C, 3), (N, C, 5)],
+              "painn_message": [(N, C), (N, C, 3)]}[name]
+    return [torch.tensor(rng.standard_normal(s), dtype=dtype) for s in shapes]
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("name, C", [("message", 4), ("embed", 3), ("embed", 64), ("embed", 130),
+                                     ("painn_message", 5)])
+@pytest.mark.parametrize("ordered", [False, True])
+def test_vjp_kernel_matches_the_array_code(gpu, name, C, dtype, tol, ordered):
+    """NAME_vjp on CUDA arrays is one launch of its fused kernel, every cotangent equal to the array
+    code's. The embedding's u, y and PaiNN's u (per edge, no channel axis) have cotangents summed
+    over the channels: the block form, here with a block holding several runs (C = 3, 5: 42 and 25
+    runs of 4 or 8 edges a block, their channels' shares summed across warps), two (C = 64) and one
+    run whose threads loop over the channels (C = 130 > 128 threads)."""
     m, s = gpu
+    rng, src, dst = _graph(seed=1, ordered=ordered)
+    args = _args(m, name, rng, 7, 41, C, dtype)
+    cot = _cotangents(name, rng, 7, C, dtype)
+    vjp = getattr(m, f"{name}_vjp")
+    want = vjp(*args, src, dst, *cot, kernels=False)
+    assert s.launches == []
+    got = vjp(*args, src, dst, *cot)
+    _close(got, want, tol)
+    kind = "f32" if dtype == torch.float32 else "f64"
+    assert [x[0] for x in s.launches] == [f"diagc_{name}_vjp_graph_kernel_{kind}"]
+    assert all(float(w.abs().max()) > 0 for w in want if w is not None)
+    cfg = getattr(m, f"_{name}_vjp_GRAPH")
+    assert cfg["form"] == ("thread" if name == "message" else "block")
+    if cfg["form"] == "block":
+        assert s.launches[0][3] == cfg["shared_words"] * (4 if dtype == torch.float32 else 8)
+
+
+def test_the_vjp_docstrings_say_what_runs_fused(gpu):
+    m, _ = gpu
+    for name in ("message", "embed", "painn_message"):
+        assert "On CUDA arrays: one fused kernel" in getattr(m, f"{name}_vjp").__doc__
+    assert "no fused kernel: it has per-node terms" in m.with_self_vjp.__doc__
+
+
+def test_a_wrong_sum_over_the_channels_is_caught(monkeypatch, tmp_path_factory):
+    """The comparison above sees a planted bug in the block's sum over the channel elements: lanes
+    reading every other share leave u's and y's cotangents wrong, the others right."""
+    m = compiler.load_source(SOURCE, "graph_gpu_planted")
+    good = "for (int i = lane; i < width; i += 32) v += s["
+    assert m._CUDA_SOURCE.count(good) == 2  # embed_vjp's and painn_message_vjp's
+    monkeypatch.setattr(m, "_CUDA_SOURCE", m._CUDA_SOURCE.replace(good, good.replace("i += 32", "i += 64")))
+    m, s = _install(monkeypatch, tmp_path_factory, m)
     rng, src, dst = _graph(seed=1, ordered=True)
-    args = _args(m, "message", rng, 7, 41, 4, torch.float64)
-    cot = [torch.tensor(rng.standard_normal(s), dtype=torch.float64) for s in ((7, 4), (7, 4, 3), (7, 4, 5))]
-    want = m.message_vjp(*args, src, dst, *cot, kernels=False)
-    got = m.message_vjp(*args, src, dst, *cot)
-    _close(got, want, 1e-12)
-    assert [x[0] for x in s.launches] == ["diagc_message_vjp_graph_kernel_f64"]
-    # PaiNN's u (one vector per edge, shared by the channels) has a cotangent summed over channels:
-    # no fused VJP kernel, its VJP runs gathers, the per-edge VJP kernel and scatters
-    assert hasattr(m, "_painn_message_GRAPH") and not hasattr(m, "_painn_message_vjp_GRAPH")
+    args = _args(m, "embed", rng, 7, 41, 64, torch.float64)
+    cot = _cotangents("embed", rng, 7, 64, torch.float64)
+    want = m.embed_vjp(*args, src, dst, *cot, kernels=False)
+    got = m.embed_vjp(*args, src, dst, *cot)
+    assert [x[0] for x in s.launches] == ["diagc_embed_vjp_graph_kernel_f64"]
+    _close(got[:5], want[:5], 1e-12)  # d_zd, d_zs, d_w0, d_w1, d_w2: not summed over the channels
+    for k in (5, 6):  # d_u, d_y
+        with pytest.raises(AssertionError):
+            _close(got[k], want[k], 1e-12)
 
 
-@pytest.mark.parametrize("name", ["message", "painn_message"])
+@pytest.mark.parametrize("name", ["message", "painn_message", "embed"])
 def test_autograd_through_the_fused_kernel(gpu, name):
     """gradcheck: the forward kernel with the generated VJP as backward (the fused VJP kernel where
     there is one); gradgradcheck: a gradient of that gradient (the differentiable array path)."""
@@ -195,10 +269,14 @@ def test_autograd_through_the_fused_kernel(gpu, name):
     rng, src, dst = _graph(N=5, E=11, seed=2)
     args = [a.requires_grad_(True) for a in _args(m, name, rng, 5, 11, 2, torch.float64)]
     fn = lambda *x: getattr(m, name)(*x, src, dst)  # noqa: E731
-    assert torch.autograd.gradcheck(fn, args)
+    # atomics into nodes add in whatever order the threads come (on a GPU too): backward is
+    # reproducible to rounding only. A block-form VJP's emulated block is 128 std::threads: the
+    # Jacobian is checked along random directions (fast_mode) rather than one backward per output
+    block = getattr(m, f"_{name}_vjp_GRAPH")["form"] == "block"
+    assert torch.autograd.gradcheck(fn, args, nondet_tol=1e-12, fast_mode=block)
     symbols = {x[0] for x in s.launches}
     assert f"diagc_{name}_graph_kernel_f64" in symbols
-    assert (f"diagc_{name}_vjp_graph_kernel_f64" in symbols) == (name == "message")
+    assert f"diagc_{name}_vjp_graph_kernel_f64" in symbols
     assert torch.autograd.gradgradcheck(fn, args)
     # a loss through the kernel path and through the array code: the same gradients
     outs = fn(*args)
@@ -321,7 +399,8 @@ def test_a_new_edge_list_at_freed_memory_is_checked(monkeypatch):
 def test_nvcc_compiles_the_embedded_graph_kernels(tmp_path):
     """The module's CUDA source with its forward and VJP graph kernels, as NVRTC will see it."""
     m = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
-    for symbol in ("diagc_message_graph_kernel_f32", "diagc_message_vjp_graph_kernel_f64"):
+    for symbol in ("diagc_message_graph_kernel_f32", "diagc_message_vjp_graph_kernel_f64",
+                   "diagc_embed_vjp_graph_kernel_f32", "diagc_embed_vjp_graph_kernel_f64"):
         assert f" {symbol}(" in m._CUDA_SOURCE
     (tmp_path / "m.cu").write_text(m._CUDA_SOURCE)
     run = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(tmp_path / "m.cu"), "-o", str(tmp_path / "m.o")],
@@ -355,8 +434,8 @@ def test_tensornet_message_passing_runs_the_fused_kernels(monkeypatch, tmp_path_
     got = run()
     _close(got, want, 1e-12)
     # forward: the embedding's and each interaction's fused kernel; backward: each interaction's
-    # fused VJP kernel, and the embedding's VJP (its u, y cotangents sum over the channels: no fused
-    # VJP kernel) by the per-edge VJP kernel between torch gathers and sums
+    # fused VJP kernel, and the embedding's (its u, y cotangents summed over the channels in the
+    # block): no gather, per-edge kernel or sum in between
     assert [x[0] for x in s.launches] == (["diagc_embed_graph_kernel_f64"] + ["diagc_message_graph_kernel_f64"] * 2
                                           + ["diagc_message_vjp_graph_kernel_f64"] * 2
-                                          + ["diagc__embed_edge_vjp_kernel_f64"])
+                                          + ["diagc_embed_vjp_graph_kernel_f64"])

@@ -8,7 +8,14 @@ gathered input at its edge list's node and each per-edge input at the edge, eval
 and adds each sum into its node with ``atomicAdd`` (one per edge on an unsorted list, one per run
 of up to ``EDGES_PER_THREAD`` edges into one node on a sorted one); a per-edge output is stored at
 the edge. No per-edge intermediate goes through global memory. Module functions launch it
-(``compiler.targets.python.graph``), forward and VJP. Lowering (this module's dataclasses) and
+(``compiler.targets.python.graph``), forward and VJP.
+
+A VJP kernel whose per-edge diagram has outputs summed over every channel axis (the cotangent of a
+per-edge input without channel axes, such as a unit vector ``u[e,k]`` shared by the channels) takes
+the *block* form instead: a block owns whole runs of consecutive edges, each of its threads one
+channel element of a run at a time, and the channel elements' shares of a summed output are added
+up in the block (shared memory, then warp shuffles) and stored once per edge, no atomics (added into
+the node where that output is a gathered input's cotangent). Lowering (this module's dataclasses) and
 printing (:func:`print_graph`) are kept apart as in the rest of the target.
 """
 
@@ -27,6 +34,11 @@ THREADS = 128
 #: consecutive edges a thread handles (for one channel element): their messages into one node (a
 #: sorted edge list) are added up in registers, one atomicAdd per such run instead of one per edge
 EDGES_PER_THREAD = 8
+#: block form: the words a thread holds for its run's summed outputs (edges of a run x words of the
+#: summed outputs) at most; a run has fewer edges where the summed outputs have more words
+SUM_REGISTERS = 32
+#: block form: the shared memory the sums over channel elements take at most (bytes, in double)
+SUM_SHARED_BYTES = 48 * 1024
 
 
 @dataclass(frozen=True)
@@ -42,11 +54,14 @@ class GraphRow:
 @dataclass(frozen=True)
 class GraphOut:
     """Result ``result`` of the per-edge kernel: added into row ``list[b]`` of output ``output``
-    (``edge_list`` set: a sum over edges, atomicAdd), or stored at row b of a per-edge output."""
+    (``edge_list`` set: a sum over edges, atomicAdd), or stored at row b of a per-edge output.
+    ``summed``: the result has no channel axis, each channel element's share is summed over them
+    (the block form: in the block, then stored, or added into the node, once per edge)."""
 
     result: str
     output: str
     edge_list: str | None
+    summed: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,24 @@ class GraphKernel:
     rows: tuple[GraphRow, ...]  # one per edge.inputs
     outs: tuple[GraphOut, ...]  # one per edge.results
     lists: tuple[str, ...]  # the edge lists it reads, in the diagram's order
+    #: consecutive edges a run (of one thread, for one channel element) covers
+    edges_per_run: int = EDGES_PER_THREAD
+
+    @property
+    def block_form(self) -> bool:
+        """Whether a block owns whole runs of edges (some result is summed over the channels)."""
+        return any(o.summed for o in self.outs)
+
+    @property
+    def sum_words(self) -> int:
+        """Words per edge of the results summed over the channels (block form)."""
+        return sum(r.size for o, r in zip(self.outs, self.edge.results) if o.summed)
+
+    @property
+    def shared_words(self) -> int:
+        """Shared memory of a block, in words (block form: the summed words, a row of
+        ``THREADS + 1`` each; 0 otherwise)."""
+        return self.sum_words * (THREADS + 1) if self.block_form else 0
 
 
 def lower_graph(g: GraphDiagram) -> GraphKernel | None:
@@ -75,17 +108,29 @@ def lower_graph(g: GraphDiagram) -> GraphKernel | None:
     return GraphKernel(g.diagram.name, k, rows, outs, tuple(n for n in g.edge_lists if n in used))
 
 
-def _edge_kernel(d) -> ElementwiseKernel | None:
-    """The elementwise kernel of a per-edge diagram storing every output per element, else None."""
+def _edge_kernel(d, sums: bool = False) -> ElementwiseKernel | None:
+    """The elementwise kernel of a per-edge diagram storing every output per element, else None;
+    with ``sums``, also one whose other outputs are summed over every channel axis (kept ``()``)."""
     if d is None:
         return None
     try:
         k = lower_diagram(d)
     except DiagError:
         return None
-    if not isinstance(k, ElementwiseKernel) or any(r.kept is not None for r in k.results):
-        return None  # summed outputs (outputs with fewer channel axes): the parts' kernels only
+    if not isinstance(k, ElementwiseKernel):
+        return None
+    if any(r.kept is not None and (not sums or r.kept != ()) for r in k.results):
+        return None  # outputs keeping some channel axes but not all: the parts' kernels only
     return k
+
+
+def _edges_per_run(sum_words: int) -> int:
+    """Edges a run covers in the block form: EDGES_PER_THREAD, halved while the run's summed words
+    exceed SUM_REGISTERS."""
+    n = EDGES_PER_THREAD
+    while n > 1 and n * sum_words > SUM_REGISTERS:
+        n //= 2
+    return n
 
 
 def graph_refusal(g: GraphDiagram) -> str | None:
@@ -105,14 +150,15 @@ def lower_graph_vjp(g: GraphDiagram, vjp: Diagram) -> GraphKernel | None:
     diagram, inputs: the edge diagram's, then one cotangent per output; outputs: one cotangent per
     input): the cotangent of a scattered message read at the scatter's edge list (the VJP of a sum
     over edges is a gather), that of a gathered input added into its node (the VJP of a gather is a
-    sum over edges), that of a per-edge input stored at the edge. None where the forward has no
-    fused kernel or a shared input's cotangent would be a sum over every edge."""
+    sum over edges), that of a per-edge input stored at the edge. A cotangent with no channel axis
+    (of an input without them: ``u[e,k]``) is the sum of the channel elements' shares: the block
+    form (see the module's docstring). None where the forward has no fused kernel, a shared input's
+    cotangent would be a sum over every edge, or (:func:`graph_vjp_refusal`) the per-edge VJP has no
+    such kernel."""
+    if graph_vjp_refusal(g, vjp) is not None:
+        return None
     p = g.edge_part
-    if graph_refusal(g) is not None:
-        return None
-    k = _edge_kernel(vjp)
-    if k is None or len(vjp.inputs) != len(p.inputs) + len(p.outputs) or len(vjp.outputs) != len(p.inputs):
-        return None
+    k = _edge_kernel(vjp, sums=True)
     gathers = {x.name: x for x in g.gathers}
     scatters = {s.message: s for s in g.scatters}
     where = {}  # vjp input name -> (edge list or None, batched)
@@ -129,9 +175,36 @@ def lower_graph_vjp(g: GraphDiagram, vjp: Diagram) -> GraphKernel | None:
             target[c.name] = (f"d_{t.name}", None)
         else:
             return None  # a shared input: its cotangent sums over every edge
-    outs = tuple(GraphOut(r.name, *target[r.name]) for r in k.results)
+    outs = tuple(GraphOut(r.name, *target[r.name], summed=r.kept is not None) for r in k.results)
     used = {r.edge_list for r in rows} | {o.edge_list for o in outs}
-    return GraphKernel(f"{g.diagram.name}_vjp", k, rows, outs, tuple(n for n in g.edge_lists if n in used))
+    words = sum(r.size for r in k.results if r.kept is not None)
+    return GraphKernel(f"{g.diagram.name}_vjp", k, rows, outs, tuple(n for n in g.edge_lists if n in used),
+                       _edges_per_run(words) if words else EDGES_PER_THREAD)
+
+
+def graph_vjp_refusal(g: GraphDiagram, vjp: Diagram | None) -> str | None:
+    """Why a graph diagram's VJP has no fused kernel (None: it has one; ``vjp``: the generated VJP
+    of its per-edge diagram)."""
+    reason = graph_refusal(g)
+    if reason is not None:
+        return reason
+    p = g.edge_part
+    if vjp is None:
+        return f"its per-edge diagram {p.name} has no generated VJP"
+    if _edge_kernel(vjp, sums=True) is None:
+        return (f"the VJP of its per-edge diagram, {vjp.name}, has no elementwise kernel storing each output per "
+                "element or summed over every channel axis")
+    if len(vjp.inputs) != len(p.inputs) + len(p.outputs) or len(vjp.outputs) != len(p.inputs):
+        return f"{vjp.name} does not take one cotangent per output of {p.name}"
+    gathers = {x.name for x in g.gathers}
+    shared = [t.name for t in p.inputs if t.name not in gathers and t.name not in g.per_edge]
+    if shared:
+        return f"input {shared[0]} is shared by every edge (its cotangent is a sum over all edges)"
+    words = sum(r.size for r in _edge_kernel(vjp, sums=True).results if r.kept is not None)
+    if words * (THREADS + 1) * 8 > SUM_SHARED_BYTES:
+        return (f"its cotangents summed over the channels have {words} words per edge, more than "
+                f"{SUM_SHARED_BYTES // 8 // (THREADS + 1)} (the block's sums would not fit its shared memory)")
+    return None
 
 
 def graph_kernel_symbol(name: str, suffix: str) -> str:
@@ -177,7 +250,8 @@ def _element_function(gk: GraphKernel) -> list[str]:
     through the edge lists, in registers), ``_graph_element`` (those added into their nodes and
     stored per edge: one (edge, element)) and ``_graph_run`` (edges first..last-1 of element c, each
     message accumulated in registers while its node stays the same, added into the node when it
-    changes: one atomicAdd per run of edges into one node of a sorted edge list)."""
+    changes: one atomicAdd per run of edges into one node of a sorted edge list; thread form only,
+    the block form's is :func:`_block_function`)."""
     k = gk.edge
     n = len(k.channels)
     chans = _product([f"ch{p}" for p in range(n)])
@@ -220,7 +294,11 @@ def _element_function(gk: GraphKernel) -> list[str]:
     lines += [f"    T r_{res.name}[{res.size}];" for res in k.results]
     lines.append(f"    diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});")
     for o, res in zip(gk.outs, k.results):
-        if o.edge_list is not None:
+        if o.summed:  # this element's share of a row summed over the channels (zeroed first)
+            row = f"list_{o.edge_list}[b]" if o.edge_list is not None else "b"
+            lines.append(f"    for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + {row} * {res.size} + g, "
+                         f"r_{res.name}[g]);")
+        elif o.edge_list is not None:
             lines.append(f"    T* const to_{o.output}_{res.name} = out_{o.output} + (list_{o.edge_list}[b] * chans + c) * {res.size};")
             lines.append(f"    for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(to_{o.output}_{res.name} + g, "
                          f"r_{res.name}[g]);")
@@ -228,6 +306,8 @@ def _element_function(gk: GraphKernel) -> list[str]:
             lines.append(store(o, res, "    "))
     lines += ["}", ""]
 
+    if gk.block_form:
+        return lines  # the block form's run is device code (_block_function)
     summed = [(o, res) for o, res in zip(gk.outs, k.results) if o.edge_list is not None]
     lines.append("template <typename T>")
     lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_run(",
@@ -259,6 +339,104 @@ def _element_function(gk: GraphKernel) -> list[str]:
     return lines
 
 
+def _block_function(gk: GraphKernel) -> list[str]:
+    """The device function of the block form, ``_graph_block``: a block of THREADS threads owns
+    ``slots`` runs of ``edges_per_run`` consecutive edges (slots = THREADS / width, width = the
+    channel elements, at most THREADS); thread t takes channel elements t % width, + width, ... of
+    run t / width, computes its edges' results in registers, adds messages into their nodes as
+    ``_graph_run`` does (one atomicAdd per run of edges into one node), stores per-edge outputs, and
+    keeps its share of each summed output per edge. Then, edge by edge, the shares go through shared
+    memory (a row of THREADS + 1 words per summed word, no bank conflicts), a warp per (run, word)
+    adds the width shares of its run (lanes, then shuffles) and lane 0 stores the sum at the edge
+    (or adds it into its node): every edge is owned by one block, no atomics for it. Every thread of
+    the block reaches every barrier."""
+    k = gk.edge
+    n = len(k.channels)
+    ept = gk.edges_per_run
+    pitch = THREADS + 1
+    summed = [(o, res) for o, res in zip(gk.outs, k.results) if o.summed]
+    nodes = [(o, res) for o, res in zip(gk.outs, k.results) if not o.summed and o.edge_list is not None]
+    words = gk.sum_words
+    lines = ["template <typename T>"]
+    lines += _params(gk, [f"__device__ __forceinline__ void diagc_{gk.name}_graph_block(", "    const long long edges,"],
+                     results=False)
+    lines += ["{", f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
+              "    if (chans <= 0) return;  // the same for every thread of the block",
+              "    const int t = threadIdx.x;",
+              f"    const int width = chans < {THREADS} ? (int)chans : {THREADS};  // threads a run",
+              f"    const int slots = {THREADS} / width;  // runs a block",
+              "    const int slot = t / width;",
+              f"    const long long first = ((long long)blockIdx.x * slots + slot) * {ept};",
+              f"    const long long last = first + {ept} < edges ? first + {ept} : edges;",
+              "    const bool active = slot < slots && first < edges;"]
+    for o, res in summed:
+        lines += [f"    T sum_{res.name}[{ept}][{res.size}];",
+                  "#pragma unroll",
+                  f"    for (int j = 0; j < {ept}; ++j)",
+                  f"        for (int g = 0; g < {res.size}; ++g) sum_{res.name}[j][g] = T(0);"]
+    lines += ["    if (active) {",
+              "        for (long long c = t % width; c < chans; c += width) {"]
+    for o, res in nodes:
+        lines += [f"            T acc_{res.name}[{res.size}];", f"            long long at_{res.name} = -1;"]
+    lines += [f"            T r_{res.name}[{res.size}];" for res in k.results]
+    lines += ["#pragma unroll",
+              f"            for (int j = 0; j < {ept}; ++j) {{",
+              "                const long long b = first + j;",
+              "                if (b >= last) break;",
+              f"                diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
+    for o, res in nodes:
+        lines += [f"                const long long node_{res.name} = list_{o.edge_list}[b];",
+                  f"                if (node_{res.name} != at_{res.name}) {{",
+                  f"                    if (at_{res.name} >= 0)",
+                  f"                        for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
+                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);",
+                  f"                    at_{res.name} = node_{res.name};",
+                  f"                    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] = r_{res.name}[g];",
+                  "                } else {",
+                  f"                    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] += r_{res.name}[g];",
+                  "                }"]
+    for o, res in zip(gk.outs, k.results):
+        if o.summed:
+            lines.append(f"                for (int g = 0; g < {res.size}; ++g) sum_{res.name}[j][g] += r_{res.name}[g];")
+        elif o.edge_list is None:
+            lines.append(f"                for (int g = 0; g < {res.size}; ++g) out_{o.output}[(b * chans + c) * "
+                         f"{res.size} + g] = r_{res.name}[g];")
+    lines.append("            }")
+    for o, res in nodes:
+        lines += [f"            if (at_{res.name} >= 0)",
+                  f"                for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
+                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);"]
+    lines += ["        }", "    }",
+              f"    // the sums over the channel elements, edge by edge: {words} words a thread in shared memory",
+              "    extern __shared__ __align__(16) unsigned char diagc_shared[];",
+              "    T* const s = reinterpret_cast<T*>(diagc_shared);",
+              "    const int lane = t & 31;",
+              "#pragma unroll",
+              f"    for (int j = 0; j < {ept}; ++j) {{"]
+    offset = 0
+    for o, res in summed:
+        lines.append(f"        for (int g = 0; g < {res.size}; ++g) s[({offset} + g) * {pitch} + t] = sum_{res.name}[j][g];")
+        offset += res.size
+    lines += ["        __syncthreads();",
+              f"        for (int q = t >> 5; q < slots * {words}; q += {THREADS // 32}) {{  // a warp per (run, word)",
+              f"            const int k = q / {words}, w = q % {words};",
+              "            T v = T(0);",
+              f"            for (int i = lane; i < width; i += 32) v += s[w * {pitch} + k * width + i];",
+              "            for (int d = 16; d > 0; d >>= 1) v += __shfl_down_sync(0xffffffffu, v, d);",
+              f"            const long long b = ((long long)blockIdx.x * slots + k) * {ept} + j;",
+              "            if (lane == 0 && b < edges) {"]
+    offset = 0
+    for i, (o, res) in enumerate(summed):
+        cond = "if" if i == 0 else "else if"
+        row = f"list_{o.edge_list}[b]" if o.edge_list is not None else "b"
+        at = f"out_{o.output} + {row} * {res.size} + (w - {offset})"
+        act = f"diagc_atomic_add({at}, v);" if o.edge_list is not None else f"*({at}) = v;"
+        lines.append(f"                {cond} (w < {offset + res.size}) {act}")
+        offset += res.size
+    lines += ["            }", "        }", "        __syncthreads();", "    }", "}", ""]
+    return lines
+
+
 def print_graph(gk: GraphKernel) -> str:
     """The text of one graph kernel: the element function (host and device), the float and double
     kernels and their host launchers (nvcc builds)."""
@@ -275,9 +453,16 @@ def print_graph(gk: GraphKernel) -> str:
         what = (f"the per-node input read at list_{r.edge_list}[edge]" if r.edge_list is not None
                 else "per edge" if r.batched else "shared by every edge")
         lines.append(f"//   in_{r.input}: {what}")
+    if gk.block_form:
+        words = ", ".join(f"{o.output}" for o in gk.outs if o.summed)
+        lines += [f"// Block form ({words} summed over the channels): a block owns runs of {gk.edges_per_run} consecutive",
+                  f"// edges, {THREADS} / width runs (width: the channel elements, at most {THREADS}); "
+                  f"{gk.shared_words} words of shared memory a block."]
     lines.append("")
     lines += _element_function(gk)
     lines += ["", "#if defined(__CUDACC__) || defined(__CUDACC_RTC__)"]
+    if gk.block_form:
+        lines += [""] + _block_function(gk)
     for suffix, ctype in PRECISIONS:
         lines += [
             "",
@@ -286,6 +471,13 @@ def print_graph(gk: GraphKernel) -> str:
         lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
         lines += [f"    const {ctype}* __restrict__ in_{i.name}," for i in k.inputs]
         lines += [f"    {ctype}* __restrict__ out_{o}," for o in outs]
+        if gk.block_form:
+            lines += [f"    const long long edges{ch_params})", "{",
+                      f"    diagc_{gk.name}_graph_block<{ctype}>(edges, "
+                      + "".join(f"list_{name}, " for name in gk.lists)
+                      + "".join(f"in_{i.name}, " for i in k.inputs)
+                      + "".join(f"out_{o}, " for o in outs) + f"{ch_args});", "}"]
+            continue
         lines += [f"    const long long edges{ch_params})", "{",
                   f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
                   f"    const long long el = (long long)blockIdx.x * {THREADS} + threadIdx.x;",
@@ -306,13 +498,18 @@ def print_graph(gk: GraphKernel) -> str:
         lines += [f"    {ctype}* out_{o}," for o in outs]
         lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}, cudaStream_t stream)", "{",
                   "    if (edges < 0" + "".join(f" || ch{p} < 0" for p in range(n)) + ") return (int)cudaErrorInvalidValue;",
-                  f"    const long long total = (edges + {EDGES_PER_THREAD - 1}) / {EDGES_PER_THREAD}"
-                  f"{''.join(f' * ch{p}' for p in range(n))};",
-                  "    if (total == 0) return 0;",
-                  "    if (" + " || ".join(f"!{p}" for p in pointers) + ") return (int)cudaErrorInvalidValue;",
-                  f"    const long long blocks = (total + {THREADS - 1}) / {THREADS};",
-                  "    if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;",
-                  f"    {graph_kernel_symbol(gk.name, suffix)}<<<(unsigned)blocks, {THREADS}, 0, stream>>>("
+                  f"    const long long runs = (edges + {gk.edges_per_run - 1}) / {gk.edges_per_run};",
+                  f"    const long long chans = 1{''.join(f' * ch{p}' for p in range(n))};",
+                  "    if (runs == 0 || chans == 0) return 0;",
+                  "    if (" + " || ".join(f"!{p}" for p in pointers) + ") return (int)cudaErrorInvalidValue;"]
+        if gk.block_form:
+            lines += [f"    const long long slots = {THREADS} / (chans < {THREADS} ? chans : {THREADS});",
+                      "    const long long blocks = (runs + slots - 1) / slots;"]
+        else:
+            lines += [f"    const long long blocks = (runs * chans + {THREADS - 1}) / {THREADS};"]
+        shared = f"{gk.shared_words} * sizeof({ctype})" if gk.block_form else "0"
+        lines += ["    if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;",
+                  f"    {graph_kernel_symbol(gk.name, suffix)}<<<(unsigned)blocks, {THREADS}, {shared}, stream>>>("
                   + ", ".join(pointers + ["edges"] + [f"ch{p}" for p in range(n)]) + ");",
                   "    return (int)cudaGetLastError();", "}"]
     lines.append("#endif  // host launchers")

@@ -167,6 +167,16 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
            + ", *, num_nodes=None, fused=False, kernels=True")
     doc = (f"{d.name}_vjp: the vector-Jacobian product of {d.name} (its inputs, then one cotangent per output): "
            f"the cotangent of every input in declaration order, None for an edge list.")
+    if kernel:
+        doc += (" On CUDA arrays: one fused kernel (cotangents read at the scatter's edge list, the gathered "
+                "inputs' added into their nodes, the per-edge ones stored, those without a channel axis summed "
+                "over the channels in the block); kernels=False: the array code.")
+    else:
+        from ..cuda.graph import graph_vjp_refusal
+
+        vjp = diagrams.get(vjp_name(g.edge_part.name)) if g.edge_part is not None else None
+        reason = graph_vjp_refusal(g, vjp) or "the module has no CUDA kernel of its per-edge VJP"
+        doc += f" On CUDA arrays: gathers, the parts' VJP kernels, sums over edges (no fused kernel: {reason})."
     lines = [f"def {vjp_name(d.name)}({sig}):", "    " + _py(doc)]
     lines += _prologue(g, arrays, vjp_name(d.shown_name))
     if kernel:  # the fused kernel when no gradient of this is wanted (else the differentiable code below)
@@ -248,9 +258,11 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
     not (0), its channel axes and geometric dims; per output parameter 'n' (a sum over edges into
     nodes: zeroed first) or 'e' (per edge), channel axes, dims; per result of the function the
     output parameter it is, or ('zeros', k): zeros like array k; the kernel's channel axes; the
-    consecutive edges a thread handles; the
+    consecutive edges a thread handles; the form ('thread': a thread per channel element and run
+    of edges; 'block': a block owns whole runs, ``THREADS // min(channel elements, THREADS)`` of
+    them, and takes ``shared_words`` words of shared memory); the
     function's declared inputs as ('a', array) or ('l', edge list)."""
-    from ..cuda.graph import EDGES_PER_THREAD, THREADS, _outputs, graph_kernel_symbol
+    from ..cuda.graph import THREADS, _outputs, graph_kernel_symbol
     from ..cuda.kernels import module_config
 
     d = g.diagram
@@ -290,6 +302,7 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
             k_a += 1
     return {"name": gk.name, "symbols": {"float32": graph_kernel_symbol(gk.name, "f32"),
                                          "float64": graph_kernel_symbol(gk.name, "f64")},
-            "block": THREADS, "edges_per_thread": EDGES_PER_THREAD, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
+            "block": THREADS, "edges_per_thread": gk.edges_per_run, "form": "block" if gk.block_form else "thread",
+            "shared_words": gk.shared_words, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
             "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order)}
 

@@ -935,8 +935,9 @@ def _graph_kernel(b, cfg, arrays, lists, n, vjp):
 def _graph_launch(b, cfg, arrays, lists, n):
     """One launch of the fused kernel: a thread per channel element and run of consecutive edges
     reads its gathered and per-edge inputs, computes the per-edge products in registers, adds the
-    messages into their nodes (outputs zeroed first) and stores per-edge outputs. Arguments were
-    checked by _graph_args."""
+    messages into their nodes (outputs zeroed first) and stores per-edge outputs; in the block form
+    a block owns whole runs and sums the outputs without channel axes over its threads. Arguments
+    were checked by _graph_args."""
     import math
 
     import numpy
@@ -964,9 +965,16 @@ def _graph_launch(b, cfg, arrays, lists, n):
                 outs.append(make(shape, dtype=arrays[0].dtype))
     results = tuple(outs[j] if kind == "out" else b.xp.zeros_like(arrays[j]) for kind, j in cfg["results"])
     runs = (edges + cfg["edges_per_thread"] - 1) // cfg["edges_per_thread"]
-    total = runs * math.prod(chans)  # a thread per channel element and run of consecutive edges
-    if total == 0:
+    elements = math.prod(chans)
+    if runs * elements == 0:
         return results
+    if cfg["form"] == "block":  # a block owns block // min(elements, block) runs of consecutive edges
+        slots = cfg["block"] // min(elements, cfg["block"])
+        grid = ((runs + slots - 1) // slots, 1, 1)
+        shared = cfg["shared_words"] * (4 if dtype == "float32" else 8)
+    else:  # a thread per channel element and run of consecutive edges
+        grid = ((runs * elements + cfg["block"] - 1) // cfg["block"], 1, 1)
+        shared = 0
     if torch:  # int64 already (_edge_list); a strided view is copied
         lists = [idx.contiguous() for idx in lists]
     else:
@@ -975,7 +983,6 @@ def _graph_launch(b, cfg, arrays, lists, n):
     ptr = (lambda x: numpy.uint64(x.data_ptr())) if torch else (lambda x: numpy.uint64(x.data.ptr))
     params = [ptr(lists[j]) for j in cfg["lists"]] + [ptr(x) for x in xs] + [ptr(o) for o in outs]
     params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans]
-    grid = ((total + cfg["block"] - 1) // cfg["block"], 1, 1)
     if grid[0] > 2147483647:
         raise ValueError(f"the graph is too large for one launch of the kernel ({grid[0]} blocks)")
     fn = _cuda_function(cfg["symbols"][dtype], index)
@@ -983,9 +990,9 @@ def _graph_launch(b, cfg, arrays, lists, n):
     with cp.cuda.Device(index):
         if torch:
             with cp.cuda.ExternalStream(_torch_stream(b, device), index):
-                fn(grid, (cfg["block"], 1, 1), tuple(params))
+                fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
         else:
-            fn(grid, (cfg["block"], 1, 1), tuple(params))
+            fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
     return results
 
 
