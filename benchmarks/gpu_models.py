@@ -33,7 +33,9 @@ keeps the rows it finished):
   index_select, products, index_add) and the fused graph kernel ``diagc_NAME_graph_kernel_f32/_f64``
   of ``--target cuda`` (NVRTC through cupy, else ``nvcc -shared`` and its launcher; outputs zeroed
   inside each timed call). Checked in float64 (1e-10) then float32 (1e-4) against the hand-written
-  step.
+  step. Then, at the same sizes, TensorNet's embedding backward alone: ``embed_vjp`` of
+  ``examples/tensornet_graph.diag`` (the module: its fused VJP kernel; ``kernels=False``) against
+  the VJP written out in torch (``graph_bench.hand_embed_vjp``), every cotangent checked.
 * ``spherical``: ``tp_2e`` (cg(2,2,2)) and ``tp_1o_2e`` (cg(1,2,1)) of ``diagrams/spherical.diag``
   against e3nn's ``o3.TensorProduct`` for the same single path (``Cx2e x Cx2e -> Cx2e``, "uuu", no
   weights; e3nn's flat layout is a zero-copy reshape of diagc's), 2^15 and 2^17 rows x 32 channels
@@ -448,7 +450,7 @@ class GraphKernels:
 
 def part_graph(part: Part, torch, device, args):
     import compiler
-    from graph_bench import hand_painn, hand_tensornet
+    from graph_bench import hand_embed_vjp, hand_painn, hand_tensornet
 
     path = ROOT / "examples" / "gnn.diag"
     ops = compiler.load(path)
@@ -503,7 +505,47 @@ def part_graph(part: Part, torch, device, args):
                     continue
                 part.timed(Timer(torch, device, args.repeats * 2), calls, ref, tol, label, want=3)
             del ref
+        _embed_backward(part, torch, device, args, n, E, C, src, dst, hand_embed_vjp)
         del src, dst, cases
+
+
+def _embed_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
+    """TensorNet's embedding backward alone: ``embed_vjp`` of examples/tensornet_graph.diag (on CUDA
+    tensors its fused VJP kernel, the cotangents of u and y summed over the channels in the block),
+    ``kernels=False`` (gathers, the per-edge VJP, index_add) and the VJP written out in torch
+    (graph_bench.hand_embed_vjp), dst sorted as a neighbour list's receivers, src not."""
+    import compiler
+
+    if part.left() < 8:
+        part.note(f"embed_vjp {n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+        return
+    ops = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
+    g = torch.Generator().manual_seed(1)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+    u = torch.nn.functional.normalize(r(E, 3), dim=-1)
+    arrays = (r(n, C), r(n, C), r(E, C), r(E, C), r(E, C), u, r(E, 5), r(n, C), r(n, C, 3), r(n, C, 5))
+    ref = hand(*arrays[:7], src, dst, *arrays[7:])
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        a = tuple(x.to(dtype) for x in arrays)
+
+        def module(a=a, **kw):
+            got = ops.embed_vjp(*a[:7], src, dst, *a[7:], **kw)
+            return tuple(x for x in got if x is not None)
+        calls = {"diagc module": module}
+        if device.type == "cuda":
+            calls["kernels=False"] = lambda a=a: module(a, kernels=False)
+        calls["hand-written torch"] = lambda a=a: hand(*a[:7], src, dst, *a[7:])
+        label = {"message": "embed_vjp", "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
+        if dtype == torch.float64:
+            for k, f in calls.items():
+                try:
+                    part.check(f"embed_vjp {n} atoms float64: {k} vs hand-written torch", rel_err(f(), ref), tol)
+                except Exception as exc:  # noqa: BLE001
+                    part.note(f"embed_vjp float64: {k} failed: {type(exc).__name__}: {exc}")
+            continue
+        part.timed(Timer(torch, device, args.repeats * 2), calls, ref, tol, label, want=3)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -698,7 +740,7 @@ def report(results, status, device, versions, args, elapsed) -> str:
         "tensornet": ("TensorNet end to end (examples/tensornet.py vs torchmd-net 3.1.0 pure torch, same weights)",
                       ["atoms", "edges", "channels", "pass"], ["torchmd-net", "diagc", "diagc kernels=False"],
                       [("torchmd-net", "diagc"), ("torchmd-net", "diagc kernels=False")]),
-        "graph": ("Graph message step (examples/gnn.diag)", ["message", "atoms", "edges", "channels"],
+        "graph": ("Graph message step (examples/gnn.diag) and TensorNet's embedding backward (embed_vjp)", ["message", "atoms", "edges", "channels"],
                   ["hand-written torch", "diagc module", "kernels=False", "fused graph kernel"],
                   [("hand-written torch", "diagc module"), ("hand-written torch", "fused graph kernel")]),
         "spherical": ("Spherical products vs e3nn's TensorProduct (one path, uuu, no weights)",

@@ -34,6 +34,21 @@ def hand_tensornet(Y, f, src, dst):
     return Y.new_zeros(Y.shape).index_add(0, dst, f[..., None, None] * Y.index_select(0, src))
 
 
+def hand_embed_vjp(zd, zs, w0, w1, w2, u, y, src, dst, gi, ga, gt):
+    """The VJP of TensorNet's embedding step (``embed`` of examples/tensornet_graph.diag: i, a, t =
+    sums at dst of w0 Z, w1 Z u, w2 Z y with Z = zd[dst] + zs[src]) written out in torch: the
+    cotangents gathered at dst, u's and y's summed over the channels, zd's and zs's index_add-ed."""
+    Z = zd.index_select(0, dst) + zs.index_select(0, src)
+    Gi, Ga, Gt = gi.index_select(0, dst), ga.index_select(0, dst), gt.index_select(0, dst)
+    Gu, Gy = (Ga * u[:, None, :]).sum(-1), (Gt * y[:, None, :]).sum(-1)
+    q = w0 * Gi + w1 * Gu + w2 * Gy
+    d_zd = zd.new_zeros(zd.shape).index_add(0, dst, q)
+    d_zs = zs.new_zeros(zs.shape).index_add(0, src, q)
+    d_u = ((w1 * Z)[..., None] * Ga).sum(1)
+    d_y = ((w2 * Z)[..., None] * Gt).sum(1)
+    return d_zd, d_zs, Gi * Z, Gu * Z, Gy * Z, d_u, d_y
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--atoms", type=int, default=2000)
