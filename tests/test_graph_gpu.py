@@ -26,7 +26,9 @@ from test_cuda_module import _EMULATOR_PRELUDE, StandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 # the examples' message steps (TensorNet's parts; PaiNN's message with a per-edge vector shared by the
-# channels) and one with a per-node term; text of its own so that its torch ops are this file's
+# channels), one gathering a per-node vector shared by the channels (its cotangent: summed over the
+# channels, then into the nodes) and one with a per-node term; text of its own so that its torch ops
+# are this file's
 SOURCE = (ROOT / "examples" / "tensornet_graph.diag").read_text() + """
 diagram painn_message(xs: scalar[n,c], xv: scalar[n,c], xr: scalar[n,c], v: vec[n,c],
                       ws: scalar[e,c], wv: scalar[e,c], wr: scalar[e,c], u: vec[e],
@@ -34,6 +36,10 @@ diagram painn_message(xs: scalar[n,c], xv: scalar[n,c], xr: scalar[n,c], v: vec[
     -> (ds: scalar[n,c], dv: vec[n,c]) {
     ds[n,c] = dst[e,n] src[e,m] ws[e,c] xs[m,c]
     dv[n,c,i] = dst[e,n] src[e,m] (wv[e,c] xv[m,c] v[m,c,i] + wr[e,c] xr[m,c] u[e,i])
+}
+
+diagram spread(q: vec[n], w: scalar[e,c], src: edges[e,n], dst: edges[e,n]) -> v: vec[n,c] {
+    v[n,c,i] = dst[e,n] src[e,m] w[e,c] q[m,i]
 }
 
 diagram with_self(v: vec[n,c], f: scalar[e,c], s: scalar[n,c], src: edges[e,n], dst: edges[e,n])
@@ -166,6 +172,7 @@ def _args(m, name, rng, N, E, C, dtype):
     """Random arrays for graph diagram ``name``'s array inputs (per node, per edge)."""
     shapes = {"message": [(N, C), (N, C, 3), (N, C, 5), (E, C), (E, C), (E, C)],
               "embed": [(N, C), (N, C), (E, C), (E, C), (E, C), (E, 3), (E, 5)],
+              "spread": [(N, 3), (E, C)],
               "painn_message": [(N, C), (N, C), (N, C), (N, C, 3), (E, C), (E, C), (E, C), (E, 3)],
               "with_self": [(N, C, 3), (E, C), (N, C)]}[name]
     return [torch.tensor(rng.standard_normal(s), dtype=dtype) for s in shapes]
@@ -202,20 +209,21 @@ def test_one_fused_kernel_per_call_matches_the_array_code(gpu, name, dtype, tol,
 
 def _cotangents(name, rng, N, C, dtype):
     shapes = {"message": [(N, C), (N, C, 3), (N, C, 5)], "embed": [(N, C), (N, C, 3), (N, C, 5)],
-              "painn_message": [(N, C), (N, C, 3)]}[name]
+              "painn_message": [(N, C), (N, C, 3)], "spread": [(N, C, 3)]}[name]
     return [torch.tensor(rng.standard_normal(s), dtype=dtype) for s in shapes]
 
 
 @pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
 @pytest.mark.parametrize("name, C", [("message", 4), ("embed", 3), ("embed", 64), ("embed", 130),
-                                     ("painn_message", 5)])
+                                     ("painn_message", 5), ("spread", 3), ("spread", 130)])
 @pytest.mark.parametrize("ordered", [False, True])
 def test_vjp_kernel_matches_the_array_code(gpu, name, C, dtype, tol, ordered):
     """NAME_vjp on CUDA arrays is one launch of its fused kernel, every cotangent equal to the array
     code's. The embedding's u, y and PaiNN's u (per edge, no channel axis) have cotangents summed
     over the channels: the block form, here with a block holding several runs (C = 3, 5: 42 and 25
     runs of 4 or 8 edges a block, their channels' shares summed across warps), two (C = 64) and one
-    run whose threads loop over the channels (C = 130 > 128 threads)."""
+    run whose threads loop over the channels (C = 130 > 128 threads). spread's q (per node, no channel
+    axis) has its channel sums added into its nodes."""
     m, s = gpu
     rng, src, dst = _graph(seed=1, ordered=ordered)
     args = _args(m, name, rng, 7, 41, C, dtype)
@@ -236,7 +244,7 @@ def test_vjp_kernel_matches_the_array_code(gpu, name, C, dtype, tol, ordered):
 
 def test_the_vjp_docstrings_say_what_runs_fused(gpu):
     m, _ = gpu
-    for name in ("message", "embed", "painn_message"):
+    for name in ("message", "embed", "painn_message", "spread"):
         assert "On CUDA arrays: one fused kernel" in getattr(m, f"{name}_vjp").__doc__
     assert "no fused kernel: it has per-node terms" in m.with_self_vjp.__doc__
 
@@ -246,7 +254,7 @@ def test_a_wrong_sum_over_the_channels_is_caught(monkeypatch, tmp_path_factory):
     reading every other share leave u's and y's cotangents wrong, the others right."""
     m = compiler.load_source(SOURCE, "graph_gpu_planted")
     good = "for (int i = lane; i < width; i += 32) v += s["
-    assert m._CUDA_SOURCE.count(good) == 2  # embed_vjp's and painn_message_vjp's
+    assert m._CUDA_SOURCE.count(good) == 3  # embed_vjp's, painn_message_vjp's and spread_vjp's
     monkeypatch.setattr(m, "_CUDA_SOURCE", m._CUDA_SOURCE.replace(good, good.replace("i += 32", "i += 64")))
     m, s = _install(monkeypatch, tmp_path_factory, m)
     rng, src, dst = _graph(seed=1, ordered=True)
@@ -397,15 +405,22 @@ def test_a_new_edge_list_at_freed_memory_is_checked(monkeypatch):
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not installed")
 def test_nvcc_compiles_the_embedded_graph_kernels(tmp_path):
-    """The module's CUDA source with its forward and VJP graph kernels, as NVRTC will see it."""
+    """The module's CUDA source with its forward and VJP graph kernels, as NVRTC will see it; the
+    embedding's block-form VJP kernel (its channel sums held per edge in registers) spills nothing."""
+    import re
+
     m = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
     for symbol in ("diagc_message_graph_kernel_f32", "diagc_message_vjp_graph_kernel_f64",
                    "diagc_embed_vjp_graph_kernel_f32", "diagc_embed_vjp_graph_kernel_f64"):
         assert f" {symbol}(" in m._CUDA_SOURCE
     (tmp_path / "m.cu").write_text(m._CUDA_SOURCE)
-    run = subprocess.run(["nvcc", "-arch=sm_90", "-c", str(tmp_path / "m.cu"), "-o", str(tmp_path / "m.o")],
-                         capture_output=True, text=True)
+    run = subprocess.run(["nvcc", "-arch=sm_90", "-Xptxas", "-v", "-c", str(tmp_path / "m.cu"), "-o",
+                          str(tmp_path / "m.o")], capture_output=True, text=True)
     assert run.returncode == 0 and "warning" not in run.stderr, run.stderr
+    for suffix in ("f32", "f64"):
+        spills = re.search(rf"Function properties for diagc_embed_vjp_graph_kernel_{suffix}\n\s*(\d+) bytes stack "
+                           r"frame, (\d+) bytes spill stores, (\d+) bytes spill loads", run.stderr)
+        assert spills is not None and spills.groups() == ("0", "0", "0"), run.stderr
 
 
 def test_tensornet_message_passing_runs_the_fused_kernels(monkeypatch, tmp_path_factory):
