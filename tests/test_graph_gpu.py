@@ -247,6 +247,13 @@ def test_the_vjp_docstrings_say_what_runs_fused(gpu):
     for name in ("message", "embed", "painn_message", "spread"):
         assert "On CUDA arrays: one fused kernel" in getattr(m, f"{name}_vjp").__doc__
     assert "no fused kernel: it has per-node terms" in m.with_self_vjp.__doc__
+    shared = compiler.load_source("""group O3
+diagram scaled(x: scalar[n,c], W: scalar[c], src: edges[e,n], dst: edges[e,n]) -> y: scalar[n,c] {
+    y[n,c] = dst[e,n] src[e,m] W[c] x[m,c]
+}
+""", "graph_gpu_shared")
+    assert hasattr(shared, "_scaled_GRAPH") and not hasattr(shared, "_scaled_vjp_GRAPH")
+    assert "no fused kernel: input W is shared by every edge" in shared.scaled_vjp.__doc__
 
 
 def test_a_wrong_sum_over_the_channels_is_caught(monkeypatch, tmp_path_factory):
