@@ -242,6 +242,25 @@ def test_vjp_kernel_matches_the_array_code(gpu, name, C, dtype, tol, ordered):
         assert s.launches[0][3] == cfg["shared_words"] * (4 if dtype == torch.float32 else 8)
 
 
+def test_no_channels_and_no_edges(gpu):
+    """C = 0: u's and y's cotangents sum over no channel element (zeros, not memory left as it was);
+    E = 0: every cotangent of a per-edge input is empty, the nodes' zero. Nothing is launched."""
+    m, s = gpu
+    for N, E, C in ((7, 41, 0), (7, 0, 4)):
+        rng = np.random.default_rng(3)
+        src = torch.tensor(rng.integers(0, N, E), dtype=torch.int64)
+        dst = torch.tensor(rng.integers(0, N, E), dtype=torch.int64)
+        args = [x + 1 for x in _args(m, "embed", rng, N, E, C, torch.float64)]
+        cot = _cotangents("embed", rng, N, C, torch.float64)
+        got = m.embed_vjp(*args, src, dst, *cot)
+        want = m.embed_vjp(*args, src, dst, *cot, kernels=False)
+        assert [None if g is None else tuple(g.shape) for g in got] == [None if w is None else tuple(w.shape)
+                                                                         for w in want]
+        assert all(g is None or (g == 0).all() for g in got)
+        assert all(w is None or (w == 0).all() for w in want)
+    assert s.launches == []
+
+
 def test_the_vjp_docstrings_say_what_runs_fused(gpu):
     m, _ = gpu
     for name in ("message", "embed", "painn_message", "spread"):

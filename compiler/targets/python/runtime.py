@@ -954,18 +954,19 @@ def _graph_launch(b, cfg, arrays, lists, n):
             sizes[c] = int(x.shape[lead + j])
         xs.append(x.contiguous() if torch else b.xp.ascontiguousarray(x))
     chans = [sizes[c] for c in cfg["channels"]]
+    runs = (edges + cfg["edges_per_thread"] - 1) // cfg["edges_per_thread"]
+    elements = math.prod(chans)
     outs = []
     for role, och, dims in cfg["outputs"]:
         shape = (n if role == "n" else edges,) + tuple(sizes[c] for c in och) + tuple(dims)
-        make = b.xp.zeros if role == "n" else b.xp.empty
+        # per node: added into; per edge: stored, except a sum over no channel element (zeros)
+        make = b.xp.zeros if role == "n" or elements == 0 else b.xp.empty
         if torch:
             outs.append(make(shape, dtype=arrays[0].dtype, device=device))
         else:
             with b.xp.cuda.Device(index):
                 outs.append(make(shape, dtype=arrays[0].dtype))
     results = tuple(outs[j] if kind == "out" else b.xp.zeros_like(arrays[j]) for kind, j in cfg["results"])
-    runs = (edges + cfg["edges_per_thread"] - 1) // cfg["edges_per_thread"]
-    elements = math.prod(chans)
     if runs * elements == 0:
         return results
     if cfg["form"] == "block":  # a block owns block // min(elements, block) runs of consecutive edges
