@@ -18,7 +18,7 @@ register tiles (output channels x batch rows a thread), float32 launch bounds of
 (more registers) and 8 channels a step. ``--run`` launches each variant's float32
 kernel of the diagrams in ``TIMED`` through NVRTC (``cupy.RawModule``) at N x C = 32768 x 128 (a
 diagram without channels: N*C rows), checks it against the module's ``kernels=False`` (relative
-1e-5) first, then times it (gpu_bench's Timer: median of 20 CUDA-event timings) against the
+1e-5) first, then times it (gpu_bench's device_timer: median of 20 CUDA-event timings) against the
 bandwidth bound (bytes read and written over ``Tensor.copy_``'s bandwidth, measured in the same
 process); ``torch.linalg.cross`` is timed beside the cross product. Channel mixing (mix_skew, a
 weight shared by the batch) is timed first, and kept at once in OUT/cuda_variants_mixing.json:
@@ -158,7 +158,7 @@ def _mixing(modules, rows, channels, device, torch, timer, _rel_err):
                 row["err"] = _rel_err(got, want)
                 if not row["err"] <= tol:
                     raise AssertionError(f"relative error {row['err']:.1e}")
-                row["ms"] = timer(call) * 1e3
+                row["ms"] = timer.median(call) * 1e3
             except Exception as exc:  # noqa: BLE001 - reported, the others go on
                 row["error"] = f"{type(exc).__name__}: {exc}"
             print(json.dumps(row), flush=True)
@@ -171,10 +171,10 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     import torch
 
     sys.path.insert(0, str(HERE))
-    from gpu_bench import Timer, _load_module, _rel_err, copy_bandwidth
+    from gpu_bench import _load_module, _rel_err, copy_bandwidth, device_timer
 
     device = torch.device(device_name)
-    timer = Timer(torch, device)
+    timer = device_timer(torch, device)
     bandwidth = copy_bandwidth(torch, device, timer)
     manifest = json.loads((folder / "manifest.json").read_text())
     table, failed = [], False
@@ -214,9 +214,9 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
                     raise AssertionError(f"relative error {row['err']:.1e}")
                 nbytes = sum(a.numel() * 4 for a in args) + sum(o.numel() * 4 for o in got)
                 row["bound_ms"] = nbytes / bandwidth * 1e3
-                row["ms"] = timer(launch) * 1e3
+                row["ms"] = timer.median(launch) * 1e3
                 if name == "cross" and label == "chosen":
-                    row["torch.linalg.cross ms"] = timer(lambda: torch.linalg.cross(*args, dim=-1)) * 1e3
+                    row["torch.linalg.cross ms"] = timer.median(lambda: torch.linalg.cross(*args, dim=-1)) * 1e3
             except Exception as exc:  # noqa: BLE001 - reported, the others go on
                 row["error"] = f"{type(exc).__name__}: {exc}"
                 failed = True
@@ -226,7 +226,7 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     side = 8192 if device.type == "cuda" else 256
     a = torch.randn(side, side, device=device)
     b = torch.randn(side, side, device=device)
-    flops = 2 * side ** 3 / timer(lambda: a @ b)
+    flops = 2 * side ** 3 / timer.median(lambda: a @ b)
     mixing_flops = 2 * rows * channels * channels * 9
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu (smoke test)"
     lines = [f"# Kernel variants on {name}", "",

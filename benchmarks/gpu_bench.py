@@ -55,7 +55,6 @@ import importlib.util
 import json
 import math
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -66,6 +65,10 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from gpu_timer import GpuTimer  # noqa: E402
+
 FILES = ("tensornet", "tensornet_so3", "products")
 #: (file stem, diagram, label in the tables)
 OPS = (
@@ -315,32 +318,11 @@ def _rel_err(got, ref) -> float:
     return worst
 
 
-class Timer:
-    def __init__(self, torch, device):
-        self.torch = torch
-        self.cuda = device.type == "cuda"
-
-    def __call__(self, f) -> float:
-        """Median seconds of REPEATS calls after WARMUP."""
-        torch = self.torch
-        for _ in range(WARMUP):
-            f()
-        times = []
-        if not self.cuda:
-            for _ in range(REPEATS):
-                t = time.perf_counter()
-                f()
-                times.append(time.perf_counter() - t)
-            return statistics.median(times)
-        torch.cuda.synchronize()
-        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(REPEATS)]
-        for start, end in events:
-            torch.cuda._sleep(2_000_000)  # the device waits while the host enqueues the call
-            start.record()
-            f()
-            end.record()
-        torch.cuda.synchronize()
-        return statistics.median(s.elapsed_time(e) / 1e3 for s, e in events)
+def device_timer(torch, device) -> GpuTimer:
+    """This benchmark's timing (cuda_variants.py's too): on a GPU the device time of each call, the
+    host's enqueueing hidden behind a 2e6-cycle sleep, every call queued and one synchronisation at
+    the end; median seconds of REPEATS calls after WARMUP."""
+    return GpuTimer(torch, device, warmup=WARMUP, repeats=REPEATS, sleep_cycles=2_000_000, queued=True)
 
 
 def copy_bandwidth(torch, device, timer) -> float:
@@ -348,7 +330,7 @@ def copy_bandwidth(torch, device, timer) -> float:
     n = 512 * 2**20 // 4
     src = torch.ones(n, dtype=torch.float32, device=device)
     dst = torch.empty_like(src)
-    seconds = timer(lambda: dst.copy_(src))
+    seconds = timer.median(lambda: dst.copy_(src))
     del src, dst
     return 2 * n * 4 / seconds
 
@@ -504,7 +486,7 @@ def run(folder: Path, out: Path, device_name: str, rows: int, channels: int, fus
         print("no CUDA device: run with --device cpu for a smoke test", file=sys.stderr)
         return 2
     manifest = json.loads((folder / "manifest.json").read_text())
-    timer = Timer(torch, device)
+    timer = device_timer(torch, device)
     bandwidth = copy_bandwidth(torch, device, timer)
     experts = expert_set(torch)
     modules = {stem: _load_module(folder / f"{stem}.py") for stem in manifest["files"]}
@@ -616,7 +598,7 @@ def _time_checked(row, key, call, ref, tolerance, timer, torch, device):
         if not err <= tolerance:
             row["notes"].append(f"{key}: MISMATCH (relative error {err:.2e} > {tolerance:g}); not timed")
             return
-        row["ms"][key] = timer(call) * 1e3
+        row["ms"][key] = timer.median(call) * 1e3
     except Exception as exc:  # noqa: BLE001
         row["notes"].append(f"{key}: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
         traceback.print_exc(limit=2)

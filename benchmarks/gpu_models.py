@@ -58,7 +58,6 @@ import json
 import math
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -77,6 +76,7 @@ for p in (str(ROOT), str(HERE), str(ROOT / "examples")):
     if p not in sys.path:
         sys.path.insert(0, p)
 sys.path.append(str(CARRY / "site"))  # fallbacks copied by --prepare, after every installed package
+from gpu_timer import GpuTimer  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,39 +101,6 @@ def prepare() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers of the parts
-
-
-class Timer:
-    """Median milliseconds per contender, the contenders alternating inside each repeat."""
-
-    def __init__(self, torch, device, repeats: int):
-        self.torch, self.device, self.repeats = torch, device, repeats
-        self.cuda = device.type == "cuda"
-
-    def _once(self, f) -> float:
-        torch = self.torch
-        if not self.cuda:
-            t = time.perf_counter()
-            f()
-            return (time.perf_counter() - t) * 1e3
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        f()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end)
-
-    def __call__(self, calls: dict) -> dict:
-        for f in calls.values():
-            for _ in range(WARMUP):
-                f()
-        times = {k: [] for k in calls}
-        names = list(calls)
-        for r in range(self.repeats):
-            for k in names[r % len(names):] + names[:r % len(names)]:
-                times[k].append(self._once(calls[k]))
-        return {k: statistics.median(v) for k, v in times.items()}
 
 
 def rel_err(got, ref) -> float:
@@ -205,7 +172,7 @@ class Part:
         if self.left() < want:
             self.note(f"{label}: not timed, {self.left():.0f} s of the part's budget left")
             return
-        ms = timer(ok) if ok else {}
+        ms = {k: seconds * 1e3 for k, seconds in timer.alternating(ok).items()}
         self.row(dict(label, ms=ms, err=errs))
 
 
@@ -332,7 +299,7 @@ def part_tensornet(part: Part, torch, device, args):
             want = calls["torchmd-net"]()
             label = {"atoms": n, "edges": int(ei.shape[1]), "channels": C,
                      "pass": "forward + forces" if forces else "forward (no_grad)", "dtype": "float32"}
-            part.timed(Timer(torch, device, args.repeats), calls, want, 1e-3, label, want=5)
+            part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats), calls, want, 1e-3, label, want=5)
         switch(True)
         del ei, calls, want
 
@@ -503,7 +470,7 @@ def part_graph(part: Part, torch, device, args):
                         except Exception as exc:  # noqa: BLE001
                             part.note(f"{name} float64: {k} failed: {type(exc).__name__}: {exc}")
                     continue
-                part.timed(Timer(torch, device, args.repeats * 2), calls, ref, tol, label, want=3)
+                part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2), calls, ref, tol, label, want=3)
             del ref
         _embed_backward(part, torch, device, args, n, E, C, src, dst, hand_embed_vjp)
         del src, dst, cases
@@ -617,7 +584,7 @@ def part_spherical(part: Part, torch, device, args):
             for k, f in forward.items():
                 if part.check(f"{name} {N} rows float32 forward: {k} vs float64", rel_err(f(), ref), 1e-4):
                     checked[k] = timed[k]
-            timer = Timer(torch, device, args.repeats * 2)
+            timer = GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2)
             part.timed(timer, checked, None, None, dict(label, **{"pass": "forward"}), want=3)
             part.timed(timer, steps, gref, 1e-4, dict(label, **{"pass": "forward + backward"}), want=3)
 

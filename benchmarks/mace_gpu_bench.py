@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import time
 import traceback
@@ -32,9 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples"))
+if str(ROOT / "benchmarks") not in sys.path:
+    sys.path.append(str(ROOT / "benchmarks"))
 
 import compiler  # noqa: E402
 import mace_symmetric_contraction as example  # noqa: E402
+from gpu_timer import GpuTimer  # noqa: E402
 
 Z = 3
 WARMUP, REPEATS = 3, 20
@@ -90,24 +92,6 @@ def cuet_weights(m, sc, K: int, points: np.ndarray):
     return W, worst
 
 
-def _timer(torch, device):
-    if device.type == "cuda":
-        def time_one(f):
-            torch.cuda._sleep(1_000_000)
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            f()
-            b.record()
-            torch.cuda.synchronize()
-            return a.elapsed_time(b)
-    else:
-        def time_one(f):
-            t = time.perf_counter()
-            f()
-            return (time.perf_counter() - t) * 1e3
-    return time_one
-
-
 def run_size(K, N, device, torch, rng, method, notes):
     source, bases = example.build_source(K)
     module = compiler.load_source(source, f"mace_sc_{K}")
@@ -154,7 +138,10 @@ def run_size(K, N, device, torch, rng, method, notes):
                         failed.add(name)
             continue
         ok = {k: f for k, f in calls.items() if k not in failed}
-        time_one = _timer(torch, device)
+        # device time of each call, the host's enqueueing hidden behind a 1e6-cycle sleep; warmed up
+        # below, where a contender that fails is left out
+        timer = GpuTimer(torch, device, warmup=0, repeats=REPEATS if device.type == "cuda" else 3,
+                         sleep_cycles=1_000_000)
         for phase in ("forward", "backward"):
             def wrap(f, phase=phase):
                 if phase == "forward":
@@ -176,11 +163,8 @@ def run_size(K, N, device, torch, rng, method, notes):
                 except Exception as e:  # noqa: BLE001
                     bad.add(k)
                     notes.append(f"K={K} {k} {phase}: {type(e).__name__}: {str(e)[:200]}")
-            times = {k: [] for k in fs if k not in bad}
-            for _ in range(REPEATS if device.type == "cuda" else 3):
-                for k in times:
-                    times[k].append(time_one(fs[k]))
-            out[f"{phase}_ms"] = {k: statistics.median(v) for k, v in times.items()}
+            seconds = timer.alternating({k: f for k, f in fs.items() if k not in bad})
+            out[f"{phase}_ms"] = {k: t * 1e3 for k, t in seconds.items()}
             At.requires_grad_(False)
     out["fit_residual"] = {"diagc": dres, "cuEquivariance": mods["W"][1] if "W" in mods else None}
     return out
