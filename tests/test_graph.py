@@ -542,3 +542,22 @@ def test_certificate_of_a_graph_diagram_with_functions(tmp_path):
     assert [s.get("apply") for s in fn["steps"] if "apply" in s] == ["silu", "phi", "sigmoid", "tanh"]
     ok = run("verify", str(tmp_path / "cert"))
     assert ok.returncode == 0, ok.stderr
+
+
+def test_embedding_step_benchmark_glue_agrees_with_embed(capsys):
+    """benchmarks/tensornet_embedding_step.py at a tiny size: its one copy of the former torch glue
+    (``glue_sums``, also benchmarks/tensornet_embedding_ab.py's) and ``embed`` of
+    examples/tensornet_graph.diag agree forward and backward (it exits otherwise), then one table."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import tensornet_embedding_step
+
+    threads = torch.get_num_threads()
+    try:
+        assert tensornet_embedding_step.main(["--atoms", "20", "--edges", "90", "--repeats", "1"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("| step (20 atoms, 90 edges") and [r.split("|")[1].strip() for r in rows[2:]] == [
+        "forward", "forward + backward"]
+    with pytest.raises(SystemExit):
+        tensornet_embedding_step.main(["--edges", "0"])
