@@ -6,8 +6,9 @@ result; needs a GPU with torch (and cupy for the kernel path).
 
     python benchmarks/cuda_paths_check.py [--out FILE]
 
-The test suite runs the same paths on a stand-in for cupy (tests/fake_cupy.py); this script is
-the check on the real device. A function taking a user function (``fn`` type) is called with
+tests/test_cuda_paths_check.py runs this check without a GPU (CPU tensors standing for CUDA
+tensors, the launches taken by a stand-in for cupy, graph kernels compiled for the host); this script
+is the check on the real device. A function taking a user function (``fn`` type) is called with
 ``tanh`` from the array library in use. Prints one line per failure and a count; exit 1 on any."""
 
 from __future__ import annotations
@@ -72,23 +73,22 @@ def _err(got, want) -> float:
     return float(np.abs(got - want).max()) / scale if want.size else 0.0
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--out", help="also write the report to this file")
-    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke test of the script)")
-    a = p.parse_args(argv)
-    dev = torch.device(a.device)
+def example_files() -> list[Path]:
+    """The example files the check covers: ``diagrams/*.diag`` and ``examples/*.diag``."""
+    return sorted((ROOT / "diagrams").glob("*.diag")) + sorted((ROOT / "examples").glob("*.diag"))
+
+
+def check(files, dev, report, prepare_module=None) -> tuple[int, int]:
+    """(passed, failed) over every function of ``files`` on torch tensors on ``dev``, each failure
+    reported as a line through ``report``. ``prepare_module`` (tests only): called with each loaded
+    module first (tests/test_cuda_paths_check.py installs its cupy stand-in there)."""
     rng = np.random.default_rng(0)
-    lines, ok, fail = [], 0, 0
-
-    def report(msg):
-        print(msg, flush=True)
-        lines.append(msg)
-
-    files = sorted((ROOT / "diagrams").glob("*.diag")) + sorted((ROOT / "examples").glob("*.diag"))
+    ok = fail = 0
     for path in files:
         try:
             mod = compiler.load(path)
+            if prepare_module is not None:
+                prepare_module(mod)
             diagrams = lower_source(path.read_text(), str(path)).diagrams
         except Exception as e:  # noqa: BLE001
             fail += 1
@@ -158,6 +158,22 @@ def main(argv=None) -> int:
                 fail += 1
                 report(f"FAIL {name} autograd: {type(e).__name__}: {str(e)[:200]}")
                 traceback.print_exc(limit=3)
+    return ok, fail
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", help="also write the report to this file")
+    p.add_argument("--device", default="cuda", help="cuda (default) or cpu (a smoke test of the script)")
+    a = p.parse_args(argv)
+    dev = torch.device(a.device)
+    lines = []
+
+    def report(msg):
+        print(msg, flush=True)
+        lines.append(msg)
+
+    ok, fail = check(example_files(), dev, report)
     where = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
     report(f"{ok} passed, {fail} failed ({where}, torch {torch.__version__})")
     if a.out:
