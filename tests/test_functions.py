@@ -123,6 +123,11 @@ def test_user_function_arguments_are_checked(mod):
         mod.mix(v, X, s0, lambda x: x)
     with pytest.raises(ValueError, match="X has shape"):
         mod.mix(v, X[:, :3], s0, lambda x: x[..., :2])
+    # NAME_vjp's messages name NAME_vjp, the function the user called (its forward steps run inside it)
+    with pytest.raises(TypeError, match=r"^mix_vjp: argument 'phi' \(fn\(3 -> 2\)\) must be a callable"):
+        mod.mix_vjp(v, X, s0, 3.0, np.ones_like(v))
+    with pytest.raises(ValueError, match=r"^mix_vjp: function argument 'phi' \(fn\(3 -> 2\)\) returned shape \(5, 4, 3\)"):
+        mod.mix_vjp(*(torch.tensor(a) for a in (v, X, s0)), lambda x: x, torch.ones(v.shape, dtype=torch.float64))
 
 
 def test_derivatives_gradcheck_gradgradcheck_and_vjp(mod):

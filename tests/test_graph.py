@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from compiler.testing import assert_equivariant
 
 ROOT = Path(__file__).resolve().parent.parent
 OPS = compiler.load(ROOT / "examples" / "gnn.diag")
+TN_GRAPH = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
 
 SOURCE = """group O3
 diagram conv(Y: cart2(0e+1o+2e)[n,c], f: scalar[e,c], s: scalar[n,c], W: weight[c,d],
@@ -460,11 +462,94 @@ def test_graph_function_runtime_errors_name_the_users_function():
     assert "arguments of gmsg have no batch axes" in str(info.value) and "_s" not in str(info.value)
     assert str(info.value).startswith("x has shape (1, 5, 2)")
     cots = [torch.zeros(1, 5, 2, 3, dtype=torch.float64), torch.zeros(1, 5, 2, dtype=torch.float64)]
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError) as info:  # its forward stages check, naming gmsg_vjp (not gmsg)
         GFN.gmsg_vjp(*(a[None] for a in args[:4]), *args[4:], phi, *cots)
-    assert "arguments of gmsg" in str(info.value) and "_s" not in str(info.value)  # its forward stages check
+    assert "arguments of gmsg_vjp have no batch axes" in str(info.value) and "_s" not in str(info.value)
     with pytest.raises(ValueError, match=r"^num_nodes is 7 but x has n = 5 nodes$"):
         GFN.gmsg(*args, phi, num_nodes=7)
+
+
+def _graph_vjp_calls():
+    """(function, its arguments) that are right, per graph diagram VJP: tensornet_graph.diag's
+    message_vjp, gnn.diag's tensornet_embedding_vjp (no per-node input) and gmsg_vjp (stages)."""
+    rng = np.random.default_rng(0)
+    N, E, C = 5, 7, 3
+    src, dst = rng.integers(0, N, E), rng.integers(0, N, E)
+    msg = [rng.normal(size=s) for s in ((N, C), (N, C, 3), (N, C, 5), (E, C), (E, C), (E, C))]
+    emb, _ = embedding_args()
+    x, v, f, r, gs, gd = gmsg_args()
+    return {"message_vjp": (TN_GRAPH.message_vjp, [*msg, src, dst, np.ones((N, C)), np.ones((N, C, 3)),
+                                                  np.ones((N, C, 5))]),
+            "tensornet_embedding_vjp": (OPS.tensornet_embedding_vjp, [*emb, np.ones((6, 3)), np.ones((6, 3, 3)),
+                                                                      np.ones((6, 3, 5))]),
+            "gmsg_vjp": (GFN.gmsg_vjp, [x, v, f, r, gs, gd, phi, torch.ones(5, 2, 3, dtype=torch.float64),
+                                        torch.ones(5, 2, dtype=torch.float64)])}
+
+
+def _batched(a):
+    return a[None]
+
+
+#: (function, argument position, replacement (a function of the argument), keyword arguments, message)
+GRAPH_VJP_ERRORS = [
+    ("message_vjp", 0, _batched, {}, "i has shape (1, 5, 3); expected (n, c): arguments of message_vjp have no "
+                                     "batch axes (the node or edge axis leads)"),
+    ("message_vjp", 8, _batched, {}, "d_mi has shape (1, 5, 3); expected (n, c): arguments of message_vjp have no "
+                                     "batch axes (the node or edge axis leads)"),
+    ("message_vjp", 9, lambda a: a[:, :2], {}, "d_ma has shape (5, 2, 3); expected (..., n, c, 3) with n = 5 from i, "
+                                               "c = 3 from i"),
+    ("message_vjp", 3, lambda a: a[:4], {}, "f1 has shape (7, 3); expected (..., e, c) with e = 4 from f0, c = 3 from i"),
+    ("message_vjp", 6, lambda a: a + 5, {}, "src holds node 9, outside 0..4 (n = 5 from i)"),
+    ("message_vjp", 7, lambda a: a[:3], {}, "dst has shape (3,); expected (7,), one node per edge, e = 7 from f0"),
+    ("message_vjp", 0, lambda a: a, {"num_nodes": 9}, "num_nodes is 9 but i has n = 5 nodes"),
+    ("tensornet_embedding_vjp", 5, _batched, {}, "d_i has shape (1, 6, 3); expected (n, c): arguments of "
+                                                 "tensornet_embedding_vjp have no batch axes (the node or edge axis leads)"),
+    ("tensornet_embedding_vjp", 0, lambda a: a, {"num_nodes": 4}, "num_nodes is 4 but d_i has n = 6 nodes"),
+    ("tensornet_embedding_vjp", 4, lambda a: a.astype(float), {},
+     "dst has dtype float64; an edge list holds integer node numbers"),
+    ("gmsg_vjp", 0, _batched, {}, "x has shape (1, 5, 2); expected (n, c): arguments of gmsg_vjp have no batch axes "
+                                  "(the node or edge axis leads)"),
+    ("gmsg_vjp", 6, lambda a: 3.0, {}, "gmsg_vjp: argument 'phi' (fn(1 -> 1)) must be a callable of the array library "
+                                       "(a function or an nn.Module); got float"),
+    ("gmsg_vjp", 6, lambda a: (lambda z: z[..., :0]), {},
+     "gmsg_vjp: function argument 'phi' (fn(1 -> 1)) returned shape (12, 0); expected (12, 1) (its 1 arguments are "
+     "stacked on the last axis of its input, shape (12, 1))"),
+    ("gmsg_vjp", 7, lambda a: a[:, :1], {}, "d_m has shape (5, 1, 3); expected (..., n, c, 3) with n = 5 from x, "
+                                            "c = 2 from x"),
+    ("gmsg_vjp", 4, lambda a: a - 1 - a.max(), {}, "src holds node -"),
+]
+
+
+@pytest.mark.parametrize("name, k, change, options, message", GRAPH_VJP_ERRORS,
+                         ids=[f"{r[0]}-{r[4].split()[0]}-{i}" for i, r in enumerate(GRAPH_VJP_ERRORS)])
+def test_graph_vjp_argument_errors_name_what_the_user_called(name, k, change, options, message):
+    """A graph diagram's NAME_vjp refuses a bad argument before computing, with one message that names
+    the argument (as the user wrote it) and, where a message names a function, NAME_vjp: never the
+    forward NAME, a stage or a per-edge part."""
+    fn, args = _graph_vjp_calls()[name]
+    fn(*args)  # the arguments as given are right
+    args[k] = change(args[k])
+    with pytest.raises((ValueError, TypeError)) as info:
+        fn(*args, **options)
+    text = str(info.value)
+    assert text.startswith(message), text
+    assert not re.search(r"\b_\w|\w_(edge|node|s\d+)\b", text), text  # no stage's or part's name
+    forward = name[:-len("_vjp")]
+    assert not re.search(rf"\b{forward}\b", text), text  # a function named is the VJP itself
+
+
+def test_graph_vjp_takes_numpy_and_torch_arguments_together():
+    """numpy arrays beside a torch cotangent: torch throughout (the converted first argument gives the
+    others their dtype and device), the same values as numpy alone; a plain diagram's VJP likewise."""
+    fn, args = _graph_vjp_calls()["message_vjp"]
+    want = fn(*args)
+    got = fn(*args[:8], torch.tensor(args[8]), *args[9:])
+    for g, w in zip(got, want):
+        assert (g is None and w is None) or (isinstance(g, torch.Tensor) and np.allclose(g.numpy(), w, atol=1e-12))
+    products = compiler.load(ROOT / "diagrams" / "products.diag")
+    a, b = np.ones((4, 3)), np.arange(12.0).reshape(4, 3)
+    da, db = products.dot_vjp(a, b, torch.full((4,), 2.0, dtype=torch.float64))
+    assert torch.equal(da, torch.tensor(2 * b)) and torch.equal(db, torch.tensor(2 * a))
 
 
 EMB_FN = compiler.load_source("""group O3

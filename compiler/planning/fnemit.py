@@ -130,8 +130,13 @@ def _passed(d) -> tuple:
     return ((("num_nodes", Ref("num_nodes")),) if any(_is_edges(t) for t in d.inputs) else ()) + _PASSED
 
 
-def _stage(d) -> Assign:
-    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), _passed(d)))
+def _stage(d, caller: str | None = None) -> Assign:
+    """The outputs of stage ``d`` = its call; a graph stage called by ``caller`` (NAME_vjp) names that
+    function in its messages (``_caller``), not NAME."""
+    passed = _passed(d)
+    if caller is not None and any(_is_edges(t) for t in d.inputs):
+        passed += (("_caller", Str(caller)),)
+    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), passed))
 
 
 def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> list[ChainFunction]:
@@ -181,7 +186,7 @@ def _returns(names: list[str]) -> str:
 
 def _vjp_function(c: Composite, doc: str, body: list) -> ChainFunction:
     return ChainFunction(vjp_name(c.name), tuple(t.name for t in c.inputs) + tuple(_cotangents(c)), _options(c), doc,
-                         tuple(_checks(c, c.name) + body))
+                         tuple(_checks(c, vjp_name(c.name)) + body))
 
 
 def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
@@ -200,13 +205,14 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
     body = [Assign(_B, Invoke("_backend", tuple(Ref(n) for n in names + cots)))]
     body += [Assign(Ref(n), Call("asarray", (Ref(n),))) for n in names]
     declared = {f.name: f for f in fns}
+    where = vjp_name(c.name)  # what every message of NAME_vjp names: the function the user called
     for step in c.steps[:-1]:  # forward: every intermediate value
         if isinstance(step, Sum):
             body.append(_sum(step))
         elif isinstance(step, Apply):
-            body.append(_apply(step, c.name, declared))
+            body.append(_apply(step, where, declared))
         else:
-            body.append(_stage(stages[step]))
+            body.append(_stage(stages[step], where))
     # backward: one cotangent variable per value
     every = list(names) + [r.name for s in c.steps if isinstance(s, Apply) for r in s.results] + \
         [a.name for s in c.steps if isinstance(s, Apply) for a in s.arguments] + \
@@ -226,7 +232,6 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
             reached.add(v)
         return out
 
-    where = vjp_name(c.name)
     for step in reversed(c.steps):
         if isinstance(step, Sum):
             t = step.target

@@ -2846,7 +2846,8 @@ _LIBRARIES = {"numpy": _Numpy, "cupy": _Cupy, "torch": _Torch, "jax": _Jax}
 def _call(spec, args, out, fused, kernels=True):
     _b = _backend(*args)
     if args:
-        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+        first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
+        args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
     if kernels and _use_kernel(_b, spec, args):
         return _kernel_call(_b, spec, args, out)
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):

@@ -45,13 +45,15 @@ def _tuple(names) -> str:
     return "(" + ", ".join(names) + ("," if len(names) == 1 else "") + ")"
 
 
-def _prologue(g: GraphDiagram, arrays, name: str) -> list[str]:
-    """Lines that check the arguments (messages name the function ``name``: the user's, for a stage) and bind ``_b`` (the backend), the arrays (converted to one
-    library and dtype), the edge lists (index arrays of that library) and ``_n`` (number of nodes)."""
+def _prologue(g: GraphDiagram, arrays, name: str | None) -> list[str]:
+    """Lines that check the arguments and bind ``_b`` (the backend), the arrays (converted to one
+    library and dtype), the edge lists (index arrays of that library) and ``_n`` (number of nodes).
+    Messages name the function ``name`` (the user's, for a stage); None: the one the variable
+    ``_caller`` holds (a stage's argument: the user's function that called it)."""
     lists = g.edge_lists
     return [
         f"    _b, {_tuple(t.name for t in arrays)}, {_tuple(lists)}, _n = _graph_args(",
-        f"        {_py(name)}, {_signature(g, arrays)}, {_tuple(t.name for t in arrays)},",
+        f"        {'_caller' if name is None else _py(name)}, {_signature(g, arrays)}, {_tuple(t.name for t in arrays)},",
         f"        {_tuple(_py(n) for n in lists)}, {_tuple(lists)}, num_nodes)",
     ]
 
@@ -90,7 +92,8 @@ def graph_doc(g: GraphDiagram, cuda: str = "") -> str:
 
 
 def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> str:
-    """``NAME(inputs..., *, num_nodes=None, out=None, fused=False, kernels=True)``. With ``kernel`` (the module
+    """``NAME(inputs..., *, num_nodes=None, out=None, fused=False, kernels=True)`` (a stage of a diagram
+    with functions also takes ``_caller``, the user's function its messages name). With ``kernel`` (the module
     embeds the graph's fused CUDA kernel, ``_NAME_GRAPH``) CUDA arrays run that one kernel, torch
     autograd through ``NAME_vjp`` (``vjp``: it exists; otherwise only calls needing no gradient)."""
     from ..cuda.graph import graph_refusal
@@ -98,6 +101,8 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
     d = g.diagram
     arrays = [t for t in d.inputs if t.type.family != "edges"]
     sig = ", ".join(t.name for t in d.inputs) + ", *, num_nodes=None, out=None, fused=False, kernels=True"
+    if d.origin:  # a stage of a diagram with functions: its messages name the user's function that called it
+        sig += f", _caller={_py(d.shown_name)}"
     if kernel:
         cuda = ("one fused gather - per-edge product - sum-over-edges kernel (no per-edge array in memory)"
                 + ("; its gradient through " + d.name + "_vjp" if vjp else "") + "; kernels=False: the array code.")
@@ -105,7 +110,7 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
         cuda = ("gathers, the per-edge and per-node functions' kernels, sums over edges (no fused kernel: "
                 f"{graph_refusal(g) or 'the module has no CUDA kernel of its per-edge diagram'}).")
     lines = [f"def {d.name}({sig}):", "    " + graph_doc(g, cuda)]
-    lines += _prologue(g, arrays, d.shown_name)
+    lines += _prologue(g, arrays, None if d.origin else d.shown_name)
     if kernel:
         names, lists = _tuple(t.name for t in arrays), _tuple(g.edge_lists)
         backward = f"{d.name}_vjp" if vjp else "None"

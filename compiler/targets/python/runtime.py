@@ -654,7 +654,8 @@ def _call(spec, args, out, fused, kernels=True):
     (a module without CUDA kernels: ``kernels`` changes nothing)."""
     _b = _backend(*args)
     if args:
-        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+        first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
+        args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
         return _b.differentiate(spec, args, out, fused)
     return _b.evaluate(spec, args, out, fused)
@@ -665,7 +666,8 @@ def _call_kernels(spec, args, out, fused, kernels=True):
     emitted code, recording its derivative where autograd or jax needs it."""
     _b = _backend(*args)
     if args:
-        args = _b.promote((_b.asarray(args[0]),) + tuple(_b.asarray(a, args[0]) for a in args[1:]))
+        first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
+        args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
     if kernels and _use_kernel(_b, spec, args):
         return _kernel_call(_b, spec, args, out)
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
@@ -758,7 +760,8 @@ def _graph_args(function, signature, arrays, list_names, lists, num_nodes=None):
     that is not an int) names the argument. Returns the backend, the arrays in one library and
     dtype, the edge lists as index arrays of that library (on the arrays' device) and n."""
     b = _backend(*arrays)
-    arrays = b.promote((b.asarray(arrays[0]),) + tuple(b.asarray(a, arrays[0]) for a in arrays[1:]))
+    first = b.asarray(arrays[0])  # the others take its dtype and device where they are converted
+    arrays = b.promote((first,) + tuple(b.asarray(a, first) for a in arrays[1:]))
     for (name, channels, dims, role), x in zip(signature, arrays):
         if _len(x.shape) != _len(channels) + _len(dims):
             axes = ", ".join(tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
