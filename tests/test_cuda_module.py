@@ -273,6 +273,42 @@ class StandIn:
             memory(args[2 * n_in + j], shape)[...] = np.broadcast_to(results[j], shape)
 
 
+def host_gpu(m, cupy, monkeypatch=None):
+    """Module ``m`` on its CUDA kernel path with CPU tensors: they count as CUDA tensors of device 0
+    (stream 1234), ``cupy`` (a StandIn's) compiles and launches, the caches of compiled modules and
+    functions start empty; through ``monkeypatch`` where given (undone after the test). The one
+    way every test file (and cuda_variants' and cuda_paths_check's smoke runs) installs a stand-in."""
+    items = {"available": True, "cupy": cupy, "modules": {}, "functions": {}}
+    attributes = {"_on_gpu": lambda b, args: True, "_device_index": lambda b, device: 0,
+                  "_torch_stream": lambda b, device: 1234}
+    for key, value in items.items():
+        if monkeypatch is None:
+            m._CUDA[key] = value
+        else:
+            monkeypatch.setitem(m._CUDA, key, value)
+    for name, value in attributes.items():
+        if monkeypatch is None:
+            setattr(m, name, value)
+        else:
+            monkeypatch.setattr(m, name, value)
+    return m
+
+
+def cupy_arrays(s, monkeypatch):
+    """tests/fake_cupy.py installed as cupy (arrays of numpy under the module name cupy), with
+    stand-in ``s``'s NVRTC and launches and data pointers for its arrays: cupy arrays then take the
+    kernel path as CUDA arrays do. Returns the fake cupy module."""
+    import fake_cupy
+
+    cp = fake_cupy.install(monkeypatch)
+    monkeypatch.setattr(cp, "RawModule", s.cupy.RawModule, raising=False)
+    monkeypatch.setattr(cp, "cuda", s.cupy.cuda, raising=False)
+    monkeypatch.setattr(cp, "ascontiguousarray", fake_cupy._function("ascontiguousarray"), raising=False)
+    monkeypatch.setattr(fake_cupy.ndarray, "data", property(lambda a: types.SimpleNamespace(ptr=a.ctypes.data)),
+                        raising=False)
+    return cp
+
+
 @pytest.fixture
 def gpu(monkeypatch, tmp_path_factory):
     """A function that installs the stand-in into a module: CPU tensors count as CUDA tensors (with
@@ -283,13 +319,7 @@ def gpu(monkeypatch, tmp_path_factory):
         if emulate and emulator is None:
             pytest.skip("no g++: the kernels were not emulated on the host")
         s = StandIn(m, emulator)
-        monkeypatch.setitem(m._CUDA, "available", True)
-        monkeypatch.setitem(m._CUDA, "cupy", s.cupy)
-        monkeypatch.setitem(m._CUDA, "modules", {})
-        monkeypatch.setitem(m._CUDA, "functions", {})
-        monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
-        monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
-        monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
+        host_gpu(m, s.cupy, monkeypatch)
         monkeypatch.setattr(m, "MIXING", "kernel")  # the default follows library_gemm; these tests run the GEMM kernel
         return m, s
     return install
@@ -685,12 +715,7 @@ def test_cupy_arrays_run_the_kernels(gpu, monkeypatch):
     import fake_cupy
 
     m, s = gpu("tensornet", emulate=True)
-    cp = fake_cupy.install(monkeypatch)
-    monkeypatch.setattr(cp, "RawModule", s.cupy.RawModule, raising=False)
-    monkeypatch.setattr(cp, "cuda", s.cupy.cuda, raising=False)
-    monkeypatch.setattr(cp, "ascontiguousarray", fake_cupy._function("ascontiguousarray"), raising=False)
-    monkeypatch.setattr(fake_cupy.ndarray, "data", property(lambda a: types.SimpleNamespace(ptr=a.ctypes.data)),
-                        raising=False)
+    cp = cupy_arrays(s, monkeypatch)
     monkeypatch.setitem(m._CUDA, "available", None)  # looked up again: this cupy has RawModule
     rng = np.random.default_rng(14)
     M, Y = (rng.standard_normal((6, 5, 3, 3)) for _ in range(2))

@@ -28,7 +28,7 @@ def run_check(tmp: Path) -> dict:
 
     sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests")]
     import cuda_paths_check
-    from test_cuda_module import StandIn
+    from test_cuda_module import StandIn, host_gpu
     from test_graph_gpu import GraphStandIn, _emulator
 
     stand_ins, failures = {}, []
@@ -41,10 +41,7 @@ def run_check(tmp: Path) -> dict:
             s = GraphStandIn(m, _emulator(m, tmp / stem))
         else:
             s = StandIn(m)
-        m._CUDA.update(available=True, cupy=s.cupy, modules={}, functions={})
-        m._on_gpu = lambda b, args: True
-        m._device_index = lambda b, device: 0
-        m._torch_stream = lambda b, device: 1234
+        host_gpu(m, s.cupy)
         stand_ins[stem] = (s, len(m._KERNEL_SPECS), len(graphs))
 
     def report(line):

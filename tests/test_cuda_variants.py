@@ -17,15 +17,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import cuda_variants  # noqa: E402
 from compiler.targets.cuda import kernels  # noqa: E402
-from test_cuda_module import StandIn  # noqa: E402
+from test_cuda_module import StandIn, host_gpu  # noqa: E402
 
 
 def _install(m):
-    s = StandIn(m)
-    m._CUDA.update(available=True, cupy=s.cupy, modules={}, functions={})
-    m._device_index = lambda b, device: 0
-    m._torch_stream = lambda b, device: 1234
-    m._on_gpu = lambda b, args: True
+    host_gpu(m, StandIn(m).cupy)
 
 
 def test_prepare_and_run_through_the_stand_in(tmp_path, monkeypatch):

@@ -14,7 +14,6 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-import types
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,7 @@ import pytest
 import torch
 
 import compiler
-from test_cuda_module import _EMULATOR_PRELUDE, StandIn
+from test_cuda_module import _EMULATOR_PRELUDE, StandIn, cupy_arrays, host_gpu
 
 ROOT = Path(__file__).resolve().parent.parent
 # the examples' message steps (TensorNet's parts; PaiNN's message with a per-edge vector shared by the
@@ -145,14 +144,7 @@ class GraphStandIn(StandIn):
 def _install(monkeypatch, tmp_path_factory, m):
     """Module ``m`` with CPU tensors counted as CUDA tensors, kernels run on the host."""
     s = GraphStandIn(m, _emulator(m, tmp_path_factory.mktemp("emu")))
-    monkeypatch.setitem(m._CUDA, "available", True)
-    monkeypatch.setitem(m._CUDA, "cupy", s.cupy)
-    monkeypatch.setitem(m._CUDA, "modules", {})
-    monkeypatch.setitem(m._CUDA, "functions", {})
-    monkeypatch.setattr(m, "_on_gpu", lambda b, args: True)
-    monkeypatch.setattr(m, "_device_index", lambda b, device: 0)
-    monkeypatch.setattr(m, "_torch_stream", lambda b, device: 1234)
-    return m, s
+    return host_gpu(m, s.cupy, monkeypatch), s
 
 
 @pytest.fixture
@@ -332,12 +324,7 @@ def test_strided_and_int32_edge_lists_and_cupy_arrays(gpu, monkeypatch):
     want = m.painn_message(*args, src, dst, kernels=False)
     pairs = torch.stack([src, dst], 1)  # (E, 2): columns with stride 2
     _close(m.painn_message(*args, pairs[:, 0], pairs[:, 1].int()), want, 1e-12)
-    cp = fake_cupy.install(monkeypatch)
-    monkeypatch.setattr(cp, "RawModule", s.cupy.RawModule, raising=False)
-    monkeypatch.setattr(cp, "cuda", s.cupy.cuda, raising=False)
-    monkeypatch.setattr(cp, "ascontiguousarray", fake_cupy._function("ascontiguousarray"), raising=False)
-    monkeypatch.setattr(fake_cupy.ndarray, "data", property(lambda a: types.SimpleNamespace(ptr=a.ctypes.data)),
-                        raising=False)
+    cp = cupy_arrays(s, monkeypatch)
     got = m.painn_message(*[cp.asarray(a.numpy()) for a in args], cp.asarray(src.numpy().astype(np.int32)),
                           cp.asarray(dst.numpy()))
     assert all(type(g).__module__ == "cupy" for g in got)
