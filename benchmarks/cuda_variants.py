@@ -128,7 +128,7 @@ def fn_device(x) -> int:
     return x.device.index or 0
 
 
-def _mixing(modules, rows, channels, device, torch, timer, _rel_err):
+def _mixing(modules, rows, channels, device, torch, timer, rel_err):
     """mix_skew (B[n,d] = Σ_c W[c,d] A[n,c], 3x3 blocks, W shared by the batch) per GEMM variant
     and by torch, float32 and float64: rows of {"dtype", "route", "ms" or "error", "err"}."""
     out = []
@@ -155,7 +155,7 @@ def _mixing(modules, rows, channels, device, torch, timer, _rel_err):
                 got = call()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                row["err"] = _rel_err(got, want)
+                row["err"] = rel_err(got, want)
                 if not row["err"] <= tol:
                     raise AssertionError(f"relative error {row['err']:.1e}")
                 row["ms"] = timer.median(call) * 1e3
@@ -171,7 +171,7 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     import torch
 
     sys.path.insert(0, str(HERE))
-    from gpu_bench import _load_module, _rel_err, copy_bandwidth, device_timer
+    from gpu_bench import _load_module, copy_bandwidth, device_timer, rel_err
 
     device = torch.device(device_name)
     timer = device_timer(torch, device)
@@ -188,7 +188,7 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
     out.mkdir(parents=True, exist_ok=True)
     # channel mixing first (the open question: the generated GEMM against cuBLAS), kept at once
     mixing = _mixing({label: ms["tensornet"] for label, ms in loaded.items() if "tensornet" in ms},
-                     rows, channels, device, torch, timer, _rel_err)
+                     rows, channels, device, torch, timer, rel_err)
     (out / "cuda_variants_mixing.json").write_text(json.dumps(mixing, indent=1) + "\n")
     failed |= any("error" in r for r in mixing)
     elementwise = [v for v in manifest["variants"] if v in ELEMENTWISE]
@@ -209,7 +209,7 @@ def run(folder: Path, out: Path, rows: int, channels: int, device_name: str = "c
                 got = launch()
                 if device.type == "cuda":
                     torch.cuda.synchronize()
-                row["err"] = _rel_err(got, getattr(m, name)(*[a.double() for a in args], kernels=False))
+                row["err"] = rel_err(got, getattr(m, name)(*[a.double() for a in args], kernels=False))
                 if not row["err"] <= 1e-5:
                     raise AssertionError(f"relative error {row['err']:.1e}")
                 nbytes = sum(a.numel() * 4 for a in args) + sum(o.numel() * 4 for o in got)

@@ -305,7 +305,9 @@ def _as_tuple(y):
     return tuple(y) if isinstance(y, (tuple, list)) else (y,)
 
 
-def _rel_err(got, ref) -> float:
+def rel_err(got, ref) -> float:
+    """Largest |got - ref| over max(1, max |ref|), over matching tuples of tensors (inf where their
+    counts or shapes differ); gpu_models.py's and cuda_variants.py's too."""
     got, ref = _as_tuple(got), _as_tuple(ref)
     if len(got) != len(ref):
         return math.inf
@@ -313,8 +315,9 @@ def _rel_err(got, ref) -> float:
     for g, r in zip(got, ref):
         if tuple(g.shape) != tuple(r.shape):
             return math.inf
-        scale = max(1.0, float(r.abs().max())) if r.numel() else 1.0
-        worst = max(worst, float((g.double() - r.double()).abs().max()) / scale if r.numel() else 0.0)
+        if r.numel():
+            scale = max(1.0, float(r.detach().abs().max()))
+            worst = max(worst, float((g.detach().double() - r.detach().double()).abs().max()) / scale)
     return worst
 
 
@@ -392,7 +395,7 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
                     args, sizes = _inputs(meta, 37, 5, torch.float64, device, torch, seed=7)
                     got = k.bind(name, meta, args, sizes)()
                     torch.cuda.synchronize()
-                    err = _rel_err(got, getattr(modules[stem], name)(*args, kernels=False))
+                    err = rel_err(got, getattr(modules[stem], name)(*args, kernels=False))
                     return None if err <= 1e-12 else f"MISMATCH at 37 x 5 (relative error {err:.2e})"
                 check(f"kernel {stem}.{name}", raw)
     for stem, m in modules.items():
@@ -410,7 +413,7 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
                     torch.cuda.synchronize()
                     if first and dtype == torch.float64 and rows == 37:
                         first_call[stem] = time.perf_counter() - started
-                    err = _rel_err(got, fn(*args, kernels=False))
+                    err = rel_err(got, fn(*args, kernels=False))
                     if not err <= tol:
                         return f"MISMATCH {str(dtype)[6:]} at {rows} x {chans} (relative error {err:.2e})"
                 return None
@@ -440,7 +443,7 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
         value = torch.compile(loss, fullgraph=True, backend="aot_eager")(M, Y)
         want = loss(M, Y)
         got_g, want_g = torch.autograd.grad(value, (M, Y)), torch.autograd.grad(want, (M, Y))
-        err = max(_rel_err(value.detach(), want.detach()), _rel_err(got_g, want_g))
+        err = max(rel_err(value.detach(), want.detach()), rel_err(got_g, want_g))
         return None if err <= 1e-12 else f"MISMATCH (relative error {err:.2e})"
     check("torch.compile(fullgraph=True) over kernel ops", compiled)
 
@@ -453,7 +456,7 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
         got = m.matmul_o3(*(cupy.asarray(a) for a in args))
         if not isinstance(got, cupy.ndarray):
             return f"returned {type(got).__name__}, not a cupy array"
-        err = _rel_err(torch.as_tensor(got, device=device), m.matmul_o3(*args, kernels=False))
+        err = rel_err(torch.as_tensor(got, device=device), m.matmul_o3(*args, kernels=False))
         return None if err <= 1e-12 else f"MISMATCH (relative error {err:.2e}; {before} kernels loaded before)"
     if device.type == "cuda":
         check("cupy arrays through the kernel path", cupy_arrays)
@@ -593,7 +596,7 @@ def _time_checked(row, key, call, ref, tolerance, timer, torch, device):
         got = call()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        err = _rel_err(got, ref)
+        err = rel_err(got, ref)
         row["err"][key] = err
         if not err <= tolerance:
             row["notes"].append(f"{key}: MISMATCH (relative error {err:.2e} > {tolerance:g}); not timed")

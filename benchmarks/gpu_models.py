@@ -76,6 +76,7 @@ for p in (str(ROOT), str(HERE), str(ROOT / "examples")):
     if p not in sys.path:
         sys.path.insert(0, p)
 sys.path.append(str(CARRY / "site"))  # fallbacks copied by --prepare, after every installed package
+from gpu_bench import rel_err  # noqa: E402
 from gpu_timer import GpuTimer  # noqa: E402
 
 
@@ -101,22 +102,6 @@ def prepare() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # shared helpers of the parts
-
-
-def rel_err(got, ref) -> float:
-    """Largest |got - ref| over max(1, max |ref|), over matching tuples of tensors."""
-    got = tuple(got) if isinstance(got, (tuple, list)) else (got,)
-    ref = tuple(ref) if isinstance(ref, (tuple, list)) else (ref,)
-    if len(got) != len(ref):
-        return math.inf
-    worst = 0.0
-    for g, r in zip(got, ref):
-        if tuple(g.shape) != tuple(r.shape):
-            return math.inf
-        if r.numel():
-            scale = max(1.0, float(r.detach().abs().max()))
-            worst = max(worst, float((g.detach().double() - r.detach().double()).abs().max()) / scale)
-    return worst
 
 
 class Part:
