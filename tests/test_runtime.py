@@ -355,7 +355,9 @@ def test_runtime_size():
     shapes and strides and launched eager torch calls through its own autograd.Function rather than
     the custom op: benchmarks/host_overhead.py measured tp_2e's forward host time 7x lower; 666 and
     821 before a Python number among CUDA tensors was filled on the device, not copied there; 668 and
-    823 before torch autograd's forward kept its channels-last copies for the backward, plan.KeptCopy)."""
+    823 before torch autograd's forward kept its channels-last copies for the backward, plan.KeptCopy;
+    684 and 839 before the arguments after the first were converted like the converted first, not the
+    given one: numpy arrays beside a torch tensor raised torch's TypeError)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -363,4 +365,4 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 684 and sizes["tensornet"] <= 839, sizes
+    assert sizes["dot"] <= 685 and sizes["tensornet"] <= 840, sizes
