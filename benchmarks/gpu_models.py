@@ -497,7 +497,7 @@ def _embed_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
                 except Exception as exc:  # noqa: BLE001
                     part.note(f"embed_vjp float64: {k} failed: {type(exc).__name__}: {exc}")
             continue
-        part.timed(Timer(torch, device, args.repeats * 2), calls, ref, tol, label, want=3)
+        part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2), calls, ref, tol, label, want=3)
 
 
 # ---------------------------------------------------------------------------------------------
