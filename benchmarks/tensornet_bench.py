@@ -11,6 +11,10 @@ static_shapes=False (no padding of the edge list to max_num_neighbors per atom, 
 ghost edges) and its warp neighbour kernel replaced by a brute-force torch one; ours builds its
 list by brute force too (torch.cdist). The contenders alternate inside every repeat (harness.timeit),
 best of the repeats; the first call of each (untimed) is reported apart.
+
+``--fused`` adds a third contender, the same model built with ``fused=True`` (every diagram with a
+fused form runs it: torch.compile of each function and, for the forces, of its VJP); its first
+call, which compiles them all, is reported as the whole model's compile time.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
+    ap.add_argument("--fused", action="store_true", help="also time TensorNet(fused=True) (compiles on its first call)")
     args = ap.parse_args(argv)
 
     t0 = time.perf_counter()
@@ -68,34 +73,53 @@ def main(argv=None) -> int:
     ref = torchmdnet_ref.reference_tensornet(**kw)
     ours = tensornet.TensorNet(**kw)
     ours.load_state_dict(ref.state_dict(), strict=True)
+    fused = None
+    if args.fused:
+        fused = tensornet.TensorNet(**kw, fused=True)
+        fused.load_state_dict(ref.state_dict(), strict=True)
 
     threads = harness.Threads()
     lines = ["# TensorNet forward + forces, CPU float32", ""]
     lines += harness.machine_line(threads, harness.bandwidth())
     lines += ["", f"examples/tensornet.py imports in {import_seconds:.1f} s (compiling its .diag files); "
               "no other compile step (planned code).", "",
-              "| atoms | edges | threads | torchmd-net (ms) | diagc planned (ms) | ratio | first calls (ms) |",
-              "|---:|---:|---:|---:|---:|---:|---|"]
+              "| atoms | edges | threads | torchmd-net (ms) | diagc planned (ms) | ratio |"
+              + (" diagc fused (ms) | ratio |" if fused else "") + " first calls (ms) |",
+              "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if fused else "") + "---|"]
+    compile_seconds = None
     for n in args.atoms:
         z, pos, batch = system(n)
         edges = int(ours.distance(pos, batch)[0].shape[1])
         calls = {"torchmd-net": forward_and_forces(ref, z, pos, batch),
                  "diagc planned": forward_and_forces(ours, z, pos, batch)}
+        if fused is not None:
+            calls["diagc fused"] = forward_and_forces(fused, z, pos, batch)
         x_ref, f_ref = calls["torchmd-net"]()
-        x, f = calls["diagc planned"]()
-        err = max(float((x - x_ref).abs().max()), float((f - f_ref).abs().max() / f_ref.abs().max()))
-        if not err < 1e-3:
-            raise SystemExit(f"the contenders disagree at {n} atoms: {err:.2e}")
+        for name in list(calls)[1:]:
+            t = time.perf_counter()
+            x, f = calls[name]()
+            if name == "diagc fused" and compile_seconds is None:
+                compile_seconds = time.perf_counter() - t
+            err = max(float((x - x_ref).abs().max()), float((f - f_ref).abs().max() / f_ref.abs().max()))
+            if not err < 1e-3:
+                raise SystemExit(f"{name} and torchmd-net disagree at {n} atoms: {err:.2e}")
         for nt in args.threads:
             threads.set(nt)
             warm = {name: harness.seconds(fn) for name, fn in calls.items()}
             best, _ = harness.timeit(calls, warm, args.repeats, target=0.2, earlier=None)
             r, o = best["torchmd-net"], best["diagc planned"]
             first = ", ".join(f"{name} {1e3 * s:.0f}" for name, s in warm.items())
-            lines.append(f"| {n} | {edges} | {nt} | {1e3 * r:.0f} | {1e3 * o:.0f} | {o / r:.2f} | {first} |")
+            cells = f"| {n} | {edges} | {nt} | {1e3 * r:.0f} | {1e3 * o:.0f} | {o / r:.2f} |"
+            if fused is not None:
+                cells += f" {1e3 * best['diagc fused']:.0f} | {best['diagc fused'] / r:.2f} |"
+            lines.append(f"{cells} {first} |")
             print(lines[-1], flush=True)
     lines += ["", "ratio: diagc time / torchmd-net time (below 1: diagc faster); best of "
               f"{args.repeats} alternating repeats; features agree to 1e-3 (float32) before timing."]
+    if compile_seconds is not None:
+        lines += ["", f"TensorNet(fused=True): its first forward + forces (torch.compile of every fused function "
+                  f"and VJP it runs, {args.atoms[0]} atoms) took {compile_seconds:.1f} s in this process; later "
+                  "sizes may compile again (torch's automatic dynamic shapes)."]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

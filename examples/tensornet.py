@@ -162,6 +162,7 @@ def weight(linear):
 # ---------------------------------------------------------------------------------------------------
 
 class TensorEmbedding(nn.Module):
+    fused = False  # run the diagrams' fused=True forms (set by TensorNet)
     def __init__(self, hidden_channels, num_rbf, activation, cutoff_lower, cutoff_upper, max_z, dtype):
         super().__init__()
         self.hidden_channels = hidden_channels
@@ -190,8 +191,9 @@ class TensorEmbedding(nn.Module):
         proj = nn.functional.linear(edge_attr, torch.cat([p.weight for p in projs]), torch.cat([p.bias for p in projs]))
         w0, w1, w2 = (proj * self.cutoff(edge_weight).unsqueeze(-1)).view(-1, 3, C).unbind(1)
         # per-edge basis (1, r, P(2) r r) of the parts i, a, t, each scaled and summed at the receiver
-        i, a, t = GRAPH.embed(zd, zs, w0, w1, w2, edge_unit, LAYER.edge_sph2(edge_unit), edge_index[1], edge_index[0])
-        norm = self.init_norm(LAYER.parts_norm(i, a, t))
+        y = LAYER.edge_sph2(edge_unit, fused=self.fused)
+        i, a, t = GRAPH.embed(zd, zs, w0, w1, w2, edge_unit, y, edge_index[1], edge_index[0])
+        norm = self.init_norm(LAYER.parts_norm(i, a, t, fused=self.fused))
         for linear in self.linears_scalar:
             norm = self.act(linear(norm))
         n0, n1, n2 = norm.reshape(-1, 3, C).unbind(1)
@@ -200,6 +202,7 @@ class TensorEmbedding(nn.Module):
 
 
 class Interaction(nn.Module):
+    fused = False  # run the diagrams' fused=True forms (set by TensorNet)
     def __init__(self, num_rbf, hidden_channels, activation, cutoff_lower, cutoff_upper, group, dtype):
         super().__init__()
         self.hidden_channels = hidden_channels
@@ -218,26 +221,31 @@ class Interaction(nn.Module):
             edge_attr = self.act(linear(edge_attr))
         f0, f1, f2 = (edge_attr * self.cutoff(edge_weight)[:, None]).view(-1, 3, self.hidden_channels).unbind(1)
         W = [weight(lin) for lin in self.linears_tensor]
-        s = 1 / (BASE.tensor_norm(X) + 1)
+        s = 1 / (BASE.tensor_norm(X, fused=self.fused) + 1)
         i, a, t = LAYER.project(X, s, W[0], W[1], W[2])
-        Y = LAYER.compose(i, a, t)
+        Y = LAYER.compose(i, a, t, fused=self.fused)
         # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
-        M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]))
+        M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]),
+                          fused=self.fused)
         if self.equivariance_invariance_group == "O(3)":
-            P = LAYER.matmul_o3_scaled(M, Y, g)
+            P = LAYER.matmul_o3_scaled(M, Y, g, fused=self.fused)
         else:
-            P = SO3.matmul_so3(M, Y)  # 2 Y M
-        s2 = 1 / (BASE.tensor_norm(P) + 1)
-        dX = LAYER.compose(*LAYER.project(P, s2, W[3], W[4], W[5]))
-        return LAYER.residual(X * s[..., None, None], dX, g)
+            P = SO3.matmul_so3(M, Y, fused=self.fused)  # 2 Y M
+        s2 = 1 / (BASE.tensor_norm(P, fused=self.fused) + 1)
+        dX = LAYER.compose(*LAYER.project(P, s2, W[3], W[4], W[5]), fused=self.fused)
+        return LAYER.residual(X * s[..., None, None], dX, g, fused=self.fused)
 
 
 class TensorNet(nn.Module):
-    """torchmd-net's TensorNet representation model (same arguments, parameters and outputs)."""
+    """torchmd-net's TensorNet representation model (same arguments, parameters and outputs).
+
+    One argument of diagc's own, ``fused``: True runs every diagram that has a fused form with
+    ``fused=True`` (on torch: each function and its VJP compiled by torch.compile at its first
+    call; see the README on compile time); False (default) runs the planned code, no compile step."""
 
     def __init__(self, hidden_channels=128, num_layers=2, num_rbf=32, rbf_type="expnorm", trainable_rbf=False,
                  activation="silu", cutoff_lower=0, cutoff_upper=4.5, max_num_neighbors=64, max_z=128,
-                 equivariance_invariance_group="O(3)", static_shapes=True, dtype=torch.float32):
+                 equivariance_invariance_group="O(3)", static_shapes=True, dtype=torch.float32, fused=False):
         super().__init__()
         if rbf_type not in RBF:
             raise ValueError(f'Unknown RBF type "{rbf_type}". Choose from {", ".join(RBF)}.')
@@ -262,6 +270,9 @@ class TensorNet(nn.Module):
         self.out_norm = nn.LayerNorm(3 * hidden_channels, dtype=dtype)
         self.act = act()
         self.distance = Distance(cutoff_lower, cutoff_upper, max_num_neighbors)
+        self.fused = self.tensor_embedding.fused = bool(fused)
+        for layer in self.layers:
+            layer.fused = self.fused
 
     def forward(self, z, pos, batch, box=None, q=None, s=None):
         if box is not None:
@@ -274,7 +285,7 @@ class TensorNet(nn.Module):
         X = self.tensor_embedding(z, edge_index, edge_weight, edge_unit, edge_attr)
         for layer in self.layers:
             X = layer(X, edge_index, edge_weight, edge_attr, g)
-        x = torch.cat(LAYER.part_norms(X), -1)
+        x = torch.cat(LAYER.part_norms(X, fused=self.fused), -1)
         x = self.act(self.linear(self.out_norm(x)))
         return x, None, z, pos, batch
 

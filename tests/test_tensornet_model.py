@@ -79,6 +79,25 @@ def test_features_and_forces_equal_torchmdnet(name):
         assert torch.allclose(f, f_ref, rtol=0, atol=1e-10), float((f - f_ref).abs().max())
 
 
+def test_fused_model_equals_torchmdnet():
+    """TensorNet(fused=True): every diagram with a fused form runs it (torch.compile of each function
+    and of the VJPs the forces take); features and forces still equal torchmd-net's."""
+    ref, planned = pair(5)
+    fused = tensornet.TensorNet(hidden_channels=8, num_layers=2, num_rbf=6, cutoff_upper=3.5,
+                                max_num_neighbors=32, static_shapes=False, dtype=F64, fused=True)
+    fused.load_state_dict(ref.state_dict(), strict=True)
+    assert fused.fused and all(layer.fused for layer in fused.layers) and not planned.layers[0].fused
+    z, pos, batch = molecules(6)
+    w = torch.randn(len(z), 8, dtype=F64)
+    x_ref, f_ref = features_and_forces(ref, z, pos, batch, w)
+    x, f = features_and_forces(fused, z, pos, batch, w)
+    assert torch.allclose(x, x_ref, rtol=0, atol=1e-10), float((x - x_ref).abs().max())
+    assert torch.allclose(f, f_ref, rtol=0, atol=1e-10), float((f - f_ref).abs().max())
+    # the fused forms ran: compose, residual, ... and their VJPs were compiled in this process
+    compiled = {key[1].__name__ for key in tensornet.LAYER._COMPILED if key[0] == "torch"}
+    assert {"_compose_fused", "_residual_fused", "_compose_vjp_fused"} <= compiled, compiled
+
+
 def test_total_charge_enters_as_torchmdnet():
     ref, ours = pair(2)
     z, pos, batch = molecules(3)
