@@ -66,6 +66,41 @@ def test_reuse_of_an_earlier_output_is_recorded():
     assert emit.Ref("I") in [s.value for s in reads]
 
 
+EQUAL_OUTPUTS = """group O3
+diagram twice(x: scalar[c], v: vec[c], u: vec) -> (p: scalar[c], q: scalar[c], r: scalar[c]) {
+    p[c] = x[c] + v[c,k] u[k]
+    q[c] = x[c] + v[c,k] u[k]
+    r[c] = -2 x[c] - 2 v[c,k] u[k]
+}
+"""
+
+
+def test_an_output_equal_to_an_earlier_one_is_a_copy_of_it():
+    """q has p's terms (a derivative's two equal cotangents, TensorNet's embedding d_zd and d_zs):
+    q is a copy of p (one pass where the sum again takes one per term), never p itself; r, p
+    scaled, is p times -2; values, with and without out=, equal the reference evaluator."""
+    p = programs(EQUAL_OUTPUTS)["twice"]
+    assert p.reuses == (emit.Reuse("q", "p", Fraction(1)), emit.Reuse("r", "p", Fraction(-2)))
+    (fresh_q,) = [s for s in p.fresh if s.target == emit.Ref("q")]
+    assert isinstance(fresh_q.value, emit.Call) and fresh_q.value.method == "copy"
+    assert emit.CopyInto(emit.Ref("q"), emit.Ref("p")) in p.into
+    text = compiler.compile_source(EQUAL_OUTPUTS)
+    assert "q = _b.copy(p)" in text and "_b.copyto(q, p)" in text
+    module = compiler.load_source(EQUAL_OUTPUTS, "equal_outputs")
+    (d,) = checked_program(EQUAL_OUTPUTS).diagrams
+    rng = np.random.default_rng(2)
+    args = [rng.normal(size=(3, 4)), rng.normal(size=(3, 4, 3)), rng.normal(size=(3, 3))]
+    arrays = dict(zip(("x", "v", "u"), args))
+    want = [evaluate_sum(eq.terms, arrays, Floats()) for eq in d.equations]
+    got = module.twice(*args)
+    assert got[0] is not got[1]
+    outs = tuple(np.empty((3, 4)) for _ in range(3))
+    module.twice(*args, out=outs)
+    for g, o, w in zip(got, outs, want):
+        np.testing.assert_allclose(g, w, rtol=1e-12)
+        np.testing.assert_allclose(o, w, rtol=1e-12)
+
+
 def test_seeds_and_fresh_buffers_are_recorded():
     ps = programs((ROOT / "diagrams" / "products.diag").read_text())
     cross = ps["cross"]

@@ -532,6 +532,7 @@ class _Context:
     views: frozenset
     eyes: dict  # (var, eye_spec) -> name
     inputs: frozenset
+    outputs: frozenset = frozenset()  # the function's outputs (one read as another's value is copied)
 
 
 def term_value(s: Scaled, ctx: _Context) -> Expr:
@@ -588,8 +589,9 @@ def output_value(o: OutputPlan, ctx: _Context) -> Expr:
         terms.append((1, Mul((value, factor))))
     expr = SignedSum(tuple(terms))
     single = o.terms[0]
-    if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and single.var in ctx.views:
-        expr = Call("copy", (expr,))  # never hand back a view of an input
+    if len(o.terms) == 1 and single.coefficient == 1 and single.eye_spec is None and (
+            single.var in ctx.views or single.var in ctx.outputs):
+        expr = Call("copy", (expr,))  # never hand back a view of an input, nor an output twice
     return expr
 
 
@@ -708,11 +710,15 @@ def direct_seeds(f: FunctionPlan, outputs: list[OutputPlan]) -> dict:
 
 def reuse(o: OutputPlan, earlier: list[OutputPlan]) -> tuple[OutputPlan, Reuse | None]:
     """``o`` written with an earlier output in place of the terms they share up to a factor
-    (TensorNet's S = sym(X) - I reuses I instead of recomputing it)."""
+    (TensorNet's S = sym(X) - I reuses I instead of recomputing it); an output whose terms are all an
+    earlier output's (a derivative's two cotangents equal, the embedding's d_zd and d_zs) is that
+    output scaled, or a copy of it: one pass where the sum again would take one per term."""
     terms = {(s.var, s.eye_spec): s.coefficient for s in o.terms}
     for prev in earlier:
-        if not prev.terms or len(prev.terms) >= len(o.terms) or any(s.var is None for s in prev.terms):
+        if not prev.terms or len(prev.terms) > len(o.terms) or any(s.var is None for s in prev.terms):
             continue
+        if len(prev.terms) == len(o.terms) == 1:
+            continue  # one term alone is already one pass
         keys = [(s.var, s.eye_spec) for s in prev.terms]
         if not all(k in terms for k in keys):
             continue
@@ -765,7 +771,7 @@ def lower_function(f: FunctionPlan, unbatched: bool = True) -> FunctionProgram:
             eyes[(var, spec)] = name = f"_e{len(eyes)}"
             shared.append(SharedEye(name, var, spec))
             before.append(Assign(Ref(name), times_eye(var, spec)))
-    ctx = _Context(views, eyes, inputs)
+    ctx = _Context(views, eyes, inputs, frozenset(o.name for o in outputs))
     fresh = []
     for c in f.contractions:
         if c.var in seeds:

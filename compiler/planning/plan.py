@@ -393,12 +393,14 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
 
 @dataclass(frozen=True)
 class Factored:
-    """Terms of one output that share a linear factor ``node``: coefficient × node · Σ rests, where
-    each rest is a term without that node (its coefficient kept), all with the open labels
-    ``labels`` (the node's labels they carry, then the output's)."""
+    """Terms of one output that share a linear factor: coefficient × nodes · Σ rests, where each
+    rest is a term without those nodes (its coefficient kept), all with the open labels ``labels``
+    (the nodes' labels they carry, then the output's). ``nodes`` is one input node the terms share
+    (``W C - W Cᵀ``), or every node but one when the terms differ in one input alone (``d u x +
+    d u y``: the rests are the inputs x, y, summed once before the shared product)."""
 
     coefficient: Fraction
-    node: Node
+    nodes: tuple[Node, ...]
     rests: tuple[TensorNetwork, ...]
     labels: tuple[str, ...]
     output: tuple[str, ...]
@@ -407,9 +409,10 @@ class Factored:
     combination_cost: int
 
     def network(self, var: str) -> TensorNetwork:
-        """node · var, var the planned sum of the rests."""
-        summed = Node("input", var, self.node.type, self.labels)
-        return TensorNetwork(Fraction(1), (self.node, summed), self.output, self.kinds, self.pos)
+        """nodes · var, var the planned sum of the rests."""
+        summed = Node("input", var, self.rests[0].nodes[0].type if len(self.nodes) > 1 else self.nodes[0].type,
+                      self.labels)
+        return TensorNetwork(Fraction(1), self.nodes + (summed,), self.output, self.kinds, self.pos)
 
 
 def _combination_spec(f: Factored) -> str:
@@ -502,6 +505,9 @@ def factor_linear(terms, elsewhere=frozenset()) -> list:
             group = _factor_group(terms, members)
             if group is not None and (best is None or group[2] > best[2]):
                 best = group
+        for group in _complement_groups(terms, elsewhere):
+            if best is None or group[2] > best[2]:
+                best = group
         if best is None:
             break
         factored, used, _ = best
@@ -553,7 +559,7 @@ def _factor_group(terms, members):
         [i for x in rest for i in x.indices] + list(labels))), ref_term.pos) for c, rest in rests)
     size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in labels]))
     combination_cost = size * (len(nets) - 1)
-    factored = Factored(common, ref_node, nets, labels, ref_term.output,
+    factored = Factored(common, (ref_node,), nets, labels, ref_term.output,
                         tuple((i, k) for i, k in all_kinds), ref_term.pos, combination_cost)
     # as written: each term contracted, then the terms summed into the output
     out_size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in ref_term.output]))
@@ -564,6 +570,69 @@ def _factor_group(terms, members):
     if after >= before:
         return None
     return factored, used, before - after
+
+
+def _canonical_labels(term: TensorNetwork, skip: int) -> dict:
+    """The term's labels numbered by first appearance over its nodes in order, node ``skip`` last
+    (the output's labels keep their names): equal numbering, equal network up to that node."""
+    names: dict = {i: i for i in term.output}
+    order = [n for k, n in enumerate(term.nodes) if k != skip] + [term.nodes[skip]]
+    for node in order:
+        for i in node.indices:
+            if i not in names:
+                names[i] = ("summed", len(names))
+    return names
+
+
+def _complement_groups(terms, elsewhere=frozenset()) -> list:
+    """(Factored, indices of its terms, multiply-adds saved) for each set of terms that differ in one
+    input node alone, at the same place and labels (``d[c,k] u[k] x[c] + d[c,k] u[k] y[c]``): the
+    other nodes times the sum of those inputs (``(d u)[c] (x + y)[c]``: one product with the
+    inputs' sum where the terms make one each and a sum), when the multiply-adds drop. The nodes
+    must come in one order in every term (terms written alike; otherwise nothing is found)."""
+    groups: dict = {}
+    for k, term in enumerate(terms):
+        if len(term.nodes) < 2 or any(n.kind == "delta" for n in term.nodes) or term.shape_key() in elsewhere:
+            continue
+        for j, node in enumerate(term.nodes):
+            if node.kind != "input" or len(set(node.indices)) != len(node.indices):
+                continue
+            names = _canonical_labels(term, j)
+            common = tuple((n.kind, n.name, str(n.type), tuple(names[i] for i in n.indices))
+                           for m, n in enumerate(term.nodes) if m != j)
+            key = (j, common, str(node.type), tuple(names[i] for i in node.indices), term.output)
+            groups.setdefault(key, []).append((k, names))
+    found = []
+    for key, members in groups.items():
+        if len(members) < 2 or len({terms[k].nodes[key[0]].name for k, _ in members}) < len(members):
+            continue
+        j = key[0]
+        ref, ref_names = terms[members[0][0]], members[0][1]
+        back = {v: i for i, v in ref_names.items()}
+        kinds = dict(ref.kinds)
+        labels = ref.nodes[j].indices
+        rests = []
+        for k, names in members:
+            node = terms[k].nodes[j]
+            renamed = replace(node, indices=tuple(back[names[i]] for i in node.indices))
+            rests.append((terms[k].coefficient, renamed))
+        common_coefficient = min(abs(c) for c, _ in rests)
+        label_kinds = tuple((i, kinds[i]) for i in labels)
+        nets = tuple(TensorNetwork(c / common_coefficient, (node,), labels, label_kinds, ref.pos) for c, node in rests)
+        shared = tuple(n for m, n in enumerate(ref.nodes) if m != j)
+        size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in labels]))
+        combination_cost = size * (len(nets) - 1)
+        factored = Factored(common_coefficient, shared, nets, labels, ref.output, tuple(kinds.items()), ref.pos,
+                            combination_cost)
+        used = [k for k, _ in members]
+        out_size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in ref.output]))
+        before = sum(_network_cost(terms[k]) for k in used) + out_size * (len(used) - 1)
+        after = combination_cost + _network_cost(
+            TensorNetwork(Fraction(1), shared + (Node("input", "_r", ref.nodes[j].type, labels),), ref.output,
+                          tuple(kinds.items()), ref.pos))
+        if after < before:
+            found.append((factored, used, before - after))
+    return found
 
 
 def _reference_size(kind) -> int:
