@@ -276,3 +276,31 @@ def test_terms_that_differ_in_one_input_are_one_product_with_the_inputs_sum():
     args = [random_input(t.type, rng, (5,), {"c": 4}) for t in d.inputs]
     for got, want in zip(module.pair_grad(*args), _naive(d, args)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+MIXED_EPS = """group SO3
+diagram mixed_cross(W: weight[c,d], s: scalar[c], a: vec[d], X: cart2[c]) -> (A: cart2[c], r: scalar[c]) {
+    A[c,i,j] = eps[i,j,k] W[c,d] s[c] a[d,k]
+    r[c] = eps[k,i,j] X[c,i,j] W[c,d] a[d,k]
+}
+"""
+
+
+def test_eps_is_not_unrolled_over_a_channel_mixing():
+    """eps times arrays that contract among themselves (W[c,d] a[d,k]: a channel mixing) is not
+    written as eps's six signed cells, each repeating the mixing over a slice of a: the mixing is
+    one matmul (shared by both outputs), then eps; every value equals the unplanned evaluation."""
+    from compiler.planning.plan import Unrolled
+
+    (d,) = checked_program(MIXED_EPS).diagrams
+    plan = plan_diagram(d)
+    assert not any(isinstance(c, Unrolled) for c in plan.contractions)
+    mixings = [c for c in plan.contractions if "W" in c.operands]
+    assert len(mixings) == 1
+    module = compiler.load_source(MIXED_EPS, "mixed_eps")
+    rng = np.random.default_rng(4)
+    from compiler.testing import random_input
+
+    args = [random_input(t.type, rng, (5,), {"c": 4, "d": 3}) for t in d.inputs]
+    for got, want in zip(module.mixed_cross(*args), _naive(d, args)):
+        np.testing.assert_allclose(got, np.broadcast_to(want, np.shape(got)), rtol=1e-12, atol=1e-12)

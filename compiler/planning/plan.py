@@ -1096,7 +1096,8 @@ def _unrolled(var, spec, operands, sizes, tables):
     """The cost model's unrolled choice for a contraction of one constant with input operands: the
     constant written as its nonzero entries, each a product of operands sliced at fixed components.
     For eps (six signed terms, the cross-product form) it beats a dense 3x3x3 contraction several
-    times over; for a folded table (cg, P) of at most three arrays whose every summed leg touches the
+    times over, unless its arrays contract among themselves (``W[c,d] a[d,k]``, a channel mixing, which
+    each cell would repeat on a slice: contracted once, then eps as a table); for a folded table (cg, P) of at most three arrays whose every summed leg touches the
     table, it is chosen when the dense form would multiply two or more arrays (an outer-product
     temporary) or when at most a quarter of the table is nonzero.
     None when it does not apply."""
@@ -1108,6 +1109,9 @@ def _unrolled(var, spec, operands, sizes, tables):
     e = constants[0]
     if operands[e] == "eps":
         table = EPS.astype(int)
+        array_letters = [ch for k, sp in enumerate(specs) if k != e for ch in sp.replace("...", "")]
+        if any(ch not in specs[e] and ch not in out for ch in array_letters):
+            return None  # the arrays contract among themselves (a channel mixing): once, not per cell
     else:
         table = np.array(tables[operands[e]], dtype=object)
         n_arrays = len(operands) - 1

@@ -4606,14 +4606,13 @@ def _compose_mixed_planned(i, a, t, W0, W1, W2, n0, n1, n2, *, out=None, fused=F
     if (_len(_sh0) == 1 or _len(_sh1) == 2 or _len(_sh2) == 2 or _len(_sh3) == 2 or _len(_sh4) == 2 or _len(_sh5) == 2 or _len(_sh6) == 1 or _len(_sh7) == 1 or _len(_sh8) == 1) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(compose_mixed, _b, (i, a, t, W0, W1, W2, n0, n1, n2), (1, 2, 2, 2, 2, 2, 1, 1, 1), out, fused)
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t0 = _t0_0 * n0
-    _t1_0 = _b.einsum("...a,...da,...d->...a", n1, W1, a[..., :, 2])
-    _t1_1 = _b.einsum("...a,...da,...d->...a", n1, W1, a[..., :, 1])
-    _t1_2 = _b.einsum("...a,...da,...d->...a", n1, W1, a[..., :, 0])
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_z, _t1_0, -_t1_1, -_t1_0, _t1_z, _t1_2, _t1_1, -_t1_2, _t1_z), -1), (3, 3))
+    _t1_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t1_1 = _t1_0 * n1[..., None, :]
+    _t1 = _b.einsum_blas("...ea,bce->...abc", _t1_1, _eps)
     _t2_0 = _b.matmul_flat(_b.swap(t), W2, 1)
     _t2_1 = _t2_0 * n2[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
@@ -4727,7 +4726,9 @@ def _compose_mixed_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *, out=None
     _t0 = _b.einsum("...abb->...a", d_X)
     _t1_0 = W0 * n0[..., None, :]
     _t1 = _b.einsum_blas("...ab,...b->...a", _t1_0, _t0)
-    _t2 = _b.stack((-_b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 1, 2]) + _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 2, 1]), _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 0, 2]) - _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 2, 0]), -_b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 0, 1]) + _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 1, 0])), -1)
+    _t2_0 = _b.einsum_blas("...cde,deb->...cb", d_X, _eps)
+    _t2_1 = _t2_0 * n1[..., :, None]
+    _t2 = _b.matmul_flat(W1, _t2_1, 1)
     _t3_0 = _b.einsum_blas("...ecd,bcd->...eb", d_X, _c_760bb7b8eb81)
     _t3_1 = _t3_0 * n2[..., :, None]
     _t3 = _b.matmul_flat(W2, _t3_1, 1)
@@ -4737,29 +4738,30 @@ def _compose_mixed_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *, out=None
     _t6 = 0.7071067811865476 * n2[..., None, :] * t[..., :, 0][..., :, None] * d_X[..., :, 0, 2][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 0][..., :, None] * d_X[..., :, 2, 0][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 1][..., :, None] * d_X[..., :, 0, 1][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 1][..., :, None] * d_X[..., :, 1, 0][..., None, :] - 0.408248290463863 * n2[..., None, :] * t[..., :, 2][..., :, None] * d_X[..., :, 0, 0][..., None, :] + 0.816496580927726 * n2[..., None, :] * t[..., :, 2][..., :, None] * d_X[..., :, 1, 1][..., None, :] - 0.408248290463863 * n2[..., None, :] * t[..., :, 2][..., :, None] * d_X[..., :, 2, 2][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 3][..., :, None] * d_X[..., :, 1, 2][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 3][..., :, None] * d_X[..., :, 2, 1][..., None, :] - 0.7071067811865476 * n2[..., None, :] * t[..., :, 4][..., :, None] * d_X[..., :, 0, 0][..., None, :] + 0.7071067811865476 * n2[..., None, :] * t[..., :, 4][..., :, None] * d_X[..., :, 2, 2][..., None, :]
     _t7_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t7 = _t7_0 * _t0
-    _t8 = -_b.einsum("...ba,...b,...a->...a", W1, a[..., :, 2], d_X[..., :, 0, 1]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 1], d_X[..., :, 0, 2]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 2], d_X[..., :, 1, 0]) - _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 0], d_X[..., :, 1, 2]) - _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 1], d_X[..., :, 2, 0]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 0], d_X[..., :, 2, 1])
+    _t8_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t8 = _b.einsum("...ae,...ea->...a", _t2_0, _t8_0)
     _t9_1 = _b.matmul_flat(_b.swap(t), W2, 1)
     _t9 = _b.einsum("...ba,...ab->...a", _t9_1, _t3_0)
     if out is None:
         d_i = _t1
-        d_a = _t2
+        d_a = -_t2
         d_t = _t3
         d_W0 = _t4
         d_W1 = _t5
         d_W2 = _t6
         d_n0 = _t7
-        d_n1 = _t8
+        d_n1 = -_t8
         d_n2 = _t9
         return (d_i, d_a, d_t, d_W0, d_W1, d_W2, d_n0, d_n1, d_n2)
     d_i, d_a, d_t, d_W0, d_W1, d_W2, d_n0, d_n1, d_n2 = _b.outs(out, (_b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], 3), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], 5), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], W0.shape[-1]), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], W0.shape[-1]), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], W0.shape[-1]), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],)), (i, a, t, W0, W1, W2, n0, n1, n2, d_X))
     _b.copyto(d_i, _t1)
-    _b.copyto(d_a, _t2)
+    _b.multiply(_t2, (-1), d_a)
     _b.copyto(d_t, _t3)
     _b.copyto(d_W0, _t4)
     _b.copyto(d_W1, _t5)
     _b.copyto(d_W2, _t6)
     _b.copyto(d_n0, _t7)
-    _b.copyto(d_n1, _t8)
+    _b.multiply(_t8, (-1), d_n1)
     _b.copyto(d_n2, _t9)
     return (d_i, d_a, d_t, d_W0, d_W1, d_W2, d_n0, d_n1, d_n2)
 
@@ -4878,32 +4880,36 @@ def _compose_mixed_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *
             or (_n9 and (_n9 != _n0 or (_sh9[0] != _sh0[0] if _n0 == 1 else _sh9[:_n0] != _sh0[:_n0])))):
         _check_shapes((("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("n0", ("d",), ()), ("n1", ("d",), ()), ("n2", ("d",), ()), ("d_X", ("d",), (3, 3)),), (i, a, t, W0, W1, W2, n0, n1, n2, d_X))
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _t0 = _b.einsum("...abb->...a", d_X)
     _t1_0 = W0 * n0[..., None, :]
     _t1 = _b.einsum_blas("...ab,...b->...a", _t1_0, _t0)
-    _t2 = _b.stack((-_b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 1, 2]) + _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 2, 1]), _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 0, 2]) - _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 2, 0]), -_b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 0, 1]) + _b.einsum("...c,...ac,...c->...a", n1, W1, d_X[..., :, 1, 0])), -1)
+    _t2_0 = _b.einsum_blas("...cde,deb->...cb", d_X, _eps)
+    _t2_1 = _t2_0 * n1[..., :, None]
+    _t2 = _b.matmul_flat(W1, _t2_1, 1)
     _t3_0 = _b.einsum_blas("...ecd,bcd->...eb", d_X, _c_760bb7b8eb81)
     _t3_1 = _t3_0 * n2[..., :, None]
     _t3 = _b.matmul_flat(W2, _t3_1, 1)
     _t4_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t4 = _t4_0 * _t0
-    _t5 = -_b.einsum("...ba,...b,...a->...a", W1, a[..., :, 2], d_X[..., :, 0, 1]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 1], d_X[..., :, 0, 2]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 2], d_X[..., :, 1, 0]) - _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 0], d_X[..., :, 1, 2]) - _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 1], d_X[..., :, 2, 0]) + _b.einsum("...ba,...b,...a->...a", W1, a[..., :, 0], d_X[..., :, 2, 1])
+    _t5_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t5 = _b.einsum("...ae,...ea->...a", _t2_0, _t5_0)
     _t6_1 = _b.matmul_flat(_b.swap(t), W2, 1)
     _t6 = _b.einsum("...ba,...ab->...a", _t6_1, _t3_0)
     if out is None:
         d_i = _t1
-        d_a = _t2
+        d_a = -_t2
         d_t = _t3
         d_n0 = _t4
-        d_n1 = _t5
+        d_n1 = -_t5
         d_n2 = _t6
         return (d_i, d_a, d_t, d_n0, d_n1, d_n2)
     d_i, d_a, d_t, d_n0, d_n1, d_n2 = _b.outs(out, (_b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], 3), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (i.shape[-1], 5), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],), _b.batch(i.shape[:-1], a.shape[:-2], t.shape[:-2], W0.shape[:-2], W1.shape[:-2], W2.shape[:-2], n0.shape[:-1], n1.shape[:-1], n2.shape[:-1], d_X.shape[:-3]) + (W0.shape[-1],)), (i, a, t, W0, W1, W2, n0, n1, n2, d_X))
     _b.copyto(d_i, _t1)
-    _b.copyto(d_a, _t2)
+    _b.multiply(_t2, (-1), d_a)
     _b.copyto(d_t, _t3)
     _b.copyto(d_n0, _t4)
-    _b.copyto(d_n1, _t5)
+    _b.multiply(_t5, (-1), d_n1)
     _b.copyto(d_n2, _t6)
     return (d_i, d_a, d_t, d_n0, d_n1, d_n2)
 
@@ -5125,8 +5131,11 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t1 = _b.einsum_blas("...ab,...b->...a", _t1_0, _t0)
     _t2_0 = d_d_n0 * _t0
     _t2 = _b.einsum_blas("...b,...ab->...a", _t2_0, W0)
-    _t3 = _b.stack((_b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 1, 2], d_d_W1) - _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 2, 1], d_d_W1), -_b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 0, 2], d_d_W1) + _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 2, 0], d_d_W1), _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 0, 1], d_d_W1) - _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 1, 0], d_d_W1)), -1)
-    _t4 = _b.stack((_b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 1, 2], d_d_n1) - _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 2, 1], d_d_n1), -_b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 0, 2], d_d_n1) + _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 2, 0], d_d_n1), _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 0, 1], d_d_n1) - _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 1, 0], d_d_n1)), -1)
+    _t3_0 = _b.einsum_blas("...cde,deb->...cb", d_X, _eps)
+    _t3_1 = _t3_0 * n1[..., :, None]
+    _t3 = _b.matmul_flat(d_d_W1, _t3_1, 1)
+    _t4_1 = _t3_0 * d_d_n1[..., :, None]
+    _t4 = _b.matmul_flat(W1, _t4_1, 1)
     _t5_0 = _b.einsum_blas("...ecd,bcd->...eb", d_X, _c_760bb7b8eb81)
     _t5_1 = _t5_0 * n2[..., :, None]
     _t5 = _b.matmul_flat(d_d_W2, _t5_1, 1)
@@ -5143,8 +5152,10 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t13 = _t13_0 * _t0
     _t14_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t14 = _t14_0 * _t0
-    _t15 = _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 0, 1], d_d_a[..., :, 2]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 0, 2], d_d_a[..., :, 1]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 1, 0], d_d_a[..., :, 2]) + _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 1, 2], d_d_a[..., :, 0]) + _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 2, 0], d_d_a[..., :, 1]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 2, 1], d_d_a[..., :, 0])
-    _t16 = _b.einsum("...e,...a,...ea->...a", a[..., :, 2], d_X[..., :, 0, 1], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 1], d_X[..., :, 0, 2], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 2], d_X[..., :, 1, 0], d_d_W1) + _b.einsum("...e,...a,...ea->...a", a[..., :, 0], d_X[..., :, 1, 2], d_d_W1) + _b.einsum("...e,...a,...ea->...a", a[..., :, 1], d_X[..., :, 2, 0], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 0], d_X[..., :, 2, 1], d_d_W1)
+    _t15_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
+    _t15 = _b.einsum("...ae,...ea->...a", _t3_0, _t15_0)
+    _t16_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
+    _t16 = _b.einsum("...ad,...ad->...a", _t16_1, _t3_0)
     _t17_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
     _t17 = _b.einsum("...ba,...ab->...a", _t17_1, _t5_0)
     _t18_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
@@ -5154,24 +5165,16 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t21 = _t19 + _t20
     _t22 = n2[..., :, None, None] * _t21
     _t23 = _t13_0 * n0
-    _t24_0 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 2])
-    _t24_1 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 1])
-    _t24_2 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 0])
-    _t24_z = _b.zeros_like(_t24_0)
-    _t24 = _b.unflatten(_b.stack((_t24_z, _t24_0, -_t24_1, -_t24_0, _t24_z, _t24_2, _t24_1, -_t24_2, _t24_z), -1), (3, 3))
+    _t24_1 = _t15_0 * n1[..., None, :]
+    _t24 = _b.einsum_blas("...ea,bce->...abc", _t24_1, _eps)
     _t25 = _t14_0 * n0
-    _t26_0 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 2], d_d_W1)
-    _t26_1 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 1], d_d_W1)
-    _t26_2 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 0], d_d_W1)
-    _t26_z = _b.zeros_like(_t26_0)
-    _t26 = _b.unflatten(_b.stack((_t26_z, _t26_0, -_t26_1, -_t26_0, _t26_z, _t26_2, _t26_1, -_t26_2, _t26_z), -1), (3, 3))
+    _t26_1 = _t16_1 * n1[..., :, None]
+    _t26 = _b.einsum_blas("...ad,bcd->...abc", _t26_1, _eps)
     _t27_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t27 = _t27_0 * d_d_n0
-    _t28_0 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 2], d_d_n1)
-    _t28_1 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 1], d_d_n1)
-    _t28_2 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 0], d_d_n1)
-    _t28_z = _b.zeros_like(_t28_0)
-    _t28 = _b.unflatten(_b.stack((_t28_z, _t28_0, -_t28_1, -_t28_0, _t28_z, _t28_2, _t28_1, -_t28_2, _t28_z), -1), (3, 3))
+    _t28_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t28_1 = _t28_0 * d_d_n1[..., None, :]
+    _t28 = _b.einsum_blas("...ea,bce->...abc", _t28_1, _eps)
     _t29_0 = _b.matmul_flat(_b.swap(t), W2, 1)
     _t29_1 = _t29_0 * d_d_n2[..., None, :]
     _t29 = _b.einsum_blas("...da,dbc->...abc", _t29_1, _c_760bb7b8eb81)
@@ -5395,14 +5398,18 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
             or (_n18 and (_n18 != _n0 or (_sh18[0] != _sh0[0] if _n0 == 1 else _sh18[:_n0] != _sh0[:_n0])))):
         _check_shapes((("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("n0", ("d",), ()), ("n1", ("d",), ()), ("n2", ("d",), ()), ("d_X", ("d",), (3, 3)), ("d_d_i", ("c",), ()), ("d_d_a", ("c",), (3,)), ("d_d_t", ("c",), (5,)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ()), ("d_d_n0", ("d",), ()), ("d_d_n1", ("d",), ()), ("d_d_n2", ("d",), ()),), (i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, d_d_a, d_d_t, d_d_W0, d_d_W1, d_d_W2, d_d_n0, d_d_n1, d_d_n2))
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _eye = _b.const("eye", _like)
     _t0 = _b.einsum("...abb->...a", d_X)
     _t1_0 = d_d_W0 * n0[..., None, :]
     _t1 = _b.einsum_blas("...ab,...b->...a", _t1_0, _t0)
     _t2_0 = d_d_n0 * _t0
     _t2 = _b.einsum_blas("...b,...ab->...a", _t2_0, W0)
-    _t3 = _b.stack((_b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 1, 2], d_d_W1) - _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 2, 1], d_d_W1), -_b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 0, 2], d_d_W1) + _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 2, 0], d_d_W1), _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 0, 1], d_d_W1) - _b.einsum("...c,...c,...ac->...a", n1, d_X[..., :, 1, 0], d_d_W1)), -1)
-    _t4 = _b.stack((_b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 1, 2], d_d_n1) - _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 2, 1], d_d_n1), -_b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 0, 2], d_d_n1) + _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 2, 0], d_d_n1), _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 0, 1], d_d_n1) - _b.einsum("...ac,...c,...c->...a", W1, d_X[..., :, 1, 0], d_d_n1)), -1)
+    _t3_0 = _b.einsum_blas("...cde,deb->...cb", d_X, _eps)
+    _t3_1 = _t3_0 * n1[..., :, None]
+    _t3 = _b.matmul_flat(d_d_W1, _t3_1, 1)
+    _t4_1 = _t3_0 * d_d_n1[..., :, None]
+    _t4 = _b.matmul_flat(W1, _t4_1, 1)
     _t5_0 = _b.einsum_blas("...ecd,bcd->...eb", d_X, _c_760bb7b8eb81)
     _t5_1 = _t5_0 * n2[..., :, None]
     _t5 = _b.matmul_flat(d_d_W2, _t5_1, 1)
@@ -5412,8 +5419,10 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
     _t7 = _t7_0 * _t0
     _t8_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t8 = _t8_0 * _t0
-    _t9 = _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 0, 1], d_d_a[..., :, 2]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 0, 2], d_d_a[..., :, 1]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 1, 0], d_d_a[..., :, 2]) + _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 1, 2], d_d_a[..., :, 0]) + _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 2, 0], d_d_a[..., :, 1]) - _b.einsum("...ba,...a,...b->...a", W1, d_X[..., :, 2, 1], d_d_a[..., :, 0])
-    _t10 = _b.einsum("...e,...a,...ea->...a", a[..., :, 2], d_X[..., :, 0, 1], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 1], d_X[..., :, 0, 2], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 2], d_X[..., :, 1, 0], d_d_W1) + _b.einsum("...e,...a,...ea->...a", a[..., :, 0], d_X[..., :, 1, 2], d_d_W1) + _b.einsum("...e,...a,...ea->...a", a[..., :, 1], d_X[..., :, 2, 0], d_d_W1) - _b.einsum("...e,...a,...ea->...a", a[..., :, 0], d_X[..., :, 2, 1], d_d_W1)
+    _t9_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
+    _t9 = _b.einsum("...ae,...ea->...a", _t3_0, _t9_0)
+    _t10_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
+    _t10 = _b.einsum("...ad,...ad->...a", _t10_1, _t3_0)
     _t11_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
     _t11 = _b.einsum("...ba,...ab->...a", _t11_1, _t5_0)
     _t12_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
@@ -5423,24 +5432,16 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
     _t15 = _t13 + _t14
     _t16 = n2[..., :, None, None] * _t15
     _t17 = _t7_0 * n0
-    _t18_0 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 2])
-    _t18_1 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 1])
-    _t18_2 = _b.einsum("...a,...da,...d->...a", n1, W1, d_d_a[..., :, 0])
-    _t18_z = _b.zeros_like(_t18_0)
-    _t18 = _b.unflatten(_b.stack((_t18_z, _t18_0, -_t18_1, -_t18_0, _t18_z, _t18_2, _t18_1, -_t18_2, _t18_z), -1), (3, 3))
+    _t18_1 = _t9_0 * n1[..., None, :]
+    _t18 = _b.einsum_blas("...ea,bce->...abc", _t18_1, _eps)
     _t19 = _t8_0 * n0
-    _t20_0 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 2], d_d_W1)
-    _t20_1 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 1], d_d_W1)
-    _t20_2 = _b.einsum("...a,...e,...ea->...a", n1, a[..., :, 0], d_d_W1)
-    _t20_z = _b.zeros_like(_t20_0)
-    _t20 = _b.unflatten(_b.stack((_t20_z, _t20_0, -_t20_1, -_t20_0, _t20_z, _t20_2, _t20_1, -_t20_2, _t20_z), -1), (3, 3))
+    _t20_1 = _t10_1 * n1[..., :, None]
+    _t20 = _b.einsum_blas("...ad,bcd->...abc", _t20_1, _eps)
     _t21_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t21 = _t21_0 * d_d_n0
-    _t22_0 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 2], d_d_n1)
-    _t22_1 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 1], d_d_n1)
-    _t22_2 = _b.einsum("...da,...d,...a->...a", W1, a[..., :, 0], d_d_n1)
-    _t22_z = _b.zeros_like(_t22_0)
-    _t22 = _b.unflatten(_b.stack((_t22_z, _t22_0, -_t22_1, -_t22_0, _t22_z, _t22_2, _t22_1, -_t22_2, _t22_z), -1), (3, 3))
+    _t22_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t22_1 = _t22_0 * d_d_n1[..., None, :]
+    _t22 = _b.einsum_blas("...ea,bce->...abc", _t22_1, _eps)
     _t23_0 = _b.matmul_flat(_b.swap(t), W2, 1)
     _t23_1 = _t23_0 * d_d_n2[..., None, :]
     _t23 = _b.einsum_blas("...da,dbc->...abc", _t23_1, _c_760bb7b8eb81)
@@ -5655,10 +5656,13 @@ def _project_planned(X, s, W0, W1, W2, *, out=None, fused=False):
     if (_len(_sh0) == 3 or _len(_sh1) == 1 or _len(_sh2) == 2 or _len(_sh3) == 2 or _len(_sh4) == 2) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(project, _b, (X, s, W0, W1, W2), (3, 1, 2, 2, 2), out, fused)
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _t0 = _b.einsum("...abb->...a", X)
     _t1_0 = _t0 * s
     _t1 = _b.einsum_blas("...b,...ba->...a", _t1_0, W0)
-    _t2 = _b.stack((_b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 1, 2]) - _b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 2, 1]), -_b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 0, 2]) + _b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 2, 0]), _b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 0, 1]) - _b.einsum("...ca,...c,...c->...a", W1, s, X[..., :, 1, 0])), -1)
+    _t2_0 = _b.einsum_blas("...cde,bde->...cb", X, _eps)
+    _t2_1 = _t2_0 * s[..., :, None]
+    _t2 = _b.matmul_flat(_b.swap(W1), _t2_1, 1)
     _t3_0 = _b.einsum_blas("...ecd,bcd->...eb", X, _c_760bb7b8eb81)
     _t3_1 = _t3_0 * s[..., :, None]
     _t3 = _b.matmul_flat(_b.swap(W2), _t3_1, 1)
@@ -5764,17 +5768,16 @@ def _project_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None, fused=Fal
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * s
-    _t1_0 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 2])
-    _t1_1 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 1])
-    _t1_2 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 0])
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_z, _t1_0, -_t1_1, -_t1_0, _t1_z, _t1_2, _t1_1, -_t1_2, _t1_z), -1), (3, 3))
+    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_1 = _t1_0 * s[..., None, :]
+    _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
     _t2_0 = _b.swap(d_t) @ _b.swap(W2)
     _t2_1 = _t2_0 * s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3 = _b.einsum("...abb->...a", X)
     _t4 = _t0_0 * _t3
-    _t5 = _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 1, 2], d_a[..., :, 0]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 2, 1], d_a[..., :, 0]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 0, 2], d_a[..., :, 1]) + _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 2, 0], d_a[..., :, 1]) + _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 0, 1], d_a[..., :, 2]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 1, 0], d_a[..., :, 2])
+    _t5_1 = _b.einsum_blas("...ade,cde->...ac", X, _eps)
+    _t5 = _b.einsum("...ac,...ca->...a", _t5_1, _t1_0)
     _t6_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
     _t6 = _b.einsum("...ba,...ab->...a", _t2_0, _t6_0)
     _t7_0 = _t3 * s
@@ -5895,20 +5898,20 @@ def _project_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None,
             or (_n7 and (_n7 != _n0 or (_sh7[0] != _sh0[0] if _n0 == 1 else _sh7[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("s", ("c",), ()), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_i", ("d",), ()), ("d_a", ("d",), (3,)), ("d_t", ("d",), (5,)),), (X, s, W0, W1, W2, d_i, d_a, d_t))
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * s
-    _t1_0 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 2])
-    _t1_1 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 1])
-    _t1_2 = _b.einsum("...ad,...a,...d->...a", W1, s, d_a[..., :, 0])
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_z, _t1_0, -_t1_1, -_t1_0, _t1_z, _t1_2, _t1_1, -_t1_2, _t1_z), -1), (3, 3))
+    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_1 = _t1_0 * s[..., None, :]
+    _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
     _t2_0 = _b.swap(d_t) @ _b.swap(W2)
     _t2_1 = _t2_0 * s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3 = _b.einsum("...abb->...a", X)
     _t4 = _t0_0 * _t3
-    _t5 = _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 1, 2], d_a[..., :, 0]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 2, 1], d_a[..., :, 0]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 0, 2], d_a[..., :, 1]) + _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 2, 0], d_a[..., :, 1]) + _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 0, 1], d_a[..., :, 2]) - _b.einsum("...ab,...a,...b->...a", W1, X[..., :, 1, 0], d_a[..., :, 2])
+    _t5_1 = _b.einsum_blas("...ade,cde->...ac", X, _eps)
+    _t5 = _b.einsum("...ac,...ca->...a", _t5_1, _t1_0)
     _t6_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
     _t6 = _b.einsum("...ba,...ab->...a", _t2_0, _t6_0)
     if out is None:
@@ -6095,32 +6098,30 @@ def _project_vjp_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * d_d_s
-    _t1_0 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 2], d_d_s)
-    _t1_1 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 1], d_d_s)
-    _t1_2 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 0], d_d_s)
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_z, _t1_0, -_t1_1, -_t1_0, _t1_z, _t1_2, _t1_1, -_t1_2, _t1_z), -1), (3, 3))
+    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_1 = _t1_0 * d_d_s[..., None, :]
+    _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
     _t2_0 = _b.swap(d_t) @ _b.swap(W2)
     _t2_1 = _t2_0 * d_d_s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3_0 = _b.einsum_blas("...ab,...b->...a", d_d_W0, d_i)
     _t3 = _t3_0 * s
-    _t4_0 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 2], d_d_W1)
-    _t4_1 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 1], d_d_W1)
-    _t4_2 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 0], d_d_W1)
-    _t4_z = _b.zeros_like(_t4_0)
-    _t4 = _b.unflatten(_b.stack((_t4_z, _t4_0, -_t4_1, -_t4_0, _t4_z, _t4_2, _t4_1, -_t4_2, _t4_z), -1), (3, 3))
+    _t4_0 = _b.matmul_flat(d_d_W1, d_a, 1)
+    _t4_1 = _t4_0 * s[..., :, None]
+    _t4 = _b.einsum_blas("...ad,dbc->...abc", _t4_1, _eps)
     _t5_0 = _b.matmul_flat(d_d_W2, d_t, 1)
     _t5_1 = _t5_0 * s[..., :, None]
     _t5 = _b.einsum_blas("...ad,dbc->...abc", _t5_1, _c_760bb7b8eb81)
     _t6 = _b.einsum("...abb->...a", d_d_X)
     _t7 = _t0_0 * _t6
-    _t8 = _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 0], d_d_X[..., :, 1, 2]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 0], d_d_X[..., :, 2, 1]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 1], d_d_X[..., :, 0, 2]) + _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 1], d_d_X[..., :, 2, 0]) + _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 2], d_d_X[..., :, 0, 1]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 2], d_d_X[..., :, 1, 0])
+    _t8_1 = _b.einsum_blas("...ade,cde->...ac", d_d_X, _eps)
+    _t8 = _b.einsum("...ac,...ca->...a", _t8_1, _t1_0)
     _t9_0 = _b.einsum_blas("...acd,bcd->...ab", d_d_X, _c_760bb7b8eb81)
     _t9 = _b.einsum("...ba,...ab->...a", _t2_0, _t9_0)
     _t10 = _b.einsum("...abb->...a", X)
     _t11 = _t3_0 * _t10
-    _t12 = _b.einsum("...a,...e,...ae->...a", X[..., :, 1, 2], d_a[..., :, 0], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 2, 1], d_a[..., :, 0], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 0, 2], d_a[..., :, 1], d_d_W1) + _b.einsum("...a,...e,...ae->...a", X[..., :, 2, 0], d_a[..., :, 1], d_d_W1) + _b.einsum("...a,...e,...ae->...a", X[..., :, 0, 1], d_a[..., :, 2], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 1, 0], d_a[..., :, 2], d_d_W1)
+    _t12_0 = _b.einsum_blas("...acd,bcd->...ab", X, _eps)
+    _t12 = _b.einsum("...ab,...ab->...a", _t4_0, _t12_0)
     _t13_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
     _t13 = _b.einsum("...ab,...ab->...a", _t5_0, _t13_0)
     _t14 = s * _t6
@@ -6142,7 +6143,8 @@ def _project_vjp_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_
     _t29 = _b.stack((X[..., :, 1, 2] * d_d_s - X[..., :, 2, 1] * d_d_s, -X[..., :, 0, 2] * d_d_s + X[..., :, 2, 0] * d_d_s, X[..., :, 0, 1] * d_d_s - X[..., :, 1, 0] * d_d_s), -1)
     _t30 = -_t28 - _t29
     _t31 = _b.matmul_flat(_b.swap(W1), _t30, 1)
-    _t32 = _b.stack((_b.einsum("...c,...c,...ca->...a", s, X[..., :, 1, 2], d_d_W1) - _b.einsum("...c,...c,...ca->...a", s, X[..., :, 2, 1], d_d_W1), -_b.einsum("...c,...c,...ca->...a", s, X[..., :, 0, 2], d_d_W1) + _b.einsum("...c,...c,...ca->...a", s, X[..., :, 2, 0], d_d_W1), _b.einsum("...c,...c,...ca->...a", s, X[..., :, 0, 1], d_d_W1) - _b.einsum("...c,...c,...ca->...a", s, X[..., :, 1, 0], d_d_W1)), -1)
+    _t32_1 = _t12_0 * s[..., :, None]
+    _t32 = _b.matmul_flat(_b.swap(d_d_W1), _t32_1, 1)
     _t33 = _b.stack((0.7071067811865476 * s * d_d_X[..., :, 0, 2] + 0.7071067811865476 * s * d_d_X[..., :, 2, 0], 0.7071067811865476 * s * d_d_X[..., :, 0, 1] + 0.7071067811865476 * s * d_d_X[..., :, 1, 0], -0.408248290463863 * s * d_d_X[..., :, 0, 0] + 0.816496580927726 * s * d_d_X[..., :, 1, 1] - 0.408248290463863 * s * d_d_X[..., :, 2, 2], 0.7071067811865476 * s * d_d_X[..., :, 1, 2] + 0.7071067811865476 * s * d_d_X[..., :, 2, 1], -0.7071067811865476 * s * d_d_X[..., :, 0, 0] + 0.7071067811865476 * s * d_d_X[..., :, 2, 2]), -1)
     _t34 = _b.stack((0.7071067811865476 * X[..., :, 0, 2] * d_d_s + 0.7071067811865476 * X[..., :, 2, 0] * d_d_s, 0.7071067811865476 * X[..., :, 0, 1] * d_d_s + 0.7071067811865476 * X[..., :, 1, 0] * d_d_s, -0.408248290463863 * X[..., :, 0, 0] * d_d_s + 0.816496580927726 * X[..., :, 1, 1] * d_d_s - 0.408248290463863 * X[..., :, 2, 2] * d_d_s, 0.7071067811865476 * X[..., :, 1, 2] * d_d_s + 0.7071067811865476 * X[..., :, 2, 1] * d_d_s, -0.7071067811865476 * X[..., :, 0, 0] * d_d_s + 0.7071067811865476 * X[..., :, 2, 2] * d_d_s), -1)
     _t35 = _t33 + _t34
@@ -6325,35 +6327,34 @@ def _project_vjp_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d
             or (_n12 and (_n12 != _n0 or (_sh12[0] != _sh0[0] if _n0 == 1 else _sh12[:_n0] != _sh0[:_n0])))):
         _check_shapes((("X", ("c",), (3, 3)), ("s", ("c",), ()), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_i", ("d",), ()), ("d_a", ("d",), (3,)), ("d_t", ("d",), (5,)), ("d_d_X", ("c",), (3, 3)), ("d_d_s", ("c",), ()), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ()),), (X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_W0, d_d_W1, d_d_W2))
     _c_760bb7b8eb81 = _b.const("c_760bb7b8eb81", _like)
+    _eps = _b.const("eps", _like)
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * d_d_s
-    _t1_0 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 2], d_d_s)
-    _t1_1 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 1], d_d_s)
-    _t1_2 = _b.einsum("...ad,...d,...a->...a", W1, d_a[..., :, 0], d_d_s)
-    _t1_z = _b.zeros_like(_t1_0)
-    _t1 = _b.unflatten(_b.stack((_t1_z, _t1_0, -_t1_1, -_t1_0, _t1_z, _t1_2, _t1_1, -_t1_2, _t1_z), -1), (3, 3))
+    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_1 = _t1_0 * d_d_s[..., None, :]
+    _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
     _t2_0 = _b.swap(d_t) @ _b.swap(W2)
     _t2_1 = _t2_0 * d_d_s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3_0 = _b.einsum_blas("...ab,...b->...a", d_d_W0, d_i)
     _t3 = _t3_0 * s
-    _t4_0 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 2], d_d_W1)
-    _t4_1 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 1], d_d_W1)
-    _t4_2 = _b.einsum("...a,...e,...ae->...a", s, d_a[..., :, 0], d_d_W1)
-    _t4_z = _b.zeros_like(_t4_0)
-    _t4 = _b.unflatten(_b.stack((_t4_z, _t4_0, -_t4_1, -_t4_0, _t4_z, _t4_2, _t4_1, -_t4_2, _t4_z), -1), (3, 3))
+    _t4_0 = _b.matmul_flat(d_d_W1, d_a, 1)
+    _t4_1 = _t4_0 * s[..., :, None]
+    _t4 = _b.einsum_blas("...ad,dbc->...abc", _t4_1, _eps)
     _t5_0 = _b.matmul_flat(d_d_W2, d_t, 1)
     _t5_1 = _t5_0 * s[..., :, None]
     _t5 = _b.einsum_blas("...ad,dbc->...abc", _t5_1, _c_760bb7b8eb81)
     _t6 = _b.einsum("...abb->...a", d_d_X)
     _t7 = _t0_0 * _t6
-    _t8 = _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 0], d_d_X[..., :, 1, 2]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 0], d_d_X[..., :, 2, 1]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 1], d_d_X[..., :, 0, 2]) + _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 1], d_d_X[..., :, 2, 0]) + _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 2], d_d_X[..., :, 0, 1]) - _b.einsum("...ab,...b,...a->...a", W1, d_a[..., :, 2], d_d_X[..., :, 1, 0])
+    _t8_1 = _b.einsum_blas("...ade,cde->...ac", d_d_X, _eps)
+    _t8 = _b.einsum("...ac,...ca->...a", _t8_1, _t1_0)
     _t9_0 = _b.einsum_blas("...acd,bcd->...ab", d_d_X, _c_760bb7b8eb81)
     _t9 = _b.einsum("...ba,...ab->...a", _t2_0, _t9_0)
     _t10 = _b.einsum("...abb->...a", X)
     _t11 = _t3_0 * _t10
-    _t12 = _b.einsum("...a,...e,...ae->...a", X[..., :, 1, 2], d_a[..., :, 0], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 2, 1], d_a[..., :, 0], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 0, 2], d_a[..., :, 1], d_d_W1) + _b.einsum("...a,...e,...ae->...a", X[..., :, 2, 0], d_a[..., :, 1], d_d_W1) + _b.einsum("...a,...e,...ae->...a", X[..., :, 0, 1], d_a[..., :, 2], d_d_W1) - _b.einsum("...a,...e,...ae->...a", X[..., :, 1, 0], d_a[..., :, 2], d_d_W1)
+    _t12_0 = _b.einsum_blas("...acd,bcd->...ab", X, _eps)
+    _t12 = _b.einsum("...ab,...ab->...a", _t4_0, _t12_0)
     _t13_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
     _t13 = _b.einsum("...ab,...ab->...a", _t5_0, _t13_0)
     _t14 = s * _t6
@@ -6366,7 +6367,8 @@ def _project_vjp_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d
     _t20 = _b.stack((X[..., :, 1, 2] * d_d_s - X[..., :, 2, 1] * d_d_s, -X[..., :, 0, 2] * d_d_s + X[..., :, 2, 0] * d_d_s, X[..., :, 0, 1] * d_d_s - X[..., :, 1, 0] * d_d_s), -1)
     _t21 = -_t19 - _t20
     _t22 = _b.matmul_flat(_b.swap(W1), _t21, 1)
-    _t23 = _b.stack((_b.einsum("...c,...c,...ca->...a", s, X[..., :, 1, 2], d_d_W1) - _b.einsum("...c,...c,...ca->...a", s, X[..., :, 2, 1], d_d_W1), -_b.einsum("...c,...c,...ca->...a", s, X[..., :, 0, 2], d_d_W1) + _b.einsum("...c,...c,...ca->...a", s, X[..., :, 2, 0], d_d_W1), _b.einsum("...c,...c,...ca->...a", s, X[..., :, 0, 1], d_d_W1) - _b.einsum("...c,...c,...ca->...a", s, X[..., :, 1, 0], d_d_W1)), -1)
+    _t23_1 = _t12_0 * s[..., :, None]
+    _t23 = _b.matmul_flat(_b.swap(d_d_W1), _t23_1, 1)
     _t24 = _b.stack((0.7071067811865476 * s * d_d_X[..., :, 0, 2] + 0.7071067811865476 * s * d_d_X[..., :, 2, 0], 0.7071067811865476 * s * d_d_X[..., :, 0, 1] + 0.7071067811865476 * s * d_d_X[..., :, 1, 0], -0.408248290463863 * s * d_d_X[..., :, 0, 0] + 0.816496580927726 * s * d_d_X[..., :, 1, 1] - 0.408248290463863 * s * d_d_X[..., :, 2, 2], 0.7071067811865476 * s * d_d_X[..., :, 1, 2] + 0.7071067811865476 * s * d_d_X[..., :, 2, 1], -0.7071067811865476 * s * d_d_X[..., :, 0, 0] + 0.7071067811865476 * s * d_d_X[..., :, 2, 2]), -1)
     _t25 = _b.stack((0.7071067811865476 * X[..., :, 0, 2] * d_d_s + 0.7071067811865476 * X[..., :, 2, 0] * d_d_s, 0.7071067811865476 * X[..., :, 0, 1] * d_d_s + 0.7071067811865476 * X[..., :, 1, 0] * d_d_s, -0.408248290463863 * X[..., :, 0, 0] * d_d_s + 0.816496580927726 * X[..., :, 1, 1] * d_d_s - 0.408248290463863 * X[..., :, 2, 2] * d_d_s, 0.7071067811865476 * X[..., :, 1, 2] * d_d_s + 0.7071067811865476 * X[..., :, 2, 1] * d_d_s, -0.7071067811865476 * X[..., :, 0, 0] * d_d_s + 0.7071067811865476 * X[..., :, 2, 2] * d_d_s), -1)
     _t26 = _t24 + _t25
