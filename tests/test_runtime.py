@@ -357,7 +357,8 @@ def test_runtime_size():
     821 before a Python number among CUDA tensors was filled on the device, not copied there; 668 and
     823 before torch autograd's forward kept its channels-last copies for the backward, plan.KeptCopy;
     684 and 839 before the arguments after the first were converted like the converted first, not the
-    given one: numpy arrays beside a torch tensor raised torch's TypeError)."""
+    given one: numpy arrays beside a torch tensor raised torch's TypeError; 840 for tensornet before
+    torch's mm ran a batch of matrices times one weight as one GEMM)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -365,4 +366,29 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 685 and sizes["tensornet"] <= 840, sizes
+    assert sizes["dot"] <= 685 and sizes["tensornet"] <= 850, sizes
+
+
+def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():
+    """_b.mm (an emitted Matmul step) on torch: a permuted batch times a weight, either side, equals
+    x @ y and runs as one mm over the flattened batch (torch's own @ would expand the weight and
+    multiply per batch entry, a bmm)."""
+    import torch
+    from torch.profiler import profile
+
+    from compiler.targets.python import runtime as rt
+
+    b = rt._backend(torch.zeros(1))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(7, 4, 3, generator=g, dtype=torch.float64).transpose(-1, -2)  # (7, 3, 4), permuted
+    w = torch.randn(4, 5, generator=g, dtype=torch.float64)
+    v = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    with profile() as p:
+        right, left = b.mm(x, w), b.mm(v, x)
+    names = [e.name for e in p.events()]
+    assert "aten::bmm" not in names and names.count("aten::mm") == 2
+    torch.testing.assert_close(right, x @ w, rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(left, v @ x, rtol=1e-14, atol=1e-14)
+    y = torch.randn(7, 4, 2, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(b.mm(x, y), x @ y)  # batch times batch: torch's own
+    assert type(rt._backend(np.zeros(1))).mm(None, np.eye(2), np.ones((3, 2, 2))).shape == (3, 2, 2)

@@ -3217,6 +3217,9 @@ class _Backend:
     def matmul(self, x, y, out):
         self.xp.matmul(x, y, out=out)
 
+    def mm(self, x, y):
+        return x @ y
+
     def contiguous(self, x):
         return self.xp.ascontiguousarray(x)
 
@@ -3413,6 +3416,13 @@ class _Torch(_Compiling):
 
     def swap(self, x):
         return x.transpose(-1, -2)
+
+    def mm(self, x, y):  # a batch times one matrix as one GEMM (torch's @ loops over a permuted batch)
+        if x.ndim == 2 < y.ndim:
+            return self.mm(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
+        if y.ndim == 2 < x.ndim:
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
+        return x @ y
 
     def const_key(self, name, like):
         return ("torch", name, like.dtype, like.device)
@@ -5094,9 +5104,9 @@ def _matmul_o3_planned(M, Y, *, out=None, fused=False):
         C = _b.out(out, _b.batch(M.shape[:-3], Y.shape[:-3]) + (M.shape[-3], 3, 3), (M, Y), "out")
         _b.fused(_matmul_o3_fused, (M, Y), (C,))
         return out
-    _t1 = Y @ M
+    _t1 = _b.mm(Y, M)
     if out is None:
-        _t0 = M @ Y
+        _t0 = _b.mm(M, Y)
         C = _t0
         C += _t1
         return C
@@ -5207,8 +5217,8 @@ def _matmul_o3_vjp_planned(M, Y, d_C, *, out=None, fused=False):
         _b.fused(_matmul_o3_vjp_fused, (M, Y, d_C), (d_M, d_Y,))
         return (d_M, d_Y)
     _t0 = _b.einsum_blas("...acd,...abd->...abc", Y, d_C)
-    _t1 = _b.swap(Y) @ d_C
-    _t2 = _b.swap(M) @ d_C
+    _t1 = _b.mm(_b.swap(Y), d_C)
+    _t2 = _b.mm(_b.swap(M), d_C)
     _t3 = _b.einsum_blas("...acd,...abd->...abc", M, d_C)
     if out is None:
         d_M = _t0 + _t1
@@ -5361,13 +5371,13 @@ def _matmul_o3_vjp_vjp_planned(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=False
         dd_M, dd_Y, d_d_C = _b.outs(out, (_b.batch(M.shape[:-3], Y.shape[:-3], d_C.shape[:-3], d_d_M.shape[:-3], d_d_Y.shape[:-3]) + (M.shape[-3], 3, 3), _b.batch(M.shape[:-3], Y.shape[:-3], d_C.shape[:-3], d_d_M.shape[:-3], d_d_Y.shape[:-3]) + (M.shape[-3], 3, 3), _b.batch(M.shape[:-3], Y.shape[:-3], d_C.shape[:-3], d_d_M.shape[:-3], d_d_Y.shape[:-3]) + (M.shape[-3], 3, 3)), (M, Y, d_C, d_d_M, d_d_Y))
         _b.fused(_matmul_o3_vjp_vjp_fused, (M, Y, d_C, d_d_M, d_d_Y), (dd_M, dd_Y, d_d_C,))
         return (dd_M, dd_Y, d_d_C)
-    _t0 = d_C @ _b.swap(d_d_Y)
+    _t0 = _b.mm(d_C, _b.swap(d_d_Y))
     _t1 = _b.einsum_blas("...adc,...adb->...abc", d_C, d_d_Y)
     _t2 = _b.einsum_blas("...adc,...adb->...abc", d_C, d_d_M)
-    _t3 = d_C @ _b.swap(d_d_M)
+    _t3 = _b.mm(d_C, _b.swap(d_d_M))
     _t4 = _b.einsum_blas("...adc,...abd->...abc", Y, d_d_M)
-    _t5 = Y @ d_d_M
-    _t6 = M @ d_d_Y
+    _t5 = _b.mm(Y, d_d_M)
+    _t6 = _b.mm(M, d_d_Y)
     _t7 = _b.einsum_blas("...adc,...abd->...abc", M, d_d_Y)
     if out is None:
         dd_M = _t0 + _t1

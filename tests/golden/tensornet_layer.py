@@ -3420,6 +3420,9 @@ class _Backend:
     def multiply(self, x, y, out):
         self.xp.multiply(x, y, out=out)
 
+    def mm(self, x, y):
+        return x @ y
+
     def contiguous(self, x):
         return self.xp.ascontiguousarray(x)
 
@@ -3616,6 +3619,13 @@ class _Torch(_Compiling):
 
     def swap(self, x):
         return x.transpose(-1, -2)
+
+    def mm(self, x, y):  # a batch times one matrix as one GEMM (torch's @ loops over a permuted batch)
+        if x.ndim == 2 < y.ndim:
+            return self.mm(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
+        if y.ndim == 2 < x.ndim:
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
+        return x @ y
 
     def moveaxis(self, x, source, destination):
         return self.xp.movedim(x, source, destination)
@@ -5768,10 +5778,10 @@ def _project_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None, fused=Fal
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * s
-    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_0 = _b.mm(_b.swap(d_a), _b.swap(W1))
     _t1_1 = _t1_0 * s[..., None, :]
     _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
-    _t2_0 = _b.swap(d_t) @ _b.swap(W2)
+    _t2_0 = _b.mm(_b.swap(d_t), _b.swap(W2))
     _t2_1 = _t2_0 * s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3 = _b.einsum("...abb->...a", X)
@@ -5902,10 +5912,10 @@ def _project_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None,
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * s
-    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_0 = _b.mm(_b.swap(d_a), _b.swap(W1))
     _t1_1 = _t1_0 * s[..., None, :]
     _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
-    _t2_0 = _b.swap(d_t) @ _b.swap(W2)
+    _t2_0 = _b.mm(_b.swap(d_t), _b.swap(W2))
     _t2_1 = _t2_0 * s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3 = _b.einsum("...abb->...a", X)
@@ -6098,10 +6108,10 @@ def _project_vjp_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * d_d_s
-    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_0 = _b.mm(_b.swap(d_a), _b.swap(W1))
     _t1_1 = _t1_0 * d_d_s[..., None, :]
     _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
-    _t2_0 = _b.swap(d_t) @ _b.swap(W2)
+    _t2_0 = _b.mm(_b.swap(d_t), _b.swap(W2))
     _t2_1 = _t2_0 * d_d_s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3_0 = _b.einsum_blas("...ab,...b->...a", d_d_W0, d_i)
@@ -6331,10 +6341,10 @@ def _project_vjp_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d
     _eye = _b.const("eye", _like)
     _t0_0 = _b.einsum_blas("...b,...ab->...a", d_i, W0)
     _t0 = _t0_0 * d_d_s
-    _t1_0 = _b.swap(d_a) @ _b.swap(W1)
+    _t1_0 = _b.mm(_b.swap(d_a), _b.swap(W1))
     _t1_1 = _t1_0 * d_d_s[..., None, :]
     _t1 = _b.einsum_blas("...ea,ebc->...abc", _t1_1, _eps)
-    _t2_0 = _b.swap(d_t) @ _b.swap(W2)
+    _t2_0 = _b.mm(_b.swap(d_t), _b.swap(W2))
     _t2_1 = _t2_0 * d_d_s[..., None, :]
     _t2 = _b.einsum_blas("...da,dbc->...abc", _t2_1, _c_760bb7b8eb81)
     _t3_0 = _b.einsum_blas("...ab,...b->...a", d_d_W0, d_i)
@@ -6903,8 +6913,8 @@ def _matmul_o3_scaled_planned(M, Y, g, *, out=None, fused=False):
         C = _b.out(out, _b.batch(M.shape[:-3], Y.shape[:-3], g.shape) + (M.shape[-3], 3, 3), (M, Y, g), "out")
         _b.fused(_matmul_o3_scaled_fused, (M, Y, g), (C,))
         return out
-    _t0 = M @ Y
-    _t1 = Y @ M
+    _t0 = _b.mm(M, Y)
+    _t1 = _b.mm(Y, M)
     _t2 = _t0 + _t1
     if out is None:
         _t3 = g[..., None, None, None] * _t2
@@ -6970,10 +6980,10 @@ def _matmul_o3_scaled_vjp_planned(M, Y, g, d_C, *, out=None, fused=False):
     if (_len(_sh0) == 3 or _len(_sh1) == 3 or _len(_sh2) == 0 or _len(_sh3) == 3) and _b.root == "numpy" and _like.dtype.hasobject:
         return _unbatched(matmul_o3_scaled_vjp, _b, (M, Y, g, d_C), (3, 3, 0, 3), out, fused)
     _t0 = _b.einsum_blas("...acd,...abd->...abc", Y, d_C)
-    _t1 = _b.swap(Y) @ d_C
+    _t1 = _b.mm(_b.swap(Y), d_C)
     _t2 = _t0 + _t1
     _t3 = g[..., None, None, None] * _t2
-    _t4 = _b.swap(M) @ d_C
+    _t4 = _b.mm(_b.swap(M), d_C)
     _t5 = _b.einsum_blas("...acd,...abd->...abc", M, d_C)
     _t6 = _t4 + _t5
     _t7 = g[..., None, None, None] * _t6
@@ -7074,7 +7084,7 @@ def _matmul_o3_scaled_vjp_vjp_planned(M, Y, g, d_C, d_d_M, d_d_Y, d_d_g, *, out=
     _t0 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_Y)
     _t1 = _b.einsum("...acb->...abc", Y) * d_d_g[..., None, None, None]
     _t2 = _t0 + _t1
-    _t3 = d_C @ _t2
+    _t3 = _b.mm(d_C, _t2)
     _t4 = g[..., None, None, None] * d_d_Y
     _t5 = Y * d_d_g[..., None, None, None]
     _t6 = _t4 + _t5
@@ -7086,16 +7096,16 @@ def _matmul_o3_scaled_vjp_vjp_planned(M, Y, g, d_C, d_d_M, d_d_Y, d_d_g, *, out=
     _t12 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_M)
     _t13 = _b.einsum("...acb->...abc", M) * d_d_g[..., None, None, None]
     _t14 = _t12 + _t13
-    _t15 = d_C @ _t14
+    _t15 = _b.mm(d_C, _t14)
     _t16 = _b.einsum_blas("...adc,...abd->...abc", Y, d_d_M)
-    _t17 = Y @ d_d_M
-    _t18 = M @ d_d_Y
+    _t17 = _b.mm(Y, d_d_M)
+    _t18 = _b.mm(M, d_d_Y)
     _t19 = _b.einsum_blas("...adc,...abd->...abc", M, d_d_Y)
     _t20 = _t16 + _t17 + _t18 + _t19
     _t21 = _b.einsum("...abc,...abc->...", d_C, _t20)
     _t22 = g[..., None, None, None] * _t20
-    _t23 = M @ Y
-    _t24 = Y @ M
+    _t23 = _b.mm(M, Y)
+    _t24 = _b.mm(Y, M)
     _t25 = _t23 + _t24
     _t26 = d_d_g[..., None, None, None] * _t25
     if out is None:
@@ -7205,7 +7215,7 @@ def _residual_planned(X, D, g, *, out=None, fused=False):
     _t0 = X
     _t1 = D
     _t2_0 = D * g[..., None, None, None]
-    _t2 = _t2_0 @ D
+    _t2 = _b.mm(_t2_0, D)
     if out is None:
         Z = _t0 + _t1 + _t2
         return Z
@@ -7271,10 +7281,10 @@ def _residual_vjp_planned(X, D, g, d_Z, *, out=None, fused=False):
         return _unbatched(residual_vjp, _b, (X, D, g, d_Z), (3, 3, 0, 3), out, fused)
     _t0 = d_Z
     _t1 = _b.einsum_blas("...acd,...abd->...abc", D, d_Z)
-    _t2 = _b.swap(D) @ d_Z
+    _t2 = _b.mm(_b.swap(D), d_Z)
     _t3 = _t1 + _t2
     _t4 = g[..., None, None, None] * _t3
-    _t5_0 = _b.swap(D) @ _b.swap(D)
+    _t5_0 = _b.mm(_b.swap(D), _b.swap(D))
     _t5 = _b.einsum("...adb,...abd->...", _t5_0, d_Z)
     if out is None:
         d_X = _b.copy(_t0)
@@ -7377,16 +7387,16 @@ def _residual_vjp_vjp_planned(X, D, g, d_Z, d_d_X, d_d_D, d_d_g, *, out=None, fu
     _t5 = g[..., None, None, None] * _b.einsum("...acb->...abc", d_d_D)
     _t6 = _b.einsum("...acb->...abc", D) * d_d_g[..., None, None, None]
     _t7 = _t5 + _t6
-    _t8 = d_Z @ _t7
+    _t8 = _b.mm(d_Z, _t7)
     _t9 = _b.einsum_blas("...adc,...adb->...abc", d_Z, d_d_D)
-    _t10 = d_Z @ _b.swap(d_d_D)
+    _t10 = _b.mm(d_Z, _b.swap(d_d_D))
     _t11 = _t9 + _t10
     _t12 = _b.einsum("...abc,...abc->...", D, _t11)
     _t13 = _b.einsum_blas("...adc,...adb->...abc", D, _t7)
     _t14 = d_d_X
     _t15 = d_d_D
     _t16_0 = D * g[..., None, None, None]
-    _t16 = _t16_0 @ d_d_D
+    _t16 = _b.mm(_t16_0, d_d_D)
     if out is None:
         dd_X = 0 * (0 * _t0)
         dd_D = _t4 + _t8

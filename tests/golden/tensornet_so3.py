@@ -746,6 +746,9 @@ class _Backend:
     def matmul(self, x, y, out):
         self.xp.matmul(x, y, out=out)
 
+    def mm(self, x, y):
+        return x @ y
+
     def fused(self, fn, args, outs=None, stacked=None):
         return fn(self, *args, outs)
 
@@ -891,6 +894,13 @@ class _Torch(_Compiling):
 
     def swap(self, x):
         return x.transpose(-1, -2)
+
+    def mm(self, x, y):  # a batch times one matrix as one GEMM (torch's @ loops over a permuted batch)
+        if x.ndim == 2 < y.ndim:
+            return self.mm(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
+        if y.ndim == 2 < x.ndim:
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
+        return x @ y
 
     def stack(self, arrays, axis):
         return self.xp.stack(self.xp.broadcast_tensors(*arrays), dim=axis)
@@ -1502,7 +1512,7 @@ def _matmul_so3_planned(M, Y, *, out=None, fused=False):
         _b.fused(_matmul_so3_fused, (M, Y), (C,))
         return out
     if out is None:
-        _t0 = Y @ M
+        _t0 = _b.mm(Y, M)
         C = _t0 * 2
         return C
     C = _b.out(out, _b.batch(M.shape[:-3], Y.shape[:-3]) + (M.shape[-3], 3, 3), (M, Y), "out")
@@ -1611,7 +1621,7 @@ def _matmul_so3_vjp_planned(M, Y, d_C, *, out=None, fused=False):
         d_M, d_Y = _b.outs(out, (_b.batch(M.shape[:-3], Y.shape[:-3], d_C.shape[:-3]) + (M.shape[-3], 3, 3), _b.batch(M.shape[:-3], Y.shape[:-3], d_C.shape[:-3]) + (M.shape[-3], 3, 3)), (M, Y, d_C))
         _b.fused(_matmul_so3_vjp_fused, (M, Y, d_C), (d_M, d_Y,))
         return (d_M, d_Y)
-    _t0 = _b.swap(Y) @ d_C
+    _t0 = _b.mm(_b.swap(Y), d_C)
     _t1 = _b.einsum_blas("...acd,...abd->...abc", M, d_C)
     if out is None:
         d_M = _t0 * 2
@@ -1765,8 +1775,8 @@ def _matmul_so3_vjp_vjp_planned(M, Y, d_C, d_d_M, d_d_Y, *, out=None, fused=Fals
         _b.fused(_matmul_so3_vjp_vjp_fused, (M, Y, d_C, d_d_M, d_d_Y), (dd_M, dd_Y, d_d_C,))
         return (dd_M, dd_Y, d_d_C)
     _t0 = _b.einsum_blas("...adc,...adb->...abc", d_C, d_d_Y)
-    _t1 = d_C @ _b.swap(d_d_M)
-    _t2 = Y @ d_d_M
+    _t1 = _b.mm(d_C, _b.swap(d_d_M))
+    _t2 = _b.mm(Y, d_d_M)
     _t3 = _b.einsum_blas("...adc,...abd->...abc", M, d_d_Y)
     if out is None:
         dd_M = _t0 * 2

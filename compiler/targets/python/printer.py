@@ -95,7 +95,7 @@ class PythonPrinter:
         return f"({self.doprint(e.value)})"
 
     def _print_MatMul(self, e: E.MatMul) -> str:
-        return f"{self.doprint(e.left)} @ {self.doprint(e.right)}"
+        return f"_b.mm({self.doprint(e.left)}, {self.doprint(e.right)})"
 
     def _print_Tuple(self, e: E.Tuple) -> str:
         return _tuple_text([self.doprint(x) for x in e.items])

@@ -159,6 +159,9 @@ class _Backend:
     def matmul(self, x, y, out):
         self.xp.matmul(x, y, out=out)
 
+    def mm(self, x, y):
+        return x @ y
+
     def contiguous(self, x):
         """x in row-major order (a copy when it is a permuted view)."""
         return self.xp.ascontiguousarray(x)
@@ -444,6 +447,13 @@ class _Torch(_Compiling):
 
     def swap(self, x):
         return x.transpose(-1, -2)
+
+    def mm(self, x, y):  # a batch times one matrix as one GEMM (torch's @ loops over a permuted batch)
+        if x.ndim == 2 < y.ndim:
+            return self.mm(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
+        if y.ndim == 2 < x.ndim:
+            return (x.reshape(-1, x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
+        return x @ y
 
     def moveaxis(self, x, source, destination):
         return self.xp.movedim(x, source, destination)
