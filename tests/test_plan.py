@@ -86,7 +86,7 @@ def test_cost_model_choices():
     assert plan.contractions[1].transpose == (False, False)
     assert plan.contractions[2].transpose == (True, True)  # X^T Y^T
     text = compiler.compile_source(src)
-    assert "_t1 = X @ Y" in text and "_t2 = _b.swap(X) @ _b.swap(Y)" in text
+    assert "_t1 = _b.mm(X, Y)" in text and "_t2 = _b.mm(_b.swap(X), _b.swap(Y))" in text
     assert "a[..., 1] * b[..., 2] - a[..., 2] * b[..., 1]" in text and '"eps"' not in text.split('"""')[2]
     f = compiler.load_source(src).f
     rng = np.random.default_rng(0)
