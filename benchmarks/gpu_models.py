@@ -448,14 +448,7 @@ def part_graph(part: Part, torch, device, args):
                     except Exception as exc:  # noqa: BLE001
                         part.note(f"{name}: the graph kernel could not be bound: {exc}")
                 label = {"message": name, "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
-                if dtype == torch.float64:  # checked, not timed
-                    for k, f in calls.items():
-                        try:
-                            part.check(f"{name} {n} atoms float64: {k} vs hand-written torch", rel_err(f(), ref), tol)
-                        except Exception as exc:  # noqa: BLE001
-                            part.note(f"{name} float64: {k} failed: {type(exc).__name__}: {exc}")
-                    continue
-                part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2), calls, ref, tol, label, want=3)
+                _check_or_time(part, torch, device, args, calls, ref, tol, label)
             del ref
         _embed_backward(part, torch, device, args, n, E, C, src, dst, hand_embed_vjp)
         del src, dst, cases
@@ -490,14 +483,21 @@ def _embed_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
             calls["kernels=False"] = lambda a=a: module(a, kernels=False)
         calls["hand-written torch"] = lambda a=a: hand(*a[:7], src, dst, *a[7:])
         label = {"message": "embed_vjp", "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
-        if dtype == torch.float64:
-            for k, f in calls.items():
-                try:
-                    part.check(f"embed_vjp {n} atoms float64: {k} vs hand-written torch", rel_err(f(), ref), tol)
-                except Exception as exc:  # noqa: BLE001
-                    part.note(f"embed_vjp float64: {k} failed: {type(exc).__name__}: {exc}")
-            continue
-        part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2), calls, ref, tol, label, want=3)
+        _check_or_time(part, torch, device, args, calls, ref, tol, label)
+
+
+def _check_or_time(part: Part, torch, device, args, calls, ref, tol, label):
+    """A graph part's contenders on one dtype: in float64 each checked against the hand-written torch
+    result ``ref`` (not timed), in float32 timed (CUDA events, alternating) with the check first."""
+    what = f"{label['message']} {label['atoms']} atoms"
+    if label["dtype"] == "float64":
+        for k, f in calls.items():
+            try:
+                part.check(f"{what} float64: {k} vs hand-written torch", rel_err(f(), ref), tol)
+            except Exception as exc:  # noqa: BLE001
+                part.note(f"{label['message']} float64: {k} failed: {type(exc).__name__}: {exc}")
+        return
+    part.timed(GpuTimer(torch, device, warmup=WARMUP, repeats=args.repeats * 2), calls, ref, tol, label, want=3)
 
 
 # ---------------------------------------------------------------------------------------------

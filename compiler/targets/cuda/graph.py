@@ -319,16 +319,7 @@ def _element_function(gk: GraphKernel) -> list[str]:
     lines += ["    for (long long b = first; b < last; ++b) {",
               f"        diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
     for o, res in summed:
-        lines += [f"        const long long node_{res.name} = list_{o.edge_list}[b];",
-                  f"        if (node_{res.name} != at_{res.name}) {{",
-                  f"            if (at_{res.name} >= 0)",
-                  f"                for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
-                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);",
-                  f"            at_{res.name} = node_{res.name};",
-                  f"            for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] = r_{res.name}[g];",
-                  "        } else {",
-                  f"            for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] += r_{res.name}[g];",
-                  "        }"]
+        lines += _accumulate(o, res, "        ")
     lines += [store(o, res, "        ") for o, res in zip(gk.outs, k.results) if o.edge_list is None]
     lines.append("    }")
     for o, res in summed:
@@ -337,6 +328,23 @@ def _element_function(gk: GraphKernel) -> list[str]:
                   f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);"]
     lines.append("}")
     return lines
+
+
+def _accumulate(o, res, indent: str) -> list[str]:
+    """One edge's message ``r_<res>`` into the run's accumulator: added while its node (the edge
+    list's entry) stays the same; when the node changes, the finished run is added into its node
+    (one atomicAdd per run of edges into one node) and a new run starts."""
+    flush = (f"for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
+             f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);")
+    return [f"{indent}const long long node_{res.name} = list_{o.edge_list}[b];",
+            f"{indent}if (node_{res.name} != at_{res.name}) {{",
+            f"{indent}    if (at_{res.name} >= 0)",
+            f"{indent}        {flush}",
+            f"{indent}    at_{res.name} = node_{res.name};",
+            f"{indent}    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] = r_{res.name}[g];",
+            f"{indent}}} else {{",
+            f"{indent}    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] += r_{res.name}[g];",
+            f"{indent}}}"]
 
 
 def _block_function(gk: GraphKernel) -> list[str]:
@@ -385,16 +393,7 @@ def _block_function(gk: GraphKernel) -> list[str]:
               "                if (b >= last) break;",
               f"                diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
     for o, res in nodes:
-        lines += [f"                const long long node_{res.name} = list_{o.edge_list}[b];",
-                  f"                if (node_{res.name} != at_{res.name}) {{",
-                  f"                    if (at_{res.name} >= 0)",
-                  f"                        for (int g = 0; g < {res.size}; ++g) diagc_atomic_add(out_{o.output} + "
-                  f"(at_{res.name} * chans + c) * {res.size} + g, acc_{res.name}[g]);",
-                  f"                    at_{res.name} = node_{res.name};",
-                  f"                    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] = r_{res.name}[g];",
-                  "                } else {",
-                  f"                    for (int g = 0; g < {res.size}; ++g) acc_{res.name}[g] += r_{res.name}[g];",
-                  "                }"]
+        lines += _accumulate(o, res, "                ")
     for o, res in zip(gk.outs, k.results):
         if o.summed:
             lines.append(f"                for (int g = 0; g < {res.size}; ++g) sum_{res.name}[j][g] += r_{res.name}[g];")
