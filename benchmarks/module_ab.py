@@ -66,7 +66,7 @@ def main(argv=None) -> int:
 
     threads = harness.Threads()
     rng = np.random.default_rng(0)
-    rows, per_fn, noise = [], {}, []
+    per_fn, noise = {}, []
     for path in sorted(args.diagrams.glob("*.diag")):
         old_file, new_file = args.old / f"{path.stem}.py", args.new / f"{path.stem}.py"
         if not (old_file.exists() and new_file.exists()):
@@ -96,9 +96,9 @@ def main(argv=None) -> int:
                             ratio, again = best["new"] / best["old"], best["old again"] / best["old"]
                             per_fn.setdefault((label, lib), []).append(ratio)
                             noise.append(again)
-                            rows.append(f"| {label} | {lib} | {dtype} | {size:.0e} | {nt} | "
-                                         f"{1e6 * best['old']:.0f} | {1e6 * best['new']:.0f} | {ratio:.2f} | {again:.2f} |")
-                            print(rows[-1], flush=True)
+                            print(f"| {label} | {lib} | {dtype} | {size:.0e} | {nt} | "
+                                  f"{1e6 * best['old']:.0f} | {1e6 * best['new']:.0f} | {ratio:.2f} | {again:.2f} |",
+                                  flush=True)
     print("\n| function | library | new / old (geomean over sizes, dtypes, threads) |\n|---|---|---:|")
     for (label, lib), v in sorted(per_fn.items(), key=lambda kv: -geomean(kv[1])):
         print(f"| {label} | {lib} | {geomean(v):.2f} |")
