@@ -114,11 +114,14 @@ def test_permuting_edges_and_renumbering_nodes():
     assert np.abs(M3[nodes] - M).max() < 1e-12
 
 
-def test_vjp_against_autograd_and_gradcheck():
+def test_vjp_against_autograd_and_gradcheck(monkeypatch):
     args = [torch.tensor(a) for a in conv_args(2)]
     Y, f, s, W = (a.clone().requires_grad_(True) for a in args[:4])
     src, dst = args[4], args[5]
-    M, m = CONV.conv(Y, f, s, W, src, dst)
+    with monkeypatch.context() as m:  # autograd traced through the gathers and sums, not conv_vjp
+        m.setattr(CONV, "EDGE_CHUNK_BYTES", 0)
+        M, m = CONV.conv(Y, f, s, W, src, dst)
+        assert type(M.grad_fn).__name__ != "_GraphFunctionBackward"
     dM, dm = torch.randn_like(M), torch.randn_like(m)
     auto = torch.autograd.grad((M * dM).sum() + (m * dm).sum(), (Y, f, s, W))
     vjp = CONV.conv_vjp(Y, f, s, W, src, dst, dM, dm)
@@ -141,6 +144,63 @@ def test_vjp_against_autograd_and_gradcheck():
     ft = torch.randn(4, 1, dtype=torch.float64, requires_grad=True)
     dMt = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(vjp_fn, (Yt, ft, dMt))
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+def test_runs_of_edges_give_the_values_of_one_run(monkeypatch, library):
+    """The host code takes the edges in runs (EDGE_CHUNK_BYTES); every run's messages are summed
+    into the nodes, per-edge outputs stored in their rows, a weight's cotangent summed over the runs:
+    the same values as every edge at once (conv has all three, gathers at both lists, a node part)."""
+    args = conv_args(4)
+    if library == "torch":
+        args = [torch.tensor(a) for a in args]
+    cots = [np.random.default_rng(8).normal(size=(6, 2, 3, 3)), np.random.default_rng(9).normal(size=(15, 3, 3))]
+    if library == "torch":
+        cots = [torch.tensor(c) for c in cots]
+    monkeypatch.setattr(CONV, "EDGE_CHUNK_BYTES", 0)
+    whole, whole_vjp = CONV.conv(*args), CONV.conv_vjp(*args, *cots)
+    calls = []
+    edge = CONV._conv_edge
+    monkeypatch.setattr(CONV, "_conv_edge", lambda *a, **k: calls.append(len(a[0])) or edge(*a, **k))
+    # a row of conv's arrays: Y 9 x 3, f 3, s 3, W 2 doubles (280 bytes); 15 edges
+    for size, expected in ((1, [1] * 15), (4 * 280, [4, 4, 4, 3]), (15 * 280, [15])):
+        monkeypatch.setattr(CONV, "EDGE_CHUNK_BYTES", size)
+        calls.clear()
+        runs, runs_vjp = CONV.conv(*args), CONV.conv_vjp(*args, *cots)
+        assert calls == expected
+        for a, b in zip(runs, whole):
+            assert np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-12
+        for a, b in zip(runs_vjp[:4], whole_vjp[:4]):
+            assert a.shape == b.shape and np.abs(np.asarray(a) - np.asarray(b)).max() < 1e-12
+    ref = reference_conv(*[np.asarray(a) for a in args])
+    assert all(np.abs(np.asarray(a) - b).max() < 1e-12 for a, b in zip(runs, ref))
+
+
+def test_torch_autograd_of_a_graph_function_is_its_vjp_in_runs(monkeypatch):
+    """torch CPU arrays wanting a gradient: one autograd function, forward in runs of edges with no
+    gradient recorded, backward conv_vjp (in runs too); equal to autograd traced through the gathers
+    and sums; the gradient of the gradient (create_graph) is traced through conv_vjp's array code."""
+    args = [torch.tensor(a) for a in conv_args(5)]
+    leaves = [a.clone().requires_grad_(True) for a in args[:4]]
+    src, dst = args[4], args[5]
+
+    def grads(create_graph=False):
+        M, m = CONV.conv(*leaves, src, dst)
+        loss = (M.sin()).sum() + (m * m).sum()
+        return M, torch.autograd.grad(loss, leaves, create_graph=create_graph)
+
+    monkeypatch.setattr(CONV, "EDGE_CHUNK_BYTES", 0)
+    M0, traced = grads()
+    assert type(M0.grad_fn).__name__ != "_GraphFunctionBackward"
+    second_traced = torch.autograd.grad(sum(g.square().sum() for g in grads(True)[1]), leaves)
+    monkeypatch.setattr(CONV, "EDGE_CHUNK_BYTES", 300)
+    M1, wrapped = grads()
+    assert type(M1.grad_fn).__name__ == "_GraphFunctionBackward"
+    second = torch.autograd.grad(sum(g.square().sum() for g in grads(True)[1]), leaves)
+    for a, b in zip(wrapped + second, traced + second_traced):
+        assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # nothing recorded: no autograd function
+        assert CONV.conv(*leaves, src, dst)[0].grad_fn is None
 
 
 @pytest.mark.parametrize("which, value, message", [

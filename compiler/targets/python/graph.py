@@ -117,26 +117,76 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
         lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}):",
                   f"        return _graph_out(_b, _graph_kernel(_b, _{d.name}_GRAPH, {names}, {lists}, _n, {backward}), "
                   f"out, {names})"]
-    for x in g.gathers:
-        lines.append(f"    {x.name} = _gather(_b, {x.source}, {x.edges})")
+    if vjp:  # torch CPU arrays wanting a gradient: the code below with none recorded, NAME_vjp its backward
+        lines += _recorded(g, arrays, _cotangents(d))
     values: dict[str, list[str]] = {t.name: [] for t in d.outputs}
-    for part in (g.edge_part, g.node_part):
-        if part is None:
-            continue
+    part = g.edge_part
+    if part is not None:
+        scattered = {s.message: s for s in g.scatters}
+        lines += _chunk_loop(g, arrays, [f"_s_{s.output}" for s in g.scatters]
+                             + [f"_p_{t.name}" for t in part.outputs if t.name not in scattered])
+        results = [f"_r_{t.name}" for t in part.outputs]
+        args = ", ".join(_edge_argument(g, t.name) for t in part.inputs)
+        lines.append(f"        {_tuple(results)} = _as_tuple({part.name}({args}, fused=fused, kernels=kernels))")
+        for t, r in zip(part.outputs, results):
+            scatter = next((s for s in g.scatters if s.message == t.name), None)
+            if scatter is not None:
+                lines.append(f"        _s_{scatter.output} = _scatter(_b, {r}, {scatter.edges}[_e], _n, _s_{scatter.output})")
+                if f"_s_{scatter.output}" not in values[scatter.output]:
+                    values[scatter.output].append(f"_s_{scatter.output}")
+            else:
+                lines.append(f"        _p_{t.name} = _edge_rows(_b, _p_{t.name}, {r}, _e, {g.edge_lists[0]}.shape[0])")
+                values[t.name].append(f"_p_{t.name}")
+    part = g.node_part
+    if part is not None:
         results = [f"_r_{t.name}" for t in part.outputs]
         args = ", ".join(t.name for t in part.inputs)
         lines.append(f"    {_tuple(results)} = _as_tuple({part.name}({args}, fused=fused, kernels=kernels))")
         for t, r in zip(part.outputs, results):
-            scatter = next((s for s in g.scatters if s.message == t.name), None)
-            if scatter is not None:
-                values[scatter.output].append(f"_scatter(_b, {r}, {scatter.edges}, _n)")
-            else:
-                values[t.name].append(r)
+            values[t.name].append(r)
     for t in d.outputs:
         lines.append(f"    {t.name} = " + " + ".join(values[t.name]))
     outs = _tuple(t.name for t in d.outputs)
     lines.append(f"    return _graph_out(_b, {outs}, out, {_tuple(t.name for t in arrays)})")
     return "\n".join(lines)
+
+
+def _edge_argument(g: GraphDiagram, name: str) -> str:
+    """The edge diagram's argument ``name`` for the run of edges ``_e``: a per-node input read at its
+    edge list, a per-edge input's rows, or a shared input (a weight) whole."""
+    gather = next((x for x in g.gathers if x.name == name), None)
+    if gather is not None:
+        return f"_gather(_b, {gather.source}, {gather.edges}[_e])"
+    return f"{name}[_e]" if name in g.per_edge else name
+
+
+def _chunk_loop(g: GraphDiagram, arrays, accumulators: list[str]) -> list[str]:
+    """The ``accumulators`` of a graph function's per-edge work set to None (before the first run of
+    edges) and the loop over the runs (``_edge_chunks``: one run of every edge unless the host code
+    takes them in cache-sized runs)."""
+    names = list(dict.fromkeys(accumulators))
+    return ([f"    {' = '.join(names)} = None"] if names else []) + [
+        f"    for _e in _edge_chunks(_b, {_tuple(g.edge_lists)}, {_tuple(t.name for t in arrays)}, fused):"]
+
+
+def _recorded(g: GraphDiagram, arrays, cot: dict[str, str]) -> list[str]:
+    """The branch of a graph function taking torch CPU arrays that want a gradient: one autograd
+    function whose forward calls the function again (no gradient recorded: the host code in runs of
+    edges) and whose backward is NAME_vjp."""
+    from ...ir.grad import vjp_name
+
+    d = g.diagram
+    names = [t.name for t in arrays]
+    caller = ", _caller=_caller" if d.origin else ""
+    run = f"lambda {', '.join(names)}: {d.name}({', '.join(t.name for t in d.inputs)}, num_nodes=_n, kernels=kernels{caller})"
+    grads = [cot[t.name] for t in d.outputs]
+    back = (f"lambda {', '.join(names + grads)}: _arrays_only({vjp_name(d.name)}("
+            f"{', '.join([t.name for t in d.inputs] + grads)}, num_nodes=_n, kernels=kernels))")
+    return [f"    if _graph_recorded(_b, {_tuple(names)}, fused):",
+            f"        return _graph_out(_b, _as_tuple(_graph_autograd().apply(",
+            f"            {run},",
+            f"            {back},",
+            f"            {', '.join(names)})), out, {_tuple(names)})"]
 
 
 def _cotangents(d: Diagram) -> dict[str, str]:
@@ -191,26 +241,42 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
                   f"        {_tuple(results)} = _graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, "
                   f"{_tuple(g.edge_lists)}, _n, None)",
                   "        return " + _tuple("None" if t.type.family == "edges" else f"_d_{t.name}" for t in d.inputs)]
-    for x in g.gathers:
-        lines.append(f"    {x.name} = _gather(_b, {x.source}, {x.edges})")
     grads: dict[str, list[str]] = {t.name: [] for t in d.inputs}
     for k, p in enumerate(parts):
+        edge = p is g.edge_part
         cotangents = []
         for t in p.outputs:
             scatter = next((s for s in g.scatters if s.message == t.name), None)
             if scatter is not None:
-                cotangents.append(f"_gather(_b, {cot[scatter.output]}, {scatter.edges})")
+                cotangents.append(f"_gather(_b, {cot[scatter.output]}, {scatter.edges}[_e])")
             else:
-                cotangents.append(cot[t.name])
+                cotangents.append(f"{cot[t.name]}[_e]" if edge else cot[t.name])
         results = [f"_g{k}_{t.name}" for t in p.inputs]
-        args = ", ".join([t.name for t in p.inputs] + cotangents)
-        lines.append(f"    {_tuple(results)} = _as_tuple({vjp_name(p.name)}({args}, fused=fused, kernels=kernels))")
-        for t, r in zip(p.inputs, results):
-            gather = next((x for x in g.gathers if x.name == t.name), None)
-            if gather is not None:
-                grads[gather.source].append(f"_scatter(_b, {r}, {gather.edges}, _n)")
-            else:
+        args = ", ".join([_edge_argument(g, t.name) if edge else t.name for t in p.inputs] + cotangents)
+        call = f"{_tuple(results)} = _as_tuple({vjp_name(p.name)}({args}, fused=fused, kernels=kernels))"
+        if not edge:
+            lines.append("    " + call)
+            for t, r in zip(p.inputs, results):
                 grads[t.name].append(r)
+            continue
+        gathers = {x.name: x for x in g.gathers}
+        sums, accs = [], []
+        for t, r in zip(p.inputs, results):
+            if t.name in gathers:  # summed into its nodes
+                x = gathers[t.name]
+                source, acc = x.source, f"_s_{x.source}"
+                sums.append(f"{acc} = _scatter(_b, {r}, {x.edges}[_e], _n, {acc})")
+            elif t.name in g.per_edge:  # stored per edge
+                source, acc = t.name, f"_p_{t.name}"
+                sums.append(f"{acc} = _edge_rows(_b, {acc}, {r}, _e, {g.edge_lists[0]}.shape[0])")
+            else:  # shared (a weight): summed over every edge
+                source, acc = t.name, f"_t_{t.name}"
+                sums.append(f"{acc} = _edge_total({acc}, {r})")
+            accs.append(acc)
+            if acc not in grads[source]:
+                grads[source].append(acc)
+        lines += _chunk_loop(g, arrays, accs)
+        lines += ["        " + call] + ["        " + s for s in sums]
     result = []
     for t in d.inputs:
         if t.type.family == "edges":

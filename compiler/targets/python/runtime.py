@@ -895,22 +895,81 @@ def _gather(b, x, idx):
     return x[idx]
 
 
-def _scatter(b, x, idx, n):
-    """The sum of the per-edge x into n nodes along the leading axis: node idx[e] receives x[e]."""
+def _scatter(b, x, idx, n, into=None):
+    """The sum of the per-edge x into n nodes along the leading axis (node idx[e] receives x[e]), added
+    into ``into`` (a run of edges' share after the earlier runs'), or into zeros when it is None."""
     xp = b.xp
-    shape = (n,) + tuple(x.shape[1:])
+    if into is None:
+        shape = (n,) + tuple(x.shape[1:])
+        into = x.new_zeros(shape) if b.root == "torch" else xp.zeros(shape, dtype=x.dtype)
     if b.root == "torch":
-        return x.new_zeros(shape).index_add(0, idx, x)
+        return into.index_add_(0, idx, x)
     if b.root == "jax":
-        return xp.zeros(shape, x.dtype).at[idx].add(x)
-    out = xp.zeros(shape, dtype=x.dtype)
+        return into.at[idx].add(x)
     if b.root == "cupy":
         import cupyx
 
-        cupyx.scatter_add(out, idx, x)
+        cupyx.scatter_add(into, idx, x)
     else:
-        xp.add.at(out, idx, x)
-    return out
+        xp.add.at(into, idx, x)
+    return into
+
+
+#: bytes of gathered and per-edge rows a graph function's host code works on at a time (about 4 MB:
+#: they stay in cache, and no fresh per-edge array is paged in); 0: every edge at once, and torch
+#: autograd traced through the gathers and sums (no autograd function around NAME)
+EDGE_CHUNK_BYTES = 4 << 20
+
+
+def _edge_chunks(b, lists, arrays, fused):
+    """The runs of edges (slices of the edge axis) a graph function's host code takes one after the
+    other: numpy and torch CPU arrays, no gradient recorded, not fused, and more edges than a run
+    holds (EDGE_CHUNK_BYTES over the bytes of one row of every array); else one run of every edge."""
+    edges = int(lists[0].shape[0])
+    if fused or not EDGE_CHUNK_BYTES or b.root not in ("numpy", "torch") or _recording(b, arrays):
+        return (slice(None),)
+    if b.root == "torch" and (b.xp.compiler.is_compiling() or any(x.device.type != "cpu" for x in arrays)):
+        return (slice(None),)
+    step = max(1, EDGE_CHUNK_BYTES // max(1, sum(int(x[:1].nbytes) for x in arrays)))
+    if edges <= step:
+        return (slice(None),)
+    return tuple(slice(lo, lo + step) for lo in range(0, edges, step))
+
+
+def _recording(b, arrays):
+    """Whether torch autograd records operations on these arrays."""
+    return b.root == "torch" and b.xp.is_grad_enabled() and any(x.requires_grad for x in arrays)
+
+
+def _edge_rows(b, into, x, part, edges):
+    """Per-edge results of the run of edges ``part`` stored in rows of ``into`` (made at the first run;
+    one run of every edge: x itself)."""
+    if part == slice(None):
+        return x
+    if into is None:
+        shape = (edges,) + tuple(x.shape[1:])
+        into = x.new_empty(shape) if b.root == "torch" else b.xp.empty(shape, dtype=x.dtype)
+    into[part] = x
+    return into
+
+
+def _edge_total(into, x):
+    """A sum over the runs of edges (a cotangent summed over every edge, as a weight's)."""
+    return x if into is None else into + x
+
+
+def _graph_recorded(b, arrays, fused):
+    """Whether a graph function runs inside the autograd function (forward: the host code with no
+    gradient recorded, in runs of edges; backward: NAME_vjp): torch CPU arrays wanting a gradient,
+    not fused, not traced by torch.compile, EDGE_CHUNK_BYTES not 0."""
+    if fused or not EDGE_CHUNK_BYTES or not _recording(b, arrays) or b.xp.compiler.is_compiling():
+        return False
+    return all(x.device.type == "cpu" for x in arrays)
+
+
+def _arrays_only(cotangents):
+    """NAME_vjp's cotangents without the None of each edge list."""
+    return tuple(c for c in cotangents if c is not None)
 
 
 def _graph_out(b, results, out, arrays):
@@ -932,17 +991,20 @@ def _use_graph_kernel(b, cfg, arrays, vjp):
         return False
     if _dtype_name(b, arrays[0]) is None:
         return False
-    if b.root == "torch" and b.xp.is_grad_enabled() and any(a.requires_grad for a in arrays):
-        return vjp is not None
-    return True
+    return vjp is not None or not _recording(b, arrays)
 
 
 def _graph_kernel(b, cfg, arrays, lists, n, vjp):
     """The results of a graph diagram's function by its fused kernel; with torch arrays wanting a
-    gradient, through an autograd function whose backward is ``vjp`` (NAME_vjp)."""
-    if b.root == "torch" and b.xp.is_grad_enabled() and any(a.requires_grad for a in arrays):
-        return _graph_autograd().apply(cfg, lists, n, vjp, *arrays)
-    return _graph_launch(b, cfg, arrays, lists, n)
+    gradient, through the autograd function whose backward is ``vjp`` (NAME_vjp)."""
+    if not _recording(b, arrays):
+        return _graph_launch(b, cfg, arrays, lists, n)
+
+    def backward(*args):
+        xs, grads = args[:_len(arrays)], args[_len(arrays):]
+        return _arrays_only(vjp(*(xs[k] if kind == "a" else lists[k] for kind, k in cfg["order"]), *grads))
+
+    return _graph_autograd().apply(lambda *xs: _graph_launch(b, cfg, xs, lists, n), backward, *arrays)
 
 
 def _graph_launch(b, cfg, arrays, lists, n):
@@ -1010,7 +1072,7 @@ def _graph_launch(b, cfg, arrays, lists, n):
     return results
 
 
-#: the torch autograd function of the fused graph kernels (made at the first use)
+#: the torch autograd function of graph diagrams' functions (made at the first use)
 _GRAPH_AUTOGRAD = []
 
 
@@ -1020,26 +1082,21 @@ def _graph_autograd():
     import torch
 
     class _GraphFunction(torch.autograd.Function):
-        """Forward: the fused kernel. Backward: NAME_vjp (its own fused kernel when no gradient of
-        the gradient is wanted, else differentiable array code and kernels)."""
+        """Forward: ``run(*arrays)``, the fused kernel or the host code, no gradient recorded.
+        Backward: ``backward(*arrays, *cotangents)``, NAME_vjp's cotangents of the arrays (its own
+        fused kernel or host code when no gradient of the gradient is wanted, else differentiable
+        array code)."""
 
         @staticmethod
-        def forward(ctx, cfg, lists, n, vjp, *arrays):
-            ctx.cfg, ctx.lists, ctx.vjp = cfg, lists, vjp
+        def forward(ctx, run, backward, *arrays):
+            ctx.backward = backward
             ctx.save_for_backward(*arrays)
-            results = _graph_launch(_BACKENDS["torch"], cfg, arrays, lists, n)
-            ctx.shapes = tuple(tuple(r.shape) for r in results)
-            return results
+            return run(*arrays)
 
         @staticmethod
         def backward(ctx, *grads):
-            arrays = ctx.saved_tensors
-            grads = tuple(g if g is not None else arrays[0].new_zeros(s) for g, s in zip(grads, ctx.shapes))
-            args = tuple(arrays[k] if kind == "a" else ctx.lists[k] for kind, k in ctx.cfg["order"])
-            result = _as_tuple(ctx.vjp(*args, *grads))
-            result = [r for r, (kind, _) in zip(result, ctx.cfg["order"]) if kind == "a"]
-            return (None, None, None, None) + tuple(r if need else None
-                                                    for r, need in zip(result, ctx.needs_input_grad[4:]))
+            result = ctx.backward(*ctx.saved_tensors, *grads)
+            return (None, None) + tuple(r if need else None for r, need in zip(result, ctx.needs_input_grad[2:]))
 
     _GRAPH_AUTOGRAD.append(_GraphFunction)
     return _GraphFunction
