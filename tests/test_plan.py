@@ -304,3 +304,40 @@ def test_eps_is_not_unrolled_over_a_channel_mixing():
     args = [random_input(t.type, rng, (5,), {"c": 4, "d": 3}) for t in d.inputs]
     for got, want in zip(module.mixed_cross(*args), _naive(d, args)):
         np.testing.assert_allclose(got, np.broadcast_to(want, np.shape(got)), rtol=1e-12, atol=1e-12)
+
+
+
+SMALL = """diagram f(d: vec[c], u: vec, x: vec[c]) -> (s: scalar[c], w: scalar[c]) {
+    s[c] = d[c,k] u[k]
+    w[c] = d[c,k] x[c,k]
+}
+"""
+GRAPH_SOURCE = """diagram g(v: vec[n,c], u: vec[e], src: edges[e,n], dst: edges[e,n]) -> m: scalar[n,c] {
+    m[n,c] = dst[e,n] src[e,p] v[p,c,k] u[e,k]
+}
+"""
+
+
+def test_a_diagram_run_in_runs_writes_small_geometric_sums_out():
+    """A graph's per-edge part (Diagram.in_runs) runs on cache-sized runs of edges: there a sum over at
+    most SMALL_SUM geometric components is written out as products of slices (plan.Unrolled), not an
+    einsum; the same diagram run whole keeps einsum; the graph function keeps its value."""
+    from dataclasses import replace
+
+    from compiler.planning.plan import SMALL_SUM, Contraction, Unrolled
+
+    (d,) = checked_program(SMALL).diagrams
+    whole, runs = plan_diagram(d), plan_diagram(replace(d, in_runs=True))
+    assert all(type(c) is Contraction for c in whole.contractions)
+    assert [type(c) for c in runs.contractions] == [Unrolled, Unrolled]
+    assert [len(c.cells[0]) for c in runs.contractions] == [3, 3] and SMALL_SUM >= 3
+    text = compiler.compile_source(GRAPH_SOURCE)
+    edge = text[text.index("def __g_edge_planned"):text.index("def _g_edge(")]
+    assert "einsum" not in edge and "u[..., 2][..., None]" in edge
+    rng = np.random.default_rng(1)
+    v, u = rng.normal(size=(5, 4, 3)), rng.normal(size=(7, 3))
+    src, dst = rng.integers(0, 5, 7), rng.integers(0, 5, 7)
+    want = np.zeros((5, 4))
+    for e in range(7):
+        want[dst[e]] += v[src[e]] @ u[e]
+    np.testing.assert_allclose(compiler.load_source(GRAPH_SOURCE).g(v, u, src, dst), want, rtol=1e-12)

@@ -229,7 +229,7 @@ def split_graph(d: Diagram) -> GraphDiagram:
         edge_part = Diagram(edge_name(d.name), d.group, tuple(ins),
                             tuple(Tensor(n, edge_out_types[n], d.pos) for n in order),
                             tuple(Equation(n, edge_out_types[n], tuple(edge_eqs[n]), d.pos) for n in order), d.pos,
-                            origin=d.shown_name)
+                            origin=d.shown_name, in_runs=True)
     if node_eqs:
         used = {n.name for terms in node_eqs.values() for t in terms for n in t.nodes if n.kind == "input"}
         ins = tuple(Tensor(t.name, _drop_first(t.type) if t.name in per_node else t.type, t.pos)

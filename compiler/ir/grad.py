@@ -129,7 +129,7 @@ def vjp_diagram(diagram: Diagram, name: str | None = None, wrt: tuple[str, ...] 
         outputs.append(Tensor(g, typ, inp.pos))
         eqs.append(Equation(g, typ, terms, inp.pos))
     return Diagram(name or vjp_name(diagram.name), diagram.group, inputs, tuple(outputs), tuple(eqs),
-                   diagram.pos, sum_to=tuple(inp.name for _, inp, _ in equations))
+                   diagram.pos, sum_to=tuple(inp.name for _, inp, _ in equations), in_runs=diagram.in_runs)
 
 
 def _axis_kinds(typ: TensorType):

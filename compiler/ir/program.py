@@ -340,6 +340,9 @@ class Diagram:
     #: a stage's internal tensors (a function's arguments, their parts, its results) -> the call as the
     #: user wrote it (``tanh(f[e,c])``, ``phi(x[n,c], y[n,c])[1]``), the text messages show for them
     shown_tensors: tuple[tuple[str, str], ...] = ()
+    #: run on cache-sized runs of its batch (a graph diagram's per-edge part and its derivatives: the
+    #: host code takes the edges in runs), so the planner may assume its operands in cache
+    in_runs: bool = False
 
     @property
     def shown_name(self) -> str:

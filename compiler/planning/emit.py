@@ -476,7 +476,7 @@ def unrolled_into(u: Unrolled, target: str) -> list:
     """Each component of an unrolled contraction written into its place in ``target``."""
     lhs, out = u.spec.split("->")
     out_letters = out[3:] if out.startswith("...") else out
-    const_letters = next(p for p in lhs.split(",") if not p.startswith("..."))
+    const_letters = next((p for p in lhs.split(",") if not p.startswith("...")), "")  # "": a small sum
     open_legs = [ch for ch in const_letters if ch in out_letters]
     cells, stmts = unrolled_cells(u)
     for values, cell in zip(itertools.product(*(range(d) for d in u.open_dims)), cells):
