@@ -15,6 +15,7 @@ torchmd-net's first.
 from __future__ import annotations
 
 import argparse
+import resource
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,9 @@ def main(argv=None) -> int:
     print()
     print("\n".join(harness.machine_line(threads, harness.bandwidth())))
     print()
-    print("| atoms | threads | torchmd-net (ms) | " + " | ".join(f"{t} (ms) | ratio" for t in builds) + " |")
-    print("|---:|---:|---:|" + "---:|---:|" * len(builds))
+    print("| atoms | threads | torchmd-net (ms) | " + " | ".join(f"{t} (ms) | ratio" for t in builds)
+          + " | page faults per call (thousands): torchmd-net, " + ", ".join(builds) + " |")
+    print("|---:|---:|---:|" + "---:|---:|" * len(builds) + "---|")
     for n in args.atoms:
         z, pos, batch = system(n)
         calls = {"torchmd-net": forward_and_forces(ref, z, pos, batch)}
@@ -84,17 +86,22 @@ def main(argv=None) -> int:
         for nt in args.threads:
             threads.set(nt)
             best = {name: float("inf") for name in calls}
+            faults = {name: float("inf") for name in calls}
             names = list(calls)
             for r in range(args.rounds):
                 for name in names[r % len(names):] + names[:r % len(names)]:
+                    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                     t = time.perf_counter()
                     calls[name]()
                     best[name] = min(best[name], time.perf_counter() - t)
+                    faults[name] = min(faults[name], resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
             row = f"| {n} | {nt} | {best['torchmd-net'] * 1e3:.0f} | "
             row += " | ".join(f"{best[t] * 1e3:.0f} | {best[t] / best['torchmd-net']:.2f}" for t in builds)
+            row += " | " + ", ".join(f"{faults[t] / 1e3:.0f}" for t in names)
             print(row + " |", flush=True)
     print()
-    print("ratio: build time / torchmd-net time in the same rounds (below 1: faster).")
+    print("ratio: build time / torchmd-net time in the same rounds (below 1: faster); page faults: the fewest "
+          "minor page faults (getrusage) of one call, each a first touch of a fresh page.")
     return 0
 
 

@@ -123,6 +123,7 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
     part = g.edge_part
     if part is not None:
         scattered = {s.message: s for s in g.scatters}
+        lines += _dense(x.source for x in g.gathers)
         lines += _chunk_loop(g, arrays, [f"_s_{s.output}" for s in g.scatters]
                              + [f"_p_{t.name}" for t in part.outputs if t.name not in scattered])
         results = [f"_r_{t.name}" for t in part.outputs]
@@ -158,6 +159,12 @@ def _edge_argument(g: GraphDiagram, name: str) -> str:
     if gather is not None:
         return f"_gather(_b, {gather.source}, {gather.edges}[_e])"
     return f"{name}[_e]" if name in g.per_edge else name
+
+
+def _dense(names) -> list[str]:
+    """The arrays read at an edge list made C-contiguous once (a channel mixing's result may be a
+    channels-last view: gathering its rows element by element, run after run, costs far more)."""
+    return [f"    {x} = _b.contiguous({x})" for x in dict.fromkeys(names)]
 
 
 def _chunk_loop(g: GraphDiagram, arrays, accumulators: list[str]) -> list[str]:
@@ -275,6 +282,7 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
             accs.append(acc)
             if acc not in grads[source]:
                 grads[source].append(acc)
+        lines += _dense([x.source for x in g.gathers] + [cot[s.output] for s in g.scatters])
         lines += _chunk_loop(g, arrays, accs)
         lines += ["        " + call] + ["        " + s for s in sums]
     result = []
