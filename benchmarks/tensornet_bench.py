@@ -44,6 +44,20 @@ def system(n: int, seed: int = 0):
     return z, pos, torch.zeros(n, dtype=torch.long)
 
 
+#: the benchmarked model's arguments (torchmd-net's and examples/tensornet.py's constructors)
+MODEL = dict(hidden_channels=64, num_layers=2, num_rbf=32, cutoff_upper=4.5, max_num_neighbors=64,
+             static_shapes=False, dtype=torch.float32)
+
+
+def models(tensornet):
+    """torchmd-net's TensorNet with seeded random weights, and examples/tensornet.py's loaded with them."""
+    torch.manual_seed(0)
+    ref = torchmdnet_ref.reference_tensornet(**MODEL)
+    ours = tensornet.TensorNet(**MODEL)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
 def forward_and_forces(model, z, pos, batch):
     def call():
         p = pos.detach().requires_grad_(True)
@@ -67,15 +81,10 @@ def main(argv=None) -> int:
     import tensornet  # compiles the diagrams
 
     import_seconds = time.perf_counter() - t0
-    kw = dict(hidden_channels=64, num_layers=2, num_rbf=32, cutoff_upper=4.5, max_num_neighbors=64,
-              static_shapes=False, dtype=torch.float32)
-    torch.manual_seed(0)
-    ref = torchmdnet_ref.reference_tensornet(**kw)
-    ours = tensornet.TensorNet(**kw)
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref, ours = models(tensornet)
     fused = None
     if args.fused:
-        fused = tensornet.TensorNet(**kw, fused=True)
+        fused = tensornet.TensorNet(**MODEL, fused=True)
         fused.load_state_dict(ref.state_dict(), strict=True)
 
     threads = harness.Threads()

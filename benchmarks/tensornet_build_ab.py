@@ -20,14 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "examples")]
 import harness  # noqa: E402
-import torchmdnet_ref  # noqa: E402
 from module_ab import load_module  # noqa: E402
-from tensornet_bench import forward_and_forces, system  # noqa: E402
+from tensornet_bench import forward_and_forces, models, system  # noqa: E402
 
 #: examples/tensornet.py's global -> the module file of a build
 MODULES = {"LAYER": "tensornet_layer.py", "BASE": "tensornet.py", "SO3": "tensornet_so3.py",
@@ -59,12 +57,7 @@ def main(argv=None) -> int:
     for k, folder in enumerate(args.builds):
         tag = f"{folder.name or folder}"
         builds[tag] = {name: load_module(folder / file, f"b{k}_{Path(file).stem}") for name, file in MODULES.items()}
-    kw = dict(hidden_channels=64, num_layers=2, num_rbf=32, cutoff_upper=4.5, max_num_neighbors=64,
-              static_shapes=False, dtype=torch.float32)
-    torch.manual_seed(0)
-    ref = torchmdnet_ref.reference_tensornet(**kw)
-    ours = tensornet.TensorNet(**kw)
-    ours.load_state_dict(ref.state_dict(), strict=True)
+    ref, ours = models(tensornet)
     threads = harness.Threads()
     print(f"# TensorNet forward + forces, builds against torchmd-net, CPU float32, best of {args.rounds} rounds")
     print()
