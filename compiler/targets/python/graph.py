@@ -6,7 +6,10 @@ This module writes the two public functions around them: the argument checks (``
 module template: shapes, edge lists' dtype, length and range), the gathers (``_gather``: torch
 ``index_select``, array indexing elsewhere), the call of the edge and node functions, and the
 scatter-sums (``_scatter``: torch ``index_add``, numpy ``add.at``, cupy ``scatter_add``, jax
-``.at[].add``). Only names of the diagram (identifiers the lowering accepted) reach the text.
+``.at[].add``), in a loop over runs of edges (``_edge_chunks``: cache-sized runs on the CPU, else
+one run of every edge) that adds each run's messages into per-node accumulators and stores per-edge
+results in their rows; torch CPU arrays wanting a gradient go through one autograd function whose
+backward is ``NAME_vjp``. Only names of the diagram (identifiers the lowering accepted) reach the text.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
     values: dict[str, list[str]] = {t.name: [] for t in d.outputs}
     part = g.edge_part
     if part is not None:
-        scattered = {s.message: s for s in g.scatters}
+        scattered, summed = {s.message: s for s in g.scatters}, set()
         lines += _dense(x.source for x in g.gathers)
         lines += _chunk_loop(g, arrays, [f"_s_{s.output}" for s in g.scatters]
                              + [f"_p_{t.name}" for t in part.outputs if t.name not in scattered])
@@ -133,7 +136,8 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
             scatter = next((s for s in g.scatters if s.message == t.name), None)
             if scatter is not None:
                 lines.append(f"        _s_{scatter.output} = _scatter(_b, {r}, {scatter.edges}[_e], _n, _s_{scatter.output})")
-                if f"_s_{scatter.output}" not in values[scatter.output]:
+                if scatter.output not in summed:  # one accumulator an output, whichever lists feed it
+                    summed.add(scatter.output)
                     values[scatter.output].append(f"_s_{scatter.output}")
             else:
                 lines.append(f"        _p_{t.name} = _edge_rows(_b, _p_{t.name}, {r}, _e, {g.edge_lists[0]}.shape[0])")
