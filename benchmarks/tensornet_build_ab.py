@@ -53,6 +53,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import tensornet
 
+    own = {name: getattr(tensornet, name) for name in MODULES}
+    try:
+        return _run(args, tensornet)
+    finally:  # examples/tensornet.py gets its own modules back
+        for name, module in own.items():
+            setattr(tensornet, name, module)
+
+
+def _run(args, tensornet) -> int:
     builds = {}
     for k, folder in enumerate(args.builds):
         tag = f"{folder.name or folder}"

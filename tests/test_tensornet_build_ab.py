@@ -30,5 +30,9 @@ def test_builds_are_timed_against_torchmd_net_and_a_wrong_build_is_refused(tmp_p
     (wrong / "tensornet_graph.py").write_text(
         text + "\n_right = message\n\n\ndef message(*a, **k):\n    mi, ma, mt = _right(*a, **k)\n"
                "    return 3 * mi, 3 * ma, 3 * mt\n")
+    import tensornet
+
+    own = tensornet.GRAPH
     with pytest.raises(SystemExit, match="disagree"):
         tensornet_build_ab.main([str(wrong)] + argv)
+    assert tensornet.GRAPH is own  # the example's own modules are back
