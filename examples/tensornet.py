@@ -192,7 +192,7 @@ class TensorEmbedding(nn.Module):
         w0, w1, w2 = (proj * self.cutoff(edge_weight).unsqueeze(-1)).view(-1, 3, C).unbind(1)
         # per-edge basis (1, r, P(2) r r) of the parts i, a, t, each scaled and summed at the receiver
         y = LAYER.edge_sph2(edge_unit, fused=self.fused)
-        i, a, t = GRAPH.embed(zd, zs, w0, w1, w2, edge_unit, y, edge_index[1], edge_index[0])
+        i, a, t = GRAPH.embed(zd, zs, w0, w1, w2, edge_unit, y, edge_index[1], edge_index[0], fused=self.fused)
         norm = self.init_norm(LAYER.parts_norm(i, a, t, fused=self.fused))
         for linear in self.linears_scalar:
             norm = self.act(linear(norm))
@@ -225,7 +225,7 @@ class Interaction(nn.Module):
         i, a, t = LAYER.project(X, s, W[0], W[1], W[2])
         Y = LAYER.compose(i, a, t, fused=self.fused)
         # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
-        M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0]),
+        M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0], fused=self.fused),
                           fused=self.fused)
         if self.equivariance_invariance_group == "O(3)":
             P = LAYER.matmul_o3_scaled(M, Y, g, fused=self.fused)

@@ -79,9 +79,17 @@ def test_features_and_forces_equal_torchmdnet(name):
         assert torch.allclose(f, f_ref, rtol=0, atol=1e-10), float((f - f_ref).abs().max())
 
 
-def test_fused_model_equals_torchmdnet():
-    """TensorNet(fused=True): every diagram with a fused form runs it (torch.compile of each function
-    and of the VJPs the forces take); features and forces still equal torchmd-net's."""
+@pytest.mark.parametrize("host", [True, False], ids=["host_loops", "torch_compile"])
+def test_fused_model_equals_torchmdnet(host, monkeypatch):
+    """TensorNet(fused=True): every diagram with a fused form runs it, on the CPU as the kernels'
+    host loops (compiled C++; the graph functions one loop each, gather - product - sum) or, with
+    HOST_KERNELS off, torch.compile of each function and of the VJPs the forces take; features and
+    forces still equal torchmd-net's."""
+    modules = (tensornet.LAYER, tensornet.BASE, tensornet.SO3, tensornet.GRAPH)
+    if host and modules[0]._host_compiler() is None:
+        pytest.skip("no C++ compiler: the host loops cannot be built")
+    for module in modules:
+        monkeypatch.setattr(module, "HOST_KERNELS", host)
     ref, planned = pair(5)
     fused = tensornet.TensorNet(hidden_channels=8, num_layers=2, num_rbf=6, cutoff_upper=3.5,
                                 max_num_neighbors=32, static_shapes=False, dtype=F64, fused=True)
@@ -93,9 +101,14 @@ def test_fused_model_equals_torchmdnet():
     x, f = features_and_forces(fused, z, pos, batch, w)
     assert torch.allclose(x, x_ref, rtol=0, atol=1e-10), float((x - x_ref).abs().max())
     assert torch.allclose(f, f_ref, rtol=0, atol=1e-10), float((f - f_ref).abs().max())
-    # the fused forms ran: compose, residual, ... and their VJPs were compiled in this process
-    compiled = {key[1].__name__ for key in tensornet.LAYER._COMPILED if key[0] == "torch"}
-    assert {"_compose_fused", "_residual_fused", "_compose_vjp_fused"} <= compiled, compiled
+    if host:  # the host loops ran: compose, residual, their VJPs, the two graph functions and theirs
+        loaded = set(tensornet.LAYER._HOST["functions"]) | set(tensornet.GRAPH._HOST["functions"])
+        assert {"diagc_compose_host_f64", "diagc_residual_host_f64", "diagc_compose_vjp_host_f64",
+                "diagc_message_graph_host_f64", "diagc_message_vjp_graph_host_f64", "diagc_embed_graph_host_f64",
+                "diagc_embed_vjp_graph_host_f64"} <= loaded, loaded
+    else:  # the fused forms ran: compose, residual, ... and their VJPs were compiled in this process
+        compiled = {key[1].__name__ for key in tensornet.LAYER._COMPILED if key[0] == "torch"}
+        assert {"_compose_fused", "_residual_fused", "_compose_vjp_fused"} <= compiled, compiled
 
 
 def test_total_charge_enters_as_torchmdnet():

@@ -211,6 +211,10 @@ def graph_kernel_symbol(name: str, suffix: str) -> str:
     return f"diagc_{name}_graph_kernel_{suffix}"
 
 
+def graph_host_symbol(name: str, suffix: str) -> str:
+    return f"diagc_{name}_graph_host_{suffix}"
+
+
 def graph_launcher_symbol(name: str, suffix: str) -> str:
     return f"diagc_{name}_graph_{suffix}"
 
@@ -436,6 +440,36 @@ def _block_function(gk: GraphKernel) -> list[str]:
     return lines
 
 
+def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
+    """The graph kernel's work as a host loop, ``diagc_NAME_graph_host_SUFFIX``: the kernel's arguments,
+    then the threads to use; every (edge, channel element) through ``_graph_element``. Thread form:
+    each thread owns a range of channel elements over every edge (a node's row of one channel
+    element is written by one thread); block form (sums over the channel elements): one thread."""
+    k = gk.edge
+    n = len(k.channels)
+    args = ", ".join([f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs]
+                     + [f"out_{o}" for o in _outputs(gk)] + ([f"ch{p}" for p in range(n)] or ["0LL"]))
+    symbol = graph_host_symbol(gk.name, suffix)
+    lines = ["", f"#if !defined(DIAGC_HOST_ONLY) || defined(DIAGC_HOST_{symbol})", f'extern "C" void {symbol}(']
+    lines += [f"    const long long* list_{name}," for name in gk.lists]
+    lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
+    lines += [f"    {ctype}* out_{o}," for o in _outputs(gk)]
+    lines += [f"    const long long edges{''.join(f', const long long ch{p}' for p in range(n))}, const int threads)",
+              "{",
+              f"    typedef {ctype} T;",
+              f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
+              "    if (edges <= 0 || chans <= 0) return;",
+              f"    diagc_host_parallel(chans, 1, edges * chans, {'1' if gk.block_form else 'threads'}, "
+              "[&](const long long first, const long long last) {",
+              "        for (long long b = 0; b < edges; ++b)",
+              "            for (long long c = first; c < last; ++c)",
+              f"                diagc_{gk.name}_graph_element<T>(b, c, {args});",
+              "    });",
+              "}",
+              "#endif"]
+    return lines
+
+
 def print_graph(gk: GraphKernel) -> str:
     """The text of one graph kernel: the element function (host and device), the float and double
     kernels and their host launchers (nvcc builds)."""
@@ -488,7 +522,10 @@ def print_graph(gk: GraphKernel) -> str:
                   + "".join(f"in_{i.name}, " for i in k.inputs)
                   + "".join(f"out_{o}, " for o in outs) + f"{ch_args});",
                   "}"]
-    lines += ["#endif  // device code", "", "#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)"]
+    lines += ["#endif  // device code", "", "#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)"]
+    for suffix, ctype in PRECISIONS:
+        lines += _host_function(gk, suffix, ctype)
+    lines += ["#endif  // host loops", "", "#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)"]
     for suffix, ctype in PRECISIONS:
         pointers = [f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs] + [f"out_{o}" for o in outs]
         lines += [f'extern "C" int {graph_launcher_symbol(gk.name, suffix)}(']

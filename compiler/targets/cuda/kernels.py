@@ -532,6 +532,11 @@ def kernel_symbol(name: str, suffix: str) -> str:
     return f"diagc_{name}_kernel_{suffix}"
 
 
+def host_symbol(name: str, suffix: str) -> str:
+    """The extern "C" host loop of elementwise diagram ``name`` (plain C++ builds only)."""
+    return f"diagc_{name}_host_{suffix}"
+
+
 def launcher_symbol(name: str, suffix: str) -> str:
     """The extern "C" host launcher of diagram ``name`` (nvcc builds only)."""
     return f"diagc_{name}_{suffix}"
@@ -556,6 +561,7 @@ def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
         return dict(common, outputs=tuple((r.name, _axes(kernel.channels if r.kept is None else
                                                  tuple(kernel.channels[p] for p in r.kept)), r.dims)
                                           for r in kernel.results),
+                    host={dtype: host_symbol(kernel.name, s) for s, dtype in _DTYPES},
                     summed=tuple(k for k, r in enumerate(kernel.results) if r.kept is not None),
                     channels=_axes(kernel.channels),
                     per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},

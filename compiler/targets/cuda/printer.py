@@ -16,8 +16,8 @@ import jinja2
 from ... import __version__
 from ..python.codegen import template_text
 from ...ir.program import Program
-from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, View, kernel_symbol,
-                      launcher_symbol, lower_program)
+from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, View, host_symbol,
+                      kernel_symbol, launcher_symbol, lower_program)
 
 
 def coefficient(c: Fraction | float) -> str:
@@ -115,6 +115,8 @@ def print_program(program: CudaProgram) -> str:
             entry["key_index"] = index if any(r.kept for r in entry["summed"]) else []
             entry["row_key"] = {r.name: _row(r.kept) for r in entry["summed"]}
             entry["row_count"] = {r.name: _product(["batch"] + [f"ch{p}" for p in r.kept]) for r in entry["summed"]}
+            entry["host_index"] = entry["axis_index"] or entry["key_index"]
+            entry["host"] = {s: host_symbol(k.name, s) for s, _ in PRECISIONS}
         else:
             assert isinstance(k, MixingKernel)
             entry["z"] = [component(c, views) for c in k.z_components]

@@ -117,9 +117,9 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
     if kernel:
         names, lists = _tuple(t.name for t in arrays), _tuple(g.edge_lists)
         backward = f"{d.name}_vjp" if vjp else "None"
-        lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}):",
-                  f"        return _graph_out(_b, _graph_kernel(_b, _{d.name}_GRAPH, {names}, {lists}, _n, {backward}), "
-                  f"out, {names})"]
+        lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}, fused):",
+                  f"        return _graph_out(_b, _graph_kernel(_b, _{d.name}_GRAPH, {names}, {lists}, _n, {backward}, "
+                  f"fused), out, {names})"]
     if vjp:  # torch CPU arrays wanting a gradient: the code below with none recorded, NAME_vjp its backward
         lines += _recorded(g, arrays, _cotangents(d))
     values: dict[str, list[str]] = {t.name: [] for t in d.outputs}
@@ -248,7 +248,7 @@ def graph_vjp_function(g: GraphDiagram, diagrams: dict[str, Diagram], kernel: bo
     if kernel:  # the fused kernel when no gradient of this is wanted (else the differentiable code below)
         names = _tuple(t.name for t in arrays)
         results = [f"_d_{t.name}" for t in d.inputs if t.type.family != "edges"]
-        lines += [f"    if kernels and _use_graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, None):",
+        lines += [f"    if kernels and _use_graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, None, fused):",
                   f"        {_tuple(results)} = _graph_kernel(_b, _{vjp_name(d.name)}_GRAPH, {names}, "
                   f"{_tuple(g.edge_lists)}, _n, None)",
                   "        return " + _tuple("None" if t.type.family == "edges" else f"_d_{t.name}" for t in d.inputs)]
@@ -345,7 +345,7 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
     of edges; 'block': a block owns whole runs, ``THREADS // min(channel elements, THREADS)`` of
     them, and takes ``shared_words`` words of shared memory); the
     function's declared inputs as ('a', array) or ('l', edge list)."""
-    from ..cuda.graph import THREADS, _outputs, graph_kernel_symbol
+    from ..cuda.graph import THREADS, _outputs, graph_host_symbol, graph_kernel_symbol
     from ..cuda.kernels import module_config
 
     d = g.diagram
@@ -385,6 +385,7 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
             k_a += 1
     return {"name": gk.name, "symbols": {"float32": graph_kernel_symbol(gk.name, "f32"),
                                          "float64": graph_kernel_symbol(gk.name, "f64")},
+            "host": {"float32": graph_host_symbol(gk.name, "f32"), "float64": graph_host_symbol(gk.name, "f64")},
             "block": THREADS, "edges_per_thread": gk.edges_per_run, "form": "block" if gk.block_form else "thread",
             "shared_words": gk.shared_words, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
             "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order)}

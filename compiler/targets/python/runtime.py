@@ -678,8 +678,10 @@ def _call_kernels(spec, args, out, fused, kernels=True):
     if args:
         first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
         args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
-    if kernels and _use_kernel(_b, spec, args):
+    if kernels and _use_kernel(_b, spec, args, fused):
         return _kernel_call(_b, spec, args, out)
+    if kernels and fused and spec[5] is not None and spec[5]["kind"] == "mixing" and _host_possible(_b, args):
+        fused = False  # channel mixing on the host: the planned code's GEMM (the library's, as cuBLAS on a GPU)
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
         return _b.differentiate(spec, args, out, fused)
     return _b.evaluate(spec, args, out, fused)
@@ -984,25 +986,33 @@ def _graph_out(b, results, out, arrays):
     return out
 
 
-def _use_graph_kernel(b, cfg, arrays, vjp):
+def _use_graph_kernel(b, cfg, arrays, vjp, fused=False):
     """Whether a graph diagram's function runs its fused CUDA kernel: CUDA arrays (torch or cupy) of
-    float32 or float64, cupy importable, and for torch arrays wanting a gradient, a NAME_vjp."""
-    if b.root not in ("torch", "cupy") or not arrays or not _on_gpu(b, arrays) or not _cupy_importable():
+    float32 or float64, cupy importable, and for torch arrays wanting a gradient, a NAME_vjp. Or,
+    with ``fused``, the kernel's host loop on CPU arrays of one of those dtypes (_host_possible)."""
+    if not arrays:
         return False
-    if _dtype_name(b, arrays[0]) is None:
+    dtype = _dtype_name(b, arrays[0])
+    if dtype is None or not (vjp is not None or not _recording(b, arrays)):
         return False
-    return vjp is not None or not _recording(b, arrays)
+    if b.root in ("torch", "cupy") and _on_gpu(b, arrays):
+        return _cupy_importable()
+    if not fused or not _host_possible(b, arrays) or any(_dtype_name(b, a) != dtype for a in arrays):
+        return False
+    return _host_ready([cfg["host"][dtype]])
 
 
-def _graph_kernel(b, cfg, arrays, lists, n, vjp):
-    """The results of a graph diagram's function by its fused kernel; with torch arrays wanting a
-    gradient, through the autograd function whose backward is ``vjp`` (NAME_vjp)."""
+def _graph_kernel(b, cfg, arrays, lists, n, vjp, fused=False):
+    """The results of a graph diagram's function by its fused kernel (or its host loop); with torch
+    arrays wanting a gradient, through the autograd function whose backward is ``vjp`` (NAME_vjp,
+    called with the same ``fused``)."""
     if not _recording(b, arrays):
         return _graph_launch(b, cfg, arrays, lists, n)
 
     def backward(*args):
         xs, grads = args[:_len(arrays)], args[_len(arrays):]
-        return _arrays_only(vjp(*(xs[k] if kind == "a" else lists[k] for kind, k in cfg["order"]), *grads))
+        return _arrays_only(vjp(*(xs[k] if kind == "a" else lists[k] for kind, k in cfg["order"]), *grads,
+                                fused=fused))
 
     return _graph_autograd().apply(lambda *xs: _graph_launch(b, cfg, xs, lists, n), backward, *arrays)
 
@@ -1018,8 +1028,9 @@ def _graph_launch(b, cfg, arrays, lists, n):
     import numpy
 
     torch = b.root == "torch"
+    host = b.root == "numpy" or (torch and not arrays[0].is_cuda)
     dtype, device = _dtype_name(b, arrays[0]), arrays[0].device
-    index = _device_index(b, device)
+    index = None if host else _device_index(b, device)
     edges = int(lists[0].shape[0]) if lists else 0
     sizes = {}
     xs = []
@@ -1034,15 +1045,27 @@ def _graph_launch(b, cfg, arrays, lists, n):
     outs = []
     for role, och, dims in cfg["outputs"]:
         shape = (n if role == "n" else edges,) + tuple(sizes[c] for c in och) + tuple(dims)
-        # per node: added into; per edge: stored, except a sum over no channel element (zeros)
-        make = b.xp.zeros if role == "n" or elements == 0 else b.xp.empty
+        # per node: added into; per edge: stored, except a sum over no channel element (zeros), and
+        # on the host in the block form (its loop adds each channel element's share into the edge's row)
+        make = b.xp.zeros if role == "n" or elements == 0 or (host and cfg["form"] == "block") else b.xp.empty
         if torch:
             outs.append(make(shape, dtype=arrays[0].dtype, device=device))
+        elif host:
+            outs.append(make(shape, dtype=arrays[0].dtype))
         else:
             with b.xp.cuda.Device(index):
                 outs.append(make(shape, dtype=arrays[0].dtype))
     results = tuple(outs[j] if kind == "out" else b.xp.zeros_like(arrays[j]) for kind, j in cfg["results"])
     if runs * elements == 0:
+        return results
+    if host:
+        import ctypes
+
+        lists = [idx.contiguous() if torch else b.xp.ascontiguousarray(idx, dtype="int64") for idx in lists]
+        params = [_host_pointer(b, lists[j]) for j in cfg["lists"]] + [_host_pointer(b, x) for x in xs]
+        params += [_host_pointer(b, o) for o in outs] + [ctypes.c_longlong(edges)]
+        params += [ctypes.c_longlong(c) for c in chans] + [ctypes.c_int(_host_threads(b))]
+        _HOST["functions"][cfg["host"][dtype]](*params)
         return results
     if cfg["form"] == "block":  # a block owns block // min(elements, block) runs of consecutive edges
         slots = cfg["block"] // min(elements, cfg["block"])
@@ -1220,16 +1243,29 @@ def _on_gpu(b, args):
     return any(a.is_cuda for a in args)
 
 
-def _use_kernel(b, spec, args):
+def _use_kernel(b, spec, args, fused=False):
     """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing the kernel spec
     does not choose the array library's GEMM, ``library_gemm``, or MIXING overrides it with
-    "kernel"), the arguments are CUDA arrays, and cupy is importable."""
+    "kernel"), the arguments are CUDA arrays, and cupy is importable. Or, with ``fused``, an
+    elementwise kernel whose host loop runs on CPU arrays (_host_possible), compiled (with its VJP's
+    when a gradient is being recorded: the backward will want it)."""
     cfg = spec[5]
-    if cfg is None or not args or b.root not in ("torch", "cupy"):
+    if cfg is None or not args:
         return False
-    if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
+    if b.root in ("torch", "cupy") and _on_gpu(b, args):
+        if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
+            return False
+        return _cupy_importable()
+    if not fused or cfg["kind"] != "elementwise" or not _host_possible(b, args):
         return False
-    return _on_gpu(b, args) and _cupy_importable()
+    dtype = _dtype_name(b, args[0])
+    if dtype is None or any(_dtype_name(b, a) != dtype for a in args):
+        return False
+    symbols = [cfg["host"][dtype]]
+    vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
+    if vjp is not None and vjp[5]["kind"] == "elementwise" and b.differentiable(args):
+        symbols.append(vjp[5]["host"][dtype])
+    return _host_ready(symbols)
 
 
 def _dtype_name(b, x):
@@ -1351,6 +1387,8 @@ def _kernel_launch(b, cfg, args):
     then allocates the outputs, reads the data pointers and launches. Nothing waits for the device."""
     import numpy
 
+    if b.root == "numpy" or (b.root == "torch" and not args[0].is_cuda):
+        return _host_launch(b, cfg, args)
     torch = b.root == "torch"
     if torch:
         key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
@@ -1407,6 +1445,163 @@ def _torch_stream(b, device):
     if raw is not None:
         return raw(_device_index(b, device))
     return b.xp.cuda.current_stream(device).cuda_stream
+
+
+#: fused=True on CPU arrays (numpy, torch on the CPU) of a module with kernels: the kernels' element
+#: functions in host loops (C++, ``diagc_NAME_host_f32/64`` in _CUDA_SOURCE), compiled at their first
+#: use by the C++ compiler (CXX, else g++ or c++ on PATH) and cached on disk (DIAGC_CACHE, else
+#: ~/.cache/diagc); channel mixing runs the planned code (the array library's GEMM). False, or no
+#: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
+HOST_KERNELS = True
+_HOST_FLAGS = ("-O2", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-x", "c++")
+_HOST = {"compiler": None, "dir": None, "functions": {}, "building": {}, "plans": {}, "failed": False}
+
+
+def _host_possible(b, args):
+    """Whether host loops may run on ``args``: HOST_KERNELS, a module with kernels, numpy arrays or
+    torch CPU tensors (not while torch.compile traces), a C++ compiler found, and no build has
+    failed in this process."""
+    if not HOST_KERNELS or _CUDA_SOURCE is None or _HOST["failed"] or b.root not in ("numpy", "torch"):
+        return False
+    if b.root == "torch" and (b.xp.compiler.is_compiling() or any(a.is_cuda for a in args)):
+        return False  # traced by torch.compile: the fused array code, which it compiles
+    return _host_compiler() is not None
+
+
+def _host_compiler():
+    """The C++ compiler: CXX if set (a name on PATH or a path), else g++ or c++; looked up once."""
+    cxx = _HOST["compiler"]
+    if cxx is None:
+        import os
+        import shutil
+
+        named = os.environ.get("CXX")
+        cxx = _HOST["compiler"] = (shutil.which(named) if named else shutil.which("g++") or shutil.which("c++")) or ""
+    return cxx or None
+
+
+def _host_directory():
+    """Where this module's host loops are built: one folder per source text, compiler, flags and CPU
+    (``-march=native``: a binary is kept only for the CPU it was built for)."""
+    d = _HOST["dir"]
+    if d is None:
+        import hashlib
+        import os
+        import platform
+
+        cpu = ""
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next((line for line in f if line.startswith(("flags", "Features"))), "")
+        except OSError:
+            pass
+        key = "\0".join((_CUDA_SOURCE, _HOST["compiler"], " ".join(_HOST_FLAGS), platform.machine(), cpu))
+        root = os.environ.get("DIAGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "diagc")
+        d = _HOST["dir"] = os.path.join(root, "host", hashlib.sha256(key.encode()).hexdigest()[:24])
+    return d
+
+
+def _host_ready(symbols):
+    """Whether host loops ``symbols`` are loaded: each built at its first use (a shared library of its
+    own, ``DIAGC_HOST_ONLY``: the compiler sees one loop), the missing ones in parallel. A failed
+    build warns once (the compiler's message) and turns host loops off for the process."""
+    functions = _HOST["functions"]
+    missing = [s for s in symbols if s not in functions]
+    if not missing:
+        return True
+    import ctypes
+    import os
+    import subprocess
+    import warnings
+
+    d = _host_directory()
+    source = os.path.join(d, "source.cpp")
+    jobs = []
+    try:
+        os.makedirs(d, exist_ok=True)
+        if not os.path.exists(source):
+            part = f"{source}.{os.getpid()}"
+            with open(part, "w") as f:
+                f.write(_CUDA_SOURCE)
+            os.replace(part, source)
+        for s in missing:
+            lib = os.path.join(d, s + ".so")
+            if not os.path.exists(lib):
+                part = f"{lib}.{os.getpid()}"
+                cmd = [_HOST["compiler"], *_HOST_FLAGS, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{s}", source, "-o", part]
+                jobs.append((lib, part, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                         stderr=subprocess.STDOUT)))
+        failed = None
+        for lib, part, job in jobs:
+            text = job.communicate()[0]
+            if job.returncode != 0 and failed is None:
+                failed = text.decode(errors="replace")[-2000:]
+            elif job.returncode == 0:
+                os.replace(part, lib)
+        if failed is not None:
+            raise OSError(failed)
+        for s in missing:
+            fn = getattr(ctypes.CDLL(os.path.join(d, s + ".so")), s)
+            fn.restype = None
+            functions[s] = fn
+    except (OSError, AttributeError) as error:
+        _HOST["failed"] = True
+        warnings.warn(f"the kernels' host loops could not be built ({error}); fused=True runs the array code",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    return True
+
+
+def _host_threads(b):
+    """The threads a host loop may use: torch's intra-op threads for torch, the CPUs for numpy."""
+    if b.root == "torch":
+        return b.xp.get_num_threads()
+    import os
+
+    return os.cpu_count() or 1
+
+
+def _host_pointer(b, x):
+    import ctypes
+
+    return ctypes.c_void_p(x.data_ptr() if b.root == "torch" else x.ctypes.data)
+
+
+def _host_launch(b, cfg, args):
+    """Runs the host loop of ``cfg``'s kernel on CPU arrays ``args`` (loaded by _host_ready): checked
+    and planned as a launch on the GPU (_launch_plan, the same errors; non-contiguous inputs copied),
+    into new outputs (zeroed where summed into); returns the outputs (a list)."""
+    import ctypes
+
+    torch = b.root == "torch"
+    key = (cfg["name"],) + tuple((x.dtype, tuple(x.shape), x.stride() if torch else x.strides) for x in args)
+    plans = _HOST["plans"]
+    plan = plans.get(key)
+    if plan is None:
+        plan = _launch_plan(b, cfg, args)
+        if _len(plans) >= 4096:
+            plans.clear()
+        plans[key] = plan
+    copies, shapes, summed, grid, _, flags, tail, _, _ = plan
+    like = args[0]
+    if torch:
+        xs = args if copies is None else [x if c is None else x.contiguous() if c is True else x.expand(c).contiguous()
+                                          for x, c in zip(args, copies)]
+        outs = [like.new_zeros(s) if z else like.new_empty(s) for s, z in zip(shapes, summed)]
+    else:
+        xs = args if copies is None else [
+            x if c is None else b.xp.ascontiguousarray(x if c is True else b.xp.broadcast_to(x, c))
+            for x, c in zip(args, copies)]
+        outs = [(b.xp.zeros if z else b.xp.empty)(s, dtype=like.dtype) for s, z in zip(shapes, summed)]
+    if grid is None:
+        return outs
+    params = []
+    for x, flag in zip(xs, flags):
+        params += (_host_pointer(b, x), ctypes.c_int(int(flag)))
+    params += [_host_pointer(b, o) for o in outs]
+    params += [ctypes.c_longlong(int(v)) for v in tail] + [ctypes.c_int(_host_threads(b))]
+    _HOST["functions"][cfg["host"][_dtype_name(b, like)]](*params)
+    return outs
 
 
 def _kernel_body(b, cfg):
@@ -1475,7 +1670,7 @@ def _kernel_autograd():
             def backward(ctx, *grads):  # grads of unused outputs arrive as zeros (materialised)
                 b, spec, args = _BACKENDS["torch"], ctx.spec, ctx.saved_tensors
                 vjp = None if b.xp.is_grad_enabled() or spec[4] is not None else _kernel_specs().get(spec[1].__name__)
-                if vjp is not None and _use_kernel(b, vjp, args + grads) and _kernel_eager(b, grads):
+                if vjp is not None and _use_kernel(b, vjp, args + grads, True) and _kernel_eager(b, grads):
                     result = _as_tuple(_kernel_result(b, vjp, args + grads))  # NAME_vjp's own kernel call
                 else:
                     result = _vjp(b, spec, args, grads)

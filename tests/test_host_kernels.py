@@ -1,0 +1,236 @@
+"""The kernels' host loops: ``fused=True`` on CPU arrays (numpy, torch on the CPU).
+
+A module with kernels carries, in its embedded C++/CUDA source, a host loop per elementwise kernel
+(``diagc_NAME_host_f32/64``: every (batch, channel) element through the same ``__host__
+__device__`` element function the GPU kernel calls) and per graph kernel (every (edge, channel
+element) gathered, computed and added into its node in one pass). ``fused=True`` on CPU arrays
+builds them with the C++ compiler at first use (one shared library per loop, cached on disk) and
+runs them; channel mixing runs the planned code's GEMM. Checked here against the array code of the
+same module (``kernels=False``) for every elementwise kernel of every file in diagrams/ (forward,
+VJP, second order), for the graph functions in both forms, through torch autograd (gradcheck and
+gradgradcheck), with broadcast and non-contiguous inputs, on several threads, and what happens
+without a compiler or when the build fails.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import compiler
+from conftest import ROOT
+
+torch = pytest.importorskip("torch")
+
+_MODULES = {}
+
+
+def _module(stem: str):
+    if stem not in _MODULES:
+        path = ROOT / ("examples" if stem == "tensornet_graph" else "diagrams") / f"{stem}.diag"
+        _MODULES[stem] = compiler.load(path)
+    return _MODULES[stem]
+
+
+def _needs_compiler():
+    if _module("products")._host_compiler() is None:
+        pytest.skip("no C++ compiler (g++, c++ or CXX): the host loops cannot be built")
+
+
+def _every_elementwise_kernel():
+    stems = sorted(p.stem for p in (ROOT / "diagrams").glob("*.diag"))
+    return [pytest.param(stem, s[5]["name"], id=f"{stem}.{s[5]['name']}")
+            for stem in stems for s in _module(stem)._KERNEL_SPECS if s[5]["kind"] == "elementwise"]
+
+
+def _arrays(cfg, rng, batch, channels, xp="numpy", dtype=np.float64):
+    sizes = {}
+    out = []
+    for _, chans, dims in cfg["inputs"]:
+        shape = tuple(batch) + tuple(c if isinstance(c, int) else sizes.setdefault(c, channels + len(sizes))
+                                     for c in chans) + tuple(dims)
+        x = rng.standard_normal(shape).astype(dtype)
+        out.append(torch.from_numpy(x) if xp == "torch" else x)
+    return out
+
+
+def _same(got, want, tol):
+    got = got if isinstance(got, tuple) else (got,)
+    want = want if isinstance(want, tuple) else (want,)
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        g, w = np.asarray(g.detach() if hasattr(g, "detach") else g), np.asarray(w.detach() if hasattr(w, "detach") else w)
+        assert g.shape == w.shape and g.dtype == w.dtype
+        assert float(np.abs(g - w).max(initial=0)) <= tol * max(1.0, float(np.abs(w).max(initial=0)))
+
+
+@pytest.mark.parametrize("stem, name", _every_elementwise_kernel())
+def test_host_loops_match_the_array_code(stem, name):
+    """Every elementwise kernel's host loop (forward, VJP, second order), float64 to 1e-12 on numpy
+    at a batch of 37 and at a (3, 3) batch with 40-odd channels per axis (channel axes of different
+    sizes: the index arithmetic of broadcast views and summed rows), float32 to 1e-5 on torch; the
+    loop was loaded (no silent fallback to the array code)."""
+    _needs_compiler()
+    m = _module(stem)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    fn = getattr(m, name)
+    rng = np.random.default_rng(len(stem) * 31 + len(name))
+    for xp, dtype, tol, batch, channels in (("numpy", np.float64, 1e-12, (37,), 3),
+                                            ("numpy", np.float64, 1e-12, (3, 3), 40),
+                                            ("torch", np.float32, 1e-5, (37,), 5)):
+        args = _arrays(cfg, rng, batch, channels, xp, dtype)
+        _same(fn(*args, fused=True), fn(*args, kernels=False), tol)
+    assert {cfg["host"]["float64"], cfg["host"]["float32"]} <= set(m._HOST["functions"])
+
+
+def test_broadcast_non_contiguous_and_threaded():
+    """Inputs broadcast over the batch (batch flag 0), over some batch axes (copied), transposed
+    views (copied), a channel-less input read per element; and a call past the serial threshold,
+    split among threads at whole batch rows (a summed row is one thread's)."""
+    _needs_compiler()
+    m = _module("tensornet")
+    rng = np.random.default_rng(5)
+    M, Y = (rng.standard_normal((7, 5, 3, 3)) for _ in range(2))
+    _same(m.matmul_o3(M[:1], Y, fused=True), m.matmul_o3(M[:1], Y), 1e-12)
+    _same(m.matmul_o3(M.transpose(0, 1, 3, 2), Y, fused=True), m.matmul_o3(M.transpose(0, 1, 3, 2), Y), 1e-12)
+    B = rng.standard_normal((2, 1, 5, 3, 3))
+    Z = rng.standard_normal((2, 4, 5, 3, 3))
+    _same(m.matmul_o3(B, Z, fused=True), m.matmul_o3(B, Z), 1e-12)
+    r = rng.standard_normal((7, 3))
+    f = [rng.standard_normal((7, 5)) for _ in range(3)]
+    _same(m.edge_tensor(r, *f, fused=True), m.edge_tensor(r, *f), 1e-12)
+    layer = _module("tensornet_layer")
+    args = _arrays(layer._residual_vjp_KERNEL, rng, (3000,), 16)  # 48,000 elements, rows summed over c
+    for threads in (1, 2, 3):
+        torch.set_num_threads(threads)
+        try:
+            targs = [torch.from_numpy(a) for a in args]
+            _same(layer.residual_vjp(*targs, fused=True), layer.residual_vjp(*targs, kernels=False), 1e-12)
+        finally:
+            torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+
+def test_gradients_through_the_host_loops():
+    """torch autograd over fused=True: the forward's host loop, the backward NAME_vjp's (loaded beside
+    it), the double backward through the differentiable array code."""
+    _needs_compiler()
+    m = _module("tensornet")
+    rng = np.random.default_rng(6)
+    args = tuple(torch.from_numpy(a).requires_grad_() for a in _arrays(m._matmul_o3_KERNEL, rng, (2,), 2))
+    assert torch.autograd.gradcheck(lambda *xs: m.matmul_o3(*xs, fused=True), args)
+    assert torch.autograd.gradgradcheck(lambda *xs: m.matmul_o3(*xs, fused=True), args)
+    assert {"diagc_matmul_o3_host_f64", "diagc_matmul_o3_vjp_host_f64"} <= set(m._HOST["functions"])
+
+
+def _graph_inputs(rng, nodes=50, edges=300, channels=8, sort=False):
+    src, dst = rng.integers(0, nodes, edges), rng.integers(0, nodes, edges)
+    if sort:
+        order = np.argsort(dst, kind="stable")
+        src, dst = src[order], dst[order]
+    i, zd, zs = (rng.standard_normal((nodes, channels)) for _ in range(3))
+    a, t = rng.standard_normal((nodes, channels, 3)), rng.standard_normal((nodes, channels, 5))
+    f = [rng.standard_normal((edges, channels)) for _ in range(3)]
+    u, y = rng.standard_normal((edges, 3)), rng.standard_normal((edges, 5))
+    return {"message": (i, a, t, *f), "embed": (zd, zs, *f, u, y)}, (src, dst)
+
+
+def _graph_case(name, rng, **sizes):
+    arrays, lists = _graph_inputs(rng, **sizes)
+    return arrays[name], lists
+
+
+@pytest.mark.parametrize("name", ["message", "embed"])
+def test_graph_host_loops(name):
+    """The graph functions in one pass (message: the thread form; embed, whose VJP sums the unit
+    vector's cotangent over the channels: the block form), forward and VJP, against the array code:
+    numpy float64 on an unsorted and a sorted edge list, torch float32 past the serial threshold on
+    two threads; gradcheck and gradgradcheck through fused=True."""
+    _needs_compiler()
+    g = _module("tensornet_graph")
+    fn, vjp = getattr(g, name), getattr(g, f"{name}_vjp")
+    rng = np.random.default_rng(7)
+    for sort in (False, True):
+        arrays, lists = _graph_case(name, rng, sort=sort)
+        _same(fn(*arrays, *lists, fused=True), fn(*arrays, *lists), 1e-12)
+        cot = tuple(rng.standard_normal(r.shape) for r in fn(*arrays, *lists))
+        got, want = vjp(*arrays, *lists, *cot, fused=True), vjp(*arrays, *lists, *cot)
+        _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
+    arrays, lists = _graph_case(name, rng, nodes=400, edges=6000, channels=16)
+    torch.set_num_threads(2)
+    try:
+        t32 = [torch.from_numpy(x.astype(np.float32)) for x in arrays]
+        tl = [torch.from_numpy(x) for x in lists]
+        _same(fn(*t32, *tl, fused=True), fn(*t32, *tl), 1e-5)
+    finally:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+    arrays, lists = _graph_case(name, rng, nodes=6, edges=20, channels=2)
+    targs = [torch.from_numpy(x).requires_grad_() for x in arrays]
+    tl = [torch.from_numpy(x) for x in lists]
+    assert torch.autograd.gradcheck(lambda *xs: fn(*xs, *tl, fused=True), targs)
+    assert torch.autograd.gradgradcheck(lambda *xs: fn(*xs, *tl, fused=True), targs)
+    assert {f"diagc_{name}_graph_host_f64", f"diagc_{name}_vjp_graph_host_f64",
+            f"diagc_{name}_graph_host_f32"} <= set(g._HOST["functions"])
+
+
+def _fresh(tag):
+    """A module of its own (its host-loop state untouched by other tests)."""
+    text = (ROOT / "diagrams" / "products.diag").read_text()
+    return compiler.load_source(text, f"diagc_test_host_{tag}")
+
+
+def test_without_a_compiler_fused_runs_the_array_code(monkeypatch):
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    m = _fresh("nocxx")
+    assert m._host_compiler() is None
+    rng = np.random.default_rng(8)
+    args = _arrays(m._cross_KERNEL, rng, (9,), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _same(m.cross(*args, fused=True), m.cross(*args, kernels=False), 1e-12)
+    assert not m._HOST["functions"]
+
+
+def test_a_failed_build_warns_once_and_runs_the_array_code(monkeypatch, tmp_path):
+    """A compiler that fails (here `false`): one RuntimeWarning with its message, then the array code,
+    for this call and every later one (no second attempt)."""
+    false = next((p for p in ("/bin/false", "/usr/bin/false") if os.path.exists(p)), None)
+    if false is None:
+        pytest.skip("no `false` program")
+    monkeypatch.setenv("CXX", false)
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    m = _fresh("failing")
+    rng = np.random.default_rng(9)
+    args = _arrays(m._cross_KERNEL, rng, (9,), 4)
+    with pytest.warns(RuntimeWarning, match="host loops could not be built"):
+        _same(m.cross(*args, fused=True), m.cross(*args, kernels=False), 1e-12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _same(m.cross(*args, fused=True), m.cross(*args, kernels=False), 1e-12)
+    assert m._HOST["failed"] and not m._HOST["functions"]
+
+
+def test_built_loops_are_reused_from_disk(monkeypatch, tmp_path):
+    """A loop built once is loaded from the cache folder afterwards (here: the module's loaded loops
+    forgotten, as in a new process) without running the compiler."""
+    _needs_compiler()
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    rng = np.random.default_rng(10)
+    m = _fresh("cache")
+    args = _arrays(m._dot_KERNEL, rng, (9,), 4)
+    want = m.dot(*args, kernels=False)
+    _same(m.dot(*args, fused=True), want, 1e-12)
+    built = sorted(p.name for p in tmp_path.rglob("*.so"))
+    assert built == ["diagc_dot_host_f64.so"], built
+
+    import subprocess
+
+    def refuse(*a, **k):
+        raise AssertionError("the compiler ran again")
+
+    m._HOST["functions"].clear()
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    _same(m.dot(*args, fused=True), want, 1e-12)
+    assert "diagc_dot_host_f64" in m._HOST["functions"]
