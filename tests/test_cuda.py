@@ -152,7 +152,9 @@ def test_nvcc_compiles_every_emitted_source(sources, tmp_path):
 
 def _harness(programs) -> str:
     """C++ calling each element function over n elements laid out one after another."""
-    lines = ['#include <cstddef>']
+    # the element functions only (DIAGC_HOST_ONLY naming no loop: the host loops are test_host_kernels.py's,
+    # and theirs are extern "C" names that two files may share); their headers outside the namespaces
+    lines = ['#include <cstddef>', '#include <thread>', '#include <vector>', '#define DIAGC_HOST_ONLY']
     for stem, (cu, program) in programs.items():
         lines += [f"namespace f_{stem} {{", f'#include "{cu}"', "}"]
         for k in program.kernels:

@@ -1059,13 +1059,8 @@ def _graph_launch(b, cfg, arrays, lists, n):
     if runs * elements == 0:
         return results
     if host:
-        import ctypes
-
         lists = [idx.contiguous() if torch else b.xp.ascontiguousarray(idx, dtype="int64") for idx in lists]
-        params = [_host_pointer(b, lists[j]) for j in cfg["lists"]] + [_host_pointer(b, x) for x in xs]
-        params += [_host_pointer(b, o) for o in outs] + [ctypes.c_longlong(edges)]
-        params += [ctypes.c_longlong(c) for c in chans] + [ctypes.c_int(_host_threads(b))]
-        _HOST["functions"][cfg["host"][dtype]](*params)
+        _host_call(b, cfg["host"][dtype], [lists[j] for j in cfg["lists"]] + xs, outs, [edges] + chans)
         return results
     if cfg["form"] == "block":  # a block owns block // min(elements, block) runs of consecutive edges
         slots = cfg["block"] // min(elements, cfg["block"])
@@ -1384,16 +1379,18 @@ def _kernel_launch(b, cfg, args):
     stream (torch's for tensors, cupy's for cupy arrays); returns the outputs (a list). Everything
     that depends only on the inputs' dtypes, devices, shapes and strides (checks, copies, output
     shapes, grid, size arguments) is planned once per such key (_launch_plan) and cached: a call
-    then allocates the outputs, reads the data pointers and launches. Nothing waits for the device."""
+    then allocates the outputs, reads the data pointers and launches. Nothing waits for the device.
+    CPU arrays (numpy, torch CPU tensors) run the kernel's host loop instead (loaded by _host_ready)."""
+    import contextlib
+
     import numpy
 
-    if b.root == "numpy" or (b.root == "torch" and not args[0].is_cuda):
-        return _host_launch(b, cfg, args)
     torch = b.root == "torch"
+    host = b.root == "numpy" or (torch and not args[0].is_cuda)
     if torch:
         key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
     else:
-        key = (cfg["name"],) + tuple((x.dtype, x.device.id, x.shape, x.strides) for x in args)
+        key = (cfg["name"],) + tuple((x.dtype, None if host else x.device.id, x.shape, x.strides) for x in args)
     plans = _CUDA["plans"]
     plan = plans.get(key)
     if plan is None:
@@ -1403,18 +1400,21 @@ def _kernel_launch(b, cfg, args):
         plans[key] = plan
     copies, shapes, summed, grid, block, flags, tail, symbol, shared = plan
     like = args[0]
-    index = _device_index(b, like.device)
+    index = None if host else _device_index(b, like.device)
     if torch:
         xs = args if copies is None else [x if c is None else x.contiguous() if c is True else x.expand(c).contiguous()
                                           for x, c in zip(args, copies)]
         outs = [like.new_zeros(s) if z else like.new_empty(s) for s, z in zip(shapes, summed)]  # summed: added into
     else:
-        with b.xp.cuda.Device(index):  # copies and results on the inputs' device
+        with contextlib.nullcontext() if host else b.xp.cuda.Device(index):  # on the inputs' device
             xs = args if copies is None else [
                 x if c is None else b.xp.ascontiguousarray(x if c is True else b.xp.broadcast_to(x, c))
                 for x, c in zip(args, copies)]
             outs = [(b.xp.zeros if z else b.xp.empty)(s, dtype=like.dtype) for s, z in zip(shapes, summed)]
     if grid is None:
+        return outs
+    if host:
+        _host_call(b, cfg["host"][_dtype_name(b, like)], list(zip(xs, flags)), outs, tail)
         return outs
     params = []
     for x, flag in zip(xs, flags):
@@ -1454,7 +1454,7 @@ def _torch_stream(b, device):
 #: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O2", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "building": {}, "plans": {}, "failed": False}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False}
 
 
 def _host_possible(b, args):
@@ -1469,36 +1469,27 @@ def _host_possible(b, args):
 
 
 def _host_compiler():
-    """The C++ compiler: CXX if set (a name on PATH or a path), else g++ or c++; looked up once."""
-    cxx = _HOST["compiler"]
-    if cxx is None:
-        import os
-        import shutil
-
-        named = os.environ.get("CXX")
-        cxx = _HOST["compiler"] = (shutil.which(named) if named else shutil.which("g++") or shutil.which("c++")) or ""
-    return cxx or None
-
-
-def _host_directory():
-    """Where this module's host loops are built: one folder per source text, compiler, flags and CPU
-    (``-march=native``: a binary is kept only for the CPU it was built for)."""
-    d = _HOST["dir"]
-    if d is None:
+    """The C++ compiler: CXX if set (a name on PATH or a path), else g++ or c++; looked up once, with
+    the folder its builds go to: one per source text, compiler, flags and CPU (``-march=native``: a
+    binary is kept only for the CPU it was built for)."""
+    if _HOST["compiler"] is None:
         import hashlib
         import os
         import platform
+        import shutil
 
-        cpu = ""
+        named = os.environ.get("CXX")
+        cxx = (shutil.which(named) if named else shutil.which("g++") or shutil.which("c++")) or ""
         try:
             with open("/proc/cpuinfo") as f:
                 cpu = next((line for line in f if line.startswith(("flags", "Features"))), "")
         except OSError:
-            pass
-        key = "\0".join((_CUDA_SOURCE, _HOST["compiler"], " ".join(_HOST_FLAGS), platform.machine(), cpu))
+            cpu = ""
+        key = "\0".join((_CUDA_SOURCE, cxx, " ".join(_HOST_FLAGS), platform.machine(), cpu))
         root = os.environ.get("DIAGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "diagc")
-        d = _HOST["dir"] = os.path.join(root, "host", hashlib.sha256(key.encode()).hexdigest()[:24])
-    return d
+        _HOST["dir"] = os.path.join(root, "host", hashlib.sha256(key.encode()).hexdigest()[:24])
+        _HOST["compiler"] = cxx
+    return _HOST["compiler"] or None
 
 
 def _host_ready(symbols):
@@ -1514,7 +1505,7 @@ def _host_ready(symbols):
     import subprocess
     import warnings
 
-    d = _host_directory()
+    d = _HOST["dir"]
     source = os.path.join(d, "source.cpp")
     jobs = []
     try:
@@ -1552,56 +1543,22 @@ def _host_ready(symbols):
     return True
 
 
-def _host_threads(b):
-    """The threads a host loop may use: torch's intra-op threads for torch, the CPUs for numpy."""
-    if b.root == "torch":
-        return b.xp.get_num_threads()
+def _host_call(b, symbol, inputs, outs, sizes):
+    """Calls host loop ``symbol``: per input its array and flag (or the array alone: an edge list, a
+    graph kernel's input), the outputs, the sizes, then the threads it may use (torch's intra-op
+    threads for torch, the CPUs for numpy)."""
+    import ctypes
     import os
 
-    return os.cpu_count() or 1
+    def pointer(x):
+        return ctypes.c_void_p(x.data_ptr() if b.root == "torch" else x.ctypes.data)
 
-
-def _host_pointer(b, x):
-    import ctypes
-
-    return ctypes.c_void_p(x.data_ptr() if b.root == "torch" else x.ctypes.data)
-
-
-def _host_launch(b, cfg, args):
-    """Runs the host loop of ``cfg``'s kernel on CPU arrays ``args`` (loaded by _host_ready): checked
-    and planned as a launch on the GPU (_launch_plan, the same errors; non-contiguous inputs copied),
-    into new outputs (zeroed where summed into); returns the outputs (a list)."""
-    import ctypes
-
-    torch = b.root == "torch"
-    key = (cfg["name"],) + tuple((x.dtype, tuple(x.shape), x.stride() if torch else x.strides) for x in args)
-    plans = _HOST["plans"]
-    plan = plans.get(key)
-    if plan is None:
-        plan = _launch_plan(b, cfg, args)
-        if _len(plans) >= 4096:
-            plans.clear()
-        plans[key] = plan
-    copies, shapes, summed, grid, _, flags, tail, _, _ = plan
-    like = args[0]
-    if torch:
-        xs = args if copies is None else [x if c is None else x.contiguous() if c is True else x.expand(c).contiguous()
-                                          for x, c in zip(args, copies)]
-        outs = [like.new_zeros(s) if z else like.new_empty(s) for s, z in zip(shapes, summed)]
-    else:
-        xs = args if copies is None else [
-            x if c is None else b.xp.ascontiguousarray(x if c is True else b.xp.broadcast_to(x, c))
-            for x, c in zip(args, copies)]
-        outs = [(b.xp.zeros if z else b.xp.empty)(s, dtype=like.dtype) for s, z in zip(shapes, summed)]
-    if grid is None:
-        return outs
     params = []
-    for x, flag in zip(xs, flags):
-        params += (_host_pointer(b, x), ctypes.c_int(int(flag)))
-    params += [_host_pointer(b, o) for o in outs]
-    params += [ctypes.c_longlong(int(v)) for v in tail] + [ctypes.c_int(_host_threads(b))]
-    _HOST["functions"][cfg["host"][_dtype_name(b, like)]](*params)
-    return outs
+    for item in inputs:
+        params += [pointer(item[0]), ctypes.c_int(int(item[1]))] if isinstance(item, tuple) else [pointer(item)]
+    params += [pointer(o) for o in outs] + [ctypes.c_longlong(int(v)) for v in sizes]
+    threads = b.xp.get_num_threads() if b.root == "torch" else os.cpu_count() or 1
+    _HOST["functions"][symbol](*params, ctypes.c_int(threads))
 
 
 def _kernel_body(b, cfg):
