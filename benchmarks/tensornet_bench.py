@@ -12,9 +12,14 @@ ghost edges) and its warp neighbour kernel replaced by a brute-force torch one; 
 list by brute force too (torch.cdist). The contenders alternate inside every repeat (harness.timeit),
 best of the repeats; the first call of each (untimed) is reported apart.
 
-``--fused`` adds a third contender, the same model built with ``fused=True`` (every diagram with a
-fused form runs it: torch.compile of each function and, for the forces, of its VJP); its first
-call, which compiles them all, is reported as the whole model's compile time.
+``--fused`` adds a contender, the same model built with ``fused=True``: on the CPU every diagram with
+a kernel runs its host loop (the kernel's element function in a C++ loop, the graph functions one
+gather - product - sum pass each; built by the C++ compiler at first use), channel mixing the
+planned GEMM. Its first call, which builds every loop the forward and the forces run, is reported
+as the whole model's compile time, from a cold cache (a fresh DIAGC_CACHE folder unless
+``--warm-cache``). ``--torch-compile`` adds the fused model with its host loops off (HOST_KERNELS =
+False: torch.compile of each fused function and VJP, what fused=True ran before the host loops),
+and its first call's time.
 """
 
 from __future__ import annotations
@@ -75,17 +80,35 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--out", type=Path, default=None, help="write the Markdown report here")
     ap.add_argument("--fused", action="store_true", help="also time TensorNet(fused=True) (compiles on its first call)")
+    ap.add_argument("--torch-compile", action="store_true",
+                    help="also time TensorNet(fused=True) with the host loops off (torch.compile)")
+    ap.add_argument("--warm-cache", action="store_true",
+                    help="build the host loops into DIAGC_CACHE (or ~/.cache/diagc) as a user would; default: "
+                         "a fresh folder, so that the first call builds them all")
     args = ap.parse_args(argv)
+    if args.fused and not args.warm_cache:
+        import os
+        import tempfile
+
+        os.environ["DIAGC_CACHE"] = tempfile.mkdtemp(prefix="diagc_bench_")
 
     t0 = time.perf_counter()
     import tensornet  # compiles the diagrams
 
     import_seconds = time.perf_counter() - t0
     ref, ours = models(tensornet)
-    fused = None
+    contenders = {}
     if args.fused:
-        fused = tensornet.TensorNet(**MODEL, fused=True)
-        fused.load_state_dict(ref.state_dict(), strict=True)
+        contenders["diagc fused"] = tensornet.TensorNet(**MODEL, fused=True)
+    if args.torch_compile:
+        contenders["diagc torch.compile"] = tensornet.TensorNet(**MODEL, fused=True)
+    for model in contenders.values():
+        model.load_state_dict(ref.state_dict(), strict=True)
+    diagrams = (tensornet.LAYER, tensornet.BASE, tensornet.SO3, tensornet.GRAPH)
+
+    def host_loops(on):
+        for module in diagrams:
+            module.HOST_KERNELS = on
 
     threads = harness.Threads()
     lines = ["# TensorNet forward + forces, CPU float32", ""]
@@ -93,25 +116,35 @@ def main(argv=None) -> int:
     lines += ["", f"examples/tensornet.py imports in {import_seconds:.1f} s (compiling its .diag files); "
               "no other compile step (planned code).", "",
               "| atoms | edges | threads | torchmd-net (ms) | diagc planned (ms) | ratio |"
-              + (" diagc fused (ms) | ratio |" if fused else "") + " first calls (ms) |",
-              "|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if fused else "") + "---|"]
-    compile_seconds = None
+              + "".join(f" {name} (ms) | ratio |" for name in contenders) + " first calls (ms) |",
+              "|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(contenders) + "---|"]
+    compile_seconds = {}
     for n in args.atoms:
         z, pos, batch = system(n)
         edges = int(ours.distance(pos, batch)[0].shape[1])
         calls = {"torchmd-net": forward_and_forces(ref, z, pos, batch),
                  "diagc planned": forward_and_forces(ours, z, pos, batch)}
-        if fused is not None:
-            calls["diagc fused"] = forward_and_forces(fused, z, pos, batch)
+        for name, model in contenders.items():
+            run = forward_and_forces(model, z, pos, batch)
+            if name == "diagc torch.compile":  # the host loops off for this contender's calls only
+                def run(run=run):
+                    host_loops(False)
+                    try:
+                        return run()
+                    finally:
+                        host_loops(True)
+            calls[name] = run
         x_ref, f_ref = calls["torchmd-net"]()
         for name in list(calls)[1:]:
             t = time.perf_counter()
             x, f = calls[name]()
-            if name == "diagc fused" and compile_seconds is None:
-                compile_seconds = time.perf_counter() - t
+            if name in contenders and name not in compile_seconds:
+                compile_seconds[name] = time.perf_counter() - t
             err = max(float((x - x_ref).abs().max()), float((f - f_ref).abs().max() / f_ref.abs().max()))
             if not err < 1e-3:
                 raise SystemExit(f"{name} and torchmd-net disagree at {n} atoms: {err:.2e}")
+        if "diagc fused" in contenders and not any(m._HOST["functions"] for m in diagrams):
+            raise SystemExit("TensorNet(fused=True) ran no host loop (no C++ compiler?): nothing to time")
         for nt in args.threads:
             threads.set(nt)
             warm = {name: harness.seconds(fn) for name, fn in calls.items()}
@@ -119,16 +152,22 @@ def main(argv=None) -> int:
             r, o = best["torchmd-net"], best["diagc planned"]
             first = ", ".join(f"{name} {1e3 * s:.0f}" for name, s in warm.items())
             cells = f"| {n} | {edges} | {nt} | {1e3 * r:.0f} | {1e3 * o:.0f} | {o / r:.2f} |"
-            if fused is not None:
-                cells += f" {1e3 * best['diagc fused']:.0f} | {best['diagc fused'] / r:.2f} |"
+            cells += "".join(f" {1e3 * best[name]:.0f} | {best[name] / r:.2f} |" for name in contenders)
             lines.append(f"{cells} {first} |")
             print(lines[-1], flush=True)
     lines += ["", "ratio: diagc time / torchmd-net time (below 1: diagc faster); best of "
               f"{args.repeats} alternating repeats; features agree to 1e-3 (float32) before timing."]
-    if compile_seconds is not None:
-        lines += ["", f"TensorNet(fused=True): its first forward + forces (torch.compile of every fused function "
-                  f"and VJP it runs, {args.atoms[0]} atoms) took {compile_seconds:.1f} s in this process; later "
-                  "sizes may compile again (torch's automatic dynamic shapes)."]
+    if "diagc fused" in compile_seconds:
+        loops = sum(len(m._HOST["functions"]) for m in diagrams)
+        lines += ["", f"TensorNet(fused=True): its first forward + forces ({args.atoms[0]} atoms) took "
+                  f"{compile_seconds['diagc fused']:.1f} s in this process, building {loops} host loops "
+                  + ("(a warm cache: some may have been built before)" if args.warm_cache else "from a cold cache")
+                  + " with " + str(tensornet.LAYER._HOST["compiler"]) + "; later sizes build nothing."]
+    if "diagc torch.compile" in compile_seconds:
+        lines += ["", f"TensorNet(fused=True) with the host loops off: its first forward + forces (torch.compile "
+                  f"of every fused function and VJP it runs, {args.atoms[0]} atoms) took "
+                  f"{compile_seconds['diagc torch.compile']:.1f} s; later sizes may compile again (torch's "
+                  "automatic dynamic shapes)."]
     text = "\n".join(lines) + "\n"
     if args.out:
         args.out.write_text(text)

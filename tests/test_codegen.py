@@ -145,10 +145,10 @@ def test_docstring_carries_source_version_and_hash_and_cannot_run_code():
     assert source in doc
     assert compiler.__version__ in doc
     assert hashlib.sha256(source.encode()).hexdigest() in doc
-    # nothing from the source ran: the module defines its functions, their derivatives, MIXING and
-    # private helpers only (no `os`, no name the source's text could have introduced)
+    # nothing from the source ran: the module defines its functions, their derivatives, MIXING,
+    # HOST_KERNELS and private helpers only (no `os`, no name the source's text could have introduced)
     names = set(k for k in ns if not k.startswith("__"))
-    assert {k for k in names if not k.startswith("_")} == {"dot", "dot_vjp", "dot_vjp_vjp", "MIXING"}
+    assert {k for k in names if not k.startswith("_")} == {"dot", "dot_vjp", "dot_vjp_vjp", "MIXING", "HOST_KERNELS"}
     assert "os" not in ns and {"_dot_fused", "_call", "_check_shapes"} <= names
 
 

@@ -98,11 +98,13 @@ def test_fused_equals_planned_numpy_and_torch_eager(path, d):
         np.testing.assert_allclose(o, w, rtol=1e-12, atol=1e-12)
 
 
-def test_fused_torch_runs_through_torch_compile():
+def test_fused_torch_runs_through_torch_compile(monkeypatch):
     """One real torch.compile (seconds on the first call): the compiled formulas equal the planned
-    matmul form in float32, and out= receives them."""
+    matmul form in float32, and out= receives them (the host loops off: with them, fused=True on CPU
+    tensors runs the kernel's C++ loop, tests/test_host_kernels.py)."""
     torch = pytest.importorskip("torch")
     ops = module_for(ROOT / "diagrams" / "tensornet.diag")
+    monkeypatch.setattr(ops, "HOST_KERNELS", False)
     torch.manual_seed(0)
     m, y = torch.randn(64, 4, 3, 3), torch.randn(64, 4, 3, 3)
     got = ops.matmul_o3(m, y, fused=True)
@@ -141,13 +143,14 @@ def test_constant_components_become_arrays():
     np.testing.assert_allclose(got.numpy(), want, atol=1e-12)
 
 
-def test_each_fused_function_has_its_own_compile_budget():
+def test_each_fused_function_has_its_own_compile_budget(monkeypatch):
     """torch.compile counts recompiles per code object: two diagrams must not share one (a shared
-    wrapper made the ninth compile of a module fail or fall back to eager)."""
+    wrapper made the ninth compile of a module fail or fall back to eager). Host loops off."""
     torch = pytest.importorskip("torch")
     import torch._dynamo.config as dynamo_config
 
     ops = compiler.load(ROOT / "diagrams" / "products.diag")
+    monkeypatch.setattr(ops, "HOST_KERNELS", False)
     a, b = torch.randn(8, 3), torch.randn(8, 3)
     with dynamo_config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
         torch.testing.assert_close(ops.cross(a, b, fused=True), torch.linalg.cross(a, b))

@@ -1211,7 +1211,7 @@ def _kernel_launch(b, cfg, args):
     import numpy
 
     torch = b.root == "torch"
-    host = b.root == "numpy" or (torch and not args[0].is_cuda)
+    host = b.root == "numpy" or not _on_gpu(b, args)
     if torch:
         key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
     else:

@@ -1028,7 +1028,7 @@ def _graph_launch(b, cfg, arrays, lists, n):
     import numpy
 
     torch = b.root == "torch"
-    host = b.root == "numpy" or (torch and not arrays[0].is_cuda)
+    host = b.root == "numpy" or not _on_gpu(b, arrays)
     dtype, device = _dtype_name(b, arrays[0]), arrays[0].device
     index = None if host else _device_index(b, device)
     edges = int(lists[0].shape[0]) if lists else 0
@@ -1386,7 +1386,7 @@ def _kernel_launch(b, cfg, args):
     import numpy
 
     torch = b.root == "torch"
-    host = b.root == "numpy" or (torch and not args[0].is_cuda)
+    host = b.root == "numpy" or not _on_gpu(b, args)
     if torch:
         key = (cfg["name"],) + tuple((x.dtype, x.device, x.shape, x.stride()) for x in args)
     else:
