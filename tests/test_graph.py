@@ -305,7 +305,10 @@ def test_nvcc_compiles_the_fused_graph_kernels(tmp_path):
 
 
 def _graph_harness(cu: Path, kernels) -> str:
-    lines = ["#include <cstddef>", "namespace f {", f'#include "{cu}"', "}"]
+    # the element functions only (no host loop, DIAGC_HOST_ONLY naming none); the loops' headers
+    # outside the namespace
+    lines = ["#include <cstddef>", "#include <thread>", "#include <vector>", "#define DIAGC_HOST_ONLY",
+             "namespace f {", f'#include "{cu}"', "}"]
     for gk in kernels:
         n_ch = len(gk.edge.channels)
         outs = list(dict.fromkeys(o.output for o in gk.outs))
