@@ -1294,7 +1294,7 @@ def _torch_stream(b, device):
 
 
 HOST_KERNELS = True
-_HOST_FLAGS = ("-O2", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-x", "c++")
+_HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-x", "c++")
 _HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False}
 
 
