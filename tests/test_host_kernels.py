@@ -234,3 +234,20 @@ def test_built_loops_are_reused_from_disk(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, "Popen", refuse)
     _same(m.dot(*args, fused=True), want, 1e-12)
     assert "diagc_dot_host_f64" in m._HOST["functions"]
+
+
+@pytest.mark.parametrize("lib", ["numpy", "torch"])
+def test_bad_edge_lists_are_refused_before_the_loop(lib):
+    """An edge list with a node number out of range, of a float dtype or of two dimensions: the
+    ValueError naming it, before any host loop runs (a loop would read and write out of bounds)."""
+    _needs_compiler()
+    g = _module("tensornet_graph")
+    rng = np.random.default_rng(11)
+    arrays, (src, dst) = _graph_case("message", rng, nodes=6, edges=20, channels=2)
+    wrap = (lambda x: torch.from_numpy(np.asarray(x))) if lib == "torch" else np.asarray
+    arrays = [wrap(x) for x in arrays]
+    g.message(*arrays, wrap(src), wrap(dst), fused=True)  # built and run once: the loop is there
+    for bad, match in ((np.where(src == src[3], 6, src), "src"), (-1 - src, "src"), (src.astype(float), "src"),
+                       (src.reshape(4, 5), "src")):
+        with pytest.raises(ValueError, match=match):
+            g.message(*arrays, wrap(bad), wrap(dst), fused=True)
