@@ -456,7 +456,9 @@ def ir_function(d):
 
 def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     """max |module(x) - source(x)| / max(1, |source(x)|) at random float points, over every code
-    path of the module's function: the planned one, ``out=`` buffers, ``fused=True`` and both."""
+    path of the module's function: the planned one, ``out=`` buffers, ``fused=True`` and both
+    (``fused=True`` in a module with kernels: its fused array code, and its host loops where a C++
+    compiler is found)."""
     rng = np.random.default_rng(int(hashlib.sha256(seed.encode()).hexdigest()[:8], 16))
     from ..testing import random_input
 
@@ -466,16 +468,30 @@ def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     want = [np.vectorize(float, otypes=[float])(np.asarray(w, dtype=object)) for w in want]
     planned = fn(*args)
     buffers = tuple(np.full(np.shape(p), np.nan) for p in (planned if isinstance(planned, tuple) else (planned,)))
-    both = tuple(np.full(np.shape(b), np.nan) for b in buffers)
     import inspect
 
     if not {"out", "fused"} <= set(inspect.signature(fn).parameters):  # not a module diagc emits
         raise CertificateError(f"the module's function '{fn.__name__}' does not take out= and fused=")
     written = fn(*args, out=buffers if len(buffers) > 1 else buffers[0])
-    fused = fn(*args, fused=True)
-    fused_written = fn(*args, fused=True, out=both if len(both) > 1 else both[0])
+    paths = [planned, written]
+    # fused=True twice where the module has host loops: its fused array code (HOST_KERNELS off) and,
+    # where a C++ compiler is found, the host loops (the C++ in its embedded source)
+    module = getattr(fn, "__globals__", {})
+    settings = [None]
+    if "HOST_KERNELS" in module:
+        settings = [False] + ([True] if module["_CUDA_SOURCE"] is not None and module["_host_compiler"]() else [])
+    for setting in settings:
+        saved = module.get("HOST_KERNELS")
+        if setting is not None:
+            module["HOST_KERNELS"] = setting
+        try:
+            both = tuple(np.full(np.shape(b), np.nan) for b in buffers)
+            paths += [fn(*args, fused=True), fn(*args, fused=True, out=both if len(both) > 1 else both[0])]
+        finally:
+            if setting is not None:
+                module["HOST_KERNELS"] = saved
     worst = 0.0
-    for got in (planned, written, fused, fused_written):
+    for got in paths:
         got = got if isinstance(got, tuple) else (got,)
         for g, w in zip(got, want):
             worst = max(worst, float(np.max(np.abs(np.asarray(g, dtype=float) - w), initial=0.0))
