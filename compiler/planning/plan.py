@@ -283,7 +283,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 letters = _letters(core)
                 geometric = {letters[i] for i, k in core.kinds if i in letters and k.geometric}
                 contractions[key] = shared_steps(_ordered(Contraction(var, spec, operands), sizes),
-                                                 sizes if diagram.in_runs else None, geometric)
+                                                 sizes, frozenset(geometric), diagram.in_runs)
                 channels = {letters[i] for i, k in core.kinds if i in letters and k.kind == "channel"}
                 channel_outer.update(c.var for c in contractions[key] if _spreads_channels(c, channels))
             for c in contractions[key]:
@@ -293,10 +293,10 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
 
     steps_seen: dict[tuple, Contraction] = {}
 
-    def shared_steps(chain: list[Contraction], sizes=None, geometric=frozenset()) -> list:
+    def shared_steps(chain: list[Contraction], sizes: dict, geometric: frozenset, in_runs: bool) -> list:
         """The chain's pairwise steps, each one equal to an earlier step up to its letters (the
-        same broadcast s[c] C[c,i,j] that two terms need) replaced by that step; with ``sizes`` (a
-        diagram run on cache-sized runs) a small sum over ``geometric`` letters written out."""
+        same broadcast s[c] C[c,i,j] that two terms need) replaced by that step; ``in_runs`` (a
+        diagram run on cache-sized runs of edges) a small sum over ``geometric`` letters written out."""
         result, alias = [], {}
         for c in chain:
             c = replace(c, operands=tuple(alias.get(o, o) for o in c.operands))
@@ -306,7 +306,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 result.append(steps_seen[key])
                 continue
             step = _as_matmul(c)
-            if sizes is not None and step is c and not any(o in ("eps", "eye") or o in folded for o in c.operands):
+            if in_runs and step is c and not any(o in ("eps", "eye") or o in folded for o in c.operands):
                 step = _small_sum(c, sizes, geometric) or c
             steps_seen[key] = step
             result.append(step)
