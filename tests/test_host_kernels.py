@@ -146,8 +146,9 @@ def _graph_case(name, rng, **sizes):
 def test_graph_host_loops(name):
     """The graph functions in one pass (message: the thread form; embed, whose VJP sums the unit
     vector's cotangent over the channels: the block form), forward and VJP, against the array code:
-    numpy float64 on an unsorted and a sorted edge list, torch float32 past the serial threshold on
-    two threads; gradcheck and gradgradcheck through fused=True."""
+    numpy float64 on an unsorted and a sorted edge list, torch float32 and float64 past the serial
+    threshold on two and three threads (the block form's sums over the channels in shares per
+    thread); gradcheck and gradgradcheck through fused=True."""
     _needs_compiler()
     g = _module("tensornet_graph")
     fn, vjp = getattr(g, name), getattr(g, f"{name}_vjp")
@@ -159,11 +160,16 @@ def test_graph_host_loops(name):
         got, want = vjp(*arrays, *lists, *cot, fused=True), vjp(*arrays, *lists, *cot)
         _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
     arrays, lists = _graph_case(name, rng, nodes=400, edges=6000, channels=16)
-    torch.set_num_threads(2)
+    tl = [torch.from_numpy(x) for x in lists]
     try:
-        t32 = [torch.from_numpy(x.astype(np.float32)) for x in arrays]
-        tl = [torch.from_numpy(x) for x in lists]
-        _same(fn(*t32, *tl, fused=True), fn(*t32, *tl), 1e-5)
+        for threads in (2, 3):  # past the serial threshold: parts of the channel elements (and of the sums over them)
+            torch.set_num_threads(threads)
+            t32 = [torch.from_numpy(x.astype(np.float32)) for x in arrays]
+            _same(fn(*t32, *tl, fused=True), fn(*t32, *tl), 1e-5)
+            t64 = [torch.from_numpy(x) for x in arrays]
+            cot = tuple(torch.from_numpy(rng.standard_normal(r.shape)) for r in fn(*t64, *tl))
+            got, want = vjp(*t64, *tl, *cot, fused=True), vjp(*t64, *tl, *cot)
+            _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
     finally:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
     arrays, lists = _graph_case(name, rng, nodes=6, edges=20, channels=2)

@@ -442,31 +442,70 @@ def _block_function(gk: GraphKernel) -> list[str]:
 
 def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
     """The graph kernel's work as a host loop, ``diagc_NAME_graph_host_SUFFIX``: the kernel's arguments,
-    then the threads to use; every (edge, channel element) through ``_graph_element``. Thread form:
-    each thread owns a range of channel elements over every edge (a node's row of one channel
-    element is written by one thread); block form (sums over the channel elements): one thread."""
+    then the threads to use; every (edge, channel element) through ``_graph_element``. Each thread
+    owns a range of channel elements over every edge (a node's row of one channel element is written
+    by one thread). Block form (outputs summed over the channel elements): where those are per-edge
+    rows, every thread but the first adds its share into rows of its own, added into the outputs
+    after; where one is a node's row, one thread does all."""
     k = gk.edge
     n = len(k.channels)
-    args = ", ".join([f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs]
-                     + [f"out_{o}" for o in _outputs(gk)] + ([f"ch{p}" for p in range(n)] or ["0LL"]))
+    outputs = _outputs(gk)
+    summed = list(dict.fromkeys((o.output, r.size) for o, r in zip(gk.outs, k.results) if o.summed))
+    shares = gk.block_form and all(o.edge_list is None for o in gk.outs if o.summed)
+
+    def args(own: bool) -> str:
+        names = [f"to_{o}" if own and any(o == s for s, _ in summed) else f"out_{o}" for o in outputs]
+        return ", ".join([f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs] + names
+                         + ([f"ch{p}" for p in range(n)] or ["0LL"]))
+
     symbol = graph_host_symbol(gk.name, suffix)
     lines = ["", f"#if !defined(DIAGC_HOST_ONLY) || defined(DIAGC_HOST_{symbol})", f'extern "C" void {symbol}(']
     lines += [f"    const long long* list_{name}," for name in gk.lists]
     lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
-    lines += [f"    {ctype}* out_{o}," for o in _outputs(gk)]
+    lines += [f"    {ctype}* out_{o}," for o in outputs]
     lines += [f"    const long long edges{''.join(f', const long long ch{p}' for p in range(n))}, const int threads)",
               "{",
               f"    typedef {ctype} T;",
               f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
-              "    if (edges <= 0 || chans <= 0) return;",
-              f"    diagc_host_parallel(chans, 1, edges * chans, {'1' if gk.block_form else 'threads'}, "
-              "[&](const long long first, const long long last) {",
-              "        for (long long b = 0; b < edges; ++b)",
+              "    if (edges <= 0 || chans <= 0) return;"]
+    if not shares:
+        lines += [f"    diagc_host_parallel(chans, 1, edges * chans, {'1' if gk.block_form else 'threads'}, "
+                  "[&](const long long first, const long long last) {",
+                  "        for (long long b = 0; b < edges; ++b)",
+                  "            for (long long c = first; c < last; ++c)",
+                  f"                diagc_{gk.name}_graph_element<T>(b, c, {args(False)});",
+                  "    });",
+                  "}",
+                  "#endif"]
+        return lines
+    words = " + ".join(str(size) for _, size in summed)
+    lines += ["    int parts = threads < chans ? threads : (int)chans;",
+              "    if (parts < 1 || edges * chans < DIAGC_HOST_SERIAL) parts = 1;",
+              "    const long long per = (chans + parts - 1) / parts;",
+              f"    // the other parts' shares of the sums over the channel elements: ({words}) words an edge each",
+              f"    std::vector<T> shares((size_t)(parts - 1) * edges * ({words}));",
+              "    auto part = [&](const int p) {",
+              "        const long long first = p * per, last = first + per < chans ? first + per : chans;",
+              f"        T* const own = p == 0 ? nullptr : shares.data() + (size_t)(p - 1) * edges * ({words});"]
+    offset = "0"
+    for o, size in summed:
+        lines.append(f"        T* const to_{o} = p == 0 ? out_{o} : own + edges * ({offset});")
+        offset = f"{offset} + {size}" if offset != "0" else str(size)
+    lines += ["        for (long long b = 0; b < edges; ++b)",
               "            for (long long c = first; c < last; ++c)",
-              f"                diagc_{gk.name}_graph_element<T>(b, c, {args});",
-              "    });",
-              "}",
-              "#endif"]
+              f"                diagc_{gk.name}_graph_element<T>(b, c, {args(True)});",
+              "    };",
+              "    std::vector<std::thread> team;",
+              "    for (int p = 1; p < parts; ++p) team.emplace_back(part, p);",
+              "    part(0);",
+              "    for (auto& worker : team) worker.join();",
+              "    for (int p = 1; p < parts; ++p) {",
+              f"        const T* own = shares.data() + (size_t)(p - 1) * edges * ({words});"]
+    offset = "0"
+    for o, size in summed:
+        lines.append(f"        for (long long i = 0; i < edges * {size}; ++i) out_{o}[i] += own[edges * ({offset}) + i];")
+        offset = f"{offset} + {size}" if offset != "0" else str(size)
+    lines += ["    }", "}", "#endif"]
     return lines
 
 
