@@ -143,6 +143,23 @@ def test_every_code_path_is_bound_to_the_source(certs, tmp_path, edit):
         verify(str(folder))
 
 
+def _break_host_build(text):  # C++ that does not compile, in matmul_o3's element function
+    k = text.index("{", text.index("void diagc_matmul_o3("))
+    return text[:k + 1] + " not C++; " + text[k + 1:]
+
+
+def test_host_loops_that_do_not_build_fail_the_check(certs, tmp_path):
+    """A host loop that cannot be built makes the module run its array code (with a warning); the
+    certificate must not then claim the host loops agree: verify fails and says why."""
+    if not _has_compiler():
+        pytest.skip("no C++ compiler: the host loops are not run, nor checked")
+    folder = _copy(certs, "tensornet", tmp_path)
+    _tamper(folder, _break_host_build)
+    with pytest.warns(RuntimeWarning, match="host loops could not be built"):
+        with pytest.raises(CertificateError, match="host loops .* could not be built"):
+            verify(str(folder))
+
+
 def test_edited_source_and_structural_proof_fail(certs, tmp_path):
     folder = _copy(certs, "tensornet", tmp_path)
     cert = json.loads((folder / "certificate.json").read_text())

@@ -104,13 +104,14 @@ def test_broadcast_non_contiguous_and_threaded():
     _same(m.edge_tensor(r, *f, fused=True), m.edge_tensor(r, *f), 1e-12)
     layer = _module("tensornet_layer")
     args = _arrays(layer._residual_vjp_KERNEL, rng, (3000,), 16)  # 48,000 elements, rows summed over c
+    before = torch.get_num_threads()
     for threads in (1, 2, 3):
         torch.set_num_threads(threads)
         try:
             targs = [torch.from_numpy(a) for a in args]
             _same(layer.residual_vjp(*targs, fused=True), layer.residual_vjp(*targs, kernels=False), 1e-12)
         finally:
-            torch.set_num_threads(max(1, os.cpu_count() or 1))
+            torch.set_num_threads(before)
 
 
 def test_gradients_through_the_host_loops():
@@ -161,6 +162,7 @@ def test_graph_host_loops(name):
         _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
     arrays, lists = _graph_case(name, rng, nodes=400, edges=6000, channels=16)
     tl = [torch.from_numpy(x) for x in lists]
+    before = torch.get_num_threads()
     try:
         for threads in (2, 3):  # past the serial threshold: parts of the channel elements (and of the sums over them)
             torch.set_num_threads(threads)
@@ -171,7 +173,7 @@ def test_graph_host_loops(name):
             got, want = vjp(*t64, *tl, *cot, fused=True), vjp(*t64, *tl, *cot)
             _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
     finally:
-        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        torch.set_num_threads(before)
     arrays, lists = _graph_case(name, rng, nodes=6, edges=20, channels=2)
     targs = [torch.from_numpy(x).requires_grad_() for x in arrays]
     tl = [torch.from_numpy(x) for x in lists]

@@ -36,6 +36,7 @@ and at fresh points derived from the hashes, and the rank witness.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -481,15 +482,33 @@ def module_agreement(fn, exact_fn, in_types, seed: str) -> float:
     if "HOST_KERNELS" in module:
         settings = [False] + ([True] if module["_CUDA_SOURCE"] is not None and module["_host_compiler"]() else [])
     for setting in settings:
-        saved = module.get("HOST_KERNELS")
-        if setting is not None:
-            module["HOST_KERNELS"] = setting
-        try:
+        with _host_kernels(module, setting):
             both = tuple(np.full(np.shape(b), np.nan) for b in buffers)
             paths += [fn(*args, fused=True), fn(*args, fused=True, out=both if len(both) > 1 else both[0])]
-        finally:
-            if setting is not None:
-                module["HOST_KERNELS"] = saved
+    return _worst(paths, want)
+
+
+@contextlib.contextmanager
+def _host_kernels(module, setting):
+    """The module's HOST_KERNELS switch set to ``setting`` for the block (None: left alone). With host
+    loops on, a loop that could not be built (the module then warns and runs its array code) fails the
+    check: the certificate would otherwise claim a path it never ran."""
+    if setting is None:
+        yield
+        return
+    saved = module["HOST_KERNELS"]
+    module["HOST_KERNELS"] = setting
+    try:
+        yield
+    finally:
+        module["HOST_KERNELS"] = saved
+    if setting and module["_HOST"].get("failed"):
+        raise CertificateError("the module's host loops (fused=True on CPU arrays) could not be built with "
+                               f"{module['_HOST'].get('compiler')}, so they were not checked; see the warning above "
+                               "(the cache folder is DIAGC_CACHE, the compiler CXX)")
+
+
+def _worst(paths, want) -> float:
     worst = 0.0
     for got in paths:
         got = got if isinstance(got, tuple) else (got,)

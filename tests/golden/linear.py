@@ -1117,19 +1117,21 @@ def _use_kernel(b, spec, args, fused=False):
     if cfg is None or not args:
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, args):
-        if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
-            return False
-        return _cupy_importable()
-    if not fused or cfg["kind"] != "elementwise" or not _host_possible(b, args):
-        return False
-    dtype = _dtype_name(b, args[0])
-    if dtype is None or any(_dtype_name(b, a) != dtype for a in args):
+        gemm = cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
+        return not gemm and _cupy_importable()
+    dtype = _host_dtype(b, args)
+    if not fused or cfg["kind"] != "elementwise" or dtype is None or not _host_possible(b, args):
         return False
     symbols = [cfg["host"][dtype]]
     vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
     if vjp is not None and vjp[5]["kind"] == "elementwise" and b.differentiable(args):
         symbols.append(vjp[5]["host"][dtype])
     return _host_ready(symbols)
+
+
+def _host_dtype(b, arrays):
+    dtype = _dtype_name(b, arrays[0])
+    return dtype if all(_dtype_name(b, a) == dtype for a in arrays[1:]) else None
 
 
 def _dtype_name(b, x):

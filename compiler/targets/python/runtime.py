@@ -990,16 +990,12 @@ def _use_graph_kernel(b, cfg, arrays, vjp, fused=False):
     """Whether a graph diagram's function runs its fused CUDA kernel: CUDA arrays (torch or cupy) of
     float32 or float64, cupy importable, and for torch arrays wanting a gradient, a NAME_vjp. Or,
     with ``fused``, the kernel's host loop on CPU arrays of one of those dtypes (_host_possible)."""
-    if not arrays:
-        return False
-    dtype = _dtype_name(b, arrays[0])
-    if dtype is None or not (vjp is not None or not _recording(b, arrays)):
+    if not arrays or not (vjp is not None or not _recording(b, arrays)):
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, arrays):
-        return _cupy_importable()
-    if not fused or not _host_possible(b, arrays) or any(_dtype_name(b, a) != dtype for a in arrays):
-        return False
-    return _host_ready([cfg["host"][dtype]])
+        return _dtype_name(b, arrays[0]) is not None and _cupy_importable()
+    dtype = _host_dtype(b, arrays)
+    return bool(fused and dtype and _host_possible(b, arrays) and _host_ready([cfg["host"][dtype]]))
 
 
 def _graph_kernel(b, cfg, arrays, lists, n, vjp, fused=False):
@@ -1248,19 +1244,22 @@ def _use_kernel(b, spec, args, fused=False):
     if cfg is None or not args:
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, args):
-        if cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel"):
-            return False
-        return _cupy_importable()
-    if not fused or cfg["kind"] != "elementwise" or not _host_possible(b, args):
-        return False
-    dtype = _dtype_name(b, args[0])
-    if dtype is None or any(_dtype_name(b, a) != dtype for a in args):
+        gemm = cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
+        return not gemm and _cupy_importable()
+    dtype = _host_dtype(b, args)
+    if not fused or cfg["kind"] != "elementwise" or dtype is None or not _host_possible(b, args):
         return False
     symbols = [cfg["host"][dtype]]
     vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
     if vjp is not None and vjp[5]["kind"] == "elementwise" and b.differentiable(args):
         symbols.append(vjp[5]["host"][dtype])
     return _host_ready(symbols)
+
+
+def _host_dtype(b, arrays):
+    """The dtype every array has, when a kernel takes it ("float32" or "float64"), else None."""
+    dtype = _dtype_name(b, arrays[0])
+    return dtype if all(_dtype_name(b, a) == dtype for a in arrays[1:]) else None
 
 
 def _dtype_name(b, x):
