@@ -244,8 +244,8 @@ diagram pair_grad(d: vec[c], u: vec, x: scalar[c], y: scalar[c], w: scalar[c], p
 def test_terms_that_differ_in_one_input_are_one_product_with_the_inputs_sum():
     """d u x + d u y is (d u)(x + y): the shared product d u once (h needs it too), the inputs summed
     first, one product with the sum, where the terms as written make two products and a sum; other
-    coefficients (2 x - 3 y) keep theirs; terms whose nodes come in another order are left alone
-    (found only when written alike); every value equals the unplanned evaluation."""
+    coefficients (2 x - 3 y) keep theirs; terms whose factors are written in another order
+    (d u r + u d s) are found too; every value equals the unplanned evaluation."""
     from fractions import Fraction
 
     from compiler.planning.plan import Combination, Factored, _complement_groups, factor_linear
@@ -253,19 +253,22 @@ def test_terms_that_differ_in_one_input_are_one_product_with_the_inputs_sum():
     (d,) = checked_program(COMPLEMENT).diagrams
     plan = plan_diagram(d)
     combos = [c for c in plan.contractions if isinstance(c, Combination)]
-    assert len(combos) == 2  # x + y and p - 3/2 q (k's 2 outside)
-    assert sorted(tuple(t.coefficient for t in c.terms) for c in combos) == [(1, Fraction(-3, 2)), (1, 1)]
+    assert len(combos) == 3  # x + y, p - 3/2 q (k's 2 outside) and r + s
+    assert sorted(tuple(t.coefficient for t in c.terms) for c in combos) == [(1, Fraction(-3, 2)), (1, 1), (1, 1)]
     steps = {c.var: c for c in plan.contractions}
-    last = {o.name: steps[o.terms[0].var] for o in plan.outputs if o.name in "ghk"}
-    assert all(len(o.terms) == 1 for o in plan.outputs if o.name in "ghk")
-    assert [o.terms[0].coefficient for o in plan.outputs if o.name in "ghk"] == [1, 1, 2]
+    last = {o.name: steps[o.terms[0].var] for o in plan.outputs}
+    assert all(len(o.terms) == 1 for o in plan.outputs)
+    assert [o.terms[0].coefficient for o in plan.outputs] == [1, 1, 2, 1]
     du = {v for c in last.values() for v in c.operands if v in steps and set(steps[v].operands) == {"d", "u"}}
-    assert len(du) == 1  # one d u for g, h and k, each then one product over the channels
-    assert set(last["g"].operands) == du | {combos[0].var} and set(last["k"].operands) == du | {combos[1].var}
+    assert len(du) == 1  # one d u for g, h, k and m, each then one product over the channels
+    summed = {tuple(steps[t.var].operands[0] for t in c.terms): c.var for c in combos}  # the inputs summed
+    assert set(last["g"].operands) == du | {summed[("x", "y")]} and set(last["k"].operands) == du | {summed[("p", "q")]}
+    assert set(last["m"].operands) == du | {summed[("r", "s")]}
     eq_m = next(eq for eq in d.equations if eq.target == "m")
     from compiler.planning.plan import combine, eliminate_deltas
 
-    assert not _complement_groups(combine([eliminate_deltas(t) for t in eq_m.terms]))
+    (group,) = _complement_groups(combine([eliminate_deltas(t) for t in eq_m.terms]))
+    assert [n.name for n in group[0].nodes] == ["d", "u"] and group[1] == [0, 1]
     eq_g = next(eq for eq in d.equations if eq.target == "g")
     items = factor_linear(combine([eliminate_deltas(t) for t in eq_g.terms]))
     assert len(items) == 1 and isinstance(items[0], Factored) and len(items[0].nodes) == 2

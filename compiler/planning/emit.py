@@ -474,14 +474,9 @@ def unrolled(u: Unrolled) -> list:
 
 def unrolled_into(u: Unrolled, target: str) -> list:
     """Each component of an unrolled contraction written into its place in ``target``."""
-    lhs, out = u.spec.split("->")
-    out_letters = out[3:] if out.startswith("...") else out
-    const_letters = next((p for p in lhs.split(",") if not p.startswith("...")), "")  # "": a small sum
-    open_legs = [ch for ch in const_letters if ch in out_letters]
     cells, stmts = unrolled_cells(u)
     for values, cell in zip(itertools.product(*(range(d) for d in u.open_dims)), cells):
-        fixed = dict(zip(open_legs, values))
-        view = Index(Ref(target), tuple(fixed.get(ch, Slot.ALL) for ch in out_letters))
+        view = Index(Ref(target), tuple(Slot.ALL if k is None else values[k] for k in u.open_at))
         if not cell:
             stmts.append(Assign(view, Int(0)))
         elif len(cell) == 2 and all(is_plain(e) for _, e in cell):  # a ± b in one pass

@@ -154,6 +154,9 @@ class Unrolled:
     destination: tuple[int, ...]  # ... and destinations, empty when already in place
     cost: int = 0
     spec: str = ""
+    #: per axis of the result after its batch axes: which of the constant's open legs it is (its
+    #: place in ``open_dims``), None for an axis of the arrays (what a component's view fixes)
+    open_at: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -412,11 +415,13 @@ class Factored:
     kinds: tuple
     pos: object
     combination_cost: int
+    #: the type of the node standing for the planned sum of the rests (planning reads its labels:
+    #: the varying input's type for a complement group, the shared node's otherwise, as in the cost)
+    rest_type: object
 
     def network(self, var: str) -> TensorNetwork:
         """nodes · var, var the planned sum of the rests."""
-        summed = Node("input", var, self.rests[0].nodes[0].type if len(self.nodes) > 1 else self.nodes[0].type,
-                      self.labels)
+        summed = Node("input", var, self.rest_type, self.labels)
         return TensorNetwork(Fraction(1), self.nodes + (summed,), self.output, self.kinds, self.pos)
 
 
@@ -565,7 +570,7 @@ def _factor_group(terms, members):
     size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in labels]))
     combination_cost = size * (len(nets) - 1)
     factored = Factored(common, (ref_node,), nets, labels, ref_term.output,
-                        tuple((i, k) for i, k in all_kinds), ref_term.pos, combination_cost)
+                        tuple((i, k) for i, k in all_kinds), ref_term.pos, combination_cost, ref_node.type)
     # as written: each term contracted, then the terms summed into the output
     out_size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in ref_term.output]))
     before = sum(_network_cost(terms[k]) for k in used) + out_size * (len(used) - 1)
@@ -577,12 +582,18 @@ def _factor_group(terms, members):
     return factored, used, before - after
 
 
-def _canonical_labels(term: TensorNetwork, skip: int) -> dict:
-    """The term's labels numbered by first appearance over its nodes in order, node ``skip`` last
+def _canonical_order(term: TensorNetwork, skip: int) -> list[int]:
+    """The positions of the term's nodes but ``skip``, sorted by kind, name and type (ties in the
+    order written): terms that list one product's factors in different orders list them alike."""
+    return sorted((k for k in range(len(term.nodes)) if k != skip),
+                  key=lambda k: (term.nodes[k].kind, term.nodes[k].name, str(term.nodes[k].type)))
+
+
+def _canonical_labels(term: TensorNetwork, order: list[int], skip: int) -> dict:
+    """The term's labels numbered by first appearance over its nodes in ``order``, node ``skip`` last
     (the output's labels keep their names): equal numbering, equal network up to that node."""
     names: dict = {i: i for i in term.output}
-    order = [n for k, n in enumerate(term.nodes) if k != skip] + [term.nodes[skip]]
-    for node in order:
+    for node in [term.nodes[k] for k in order] + [term.nodes[skip]]:
         for i in node.indices:
             if i not in names:
                 names[i] = ("summed", len(names))
@@ -591,10 +602,11 @@ def _canonical_labels(term: TensorNetwork, skip: int) -> dict:
 
 def _complement_groups(terms, elsewhere=frozenset()) -> list:
     """(Factored, indices of its terms, multiply-adds saved) for each set of terms that differ in one
-    input node alone, at the same place and labels (``d[c,k] u[k] x[c] + d[c,k] u[k] y[c]``): the
-    other nodes times the sum of those inputs (``(d u)[c] (x + y)[c]``: one product with the
-    inputs' sum where the terms make one each and a sum), when the multiply-adds drop. The nodes
-    must come in one order in every term (terms written alike; otherwise nothing is found)."""
+    input node alone, with the same labels (``d[c,k] u[k] x[c] + u[k] d[c,k] y[c]``): the other
+    nodes times the sum of those inputs (``(d u)[c] (x + y)[c]``: one product with the inputs' sum
+    where the terms make one each and a sum), when the multiply-adds drop. The other nodes are
+    compared in a canonical order (_canonical_order), so the factors may be written in any order;
+    one input appearing twice in a term is compared in the order written."""
     groups: dict = {}
     for k, term in enumerate(terms):
         if len(term.nodes) < 2 or any(n.kind == "delta" for n in term.nodes) or term.shape_key() in elsewhere:
@@ -602,38 +614,40 @@ def _complement_groups(terms, elsewhere=frozenset()) -> list:
         for j, node in enumerate(term.nodes):
             if node.kind != "input" or len(set(node.indices)) != len(node.indices):
                 continue
-            names = _canonical_labels(term, j)
-            common = tuple((n.kind, n.name, str(n.type), tuple(names[i] for i in n.indices))
-                           for m, n in enumerate(term.nodes) if m != j)
-            key = (j, common, str(node.type), tuple(names[i] for i in node.indices), term.output)
-            groups.setdefault(key, []).append((k, names))
+            order = _canonical_order(term, j)
+            names = _canonical_labels(term, order, j)
+            common = tuple((term.nodes[m].kind, term.nodes[m].name, str(term.nodes[m].type),
+                            tuple(names[i] for i in term.nodes[m].indices)) for m in order)
+            key = (common, str(node.type), tuple(names[i] for i in node.indices), term.output)
+            groups.setdefault(key, []).append((k, j, order, names))
     found = []
     for key, members in groups.items():
-        if len(members) < 2 or len({terms[k].nodes[key[0]].name for k, _ in members}) < len(members):
+        if len(members) < 2 or len({k for k, *_ in members}) < len(members) \
+                or len({terms[k].nodes[j].name for k, j, *_ in members}) < len(members):
             continue
-        j = key[0]
-        ref, ref_names = terms[members[0][0]], members[0][1]
+        k0, j0, order0, ref_names = members[0]
+        ref = terms[k0]
         back = {v: i for i, v in ref_names.items()}
         kinds = dict(ref.kinds)
-        labels = ref.nodes[j].indices
+        labels = ref.nodes[j0].indices
         rests = []
-        for k, names in members:
+        for k, j, _, names in members:
             node = terms[k].nodes[j]
             renamed = replace(node, indices=tuple(back[names[i]] for i in node.indices))
             rests.append((terms[k].coefficient, renamed))
         common_coefficient = min(abs(c) for c, _ in rests)
         label_kinds = tuple((i, kinds[i]) for i in labels)
         nets = tuple(TensorNetwork(c / common_coefficient, (node,), labels, label_kinds, ref.pos) for c, node in rests)
-        shared = tuple(n for m, n in enumerate(ref.nodes) if m != j)
+        shared = tuple(ref.nodes[m] for m in sorted(order0))
         size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in labels]))
         combination_cost = size * (len(nets) - 1)
         factored = Factored(common_coefficient, shared, nets, labels, ref.output, tuple(kinds.items()), ref.pos,
-                            combination_cost)
-        used = [k for k, _ in members]
+                            combination_cost, ref.nodes[j0].type)
+        used = [k for k, *_ in members]
         out_size = BATCH_SIZE * int(np.prod([_reference_size(kinds[i]) for i in ref.output]))
         before = sum(_network_cost(terms[k]) for k in used) + out_size * (len(used) - 1)
         after = combination_cost + _network_cost(
-            TensorNetwork(Fraction(1), shared + (Node("input", "_r", ref.nodes[j].type, labels),), ref.output,
+            TensorNetwork(Fraction(1), shared + (Node("input", "_r", ref.nodes[j0].type, labels),), ref.output,
                           tuple(kinds.items()), ref.pos))
         if after < before:
             found.append((factored, used, before - after))
@@ -1042,8 +1056,7 @@ def _fold_signs(outputs, contractions):
             if key is not None:
                 u = contractions[key][0]
                 cells = tuple(tuple(Product(-p.coefficient, p.spec, p.slices) for p in cell) for cell in u.cells)
-                contractions[key] = [Unrolled(u.var, u.operands, cells, u.open_dims, u.source, u.destination,
-                                              u.cost, u.spec)]
+                contractions[key] = [replace(u, cells=cells)]
                 o = OutputPlan(o.name, (Scaled(Fraction(1), u.var, None),), o.channels, o.geometric)
         result.append(o)
     return result
@@ -1127,7 +1140,7 @@ def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | N
         slices = tuple((name, tuple(assign.get(ch) for ch in letters)) for name, letters in zip(c.operands, (x, y)))
         sub = ",".join("..." + "".join(ch for ch in letters if ch not in assign) for letters in (x, y))
         products.append(Product(1, sub + "->..." + o, slices))
-    return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), c.cost, c.spec)
+    return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), c.cost, c.spec, (None,) * len(o))
 
 
 def _unrolled(var, spec, operands, sizes, tables):
@@ -1197,8 +1210,9 @@ def _unrolled(var, spec, operands, sizes, tables):
     for ch in rest:
         per_component *= sizes[ch]
     cost = per_component * sum(len(c) for c in cells) * max(1, len(others) - 1)
+    open_at = tuple(open_legs.index(ch) if ch in open_legs else None for ch in out_letters)
     return Unrolled(var, tuple(o for k, o in enumerate(operands) if k != e), tuple(cells), open_dims,
-                    tuple(source), tuple(destination), cost, spec)
+                    tuple(source), tuple(destination), cost, spec, open_at)
 
 
 def _flops(operand_specs, out, sizes) -> float:
