@@ -183,6 +183,41 @@ def test_graph_host_loops(name):
             f"diagc_{name}_graph_host_f32"} <= set(g._HOST["functions"])
 
 
+@pytest.mark.parametrize("openmp", [True, False], ids=["openmp", "std_thread"])
+def test_threads_with_and_without_openmp(monkeypatch, tmp_path, openmp):
+    """The loops' threads. Built as the module builds them (-fopenmp), the parts run on OpenMP's
+    threads: in a torch process the libgomp torch loaded (one copy mapped), whose threads its own
+    operations use; built without, on std::thread. Either way the thread form (message) and the
+    block form's shares (embed_vjp) agree with the array code on one to three threads."""
+    _needs_compiler()
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    g = compiler.load_source((ROOT / "examples" / "tensornet_graph.diag").read_text(), f"diagc_test_omp_{openmp}")
+    if not openmp:
+        monkeypatch.setattr(g, "_HOST_FLAGS", tuple(f for f in g._HOST_FLAGS if f != "-fopenmp"))
+    rng = np.random.default_rng(12)
+    arrays, lists = _graph_inputs(rng, nodes=400, edges=6000, channels=16)
+    tl = [torch.from_numpy(x) for x in lists]
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            message = [torch.from_numpy(x) for x in arrays["message"]]
+            _same(g.message(*message, *tl, fused=True), g.message(*message, *tl), 1e-12)
+            embed = [torch.from_numpy(x) for x in arrays["embed"]]
+            cot = tuple(torch.from_numpy(rng.standard_normal(r.shape)) for r in g.embed(*embed, *tl))
+            got, want = g.embed_vjp(*embed, *tl, *cot, fused=True), g.embed_vjp(*embed, *tl, *cot)
+            _same(tuple(x for x in got if x is not None), tuple(x for x in want if x is not None), 1e-12)
+    finally:
+        torch.set_num_threads(before)
+    built = sorted(tmp_path.rglob("*.so"))
+    assert {p.name for p in built} == {"diagc_message_graph_host_f64.so", "diagc_embed_vjp_graph_host_f64.so"}
+    assert all((b"GOMP_parallel" in p.read_bytes()) == openmp for p in built)
+    if openmp and os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if "libgomp" in line}
+        assert len(mapped) == 1, mapped
+
+
 def _fresh(tag):
     """A module of its own (its host-loop state untouched by other tests)."""
     text = (ROOT / "diagrams" / "products.diag").read_text()

@@ -495,10 +495,7 @@ def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
               "            for (long long c = first; c < last; ++c)",
               f"                diagc_{gk.name}_graph_element<T>(b, c, {args(True)});",
               "    };",
-              "    std::vector<std::thread> team;",
-              "    for (int p = 1; p < parts; ++p) team.emplace_back(part, p);",
-              "    part(0);",
-              "    for (auto& worker : team) worker.join();",
+              "    diagc_host_team(parts, part);",
               "    for (int p = 1; p < parts; ++p) {",
               f"        const T* own = shares.data() + (size_t)(p - 1) * edges * ({words});"]
     offset = "0"

@@ -1452,7 +1452,7 @@ def _torch_stream(b, device):
 #: ~/.cache/diagc); channel mixing runs the planned code (the array library's GEMM). False, or no
 #: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
 HOST_KERNELS = True
-_HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-x", "c++")
+_HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
 _HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False}
 
 
