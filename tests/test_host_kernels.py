@@ -211,11 +211,63 @@ def test_threads_with_and_without_openmp(monkeypatch, tmp_path, openmp):
         torch.set_num_threads(before)
     built = sorted(tmp_path.rglob("*.so"))
     assert {p.name for p in built} == {"diagc_message_graph_host_f64.so", "diagc_embed_vjp_graph_host_f64.so"}
-    assert all((b"GOMP_parallel" in p.read_bytes()) == openmp for p in built)
-    if openmp and os.path.exists("/proc/self/maps"):
-        with open("/proc/self/maps") as f:
-            mapped = {line.split()[-1] for line in f if "libgomp" in line}
-        assert len(mapped) == 1, mapped
+    gnu = [b"GOMP_parallel" in p.read_bytes() for p in built]  # GNU OpenMP (llvm's: __kmpc_fork_call)
+    assert not openmp and not any(gnu) or openmp and (all(gnu) or not any(gnu))
+    torch_gomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
+    if openmp and all(gnu) and os.path.exists(torch_gomp) and os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as f:  # the loops' libgomp.so.1 is the one torch loaded
+            mapped = {os.path.realpath(line.split()[-1]) for line in f if "libgomp" in line}
+        assert mapped == {os.path.realpath(torch_gomp)}, mapped
+
+
+def _cross_in_child(m, a, b, q):
+    q.put(m.cross(a, b, fused=True))
+
+
+def test_a_forked_child_runs_the_loops(tmp_path):
+    """A child made by fork() after the parent ran a loop on several OpenMP threads (numpy: every
+    CPU) runs it too, on std::thread (GNU libgomp's threads do not survive a fork), and agrees."""
+    _needs_compiler()
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods() or (os.cpu_count() or 1) < 2:
+        pytest.skip("no fork(), or one CPU (the loop runs on one thread)")
+    m = _module("products")
+    rng = np.random.default_rng(14)
+    a, b = rng.standard_normal((100000, 3)), rng.standard_normal((100000, 3))
+    want = m.cross(a, b, kernels=False)
+    _same(m.cross(a, b, fused=True), want, 1e-12)
+    ctx = multiprocessing.get_context("fork")
+    q = ctx.Queue()
+    child = ctx.Process(target=_cross_in_child, args=(m, a, b, q))
+    child.start()
+    try:
+        got = q.get(timeout=120)
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+    _same(got, want, 1e-12)
+
+
+def test_a_compiler_without_openmp_builds_the_loops_without_it(monkeypatch, tmp_path):
+    """A compiler that refuses -fopenmp (here a wrapper that fails on it, as Apple's clang does): the
+    loops are built again without it (std::thread), with no warning, and agree with the array code."""
+    _needs_compiler()
+    real = _module("products")._host_compiler()
+    wrapper = tmp_path / "cxx-no-openmp"
+    wrapper.write_text(f'#!/bin/sh\nfor a in "$@"; do [ "$a" = -fopenmp ] && {{ echo "unsupported option -fopenmp" >&2; exit 1; }}; done\n'
+                       f'exec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("CXX", str(wrapper))
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path / "cache"))
+    m = _fresh("no_openmp")
+    args = _arrays(m._cross_KERNEL, np.random.default_rng(13), (5000,), 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _same(m.cross(*args, fused=True), m.cross(*args, kernels=False), 1e-12)
+    (lib,) = (tmp_path / "cache").rglob("*.so")
+    assert b"GOMP_parallel" not in lib.read_bytes() and "diagc_cross_host_f64" in m._HOST["functions"]
 
 
 def _fresh(tag):

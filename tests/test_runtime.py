@@ -360,7 +360,8 @@ def test_runtime_size():
     given one: numpy arrays beside a torch tensor raised torch's TypeError; 840 for tensornet before
     torch's mm ran a batch of matrices times one weight as one GEMM; 685 and 850 before fused=True
     on CPU arrays ran the kernels' host loops: finding the C++ compiler, building and loading a loop
-    at first use, calling it, about 105 lines)."""
+    at first use, calling it, about 105 lines; 791 and 956 before a compiler without OpenMP had the
+    loops built again without -fopenmp)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -368,7 +369,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 791 and sizes["tensornet"] <= 956, sizes
+    assert sizes["dot"] <= 794 and sizes["tensornet"] <= 959, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

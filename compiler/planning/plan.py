@@ -152,11 +152,11 @@ class Unrolled:
     open_dims: tuple[int, ...]  # sizes of the constant's open legs (the stacked axes)
     source: tuple[int, ...]  # moveaxis source positions (negative) ...
     destination: tuple[int, ...]  # ... and destinations, empty when already in place
-    cost: int = 0
-    spec: str = ""
     #: per axis of the result after its batch axes: which of the constant's open legs it is (its
     #: place in ``open_dims``), None for an axis of the arrays (what a component's view fixes)
-    open_at: tuple[int | None, ...] = ()
+    open_at: tuple[int | None, ...]
+    cost: int = 0
+    spec: str = ""
 
 
 @dataclass(frozen=True)
@@ -1140,7 +1140,7 @@ def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | N
         slices = tuple((name, tuple(assign.get(ch) for ch in letters)) for name, letters in zip(c.operands, (x, y)))
         sub = ",".join("..." + "".join(ch for ch in letters if ch not in assign) for letters in (x, y))
         products.append(Product(1, sub + "->..." + o, slices))
-    return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), c.cost, c.spec, (None,) * len(o))
+    return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), (None,) * len(o), c.cost, c.spec)
 
 
 def _unrolled(var, spec, operands, sizes, tables):
@@ -1212,7 +1212,7 @@ def _unrolled(var, spec, operands, sizes, tables):
     cost = per_component * sum(len(c) for c in cells) * max(1, len(others) - 1)
     open_at = tuple(open_legs.index(ch) if ch in open_legs else None for ch in out_letters)
     return Unrolled(var, tuple(o for k, o in enumerate(operands) if k != e), tuple(cells), open_dims,
-                    tuple(source), tuple(destination), cost, spec, open_at)
+                    tuple(source), tuple(destination), open_at, cost, spec)
 
 
 def _flops(operand_specs, out, sizes) -> float:

@@ -482,6 +482,7 @@ def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
     lines += ["    int parts = threads < chans ? threads : (int)chans;",
               "    if (parts < 1 || edges * chans < DIAGC_HOST_SERIAL) parts = 1;",
               "    const long long per = (chans + parts - 1) / parts;",
+              "    parts = (int)((chans + per - 1) / per);  // none of them empty",
               f"    // the other parts' shares of the sums over the channel elements: ({words}) words an edge each",
               f"    std::vector<T> shares((size_t)(parts - 1) * edges * ({words}));",
               "    auto part = [&](const int p) {",

@@ -1506,7 +1506,6 @@ def _host_ready(symbols):
 
     d = _HOST["dir"]
     source = os.path.join(d, "source.cpp")
-    jobs = []
     try:
         os.makedirs(d, exist_ok=True)
         if not os.path.exists(source):
@@ -1514,20 +1513,24 @@ def _host_ready(symbols):
             with open(part, "w") as f:
                 f.write(_CUDA_SOURCE)
             os.replace(part, source)
-        for s in missing:
-            lib = os.path.join(d, s + ".so")
-            if not os.path.exists(lib):
-                part = f"{lib}.{os.getpid()}"
-                cmd = [_HOST["compiler"], *_HOST_FLAGS, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{s}", source, "-o", part]
-                jobs.append((lib, part, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                         stderr=subprocess.STDOUT)))
-        failed = None
-        for lib, part, job in jobs:
-            text = job.communicate()[0]
-            if job.returncode != 0 and failed is None:
-                failed = text.decode(errors="replace")[-2000:]
-            elif job.returncode == 0:
-                os.replace(part, lib)
+        # a compiler without OpenMP (Apple's clang): built again without it, on std::thread
+        for flags in dict.fromkeys((_HOST_FLAGS, tuple(f for f in _HOST_FLAGS if f != "-fopenmp"))):
+            jobs, failed = [], None
+            for s in missing:
+                lib = os.path.join(d, s + ".so")
+                if not os.path.exists(lib):
+                    part = f"{lib}.{os.getpid()}"
+                    cmd = [_HOST["compiler"], *flags, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{s}", source, "-o", part]
+                    jobs.append((lib, part, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                             stderr=subprocess.STDOUT)))
+            for lib, part, job in jobs:
+                text = job.communicate()[0]
+                if job.returncode != 0 and failed is None:
+                    failed = text.decode(errors="replace")[-2000:]
+                elif job.returncode == 0:
+                    os.replace(part, lib)
+            if failed is None:
+                break
         if failed is not None:
             raise OSError(failed)
         for s in missing:
