@@ -17,8 +17,11 @@ formulas of ``benchmarks/experts.py``, reused, not copied), torch CPU float32, C
 Results are checked against the expert's before timing. The contenders alternate, each timed as the
 best of ``--repeats`` rounds (the machine is shared and noisy: best-of is the figure that noise
 distorts least). First-call (compile) times of the fused NAME, NAME_vjp, NAME_vjp_vjp are reported
-per operation (torch.compile, inductor's on-disk cache as found: set ``TORCHINDUCTOR_CACHE_DIR`` to a
-new folder for cold figures; ``compile_cache_bench.py`` compares cold and warm). Writes ``grad.md``
+per operation: on torch CPU tensors ``fused=True`` runs the kernels' host loops, built by the C++
+compiler at the first call (the cache ``DIAGC_CACHE`` as found: set it to a new folder for cold
+figures); with the modules' ``HOST_KERNELS = False`` or no compiler it is torch.compile (inductor's
+on-disk cache as found, ``TORCHINDUCTOR_CACHE_DIR``; ``compile_cache_bench.py`` compares cold and
+warm). Channel mixing (mix_skew) has no fused form: the planned code runs. Writes ``grad.md``
 and ``grad.json`` (after each operation, so an interrupted run keeps what it measured).
 """
 
@@ -134,7 +137,7 @@ def main() -> int:
             cots = [torch.randn(y.shape) for y in ys]
             cots2 = [torch.randn(x.shape) for x in xs]
             (d1, e1), (d2, e2), a1 = contenders(ops, d.name, expert, xs, cots, cots2)
-            if d.name not in compile_times:  # first calls: torch.compile of the three fused functions
+            if d.name not in compile_times:  # first calls: the three fused functions' builds
                 torch.set_num_threads(max(args.threads))
                 fwd, vjp, vjp2 = (getattr(ops, d.name + s) for s in ("", "_vjp", "_vjp_vjp"))
                 compile_times[d.name] = {
@@ -201,7 +204,7 @@ def report(rows, compile_times, meta) -> str:
         sel = [r for r in rows if r["threads"] == th]
         lines.append(f"| {th} | {geomean([r['ratio1'] for r in sel]):.2f} | {max(r['ratio1'] for r in sel):.2f} | "
                      f"{geomean([r['ratio2'] for r in sel]):.2f} | {max(r['ratio2'] for r in sel):.2f} |")
-    lines += ["", "First call (torch.compile) of the fused functions, seconds:", "",
+    lines += ["", "First call of the fused functions (host loops built, or torch.compile where they are off), seconds:", "",
               "| operation | NAME | NAME_vjp | NAME_vjp_vjp |", "|---|---|---|---|"]
     for op, t in compile_times.items():
         lines.append(f"| {op} | {t['forward']:.1f} | {t['vjp']:.1f} | {t['vjp_vjp']:.1f} |")
