@@ -4138,11 +4138,11 @@ def _host_call(b, symbol, inputs, outs, sizes):
     def pointer(x):
         return ctypes.c_void_p(x.data_ptr() if b.root == "torch" else x.ctypes.data)
 
-    params = []
-    for item in inputs:
-        params += [pointer(item[0]), ctypes.c_int(int(item[1]))] if isinstance(item, tuple) else [pointer(item)]
+    params = [p for item in inputs for p in ((pointer(item[0]), ctypes.c_int(int(item[1])))
+                                             if isinstance(item, tuple) else (pointer(item),))]
     params += [pointer(o) for o in outs] + [ctypes.c_longlong(int(v)) for v in sizes]
-    threads = b.xp.get_num_threads() if b.root == "torch" else os.cpu_count() or 1
+    threads = b.xp.get_num_threads() if b.root == "torch" else len(os.sched_getaffinity(0)) \
+        if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     _HOST["functions"][symbol](*params, ctypes.c_int(threads))
 
 
