@@ -21,7 +21,9 @@ per operation: on torch CPU tensors ``fused=True`` runs the kernels' host loops,
 compiler at the first call (the cache ``DIAGC_CACHE`` as found: set it to a new folder for cold
 figures); with the modules' ``HOST_KERNELS = False`` or no compiler it is torch.compile (inductor's
 on-disk cache as found, ``TORCHINDUCTOR_CACHE_DIR``; ``compile_cache_bench.py`` compares cold and
-warm). Channel mixing (mix_skew) has no fused form: the planned code runs. Writes ``grad.md``
+warm). Channel mixing (mix_skew) has no fused form: on torch CPU tensors its host loops run (a
+mixing loop for the forward and the mixed input's cotangent, rank-K updates for the weight's), else
+the planned code. Writes ``grad.md``
 and ``grad.json`` (after each operation, so an interrupted run keeps what it measured).
 """
 

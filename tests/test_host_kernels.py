@@ -5,16 +5,19 @@ A module with kernels carries, in its embedded C++/CUDA source, a host loop per 
 __device__`` element function the GPU kernel calls) and per graph kernel (every (edge, channel
 element) gathered, computed and added into its node in one pass). ``fused=True`` on CPU arrays
 builds them with the C++ compiler at first use (one shared library per loop, cached on disk) and
-runs them; channel mixing runs the planned code's GEMM. Checked here against the array code of the
-same module (``kernels=False``) for every elementwise kernel of every file in diagrams/ (forward,
-VJP, second order), for the graph functions in both forms, through torch autograd (gradcheck and
-gradgradcheck), with broadcast and non-contiguous inputs, on several threads, and what happens
-without a compiler or when the build fails.
+runs them. Channel mixing and its derivatives have host loops too (a register-tiled mixing row per
+batch row, weight cotangents as rank-K updates summed over the batch), used where every weight has
+no batch axes. Checked here against the array code of the same module (``kernels=False``) for
+every elementwise and mixing kernel of every file in diagrams/ (forward, VJP, second order), for
+the graph functions in both forms, through torch autograd (gradcheck and gradgradcheck), with
+broadcast and non-contiguous inputs, on several threads, and what happens without a compiler or
+when the build fails.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import warnings
 
 import numpy as np
@@ -46,11 +49,17 @@ def _every_elementwise_kernel():
             for stem in stems for s in _module(stem)._KERNEL_SPECS if s[5]["kind"] == "elementwise"]
 
 
-def _arrays(cfg, rng, batch, channels, xp="numpy", dtype=np.float64):
+def _every_mixing_kernel():
+    stems = sorted(p.stem for p in (ROOT / "diagrams").glob("*.diag"))
+    return [pytest.param(stem, s[5]["name"], id=f"{stem}.{s[5]['name']}")
+            for stem in stems for s in _module(stem)._KERNEL_SPECS if s[5]["kind"] in ("mixing", "mixing_vjp")]
+
+
+def _arrays(cfg, rng, batch, channels, xp="numpy", dtype=np.float64, unbatched=()):
     sizes = {}
     out = []
-    for _, chans, dims in cfg["inputs"]:
-        shape = tuple(batch) + tuple(c if isinstance(c, int) else sizes.setdefault(c, channels + len(sizes))
+    for k, (_, chans, dims) in enumerate(cfg["inputs"]):
+        shape = (() if k in unbatched else tuple(batch)) + tuple(c if isinstance(c, int) else sizes.setdefault(c, channels + len(sizes))
                                      for c in chans) + tuple(dims)
         x = rng.standard_normal(shape).astype(dtype)
         out.append(torch.from_numpy(x) if xp == "torch" else x)
@@ -84,6 +93,79 @@ def test_host_loops_match_the_array_code(stem, name):
         args = _arrays(cfg, rng, batch, channels, xp, dtype)
         _same(fn(*args, fused=True), fn(*args, kernels=False), tol)
     assert {cfg["host"]["float64"], cfg["host"]["float32"]} <= set(m._HOST["functions"])
+
+
+def test_every_file_has_mixing_loops():
+    """The mixing kernels the test below covers: tensornet's mix_skew with both derivatives, and
+    linear.diag's (several terms, transposed and traced inputs; linear_cart2's second order has 54
+    polynomial components a channel, more than a GPU mixing kernel stages: a host loop's part is not
+    limited by shared memory)."""
+    found = {p.values[1] for p in _every_mixing_kernel()}
+    assert {"mix_skew", "mix_skew_vjp", "mix_skew_vjp_vjp", "mix", "mix_vjp", "mix_vjp_vjp", "linear_cart2",
+            "linear_cart2_vjp", "linear_cart2_vjp_vjp"} <= found
+
+
+@pytest.mark.parametrize("stem, name", _every_mixing_kernel())
+def test_mixing_host_loops_match_the_array_code(stem, name):
+    """Every channel-mixing kernel's host loop (forward, VJP, second order) with weights without batch
+    axes: float64 to 1e-12 on numpy at a batch of 37 with 3-4 channels (narrower than a vector: the
+    scalar tails) and at a (3, 3) batch with 40-41 channels (whole vectors and tails), float32 to
+    1e-5 on torch; the loop was loaded. Weights with batch axes (one per row) run the array code,
+    still right."""
+    _needs_compiler()
+    m = _module(stem)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    fn = getattr(m, name)
+    rng = np.random.default_rng(len(stem) * 17 + len(name))
+    weights = cfg["unbatched"]
+    assert weights
+    for xp, dtype, tol, batch, channels in (("numpy", np.float64, 1e-12, (37,), 3),
+                                            ("numpy", np.float64, 1e-12, (3, 3), 40),
+                                            ("torch", np.float32, 1e-5, (37,), 5)):
+        args = _arrays(cfg, rng, batch, channels, xp, dtype, unbatched=weights)
+        _same(fn(*args, fused=True), fn(*args, kernels=False), tol)
+    assert {cfg["host"]["float64"], cfg["host"]["float32"]} <= set(m._HOST["functions"])
+    args = _arrays(cfg, rng, (4,), 3)  # batched weights: not the host loop's case
+    assert not m._use_kernel(m._backend(*args), getattr(m, f"_{name}_SPEC"), tuple(args), True)
+    _same(fn(*args, fused=True), fn(*args, kernels=False), 1e-12)
+
+
+def test_mixing_loops_threaded_and_broadcast():
+    """mix_skew and its derivatives past the serial threshold on 1, 2 and 3 threads (the weight
+    cotangent's per-thread sums added), an input broadcast over the batch (its cotangent summed to
+    it), and an empty batch (the weight cotangent zero)."""
+    _needs_compiler()
+    m = _module("tensornet")
+    rng = np.random.default_rng(8)
+    A, dB, ddA = (torch.from_numpy(rng.standard_normal((301, 24, 3, 3))) for _ in range(3))
+    W, ddW = (torch.from_numpy(rng.standard_normal((24, 24))) for _ in range(2))
+    before = torch.get_num_threads()
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            _same(m.mix_skew(A, W, fused=True), m.mix_skew(A, W, kernels=False), 1e-12)
+            _same(m.mix_skew_vjp(A, W, dB, fused=True), m.mix_skew_vjp(A, W, dB, kernels=False), 1e-12)
+            _same(m.mix_skew_vjp_vjp(A, W, dB, ddA, ddW, fused=True),
+                  m.mix_skew_vjp_vjp(A, W, dB, ddA, ddW, kernels=False), 1e-12)
+    finally:
+        torch.set_num_threads(before)
+    _same(m.mix_skew_vjp(A[:1], W, dB, fused=True), m.mix_skew_vjp(A[:1], W, dB, kernels=False), 1e-12)
+    empty = m.mix_skew_vjp(A[:0], W, dB[:0], fused=True)
+    assert empty[0].shape == (0, 24, 3, 3) and float(empty[1].abs().max()) == 0.0
+    assert "diagc_mix_skew_vjp_vjp_host_f64" in m._HOST["functions"]
+
+
+def test_gradients_through_the_mixing_loops():
+    """torch autograd over fused=True mixing: forward and backward host loops (NAME_vjp's), double
+    backward through the differentiable array code."""
+    _needs_compiler()
+    m = _module("tensornet")
+    rng = np.random.default_rng(9)
+    args = (torch.from_numpy(rng.standard_normal((3, 4, 3, 3))).requires_grad_(),
+            torch.from_numpy(rng.standard_normal((4, 5))).requires_grad_())
+    assert torch.autograd.gradcheck(lambda *xs: m.mix_skew(*xs, fused=True), args)
+    assert torch.autograd.gradgradcheck(lambda *xs: m.mix_skew(*xs, fused=True), args)
+    assert {"diagc_mix_skew_host_f64", "diagc_mix_skew_vjp_host_f64"} <= set(m._HOST["functions"])
 
 
 def test_broadcast_non_contiguous_and_threaded():
@@ -211,8 +293,16 @@ def test_threads_with_and_without_openmp(monkeypatch, tmp_path, openmp):
         torch.set_num_threads(before)
     built = sorted(tmp_path.rglob("*.so"))
     assert {p.name for p in built} == {"diagc_message_graph_host_f64.so", "diagc_embed_vjp_graph_host_f64.so"}
-    gnu = [b"GOMP_parallel" in p.read_bytes() for p in built]  # GNU OpenMP (llvm's: __kmpc_fork_call)
-    assert not openmp and not any(gnu) or openmp and (all(gnu) or not any(gnu))
+    data = [p.read_bytes() for p in built]
+    gnu = [b"GOMP_parallel" in d for d in data]  # GNU OpenMP
+    omp = [b"GOMP_parallel" in d or b"__kmpc_fork_call" in d for d in data]  # or llvm's
+    if openmp:  # the loops use OpenMP exactly when the compiler builds and links -fopenmp
+        probe = subprocess.run([g._host_compiler(), "-fopenmp", "-shared", "-fPIC", "-x", "c++", "-",
+                                "-o", str(tmp_path / "probe.so")], input=b"int diagc_probe() { return 0; }\n",
+                               capture_output=True)
+        assert all(omp) if probe.returncode == 0 else not any(omp)
+    else:
+        assert not any(omp)
     torch_gomp = os.path.join(os.path.dirname(torch.__file__), "lib", "libgomp.so.1")
     if openmp and all(gnu) and os.path.exists(torch_gomp) and os.path.exists("/proc/self/maps"):
         with open("/proc/self/maps") as f:  # the loops' libgomp.so.1 is the one torch loaded

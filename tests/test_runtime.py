@@ -361,7 +361,8 @@ def test_runtime_size():
     torch's mm ran a batch of matrices times one weight as one GEMM; 685 and 850 before fused=True
     on CPU arrays ran the kernels' host loops: finding the C++ compiler, building and loading a loop
     at first use, calling it, about 105 lines; 791 and 956 before a compiler without OpenMP had the
-    loops built again without -fopenmp)."""
+    loops built again without -fopenmp; 794 and 959 before channel mixing and its derivatives ran
+    host loops: outputs totalled over the batch, weights without batch axes, host-only kernels)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -369,7 +370,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 794 and sizes["tensornet"] <= 959, sizes
+    assert sizes["dot"] <= 805 and sizes["tensornet"] <= 970, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

@@ -240,10 +240,46 @@ class MixingKernel:
 
 
 @dataclass(frozen=True)
+class WeightGrad:
+    """``name[a, b] = Σ over the batch rows of Σ_k x_k · y_k``: the cotangent of a weight without batch
+    axes, as the derivative of channel mixing gives it. ``x`` are polynomials in the inputs read at
+    channel a (``views_x``, places () or (0,)), ``y`` at channel b (``views_y``); pair k is
+    ``(x[k], y[k])``. A register-tiled rank-K update of an (A, B) accumulator per thread."""
+
+    name: str
+    views_x: tuple[View, ...]
+    x: tuple[Component, ...]
+    views_y: tuple[View, ...]
+    y: tuple[Component, ...]
+
+
+@dataclass(frozen=True)
+class MixingVjpKernel:
+    """The derivative of channel mixing (``NAME_vjp``, ``NAME_vjp_vjp``): host loops only (plain C++;
+    on a GPU the array library's GEMMs run). Its outputs (``outputs``, in the diagram's order) are
+    either channel mixings over one of ``channels`` (``mixings``: the cotangents of the mixed
+    inputs, each a :class:`MixingKernel` of its own, named ``NAME_partK``) or weight cotangents
+    (``grads``, carrying both ``channels`` in that order, totalled over the batch). The inputs at
+    ``unbatched`` (weight-shaped: two channel axes, no geometric axis) must have no batch axes."""
+
+    name: str
+    inputs: tuple[Input, ...]
+    channels: tuple[Channel, Channel]
+    outputs: tuple[str, ...]
+    mixings: tuple[MixingKernel, ...]
+    grads: tuple[WeightGrad, ...]
+    unbatched: tuple[int, ...]
+
+    @property
+    def kind(self) -> str:
+        return "mixing_vjp"
+
+
+@dataclass(frozen=True)
 class CudaProgram:
     filename: str
     source_sha256: str
-    kernels: tuple[ElementwiseKernel | MixingKernel, ...]
+    kernels: tuple[ElementwiseKernel | MixingKernel | MixingVjpKernel, ...]
 
 
 def _size(dims) -> int:
@@ -314,13 +350,19 @@ class _Views:
         return fix
 
 
-def lower_diagram(diagram: Diagram, fused=None) -> ElementwiseKernel | MixingKernel:
+def lower_diagram(diagram: Diagram, fused=None) -> ElementwiseKernel | MixingKernel | MixingVjpKernel:
     """The kernel program of one diagram (``fused``: its fused plan when already made), or a
     DiagError naming what the target cannot express."""
     _check_names(diagram)
     channels = {tuple(eq.type.channels) for eq in diagram.equations}
     if len(channels) != 1:
-        return _summing(diagram)
+        try:
+            return _summing(diagram)
+        except DiagError as refusal:
+            try:
+                return _mixing_vjp(diagram)
+            except DiagError:
+                raise refusal from None
     fused = fused if fused is not None else fuse_diagram(diagram)
     if fused.outputs:
         return _elementwise(diagram, fused)
@@ -441,9 +483,10 @@ def _summing(diagram: Diagram) -> ElementwiseKernel:
     return _tiled(diagram, full, views, results, products)
 
 
-def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
+def _mixing(diagram: Diagram, reason: str, device: bool = True) -> MixingKernel:
     """Channel mixing: every term one weight W[c,d] (or W[d,c]) times a fused polynomial in inputs
-    that carry the contracted channel c (or none)."""
+    that carry the contracted channel c (or none). ``device=False``: a host loop's part only (a
+    derivative's), not limited by the GPU kernel's shared memory and registers."""
     expected = ("of the form Y[d,...] = sum of W[c,d] times a product of inputs carrying channel c or "
                 "no channel (a weight with two channel axes and no geometric axis per term)")
     out_channels = tuple(diagram.equations[0].type.channels)
@@ -505,8 +548,8 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
     def words(chunk: int) -> int:  # the staged weights and z rows of a chunk, or the staged results
         staged = len(weights) * 32 * per_thread * max(chunk, rows * max(chunk // rows, 1))
         return max(staged + rows * chunk * z_pad, out_words)
-    chunk = next((k for k in MIX_CHUNKS if words(k) * WORD_BYTES <= SHARED_BYTES), None)
-    if chunk is None or acc > 4 * MIX_REGISTERS:
+    chunk = next((k for k in MIX_CHUNKS if words(k) * WORD_BYTES <= SHARED_BYTES), None if device else 1)
+    if device and (chunk is None or acc > 4 * MIX_REGISTERS):
         raise _refuse(diagram, f"{len(z)} polynomial components per channel or {acc} output components do not "
                       f"fit in {SHARED_BYTES // 1024} KiB of shared memory and the registers of one thread")
     return MixingKernel(
@@ -514,6 +557,70 @@ def _mixing(diagram: Diagram, reason: str) -> MixingKernel:
         tuple(MixResult(n, dims, _size(dims), terms, off) for n, dims, terms, off in results),
         MIX_WARPS * 32, rows, chunk, words(chunk), per_thread, rows_per_warp, z_pad, tuple(weights), MIX_LIBRARY_GEMM,
         tuple(sorted(MIX_MIN_BLOCKS.items())))
+
+
+def _mixing_vjp(diagram: Diagram) -> MixingVjpKernel:
+    """The derivative of channel mixing: outputs that are channel mixings (one MixingKernel each) and
+    weight cotangents [a, b] without geometric axes (WeightGrad), over two channel axes a, b."""
+    what = "a derivative of channel mixing"
+    grads_eq = [eq for eq in diagram.equations if len(eq.type.channels) == 2 and not eq.type.geometric_dims]
+    if diagram.stacked or not grads_eq:
+        raise _refuse(diagram, f"not {what}")
+    axes = tuple(grads_eq[0].type.channels)
+    if any(tuple(eq.type.channels) != axes for eq in grads_eq) or axes[0] == axes[1]:
+        raise _refuse(diagram, f"not {what}: its weight cotangents carry different channel axes")
+    mixings, grads = [], []
+    for k, (eq, out) in enumerate(zip(diagram.equations, diagram.outputs)):
+        if eq in grads_eq:
+            grads.append(_weight_grad(diagram, eq))
+            continue
+        if len(eq.type.channels) != 1 or eq.type.channels[0] not in axes:
+            raise _refuse(diagram, f"not {what}: output '{eq.target}' is neither a mixing over "
+                          f"'{axes[0]}' or '{axes[1]}' nor a weight cotangent")
+        part = _mixing(replace(diagram, equations=(eq,), outputs=(out,)), what, device=False)
+        mixings.append(replace(part, name=f"{diagram.name}_part{k}"))
+    unbatched = tuple(k for k, t in enumerate(diagram.inputs)
+                      if len(t.type.channels) == 2 and not t.type.geometric_dims)
+    return MixingVjpKernel(diagram.name, _inputs(diagram), axes, tuple(eq.target for eq in diagram.equations),
+                           tuple(mixings), tuple(grads), unbatched)
+
+
+def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
+    """Each term of ``eq`` (a scalar [a, b]) split into the factors read at channel a (with the
+    constants and the inputs without channels) and those read at channel b; the geometric legs
+    joining the two sides are expanded, each value a pair of components."""
+    xs, ys = [], []
+    vx, vy = _Views(diagram, 1), _Views(diagram, 1)
+    for term in eq.terms:
+        la, lb = term.output[0], term.output[1]
+        kinds = dict(term.kinds)
+        side_x, side_y = [], []
+        for n in term.nodes:
+            ch = set(n.indices[:n.n_channels]) if n.kind == "input" else set()
+            if ch <= {la}:
+                side_x.append(n)
+            elif ch == {lb}:
+                side_y.append(n)
+            else:
+                raise _refuse(diagram, f"term '{term.formula()}' of '{eq.target}' is not a product of factors "
+                              "read at one of its channel axes each")
+        gx = [i for n in side_x for i in n.indices if kinds[i].geometric]
+        gy = {i for n in side_y for i in n.indices if kinds[i].geometric}
+        legs = tuple(dict.fromkeys(i for i in gx if i in gy))
+        dims = tuple(3 if kinds[i].kind == "cart" else 2 * int(kinds[i].dim) + 1 for i in legs)
+        cx = term_components(replace(term, nodes=tuple(side_x), output=(la,) + legs), 1, dims)
+        cy = term_components(replace(term, nodes=tuple(side_y), output=(lb,) + legs, coefficient=Fraction(1)),
+                             1, dims)
+        for c in (cx, cy):
+            if isinstance(c, str):
+                raise _refuse(diagram, f"term '{term.formula()}' of '{eq.target}': {c}")
+        for mx, my in zip(cx, cy):
+            if mx and my:
+                xs.append(vx.component(mx))
+                ys.append(vy.component(my))
+    views_x, views_y = vx.views(stage_dense=False), vy.views(stage_dense=False)
+    fx, fy = vx.renumber(views_x), vy.renumber(views_y)
+    return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys))
 
 
 def lower_program(program: Program) -> CudaProgram:
@@ -533,7 +640,7 @@ def kernel_symbol(name: str, suffix: str) -> str:
 
 
 def host_symbol(name: str, suffix: str) -> str:
-    """The extern "C" host loop of elementwise diagram ``name`` (plain C++ builds only)."""
+    """The extern "C" host loop of diagram ``name`` (plain C++ builds only)."""
     return f"diagc_{name}_host_{suffix}"
 
 
@@ -542,33 +649,52 @@ def launcher_symbol(name: str, suffix: str) -> str:
     return f"diagc_{name}_{suffix}"
 
 
-def module_config(kernel: ElementwiseKernel | MixingKernel) -> dict:
+def module_config(kernel: ElementwiseKernel | MixingKernel | MixingVjpKernel) -> dict:
     """How to check arguments for and launch ``kernel`` without the host launcher (through NVRTC),
     as plain data (a literal in the emitted Python module, JSON in gpu_bench's manifest): per input
     and output its name, channel axis names and geometric dims; per dtype the kernel symbol, the
     elements (elementwise) a block handles and its shared memory in words, the outputs it sums into
     (``summed``: their positions; zero them before the launch); the block size and, for
     channel mixing, the batch rows and output channels a block covers and whether the Python module
-    runs the array library's GEMM instead (``library_gemm``)."""
+    runs the array library's GEMM instead (``library_gemm``); per dtype the host loop (``host``)
+    and the inputs it takes without batch axes only (``unbatched``: the weights). The derivative of
+    channel mixing has host loops only (no ``symbols``): its weight cotangents (``totalled``) are
+    summed over the batch by the loop."""
+    host = {dtype: host_symbol(kernel.name, s) for s, dtype in _DTYPES}
+    inputs = tuple((i.name, _axes(i.channels), i.dims) for i in kernel.inputs)
+    if isinstance(kernel, MixingVjpKernel):
+        grads = {g.name for g in kernel.grads}
+        parts = {m.results[0].name: m for m in kernel.mixings}
+        return {
+            "name": kernel.name,
+            "kind": kernel.kind,
+            "inputs": inputs,
+            "outputs": tuple((n, _axes(kernel.channels), ()) if n in grads else
+                             (n, _axes((parts[n].channel_out,)), parts[n].results[0].dims) for n in kernel.outputs),
+            "host": host,
+            "channels": _axes(kernel.channels),
+            "totalled": tuple(k for k, n in enumerate(kernel.outputs) if n in grads),
+            "unbatched": kernel.unbatched,
+        }
     common = {
         "name": kernel.name,
         "kind": kernel.kind,
         "symbols": {dtype: kernel_symbol(kernel.name, s) for s, dtype in _DTYPES},
-        "inputs": tuple((i.name, _axes(i.channels), i.dims) for i in kernel.inputs),
+        "inputs": inputs,
         "block": kernel.threads if isinstance(kernel, MixingKernel) else kernel.tile,
+        "host": host,
     }
     if isinstance(kernel, ElementwiseKernel):
         return dict(common, outputs=tuple((r.name, _axes(kernel.channels if r.kept is None else
                                                  tuple(kernel.channels[p] for p in r.kept)), r.dims)
                                           for r in kernel.results),
-                    host={dtype: host_symbol(kernel.name, s) for s, dtype in _DTYPES},
                     summed=tuple(k for k, r in enumerate(kernel.results) if r.kept is not None),
                     channels=_axes(kernel.channels),
                     per_block={dtype: kernel.elements(s) for s, dtype in _DTYPES},
                     shared_words={dtype: kernel.shared(s) for s, dtype in _DTYPES})
     return dict(common, outputs=tuple((r.name, _axes((kernel.channel_out,)), r.dims) for r in kernel.results),
                 channels=_axes((kernel.channel_in, kernel.channel_out)), rows=kernel.rows, cols=kernel.cols,
-                library_gemm=kernel.library_gemm,
+                library_gemm=kernel.library_gemm, unbatched=tuple(sorted({p for p, _ in kernel.weights})),
                 shared_words={dtype: kernel.shared_words for _, dtype in _DTYPES})
 
 

@@ -16,7 +16,8 @@ import jinja2
 from ... import __version__
 from ..python.codegen import template_text
 from ...ir.program import Program
-from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, View, host_symbol,
+from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, MixingVjpKernel, View,
+                      host_symbol,
                       kernel_symbol, launcher_symbol, lower_program)
 
 
@@ -93,6 +94,9 @@ def _comment(text: str) -> str:
 def print_program(program: CudaProgram) -> str:
     kernels = []
     for k in program.kernels:
+        if isinstance(k, MixingVjpKernel):
+            kernels.append(_mixing_vjp_entry(k))
+            continue
         views = k.views
         params = [view_param(j, views) for j in range(len(views))]
         entry = {
@@ -122,6 +126,7 @@ def print_program(program: CudaProgram) -> str:
             entry["z"] = [component(c, views) for c in k.z_components]
             entry["acc"] = sum(r.size for r in k.results)
             entry["z_words"] = max(len(k.z_components), 1)
+            entry["host"] = {s: host_symbol(k.name, s) for s, _ in PRECISIONS}
         kernels.append(entry)
     return _template().render(
         version=__version__,
@@ -130,6 +135,20 @@ def print_program(program: CudaProgram) -> str:
         kernels=kernels,
         precisions=PRECISIONS,
     )
+
+
+def _mixing_vjp_entry(k: MixingVjpKernel) -> dict:
+    """The template's entry for the derivative of channel mixing: its mixing parts (each one's z
+    components and sizes, ``ca, cb`` in the order of its contracted and output axes) and its weight
+    cotangents (both sides' components), and the host loop's symbols."""
+    parts = [{"k": m, "z": [component(c, m.views) for c in m.z_components],
+              "params": [view_param(j, m.views) for j in range(len(m.views))],
+              "sizes": "ca, cb" if m.channel_in == k.channels[0] else "cb, ca"} for m in k.mixings]
+    grads = [{"g": g, "x": [component(c, g.views_x) for c in g.x], "y": [component(c, g.views_y) for c in g.y],
+              "params_x": [view_param(j, g.views_x) for j in range(len(g.views_x))],
+              "params_y": [view_param(j, g.views_y) for j in range(len(g.views_y))]} for g in k.grads]
+    return {"k": k, "params": [], "locals": [], "parts": parts, "grads": grads,
+            "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS}}
 
 
 def generate_cuda(program: Program) -> str:

@@ -1244,14 +1244,18 @@ def _use_kernel(b, spec, args, fused=False):
     if cfg is None or not args:
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, args):
+        if cfg["kind"] == "mixing_vjp":  # host loops only: cuBLAS through the array library
+            return False
         gemm = cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
         return not gemm and _cupy_importable()
-    dtype = _host_dtype(b, args)
-    if not fused or cfg["kind"] != "elementwise" or dtype is None or not _host_possible(b, args):
+    if not fused or not _host_possible(b, args):
         return False
+    dtype = _host_dtype(b, args)
+    if dtype is None or any(_len(args[k].shape) != 2 for k in cfg.get("unbatched", ())):
+        return False  # a weight with batch axes (one per batch row): the array library's batched GEMMs
     symbols = [cfg["host"][dtype]]
     vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
-    if vjp is not None and vjp[5]["kind"] == "elementwise" and b.differentiable(args):
+    if vjp is not None and b.differentiable(args):
         symbols.append(vjp[5]["host"][dtype])
     return _host_ready(symbols)
 
@@ -1303,9 +1307,12 @@ def _kernel_plan(b, cfg, args):
 
 
 def _kernel_outputs(cfg, plan):
-    """The kernel's output shapes: the broadcast batch, the output's channel sizes, its dims."""
+    """The kernel's output shapes: the broadcast batch (none for an output totalled over it), the
+    output's channel sizes, its dims."""
     batch, sizes = plan[2], plan[3]
-    return [batch + tuple(sizes[c] for c in chans) + tuple(dims) for _, chans, dims in cfg["outputs"]]
+    totalled = cfg.get("totalled", ())
+    return [(() if k in totalled else batch) + tuple(sizes[c] for c in chans) + tuple(dims)
+            for k, (_, chans, dims) in enumerate(cfg["outputs"])]
 
 
 def _cuda_function(symbol, device):
@@ -1349,9 +1356,13 @@ def _launch_plan(b, cfg, args):
         else:
             copies.append(None)
     shapes = tuple(tuple(s) for s in _kernel_outputs(cfg, (dtype, device, batch, sizes)))
-    summed = tuple(k in cfg.get("summed", ()) for k in range(_len(shapes)))
+    summed = tuple(k in cfg.get("summed", cfg.get("totalled", ())) for k in range(_len(shapes)))
     rows = math.prod(batch)
-    if cfg["kind"] == "elementwise":
+    if cfg["kind"] == "mixing_vjp":  # host loops only
+        tail = [rows] + [sizes[c] for c in cfg["channels"]]
+        grid = (1, 1, 1)
+        empty = rows == 0
+    elif cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
         n = rows * math.prod(chans)
         grid = ((n + cfg["per_block"][dtype] - 1) // cfg["per_block"][dtype], 1, 1)
@@ -1366,10 +1377,11 @@ def _launch_plan(b, cfg, args):
             raise ValueError(f"channel axis '{cfg['channels'][1]}' of size {cout} is too large for the kernel")
     if not empty and grid[0] > 2147483647:
         raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    device_only = "symbols" in cfg
     return (tuple(copies) if any(c is not None for c in copies) else None, shapes, summed,
-            None if empty else grid, (cfg["block"], 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
-            tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype],
-            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8))
+            None if empty else grid, (cfg.get("block", 1), 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
+            tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype] if device_only else None,
+            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8) if device_only else 0)
 
 
 def _kernel_launch(b, cfg, args):
@@ -1449,7 +1461,8 @@ def _torch_stream(b, device):
 #: fused=True on CPU arrays (numpy, torch on the CPU) of a module with kernels: the kernels' element
 #: functions in host loops (C++, ``diagc_NAME_host_f32/64`` in _CUDA_SOURCE), compiled at their first
 #: use by the C++ compiler (CXX, else g++ or c++ on PATH) and cached on disk (DIAGC_CACHE, else
-#: ~/.cache/diagc); channel mixing runs the planned code (the array library's GEMM). False, or no
+#: ~/.cache/diagc); channel mixing and its derivatives too (register-tiled loops, no channels-last
+#: copies), where every weight has no batch axes (else the planned code's GEMMs). False, or no
 #: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
