@@ -222,7 +222,7 @@ class Interaction(nn.Module):
         f0, f1, f2 = (edge_attr * self.cutoff(edge_weight)[:, None]).view(-1, 3, self.hidden_channels).unbind(1)
         W = [weight(lin) for lin in self.linears_tensor]
         s = 1 / (BASE.tensor_norm(X, fused=self.fused) + 1)
-        i, a, t = LAYER.project(X, s, W[0], W[1], W[2], fused=self.fused)
+        i, a, t = LAYER.project(X, s, W[0], W[1], W[2])
         Y = LAYER.compose(i, a, t, fused=self.fused)
         # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
         M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0], fused=self.fused),
@@ -232,7 +232,7 @@ class Interaction(nn.Module):
         else:
             P = SO3.matmul_so3(M, Y, fused=self.fused)  # 2 Y M
         s2 = 1 / (BASE.tensor_norm(P, fused=self.fused) + 1)
-        dX = LAYER.compose(*LAYER.project(P, s2, W[3], W[4], W[5], fused=self.fused), fused=self.fused)
+        dX = LAYER.compose(*LAYER.project(P, s2, W[3], W[4], W[5]), fused=self.fused)
         return LAYER.residual(X * s[..., None, None], dX, g, fused=self.fused)
 
 

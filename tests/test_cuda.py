@@ -154,7 +154,7 @@ def _harness(programs) -> str:
     """C++ calling each element function over n elements laid out one after another."""
     # the element functions only (DIAGC_HOST_ONLY naming no loop: the host loops are test_host_kernels.py's,
     # and theirs are extern "C" names that two files may share); their headers outside the namespaces
-    lines = ['#include <cstddef>', '#include <cstring>', '#include <thread>', '#include <vector>', '#define DIAGC_HOST_ONLY']
+    lines = ['#include <cstddef>', '#include <cstdlib>', '#include <cstring>', '#include <pthread.h>', '#define DIAGC_HOST_ONLY']
     for stem, (cu, program) in programs.items():
         lines += [f"namespace f_{stem} {{", f'#include "{cu}"', "}"]
         for k in program.kernels:

@@ -307,7 +307,7 @@ def test_nvcc_compiles_the_fused_graph_kernels(tmp_path):
 def _graph_harness(cu: Path, kernels) -> str:
     # the element functions only (no host loop, DIAGC_HOST_ONLY naming none); the loops' headers
     # outside the namespace
-    lines = ["#include <cstddef>", "#include <thread>", "#include <vector>", "#define DIAGC_HOST_ONLY",
+    lines = ["#include <cstddef>", "#include <cstdlib>", "#include <cstring>", "#include <pthread.h>", "#define DIAGC_HOST_ONLY",
              "namespace f {", f'#include "{cu}"', "}"]
     for gk in kernels:
         n_ch = len(gk.edge.channels)

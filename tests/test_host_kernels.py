@@ -269,7 +269,7 @@ def test_graph_host_loops(name):
 def test_threads_with_and_without_openmp(monkeypatch, tmp_path, openmp):
     """The loops' threads. Built as the module builds them (-fopenmp), the parts run on OpenMP's
     threads: in a torch process the libgomp torch loaded (one copy mapped), whose threads its own
-    operations use; built without, on std::thread. Either way the thread form (message) and the
+    operations use; built without, on POSIX threads. Either way the thread form (message) and the
     block form's shares (embed_vjp) agree with the array code on one to three threads."""
     _needs_compiler()
     monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
@@ -330,7 +330,7 @@ print("child", os.waitstatus_to_exitcode(status))
 
 def test_a_forked_child_runs_the_loops(tmp_path):
     """A child made by fork() after the parent ran a loop on several OpenMP threads (numpy: every
-    CPU) runs it too, on std::thread (GNU libgomp's threads do not survive a fork: the child hung),
+    CPU) runs it too, on POSIX threads (GNU libgomp's threads do not survive a fork: the child hung),
     and agrees. In a process of its own (no torch, no jax threads of the test process forked)."""
     _needs_compiler()
     import subprocess
@@ -349,7 +349,7 @@ def test_a_forked_child_runs_the_loops(tmp_path):
 
 def test_a_compiler_without_openmp_builds_the_loops_without_it(monkeypatch, tmp_path):
     """A compiler that refuses -fopenmp (here a wrapper that fails on it, as Apple's clang does): the
-    loops are built again without it (std::thread), with no warning, and agree with the array code."""
+    loops are built again without it (POSIX threads), with no warning, and agree with the array code."""
     _needs_compiler()
     real = _module("products")._host_compiler()
     wrapper = tmp_path / "cxx-no-openmp"

@@ -484,7 +484,7 @@ def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
               "    const long long per = (chans + parts - 1) / parts;",
               "    parts = (int)((chans + per - 1) / per);  // none of them empty",
               f"    // the other parts' shares of the sums over the channel elements: ({words}) words an edge each",
-              f"    std::vector<T> shares((size_t)(parts - 1) * edges * ({words}));",
+              f"    diagc_host_buffer<T> shares((long long)(parts - 1) * edges * ({words}), true);",
               "    auto part = [&](const int p) {",
               "        const long long first = p * per, last = first + per < chans ? first + per : chans;",
               f"        T* const own = p == 0 ? nullptr : shares.data() + (size_t)(p - 1) * edges * ({words});"]

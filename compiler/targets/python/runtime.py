@@ -1526,7 +1526,7 @@ def _host_ready(symbols):
             with open(part, "w") as f:
                 f.write(_CUDA_SOURCE)
             os.replace(part, source)
-        # a compiler without OpenMP (Apple's clang): built again without it, on std::thread
+        # a compiler without OpenMP (Apple's clang): built again without it, on POSIX threads
         for flags in dict.fromkeys((_HOST_FLAGS, tuple(f for f in _HOST_FLAGS if f != "-fopenmp"))):
             jobs, failed = [], None
             for s in missing:
