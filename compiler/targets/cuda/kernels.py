@@ -12,10 +12,13 @@ Every decision the CUDA printer needs is made here and recorded in frozen datacl
 * :class:`MixingKernel` (channel mixing, ``Y[d,...] = Σ_t Σ_c W_t[c,d] P_t(inputs[c])``): the
   per-channel polynomials ``P_t`` as components (the same :class:`Component` form), the weight of
   each term and how it is indexed; the printer emits a tiled batched GEMM over ``c``.
+* :class:`MixingVjpKernel` (a derivative of channel mixing: mixing parts and weight cotangents
+  summed over the batch, :class:`WeightGrad`): host loops only, no GPU kernel.
 
 Anything else (a contraction over a channel axis of another form, outputs with different channel
-axes, more components than shared memory can stage) is a :class:`~compiler.errors.DiagError` naming
-the construct: the CUDA target never emits code that computes something else.
+axes of no form above, more components than shared memory can stage) is a
+:class:`~compiler.errors.DiagError` naming the construct: the CUDA target never emits code that
+computes something else.
 """
 
 from __future__ import annotations
