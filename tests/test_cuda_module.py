@@ -87,6 +87,7 @@ _EMULATOR_PRELUDE = r"""
 struct diagc_dim3 { unsigned x, y, z; };
 static thread_local diagc_dim3 threadIdx;
 static diagc_dim3 blockIdx;
+static diagc_dim3 gridDim;
 static std::barrier<>* diagc_barrier;
 #define __syncthreads() diagc_barrier->arrive_and_wait()
 #define __global__
@@ -124,9 +125,17 @@ template <typename T> T atomicAdd(T* p, T v) { return std::atomic_ref<T>(*p).fet
 
 
 def _device_specs(m):
-    """The specs of the functions with a GPU kernel (the derivatives of channel mixing have host
-    loops only: no kernel symbols)."""
+    """The specs of the functions with one GPU kernel (a derivative of channel mixing has several,
+    its cfg's ``launches``, or host loops only: no kernel symbols)."""
     return [s for s in m._KERNEL_SPECS if "symbols" in s[5]]
+
+
+def _kernels(m):
+    """Every GPU kernel of module ``m``: (the function's cfg, the kernel's entry): a function with
+    one kernel is its own entry; a derivative of channel mixing has one per launch."""
+    out = [(s[5], s[5]) for s in _device_specs(m)]
+    out += [(s[5], launch) for s in m._KERNEL_SPECS if s[5]["kind"] == "mixing_vjp" for launch in s[5].get("launches", ())]
+    return out
 
 
 def _emulator_source(m) -> str:
@@ -134,19 +143,20 @@ def _emulator_source(m) -> str:
     every block of the grid in turn, shared memory filled with NaN bytes first (a read of anything
     not written shows), ``block`` threads calling the kernel with the launch's arguments."""
     lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE]
-    for spec in _device_specs(m):
-        cfg = spec[5]
-        n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"])
+    for cfg, entry in _kernels(m):
+        n_in = len(cfg["inputs"])
+        n_out = len(cfg["outputs"]) if entry is cfg else 1
         n_tail = 1 + len(cfg["channels"]) if cfg["kind"] == "elementwise" else 3
         for dtype, ctype in (("float32", "float"), ("float64", "double")):
-            symbol = cfg["symbols"][dtype]
+            symbol = entry["symbols"][dtype]
             args = [f"(const {ctype}*)p[{k}], f[{k}]" for k in range(n_in)]
             args += [f"({ctype}*)p[{n_in + j}]" for j in range(n_out)] + [f"tl[{k}]" for k in range(n_tail)]
             lines += [
                 f'extern "C" void run_{symbol}(void* const* p, const int* f, const long long* tl, unsigned gx,',
-                "                              unsigned gy, unsigned threads) {",
-                "    for (unsigned by = 0; by < gy; ++by) for (unsigned bx = 0; bx < gx; ++bx) {",
-                "        blockIdx = {bx, by, 0};",
+                "                              unsigned gy, unsigned gz, unsigned threads) {",
+                "    gridDim = {gx, gy, gz};",
+                "    for (unsigned bz = 0; bz < gz; ++bz) for (unsigned by = 0; by < gy; ++by) for (unsigned bx = 0; bx < gx; ++bx) {",
+                "        blockIdx = {bx, by, bz};",
                 "        std::memset(diagc_shared, 0xff, sizeof diagc_shared);",
                 "        std::barrier<> bar(threads);",
                 "        diagc_barrier = &bar;",
@@ -233,25 +243,28 @@ class StandIn:
 
     def launch(self, symbol, grid, block, args, shared_mem):
         m = self.module
-        cfg = next(s[5] for s in _device_specs(m) if symbol in s[5]["symbols"].values())
+        cfg, entry = next((c, e) for c, e in _kernels(m) if symbol in e["symbols"].values())
         dtype = np.float32 if symbol.endswith("_f32") else np.float64
-        assert symbol == cfg["symbols"]["float32" if dtype == np.float32 else "float64"]
+        assert symbol == entry["symbols"]["float32" if dtype == np.float32 else "float64"]
         key = "float32" if dtype == np.float32 else "float64"
-        assert block == (cfg["block"], 1, 1) and shared_mem == cfg["shared_words"][key] * np.dtype(dtype).itemsize
-        n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"])
+        assert block == (entry["block"], 1, 1) and shared_mem == entry["shared_words"][key] * np.dtype(dtype).itemsize
+        n_in, n_out = len(cfg["inputs"]), len(cfg["outputs"]) if entry is cfg else 1
         assert len(args) == 2 * n_in + n_out + (1 + len(cfg["channels"]) if cfg["kind"] == "elementwise" else 3)
         assert all(type(a) is np.uint64 for a in args[0:2 * n_in:2] + args[2 * n_in:2 * n_in + n_out])
         assert all(type(a) is np.int32 and int(a) in (0, 1) for a in args[1:2 * n_in:2])
         assert all(type(a) is np.int64 for a in args[2 * n_in + n_out:])
         tail = [int(a) for a in args[2 * n_in + n_out:]]
-        sizes = dict(zip(cfg["channels"], tail[1:]))
+        sizes = dict(zip(entry["channels"], tail[1:]))
         if cfg["kind"] == "elementwise":
             per_row = int(np.prod([sizes[c] for c in cfg["channels"]])) if cfg["channels"] else 1
             rows = tail[0] // per_row
             assert grid == (-(-tail[0] // cfg["per_block"][key]), 1, 1)
+        elif "tile" in entry:  # a weight's cotangent
+            rows, tile = tail[0], entry["tile"]
+            assert grid == (-(-tail[1] // tile), -(-tail[2] // tile), min(-(-rows // entry["span"]), 65535))
         else:
             rows = tail[0]
-            assert grid == (-(-rows // cfg["rows"]), -(-sizes[cfg["channels"][1]] // cfg["cols"]), 1)
+            assert grid == (-(-rows // entry["rows"]), -(-sizes[entry["channels"][1]] // entry["cols"]), 1)
         self.launches.append((symbol, grid, block, shared_mem))
         if self.emulator is not None:
             run = getattr(self.emulator, f"run_{symbol}")
@@ -260,7 +273,8 @@ class StandIn:
                                                          *[int(a) for a in args[2 * n_in:2 * n_in + n_out]])
             flags = (ctypes.c_int * max(n_in, 1))(*[int(a) for a in args[1:2 * n_in:2]])
             tail_array = (ctypes.c_longlong * len(tail))(*tail)
-            run(pointers, flags, tail_array, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0]))
+            run(pointers, flags, tail_array, ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(grid[2]),
+                ctypes.c_uint(block[0]))
             return
 
         def memory(pointer, shape):
@@ -274,9 +288,11 @@ class StandIn:
             inputs.append(memory(args[2 * k], shape).copy())
         results = getattr(m, cfg["name"])(*inputs, kernels=False)
         results = results if isinstance(results, tuple) else (results,)
-        for j, (_, chans, dims) in enumerate(cfg["outputs"]):
-            shape = (rows,) + tuple(sizes[c] for c in chans) + tuple(dims)
-            memory(args[2 * n_in + j], shape)[...] = np.broadcast_to(results[j], shape)
+        written = range(len(cfg["outputs"])) if entry is cfg else (entry["output"],)
+        for j, k in enumerate(written):  # (an output totalled over the batch is zeroed first: written = added)
+            _, chans, dims = cfg["outputs"][k]
+            shape = (() if k in cfg.get("totalled", ()) else (rows,)) + tuple(sizes[c] for c in chans) + tuple(dims)
+            memory(args[2 * n_in + j], shape)[...] = np.broadcast_to(results[k], shape)
 
 
 def host_gpu(m, cupy, monkeypatch=None):
@@ -672,6 +688,72 @@ def test_emulated_gemm_kernels_in_every_mixing_form(gpu, stem, name):
         shared = [a[0] if k in weights else a for k, a in enumerate(args)]
         _same(fn(*shared), fn(*shared, kernels=False), tol)
     assert len(s.launches) == 4
+
+
+def _mixing_vjp_args(cfg, rng, batch, sizes, dtype):
+    """Random arguments of a derivative of channel mixing: its weight-shaped inputs without batch axes."""
+    return [torch.tensor(rng.standard_normal((() if k in cfg["unbatched"] else batch)
+                                             + tuple(sizes[c] for c in chans) + tuple(dims)), dtype=dtype)
+            for k, (_, chans, dims) in enumerate(cfg["inputs"])]
+
+
+@pytest.mark.parametrize("stem, name", [("linear", "mix_vjp"), ("linear", "mix_vjp_vjp"), ("linear", "linear_cart2_vjp"),
+                                        ("tensornet", "mix_skew_vjp"),
+                                        ("tensornet", "mix_skew_vjp_vjp")])
+def test_emulated_kernels_of_the_derivatives_of_channel_mixing(gpu, stem, name):
+    """A derivative of channel mixing on the GPU (MIXING = "kernel"): each cotangent of a mixed input
+    by its part's GEMM kernel, each weight's cotangent by its kernel summing tiles of [a, b] over
+    spans of batch rows with atomicAdd into the zeroed output; emulated against the array code at
+    channel counts past one tile and one GEMM block, a batch past one span, both precisions, and
+    through autograd (the forward's backward and double backward run these kernels)."""
+    m, s = gpu(stem, emulate=True)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    assert cfg["kind"] == "mixing_vjp" and cfg["launches"] and cfg["totalled"]
+    rng = np.random.default_rng(23)
+    fn = getattr(m, name)
+    a, b = cfg["channels"]
+    for dtype, tol, batch, sizes in ((torch.float64, 1e-12, (261,), {a: 37, b: 45}),
+                                     (torch.float32, 2e-5, (3,), {a: 70, b: 33})):
+        args = _mixing_vjp_args(cfg, rng, batch, sizes, dtype)
+        _same(fn(*args), fn(*args, kernels=False), tol)
+    assert len(s.launches) == 2 * len(cfg["launches"])
+    assert any(grid[2] == 2 for _, grid, _, _ in s.launches)  # 261 rows: two spans of the weight cotangent
+    # a weight with batch axes (a cotangent per row) runs the array library's GEMMs; so does an empty batch
+    args = _mixing_vjp_args(cfg, rng, (2,), {a: 3, b: 4}, torch.float64)
+    k = cfg["unbatched"][0]
+    args[k] = args[k].expand((2,) + tuple(args[k].shape))
+    _same(fn(*args), fn(*args, kernels=False))
+    empty = _mixing_vjp_args(cfg, rng, (0,), {a: 3, b: 4}, torch.float64)
+    for got, want in zip(fn(*empty), fn(*empty, kernels=False)):
+        assert got.shape == want.shape and not got.abs().max() if got.numel() else got.shape == want.shape
+    assert len(s.launches) == 2 * len(cfg["launches"])
+
+
+def test_a_derivative_of_channel_mixing_beyond_a_gpu_block_runs_the_array_code(gpu):
+    """linear_cart2's second order: its mixing parts do not fit a GPU block (host loops only), so on
+    the GPU the array library's GEMMs run, even with MIXING = "kernel"."""
+    m, s = gpu("linear", emulate=True)
+    cfg = m._linear_cart2_vjp_vjp_KERNEL
+    assert cfg["kind"] == "mixing_vjp" and "launches" not in cfg and cfg["host"]
+    args = _mixing_vjp_args(cfg, np.random.default_rng(3), (4,), {c: 5 for c in cfg["channels"]}, torch.float64)
+    _same(m.linear_cart2_vjp_vjp(*args), m.linear_cart2_vjp_vjp(*args, kernels=False))
+    assert s.launches == []
+
+
+@pytest.mark.parametrize("stem, name", [("linear", "mix"), ("tensornet", "mix_skew")])
+def test_emulated_backward_of_channel_mixing_through_its_kernels(gpu, stem, name):
+    """gradcheck and gradgradcheck of a channel mixing whose forward, VJP and second order run the
+    emulated GEMM and weight-cotangent kernels (torch custom ops)."""
+    m, s = gpu(stem, emulate=True)
+    cfg = getattr(m, f"_{name}_KERNEL")
+    rng = np.random.default_rng(29)
+    args = [torch.tensor(rng.standard_normal((() if len(chans) == 2 and not dims else (3,)) + (5,) * len(chans) + tuple(dims)),
+                         dtype=torch.float64, requires_grad=True) for _, chans, dims in cfg["inputs"]]
+    fn = getattr(m, name)
+    assert torch.autograd.gradcheck(fn, args)
+    assert torch.autograd.gradgradcheck(fn, args)
+    names = {symbol for symbol, _, _, _ in s.launches}
+    assert f"diagc_{name}_vjp_grad0_kernel_f64" in names and f"diagc_{name}_vjp_vjp_grad0_kernel_f64" in names
 
 
 @pytest.mark.parametrize("name", ["residual_vjp", "residual_vjp_vjp", "matmul_o3_scaled_vjp",

@@ -362,7 +362,8 @@ def test_runtime_size():
     on CPU arrays ran the kernels' host loops: finding the C++ compiler, building and loading a loop
     at first use, calling it, about 105 lines; 791 and 956 before a compiler without OpenMP had the
     loops built again without -fopenmp; 794 and 959 before channel mixing and its derivatives ran
-    host loops: outputs totalled over the batch, weights without batch axes, host-only kernels)."""
+    host loops: outputs totalled over the batch, weights without batch axes, host-only kernels; 805
+    and 970 before the derivatives of channel mixing ran GPU kernels, several launches a call)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -370,7 +371,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 805 and sizes["tensornet"] <= 970, sizes
+    assert sizes["dot"] <= 830 and sizes["tensornet"] <= 995, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

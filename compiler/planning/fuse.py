@@ -98,6 +98,24 @@ def fuse_diagram(diagram: Diagram) -> FusedPlan:
     return FusedPlan(diagram.name, inputs, tuple(outputs))
 
 
+def zero_outputs(diagram: Diagram) -> tuple[str, ...]:
+    """The outputs of ``diagram`` that are zero in every component (as a second derivative of a
+    linear map gives them: ``dd_X = 0 X``), in order; those of more than MAX_PRODUCTS products or
+    with a term that has no component form are not counted."""
+    zero = []
+    for eq in diagram.equations:
+        dims = eq.type.geometric_dims
+        sums: list[dict[tuple, object]] = [dict() for _ in range(_size(dims))]
+        try:
+            for term in eq.terms:
+                _expand(term, len(eq.type.channels), dims, sums)
+        except _NoFusedForm:
+            continue
+        if sum(len(acc) for acc in sums) <= MAX_PRODUCTS and all(c == 0 for acc in sums for c in acc.values()):
+            zero.append(eq.target)
+    return tuple(zero)
+
+
 def term_components(term: TensorNetwork, n_channels: int, dims: tuple[int, ...]) -> tuple[tuple[Monomial, ...], ...] | str:
     """One term alone as component formulas over ``term.output`` (its first ``n_channels`` labels
     channels, then geometric axes of sizes ``dims``), or the reason it has none."""

@@ -445,11 +445,6 @@ __device__ __forceinline__ void diagc_load4(const T* __restrict__ p, T* v)
 #endif
 
 // ---- mix (mixing) -------------------------------------------------------------
-// channel mixing: mix[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
-// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
-// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
-
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_mix_z(
     const T* __restrict__ in_X,
@@ -465,6 +460,11 @@ __host__ __device__ __forceinline__ void diagc_mix_z(
     z[7] = in_X[7];
     z[8] = in_X[8];
 }
+
+// channel mixing: mix[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
@@ -605,6 +605,7 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_kernel_f64(
 }
 #endif  // device code
 
+
 #if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
 extern \"C\" int diagc_mix_f32(
     const float* in_X, int X_batched,
@@ -701,9 +702,43 @@ extern \"C\" void diagc_mix_host_f64(
 #endif  // host loops
 
 // ---- mix_vjp (mixing_vjp) -------------------------------------------------------------
-// derivative of channel mixing: host loops only (plain C++ builds); on a GPU the array library's GEMMs run.
-// Outputs: d_X, d_W; channel axes c, d (sizes ca, cb)
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// derivative of channel mixing. Outputs: d_X, d_W; channel axes c, d (sizes ca, cb).
+// Each cotangent of a mixed input is a channel mixing of its own (a GEMM kernel, mix_vjp_partK); each weight
+// cotangent a sum over the batch of outer products (mix_vjp_gradJ). The launchers run them in turn.
+
+// d_W[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_mix_vjp_grad0_x(
+    const T* __restrict__ in_X,
+    T* __restrict__ z)
+{
+    z[0] = in_X[0];
+    z[1] = in_X[1];
+    z[2] = in_X[2];
+    z[3] = in_X[3];
+    z[4] = in_X[4];
+    z[5] = in_X[5];
+    z[6] = in_X[6];
+    z[7] = in_X[7];
+    z[8] = in_X[8];
+}
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_mix_vjp_grad0_y(
+    const T* __restrict__ in_d_Y,
+    T* __restrict__ z)
+{
+    z[0] = in_d_Y[0];
+    z[1] = in_d_Y[1];
+    z[2] = in_d_Y[2];
+    z[3] = in_d_Y[3];
+    z[4] = in_d_Y[4];
+    z[5] = in_d_Y[5];
+    z[6] = in_d_Y[6];
+    z[7] = in_d_Y[7];
+    z[8] = in_d_Y[8];
+}
+
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_mix_vjp_part0_z(
@@ -720,6 +755,325 @@ __host__ __device__ __forceinline__ void diagc_mix_vjp_part0_z(
     z[7] = in_d_Y[7];
     z[8] = in_d_Y[8];
 }
+
+// channel mixing: mix_vjp_part0[b, c, ...] = sum over d of weight[d, c] * z[b, d, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 2 channel(s) at a time
+template <typename T, bool WB>
+__device__ __forceinline__ void diagc_mix_vjp_part0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W, const int W_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    constexpr int PD = 4;  // output channels per thread (lanes along the channel)
+    constexpr int PR = 2;  // batch rows per thread (one set per warp)
+    constexpr int ROWS = 8;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 2 : 16;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
+    constexpr int ZP = 12;
+    constexpr int ACC = 9;
+    constexpr int NW = 1;  // staged weights
+    constexpr int THREADS = 128;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 2048;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
+    const int t = threadIdx.x;
+    const int lane = t & 31;
+    const int warp = t >> 5;
+    const long long b0 = (long long)blockIdx.x * ROWS;
+    const long long d0 = (long long)blockIdx.y * COLS;
+    const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
+    T acc[PR][PD][ACC];
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+#pragma unroll
+            for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
+        }
+    }
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
+            if (r < rows && q < chunk) {
+                const long long b = b0 + r;
+                const long long c = c0 + q;
+                (void)b; (void)c;
+                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
+                diagc_mix_vjp_part0_z<T>(view0, z);
+#pragma unroll
+                for (int g = 9; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
+            }
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W[d, c]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i % STEP;
+            const int dl = i / STEP % COLS;
+            const T* from = in_W + (W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(d0 + dl) * cin + c0 + q] : T(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
+#pragma unroll
+            for (int r = 0; r < PR; ++r) {
+                const int row = warp * PR + r;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
+                T z[ZP];
+#pragma unroll
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
+#pragma unroll
+                for (int j = 0; j < PD; ++j) {
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
+    // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+        T* region = s + warp * COLS * ACC;
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+            const int dl = lane + 32 * j;
+#pragma unroll
+            for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
+        }
+        __syncthreads();
+        for (int w = 0; w < THREADS / 32; ++w) {
+            const int row = w * PR + r;
+            if (row < rows) {  // the same for the whole block
+                diagc_copy<T, THREADS>(out_d_X + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_mix_vjp_part0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W, const int W_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W_batched)
+        diagc_mix_vjp_part0_tile<float, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+    else
+        diagc_mix_vjp_part0_tile<float, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_part0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W, const int W_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W_batched)
+        diagc_mix_vjp_part0_tile<double, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+    else
+        diagc_mix_vjp_part0_tile<double, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// d_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
+// them into the output (zeroed first) with atomicAdd
+template <typename T>
+__device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W, const int W_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    constexpr int K = 9;
+    constexpr int TILE = 32;
+    constexpr int THREADS = 256;
+    constexpr int GROUPS = THREADS / TILE;
+    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int RS = 8;
+    constexpr long long SPAN = 256;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
+    T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
+    const int t = threadIdx.x;
+    const int lane = t % TILE;
+    const int group = t / TILE;
+    const long long a0 = (long long)blockIdx.x * TILE;
+    const long long b0 = (long long)blockIdx.y * TILE;
+    T acc[PA];
+#pragma unroll
+    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
+        const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
+        for (long long s0 = r0; s0 < r1; s0 += RS) {
+            const int rows = r1 - s0 < RS ? (int)(r1 - s0) : RS;
+            for (int i = t; i < RS * TILE; i += THREADS) {  // x of (row, channel a) i, zero outside
+                const int q = i / TILE;
+                const long long b = s0 + q;
+                const long long c = a0 + i % TILE;
+                T* x = sx + i * K;
+                if (q < rows && c < ca) {
+                    const T* view0 = in_X + (X_batched ? b * ca + c : c) * 9;
+                    diagc_mix_vjp_grad0_x<T>(view0, x);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) x[k] = T(0);
+                }
+            }
+            for (int i = t; i < RS * TILE; i += THREADS) {  // y of (row, channel b) i, transposed, zero outside
+                const int q = i / TILE;
+                const int bl = i % TILE;
+                const long long b = s0 + q;
+                const long long c = b0 + bl;
+                T y[K];
+                if (q < rows && c < cb) {
+                    const T* view0 = in_d_Y + (d_Y_batched ? b * cb + c : c) * 9;
+                    diagc_mix_vjp_grad0_y<T>(view0, y);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) y[k] = T(0);
+                }
+#pragma unroll
+                for (int k = 0; k < K; ++k) sy[(q * K + k) * TILE + bl] = y[k];
+            }
+            __syncthreads();
+            for (int q = 0; q < rows; ++q) {
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const T yv = sy[(q * K + k) * TILE + lane];
+#pragma unroll
+                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PA; ++j) {
+        const long long a = a0 + group + GROUPS * j;
+        const long long b = b0 + lane;
+        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_mix_vjp_grad0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W, const int W_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_mix_vjp_grad0_tile<float>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_mix_vjp_grad0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W, const int W_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_mix_vjp_grad0_tile<double>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// mix_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_mix_vjp_f32(
+    const float* in_X, int X_batched,
+    const float* in_W, int W_batched,
+    const float* in_d_Y, int d_Y_batched,
+    float* out_d_X,
+    float* out_d_W,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W || !in_d_Y || !out_d_X || !out_d_W) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_d_W, 0, (size_t)(ca * cb) * sizeof(float), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_mix_vjp_part0_kernel_f32<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4608 * sizeof(float), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_X, batch, cb, ca);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_mix_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+            in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+// mix_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_mix_vjp_f64(
+    const double* in_X, int X_batched,
+    const double* in_W, int W_batched,
+    const double* in_d_Y, int d_Y_batched,
+    double* out_d_X,
+    double* out_d_W,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W || !in_d_Y || !out_d_X || !out_d_W) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_d_W, 0, (size_t)(ca * cb) * sizeof(double), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_mix_vjp_part0_kernel_f64<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4608 * sizeof(double), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_X, batch, cb, ca);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_mix_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+            in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+#endif  // host launchers
+
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
 
 // the host loop of mix_vjp_part0: per batch row the polynomials z of every channel d, then per result
 // one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
@@ -757,40 +1111,6 @@ static void diagc_mix_vjp_part0_host(
             }
         }
     });
-}
-
-
-// d_W[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_mix_vjp_grad0_x(
-    const T* __restrict__ in_X,
-    T* __restrict__ z)
-{
-    z[0] = in_X[0];
-    z[1] = in_X[1];
-    z[2] = in_X[2];
-    z[3] = in_X[3];
-    z[4] = in_X[4];
-    z[5] = in_X[5];
-    z[6] = in_X[6];
-    z[7] = in_X[7];
-    z[8] = in_X[8];
-}
-
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_mix_vjp_grad0_y(
-    const T* __restrict__ in_d_Y,
-    T* __restrict__ z)
-{
-    z[0] = in_d_Y[0];
-    z[1] = in_d_Y[1];
-    z[2] = in_d_Y[2];
-    z[3] = in_d_Y[3];
-    z[4] = in_d_Y[4];
-    z[5] = in_d_Y[5];
-    z[6] = in_d_Y[6];
-    z[7] = in_d_Y[7];
-    z[8] = in_d_Y[8];
 }
 
 
@@ -846,9 +1166,43 @@ extern \"C\" void diagc_mix_vjp_host_f64(
 #endif  // host loops
 
 // ---- mix_vjp_vjp (mixing_vjp) -------------------------------------------------------------
-// derivative of channel mixing: host loops only (plain C++ builds); on a GPU the array library's GEMMs run.
-// Outputs: dd_X, dd_W, d_d_Y; channel axes c, d (sizes ca, cb)
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// derivative of channel mixing. Outputs: dd_X, dd_W, d_d_Y; channel axes c, d (sizes ca, cb).
+// Each cotangent of a mixed input is a channel mixing of its own (a GEMM kernel, mix_vjp_vjp_partK); each weight
+// cotangent a sum over the batch of outer products (mix_vjp_vjp_gradJ). The launchers run them in turn.
+
+// dd_W[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_x(
+    const T* __restrict__ in_d_d_X,
+    T* __restrict__ z)
+{
+    z[0] = in_d_d_X[0];
+    z[1] = in_d_d_X[1];
+    z[2] = in_d_d_X[2];
+    z[3] = in_d_d_X[3];
+    z[4] = in_d_d_X[4];
+    z[5] = in_d_d_X[5];
+    z[6] = in_d_d_X[6];
+    z[7] = in_d_d_X[7];
+    z[8] = in_d_d_X[8];
+}
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_y(
+    const T* __restrict__ in_d_Y,
+    T* __restrict__ z)
+{
+    z[0] = in_d_Y[0];
+    z[1] = in_d_Y[1];
+    z[2] = in_d_Y[2];
+    z[3] = in_d_Y[3];
+    z[4] = in_d_Y[4];
+    z[5] = in_d_Y[5];
+    z[6] = in_d_Y[6];
+    z[7] = in_d_Y[7];
+    z[8] = in_d_Y[8];
+}
+
 
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_part0_z(
@@ -865,6 +1219,537 @@ __host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_part0_z(
     z[7] = in_d_Y[7];
     z[8] = in_d_Y[8];
 }
+
+// channel mixing: mix_vjp_vjp_part0[b, c, ...] = sum over d of weight[d, c] * z[b, d, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (12 words a row) and 1 weight(s) staged in shared memory 16 channels at a time
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 2 channel(s) at a time
+template <typename T, bool WB>
+__device__ __forceinline__ void diagc_mix_vjp_vjp_part0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W, const int W_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    const T* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const T* __restrict__ in_d_d_W, const int d_d_W_batched,
+    T* __restrict__ out_dd_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    constexpr int PD = 4;  // output channels per thread (lanes along the channel)
+    constexpr int PR = 2;  // batch rows per thread (one set per warp)
+    constexpr int ROWS = 8;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 2 : 16;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
+    constexpr int ZP = 12;
+    constexpr int ACC = 9;
+    constexpr int NW = 1;  // staged weights
+    constexpr int THREADS = 128;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 2048;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
+    const int t = threadIdx.x;
+    const int lane = t & 31;
+    const int warp = t >> 5;
+    const long long b0 = (long long)blockIdx.x * ROWS;
+    const long long d0 = (long long)blockIdx.y * COLS;
+    const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
+    T acc[PR][PD][ACC];
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+#pragma unroll
+            for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
+        }
+    }
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
+            if (r < rows && q < chunk) {
+                const long long b = b0 + r;
+                const long long c = c0 + q;
+                (void)b; (void)c;
+                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
+                diagc_mix_vjp_vjp_part0_z<T>(view0, z);
+#pragma unroll
+                for (int g = 9; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
+            }
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight d_d_W[d, c]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i % STEP;
+            const int dl = i / STEP % COLS;
+            const T* from = in_d_d_W + (d_d_W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(d0 + dl) * cin + c0 + q] : T(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
+#pragma unroll
+            for (int r = 0; r < PR; ++r) {
+                const int row = warp * PR + r;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
+                T z[ZP];
+#pragma unroll
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
+#pragma unroll
+                for (int j = 0; j < PD; ++j) {
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
+    // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+        T* region = s + warp * COLS * ACC;
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+            const int dl = lane + 32 * j;
+#pragma unroll
+            for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
+        }
+        __syncthreads();
+        for (int w = 0; w < THREADS / 32; ++w) {
+            const int row = w * PR + r;
+            if (row < rows) {  // the same for the whole block
+                diagc_copy<T, THREADS>(out_dd_X + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_mix_vjp_vjp_part0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W, const int W_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    const float* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const float* __restrict__ in_d_d_W, const int d_d_W_batched,
+    float* __restrict__ out_dd_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (d_d_W_batched)
+        diagc_mix_vjp_vjp_part0_tile<float, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_dd_X, batch, cin, cout);
+    else
+        diagc_mix_vjp_vjp_part0_tile<float, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_dd_X, batch, cin, cout);
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_vjp_part0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W, const int W_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    const double* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const double* __restrict__ in_d_d_W, const int d_d_W_batched,
+    double* __restrict__ out_dd_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (d_d_W_batched)
+        diagc_mix_vjp_vjp_part0_tile<double, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_dd_X, batch, cin, cout);
+    else
+        diagc_mix_vjp_vjp_part0_tile<double, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_dd_X, batch, cin, cout);
+}
+#endif  // device code
+
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_part2_z(
+    const T* __restrict__ in_X,
+    const T* __restrict__ in_d_d_X,
+    T* __restrict__ z)
+{
+    z[0] = in_d_d_X[0];
+    z[1] = in_d_d_X[1];
+    z[2] = in_d_d_X[2];
+    z[3] = in_d_d_X[3];
+    z[4] = in_d_d_X[4];
+    z[5] = in_d_d_X[5];
+    z[6] = in_d_d_X[6];
+    z[7] = in_d_d_X[7];
+    z[8] = in_d_d_X[8];
+    z[9] = in_X[0];
+    z[10] = in_X[1];
+    z[11] = in_X[2];
+    z[12] = in_X[3];
+    z[13] = in_X[4];
+    z[14] = in_X[5];
+    z[15] = in_X[6];
+    z[16] = in_X[7];
+    z[17] = in_X[8];
+}
+
+// channel mixing: mix_vjp_vjp_part2[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (20 words a row) and 2 weight(s) staged in shared memory 8 channels at a time
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 1 channel(s) at a time
+template <typename T, bool WB>
+__device__ __forceinline__ void diagc_mix_vjp_vjp_part2_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W, const int W_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    const T* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const T* __restrict__ in_d_d_W, const int d_d_W_batched,
+    T* __restrict__ out_d_d_Y,
+    const long long batch, const long long cin, const long long cout)
+{
+    constexpr int PD = 4;  // output channels per thread (lanes along the channel)
+    constexpr int PR = 2;  // batch rows per thread (one set per warp)
+    constexpr int ROWS = 8;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 1 : 8;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
+    constexpr int ZP = 20;
+    constexpr int ACC = 9;
+    constexpr int NW = 2;  // staged weights
+    constexpr int THREADS = 128;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 2048;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
+    const int t = threadIdx.x;
+    const int lane = t & 31;
+    const int warp = t >> 5;
+    const long long b0 = (long long)blockIdx.x * ROWS;
+    const long long d0 = (long long)blockIdx.y * COLS;
+    const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
+    T acc[PR][PD][ACC];
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+#pragma unroll
+            for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
+        }
+    }
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
+            if (r < rows && q < chunk) {
+                const long long b = b0 + r;
+                const long long c = c0 + q;
+                (void)b; (void)c;
+                const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
+                const T* view1 = in_d_d_X + (d_d_X_batched ? b * cin + c : c) * 9;
+                diagc_mix_vjp_vjp_part2_z<T>(view0, view1, z);
+#pragma unroll
+                for (int g = 18; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
+            }
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_W + (W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight d_d_W[c, d]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i / COLS % STEP;
+            const int dl = i % COLS;
+            const T* from = in_d_d_W + (d_d_W_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((1 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(c0 + q) * cout + d0 + dl] : T(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
+#pragma unroll
+            for (int r = 0; r < PR; ++r) {
+                const int row = warp * PR + r;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
+                T z[ZP];
+#pragma unroll
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
+#pragma unroll
+                for (int j = 0; j < PD; ++j) {
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[1][j] * z[9 + g];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
+    // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+        T* region = s + warp * COLS * ACC;
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+            const int dl = lane + 32 * j;
+#pragma unroll
+            for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
+        }
+        __syncthreads();
+        for (int w = 0; w < THREADS / 32; ++w) {
+            const int row = w * PR + r;
+            if (row < rows) {  // the same for the whole block
+                diagc_copy<T, THREADS>(out_d_d_Y + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_mix_vjp_vjp_part2_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W, const int W_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    const float* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const float* __restrict__ in_d_d_W, const int d_d_W_batched,
+    float* __restrict__ out_d_d_Y,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W_batched || d_d_W_batched)
+        diagc_mix_vjp_vjp_part2_tile<float, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_d_d_Y, batch, cin, cout);
+    else
+        diagc_mix_vjp_vjp_part2_tile<float, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_d_d_Y, batch, cin, cout);
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_vjp_part2_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W, const int W_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    const double* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const double* __restrict__ in_d_d_W, const int d_d_W_batched,
+    double* __restrict__ out_d_d_Y,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W_batched || d_d_W_batched)
+        diagc_mix_vjp_vjp_part2_tile<double, true>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_d_d_Y, batch, cin, cout);
+    else
+        diagc_mix_vjp_vjp_part2_tile<double, false>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out_d_d_Y, batch, cin, cout);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// dd_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
+// them into the output (zeroed first) with atomicAdd
+template <typename T>
+__device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W, const int W_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    const T* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const T* __restrict__ in_d_d_W, const int d_d_W_batched,
+    T* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    constexpr int K = 9;
+    constexpr int TILE = 32;
+    constexpr int THREADS = 256;
+    constexpr int GROUPS = THREADS / TILE;
+    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int RS = 8;
+    constexpr long long SPAN = 256;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
+    T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
+    const int t = threadIdx.x;
+    const int lane = t % TILE;
+    const int group = t / TILE;
+    const long long a0 = (long long)blockIdx.x * TILE;
+    const long long b0 = (long long)blockIdx.y * TILE;
+    T acc[PA];
+#pragma unroll
+    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
+        const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
+        for (long long s0 = r0; s0 < r1; s0 += RS) {
+            const int rows = r1 - s0 < RS ? (int)(r1 - s0) : RS;
+            for (int i = t; i < RS * TILE; i += THREADS) {  // x of (row, channel a) i, zero outside
+                const int q = i / TILE;
+                const long long b = s0 + q;
+                const long long c = a0 + i % TILE;
+                T* x = sx + i * K;
+                if (q < rows && c < ca) {
+                    const T* view0 = in_d_d_X + (d_d_X_batched ? b * ca + c : c) * 9;
+                    diagc_mix_vjp_vjp_grad0_x<T>(view0, x);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) x[k] = T(0);
+                }
+            }
+            for (int i = t; i < RS * TILE; i += THREADS) {  // y of (row, channel b) i, transposed, zero outside
+                const int q = i / TILE;
+                const int bl = i % TILE;
+                const long long b = s0 + q;
+                const long long c = b0 + bl;
+                T y[K];
+                if (q < rows && c < cb) {
+                    const T* view0 = in_d_Y + (d_Y_batched ? b * cb + c : c) * 9;
+                    diagc_mix_vjp_vjp_grad0_y<T>(view0, y);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) y[k] = T(0);
+                }
+#pragma unroll
+                for (int k = 0; k < K; ++k) sy[(q * K + k) * TILE + bl] = y[k];
+            }
+            __syncthreads();
+            for (int q = 0; q < rows; ++q) {
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const T yv = sy[(q * K + k) * TILE + lane];
+#pragma unroll
+                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PA; ++j) {
+        const long long a = a0 + group + GROUPS * j;
+        const long long b = b0 + lane;
+        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_mix_vjp_vjp_grad0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W, const int W_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    const float* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const float* __restrict__ in_d_d_W, const int d_d_W_batched,
+    float* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_mix_vjp_vjp_grad0_tile<float>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out, batch, ca, cb);
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_mix_vjp_vjp_grad0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W, const int W_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    const double* __restrict__ in_d_d_X, const int d_d_X_batched,
+    const double* __restrict__ in_d_d_W, const int d_d_W_batched,
+    double* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_mix_vjp_vjp_grad0_tile<double>(in_X, X_batched, in_W, W_batched, in_d_Y, d_Y_batched, in_d_d_X, d_d_X_batched, in_d_d_W, d_d_W_batched, out, batch, ca, cb);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// mix_vjp_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_mix_vjp_vjp_f32(
+    const float* in_X, int X_batched,
+    const float* in_W, int W_batched,
+    const float* in_d_Y, int d_Y_batched,
+    const float* in_d_d_X, int d_d_X_batched,
+    const float* in_d_d_W, int d_d_W_batched,
+    float* out_dd_X,
+    float* out_dd_W,
+    float* out_d_d_Y,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W || !in_d_Y || !in_d_d_X || !in_d_d_W || !out_dd_X || !out_dd_W || !out_d_d_Y) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_dd_W, 0, (size_t)(ca * cb) * sizeof(float), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_mix_vjp_vjp_part0_kernel_f32<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4608 * sizeof(float), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_X, batch, cb, ca);
+    diagc_mix_vjp_vjp_part2_kernel_f32<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((cb + 127) / 128)), 128, 4608 * sizeof(float), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_d_d_Y, batch, ca, cb);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_mix_vjp_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+            in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+// mix_vjp_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_mix_vjp_vjp_f64(
+    const double* in_X, int X_batched,
+    const double* in_W, int W_batched,
+    const double* in_d_Y, int d_Y_batched,
+    const double* in_d_d_X, int d_d_X_batched,
+    const double* in_d_d_W, int d_d_W_batched,
+    double* out_dd_X,
+    double* out_dd_W,
+    double* out_d_d_Y,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W || !in_d_Y || !in_d_d_X || !in_d_d_W || !out_dd_X || !out_dd_W || !out_d_d_Y) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_dd_W, 0, (size_t)(ca * cb) * sizeof(double), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_mix_vjp_vjp_part0_kernel_f64<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4608 * sizeof(double), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_X, batch, cb, ca);
+    diagc_mix_vjp_vjp_part2_kernel_f64<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((cb + 127) / 128)), 128, 4608 * sizeof(double), stream>>>(
+        in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_d_d_Y, batch, ca, cb);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_mix_vjp_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+            in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+#endif  // host launchers
+
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
 
 // the host loop of mix_vjp_vjp_part0: per batch row the polynomials z of every channel d, then per result
 // one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
@@ -911,32 +1796,6 @@ static void diagc_mix_vjp_vjp_part0_host(
 }
 
 
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_part2_z(
-    const T* __restrict__ in_X,
-    const T* __restrict__ in_d_d_X,
-    T* __restrict__ z)
-{
-    z[0] = in_d_d_X[0];
-    z[1] = in_d_d_X[1];
-    z[2] = in_d_d_X[2];
-    z[3] = in_d_d_X[3];
-    z[4] = in_d_d_X[4];
-    z[5] = in_d_d_X[5];
-    z[6] = in_d_d_X[6];
-    z[7] = in_d_d_X[7];
-    z[8] = in_d_d_X[8];
-    z[9] = in_X[0];
-    z[10] = in_X[1];
-    z[11] = in_X[2];
-    z[12] = in_X[3];
-    z[13] = in_X[4];
-    z[14] = in_X[5];
-    z[15] = in_X[6];
-    z[16] = in_X[7];
-    z[17] = in_X[8];
-}
-
 // the host loop of mix_vjp_vjp_part2: per batch row the polynomials z of every channel c, then per result
 // one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
 template <typename T>
@@ -981,40 +1840,6 @@ static void diagc_mix_vjp_vjp_part2_host(
             }
         }
     });
-}
-
-
-// dd_W[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_x(
-    const T* __restrict__ in_d_d_X,
-    T* __restrict__ z)
-{
-    z[0] = in_d_d_X[0];
-    z[1] = in_d_d_X[1];
-    z[2] = in_d_d_X[2];
-    z[3] = in_d_d_X[3];
-    z[4] = in_d_d_X[4];
-    z[5] = in_d_d_X[5];
-    z[6] = in_d_d_X[6];
-    z[7] = in_d_d_X[7];
-    z[8] = in_d_d_X[8];
-}
-
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_y(
-    const T* __restrict__ in_d_Y,
-    T* __restrict__ z)
-{
-    z[0] = in_d_Y[0];
-    z[1] = in_d_Y[1];
-    z[2] = in_d_Y[2];
-    z[3] = in_d_Y[3];
-    z[4] = in_d_Y[4];
-    z[5] = in_d_Y[5];
-    z[6] = in_d_Y[6];
-    z[7] = in_d_Y[7];
-    z[8] = in_d_Y[8];
 }
 
 
@@ -1078,11 +1903,6 @@ extern \"C\" void diagc_mix_vjp_vjp_host_f64(
 #endif  // host loops
 
 // ---- linear_cart2 (mixing) -------------------------------------------------------------
-// channel mixing: linear_cart2[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
-// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
-// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
-// z (28 words a row) and 3 weight(s) staged in shared memory 8 channels at a time
-
 template <typename T>
 __host__ __device__ __forceinline__ void diagc_linear_cart2_z(
     const T* __restrict__ in_X,
@@ -1116,6 +1936,11 @@ __host__ __device__ __forceinline__ void diagc_linear_cart2_z(
     z[25] = T(0);
     z[26] = in_X[0] + in_X[4] + in_X[8];
 }
+
+// channel mixing: linear_cart2[b, d, ...] = sum over c of weight[c, d] * z[b, c, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (28 words a row) and 3 weight(s) staged in shared memory 8 channels at a time
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
@@ -1280,6 +2105,7 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_linear_cart2_kernel
 }
 #endif  // device code
 
+
 #if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
 extern \"C\" int diagc_linear_cart2_f32(
     const float* in_X, int X_batched,
@@ -1392,90 +2218,9 @@ extern \"C\" void diagc_linear_cart2_host_f64(
 #endif  // host loops
 
 // ---- linear_cart2_vjp (mixing_vjp) -------------------------------------------------------------
-// derivative of channel mixing: host loops only (plain C++ builds); on a GPU the array library's GEMMs run.
-// Outputs: d_X, d_W0, d_W1, d_W2; channel axes c, d (sizes ca, cb)
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
-
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_part0_z(
-    const T* __restrict__ in_d_Y,
-    T* __restrict__ z)
-{
-    z[0] = in_d_Y[0];
-    z[1] = in_d_Y[1];
-    z[2] = in_d_Y[2];
-    z[3] = in_d_Y[3];
-    z[4] = in_d_Y[4];
-    z[5] = in_d_Y[5];
-    z[6] = in_d_Y[6];
-    z[7] = in_d_Y[7];
-    z[8] = in_d_Y[8];
-    z[9] = in_d_Y[0];
-    z[10] = in_d_Y[3];
-    z[11] = in_d_Y[6];
-    z[12] = in_d_Y[1];
-    z[13] = in_d_Y[4];
-    z[14] = in_d_Y[7];
-    z[15] = in_d_Y[2];
-    z[16] = in_d_Y[5];
-    z[17] = in_d_Y[8];
-    z[18] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-    z[19] = T(0);
-    z[20] = T(0);
-    z[21] = T(0);
-    z[22] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-    z[23] = T(0);
-    z[24] = T(0);
-    z[25] = T(0);
-    z[26] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-}
-
-// the host loop of linear_cart2_vjp_part0: per batch row the polynomials z of every channel d, then per result
-// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
-template <typename T>
-static void diagc_linear_cart2_vjp_part0_host(
-    const T* in_X, const int X_batched,
-    const T* in_W0, const int W0_batched,
-    const T* in_W1, const int W1_batched,
-    const T* in_W2, const int W2_batched,
-    const T* in_d_Y, const int d_Y_batched,
-    T* out_d_X,
-    const long long batch, const long long cin, const long long cout, const int threads)
-{
-    (void)in_X;
-    (void)X_batched;
-    (void)in_W0;
-    (void)W0_batched;
-    (void)in_W1;
-    (void)W1_batched;
-    (void)in_W2;
-    (void)W2_batched;
-    (void)in_d_Y;
-    (void)d_Y_batched;
-    if (batch <= 0 || cout <= 0) return;
-    constexpr int ZP = 28;
-    diagc_host_buffer<T> staged[3];
-    const T* w[3];
-    w[0] = diagc_host_transposed<T>(in_W0, cin, cout, staged[0]);  // stored [c, d]
-    w[1] = diagc_host_transposed<T>(in_W1, cin, cout, staged[1]);  // stored [c, d]
-    w[2] = diagc_host_transposed<T>(in_W2, cin, cout, staged[2]);  // stored [c, d]
-    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
-        diagc_host_buffer<T> zrow(cin * ZP);
-        T* const z = zrow.data();
-        for (long long b = first; b < last; ++b) {
-            for (long long c = 0; c < cin; ++c) {
-                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
-                diagc_linear_cart2_vjp_part0_z<T>(view0, z + c * ZP);
-            }
-            {
-                const T* const terms[] = {w[0], w[1], w[2]};
-                const int offsets[] = {0, 9, 18};
-                diagc_host_mix_row<T, 9>(3, terms, offsets, z, ZP, cin, cout, out_d_X + b * cout * 9);
-            }
-        }
-    });
-}
-
+// derivative of channel mixing. Outputs: d_X, d_W0, d_W1, d_W2; channel axes c, d (sizes ca, cb).
+// Each cotangent of a mixed input is a channel mixing of its own (a GEMM kernel, linear_cart2_vjp_partK); each weight
+// cotangent a sum over the batch of outer products (linear_cart2_vjp_gradJ). The launchers run them in turn.
 
 // d_W0[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
 template <typename T>
@@ -1560,6 +2305,700 @@ __host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_y(
     T* __restrict__ z)
 {
     z[0] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+}
+
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_part0_z(
+    const T* __restrict__ in_d_Y,
+    T* __restrict__ z)
+{
+    z[0] = in_d_Y[0];
+    z[1] = in_d_Y[1];
+    z[2] = in_d_Y[2];
+    z[3] = in_d_Y[3];
+    z[4] = in_d_Y[4];
+    z[5] = in_d_Y[5];
+    z[6] = in_d_Y[6];
+    z[7] = in_d_Y[7];
+    z[8] = in_d_Y[8];
+    z[9] = in_d_Y[0];
+    z[10] = in_d_Y[3];
+    z[11] = in_d_Y[6];
+    z[12] = in_d_Y[1];
+    z[13] = in_d_Y[4];
+    z[14] = in_d_Y[7];
+    z[15] = in_d_Y[2];
+    z[16] = in_d_Y[5];
+    z[17] = in_d_Y[8];
+    z[18] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+    z[19] = T(0);
+    z[20] = T(0);
+    z[21] = T(0);
+    z[22] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+    z[23] = T(0);
+    z[24] = T(0);
+    z[25] = T(0);
+    z[26] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+}
+
+// channel mixing: linear_cart2_vjp_part0[b, c, ...] = sum over d of weight[d, c] * z[b, d, ...]
+// a register-tiled SIMT GEMM. A block: 128 output channels x 8 batch rows; a thread accumulates
+// 4 channels x 2 rows in registers (outer products of a weight column and a z row);
+// z (28 words a row) and 3 weight(s) staged in shared memory 8 channels at a time
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// WB: some weight has a batch axis (one weight per batch row): every row's weights are staged,
+// 1 channel(s) at a time
+template <typename T, bool WB>
+__device__ __forceinline__ void diagc_linear_cart2_vjp_part0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W0, const int W0_batched,
+    const T* __restrict__ in_W1, const int W1_batched,
+    const T* __restrict__ in_W2, const int W2_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    constexpr int PD = 4;  // output channels per thread (lanes along the channel)
+    constexpr int PR = 2;  // batch rows per thread (one set per warp)
+    constexpr int ROWS = 8;
+    constexpr int COLS = 128;
+    constexpr int STEP = WB ? 1 : 8;  // channels staged at a time
+    constexpr int WR = WB ? ROWS : 1;  // staged weight rows (one per batch row when batched)
+    constexpr int ZP = 28;
+    constexpr int ACC = 9;
+    constexpr int NW = 3;  // staged weights
+    constexpr int THREADS = 128;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const s = reinterpret_cast<T*>(diagc_shared);
+    T* const sw = s;  // [NW][WR][STEP][COLS]: weights of the step's channels, zero past the batch, cin and cout
+    T* const sz = s + 3072;  // [ROWS][STEP][ZP]: z of the step's channels, zero past the batch and cin
+    const int t = threadIdx.x;
+    const int lane = t & 31;
+    const int warp = t >> 5;
+    const long long b0 = (long long)blockIdx.x * ROWS;
+    const long long d0 = (long long)blockIdx.y * COLS;
+    const int rows = batch - b0 < ROWS ? (int)(batch - b0) : ROWS;
+    const int dvalid = cout - d0 < COLS ? (int)(cout - d0) : COLS;
+    T acc[PR][PD][ACC];
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+#pragma unroll
+            for (int g = 0; g < ACC; ++g) acc[r][j][g] = T(0);
+        }
+    }
+    for (long long c0 = 0; c0 < cin; c0 += STEP) {
+        const int chunk = cin - c0 < STEP ? (int)(cin - c0) : STEP;
+        for (int i = t; i < ROWS * STEP; i += THREADS) {  // z of (row, channel) i, zero outside
+            const int r = i / STEP;
+            const int q = i % STEP;
+            T* z = sz + i * ZP;
+            if (r < rows && q < chunk) {
+                const long long b = b0 + r;
+                const long long c = c0 + q;
+                (void)b; (void)c;
+                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
+                diagc_linear_cart2_vjp_part0_z<T>(view0, z);
+#pragma unroll
+                for (int g = 27; g < ZP; ++g) z[g] = T(0);
+            } else {
+#pragma unroll
+                for (int g = 0; g < ZP; ++g) z[g] = T(0);
+            }
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W0[d, c]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i % STEP;
+            const int dl = i / STEP % COLS;
+            const T* from = in_W0 + (W0_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((0 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(d0 + dl) * cin + c0 + q] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W1[d, c]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i % STEP;
+            const int dl = i / STEP % COLS;
+            const T* from = in_W1 + (W1_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((1 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(d0 + dl) * cin + c0 + q] : T(0);
+        }
+        for (int i = t; i < WR * STEP * COLS; i += THREADS) {  // weight W2[d, c]: consecutive threads along its contiguous axis
+            const int r = i / (STEP * COLS);
+            const int q = i % STEP;
+            const int dl = i / STEP % COLS;
+            const T* from = in_W2 + (W2_batched ? (b0 + r) * cin * cout : 0LL);
+            sw[((2 * WR + r) * STEP + q) * COLS + dl] = r < rows && q < chunk && dl < dvalid ? from[(d0 + dl) * cin + c0 + q] : T(0);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int q = 0; q < STEP; ++q) {
+            T w[NW][PD];
+#pragma unroll
+            for (int r = 0; r < PR; ++r) {
+                const int row = warp * PR + r;
+                if (WB || r == 0) {  // the step's weight column: once for every row, or this row's
+#pragma unroll
+                    for (int m = 0; m < NW; ++m) {
+#pragma unroll
+                        for (int j = 0; j < PD; ++j) w[m][j] = sw[((m * WR + (WB ? row : 0)) * STEP + q) * COLS + lane + 32 * j];
+                    }
+                }
+                T z[ZP];
+#pragma unroll
+                for (int g = 0; g < ZP; g += 4) diagc_load4<T>(sz + (row * STEP + q) * ZP + g, z + g);
+#pragma unroll
+                for (int j = 0; j < PD; ++j) {
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[0][j] * z[0 + g];
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[1][j] * z[9 + g];
+#pragma unroll
+                    for (int g = 0; g < 9; ++g) acc[r][j][0 + g] += w[2][j] * z[18 + g];
+                }
+            }
+        }
+        __syncthreads();
+    }
+    // results: per row of a warp, its 128 channels into the warp's part of shared memory, then
+    // each (row, output) run of memory copied out by the whole block, 16 bytes at a time
+#pragma unroll
+    for (int r = 0; r < PR; ++r) {
+        T* region = s + warp * COLS * ACC;
+#pragma unroll
+        for (int j = 0; j < PD; ++j) {
+            const int dl = lane + 32 * j;
+#pragma unroll
+            for (int g = 0; g < 9; ++g) region[0 + dl * 9 + g] = acc[r][j][0 + g];
+        }
+        __syncthreads();
+        for (int w = 0; w < THREADS / 32; ++w) {
+            const int row = w * PR + r;
+            if (row < rows) {  // the same for the whole block
+                diagc_copy<T, THREADS>(out_d_X + ((b0 + row) * cout + d0) * 9, s + w * COLS * ACC + 0, dvalid * 9, t);
+            }
+        }
+        __syncthreads();
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 4) diagc_linear_cart2_vjp_part0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W0, const int W0_batched,
+    const float* __restrict__ in_W1, const int W1_batched,
+    const float* __restrict__ in_W2, const int W2_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_linear_cart2_vjp_part0_tile<float, true>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+    else
+        diagc_linear_cart2_vjp_part0_tile<float, false>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+}
+
+extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_linear_cart2_vjp_part0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W0, const int W0_batched,
+    const double* __restrict__ in_W1, const int W1_batched,
+    const double* __restrict__ in_W2, const int W2_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out_d_X,
+    const long long batch, const long long cin, const long long cout)
+{
+    if (W0_batched || W1_batched || W2_batched)
+        diagc_linear_cart2_vjp_part0_tile<double, true>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+    else
+        diagc_linear_cart2_vjp_part0_tile<double, false>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out_d_X, batch, cin, cout);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// d_W0 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
+// them into the output (zeroed first) with atomicAdd
+template <typename T>
+__device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W0, const int W0_batched,
+    const T* __restrict__ in_W1, const int W1_batched,
+    const T* __restrict__ in_W2, const int W2_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    constexpr int K = 9;
+    constexpr int TILE = 32;
+    constexpr int THREADS = 256;
+    constexpr int GROUPS = THREADS / TILE;
+    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int RS = 8;
+    constexpr long long SPAN = 256;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
+    T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
+    const int t = threadIdx.x;
+    const int lane = t % TILE;
+    const int group = t / TILE;
+    const long long a0 = (long long)blockIdx.x * TILE;
+    const long long b0 = (long long)blockIdx.y * TILE;
+    T acc[PA];
+#pragma unroll
+    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
+        const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
+        for (long long s0 = r0; s0 < r1; s0 += RS) {
+            const int rows = r1 - s0 < RS ? (int)(r1 - s0) : RS;
+            for (int i = t; i < RS * TILE; i += THREADS) {  // x of (row, channel a) i, zero outside
+                const int q = i / TILE;
+                const long long b = s0 + q;
+                const long long c = a0 + i % TILE;
+                T* x = sx + i * K;
+                if (q < rows && c < ca) {
+                    const T* view0 = in_X + (X_batched ? b * ca + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad0_x<T>(view0, x);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) x[k] = T(0);
+                }
+            }
+            for (int i = t; i < RS * TILE; i += THREADS) {  // y of (row, channel b) i, transposed, zero outside
+                const int q = i / TILE;
+                const int bl = i % TILE;
+                const long long b = s0 + q;
+                const long long c = b0 + bl;
+                T y[K];
+                if (q < rows && c < cb) {
+                    const T* view0 = in_d_Y + (d_Y_batched ? b * cb + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad0_y<T>(view0, y);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) y[k] = T(0);
+                }
+#pragma unroll
+                for (int k = 0; k < K; ++k) sy[(q * K + k) * TILE + bl] = y[k];
+            }
+            __syncthreads();
+            for (int q = 0; q < rows; ++q) {
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const T yv = sy[(q * K + k) * TILE + lane];
+#pragma unroll
+                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PA; ++j) {
+        const long long a = a0 + group + GROUPS * j;
+        const long long b = b0 + lane;
+        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad0_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W0, const int W0_batched,
+    const float* __restrict__ in_W1, const int W1_batched,
+    const float* __restrict__ in_W2, const int W2_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad0_tile<float>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad0_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W0, const int W0_batched,
+    const double* __restrict__ in_W1, const int W1_batched,
+    const double* __restrict__ in_W2, const int W2_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad0_tile<double>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// d_W1 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
+// them into the output (zeroed first) with atomicAdd
+template <typename T>
+__device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W0, const int W0_batched,
+    const T* __restrict__ in_W1, const int W1_batched,
+    const T* __restrict__ in_W2, const int W2_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    constexpr int K = 9;
+    constexpr int TILE = 32;
+    constexpr int THREADS = 256;
+    constexpr int GROUPS = THREADS / TILE;
+    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int RS = 8;
+    constexpr long long SPAN = 256;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
+    T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
+    const int t = threadIdx.x;
+    const int lane = t % TILE;
+    const int group = t / TILE;
+    const long long a0 = (long long)blockIdx.x * TILE;
+    const long long b0 = (long long)blockIdx.y * TILE;
+    T acc[PA];
+#pragma unroll
+    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
+        const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
+        for (long long s0 = r0; s0 < r1; s0 += RS) {
+            const int rows = r1 - s0 < RS ? (int)(r1 - s0) : RS;
+            for (int i = t; i < RS * TILE; i += THREADS) {  // x of (row, channel a) i, zero outside
+                const int q = i / TILE;
+                const long long b = s0 + q;
+                const long long c = a0 + i % TILE;
+                T* x = sx + i * K;
+                if (q < rows && c < ca) {
+                    const T* view0 = in_X + (X_batched ? b * ca + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad1_x<T>(view0, x);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) x[k] = T(0);
+                }
+            }
+            for (int i = t; i < RS * TILE; i += THREADS) {  // y of (row, channel b) i, transposed, zero outside
+                const int q = i / TILE;
+                const int bl = i % TILE;
+                const long long b = s0 + q;
+                const long long c = b0 + bl;
+                T y[K];
+                if (q < rows && c < cb) {
+                    const T* view0 = in_d_Y + (d_Y_batched ? b * cb + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad1_y<T>(view0, y);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) y[k] = T(0);
+                }
+#pragma unroll
+                for (int k = 0; k < K; ++k) sy[(q * K + k) * TILE + bl] = y[k];
+            }
+            __syncthreads();
+            for (int q = 0; q < rows; ++q) {
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const T yv = sy[(q * K + k) * TILE + lane];
+#pragma unroll
+                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PA; ++j) {
+        const long long a = a0 + group + GROUPS * j;
+        const long long b = b0 + lane;
+        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad1_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W0, const int W0_batched,
+    const float* __restrict__ in_W1, const int W1_batched,
+    const float* __restrict__ in_W2, const int W2_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad1_tile<float>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad1_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W0, const int W0_batched,
+    const double* __restrict__ in_W1, const int W1_batched,
+    const double* __restrict__ in_W2, const int W2_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad1_tile<double>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) || defined(__CUDACC_RTC__)
+// d_W2 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
+// them into the output (zeroed first) with atomicAdd
+template <typename T>
+__device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
+    const T* __restrict__ in_X, const int X_batched,
+    const T* __restrict__ in_W0, const int W0_batched,
+    const T* __restrict__ in_W1, const int W1_batched,
+    const T* __restrict__ in_W2, const int W2_batched,
+    const T* __restrict__ in_d_Y, const int d_Y_batched,
+    T* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    constexpr int K = 1;
+    constexpr int TILE = 32;
+    constexpr int THREADS = 256;
+    constexpr int GROUPS = THREADS / TILE;
+    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int RS = 8;
+    constexpr long long SPAN = 256;
+    extern __shared__ __align__(16) unsigned char diagc_shared[];
+    T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
+    T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
+    const int t = threadIdx.x;
+    const int lane = t % TILE;
+    const int group = t / TILE;
+    const long long a0 = (long long)blockIdx.x * TILE;
+    const long long b0 = (long long)blockIdx.y * TILE;
+    T acc[PA];
+#pragma unroll
+    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
+        const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
+        for (long long s0 = r0; s0 < r1; s0 += RS) {
+            const int rows = r1 - s0 < RS ? (int)(r1 - s0) : RS;
+            for (int i = t; i < RS * TILE; i += THREADS) {  // x of (row, channel a) i, zero outside
+                const int q = i / TILE;
+                const long long b = s0 + q;
+                const long long c = a0 + i % TILE;
+                T* x = sx + i * K;
+                if (q < rows && c < ca) {
+                    const T* view0 = in_X + (X_batched ? b * ca + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad2_x<T>(view0, x);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) x[k] = T(0);
+                }
+            }
+            for (int i = t; i < RS * TILE; i += THREADS) {  // y of (row, channel b) i, transposed, zero outside
+                const int q = i / TILE;
+                const int bl = i % TILE;
+                const long long b = s0 + q;
+                const long long c = b0 + bl;
+                T y[K];
+                if (q < rows && c < cb) {
+                    const T* view0 = in_d_Y + (d_Y_batched ? b * cb + c : c) * 9;
+                    diagc_linear_cart2_vjp_grad2_y<T>(view0, y);
+                } else {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) y[k] = T(0);
+                }
+#pragma unroll
+                for (int k = 0; k < K; ++k) sy[(q * K + k) * TILE + bl] = y[k];
+            }
+            __syncthreads();
+            for (int q = 0; q < rows; ++q) {
+#pragma unroll
+                for (int k = 0; k < K; ++k) {
+                    const T yv = sy[(q * K + k) * TILE + lane];
+#pragma unroll
+                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                }
+            }
+            __syncthreads();
+        }
+    }
+#pragma unroll
+    for (int j = 0; j < PA; ++j) {
+        const long long a = a0 + group + GROUPS * j;
+        const long long b = b0 + lane;
+        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    }
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad2_kernel_f32(
+    const float* __restrict__ in_X, const int X_batched,
+    const float* __restrict__ in_W0, const int W0_batched,
+    const float* __restrict__ in_W1, const int W1_batched,
+    const float* __restrict__ in_W2, const int W2_batched,
+    const float* __restrict__ in_d_Y, const int d_Y_batched,
+    float* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad2_tile<float>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+
+extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad2_kernel_f64(
+    const double* __restrict__ in_X, const int X_batched,
+    const double* __restrict__ in_W0, const int W0_batched,
+    const double* __restrict__ in_W1, const int W1_batched,
+    const double* __restrict__ in_W2, const int W2_batched,
+    const double* __restrict__ in_d_Y, const int d_Y_batched,
+    double* __restrict__ out,
+    const long long batch, const long long ca, const long long cb)
+{
+    diagc_linear_cart2_vjp_grad2_tile<double>(in_X, X_batched, in_W0, W0_batched, in_W1, W1_batched, in_W2, W2_batched, in_d_Y, d_Y_batched, out, batch, ca, cb);
+}
+#endif  // device code
+
+
+#if defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+// linear_cart2_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_linear_cart2_vjp_f32(
+    const float* in_X, int X_batched,
+    const float* in_W0, int W0_batched,
+    const float* in_W1, int W1_batched,
+    const float* in_W2, int W2_batched,
+    const float* in_d_Y, int d_Y_batched,
+    float* out_d_X,
+    float* out_d_W0,
+    float* out_d_W1,
+    float* out_d_W2,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W0 || !in_W1 || !in_W2 || !in_d_Y || !out_d_X || !out_d_W0 || !out_d_W1 || !out_d_W2) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_d_W0, 0, (size_t)(ca * cb) * sizeof(float), stream);
+    if (status != cudaSuccess) return (int)status;
+    status = cudaMemsetAsync(out_d_W1, 0, (size_t)(ca * cb) * sizeof(float), stream);
+    if (status != cudaSuccess) return (int)status;
+    status = cudaMemsetAsync(out_d_W2, 0, (size_t)(ca * cb) * sizeof(float), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_linear_cart2_vjp_part0_kernel_f32<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4864 * sizeof(float), stream>>>(
+        in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_X, batch, cb, ca);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
+    }
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad1_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
+    }
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad2_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 512 * sizeof(float), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+// linear_cart2_vjp: the weight cotangents zeroed, then each part's and cotangent's kernel on the stream in turn
+extern \"C\" int diagc_linear_cart2_vjp_f64(
+    const double* in_X, int X_batched,
+    const double* in_W0, int W0_batched,
+    const double* in_W1, int W1_batched,
+    const double* in_W2, int W2_batched,
+    const double* in_d_Y, int d_Y_batched,
+    double* out_d_X,
+    double* out_d_W0,
+    double* out_d_W1,
+    double* out_d_W2,
+    long long batch, long long ca, long long cb, cudaStream_t stream)
+{
+    if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
+    if (!in_X || !in_W0 || !in_W1 || !in_W2 || !in_d_Y || !out_d_X || !out_d_W0 || !out_d_W1 || !out_d_W2) return (int)cudaErrorInvalidValue;
+    const long long tiles_a = (ca + 31) / 32;
+    const long long tiles_b = (cb + 31) / 32;
+    const long long rows = (batch + 7) / 8;
+    if (rows > 2147483647LL || tiles_a > 2147483647LL || tiles_b > 65535LL || (ca + 127) / 128 > 65535LL || (cb + 127) / 128 > 65535LL)
+        return (int)cudaErrorInvalidValue;
+    cudaError_t status;
+    status = cudaMemsetAsync(out_d_W0, 0, (size_t)(ca * cb) * sizeof(double), stream);
+    if (status != cudaSuccess) return (int)status;
+    status = cudaMemsetAsync(out_d_W1, 0, (size_t)(ca * cb) * sizeof(double), stream);
+    if (status != cudaSuccess) return (int)status;
+    status = cudaMemsetAsync(out_d_W2, 0, (size_t)(ca * cb) * sizeof(double), stream);
+    if (status != cudaSuccess) return (int)status;
+    if (batch == 0 || ca == 0 || cb == 0) return 0;
+    diagc_linear_cart2_vjp_part0_kernel_f64<<<dim3((unsigned)((batch + 7) / 8), (unsigned)((ca + 127) / 128)), 128, 4864 * sizeof(double), stream>>>(
+        in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_X, batch, cb, ca);
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
+    }
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad1_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
+    }
+    {
+        long long spans = (batch + 255) / 256;
+        if (spans > 65535LL) spans = 65535LL;
+        diagc_linear_cart2_vjp_grad2_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 512 * sizeof(double), stream>>>(
+            in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
+    }
+    return (int)cudaGetLastError();
+}
+#endif  // host launchers
+
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+
+// the host loop of linear_cart2_vjp_part0: per batch row the polynomials z of every channel d, then per result
+// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
+template <typename T>
+static void diagc_linear_cart2_vjp_part0_host(
+    const T* in_X, const int X_batched,
+    const T* in_W0, const int W0_batched,
+    const T* in_W1, const int W1_batched,
+    const T* in_W2, const int W2_batched,
+    const T* in_d_Y, const int d_Y_batched,
+    T* out_d_X,
+    const long long batch, const long long cin, const long long cout, const int threads)
+{
+    (void)in_X;
+    (void)X_batched;
+    (void)in_W0;
+    (void)W0_batched;
+    (void)in_W1;
+    (void)W1_batched;
+    (void)in_W2;
+    (void)W2_batched;
+    (void)in_d_Y;
+    (void)d_Y_batched;
+    if (batch <= 0 || cout <= 0) return;
+    constexpr int ZP = 28;
+    diagc_host_buffer<T> staged[3];
+    const T* w[3];
+    w[0] = diagc_host_transposed<T>(in_W0, cin, cout, staged[0]);  // stored [c, d]
+    w[1] = diagc_host_transposed<T>(in_W1, cin, cout, staged[1]);  // stored [c, d]
+    w[2] = diagc_host_transposed<T>(in_W2, cin, cout, staged[2]);  // stored [c, d]
+    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
+        diagc_host_buffer<T> zrow(cin * ZP);
+        T* const z = zrow.data();
+        for (long long b = first; b < last; ++b) {
+            for (long long c = 0; c < cin; ++c) {
+                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
+                diagc_linear_cart2_vjp_part0_z<T>(view0, z + c * ZP);
+            }
+            {
+                const T* const terms[] = {w[0], w[1], w[2]};
+                const int offsets[] = {0, 9, 18};
+                diagc_host_mix_row<T, 9>(3, terms, offsets, z, ZP, cin, cout, out_d_X + b * cout * 9);
+            }
+        }
+    });
 }
 
 
@@ -1667,227 +3106,9 @@ extern \"C\" void diagc_linear_cart2_vjp_host_f64(
 #endif  // host loops
 
 // ---- linear_cart2_vjp_vjp (mixing_vjp) -------------------------------------------------------------
-// derivative of channel mixing: host loops only (plain C++ builds); on a GPU the array library's GEMMs run.
-// Outputs: dd_X, dd_W0, dd_W1, dd_W2, d_d_Y; channel axes c, d (sizes ca, cb)
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
-
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_vjp_part0_z(
-    const T* __restrict__ in_d_Y,
-    T* __restrict__ z)
-{
-    z[0] = in_d_Y[0];
-    z[1] = in_d_Y[1];
-    z[2] = in_d_Y[2];
-    z[3] = in_d_Y[3];
-    z[4] = in_d_Y[4];
-    z[5] = in_d_Y[5];
-    z[6] = in_d_Y[6];
-    z[7] = in_d_Y[7];
-    z[8] = in_d_Y[8];
-    z[9] = in_d_Y[0];
-    z[10] = in_d_Y[3];
-    z[11] = in_d_Y[6];
-    z[12] = in_d_Y[1];
-    z[13] = in_d_Y[4];
-    z[14] = in_d_Y[7];
-    z[15] = in_d_Y[2];
-    z[16] = in_d_Y[5];
-    z[17] = in_d_Y[8];
-    z[18] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-    z[19] = T(0);
-    z[20] = T(0);
-    z[21] = T(0);
-    z[22] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-    z[23] = T(0);
-    z[24] = T(0);
-    z[25] = T(0);
-    z[26] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
-}
-
-// the host loop of linear_cart2_vjp_vjp_part0: per batch row the polynomials z of every channel d, then per result
-// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
-template <typename T>
-static void diagc_linear_cart2_vjp_vjp_part0_host(
-    const T* in_X, const int X_batched,
-    const T* in_W0, const int W0_batched,
-    const T* in_W1, const int W1_batched,
-    const T* in_W2, const int W2_batched,
-    const T* in_d_Y, const int d_Y_batched,
-    const T* in_d_d_X, const int d_d_X_batched,
-    const T* in_d_d_W0, const int d_d_W0_batched,
-    const T* in_d_d_W1, const int d_d_W1_batched,
-    const T* in_d_d_W2, const int d_d_W2_batched,
-    T* out_dd_X,
-    const long long batch, const long long cin, const long long cout, const int threads)
-{
-    (void)in_X;
-    (void)X_batched;
-    (void)in_W0;
-    (void)W0_batched;
-    (void)in_W1;
-    (void)W1_batched;
-    (void)in_W2;
-    (void)W2_batched;
-    (void)in_d_Y;
-    (void)d_Y_batched;
-    (void)in_d_d_X;
-    (void)d_d_X_batched;
-    (void)in_d_d_W0;
-    (void)d_d_W0_batched;
-    (void)in_d_d_W1;
-    (void)d_d_W1_batched;
-    (void)in_d_d_W2;
-    (void)d_d_W2_batched;
-    if (batch <= 0 || cout <= 0) return;
-    constexpr int ZP = 28;
-    diagc_host_buffer<T> staged[3];
-    const T* w[3];
-    w[0] = diagc_host_transposed<T>(in_d_d_W0, cin, cout, staged[0]);  // stored [c, d]
-    w[1] = diagc_host_transposed<T>(in_d_d_W1, cin, cout, staged[1]);  // stored [c, d]
-    w[2] = diagc_host_transposed<T>(in_d_d_W2, cin, cout, staged[2]);  // stored [c, d]
-    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
-        diagc_host_buffer<T> zrow(cin * ZP);
-        T* const z = zrow.data();
-        for (long long b = first; b < last; ++b) {
-            for (long long c = 0; c < cin; ++c) {
-                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
-                diagc_linear_cart2_vjp_vjp_part0_z<T>(view0, z + c * ZP);
-            }
-            {
-                const T* const terms[] = {w[0], w[1], w[2]};
-                const int offsets[] = {0, 9, 18};
-                diagc_host_mix_row<T, 9>(3, terms, offsets, z, ZP, cin, cout, out_dd_X + b * cout * 9);
-            }
-        }
-    });
-}
-
-
-template <typename T>
-__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_vjp_part4_z(
-    const T* __restrict__ in_X,
-    const T* __restrict__ in_d_d_X,
-    T* __restrict__ z)
-{
-    z[0] = in_d_d_X[0];
-    z[1] = in_d_d_X[1];
-    z[2] = in_d_d_X[2];
-    z[3] = in_d_d_X[3];
-    z[4] = in_d_d_X[4];
-    z[5] = in_d_d_X[5];
-    z[6] = in_d_d_X[6];
-    z[7] = in_d_d_X[7];
-    z[8] = in_d_d_X[8];
-    z[9] = in_d_d_X[0];
-    z[10] = in_d_d_X[3];
-    z[11] = in_d_d_X[6];
-    z[12] = in_d_d_X[1];
-    z[13] = in_d_d_X[4];
-    z[14] = in_d_d_X[7];
-    z[15] = in_d_d_X[2];
-    z[16] = in_d_d_X[5];
-    z[17] = in_d_d_X[8];
-    z[18] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
-    z[19] = T(0);
-    z[20] = T(0);
-    z[21] = T(0);
-    z[22] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
-    z[23] = T(0);
-    z[24] = T(0);
-    z[25] = T(0);
-    z[26] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
-    z[27] = in_X[0];
-    z[28] = in_X[1];
-    z[29] = in_X[2];
-    z[30] = in_X[3];
-    z[31] = in_X[4];
-    z[32] = in_X[5];
-    z[33] = in_X[6];
-    z[34] = in_X[7];
-    z[35] = in_X[8];
-    z[36] = in_X[0];
-    z[37] = in_X[3];
-    z[38] = in_X[6];
-    z[39] = in_X[1];
-    z[40] = in_X[4];
-    z[41] = in_X[7];
-    z[42] = in_X[2];
-    z[43] = in_X[5];
-    z[44] = in_X[8];
-    z[45] = in_X[0] + in_X[4] + in_X[8];
-    z[46] = T(0);
-    z[47] = T(0);
-    z[48] = T(0);
-    z[49] = in_X[0] + in_X[4] + in_X[8];
-    z[50] = T(0);
-    z[51] = T(0);
-    z[52] = T(0);
-    z[53] = in_X[0] + in_X[4] + in_X[8];
-}
-
-// the host loop of linear_cart2_vjp_vjp_part4: per batch row the polynomials z of every channel c, then per result
-// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
-template <typename T>
-static void diagc_linear_cart2_vjp_vjp_part4_host(
-    const T* in_X, const int X_batched,
-    const T* in_W0, const int W0_batched,
-    const T* in_W1, const int W1_batched,
-    const T* in_W2, const int W2_batched,
-    const T* in_d_Y, const int d_Y_batched,
-    const T* in_d_d_X, const int d_d_X_batched,
-    const T* in_d_d_W0, const int d_d_W0_batched,
-    const T* in_d_d_W1, const int d_d_W1_batched,
-    const T* in_d_d_W2, const int d_d_W2_batched,
-    T* out_d_d_Y,
-    const long long batch, const long long cin, const long long cout, const int threads)
-{
-    (void)in_X;
-    (void)X_batched;
-    (void)in_W0;
-    (void)W0_batched;
-    (void)in_W1;
-    (void)W1_batched;
-    (void)in_W2;
-    (void)W2_batched;
-    (void)in_d_Y;
-    (void)d_Y_batched;
-    (void)in_d_d_X;
-    (void)d_d_X_batched;
-    (void)in_d_d_W0;
-    (void)d_d_W0_batched;
-    (void)in_d_d_W1;
-    (void)d_d_W1_batched;
-    (void)in_d_d_W2;
-    (void)d_d_W2_batched;
-    if (batch <= 0 || cout <= 0) return;
-    constexpr int ZP = 56;
-    diagc_host_buffer<T> staged[6];
-    const T* w[6];
-    w[0] = in_W0;  // stored [c, d]
-    w[1] = in_W1;  // stored [c, d]
-    w[2] = in_W2;  // stored [c, d]
-    w[3] = in_d_d_W0;  // stored [c, d]
-    w[4] = in_d_d_W1;  // stored [c, d]
-    w[5] = in_d_d_W2;  // stored [c, d]
-    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
-        diagc_host_buffer<T> zrow(cin * ZP);
-        T* const z = zrow.data();
-        for (long long b = first; b < last; ++b) {
-            for (long long c = 0; c < cin; ++c) {
-                const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
-                const T* view1 = in_d_d_X + (d_d_X_batched ? b * cin + c : c) * 9;
-                diagc_linear_cart2_vjp_vjp_part4_z<T>(view0, view1, z + c * ZP);
-            }
-            {
-                const T* const terms[] = {w[0], w[1], w[2], w[3], w[4], w[5]};
-                const int offsets[] = {0, 9, 18, 27, 36, 45};
-                diagc_host_mix_row<T, 9>(6, terms, offsets, z, ZP, cin, cout, out_d_d_Y + b * cout * 9);
-            }
-        }
-    });
-}
-
+// derivative of channel mixing. Outputs: dd_X, dd_W0, dd_W1, dd_W2, d_d_Y; channel axes c, d (sizes ca, cb).
+// Host loops only: its mixing parts do not fit a GPU block;
+// on a GPU the Python module runs the array library's GEMMs.
 
 // dd_W0[c, d] = sum over the batch of sum_k x_k y_k: x read at c, y at d
 template <typename T>
@@ -1972,6 +3193,227 @@ __host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_vjp_grad2_y(
     T* __restrict__ z)
 {
     z[0] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+}
+
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_vjp_part0_z(
+    const T* __restrict__ in_d_Y,
+    T* __restrict__ z)
+{
+    z[0] = in_d_Y[0];
+    z[1] = in_d_Y[1];
+    z[2] = in_d_Y[2];
+    z[3] = in_d_Y[3];
+    z[4] = in_d_Y[4];
+    z[5] = in_d_Y[5];
+    z[6] = in_d_Y[6];
+    z[7] = in_d_Y[7];
+    z[8] = in_d_Y[8];
+    z[9] = in_d_Y[0];
+    z[10] = in_d_Y[3];
+    z[11] = in_d_Y[6];
+    z[12] = in_d_Y[1];
+    z[13] = in_d_Y[4];
+    z[14] = in_d_Y[7];
+    z[15] = in_d_Y[2];
+    z[16] = in_d_Y[5];
+    z[17] = in_d_Y[8];
+    z[18] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+    z[19] = T(0);
+    z[20] = T(0);
+    z[21] = T(0);
+    z[22] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+    z[23] = T(0);
+    z[24] = T(0);
+    z[25] = T(0);
+    z[26] = in_d_Y[0] + in_d_Y[4] + in_d_Y[8];
+}
+
+
+template <typename T>
+__host__ __device__ __forceinline__ void diagc_linear_cart2_vjp_vjp_part4_z(
+    const T* __restrict__ in_X,
+    const T* __restrict__ in_d_d_X,
+    T* __restrict__ z)
+{
+    z[0] = in_d_d_X[0];
+    z[1] = in_d_d_X[1];
+    z[2] = in_d_d_X[2];
+    z[3] = in_d_d_X[3];
+    z[4] = in_d_d_X[4];
+    z[5] = in_d_d_X[5];
+    z[6] = in_d_d_X[6];
+    z[7] = in_d_d_X[7];
+    z[8] = in_d_d_X[8];
+    z[9] = in_d_d_X[0];
+    z[10] = in_d_d_X[3];
+    z[11] = in_d_d_X[6];
+    z[12] = in_d_d_X[1];
+    z[13] = in_d_d_X[4];
+    z[14] = in_d_d_X[7];
+    z[15] = in_d_d_X[2];
+    z[16] = in_d_d_X[5];
+    z[17] = in_d_d_X[8];
+    z[18] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
+    z[19] = T(0);
+    z[20] = T(0);
+    z[21] = T(0);
+    z[22] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
+    z[23] = T(0);
+    z[24] = T(0);
+    z[25] = T(0);
+    z[26] = in_d_d_X[0] + in_d_d_X[4] + in_d_d_X[8];
+    z[27] = in_X[0];
+    z[28] = in_X[1];
+    z[29] = in_X[2];
+    z[30] = in_X[3];
+    z[31] = in_X[4];
+    z[32] = in_X[5];
+    z[33] = in_X[6];
+    z[34] = in_X[7];
+    z[35] = in_X[8];
+    z[36] = in_X[0];
+    z[37] = in_X[3];
+    z[38] = in_X[6];
+    z[39] = in_X[1];
+    z[40] = in_X[4];
+    z[41] = in_X[7];
+    z[42] = in_X[2];
+    z[43] = in_X[5];
+    z[44] = in_X[8];
+    z[45] = in_X[0] + in_X[4] + in_X[8];
+    z[46] = T(0);
+    z[47] = T(0);
+    z[48] = T(0);
+    z[49] = in_X[0] + in_X[4] + in_X[8];
+    z[50] = T(0);
+    z[51] = T(0);
+    z[52] = T(0);
+    z[53] = in_X[0] + in_X[4] + in_X[8];
+}
+
+#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
+
+// the host loop of linear_cart2_vjp_vjp_part0: per batch row the polynomials z of every channel d, then per result
+// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
+template <typename T>
+static void diagc_linear_cart2_vjp_vjp_part0_host(
+    const T* in_X, const int X_batched,
+    const T* in_W0, const int W0_batched,
+    const T* in_W1, const int W1_batched,
+    const T* in_W2, const int W2_batched,
+    const T* in_d_Y, const int d_Y_batched,
+    const T* in_d_d_X, const int d_d_X_batched,
+    const T* in_d_d_W0, const int d_d_W0_batched,
+    const T* in_d_d_W1, const int d_d_W1_batched,
+    const T* in_d_d_W2, const int d_d_W2_batched,
+    T* out_dd_X,
+    const long long batch, const long long cin, const long long cout, const int threads)
+{
+    (void)in_X;
+    (void)X_batched;
+    (void)in_W0;
+    (void)W0_batched;
+    (void)in_W1;
+    (void)W1_batched;
+    (void)in_W2;
+    (void)W2_batched;
+    (void)in_d_Y;
+    (void)d_Y_batched;
+    (void)in_d_d_X;
+    (void)d_d_X_batched;
+    (void)in_d_d_W0;
+    (void)d_d_W0_batched;
+    (void)in_d_d_W1;
+    (void)d_d_W1_batched;
+    (void)in_d_d_W2;
+    (void)d_d_W2_batched;
+    if (batch <= 0 || cout <= 0) return;
+    constexpr int ZP = 28;
+    diagc_host_buffer<T> staged[3];
+    const T* w[3];
+    w[0] = diagc_host_transposed<T>(in_d_d_W0, cin, cout, staged[0]);  // stored [c, d]
+    w[1] = diagc_host_transposed<T>(in_d_d_W1, cin, cout, staged[1]);  // stored [c, d]
+    w[2] = diagc_host_transposed<T>(in_d_d_W2, cin, cout, staged[2]);  // stored [c, d]
+    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
+        diagc_host_buffer<T> zrow(cin * ZP);
+        T* const z = zrow.data();
+        for (long long b = first; b < last; ++b) {
+            for (long long c = 0; c < cin; ++c) {
+                const T* view0 = in_d_Y + (d_Y_batched ? b * cin + c : c) * 9;
+                diagc_linear_cart2_vjp_vjp_part0_z<T>(view0, z + c * ZP);
+            }
+            {
+                const T* const terms[] = {w[0], w[1], w[2]};
+                const int offsets[] = {0, 9, 18};
+                diagc_host_mix_row<T, 9>(3, terms, offsets, z, ZP, cin, cout, out_dd_X + b * cout * 9);
+            }
+        }
+    });
+}
+
+
+// the host loop of linear_cart2_vjp_vjp_part4: per batch row the polynomials z of every channel c, then per result
+// one mixing row (diagc_host_mix_row); weights without batch axes (the Python module's condition)
+template <typename T>
+static void diagc_linear_cart2_vjp_vjp_part4_host(
+    const T* in_X, const int X_batched,
+    const T* in_W0, const int W0_batched,
+    const T* in_W1, const int W1_batched,
+    const T* in_W2, const int W2_batched,
+    const T* in_d_Y, const int d_Y_batched,
+    const T* in_d_d_X, const int d_d_X_batched,
+    const T* in_d_d_W0, const int d_d_W0_batched,
+    const T* in_d_d_W1, const int d_d_W1_batched,
+    const T* in_d_d_W2, const int d_d_W2_batched,
+    T* out_d_d_Y,
+    const long long batch, const long long cin, const long long cout, const int threads)
+{
+    (void)in_X;
+    (void)X_batched;
+    (void)in_W0;
+    (void)W0_batched;
+    (void)in_W1;
+    (void)W1_batched;
+    (void)in_W2;
+    (void)W2_batched;
+    (void)in_d_Y;
+    (void)d_Y_batched;
+    (void)in_d_d_X;
+    (void)d_d_X_batched;
+    (void)in_d_d_W0;
+    (void)d_d_W0_batched;
+    (void)in_d_d_W1;
+    (void)d_d_W1_batched;
+    (void)in_d_d_W2;
+    (void)d_d_W2_batched;
+    if (batch <= 0 || cout <= 0) return;
+    constexpr int ZP = 56;
+    diagc_host_buffer<T> staged[6];
+    const T* w[6];
+    w[0] = in_W0;  // stored [c, d]
+    w[1] = in_W1;  // stored [c, d]
+    w[2] = in_W2;  // stored [c, d]
+    w[3] = in_d_d_W0;  // stored [c, d]
+    w[4] = in_d_d_W1;  // stored [c, d]
+    w[5] = in_d_d_W2;  // stored [c, d]
+    diagc_host_parallel(batch, 1, batch * (cin > 0 ? cin : 1) * cout, threads, [&](const long long first, const long long last) {
+        diagc_host_buffer<T> zrow(cin * ZP);
+        T* const z = zrow.data();
+        for (long long b = first; b < last; ++b) {
+            for (long long c = 0; c < cin; ++c) {
+                const T* view0 = in_X + (X_batched ? b * cin + c : c) * 9;
+                const T* view1 = in_d_d_X + (d_d_X_batched ? b * cin + c : c) * 9;
+                diagc_linear_cart2_vjp_vjp_part4_z<T>(view0, view1, z + c * ZP);
+            }
+            {
+                const T* const terms[] = {w[0], w[1], w[2], w[3], w[4], w[5]};
+                const int offsets[] = {0, 9, 18, 27, 36, 45};
+                diagc_host_mix_row<T, 9>(6, terms, offsets, z, ZP, cin, cout, out_d_d_Y + b * cout * 9);
+            }
+        }
+    });
 }
 
 
@@ -2572,9 +4014,10 @@ def _use_kernel(b, spec, args, fused=False):
     if cfg is None or not args:
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, args):
-        if cfg["kind"] == "mixing_vjp":  # host loops only: cuBLAS through the array library
-            return False
-        gemm = cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
+        if cfg["kind"] == "mixing_vjp" and ("launches" not in cfg or  # host loops only
+                                            any(_len(args[k].shape) != 2 for k in cfg["unbatched"])):
+            return False  # (a weight with batch axes has a cotangent per row: the array library's GEMMs)
+        gemm = cfg["kind"] != "elementwise" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
         return not gemm and _cupy_importable()
     if not fused or not _host_possible(b, args):
         return False
@@ -2671,10 +4114,14 @@ def _launch_plan(b, cfg, args):
     shapes = tuple(tuple(s) for s in _kernel_outputs(cfg, (dtype, device, batch, sizes)))
     summed = tuple(k in cfg.get("summed", cfg.get("totalled", ())) for k in range(_len(shapes)))
     rows = math.prod(batch)
-    if cfg["kind"] == "mixing_vjp":  # host loops only
+    parts = None
+    if cfg["kind"] == "mixing_vjp":  # the host loop, or on a GPU its kernels in turn
         tail = [rows] + [sizes[c] for c in cfg["channels"]]
         grid = (1, 1, 1)
         empty = rows == 0
+        if "launches" in cfg and not empty:
+            parts = tuple(_part_launch(launch, rows, sizes, dtype) for launch in cfg["launches"])
+            parts = tuple(p for p in parts if 0 not in p[1])  # a channel axis of size 0: nothing to add
     elif cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
         n = rows * math.prod(chans)
@@ -2694,7 +4141,26 @@ def _launch_plan(b, cfg, args):
     return (tuple(copies) if any(c is not None for c in copies) else None, shapes, summed,
             None if empty else grid, (cfg.get("block", 1), 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
             tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype] if device_only else None,
-            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8) if device_only else 0)
+            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8) if device_only else 0, parts)
+
+
+def _part_launch(launch, rows, sizes, dtype):
+    import numpy
+
+    first, second = (sizes[c] for c in launch["channels"])
+    if "tile" in launch:  # a weight's cotangent: tiles of [a, b], spans of batch rows (at most 65535, strided)
+        tile = launch["tile"]
+        grid = ((first + tile - 1) // tile, (second + tile - 1) // tile,
+                min((rows + launch["span"] - 1) // launch["span"], 65535))
+    else:  # a mixing part: batch rows x output channels
+        grid = ((rows + launch["rows"] - 1) // launch["rows"], (second + launch["cols"] - 1) // launch["cols"], 1)
+        if grid[0] > 2147483647:
+            raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    if grid[1] > 65535:
+        raise ValueError(f"channel axis '{launch['channels'][1]}' of size {second} is too large for the kernel")
+    return (launch["symbols"][dtype], grid, (launch["block"], 1, 1),
+            tuple(numpy.int64(v) for v in (rows, first, second)),
+            launch["shared_words"][dtype] * (4 if dtype == "float32" else 8), launch["output"])
 
 
 def _kernel_launch(b, cfg, args):
@@ -2715,7 +4181,7 @@ def _kernel_launch(b, cfg, args):
         if _len(plans) >= 4096:  # shapes that keep changing: start again rather than grow
             plans.clear()
         plans[key] = plan
-    copies, shapes, summed, grid, block, flags, tail, symbol, shared = plan
+    copies, shapes, summed, grid, block, flags, tail, symbol, shared, parts = plan
     like = args[0]
     index = None if host else _device_index(b, like.device)
     if torch:
@@ -2736,15 +4202,18 @@ def _kernel_launch(b, cfg, args):
     params = []
     for x, flag in zip(xs, flags):
         params += (numpy.uint64(x.data_ptr() if torch else x.data.ptr), flag)
-    params += [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
-    fn = _CUDA["functions"].get((index, symbol)) or _cuda_function(symbol, index)
+    pointers = [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
+    # one kernel writing every output, or (the derivative of channel mixing) several, one output each
+    launches = ((symbol, grid, block, tail, shared, None),) if parts is None else parts
+    fns = [_CUDA["functions"].get((index, launch[0])) or _cuda_function(launch[0], index) for launch in launches]
+    if not fns:  # a channel axis of size 0: the zeroed outputs are the result
+        return outs
     cp = _CUDA["cupy"]
     with cp.cuda.Device(index):
-        if torch:
-            with cp.cuda.ExternalStream(_torch_stream(b, like.device), index):
-                fn(grid, block, tuple(params) + tail, shared_mem=shared)
-        else:
-            fn(grid, block, tuple(params) + tail, shared_mem=shared)
+        with cp.cuda.ExternalStream(_torch_stream(b, like.device), index) if torch else contextlib.nullcontext():
+            for fn, (_, grid, block, tail, shared, k) in zip(fns, launches):
+                fn(grid, block, tuple(params) + tuple(pointers if k is None else (pointers[k],)) + tail,
+                   shared_mem=shared)
     return outs
 
 
@@ -3099,7 +4568,8 @@ def mix(X, W, *, out=None, fused=False, kernels=True):
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'c' is contracted); the planned code runs
             (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)
-        kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
+        kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs
+            unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
     Returns:
@@ -3159,8 +4629,10 @@ def mix_vjp(X, W, d_Y, *, out=None, fused=False, kernels=True):
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
             (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)
-        kernels: no CUDA kernel for this function (host loops only); the array-library code
-            runs on a GPU
+        kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs
+            unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is
+            importable (compiled at first use; float32/float64, one dtype and device; a
+            non-contiguous input is copied); kernels=False runs the array-library code
     The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
@@ -3275,8 +4747,10 @@ def mix_vjp_vjp(X, W, d_Y, d_d_X, d_d_W, *, out=None, fused=False, kernels=True)
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
             (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)
-        kernels: no CUDA kernel for this function (host loops only); the array-library code
-            runs on a GPU
+        kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs
+            unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is
+            importable (compiled at first use; float32/float64, one dtype and device; a
+            non-contiguous input is copied); kernels=False runs the array-library code
     The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
@@ -3400,7 +4874,8 @@ def linear_cart2(X, W0, W1, W2, *, out=None, fused=False, kernels=True):
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'c' is contracted); the planned code runs
             (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)
-        kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is
+        kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs
+            unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is
             importable (compiled at first use; float32/float64, one dtype and device; a
             non-contiguous input is copied); kernels=False runs the array-library code
     Returns:
@@ -3488,8 +4963,10 @@ def linear_cart2_vjp(X, W0, W1, W2, d_Y, *, out=None, fused=False, kernels=True)
         out: optional preallocated result (a tuple for several), numpy or torch, written in place
         fused: no fused form (channel axis 'd' is contracted); the planned code runs
             (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)
-        kernels: no CUDA kernel for this function (host loops only); the array-library code
-            runs on a GPU
+        kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs
+            unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is
+            importable (compiled at first use; float32/float64, one dtype and device; a
+            non-contiguous input is copied); kernels=False runs the array-library code
     The vector-Jacobian product (compiler.ir.grad): the cotangent of each input, the plain partial
     derivative of the formula as written (as autograd gives; for a symmetric input not
     symmetrised), summed over the batch axes that input was broadcast over.
@@ -3917,10 +5394,10 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     return (dd_W0, dd_W1, dd_W2)
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_mix_host_f32", "float64": "diagc_mix_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1,), "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,)}
-_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4)}
+_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_linear_cart2_host_f32", "float64": "diagc_linear_cart2_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1, 2, 3), "shared_words": {"float32": 4864, "float64": 4864}}
-_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3)}
+_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_linear_cart2_vjp_part0_kernel_f32", "float64": "diagc_linear_cart2_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad0_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad1_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad1_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad2_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad2_kernel_f64"}, "output": 3, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 512, "float64": 512}})}
 _linear_cart2_vjp_vjp_KERNEL = {"name": "linear_cart2_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W0", ("c", "d"), ()), ("dd_W1", ("c", "d"), ()), ("dd_W2", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_linear_cart2_vjp_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3, 6, 7, 8)}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None, ((0, (1, 2, 0)),))
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, _mix_vjp_KERNEL, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))), ((2, (1, 2, 0)),))

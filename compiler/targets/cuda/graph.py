@@ -603,11 +603,25 @@ __host__ __device__ __forceinline__ void diagc_atomic_add(T* p, const T v)
 """
 
 
-def graph_section(graphs) -> str:
-    """The text every graph kernel of a program adds at the end of the .cu file ('' for none)."""
-    kernels = [gk for gk in (lower_graph(g) for g in graphs.values()) if gk is not None]
-    if not kernels:
+def graph_section(graphs, diagrams=None, kernels=frozenset()) -> str:
+    """The text every graph kernel of a program adds at the end of the .cu file ('' for none): per
+    graph diagram with a fused kernel, that kernel, and its VJP's where ``diagrams`` (by name: the
+    program's diagrams with their derivatives) has the per-edge diagram's VJP and ``kernels`` (names
+    of the diagrams with a kernel) says the generator expressed it."""
+    from ...ir.grad import vjp_name
+
+    lowered = []
+    for g in graphs.values():
+        gk = lower_graph(g)
+        if gk is None:
+            continue
+        lowered.append(gk)
+        vjp = (diagrams or {}).get(vjp_name(g.edge_part.name))
+        vk = lower_graph_vjp(g, vjp) if vjp is not None and vjp.name in kernels else None
+        if vk is not None:
+            lowered.append(vk)
+    if not lowered:
         return ""
-    return ATOMIC_ADD + "".join(print_graph(gk) for gk in kernels)
+    return ATOMIC_ADD + "".join(print_graph(gk) for gk in lowered)
 
 

@@ -13,7 +13,8 @@ Every decision the CUDA printer needs is made here and recorded in frozen datacl
   per-channel polynomials ``P_t`` as components (the same :class:`Component` form), the weight of
   each term and how it is indexed; the printer emits a tiled batched GEMM over ``c``.
 * :class:`MixingVjpKernel` (a derivative of channel mixing: mixing parts and weight cotangents
-  summed over the batch, :class:`WeightGrad`): host loops only, no GPU kernel.
+  summed over the batch, :class:`WeightGrad`): host loops, and where every part fits a GPU block
+  GPU kernels too (each part's GEMM, a tiled sum over the batch per weight cotangent).
 
 Anything else (a contraction over a channel axis of another form, outputs with different channel
 axes of no form above, more components than shared memory can stage) is a
@@ -28,7 +29,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from ...errors import DiagError
-from ...planning.fuse import Entry, Monomial, fuse_diagram, term_components
+from ...planning.fuse import Entry, Monomial, fuse_diagram, term_components, zero_outputs
 from ...ir.program import Diagram, Program
 from ...ir.types import Channel, FixedSize
 
@@ -68,6 +69,15 @@ MIX_MIN_BLOCKS = {"f32": 4, "f64": 2}
 #: 0.380 ms (float32) and 0.406 (float64) against the first generated GEMM's 0.567 and 1.31; the
 #: present GEMM (weights staged) is timed against it by benchmarks/cuda_variants.py
 MIX_LIBRARY_GEMM = True
+
+#: a weight's cotangent on the GPU (WeightGrad's kernel): a block of GRAD_THREADS threads sums a
+#: GRAD_TILE x GRAD_TILE tile of [a, b] over GRAD_SPAN batch rows at a time (grid z: the spans,
+#: strided), staging the polynomials of ``rows_step`` rows in shared memory (the most of
+#: GRAD_ROW_STEPS that fits), then adds its sums into the zeroed output with atomicAdd
+GRAD_TILE = 32
+GRAD_THREADS = 256
+GRAD_SPAN = 256
+GRAD_ROW_STEPS = (8, 4, 2, 1)
 
 #: a leading underscore only on generated diagrams (a graph diagram's _NAME_edge / _NAME_node)
 _IDENTIFIER = re.compile(r"_?[A-Za-z][A-Za-z0-9_]*\Z")
@@ -254,16 +264,25 @@ class WeightGrad:
     x: tuple[Component, ...]
     views_y: tuple[View, ...]
     y: tuple[Component, ...]
+    #: the GPU kernel's rows staged at a time (GRAD_ROW_STEPS); 0: none fits shared memory (host only)
+    rows_step: int = 0
+
+    @property
+    def shared_words(self) -> int:
+        """Words of shared memory the GPU kernel's block takes: the x and y values of its staged rows."""
+        return 2 * self.rows_step * GRAD_TILE * max(len(self.x), 1)
 
 
 @dataclass(frozen=True)
 class MixingVjpKernel:
-    """The derivative of channel mixing (``NAME_vjp``, ``NAME_vjp_vjp``): host loops only (plain C++;
-    on a GPU the array library's GEMMs run). Its outputs (``outputs``, in the diagram's order) are
-    either channel mixings over one of ``channels`` (``mixings``: the cotangents of the mixed
-    inputs, each a :class:`MixingKernel` of its own, named ``NAME_partK``) or weight cotangents
-    (``grads``, carrying both ``channels`` in that order, totalled over the batch). The inputs at
-    ``unbatched`` (weight-shaped: two channel axes, no geometric axis) must have no batch axes."""
+    """The derivative of channel mixing (``NAME_vjp``, ``NAME_vjp_vjp``). Its outputs (``outputs``, in
+    the diagram's order) are either channel mixings over one of ``channels`` (``mixings``: the
+    cotangents of the mixed inputs, each a :class:`MixingKernel` of its own, named ``NAME_partK``)
+    or weight cotangents (``grads``, carrying both ``channels`` in that order, totalled over the
+    batch). The inputs at ``unbatched`` (weight-shaped: two channel axes, no geometric axis) must
+    have no batch axes. Host loops always; with ``device``, GPU kernels too (each part's GEMM kernel
+    and one per weight cotangent, launched in turn by one host launcher); else the parts or the
+    cotangents' staged rows do not fit a GPU block."""
 
     name: str
     inputs: tuple[Input, ...]
@@ -272,6 +291,7 @@ class MixingVjpKernel:
     mixings: tuple[MixingKernel, ...]
     grads: tuple[WeightGrad, ...]
     unbatched: tuple[int, ...]
+    device: bool = False
 
     @property
     def kind(self) -> str:
@@ -279,10 +299,21 @@ class MixingVjpKernel:
 
 
 @dataclass(frozen=True)
+class Unexpressed:
+    """A generated derivative (``NAME_vjp``, ``NAME_vjp_vjp``) the kernel generator cannot express:
+    it has no kernel (its refusal's words in ``reason``); the Python module runs its array code."""
+
+    name: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class CudaProgram:
     filename: str
     source_sha256: str
     kernels: tuple[ElementwiseKernel | MixingKernel | MixingVjpKernel, ...]
+    #: derivatives without a kernel (the file's header lists them)
+    unexpressed: tuple[Unexpressed, ...] = ()
 
 
 def _size(dims) -> int:
@@ -369,17 +400,29 @@ def lower_diagram(diagram: Diagram, fused=None) -> ElementwiseKernel | MixingKer
     fused = fused if fused is not None else fuse_diagram(diagram)
     if fused.outputs:
         return _elementwise(diagram, fused)
+    zero = zero_outputs(diagram)
+    if zero and len(zero) < len(diagram.equations):  # the others may have a fused form
+        keep = [k for k, eq in enumerate(diagram.equations) if eq.target not in zero]
+        rest = fuse_diagram(replace(diagram, equations=tuple(diagram.equations[k] for k in keep),
+                                    outputs=tuple(diagram.outputs[k] for k in keep)))
+        if rest.outputs:
+            return _elementwise(diagram, rest)
     return _mixing(diagram, fused.reason)
 
 
 def _elementwise(diagram: Diagram, fused) -> ElementwiseKernel:
+    """The kernel of ``fused`` (the diagram's fused plan, or that of its outputs other than the ones
+    zero in every component: those are stored as zeros)."""
     out_channels = tuple(diagram.equations[0].type.channels)
     views = _Views(diagram, len(out_channels))
+    formed = {out.name: out for out in fused.outputs}
     results = []
-    for out in fused.outputs:
-        results.append((out.name, out.geometric, tuple(views.component(c) for c in out.components)))
-    return _tiled(diagram, out_channels, views, [(name, dims, comps, None) for name, dims, comps in results],
-                  fused.products)
+    for eq in diagram.equations:
+        dims = tuple(eq.type.geometric_dims)
+        out = formed.get(eq.target)
+        comps = tuple(views.component(c) for c in out.components) if out else (Component(()),) * _size(dims)
+        results.append((eq.target, dims, comps, None))
+    return _tiled(diagram, out_channels, views, results, fused.products)
 
 
 def _tiled(diagram: Diagram, out_channels, views: _Views, results, products: int) -> ElementwiseKernel:
@@ -572,7 +615,7 @@ def _mixing_vjp(diagram: Diagram) -> MixingVjpKernel:
     axes = tuple(grads_eq[0].type.channels)
     if any(tuple(eq.type.channels) != axes for eq in grads_eq) or axes[0] == axes[1]:
         raise _refuse(diagram, f"not {what}: its weight cotangents carry different channel axes")
-    mixings, grads = [], []
+    mixings, grads, device = [], [], True
     for k, (eq, out) in enumerate(zip(diagram.equations, diagram.outputs)):
         if eq in grads_eq:
             grads.append(_weight_grad(diagram, eq))
@@ -580,12 +623,17 @@ def _mixing_vjp(diagram: Diagram) -> MixingVjpKernel:
         if len(eq.type.channels) != 1 or eq.type.channels[0] not in axes:
             raise _refuse(diagram, f"not {what}: output '{eq.target}' is neither a mixing over "
                           f"'{axes[0]}' or '{axes[1]}' nor a weight cotangent")
-        part = _mixing(replace(diagram, equations=(eq,), outputs=(out,)), what, device=False)
+        alone = replace(diagram, equations=(eq,), outputs=(out,))
+        try:
+            part = _mixing(alone, what)
+        except DiagError:  # beyond a GPU block: a host loop's part only
+            part = _mixing(alone, what, device=False)
+            device = False
         mixings.append(replace(part, name=f"{diagram.name}_part{k}"))
     unbatched = tuple(k for k, t in enumerate(diagram.inputs)
                       if len(t.type.channels) == 2 and not t.type.geometric_dims)
     return MixingVjpKernel(diagram.name, _inputs(diagram), axes, tuple(eq.target for eq in diagram.equations),
-                           tuple(mixings), tuple(grads), unbatched)
+                           tuple(mixings), tuple(grads), unbatched, device and all(g.rows_step for g in grads))
 
 
 def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
@@ -623,14 +671,32 @@ def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
                 ys.append(vy.component(my))
     views_x, views_y = vx.views(stage_dense=False), vy.views(stage_dense=False)
     fx, fy = vx.renumber(views_x), vy.renumber(views_y)
-    return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys))
+    step = next((r for r in GRAD_ROW_STEPS if 2 * r * GRAD_TILE * max(len(xs), 1) * WORD_BYTES <= SHARED_BYTES), 0)
+    return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step)
 
 
-def lower_program(program: Program) -> CudaProgram:
+def lower_program(program: Program, derivatives: bool = False) -> CudaProgram:
+    """The kernels of every diagram of a checked program (a refusal is a DiagError), and with
+    ``derivatives`` those of each one's generated derivatives after it (``NAME_vjp``, ``NAME_vjp_vjp``,
+    :func:`~compiler.ir.grad.with_derivatives`) where the generator can express them; the others
+    are listed as :class:`Unexpressed`."""
+    from ...ir.grad import with_derivatives
     from ..python.codegen import source_sha256
 
-    return CudaProgram(program.filename, source_sha256(program.source),
-                       tuple(lower_diagram(d) for d in program.diagrams))
+    if not derivatives:
+        return CudaProgram(program.filename, source_sha256(program.source),
+                           tuple(lower_diagram(d) for d in program.diagrams))
+    own = {d.name for d in program.diagrams}
+    kernels, unexpressed = [], []
+    for d in with_derivatives(program, checked=True).diagrams:
+        if d.name in own:
+            kernels.append(lower_diagram(d))
+            continue
+        try:
+            kernels.append(lower_diagram(d))
+        except DiagError as refusal:
+            unexpressed.append(Unexpressed(d.name, refusal.message))
+    return CudaProgram(program.filename, source_sha256(program.source), tuple(kernels), tuple(unexpressed))
 
 
 #: the scalar types every kernel is instantiated for: suffix of its symbols, C type
@@ -668,7 +734,7 @@ def module_config(kernel: ElementwiseKernel | MixingKernel | MixingVjpKernel) ->
     if isinstance(kernel, MixingVjpKernel):
         grads = {g.name for g in kernel.grads}
         parts = {m.results[0].name: m for m in kernel.mixings}
-        return {
+        config = {
             "name": kernel.name,
             "kind": kernel.kind,
             "inputs": inputs,
@@ -679,6 +745,10 @@ def module_config(kernel: ElementwiseKernel | MixingKernel | MixingVjpKernel) ->
             "totalled": tuple(k for k, n in enumerate(kernel.outputs) if n in grads),
             "unbatched": kernel.unbatched,
         }
+        if kernel.device:
+            config["library_gemm"] = all(m.library_gemm for m in kernel.mixings)
+            config["launches"] = _mixing_vjp_launches(kernel)
+        return config
     common = {
         "name": kernel.name,
         "kind": kernel.kind,
@@ -699,6 +769,27 @@ def module_config(kernel: ElementwiseKernel | MixingKernel | MixingVjpKernel) ->
                 channels=_axes((kernel.channel_in, kernel.channel_out)), rows=kernel.rows, cols=kernel.cols,
                 library_gemm=kernel.library_gemm, unbatched=tuple(sorted({p for p, _ in kernel.weights})),
                 shared_words={dtype: kernel.shared_words for _, dtype in _DTYPES})
+
+
+def _mixing_vjp_launches(kernel: MixingVjpKernel) -> tuple:
+    """The GPU kernels of a derivative of channel mixing, launched in turn (as its host launcher
+    does), as plain data: per kernel its symbols, the output it writes (position), its two channel
+    axes (contracted and output for a part; [a, b] for a weight cotangent, added into: zeroed
+    first), the block size, shared memory in words, and how the grid is made: a part's batch rows
+    and output channels a block covers (``rows``, ``cols``), a cotangent's tile (``tile``) and the
+    batch rows a block takes at a time (``span``; grid z is the spans, at most 65535, strided)."""
+    out = []
+    for j, m in enumerate(kernel.mixings):
+        out.append({"symbols": {dtype: kernel_symbol(m.name, s) for s, dtype in _DTYPES},
+                    "output": kernel.outputs.index(m.results[0].name),
+                    "channels": _axes((m.channel_in, m.channel_out)), "block": m.threads, "rows": m.rows,
+                    "cols": m.cols, "shared_words": {dtype: m.shared_words for _, dtype in _DTYPES}})
+    for j, g in enumerate(kernel.grads):
+        out.append({"symbols": {dtype: kernel_symbol(f"{kernel.name}_grad{j}", s) for s, dtype in _DTYPES},
+                    "output": kernel.outputs.index(g.name), "channels": _axes(kernel.channels),
+                    "block": GRAD_THREADS, "tile": GRAD_TILE, "span": GRAD_SPAN,
+                    "shared_words": {dtype: g.shared_words for _, dtype in _DTYPES}})
+    return tuple(out)
 
 
 def _axes(channels) -> tuple:

@@ -16,9 +16,8 @@ import jinja2
 from ... import __version__
 from ..python.codegen import template_text
 from ...ir.program import Program
-from .kernels import (PRECISIONS, Component, CudaProgram, ElementwiseKernel, MixingKernel, MixingVjpKernel, View,
-                      host_symbol,
-                      kernel_symbol, launcher_symbol, lower_program)
+from .kernels import (GRAD_SPAN, GRAD_THREADS, GRAD_TILE, PRECISIONS, Component, CudaProgram, ElementwiseKernel,
+                      MixingKernel, MixingVjpKernel, View, host_symbol, kernel_symbol, launcher_symbol, lower_program)
 
 
 def coefficient(c: Fraction | float) -> str:
@@ -123,39 +122,60 @@ def print_program(program: CudaProgram) -> str:
             entry["host"] = {s: host_symbol(k.name, s) for s, _ in PRECISIONS}
         else:
             assert isinstance(k, MixingKernel)
-            entry["z"] = [component(c, views) for c in k.z_components]
-            entry["acc"] = sum(r.size for r in k.results)
-            entry["z_words"] = max(len(k.z_components), 1)
-            entry["host"] = {s: host_symbol(k.name, s) for s, _ in PRECISIONS}
+            entry = _mixing_entry(k)
         kernels.append(entry)
     return _template().render(
         version=__version__,
         filename=_comment(program.filename),
         sha256=program.source_sha256,
         kernels=kernels,
+        unexpressed=[(u.name, _comment(u.reason)) for u in program.unexpressed],
         precisions=PRECISIONS,
     )
 
 
+def _mixing_entry(k: MixingKernel) -> dict:
+    """The template's entry for a channel-mixing kernel (a diagram's, or a part of a derivative's)."""
+    views = k.views
+    return {
+        "k": k,
+        "params": [view_param(j, views) for j in range(len(views))],
+        "locals": [f"view{j}" for j in range(len(views))],
+        "kernel": {s: kernel_symbol(k.name, s) for s, _ in PRECISIONS},
+        "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
+        "z": [component(c, views) for c in k.z_components],
+        "acc": sum(r.size for r in k.results),
+        "z_words": max(len(k.z_components), 1),
+        "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS},
+    }
+
+
 def _mixing_vjp_entry(k: MixingVjpKernel) -> dict:
-    """The template's entry for the derivative of channel mixing: its mixing parts (each one's z
-    components and sizes, ``ca, cb`` in the order of its contracted and output axes) and its weight
-    cotangents (both sides' components), and the host loop's symbols."""
-    parts = [{"k": m, "z": [component(c, m.views) for c in m.z_components],
-              "params": [view_param(j, m.views) for j in range(len(m.views))],
-              "sizes": "ca, cb" if m.channel_in == k.channels[0] else "cb, ca"} for m in k.mixings]
+    """The template's entry for the derivative of channel mixing: its mixing parts (each a mixing
+    entry, with its sizes ``ca, cb`` in the order of its contracted and output axes) and its weight
+    cotangents (both sides' components, their GPU kernels' symbols), the launchers' and the host
+    loop's symbols."""
+    parts = [dict(_mixing_entry(m), sizes="ca, cb" if m.channel_in == k.channels[0] else "cb, ca",
+                  grid_cols="cb" if m.channel_in == k.channels[0] else "ca") for m in k.mixings]
     grads = [{"g": g, "x": [component(c, g.views_x) for c in g.x], "y": [component(c, g.views_y) for c in g.y],
               "params_x": [view_param(j, g.views_x) for j in range(len(g.views_x))],
-              "params_y": [view_param(j, g.views_y) for j in range(len(g.views_y))]} for g in k.grads]
+              "params_y": [view_param(j, g.views_y) for j in range(len(g.views_y))],
+              "stem": f"{k.name}_grad{j}",
+              "kernel": {s: kernel_symbol(f"{k.name}_grad{j}", s) for s, _ in PRECISIONS}}
+             for j, g in enumerate(k.grads)]
     return {"k": k, "params": [], "locals": [], "parts": parts, "grads": grads,
-            "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS}}
+            "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
+            "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS},
+            "grad": {"tile": GRAD_TILE, "threads": GRAD_THREADS, "span": GRAD_SPAN}}
 
 
 def generate_cuda(program: Program) -> str:
-    """The text of one standalone CUDA C++ source for a checked program (a graph diagram gives the
+    """The text of one standalone CUDA C++ source for a checked program: every diagram's kernels
+    and after them those of its generated derivatives (``NAME_vjp``, ``NAME_vjp_vjp``) that the
+    generator can express (the header lists the others, with the reason). A graph diagram gives the
     kernels of its per-edge and per-node work, ``_NAME_edge`` / ``_NAME_node``, and where the
-    per-edge work is elementwise one fused gather - product - sum-over-edges kernel,
-    :mod:`.graph`)."""
+    per-edge work is elementwise one fused gather - product - sum-over-edges kernel and one for its
+    VJP (:mod:`.graph`)."""
     if program.composites:  # a function passed at call time has no CUDA form
         from ...errors import DiagError
         from ...frontend.functions import shown
@@ -168,7 +188,10 @@ def generate_cuda(program: Program) -> str:
                         "compile it for Python (the default target): its stages run the generated CUDA kernels "
                         "on the GPU where the kernel generator can express them")
     from ...frontend.graph import split_program
+    from ...ir.grad import with_derivatives
     from .graph import graph_section
 
     parts, graphs = split_program(program)
-    return print_program(lower_program(parts)) + graph_section(graphs)
+    lowered = lower_program(parts, derivatives=True)
+    derived = {d.name: d for d in with_derivatives(parts, checked=True).diagrams} if graphs else {}
+    return print_program(lowered) + graph_section(graphs, derived, {k.name for k in lowered.kernels})

@@ -40,9 +40,10 @@ def _shape_text(typ) -> str:
     return "(" + ", ".join(dims) + ")"
 
 
-def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: str | None = None) -> str:
-    """The public function's docstring; ``kernel``: the kind of its kernel (elementwise, mixing,
-    mixing_vjp: host loops only), None without one."""
+def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None = None) -> str:
+    """The public function's docstring; ``kernel``: its kernel's launch configuration
+    (kernels.module_config), None without one."""
+    kind = kernel["kind"] if kernel else None
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
     inputs, outputs = public_signature(d)
     for t in inputs:
@@ -62,12 +63,23 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: str | None 
             for k, (t, words) in enumerate(zip(d.outputs, d.basis.words)):
                 reason = reason.replace(f"output '{t.name}'", f"element {k} ({words})")
         lines.append(f"    fused: no fused form ({reason}); the planned code runs")
-        if kernel in ("mixing", "mixing_vjp"):
+        if kind in ("mixing", "mixing_vjp"):
             lines.append("        (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)")
-    if kernel == "mixing_vjp":
+        elif kind == "elementwise":  # the outputs other than those zero everywhere have a fused form
+            lines.append("        (on CPU arrays: the kernel's host loop, C++ built at first use)")
+    if kind == "mixing_vjp" and "launches" not in kernel:
         lines.append("    kernels: no CUDA kernel for this function (host loops only); the array-library code")
         lines.append("        runs on a GPU")
-    elif kernel:
+    elif kind in ("mixing", "mixing_vjp"):
+        lines.append("    kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs" if
+                     kernel["library_gemm"] else
+                     "    kernels: CUDA torch tensors (or cupy arrays) run the generated GEMM kernels when cupy is")
+        lines.append("        unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is" if
+                     kernel["library_gemm"] else
+                     "        importable, unless the module's MIXING is \"blas\" (the array library's GEMM);")
+        lines.append("        importable (compiled at first use; float32/float64, one dtype and device; a")
+        lines.append("        non-contiguous input is copied); kernels=False runs the array-library code")
+    elif kind:
         lines.append("    kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is")
         lines.append("        importable (compiled at first use; float32/float64, one dtype and device; a")
         lines.append("        non-contiguous input is copied); kernels=False runs the array-library code")
@@ -157,7 +169,7 @@ def generate_python(program: Program) -> str:
         functions.append(printer._print_FunctionProgram(
             lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body,
             f"_{d.name}_blocks" if d.irreps else None))
-        functions.append(_print_public(d, function_doc(d, p.fused, kernels[d.name]["kind"] if d.name in kernels else None)))
+        functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name))))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
         vjp = d.name + "_vjp" if d.name + "_vjp" in by_name and not second else None
         positions = {t.name: k for k, t in enumerate(d.inputs)}

@@ -1235,18 +1235,20 @@ def _on_gpu(b, args):
 
 
 def _use_kernel(b, spec, args, fused=False):
-    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing the kernel spec
-    does not choose the array library's GEMM, ``library_gemm``, or MIXING overrides it with
-    "kernel"), the arguments are CUDA arrays, and cupy is importable. Or, with ``fused``, an
+    """The dispatch decision: a kernel exists for ``spec`` (and for channel mixing and its
+    derivatives the kernel spec does not choose the array library's GEMM, ``library_gemm``, or
+    MIXING overrides it with "kernel"; a derivative needs GPU kernels, ``launches``, and weights
+    without batch axes), the arguments are CUDA arrays, and cupy is importable. Or, with ``fused``, an
     elementwise kernel whose host loop runs on CPU arrays (_host_possible), compiled (with its VJP's
     when a gradient is being recorded: the backward will want it)."""
     cfg = spec[5]
     if cfg is None or not args:
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, args):
-        if cfg["kind"] == "mixing_vjp":  # host loops only: cuBLAS through the array library
-            return False
-        gemm = cfg["kind"] == "mixing" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
+        if cfg["kind"] == "mixing_vjp" and ("launches" not in cfg or  # host loops only
+                                            any(_len(args[k].shape) != 2 for k in cfg["unbatched"])):
+            return False  # (a weight with batch axes has a cotangent per row: the array library's GEMMs)
+        gemm = cfg["kind"] != "elementwise" and (cfg["library_gemm"] if MIXING is None else MIXING != "kernel")
         return not gemm and _cupy_importable()
     if not fused or not _host_possible(b, args):
         return False
@@ -1340,7 +1342,8 @@ def _launch_plan(b, cfg, args):
     _kernel_plan (the same errors; nothing is cached for bad arguments), per input whether it is
     passed as it is (None), copied to row-major order (True) or broadcast to the batch and copied
     (the shape), the outputs' shapes and which are zeroed first (added into), the grid (None: nothing
-    to launch), the kernel's batch flags and size arguments, its symbol and shared memory."""
+    to launch), the kernel's batch flags and size arguments, its symbol and shared memory, and for
+    a derivative of channel mixing with GPU kernels its launches in turn (_part_launch; None else)."""
     import math
 
     import numpy
@@ -1358,10 +1361,14 @@ def _launch_plan(b, cfg, args):
     shapes = tuple(tuple(s) for s in _kernel_outputs(cfg, (dtype, device, batch, sizes)))
     summed = tuple(k in cfg.get("summed", cfg.get("totalled", ())) for k in range(_len(shapes)))
     rows = math.prod(batch)
-    if cfg["kind"] == "mixing_vjp":  # host loops only
+    parts = None
+    if cfg["kind"] == "mixing_vjp":  # the host loop, or on a GPU its kernels in turn
         tail = [rows] + [sizes[c] for c in cfg["channels"]]
         grid = (1, 1, 1)
         empty = rows == 0
+        if "launches" in cfg and not empty:
+            parts = tuple(_part_launch(launch, rows, sizes, dtype) for launch in cfg["launches"])
+            parts = tuple(p for p in parts if 0 not in p[1])  # a channel axis of size 0: nothing to add
     elif cfg["kind"] == "elementwise":
         chans = [sizes[c] for c in cfg["channels"]]
         n = rows * math.prod(chans)
@@ -1381,7 +1388,28 @@ def _launch_plan(b, cfg, args):
     return (tuple(copies) if any(c is not None for c in copies) else None, shapes, summed,
             None if empty else grid, (cfg.get("block", 1), 1, 1), tuple(numpy.int32(mode != 0) for mode in modes),
             tuple(numpy.int64(v) for v in tail), cfg["symbols"][dtype] if device_only else None,
-            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8) if device_only else 0)
+            cfg["shared_words"][dtype] * (4 if dtype == "float32" else 8) if device_only else 0, parts)
+
+
+def _part_launch(launch, rows, sizes, dtype):
+    """One kernel of a derivative of channel mixing (``launch``: an entry of its cfg's ``launches``):
+    (symbol, grid, block, size arguments, shared memory in bytes, the output it writes)."""
+    import numpy
+
+    first, second = (sizes[c] for c in launch["channels"])
+    if "tile" in launch:  # a weight's cotangent: tiles of [a, b], spans of batch rows (at most 65535, strided)
+        tile = launch["tile"]
+        grid = ((first + tile - 1) // tile, (second + tile - 1) // tile,
+                min((rows + launch["span"] - 1) // launch["span"], 65535))
+    else:  # a mixing part: batch rows x output channels
+        grid = ((rows + launch["rows"] - 1) // launch["rows"], (second + launch["cols"] - 1) // launch["cols"], 1)
+        if grid[0] > 2147483647:
+            raise ValueError(f"the batch is too large for one launch of the kernel ({grid[0]} blocks)")
+    if grid[1] > 65535:
+        raise ValueError(f"channel axis '{launch['channels'][1]}' of size {second} is too large for the kernel")
+    return (launch["symbols"][dtype], grid, (launch["block"], 1, 1),
+            tuple(numpy.int64(v) for v in (rows, first, second)),
+            launch["shared_words"][dtype] * (4 if dtype == "float32" else 8), launch["output"])
 
 
 def _kernel_launch(b, cfg, args):
@@ -1409,7 +1437,7 @@ def _kernel_launch(b, cfg, args):
         if _len(plans) >= 4096:  # shapes that keep changing: start again rather than grow
             plans.clear()
         plans[key] = plan
-    copies, shapes, summed, grid, block, flags, tail, symbol, shared = plan
+    copies, shapes, summed, grid, block, flags, tail, symbol, shared, parts = plan
     like = args[0]
     index = None if host else _device_index(b, like.device)
     if torch:
@@ -1430,15 +1458,18 @@ def _kernel_launch(b, cfg, args):
     params = []
     for x, flag in zip(xs, flags):
         params += (numpy.uint64(x.data_ptr() if torch else x.data.ptr), flag)
-    params += [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
-    fn = _CUDA["functions"].get((index, symbol)) or _cuda_function(symbol, index)
+    pointers = [numpy.uint64(o.data_ptr() if torch else o.data.ptr) for o in outs]
+    # one kernel writing every output, or (the derivative of channel mixing) several, one output each
+    launches = ((symbol, grid, block, tail, shared, None),) if parts is None else parts
+    fns = [_CUDA["functions"].get((index, launch[0])) or _cuda_function(launch[0], index) for launch in launches]
+    if not fns:  # a channel axis of size 0: the zeroed outputs are the result
+        return outs
     cp = _CUDA["cupy"]
     with cp.cuda.Device(index):
-        if torch:
-            with cp.cuda.ExternalStream(_torch_stream(b, like.device), index):
-                fn(grid, block, tuple(params) + tail, shared_mem=shared)
-        else:
-            fn(grid, block, tuple(params) + tail, shared_mem=shared)
+        with cp.cuda.ExternalStream(_torch_stream(b, like.device), index) if torch else contextlib.nullcontext():
+            for fn, (_, grid, block, tail, shared, k) in zip(fns, launches):
+                fn(grid, block, tuple(params) + tuple(pointers if k is None else (pointers[k],)) + tail,
+                   shared_mem=shared)
     return outs
 
 
