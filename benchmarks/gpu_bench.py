@@ -416,6 +416,17 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
                     err = rel_err(got, fn(*args, kernels=False))
                     if not err <= tol:
                         return f"MISMATCH {str(dtype)[6:]} at {rows} x {chans} (relative error {err:.2e})"
+                if cfg["kind"] in ("mixing", "mixing_vjp") and (cfg["kind"] == "mixing" or "launches" in cfg):
+                    m.MIXING = "kernel"  # the generated GEMM (and weight-cotangent) kernels, weights shared
+                    try:
+                        for dtype, tol, rows, chans in ((torch.float64, 1e-12, 300, 37), (torch.float32, 1e-5, 37, 70)):
+                            args = [a[0] if len(c) == 2 and not d else a for a, (_, c, d) in
+                                    zip(_random(cfg, (rows,), chans, dtype, device, torch, seed=13), cfg["inputs"])]
+                            err = rel_err(fn(*args), fn(*args, kernels=False))
+                            if not err <= tol:
+                                return f"MISMATCH (MIXING = kernel) {str(dtype)[6:]} at {rows} x {chans} ({err:.2e})"
+                    finally:
+                        m.MIXING = None
                 return None
             check(f"module {stem}.{cfg['name']}", module_path)
     for stem, name in GRADCHECK:
@@ -615,7 +626,9 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
     the raw tiled-GEMM kernel, the module with MIXING="kernel" (its custom op) and MIXING="blas"
     (each for the call only; the module's own choice is its kernel spec's ``library_gemm``)
     (the planned torch code: einsum, cuBLAS), torch.matmul as a batched GEMM over the batch, and one
-    large GEMM after moving the channel axis last (two copies)."""
+    large GEMM after moving the channel axis last (two copies); then per dtype its VJP (``dtype
+    VJP`` rows: d_A and the batch-summed d_W) through the module with MIXING="kernel" (the parts'
+    GEMMs and the weight-cotangent kernel) and "blas"."""
     meta = manifest["files"]["tensornet"]["mix_skew"]
     out = []
     for dtype in (torch.float32, torch.float64):
@@ -653,6 +666,29 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
         print(f"mixing {row['dtype']:8} " + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items())
               + "  " + "; ".join(row["notes"]), flush=True)
         del args, ref, A, W, calls
+        # its VJP (d_A, and d_W summed over the batch): the generated kernels against cuBLAS
+        row = {"dtype": str(dtype)[6:] + " VJP", "ms": {}, "err": {}, "notes": []}
+        out.append(row)
+        vjp_cfg = m._mix_skew_vjp_KERNEL
+        args = [a[0] if len(c) == 2 and not d else a for a, (_, c, d) in
+                zip(_random(vjp_cfg, (rows,), channels, torch.float64, device, torch, seed=98), vjp_cfg["inputs"])]
+        ref = _as_tuple(m.mix_skew_vjp(*args, kernels=False))
+        args = [a.to(dtype) for a in args]
+
+        def vjp_with(choice):
+            m.MIXING = choice
+            try:
+                return m.mix_skew_vjp(*args)
+            finally:
+                m.MIXING = None
+        calls = {"module blas": lambda: vjp_with("blas")}
+        if "launches" in vjp_cfg and verdict.get("module tensornet.mix_skew_vjp", "not probed") is None:
+            calls["module kernel"] = lambda: vjp_with("kernel")
+        for key, call in calls.items():
+            _time_checked(row, key, call, ref, tolerance, timer, torch, device)
+        print(f"mixing {row['dtype']:8} " + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items())
+              + "  " + "; ".join(row["notes"]), flush=True)
+        del args, ref, calls
     return out
 
 
@@ -828,11 +864,11 @@ def report(results, bandwidth, device, torch, rows, channels, how, notes, elapse
             xs = [r["ms"][a] / r["ms"][b] for r in results if r["dtype"] == dtype and a in r["ms"] and b in r["ms"]]
             cells.append(f"{_geomean(xs):.2f} (least {min(xs):.2f})" if xs else "—")
         L.append(f"| {label} | {cells[0]} | {cells[1]} |")
-    if mixing:
+    for label, vjp in (("channel mixing, fastest 3 (ms)", False), ("its VJP, fastest first (ms)", True)):
         cells = [", ".join(f"{k} {v:.3f}" for k, v in sorted(r["ms"].items(), key=lambda kv: kv[1])[:3])
-                 for r in mixing]
-        L.append(f"| channel mixing, fastest 3 (ms) | {cells[0] if cells else '—'} | "
-                 f"{cells[1] if len(cells) > 1 else '—'} |")
+                 for r in mixing if r["dtype"].endswith(" VJP") == vjp]
+        if cells:
+            L.append(f"| {label} | {cells[0]} | {cells[1] if len(cells) > 1 else '—'} |")
     if steps:
         xs = [r["ms"]["expert"] / r["ms"]["module"] for r in steps if "expert" in r["ms"] and "module" in r["ms"]]
         L.append(f"| fwd+VJP+2nd: expert / module (geomean) | "

@@ -98,6 +98,27 @@ def test_cli_writes_cu(tmp_path, capsys):
         assert f"extern \"C\" int diagc_{name}_f64(" in text
 
 
+def test_the_file_has_the_derivatives_kernels_and_lists_those_it_cannot_express():
+    """After each diagram its generated derivatives' kernels (elementwise, channel mixing's parts and
+    weight cotangents with their launcher, an output zero everywhere stored by the others' kernel);
+    a derivative the generator cannot express is listed in the header, with the reason, and has no
+    kernel."""
+    text = _emit(ROOT / "diagrams/tensornet.diag")
+    for name in ("decompose_vjp", "decompose_vjp_vjp", "matmul_o3_vjp_vjp", "edge_tensor_vjp"):
+        assert f"extern \"C\" __global__ void __launch_bounds__(128) diagc_{name}_kernel_f32(" in text
+        assert f"extern \"C\" int diagc_{name}_f64(" in text
+    for name in ("mix_skew_vjp", "mix_skew_vjp_vjp"):
+        assert f"diagc_{name}_part0_kernel_f32(" in text and f"diagc_{name}_grad0_kernel_f64(" in text
+        assert f"extern \"C\" int diagc_{name}_f32(" in text and f"extern \"C\" void diagc_{name}_host_f64(" in text
+    assert "derivatives without a kernel" not in text
+    layer = _emit(ROOT / "diagrams/tensornet_layer.diag")
+    header = layer[:layer.index("#if")]
+    for name in ("project_vjp", "project_vjp_vjp"):
+        assert f"//   {name}: diagram '{name}': the cuda target cannot express it: " in header
+        assert f"diagc_{name}_kernel_f32" not in layer and f"diagc_{name}_f32(" not in layer
+    assert "diagc_project_kernel_f32(" in layer and "diagc_residual_vjp_vjp_kernel_f32(" in layer
+
+
 @pytest.mark.parametrize("source, construct", [
     ("diagram f(X: cart2[c]) -> n: scalar { n = X[c,i,i] }", "channel axis 'c' is contracted"),
     ("diagram f(X: vec[c], W: weight[c,d], V: weight[c,d]) -> Y: vec[d] {\n Y[d,i] = W[c,d] V[c,d] X[c,i]\n}",

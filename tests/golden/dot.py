@@ -1062,9 +1062,9 @@ extern \"C\" void diagc_dot_vjp_vjp_host_f64(
 _OP_NAMESPACE = "diagc_ffefd83a8e6c9321"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
-#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM)
+#: channel mixing and its derivatives on CUDA arrays: None (each kernel's spec chooses,
+#: _NAME_KERNEL["library_gemm"]: the generator's measured choice), "blas" (the array library's
+#: matmul, cuBLAS) or "kernel" (the generated tiled GEMMs, and the weight cotangents' kernels)
 MIXING = None
 
 

@@ -5009,9 +5009,9 @@ extern \"C\" void diagc_edge_sph2_vjp_vjp_host_f64(
 _OP_NAMESPACE = "diagc_59ac1ec50d9fb3e1"
 _CUDA = {"available": None, "cupy": None, "modules": {}, "functions": {}, "ops": None, "plans": {},
          "autograd": None, "specs": None}
-#: channel mixing on CUDA arrays: None (each kernel's spec chooses, _NAME_KERNEL["library_gemm"]:
-#: the generator's measured choice), "blas" (the array library's matmul, cuBLAS) or "kernel" (the
-#: generated tiled GEMM)
+#: channel mixing and its derivatives on CUDA arrays: None (each kernel's spec chooses,
+#: _NAME_KERNEL["library_gemm"]: the generator's measured choice), "blas" (the array library's
+#: matmul, cuBLAS) or "kernel" (the generated tiled GEMMs, and the weight cotangents' kernels)
 MIXING = None
 
 

@@ -269,10 +269,11 @@ def _element_function(gk: GraphKernel) -> list[str]:
             lines.append(f"    const long long i{p} = (c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p};")
     rows = {r.input: r for r in gk.rows}
     for r in gk.rows:
-        if r.edge_list is not None:
-            lines.append(f"    const long long row_{r.input} = list_{r.edge_list}[b];")
-        elif r.batched:
-            lines.append(f"    const long long row_{r.input} = b;")
+        if r.edge_list is not None or r.batched:  # (a VJP may read no view of an input)
+            row = f"list_{r.edge_list}[b]" if r.edge_list is not None else "b"
+            lines.append(f"    const long long row_{r.input} = {row};")
+            if all(v.input != r.input for v in k.views):
+                lines.append(f"    (void)row_{r.input};")
     for j, v in enumerate(k.views):
         r = rows[v.input]
         if v.dense:
