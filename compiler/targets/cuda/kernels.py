@@ -671,7 +671,7 @@ def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
                 ys.append(vy.component(my))
     views_x, views_y = vx.views(stage_dense=False), vy.views(stage_dense=False)
     fx, fy = vx.renumber(views_x), vy.renumber(views_y)
-    step = next((r for r in GRAD_ROW_STEPS if 2 * r * GRAD_TILE * max(len(xs), 1) * WORD_BYTES <= SHARED_BYTES), 0)
+    step = next((r for r in GRAD_ROW_STEPS if 2 * r * GRAD_TILE * len(xs) * WORD_BYTES <= SHARED_BYTES), 0) if xs else 0
     return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step)
 
 

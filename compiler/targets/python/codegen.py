@@ -71,14 +71,18 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None
         lines.append("    kernels: no CUDA kernel for this function (host loops only); the array-library code")
         lines.append("        runs on a GPU")
     elif kind in ("mixing", "mixing_vjp"):
-        lines.append("    kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs" if
-                     kernel["library_gemm"] else
-                     "    kernels: CUDA torch tensors (or cupy arrays) run the generated GEMM kernels when cupy is")
-        lines.append("        unless the module's MIXING is \"kernel\": then the generated GEMM kernels, when cupy is" if
-                     kernel["library_gemm"] else
-                     "        importable, unless the module's MIXING is \"blas\" (the array library's GEMM);")
+        if kernel["library_gemm"]:
+            lines.append("    kernels: on CUDA torch tensors (or cupy arrays) the array library's GEMM (cuBLAS) runs")
+            lines.append("        unless the module's MIXING is \"kernel\": then the generated kernels, when cupy is")
+        else:
+            lines.append("    kernels: on CUDA torch tensors (or cupy arrays) the generated kernels run, unless the")
+            lines.append("        module's MIXING is \"blas\" (the array library's GEMM), when cupy is")
         lines.append("        importable (compiled at first use; float32/float64, one dtype and device; a")
-        lines.append("        non-contiguous input is copied); kernels=False runs the array-library code")
+        if kind == "mixing_vjp":
+            lines.append("        non-contiguous input is copied; weights with batch axes: the array library's")
+            lines.append("        GEMMs); kernels=False runs the array-library code")
+        else:
+            lines.append("        non-contiguous input is copied); kernels=False runs the array-library code")
     elif kind:
         lines.append("    kernels: CUDA torch tensors (or cupy arrays) run the generated CUDA kernel when cupy is")
         lines.append("        importable (compiled at first use; float32/float64, one dtype and device; a")

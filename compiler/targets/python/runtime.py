@@ -169,9 +169,10 @@ class _Backend:
     def matmul_flat(self, w, x, n, out=None):
         """w @ x over x's axis -n-1, with x's last n axes flattened for the product and restored."""
         tail = tuple(x.shape[-n:])
-        flat = x.reshape(tuple(x.shape[:-n]) + (-1,))
+        size = __import__("math").prod(tail)  # (not -1: ambiguous when a channel axis is empty)
+        flat = x.reshape(tuple(x.shape[:-n]) + (size,))
         if out is not None and out.flags.c_contiguous:  # a reshape of it is a view: BLAS writes in place
-            self.xp.matmul(w, flat, out=out.reshape(tuple(out.shape[:-n]) + (-1,)))
+            self.xp.matmul(w, flat, out=out.reshape(tuple(out.shape[:-n]) + (size,)))
             return out
         result = self.xp.matmul(w, flat)
         result = result.reshape(tuple(result.shape[:-1]) + tail)
@@ -434,7 +435,8 @@ class _Torch(_Compiling):
         if x[:3] == "..." and x[:-1] == y[:-1] and out in (x[-1] + y[-1], y[-1] + x[-1]) and out[0] != out[1] \
                 and not set(out) & set(x[3:-1]) and operands[0].shape[:-1] == operands[1].shape[:-1]:
             a, b = operands if out[0] == x[-1] else operands[::-1]
-            return self.xp.mm(a.reshape(-1, a.shape[-1]).t(), b.reshape(-1, b.shape[-1]))
+            rows = a.shape[:-1].numel()  # (not -1: ambiguous when a channel axis is empty)
+            return self.xp.mm(a.reshape(rows, a.shape[-1]).t(), b.reshape(rows, b.shape[-1]))
         return self.xp.einsum(spec, *operands)
 
     def promote(self, args):
@@ -452,7 +454,7 @@ class _Torch(_Compiling):
         if x.ndim == 2 < y.ndim:
             return self.mm(y.transpose(-1, -2), x.transpose(-1, -2)).transpose(-1, -2)
         if y.ndim == 2 < x.ndim:
-            return (x.reshape(-1, x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
+            return (x.reshape(x.shape[:-1].numel(), x.shape[-1]) @ y).reshape(tuple(x.shape[:-1]) + (y.shape[-1],))
         return x @ y
 
     def moveaxis(self, x, source, destination):
@@ -1366,7 +1368,7 @@ def _launch_plan(b, cfg, args):
         tail = [rows] + [sizes[c] for c in cfg["channels"]]
         grid = (1, 1, 1)
         empty = rows == 0
-        if "launches" in cfg and not empty:
+        if "launches" in cfg and not empty and b.root != "numpy" and _on_gpu(b, args):  # (a CPU call: the loop)
             parts = tuple(_part_launch(launch, rows, sizes, dtype) for launch in cfg["launches"])
             parts = tuple(p for p in parts if 0 not in p[1])  # a channel axis of size 0: nothing to add
     elif cfg["kind"] == "elementwise":
