@@ -417,16 +417,13 @@ def probe(folder: Path, device_name: str = "cuda") -> int:
                     if not err <= tol:
                         return f"MISMATCH {str(dtype)[6:]} at {rows} x {chans} (relative error {err:.2e})"
                 if cfg["kind"] in ("mixing", "mixing_vjp") and (cfg["kind"] == "mixing" or "launches" in cfg):
-                    m.MIXING = "kernel"  # the generated GEMM (and weight-cotangent) kernels, weights shared
-                    try:
-                        for dtype, tol, rows, chans in ((torch.float64, 1e-12, 300, 37), (torch.float32, 1e-5, 37, 70)):
-                            args = [a[0] if len(c) == 2 and not d else a for a, (_, c, d) in
-                                    zip(_random(cfg, (rows,), chans, dtype, device, torch, seed=13), cfg["inputs"])]
-                            err = rel_err(fn(*args), fn(*args, kernels=False))
-                            if not err <= tol:
-                                return f"MISMATCH (MIXING = kernel) {str(dtype)[6:]} at {rows} x {chans} ({err:.2e})"
-                    finally:
-                        m.MIXING = None
+                    for dtype, tol, rows, chans in ((torch.float64, 1e-12, 300, 37), (torch.float32, 1e-5, 37, 70)):
+                        args = [a[0] if len(c) == 2 and not d else a for a, (_, c, d) in
+                                zip(_random(cfg, (rows,), chans, dtype, device, torch, seed=13), cfg["inputs"])]
+                        # the generated GEMM (and weight-cotangent) kernels, weights shared
+                        err = rel_err(_mixing(m, "kernel", fn, *args), fn(*args, kernels=False))
+                        if not err <= tol:
+                            return f"MISMATCH (MIXING = kernel) {str(dtype)[6:]} at {rows} x {chans} ({err:.2e})"
                 return None
             check(f"module {stem}.{cfg['name']}", module_path)
     for stem, name in GRADCHECK:
@@ -618,6 +615,16 @@ def _time_checked(row, key, call, ref, tolerance, timer, torch, device):
         traceback.print_exc(limit=2)
 
 
+def _mixing(m, choice, fn, *args):
+    """fn(*args) with module m's MIXING switch set to ``choice`` ("kernel": the generated GEMM and
+    weight-cotangent kernels; "blas": the array library's), the kernel spec's choice (None) after."""
+    m.MIXING = choice
+    try:
+        return fn(*args)
+    finally:
+        m.MIXING = None
+
+
 MIXING_VARIANTS = ("expert", "kernel", "module kernel", "module blas", "bmm", "one GEMM")
 
 
@@ -642,21 +649,8 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
         if kernels is not None and not verdict.get("kernel tensornet.mix_skew"):
             calls["kernel"] = kernels.bind("mix_skew", meta, [A, W], sizes)
         if verdict.get("module tensornet.mix_skew", "not probed") is None:
-            def module_kernel():
-                m.MIXING = "kernel"
-                try:
-                    return m.mix_skew(A, W)
-                finally:
-                    m.MIXING = None  # the kernel spec's choice (library_gemm) again
-            calls["module kernel"] = module_kernel
-
-        def blas():
-            m.MIXING = "blas"
-            try:
-                return m.mix_skew(A, W)
-            finally:
-                m.MIXING = None
-        calls["module blas"] = blas
+            calls["module kernel"] = lambda: _mixing(m, "kernel", m.mix_skew, A, W)
+        calls["module blas"] = lambda: _mixing(m, "blas", m.mix_skew, A, W)
         calls["bmm"] = lambda: torch.matmul(W.t(), A.reshape(b, c, 9)).reshape(b, W.shape[1], 3, 3)
         calls["one GEMM"] = lambda: (A.permute(0, 2, 3, 1).reshape(-1, c) @ W).reshape(b, 3, 3, -1).permute(
             0, 3, 1, 2).contiguous()
@@ -674,16 +668,9 @@ def mixing_variants(m, kernels, manifest, rows, channels, device, torch, timer, 
                 zip(_random(vjp_cfg, (rows,), channels, torch.float64, device, torch, seed=98), vjp_cfg["inputs"])]
         ref = _as_tuple(m.mix_skew_vjp(*args, kernels=False))
         args = [a.to(dtype) for a in args]
-
-        def vjp_with(choice):
-            m.MIXING = choice
-            try:
-                return m.mix_skew_vjp(*args)
-            finally:
-                m.MIXING = None
-        calls = {"module blas": lambda: vjp_with("blas")}
+        calls = {"module blas": lambda: _mixing(m, "blas", m.mix_skew_vjp, *args)}
         if "launches" in vjp_cfg and verdict.get("module tensornet.mix_skew_vjp", "not probed") is None:
-            calls["module kernel"] = lambda: vjp_with("kernel")
+            calls["module kernel"] = lambda: _mixing(m, "kernel", m.mix_skew_vjp, *args)
         for key, call in calls.items():
             _time_checked(row, key, call, ref, tolerance, timer, torch, device)
         print(f"mixing {row['dtype']:8} " + "  ".join(f"{k} {v:.3f}" for k, v in row["ms"].items())

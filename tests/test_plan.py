@@ -344,3 +344,45 @@ def test_a_diagram_run_in_runs_writes_small_geometric_sums_out():
     for e in range(7):
         want[dst[e]] += v[src[e]] @ u[e]
     np.testing.assert_allclose(compiler.load_source(GRAPH_SOURCE).g(v, u, src, dst), want, rtol=1e-12)
+
+
+def test_batched_dot_products_are_a_multiply_and_a_sum():
+    """A pairwise contraction whose operands both carry every letter (``X[c,i,j] Y[c,j,i]``) is a
+    batched dot product: the planner permutes the operands and calls the backend's sum_product
+    (torch's einsum made it a batched gemv, one launch per 65,535 rows on a GPU). Values on numpy
+    and torch, with broadcast batch axes, into ``out=``, and torch's gradients through the VJP."""
+    import torch
+
+    from compiler.planning.plan import Dot, dot_indexes
+
+    assert dot_indexes("...ac,...ca->...a") == Dot((None, "...ca->...ac"), 1)
+    assert dot_indexes("...abc,...acb->...a") == Dot((None, "...acb->...abc"), 2)
+    assert dot_indexes("...ij,...ij->...") == Dot((None, None), 2)
+    assert dot_indexes("...ba,...ab->...a") == Dot(("...ba->...ab", None), 1)
+    for other in ("...ab,...ab->...ab", "...a,...ab->...b", "...aa,...aa->...", "ab,ab->", "...ab,...b->...a"):
+        assert dot_indexes(other) is None, other
+    src = ("diagram g(X: cart2[c], Y: cart2[c]) -> s: scalar[c] {\n    s[c] = X[c,i,j] Y[c,j,i] + X[c,k,k]\n}\n"
+           "diagram h(X: cart2[c], a: vec[c]) -> u: scalar[c] {\n    u[c] = 2 a[c,k] a[c,k] - X[c,i,j] X[c,i,j]\n}\n")
+    plans = {d.name: plan_diagram(d) for d in checked_program(src).diagrams}
+    assert "dot('...abc,...acb->...a', X, Y)" in explain(plans["g"])
+    assert "dot('...ab,...ab->...a', a, a)" in explain(plans["h"])
+    text = compiler.compile_source(src)
+    assert '_b.copyto(s, _b.sum_product(X, _b.einsum("...acb->...abc", Y), 2))' in text  # straight into out=
+    m = compiler.load_source(src)
+    rng = np.random.default_rng(3)
+    X, Y = rng.normal(size=(5, 1, 4, 3, 3)), rng.normal(size=(3, 4, 3, 3))  # batch (5, 1) with (3,)
+    a = rng.normal(size=(4, 3))
+    want_s = np.einsum("...cij,...cji->...c", X, Y) + np.trace(X, axis1=-2, axis2=-1)
+    want_u = 2 * np.einsum("ck,ck->c", a, a) - np.einsum("...cij,...cij->...c", X, X)
+    for xp in (np.asarray, torch.from_numpy):
+        s, u = m.g(xp(X), xp(Y)), m.h(xp(X), xp(a))
+        np.testing.assert_allclose(np.asarray(s), want_s, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(np.asarray(u), want_u, rtol=1e-12, atol=1e-12)
+    for xp in (np.asarray, torch.from_numpy):
+        out = xp(np.full((5, 3, 4), np.nan))
+        assert m.g(xp(X), xp(Y), out=out) is out
+        np.testing.assert_allclose(np.asarray(out), want_s, rtol=1e-12, atol=1e-12)
+    Xt, Yt, at = (torch.tensor(v, requires_grad=True) for v in (X[0, 0], Y[0], a))
+    for f, args in ((m.g, (Xt, Yt)), (m.h, (Xt, at))):
+        assert torch.autograd.gradcheck(f, args)
+        assert torch.autograd.gradgradcheck(f, args)

@@ -18,8 +18,8 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Union
 
-from .plan import (Combination, Contraction, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product, Scaled,
-                   Unrolled, broadcast_indexes)
+from .plan import (Combination, Contraction, Dot, FlatMatmul, FunctionPlan, Layout, Matmul, OutputPlan, Product,
+                   Scaled, Unrolled, broadcast_indexes)
 
 
 # ---- expressions ---------------------------------------------------------------------------------
@@ -372,6 +372,12 @@ def broadcast(spec: str, operands: list) -> list:
     return out
 
 
+def dotted(d: Dot, operands: list) -> tuple:
+    """A batched dot product's arguments: both operands permuted (views) to the output's letters
+    followed by the summed ones, and how many trailing axes are summed."""
+    return tuple(o if p is None else Einsum(p, (o,)) for o, p in zip(operands, d.permutations)) + (Literal(d.summed),)
+
+
 def eye_trailing(spec: str) -> bool:
     """var ⊗ delta with the delta's legs the trailing output axes: a broadcast multiply (cheaper than
     an einsum outer product on every backend), or an add to the diagonal."""
@@ -446,6 +452,8 @@ def step(c, tables) -> list:
         return [Assign(Ref(c.var), args[0])]
     if c.broadcast:
         return [Assign(Ref(c.var), Mul(tuple(broadcast(c.spec, args))))]
+    if c.dot is not None:
+        return [Assign(Ref(c.var), Call("sum_product", dotted(c.dot, args)))]
     return [Assign(Ref(c.var), Einsum(c.spec, tuple(args), c.blas))]
 
 
@@ -515,6 +523,9 @@ def seed_into(c, target: str, tables) -> list:
         if len(factors) == 2:
             return [BinaryInto("multiply", factors[0], factors[1], Ref(target))]
         return [CopyInto(Ref(target), Mul(tuple(factors)))]
+    if isinstance(c, Contraction) and c.dot is not None:
+        args = [operand(o, tables) for o in c.operands]
+        return [CopyInto(Ref(target), Call("sum_product", dotted(c.dot, args)))]
     if isinstance(c, Contraction):
         return [EinsumInto(target, c.spec, tuple(operand(o, tables) for o in c.operands), c.blas)]
     return unrolled_into(c, target)

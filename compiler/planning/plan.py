@@ -103,6 +103,11 @@ class Contraction:
         """Nothing summed: a broadcast multiply beats einsum's loops."""
         return len(self.operands) > 1 and broadcast_indexes(self.spec) is not None
 
+    @property
+    def dot(self) -> "Dot | None":
+        """A batched dot product (``...ac,...ca->...a``): see ``dot_indexes``."""
+        return dot_indexes(self.spec) if len(self.operands) == 2 else None
+
 
 @dataclass(frozen=True)
 class Matmul:
@@ -992,6 +997,34 @@ def broadcast_indexes(spec: str) -> list[tuple[str | None, tuple[bool, ...] | No
     return result
 
 
+@dataclass(frozen=True)
+class Dot:
+    """A pairwise contraction whose operands both carry every letter, the output's and the summed
+    ones (``...ac,...ca->...a``, ``...ij,...ij->...``): each operand permuted to the output's
+    letters followed by the summed ones (``None``: already in that order), then the product summed
+    over its last ``summed`` axes. torch's einsum runs it as a batched product of 1 x n and n x 1
+    matrices, one per output element (cuBLAS: a batched gemv launched once per 65,535 of them); a
+    multiply and a sum read each operand once."""
+
+    permutations: tuple  # per operand: an einsum permutation spec, or None
+    summed: int
+
+
+def dot_indexes(spec: str) -> Dot | None:
+    """The batched-dot form of a pairwise einsum (``Dot``), or None when it is not one: an operand
+    without '...', a repeated letter, a letter that one operand lacks, or nothing summed."""
+    lhs, out = spec.split("->")
+    parts = lhs.split(",")
+    if len(parts) != 2 or not out.startswith("...") or not all(p.startswith("...") for p in parts):
+        return None
+    x, y, out = parts[0][3:], parts[1][3:], out[3:]
+    if set(x) != set(y) or len(set(x)) < len(x) or len(set(out)) < len(out) or not set(out) < set(x):
+        return None
+    order = out + "".join(ch for ch in x if ch not in out)
+    perms = tuple(None if mine == order else f"...{mine}->...{order}" for mine in (x, y))
+    return Dot(perms, len(order) - len(out))
+
+
 def _gemm_like(spec: str) -> bool:
     """A pairwise contraction with a summed letter and a free letter that only one side has: a
     matrix product or matrix-vector product, which numpy's optimize=True sends to BLAS when the
@@ -1302,6 +1335,8 @@ def explain(plan: FunctionPlan) -> str:
             how = "einsum(BLAS)"
         elif isinstance(c, Contraction) and c.broadcast:
             how = "broadcast"
+        elif isinstance(c, Contraction) and c.dot is not None:
+            how = "dot"
         detail = f", {sum(len(cell) for cell in c.cells)} products" if isinstance(c, Unrolled) else ""
         lines.append(f"  {c.var:<8} = {how}({c.spec!r}, {', '.join(c.operands)}{detail})   ~{c.cost:,} multiply-adds, "
                      f"{traffic}")

@@ -1077,9 +1077,6 @@ _len = len  # the functions' own names may shadow builtins (an input named len)
 
 
 class _Backend:
-    def einsum(self, spec, *operands):
-        return self.xp.einsum(spec, *operands)
-
     def asarray(self, x, like=None):
         return self.xp.asarray(x)
 
@@ -1143,8 +1140,8 @@ class _Backend:
     def add(self, x, y, out):
         self.xp.add(x, y, out=out)
 
-    def einsum_into(self, out, spec, *operands, blas=False):
-        self.copyto(out, self.xp.einsum(spec, *operands))
+    def sum_product(self, x, y, summed):
+        return (x * y).sum(axis=tuple(range(-summed, 0)))
 
     def fused(self, fn, args, outs=None, stacked=None):
         return fn(self, *args, outs)
@@ -1223,8 +1220,9 @@ class _Numpy(_Backend):
             return x
         return self.xp.asarray(x)
 
-    def einsum_into(self, out, spec, *operands, blas=False):
-        self.xp.einsum(spec, *operands, out=out, optimize=blas)
+    def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
+        letters = "abcdefgh"[:summed]
+        return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
         return x.dtype.hasobject
@@ -2026,11 +2024,11 @@ def _dot_planned(a, b, *, out=None, fused=False):
         _b.fused(_dot_fused, (a, b), (s,))
         return out
     if out is None:
-        _t0 = _b.einsum("...a,...a->...", a, b)
+        _t0 = _b.sum_product(a, b, 1)
         s = _t0
         return s
     s = _b.out(out, _b.batch(a.shape[:-1], b.shape[:-1]), (a, b), "out")
-    _b.einsum_into(s, "...a,...a->...", a, b)
+    _b.copyto(s, _b.sum_product(a, b, 1))
     return out
 
 
@@ -2206,8 +2204,8 @@ def _dot_vjp_vjp_planned(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False):
         return (dd_a, dd_b, d_d_s)
     _t0 = d_s[..., None] * d_d_b
     _t1 = d_s[..., None] * d_d_a
-    _t2 = _b.einsum("...a,...a->...", b, d_d_a)
-    _t3 = _b.einsum("...a,...a->...", a, d_d_b)
+    _t2 = _b.sum_product(b, d_d_a, 1)
+    _t3 = _b.sum_product(a, d_d_b, 1)
     if out is None:
         dd_a = _t0
         dd_b = _t1

@@ -907,10 +907,10 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_part0_kerne
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// d_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// d_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -920,23 +920,28 @@ __device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -974,19 +979,28 @@ __device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -1026,8 +1040,8 @@ extern \"C\" int diagc_mix_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -1066,8 +1080,8 @@ extern \"C\" int diagc_mix_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -1587,10 +1601,10 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_vjp_part2_k
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// dd_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// dd_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -1602,23 +1616,28 @@ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -1656,19 +1675,28 @@ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -1715,8 +1743,8 @@ extern \"C\" int diagc_mix_vjp_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -1766,8 +1794,8 @@ extern \"C\" int diagc_mix_vjp_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -2569,10 +2597,10 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_linear_cart2_vjp_pa
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// d_W0 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// d_W0 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2584,23 +2612,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -2638,19 +2671,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -2681,10 +2723,10 @@ extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad0
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// d_W1 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// d_W1 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2696,23 +2738,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -2750,19 +2797,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -2793,10 +2849,10 @@ extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad1
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// d_W2 on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
+// d_W2 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
 // 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2808,23 +2864,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 1;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 8;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -2862,19 +2923,28 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -2922,8 +2992,8 @@ extern \"C\" int diagc_linear_cart2_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W0_batched || W1_batched || W2_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -2952,7 +3022,7 @@ extern \"C\" int diagc_linear_cart2_vjp_f32(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
         diagc_linear_cart2_vjp_grad1_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad2_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 512 * sizeof(float), stream>>>(
+        diagc_linear_cart2_vjp_grad2_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 1024 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -2974,8 +3044,8 @@ extern \"C\" int diagc_linear_cart2_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W0_batched || W1_batched || W2_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -3004,7 +3074,7 @@ extern \"C\" int diagc_linear_cart2_vjp_f64(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
         diagc_linear_cart2_vjp_grad1_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad2_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 512 * sizeof(double), stream>>>(
+        diagc_linear_cart2_vjp_grad2_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 1024 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -5457,10 +5527,10 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     return (dd_W0, dd_W1, dd_W2)
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_mix_host_f32", "float64": "diagc_mix_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1,), "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
-_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_linear_cart2_host_f32", "float64": "diagc_linear_cart2_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1, 2, 3), "shared_words": {"float32": 4864, "float64": 4864}}
-_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_linear_cart2_vjp_part0_kernel_f32", "float64": "diagc_linear_cart2_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad0_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad1_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad1_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad2_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad2_kernel_f64"}, "output": 3, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 512, "float64": 512}})}
+_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_linear_cart2_vjp_part0_kernel_f32", "float64": "diagc_linear_cart2_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad0_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad1_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad1_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad2_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad2_kernel_f64"}, "output": 3, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 1024, "float64": 1024}})}
 _linear_cart2_vjp_vjp_KERNEL = {"name": "linear_cart2_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W0", ("c", "d"), ()), ("dd_W1", ("c", "d"), ()), ("dd_W2", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_linear_cart2_vjp_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3, 6, 7, 8)}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None, ((0, (1, 2, 0)),))
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, _mix_vjp_KERNEL, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))), ((2, (1, 2, 0)),))

@@ -2424,9 +2424,6 @@ _len = len  # the functions' own names may shadow builtins (an input named len)
 
 
 class _Backend:
-    def einsum(self, spec, *operands):
-        return self.xp.einsum(spec, *operands)
-
     def asarray(self, x, like=None):
         return self.xp.asarray(x)
 
@@ -2496,8 +2493,8 @@ class _Backend:
     def add(self, x, y, out):
         self.xp.add(x, y, out=out)
 
-    def einsum_into(self, out, spec, *operands, blas=False):
-        self.copyto(out, self.xp.einsum(spec, *operands))
+    def sum_product(self, x, y, summed):
+        return (x * y).sum(axis=tuple(range(-summed, 0)))
 
     def fused(self, fn, args, outs=None, stacked=None):
         return fn(self, *args, outs)
@@ -2576,8 +2573,9 @@ class _Numpy(_Backend):
             return x
         return self.xp.asarray(x)
 
-    def einsum_into(self, out, spec, *operands, blas=False):
-        self.xp.einsum(spec, *operands, out=out, optimize=blas)
+    def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
+        letters = "abcdefgh"[:summed]
+        return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
         return x.dtype.hasobject
@@ -3388,11 +3386,11 @@ def _dot_planned(a, b, *, out=None, fused=False):
         _b.fused(_dot_fused, (a, b), (s,))
         return out
     if out is None:
-        _t0 = _b.einsum("...a,...a->...", a, b)
+        _t0 = _b.sum_product(a, b, 1)
         s = _t0
         return s
     s = _b.out(out, _b.batch(a.shape[:-1], b.shape[:-1]), (a, b), "out")
-    _b.einsum_into(s, "...a,...a->...", a, b)
+    _b.copyto(s, _b.sum_product(a, b, 1))
     return out
 
 
@@ -3568,8 +3566,8 @@ def _dot_vjp_vjp_planned(a, b, d_s, d_d_a, d_d_b, *, out=None, fused=False):
         return (dd_a, dd_b, d_d_s)
     _t0 = d_s[..., None] * d_d_b
     _t1 = d_s[..., None] * d_d_a
-    _t2 = _b.einsum("...a,...a->...", b, d_d_a)
-    _t3 = _b.einsum("...a,...a->...", a, d_d_b)
+    _t2 = _b.sum_product(b, d_d_a, 1)
+    _t3 = _b.sum_product(a, d_d_b, 1)
     if out is None:
         dd_a = _t0
         dd_b = _t1
@@ -4159,7 +4157,7 @@ def _triple_vjp_vjp_planned(a, b, c, d_t, d_d_a, d_d_b, d_d_c, *, out=None, fuse
     _t9 = _b.stack((a[..., 1] * d_d_b[..., 2] - a[..., 2] * d_d_b[..., 1], -a[..., 0] * d_d_b[..., 2] + a[..., 2] * d_d_b[..., 0], a[..., 0] * d_d_b[..., 1] - a[..., 1] * d_d_b[..., 0]), -1)
     _t10 = _t8 + _t9
     _t11 = d_t[..., None] * _t10
-    _t12 = _b.einsum("...a,...a->...", b, _t6)
+    _t12 = _b.sum_product(b, _t6, 1)
     _t13 = a[..., 0] * c[..., 2] * d_d_b[..., 1] - a[..., 0] * c[..., 1] * d_d_b[..., 2] - a[..., 1] * c[..., 2] * d_d_b[..., 0] + a[..., 1] * c[..., 0] * d_d_b[..., 2] + a[..., 2] * c[..., 1] * d_d_b[..., 0] - a[..., 2] * c[..., 0] * d_d_b[..., 1]
     if out is None:
         dd_a = _t3

@@ -3935,10 +3935,10 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_skew_vjp_part0_
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// d_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// d_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_skew_vjp_grad0_tile(
     const T* __restrict__ in_A, const int A_batched,
@@ -3948,23 +3948,28 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_grad0_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -4002,19 +4007,28 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_grad0_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -4054,8 +4068,8 @@ extern \"C\" int diagc_mix_skew_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -4094,8 +4108,8 @@ extern \"C\" int diagc_mix_skew_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -4615,10 +4629,10 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_skew_vjp_vjp_pa
 
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
-// dd_W on the GPU: a block of 256 threads sums a 32 x 32 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
-// [row][a][k], y as [row][k][b]); thread t keeps b = t % 32 and a = t / 32 + 8 j (j < 4) in registers and adds
-// them into the output (zeroed first) with atomicAdd
+// dd_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
+// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
+// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_skew_vjp_vjp_grad0_tile(
     const T* __restrict__ in_A, const int A_batched,
@@ -4630,23 +4644,28 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_vjp_grad0_tile(
     const long long batch, const long long ca, const long long cb)
 {
     constexpr int K = 9;
-    constexpr int TILE = 32;
+    constexpr int TILE = 64;
     constexpr int THREADS = 256;
-    constexpr int GROUPS = THREADS / TILE;
-    constexpr int PA = TILE / GROUPS;  // channels a a thread keeps
-    constexpr int RS = 8;
+    constexpr int TB = 16;  // threads along b
+    constexpr int TA = THREADS / TB;  // threads along a
+    constexpr int PA = TILE / TA;  // channels a a thread keeps
+    constexpr int PB = TILE / TB;  // channels b a thread keeps
+    static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
+    constexpr int RS = 4;
     constexpr long long SPAN = 256;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
     const int t = threadIdx.x;
-    const int lane = t % TILE;
-    const int group = t / TILE;
+    const int tb = t % TB;
+    const int ta = t / TB;
     const long long a0 = (long long)blockIdx.x * TILE;
     const long long b0 = (long long)blockIdx.y * TILE;
-    T acc[PA];
+    T acc[PA][PB];
 #pragma unroll
-    for (int j = 0; j < PA; ++j) acc[j] = T(0);
+    for (int i = 0; i < PA; ++i)
+#pragma unroll
+        for (int j = 0; j < PB; ++j) acc[i][j] = T(0);
     for (long long r0 = (long long)blockIdx.z * SPAN; r0 < batch; r0 += (long long)gridDim.z * SPAN) {
         const long long r1 = batch - r0 < SPAN ? batch : r0 + SPAN;
         for (long long s0 = r0; s0 < r1; s0 += RS) {
@@ -4684,19 +4703,28 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_vjp_grad0_tile(
             for (int q = 0; q < rows; ++q) {
 #pragma unroll
                 for (int k = 0; k < K; ++k) {
-                    const T yv = sy[(q * K + k) * TILE + lane];
+                    T xv[PA], yv[PB];
 #pragma unroll
-                    for (int j = 0; j < PA; ++j) acc[j] += sx[(q * TILE + group + GROUPS * j) * K + k] * yv;
+                    for (int i = 0; i < PA; ++i) xv[i] = sx[(q * TILE + ta + TA * i) * K + k];
+#pragma unroll
+                    for (int j = 0; j < PB; ++j) yv[j] = sy[(q * K + k) * TILE + tb + TB * j];
+#pragma unroll
+                    for (int i = 0; i < PA; ++i)
+#pragma unroll
+                        for (int j = 0; j < PB; ++j) acc[i][j] += xv[i] * yv[j];
                 }
             }
             __syncthreads();
         }
     }
 #pragma unroll
-    for (int j = 0; j < PA; ++j) {
-        const long long a = a0 + group + GROUPS * j;
-        const long long b = b0 + lane;
-        if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[j]);
+    for (int i = 0; i < PA; ++i) {
+        const long long a = a0 + ta + TA * i;
+#pragma unroll
+        for (int j = 0; j < PB; ++j) {
+            const long long b = b0 + tb + TB * j;
+            if (a < ca && b < cb) atomicAdd(out + a * cb + b, acc[i][j]);
+        }
     }
 }
 
@@ -4743,8 +4771,8 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -4794,8 +4822,8 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 31) / 32;
-    const long long tiles_b = (cb + 31) / 32;
+    const long long tiles_a = (ca + 63) / 64;
+    const long long tiles_b = (cb + 63) / 64;
     if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
@@ -6509,6 +6537,9 @@ class _Backend:
     def einsum_into(self, out, spec, *operands, blas=False):
         self.copyto(out, self.xp.einsum(spec, *operands))
 
+    def sum_product(self, x, y, summed):
+        return (x * y).sum(axis=tuple(range(-summed, 0)))
+
     def diagonal(self, x):
         return self.xp.diagonal(x, axis1=-2, axis2=-1)
 
@@ -6614,6 +6645,10 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
+        letters = "abcdefgh"[:summed]
+        return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
         return x.dtype.hasobject
@@ -8277,11 +8312,11 @@ def _tensor_norm_planned(X, *, out=None, fused=False):
         _b.fused(_tensor_norm_fused, (X,), (n,))
         return out
     if out is None:
-        _t0 = _b.einsum("...abc,...abc->...a", X, X)
+        _t0 = _b.sum_product(X, X, 2)
         n = _t0
         return n
     n = _b.out(out, _b.batch(X.shape[:-3]) + (X.shape[-3],), (X,), "out")
-    _b.einsum_into(n, "...abc,...abc->...a", X, X)
+    _b.copyto(n, _b.sum_product(X, X, 2))
     return out
 
 
@@ -8450,7 +8485,7 @@ def _tensor_norm_vjp_vjp_planned(X, d_n, d_d_X, *, out=None, fused=False):
         _b.fused(_tensor_norm_vjp_vjp_fused, (X, d_n, d_d_X), (dd_X, d_d_n,))
         return (dd_X, d_d_n)
     _t0 = d_n[..., :, None, None] * d_d_X
-    _t1 = _b.einsum("...abc,...abc->...a", X, d_d_X)
+    _t1 = _b.sum_product(X, d_d_X, 2)
     if out is None:
         dd_X = _t0 * 2
         d_d_n = _t1 * 2
@@ -9282,12 +9317,12 @@ def _edge_tensor_vjp_planned(r, fI, fA, fS, d_X, *, out=None, fused=False):
     _t5_0 = _b.einsum_blas("...bcd,...b->...cd", d_X, fA)
     _t5 = _b.einsum_blas("...cd,cda->...a", _t5_0, _eps)
     _t6 = _b.einsum("...abb->...a", d_X)
-    _t7_0 = _b.einsum("...b,...b->...", _t6, fS)
+    _t7_0 = _b.sum_product(_t6, fS, 1)
     _t7 = _t7_0[..., None] * r
     _t8 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
     _t9_0 = r[..., :, None] * r[..., None, :]
     _t9 = _b.einsum_blas("...cb,...abc->...a", _t9_0, d_X)
-    _t10_0 = _b.einsum("...b,...b->...", r, r)
+    _t10_0 = _b.sum_product(r, r, 1)
     _t10 = _t10_0[..., None] * _t6
     if out is None:
         d_r = _t4 - _t5 + _t7 * _b.rational(-2, 3, _like)
@@ -9410,11 +9445,11 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t3 = _b.einsum_blas("...bca,...bc->...a", d_X, _t2)
     _t4 = _b.einsum_blas("...bac,...bc->...a", d_X, _t2)
     _t5 = _b.einsum("...abb->...a", d_X)
-    _t6_0 = _b.einsum("...b,...b->...", _t5, fS)
+    _t6_0 = _b.sum_product(_t5, fS, 1)
     _t6 = _t6_0[..., None] * d_d_r
     _t7_0 = _b.einsum_blas("...d,...dbc->...bc", d_d_fA, d_X)
     _t7 = _b.einsum_blas("...bc,bca->...a", _t7_0, _eps)
-    _t8_0 = _b.einsum("...b,...b->...", d_d_fS, _t5)
+    _t8_0 = _b.sum_product(d_d_fS, _t5, 1)
     _t8 = _t8_0[..., None] * r
     _t9 = fI
     _t10 = -d_X[..., :, 0, 1] * d_d_r[..., 2][..., None] + d_X[..., :, 0, 2] * d_d_r[..., 1][..., None] + d_X[..., :, 1, 0] * d_d_r[..., 2][..., None] - d_X[..., :, 1, 2] * d_d_r[..., 0][..., None] - d_X[..., :, 2, 0] * d_d_r[..., 1][..., None] + d_X[..., :, 2, 1] * d_d_r[..., 0][..., None]
@@ -9422,7 +9457,7 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t12 = r[..., :, None] * d_d_r[..., None, :]
     _t13 = _t11 + _t12
     _t14 = _b.einsum_blas("...abc,...bc->...a", d_X, _t13)
-    _t15_0 = _b.einsum("...b,...b->...", d_d_r, r)
+    _t15_0 = _b.sum_product(d_d_r, r, 1)
     _t15 = _t15_0[..., None] * _t5
     _t16 = fS[..., :, None, None] * _t13[..., None, :, :]
     _t17_0 = fA * d_d_r[..., 2][..., None]
@@ -9439,7 +9474,7 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t20 = _b.unflatten(_b.stack((_t20_z, _t20_0, -_t20_1, -_t20_0, _t20_z, _t20_2, _t20_1, -_t20_2, _t20_z), -1), (3, 3))
     _t21_0 = r[..., :, None] * r[..., None, :]
     _t21 = _b.einsum("...cb->...bc", _t21_0)[..., None, :, :] * d_d_fS[..., :, None, None]
-    _t22_0 = _b.einsum("...b,...b->...", r, r)
+    _t22_0 = _b.sum_product(r, r, 1)
     _t22 = _t22_0[..., None] * d_d_fS
     if out is None:
         dd_r = _t3 + _t4 - _t7 + (-_t6 - _t8) * _b.rational(2, 3, _like)
@@ -9737,8 +9772,8 @@ _matmul_o3_KERNEL = {"name": "matmul_o3", "kind": "elementwise", "symbols": {"fl
 _matmul_o3_vjp_KERNEL = {"name": "matmul_o3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_matmul_o3_vjp_host_f32", "float64": "diagc_matmul_o3_vjp_host_f64"}, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_o3_vjp_vjp_KERNEL = {"name": "matmul_o3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_matmul_o3_vjp_vjp_host_f32", "float64": "diagc_matmul_o3_vjp_vjp_host_f64"}, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
 _mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32": "diagc_mix_skew_kernel_f32", "float64": "diagc_mix_skew_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_mix_skew_host_f32", "float64": "diagc_mix_skew_host_f64"}, "outputs": (("B", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1,), "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_skew_vjp_KERNEL = {"name": "mix_skew_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3))), "outputs": (("d_A", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_skew_vjp_host_f32", "float64": "diagc_mix_skew_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
-_mix_skew_vjp_vjp_KERNEL = {"name": "mix_skew_vjp_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_A", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_B", ("d",), (3, 3))), "host": {"float32": "diagc_mix_skew_vjp_vjp_host_f32", "float64": "diagc_mix_skew_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 32, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_skew_vjp_KERNEL = {"name": "mix_skew_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3))), "outputs": (("d_A", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_skew_vjp_host_f32", "float64": "diagc_mix_skew_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_skew_vjp_vjp_KERNEL = {"name": "mix_skew_vjp_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_A", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_B", ("d",), (3, 3))), "host": {"float32": "diagc_mix_skew_vjp_vjp_host_f32", "float64": "diagc_mix_skew_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
 _edge_tensor_KERNEL = {"name": "edge_tensor", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_kernel_f32", "float64": "diagc_edge_tensor_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ())), "block": 128, "host": {"float32": "diagc_edge_tensor_host_f32", "float64": "diagc_edge_tensor_host_f64"}, "outputs": (("X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_edge_tensor_vjp_host_f32", "float64": "diagc_edge_tensor_vjp_host_f64"}, "outputs": (("d_r", (), (3,)), ("d_fI", ("c",), ()), ("d_fA", ("c",), ()), ("d_fS", ("c",), ())), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 5632, "float64": 1408}}
 _edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "host": {"float32": "diagc_edge_tensor_vjp_vjp_host_f32", "float64": "diagc_edge_tensor_vjp_vjp_host_f64"}, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 7168, "float64": 1792}}

@@ -5154,6 +5154,9 @@ class _Backend:
     def einsum_into(self, out, spec, *operands, blas=False):
         self.copyto(out, self.xp.einsum(spec, *operands))
 
+    def sum_product(self, x, y, summed):
+        return (x * y).sum(axis=tuple(range(-summed, 0)))
+
     def diagonal(self, x):
         return self.xp.diagonal(x, axis1=-2, axis2=-1)
 
@@ -5259,6 +5262,10 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
+        letters = "abcdefgh"[:summed]
+        return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
         return x.dtype.hasobject
@@ -6624,9 +6631,9 @@ def _compose_mixed_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *, out=None
     _t7_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t7 = _t7_0 * _t0
     _t8_0 = _b.matmul_flat(_b.swap(a), W1, 1)
-    _t8 = _b.einsum("...ae,...ea->...a", _t2_0, _t8_0)
+    _t8 = _b.sum_product(_t2_0, _b.einsum("...ea->...ae", _t8_0), 1)
     _t9_1 = _b.matmul_flat(_b.swap(t), W2, 1)
-    _t9 = _b.einsum("...ba,...ab->...a", _t9_1, _t3_0)
+    _t9 = _b.sum_product(_b.einsum("...ba->...ab", _t9_1), _t3_0, 1)
     if out is None:
         d_i = _t1
         d_a = -_t2
@@ -6778,9 +6785,9 @@ def _compose_mixed_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *
     _t4_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t4 = _t4_0 * _t0
     _t5_0 = _b.matmul_flat(_b.swap(a), W1, 1)
-    _t5 = _b.einsum("...ae,...ea->...a", _t2_0, _t5_0)
+    _t5 = _b.sum_product(_t2_0, _b.einsum("...ea->...ae", _t5_0), 1)
     _t6_1 = _b.matmul_flat(_b.swap(t), W2, 1)
-    _t6 = _b.einsum("...ba,...ab->...a", _t6_1, _t3_0)
+    _t6 = _b.sum_product(_b.einsum("...ba->...ab", _t6_1), _t3_0, 1)
     if out is None:
         d_i = _t1
         d_a = -_t2
@@ -7038,13 +7045,13 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t14_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t14 = _t14_0 * _t0
     _t15_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
-    _t15 = _b.einsum("...ae,...ea->...a", _t3_0, _t15_0)
+    _t15 = _b.sum_product(_t3_0, _b.einsum("...ea->...ae", _t15_0), 1)
     _t16_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
-    _t16 = _b.einsum("...ad,...ad->...a", _t16_1, _t3_0)
+    _t16 = _b.sum_product(_t16_1, _t3_0, 1)
     _t17_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
-    _t17 = _b.einsum("...ba,...ab->...a", _t17_1, _t5_0)
+    _t17 = _b.sum_product(_b.einsum("...ba->...ab", _t17_1), _t5_0, 1)
     _t18_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
-    _t18 = _b.einsum("...ab,...ab->...a", _t18_1, _t5_0)
+    _t18 = _b.sum_product(_t18_1, _t5_0, 1)
     _t19 = _b.einsum_blas("...da,dbc->...abc", _t17_1, _c_760bb7b8eb81)
     _t20 = _b.einsum_blas("...ad,dbc->...abc", _t18_1, _c_760bb7b8eb81)
     _t21 = _t19 + _t20
@@ -7305,13 +7312,13 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
     _t8_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t8 = _t8_0 * _t0
     _t9_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
-    _t9 = _b.einsum("...ae,...ea->...a", _t3_0, _t9_0)
+    _t9 = _b.sum_product(_t3_0, _b.einsum("...ea->...ae", _t9_0), 1)
     _t10_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
-    _t10 = _b.einsum("...ad,...ad->...a", _t10_1, _t3_0)
+    _t10 = _b.sum_product(_t10_1, _t3_0, 1)
     _t11_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
-    _t11 = _b.einsum("...ba,...ab->...a", _t11_1, _t5_0)
+    _t11 = _b.sum_product(_b.einsum("...ba->...ab", _t11_1), _t5_0, 1)
     _t12_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
-    _t12 = _b.einsum("...ab,...ab->...a", _t12_1, _t5_0)
+    _t12 = _b.sum_product(_t12_1, _t5_0, 1)
     _t13 = _b.einsum_blas("...da,dbc->...abc", _t11_1, _c_760bb7b8eb81)
     _t14 = _b.einsum_blas("...ad,dbc->...abc", _t12_1, _c_760bb7b8eb81)
     _t15 = _t13 + _t14
@@ -7664,9 +7671,9 @@ def _project_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None, fused=Fal
     _t3 = _b.einsum("...abb->...a", X)
     _t4 = _t0_0 * _t3
     _t5_1 = _b.einsum_blas("...ade,cde->...ac", X, _eps)
-    _t5 = _b.einsum("...ac,...ca->...a", _t5_1, _t1_0)
+    _t5 = _b.sum_product(_t5_1, _b.einsum("...ca->...ac", _t1_0), 1)
     _t6_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
-    _t6 = _b.einsum("...ba,...ab->...a", _t2_0, _t6_0)
+    _t6 = _b.sum_product(_b.einsum("...ba->...ab", _t2_0), _t6_0, 1)
     _t7_0 = _t3 * s
     _t7 = _t7_0[..., :, None] * d_i[..., None, :]
     _t8 = s[..., :, None] * X[..., :, 1, 2][..., :, None] * d_a[..., :, 0][..., None, :] - s[..., :, None] * X[..., :, 2, 1][..., :, None] * d_a[..., :, 0][..., None, :] - s[..., :, None] * X[..., :, 0, 2][..., :, None] * d_a[..., :, 1][..., None, :] + s[..., :, None] * X[..., :, 2, 0][..., :, None] * d_a[..., :, 1][..., None, :] + s[..., :, None] * X[..., :, 0, 1][..., :, None] * d_a[..., :, 2][..., None, :] - s[..., :, None] * X[..., :, 1, 0][..., :, None] * d_a[..., :, 2][..., None, :]
@@ -7798,9 +7805,9 @@ def _project_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, *, out=None,
     _t3 = _b.einsum("...abb->...a", X)
     _t4 = _t0_0 * _t3
     _t5_1 = _b.einsum_blas("...ade,cde->...ac", X, _eps)
-    _t5 = _b.einsum("...ac,...ca->...a", _t5_1, _t1_0)
+    _t5 = _b.sum_product(_t5_1, _b.einsum("...ca->...ac", _t1_0), 1)
     _t6_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
-    _t6 = _b.einsum("...ba,...ab->...a", _t2_0, _t6_0)
+    _t6 = _b.sum_product(_b.einsum("...ba->...ab", _t2_0), _t6_0, 1)
     if out is None:
         d_X = _t0[..., None, None] * _eye * _b.rational(1, 3, _like) + _t1 * _b.rational(-1, 2, _like) + _t2
         d_s = _t4 * _b.rational(1, 3, _like) + _t5 * _b.rational(-1, 2, _like) + _t6
@@ -8002,15 +8009,15 @@ def _project_vjp_vjp_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d_d_s, d_d_
     _t6 = _b.einsum("...abb->...a", d_d_X)
     _t7 = _t0_0 * _t6
     _t8_1 = _b.einsum_blas("...ade,cde->...ac", d_d_X, _eps)
-    _t8 = _b.einsum("...ac,...ca->...a", _t8_1, _t1_0)
+    _t8 = _b.sum_product(_t8_1, _b.einsum("...ca->...ac", _t1_0), 1)
     _t9_0 = _b.einsum_blas("...acd,bcd->...ab", d_d_X, _c_760bb7b8eb81)
-    _t9 = _b.einsum("...ba,...ab->...a", _t2_0, _t9_0)
+    _t9 = _b.sum_product(_b.einsum("...ba->...ab", _t2_0), _t9_0, 1)
     _t10 = _b.einsum("...abb->...a", X)
     _t11 = _t3_0 * _t10
     _t12_0 = _b.einsum_blas("...acd,bcd->...ab", X, _eps)
-    _t12 = _b.einsum("...ab,...ab->...a", _t4_0, _t12_0)
+    _t12 = _b.sum_product(_t4_0, _t12_0, 1)
     _t13_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
-    _t13 = _b.einsum("...ab,...ab->...a", _t5_0, _t13_0)
+    _t13 = _b.sum_product(_t5_0, _t13_0, 1)
     _t14 = s * _t6
     _t15 = _t10 * d_d_s
     _t16 = _t14 + _t15
@@ -8235,15 +8242,15 @@ def _project_vjp_vjp_batchrest_planned(X, s, W0, W1, W2, d_i, d_a, d_t, d_d_X, d
     _t6 = _b.einsum("...abb->...a", d_d_X)
     _t7 = _t0_0 * _t6
     _t8_1 = _b.einsum_blas("...ade,cde->...ac", d_d_X, _eps)
-    _t8 = _b.einsum("...ac,...ca->...a", _t8_1, _t1_0)
+    _t8 = _b.sum_product(_t8_1, _b.einsum("...ca->...ac", _t1_0), 1)
     _t9_0 = _b.einsum_blas("...acd,bcd->...ab", d_d_X, _c_760bb7b8eb81)
-    _t9 = _b.einsum("...ba,...ab->...a", _t2_0, _t9_0)
+    _t9 = _b.sum_product(_b.einsum("...ba->...ab", _t2_0), _t9_0, 1)
     _t10 = _b.einsum("...abb->...a", X)
     _t11 = _t3_0 * _t10
     _t12_0 = _b.einsum_blas("...acd,bcd->...ab", X, _eps)
-    _t12 = _b.einsum("...ab,...ab->...a", _t4_0, _t12_0)
+    _t12 = _b.sum_product(_t4_0, _t12_0, 1)
     _t13_0 = _b.einsum_blas("...acd,bcd->...ab", X, _c_760bb7b8eb81)
-    _t13 = _b.einsum("...ab,...ab->...a", _t5_0, _t13_0)
+    _t13 = _b.sum_product(_t5_0, _t13_0, 1)
     _t14 = s * _t6
     _t15 = _t10 * d_d_s
     _t16 = _t14 + _t15
@@ -8445,8 +8452,8 @@ def _parts_norm_planned(i, a, t, *, out=None, fused=False):
         _b.fused(_parts_norm_fused, (i, a, t), (n,))
         return out
     _t0 = i * i
-    _t1 = _b.einsum("...ab,...ab->...a", a, a)
-    _t2 = _b.einsum("...ab,...ab->...a", t, t)
+    _t1 = _b.sum_product(a, a, 1)
+    _t2 = _b.sum_product(t, t, 1)
     if out is None:
         n = _t0 * 3 + _t1 * 2 + _t2
         return n
@@ -8678,8 +8685,8 @@ def _parts_norm_vjp_vjp_planned(i, a, t, d_n, d_d_i, d_d_a, d_d_t, *, out=None, 
     _t1 = d_n[..., :, None] * d_d_a
     _t2 = d_n[..., :, None] * d_d_t
     _t3 = i * d_d_i
-    _t4 = _b.einsum("...ab,...ab->...a", a, d_d_a)
-    _t5 = _b.einsum("...ab,...ab->...a", t, d_d_t)
+    _t4 = _b.sum_product(a, d_d_a, 1)
+    _t5 = _b.sum_product(t, d_d_t, 1)
     if out is None:
         dd_i = _t0 * 6
         dd_a = _t1 * 4
@@ -8864,7 +8871,7 @@ def _matmul_o3_scaled_vjp_planned(M, Y, g, d_C, *, out=None, fused=False):
     _t5 = _b.einsum_blas("...acd,...abd->...abc", M, d_C)
     _t6 = _t4 + _t5
     _t7 = g[..., None, None, None] * _t6
-    _t8 = _b.einsum("...abc,...abc->...", M, _t2)
+    _t8 = _b.sum_product(M, _t2, 3)
     if out is None:
         d_M = _t3
         d_Y = _t7
@@ -8980,7 +8987,7 @@ def _matmul_o3_scaled_vjp_vjp_planned(M, Y, g, d_C, d_d_M, d_d_Y, d_d_g, *, out=
     _t18 = _b.mm(M, d_d_Y)
     _t19 = _b.einsum_blas("...adc,...abd->...abc", M, d_d_Y)
     _t20 = _t16 + _t17 + _t18 + _t19
-    _t21 = _b.einsum("...abc,...abc->...", d_C, _t20)
+    _t21 = _b.sum_product(d_C, _t20, 3)
     _t22 = g[..., None, None, None] * _t20
     _t23 = _b.mm(M, Y)
     _t24 = _b.mm(Y, M)
@@ -9164,7 +9171,7 @@ def _residual_vjp_planned(X, D, g, d_Z, *, out=None, fused=False):
     _t3 = _t1 + _t2
     _t4 = g[..., None, None, None] * _t3
     _t5_0 = _b.mm(_b.swap(D), _b.swap(D))
-    _t5 = _b.einsum("...adb,...abd->...", _t5_0, d_Z)
+    _t5 = _b.sum_product(_t5_0, _b.einsum("...abd->...adb", d_Z), 3)
     if out is None:
         d_X = _b.copy(_t0)
         d_D = _t4 + d_X
@@ -9271,7 +9278,7 @@ def _residual_vjp_vjp_planned(X, D, g, d_Z, d_d_X, d_d_D, d_d_g, *, out=None, fu
     _t9 = _b.einsum_blas("...adc,...adb->...abc", d_Z, d_d_D)
     _t10 = _b.mm(d_Z, _b.swap(d_d_D))
     _t11 = _t9 + _t10
-    _t12 = _b.einsum("...abc,...abc->...", D, _t11)
+    _t12 = _b.sum_product(D, _t11, 3)
     _t13 = _b.einsum_blas("...adc,...adb->...abc", D, _t7)
     _t14 = d_d_X
     _t15 = d_d_D
@@ -9359,8 +9366,8 @@ def _part_norms_planned(X, *, out=None, fused=False):
         _b.fused(_part_norms_fused, (X,), (nI, nA, nS,))
         return (nI, nA, nS)
     _t0 = _b.einsum("...abb->...a", X)
-    _t2 = _b.einsum("...abc,...abc->...a", X, X)
-    _t3 = _b.einsum("...abc,...acb->...a", X, X)
+    _t2 = _b.sum_product(X, X, 2)
+    _t3 = _b.sum_product(X, _b.einsum("...acb->...abc", X), 2)
     if out is None:
         _t1 = _t0 * _t0
         nI = _t1 * _b.rational(1, 3, _like)
@@ -9601,8 +9608,8 @@ def _part_norms_vjp_vjp_planned(X, d_nI, d_nA, d_nS, d_d_X, *, out=None, fused=F
     _t8 = d_nS * _t6
     _t9 = _b.einsum("...abb->...a", X)
     _t10 = _t9 * _t6
-    _t11 = _b.einsum("...abc,...abc->...a", X, d_d_X)
-    _t12 = _b.einsum("...abc,...acb->...a", X, d_d_X)
+    _t11 = _b.sum_product(X, d_d_X, 2)
+    _t12 = _b.sum_product(X, _b.einsum("...acb->...abc", d_d_X), 2)
     if out is None:
         dd_X = _t3 + _t5 + (_t7[..., None, None] * _eye - _t8[..., None, None] * _eye) * _b.rational(2, 3, _like)
         d_d_nI = _t10 * _b.rational(2, 3, _like)

@@ -73,8 +73,10 @@ MIX_LIBRARY_GEMM = True
 #: a weight's cotangent on the GPU (WeightGrad's kernel): a block of GRAD_THREADS threads sums a
 #: GRAD_TILE x GRAD_TILE tile of [a, b] over GRAD_SPAN batch rows at a time (grid z: the spans,
 #: strided), staging the polynomials of ``rows_step`` rows in shared memory (the most of
-#: GRAD_ROW_STEPS that fits), then adds its sums into the zeroed output with atomicAdd
-GRAD_TILE = 32
+#: GRAD_ROW_STEPS that fits), each thread a 4 x 4 register tile of the sums (GRAD_TILE / 16 a side),
+#: then adds them into the zeroed output with atomicAdd. (Session 12's tile of 32 with 4 sums a
+#: thread, one shared-memory read of x per product, lost to cuBLAS 2-2.7x on the H200.)
+GRAD_TILE = 64
 GRAD_THREADS = 256
 GRAD_SPAN = 256
 GRAD_ROW_STEPS = (8, 4, 2, 1)
@@ -280,9 +282,9 @@ class MixingVjpKernel:
     cotangents of the mixed inputs, each a :class:`MixingKernel` of its own, named ``NAME_partK``)
     or weight cotangents (``grads``, carrying both ``channels`` in that order, totalled over the
     batch). The inputs at ``unbatched`` (weight-shaped: two channel axes, no geometric axis) must
-    have no batch axes. Host loops always; with ``device``, GPU kernels too (each part's GEMM kernel
-    and one per weight cotangent, launched in turn by one host launcher); else the parts or the
-    cotangents' staged rows do not fit a GPU block."""
+    have no batch axes. Host loops always; GPU kernels too (each part's GEMM kernel and one per
+    weight cotangent, launched in turn by one host launcher) unless ``host_only`` says why not:
+    the cotangents' staged rows or the parts do not fit a GPU block."""
 
     name: str
     inputs: tuple[Input, ...]
@@ -291,11 +293,15 @@ class MixingVjpKernel:
     mixings: tuple[MixingKernel, ...]
     grads: tuple[WeightGrad, ...]
     unbatched: tuple[int, ...]
-    device: bool = False
+    host_only: str = ""  # why it has no GPU kernels ('': it has them)
 
     @property
     def kind(self) -> str:
         return "mixing_vjp"
+
+    @property
+    def device(self) -> bool:
+        return not self.host_only
 
 
 @dataclass(frozen=True)
@@ -615,7 +621,7 @@ def _mixing_vjp(diagram: Diagram) -> MixingVjpKernel:
     axes = tuple(grads_eq[0].type.channels)
     if any(tuple(eq.type.channels) != axes for eq in grads_eq) or axes[0] == axes[1]:
         raise _refuse(diagram, f"not {what}: its weight cotangents carry different channel axes")
-    mixings, grads, device = [], [], True
+    mixings, grads, parts_fit = [], [], True
     for k, (eq, out) in enumerate(zip(diagram.equations, diagram.outputs)):
         if eq in grads_eq:
             grads.append(_weight_grad(diagram, eq))
@@ -628,12 +634,14 @@ def _mixing_vjp(diagram: Diagram) -> MixingVjpKernel:
             part = _mixing(alone, what)
         except DiagError:  # beyond a GPU block: a host loop's part only
             part = _mixing(alone, what, device=False)
-            device = False
+            parts_fit = False
         mixings.append(replace(part, name=f"{diagram.name}_part{k}"))
     unbatched = tuple(k for k, t in enumerate(diagram.inputs)
                       if len(t.type.channels) == 2 and not t.type.geometric_dims)
+    host_only = ("its weight cotangents' staged rows do not fit a GPU block" if not all(g.rows_step for g in grads)
+                 else "" if parts_fit else "its mixing parts do not fit a GPU block")
     return MixingVjpKernel(diagram.name, _inputs(diagram), axes, tuple(eq.target for eq in diagram.equations),
-                           tuple(mixings), tuple(grads), unbatched, device and all(g.rows_step for g in grads))
+                           tuple(mixings), tuple(grads), unbatched, host_only)
 
 
 def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
@@ -675,20 +683,19 @@ def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
     return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step)
 
 
-def lower_program(program: Program, derivatives: bool = False) -> CudaProgram:
-    """The kernels of every diagram of a checked program (a refusal is a DiagError), and with
-    ``derivatives`` those of each one's generated derivatives after it (``NAME_vjp``, ``NAME_vjp_vjp``,
-    :func:`~compiler.ir.grad.with_derivatives`) where the generator can express them; the others
-    are listed as :class:`Unexpressed`."""
-    from ...ir.grad import with_derivatives
+def lower_program(program: Program, derived: Program | None = None) -> CudaProgram:
+    """The kernels of every diagram of a checked program (a refusal is a DiagError), and given
+    ``derived``, the program with its generated derivatives after each diagram (``NAME_vjp``,
+    ``NAME_vjp_vjp``: :func:`~compiler.ir.grad.with_derivatives` of it), those of the derivatives
+    too where the generator can express them; the others are listed as :class:`Unexpressed`."""
     from ..python.codegen import source_sha256
 
-    if not derivatives:
+    if derived is None:
         return CudaProgram(program.filename, source_sha256(program.source),
                            tuple(lower_diagram(d) for d in program.diagrams))
     own = {d.name for d in program.diagrams}
     kernels, unexpressed = [], []
-    for d in with_derivatives(program, checked=True).diagrams:
+    for d in derived.diagrams:
         if d.name in own:
             kernels.append(lower_diagram(d))
             continue
@@ -779,7 +786,7 @@ def _mixing_vjp_launches(kernel: MixingVjpKernel) -> tuple:
     and output channels a block covers (``rows``, ``cols``), a cotangent's tile (``tile``) and the
     batch rows a block takes at a time (``span``; grid z is the spans, at most 65535, strided)."""
     out = []
-    for j, m in enumerate(kernel.mixings):
+    for m in kernel.mixings:
         out.append({"symbols": {dtype: kernel_symbol(m.name, s) for s, dtype in _DTYPES},
                     "output": kernel.outputs.index(m.results[0].name),
                     "channels": _axes((m.channel_in, m.channel_out)), "block": m.threads, "rows": m.rows,

@@ -91,39 +91,8 @@ def _comment(text: str) -> str:
 
 
 def print_program(program: CudaProgram) -> str:
-    kernels = []
-    for k in program.kernels:
-        if isinstance(k, MixingVjpKernel):
-            kernels.append(_mixing_vjp_entry(k))
-            continue
-        views = k.views
-        params = [view_param(j, views) for j in range(len(views))]
-        entry = {
-            "k": k,
-            "params": params,
-            "locals": [f"view{j}" for j in range(len(views))],
-            "kernel": {s: kernel_symbol(k.name, s) for s, _ in PRECISIONS},
-            "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
-        }
-        if isinstance(k, ElementwiseKernel):
-            entry["results"] = [(r, [component(c, views) for c in r.components]) for r in k.results]
-            entry["offsets"] = [_view_offset(v, k.channels) for v in views]
-            entry["chans"] = _product([f"ch{p}" for p in range(len(k.channels))])
-            n = len(k.channels)
-            index = [f"(c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p}" for p in range(n)]
-            entry["axis_index"] = index if any(not v.dense and v.places for v in views) else []
-            entry["views"] = list(views)
-            entry["stored"] = [r for r in k.results if r.kept is None]
-            entry["summed"] = [r for r in k.results if r.kept is not None]
-            entry["key_index"] = index if any(r.kept for r in entry["summed"]) else []
-            entry["row_key"] = {r.name: _row(r.kept) for r in entry["summed"]}
-            entry["row_count"] = {r.name: _product(["batch"] + [f"ch{p}" for p in r.kept]) for r in entry["summed"]}
-            entry["host_index"] = entry["axis_index"] or entry["key_index"]
-            entry["host"] = {s: host_symbol(k.name, s) for s, _ in PRECISIONS}
-        else:
-            assert isinstance(k, MixingKernel)
-            entry = _mixing_entry(k)
-        kernels.append(entry)
+    entries = {MixingVjpKernel: _mixing_vjp_entry, MixingKernel: _mixing_entry, ElementwiseKernel: _elementwise_entry}
+    kernels = [entries[type(k)](k) for k in program.kernels]
     return _template().render(
         version=__version__,
         filename=_comment(program.filename),
@@ -134,8 +103,9 @@ def print_program(program: CudaProgram) -> str:
     )
 
 
-def _mixing_entry(k: MixingKernel) -> dict:
-    """The template's entry for a channel-mixing kernel (a diagram's, or a part of a derivative's)."""
+def _kernel_entry(k) -> dict:
+    """What the template reads of every elementwise or mixing kernel: its views' parameters and
+    locals, its kernel's, launcher's and host loop's symbols."""
     views = k.views
     return {
         "k": k,
@@ -143,11 +113,39 @@ def _mixing_entry(k: MixingKernel) -> dict:
         "locals": [f"view{j}" for j in range(len(views))],
         "kernel": {s: kernel_symbol(k.name, s) for s, _ in PRECISIONS},
         "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
-        "z": [component(c, views) for c in k.z_components],
-        "acc": sum(r.size for r in k.results),
-        "z_words": max(len(k.z_components), 1),
         "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS},
     }
+
+
+def _elementwise_entry(k: ElementwiseKernel) -> dict:
+    """The template's entry for an elementwise kernel: its results' component formulas, views'
+    offsets, channel indexing, stored and summed results."""
+    views = k.views
+    n = len(k.channels)
+    index = [f"(c / ({_product([f'ch{q}' for q in range(p + 1, n)])})) % ch{p}" for p in range(n)]
+    summed = [r for r in k.results if r.kept is not None]
+    axis_index = index if any(not v.dense and v.places for v in views) else []
+    key_index = index if any(r.kept for r in summed) else []
+    return dict(
+        _kernel_entry(k),
+        results=[(r, [component(c, views) for c in r.components]) for r in k.results],
+        offsets=[_view_offset(v, k.channels) for v in views],
+        chans=_product([f"ch{p}" for p in range(n)]),
+        axis_index=axis_index,
+        views=list(views),
+        stored=[r for r in k.results if r.kept is None],
+        summed=summed,
+        key_index=key_index,
+        row_key={r.name: _row(r.kept) for r in summed},
+        row_count={r.name: _product(["batch"] + [f"ch{p}" for p in r.kept]) for r in summed},
+        host_index=axis_index or key_index,
+    )
+
+
+def _mixing_entry(k: MixingKernel) -> dict:
+    """The template's entry for a channel-mixing kernel (a diagram's, or a part of a derivative's)."""
+    return dict(_kernel_entry(k), z=[component(c, k.views) for c in k.z_components],
+                acc=sum(r.size for r in k.results), z_words=max(len(k.z_components), 1))
 
 
 def _mixing_vjp_entry(k: MixingVjpKernel) -> dict:
@@ -192,6 +190,7 @@ def generate_cuda(program: Program) -> str:
     from .graph import graph_section
 
     parts, graphs = split_program(program)
-    lowered = lower_program(parts, derivatives=True)
-    derived = {d.name: d for d in with_derivatives(parts, checked=True).diagrams} if graphs else {}
-    return print_program(lowered) + graph_section(graphs, derived, {k.name for k in lowered.kernels})
+    derived = with_derivatives(parts, checked=True)
+    lowered = lower_program(parts, derived)
+    return print_program(lowered) + graph_section(graphs, {d.name: d for d in derived.diagrams},
+                                                  {k.name for k in lowered.kernels})

@@ -184,6 +184,10 @@ class _Backend:
     def einsum_into(self, out, spec, *operands, blas=False):
         self.copyto(out, self.xp.einsum(spec, *operands))
 
+    def sum_product(self, x, y, summed):
+        """x * y summed over the last ``summed`` axes (torch's einsum of it: a batched gemv)."""
+        return (x * y).sum(axis=tuple(range(-summed, 0)))
+
     def diagonal(self, x):
         """A writeable view of the diagonal of the last two axes."""
         return self.xp.diagonal(x, axis1=-2, axis2=-1)
@@ -365,6 +369,10 @@ class _Numpy(_Backend):
 
     def einsum_into(self, out, spec, *operands, blas=False):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
+
+    def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
+        letters = "abcdefgh"[:summed]
+        return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
         return x.dtype.hasobject
