@@ -119,6 +119,32 @@ def test_the_file_has_the_derivatives_kernels_and_lists_those_it_cannot_express(
     assert "diagc_project_kernel_f32(" in layer and "diagc_residual_vjp_vjp_kernel_f32(" in layer
 
 
+def test_weight_cotangent_tiles_follow_shared_memory(monkeypatch):
+    """A weight cotangent's GPU kernel takes the first tile of GRAD_TILES (64, then 32) whose staged
+    rows (x and y of each row, in double) fit the block's shared memory, the most rows of
+    GRAD_ROW_STEPS; none fitting leaves the derivative to host loops, saying why."""
+    from compiler.ir.grad import with_derivatives
+    from compiler.targets.cuda import kernels
+
+    program = with_derivatives(checked_program((ROOT / "diagrams/tensornet.diag").read_text()), checked=True)
+    vjp = next(d for d in program.diagrams if d.name == "mix_skew_vjp")
+
+    def grad():
+        k = kernels.lower_diagram(vjp)
+        (g,) = k.grads
+        return k, g
+
+    k, g = grad()
+    assert (g.tile, g.rows_step, len(g.x)) == (64, 4, 9) and k.device  # 2 x 4 x 64 x 9 doubles: 36 KiB of 48
+    assert g.shared_words == 2 * 4 * 64 * 9
+    monkeypatch.setattr(kernels, "SHARED_BYTES", 8192)  # one row in a tile of 64 takes 9 KiB
+    k, g = grad()
+    assert (g.tile, g.rows_step, g.shared_words) == (32, 1, 2 * 32 * 9)
+    monkeypatch.setattr(kernels, "SHARED_BYTES", 4000)
+    k, g = grad()
+    assert g.rows_step == 0 and not k.device and k.host_only == "its weight cotangents' staged rows do not fit a GPU block"
+
+
 @pytest.mark.parametrize("source, construct", [
     ("diagram f(X: cart2[c]) -> n: scalar { n = X[c,i,i] }", "channel axis 'c' is contracted"),
     ("diagram f(X: vec[c], W: weight[c,d], V: weight[c,d]) -> Y: vec[d] {\n Y[d,i] = W[c,d] V[c,d] X[c,i]\n}",

@@ -60,16 +60,18 @@ def _module(stem: str):
     """One module per file for the whole session: its torch custom ops are registered once per
     process, bound to the module that registered them."""
     if stem not in _MODULES:
-        if stem.endswith("+direct"):  # every elementwise kernel that can, direct (kernels.DIRECT_ROW_WORDS)
-            from compiler.targets.cuda import kernels
+        base, _, variant = stem.partition("+")
+        if variant:  # "direct": every elementwise kernel that can, direct (kernels.DIRECT_ROW_WORDS);
+            from compiler.targets.cuda import kernels  # "tile32": weight cotangents in tiles of 32
 
-            before = kernels.DIRECT_ROW_WORDS
-            kernels.DIRECT_ROW_WORDS = 1 << 20
+            constant, value = {"direct": ("DIRECT_ROW_WORDS", 1 << 20), "tile32": ("GRAD_TILES", (32,))}[variant]
+            before = getattr(kernels, constant)
+            setattr(kernels, constant, value)
             try:
-                path = ROOT / "diagrams" / f"{stem[:-7]}.diag"
-                _MODULES[stem] = compiler.load_source(path.read_text(), f"diagc_test_{stem[:-7]}_direct")
+                path = ROOT / "diagrams" / f"{base}.diag"
+                _MODULES[stem] = compiler.load_source(path.read_text(), f"diagc_test_{base}_{variant}")
             finally:
-                kernels.DIRECT_ROW_WORDS = before
+                setattr(kernels, constant, before)
         else:
             _MODULES[stem] = (compiler.load_source(SOURCES[stem], f"diagc_test_{stem}") if stem in SOURCES
                               else compiler.load(ROOT / "diagrams" / f"{stem}.diag"))
@@ -699,7 +701,7 @@ def _mixing_vjp_args(cfg, rng, batch, sizes, dtype):
 
 @pytest.mark.parametrize("stem, name", [("linear", "mix_vjp"), ("linear", "mix_vjp_vjp"), ("linear", "linear_cart2_vjp"),
                                         ("tensornet", "mix_skew_vjp"),
-                                        ("tensornet", "mix_skew_vjp_vjp")])
+                                        ("tensornet", "mix_skew_vjp_vjp"), ("tensornet+tile32", "mix_skew_vjp")])
 def test_emulated_kernels_of_the_derivatives_of_channel_mixing(gpu, stem, name):
     """A derivative of channel mixing on the GPU (MIXING = "kernel"): each cotangent of a mixed input
     by its part's GEMM kernel, each weight's cotangent by its kernel summing tiles of [a, b] over
@@ -712,12 +714,15 @@ def test_emulated_kernels_of_the_derivatives_of_channel_mixing(gpu, stem, name):
     rng = np.random.default_rng(23)
     fn = getattr(m, name)
     a, b = cfg["channels"]
-    for dtype, tol, batch, sizes in ((torch.float64, 1e-12, (261,), {a: 37, b: 45}),
-                                     (torch.float32, 2e-5, (3,), {a: 70, b: 33})):
+    tile = {launch["tile"] for launch in cfg["launches"] if "tile" in launch}
+    assert tile == ({32} if stem.endswith("+tile32") else {64})
+    for dtype, tol, batch, sizes in ((torch.float64, 1e-12, (261,), {a: 37, b: 70}),  # past one tile on b,
+                                     (torch.float32, 2e-5, (3,), {a: 70, b: 33})):  # then on a
         args = _mixing_vjp_args(cfg, rng, batch, sizes, dtype)
         _same(fn(*args), fn(*args, kernels=False), tol)
     assert len(s.launches) == 2 * len(cfg["launches"])
-    assert any(grid[2] == 2 for _, grid, _, _ in s.launches)  # 261 rows: two spans of the weight cotangent
+    span = next(launch["span"] for launch in cfg["launches"] if "span" in launch)
+    assert any(grid[2] == -(-261 // span) > 1 for _, grid, _, _ in s.launches)  # 261 rows: several spans
     # a weight with batch axes (a cotangent per row) runs the array library's GEMMs; so does an empty batch
     args = _mixing_vjp_args(cfg, rng, (2,), {a: 3, b: 4}, torch.float64)
     k = cfg["unbatched"][0]

@@ -1,5 +1,7 @@
 """The planner: delta elimination, shared contractions, compile-time contraction order."""
 
+from fractions import Fraction
+
 import numpy as np
 
 import compiler
@@ -359,7 +361,8 @@ def test_batched_dot_products_are_a_multiply_and_a_sum():
     assert dot_indexes("...abc,...acb->...a") == Dot((None, "...acb->...abc"), 2)
     assert dot_indexes("...ij,...ij->...") == Dot((None, None), 2)
     assert dot_indexes("...ba,...ab->...a") == Dot(("...ba->...ab", None), 1)
-    for other in ("...ab,...ab->...ab", "...a,...ab->...b", "...aa,...aa->...", "ab,ab->", "...ab,...b->...a"):
+    for other in ("...ab,...ab->...ab", "...a,...ab->...b", "...aa,...aa->...", "ab,ab->", "...ab,...b->...a",
+                  "...ab,...aab->...a"):
         assert dot_indexes(other) is None, other
     src = ("diagram g(X: cart2[c], Y: cart2[c]) -> s: scalar[c] {\n    s[c] = X[c,i,j] Y[c,j,i] + X[c,k,k]\n}\n"
            "diagram h(X: cart2[c], a: vec[c]) -> u: scalar[c] {\n    u[c] = 2 a[c,k] a[c,k] - X[c,i,j] X[c,i,j]\n}\n")
@@ -382,6 +385,18 @@ def test_batched_dot_products_are_a_multiply_and_a_sum():
         out = xp(np.full((5, 3, 4), np.nan))
         assert m.g(xp(X), xp(Y), out=out) is out
         np.testing.assert_allclose(np.asarray(out), want_s, rtol=1e-12, atol=1e-12)
+    s32 = m.g(torch.from_numpy(X).float(), torch.from_numpy(Y).float())
+    assert s32.dtype == torch.float32 and np.allclose(s32.numpy(), want_s, rtol=1e-5, atol=1e-5)
+    import jax
+    import jax.numpy as jnp
+
+    sj = m.g(jnp.asarray(X), jnp.asarray(Y))  # jax: float32 unless x64 is on
+    assert np.allclose(np.asarray(sj), want_s, rtol=1e-5, atol=1e-5)
+    dj = jax.grad(lambda x: m.h(x, jnp.asarray(a)).sum())(jnp.asarray(X[0, 0]))  # through the generated VJP
+    assert np.allclose(np.asarray(dj), -2 * X[0, 0], rtol=1e-5, atol=1e-5)
+    exact = np.vectorize(lambda v: Fraction(round(v * 8), 8), otypes=[object])  # exact rationals: numpy's einsum
+    Xq, Yq = exact(X[0, 0]), exact(Y[0])
+    assert np.array_equal(m.g(Xq, Yq), np.einsum("cij,cji->c", Xq, Yq) + np.trace(Xq, axis1=-2, axis2=-1))
     Xt, Yt, at = (torch.tensor(v, requires_grad=True) for v in (X[0, 0], Y[0], a))
     for f, args in ((m.g, (Xt, Yt)), (m.h, (Xt, at))):
         assert torch.autograd.gradcheck(f, args)

@@ -1018,7 +1018,8 @@ def dot_indexes(spec: str) -> Dot | None:
     if len(parts) != 2 or not out.startswith("...") or not all(p.startswith("...") for p in parts):
         return None
     x, y, out = parts[0][3:], parts[1][3:], out[3:]
-    if set(x) != set(y) or len(set(x)) < len(x) or len(set(out)) < len(out) or not set(out) < set(x):
+    if set(x) != set(y) or len(set(x)) < len(x) or len(set(y)) < len(y) or len(set(out)) < len(out) \
+            or not set(out) < set(x):
         return None
     order = out + "".join(ch for ch in x if ch not in out)
     perms = tuple(None if mine == order else f"...{mine}->...{order}" for mine in (x, y))

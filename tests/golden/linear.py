@@ -908,9 +908,9 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_part0_kerne
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // d_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -928,7 +928,7 @@ __device__ __forceinline__ void diagc_mix_vjp_grad0_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -1040,9 +1040,8 @@ extern \"C\" int diagc_mix_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -1060,9 +1059,9 @@ extern \"C\" int diagc_mix_vjp_f32(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W || !in_d_Y) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_mix_vjp_grad0_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -1080,9 +1079,8 @@ extern \"C\" int diagc_mix_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -1100,9 +1098,9 @@ extern \"C\" int diagc_mix_vjp_f64(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W || !in_d_Y) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_mix_vjp_grad0_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -1602,9 +1600,9 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_vjp_vjp_part2_k
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // dd_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -1624,7 +1622,7 @@ __device__ __forceinline__ void diagc_mix_vjp_vjp_grad0_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -1743,9 +1741,8 @@ extern \"C\" int diagc_mix_vjp_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // dd_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (cb + 127) / 128 > 65535LL)
@@ -1771,9 +1768,9 @@ extern \"C\" int diagc_mix_vjp_vjp_f32(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W || !in_d_Y || !in_d_d_X || !in_d_d_W) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_vjp_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_mix_vjp_vjp_grad0_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -1794,9 +1791,8 @@ extern \"C\" int diagc_mix_vjp_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // dd_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (cb + 127) / 128 > 65535LL)
@@ -1822,9 +1818,9 @@ extern \"C\" int diagc_mix_vjp_vjp_f64(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W || !in_d_Y || !in_d_d_X || !in_d_d_W) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_vjp_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_mix_vjp_vjp_grad0_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W, W_batched != 0, in_d_Y, d_Y_batched != 0, in_d_d_X, d_d_X_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -2598,9 +2594,9 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_linear_cart2_vjp_pa
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // d_W0 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2620,7 +2616,7 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad0_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -2724,9 +2720,9 @@ extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad0
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // d_W1 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2746,7 +2742,7 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad1_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -2850,9 +2846,9 @@ extern \"C\" __global__ void __launch_bounds__(256) diagc_linear_cart2_vjp_grad1
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // d_W2 on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 8 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
     const T* __restrict__ in_X, const int X_batched,
@@ -2872,7 +2868,7 @@ __device__ __forceinline__ void diagc_linear_cart2_vjp_grad2_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 8;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -2992,9 +2988,12 @@ extern \"C\" int diagc_linear_cart2_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W0_batched || W1_batched || W2_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W0's tiles of [a, b]
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W1's tiles of [a, b]
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W2's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -3016,13 +3015,13 @@ extern \"C\" int diagc_linear_cart2_vjp_f32(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W0 || !in_W1 || !in_W2 || !in_d_Y) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_linear_cart2_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_linear_cart2_vjp_grad0_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad1_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_linear_cart2_vjp_grad1_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad2_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 1024 * sizeof(float), stream>>>(
+        diagc_linear_cart2_vjp_grad2_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 1024 * sizeof(float), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -3044,9 +3043,12 @@ extern \"C\" int diagc_linear_cart2_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W0_batched || W1_batched || W2_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W0's tiles of [a, b]
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W1's tiles of [a, b]
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W2's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -3068,13 +3070,13 @@ extern \"C\" int diagc_linear_cart2_vjp_f64(
     }
     if (ca > 0 && cb > 0) {
         if (!in_X || !in_W0 || !in_W1 || !in_W2 || !in_d_Y) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_linear_cart2_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_linear_cart2_vjp_grad0_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W0, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad1_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_linear_cart2_vjp_grad1_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W1, batch, ca, cb);
-        diagc_linear_cart2_vjp_grad2_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 1024 * sizeof(double), stream>>>(
+        diagc_linear_cart2_vjp_grad2_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 1024 * sizeof(double), stream>>>(
             in_X, X_batched != 0, in_W0, W0_batched != 0, in_W1, W1_batched != 0, in_W2, W2_batched != 0, in_d_Y, d_Y_batched != 0, out_d_W2, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -5527,10 +5529,10 @@ def _linear_cart2_vjp_vjp_batch_summed(_b, X, W0, W1, W2, d_Y, d_d_X, d_d_W0, d_
     return (dd_W0, dd_W1, dd_W2)
 
 _mix_KERNEL = {"name": "mix", "kind": "mixing", "symbols": {"float32": "diagc_mix_kernel_f32", "float64": "diagc_mix_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_mix_host_f32", "float64": "diagc_mix_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1,), "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
-_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_vjp_KERNEL = {"name": "mix_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_vjp_host_f32", "float64": "diagc_mix_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_vjp_vjp_KERNEL = {"name": "mix_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_mix_vjp_vjp_host_f32", "float64": "diagc_mix_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}})}
 _linear_cart2_KERNEL = {"name": "linear_cart2", "kind": "mixing", "symbols": {"float32": "diagc_linear_cart2_kernel_f32", "float64": "diagc_linear_cart2_kernel_f64"}, "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_linear_cart2_host_f32", "float64": "diagc_linear_cart2_host_f64"}, "outputs": (("Y", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1, 2, 3), "shared_words": {"float32": 4864, "float64": 4864}}
-_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_linear_cart2_vjp_part0_kernel_f32", "float64": "diagc_linear_cart2_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad0_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad1_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad1_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad2_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad2_kernel_f64"}, "output": 3, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 1024, "float64": 1024}})}
+_linear_cart2_vjp_KERNEL = {"name": "linear_cart2_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3))), "outputs": (("d_X", ("c",), (3, 3)), ("d_W0", ("c", "d"), ()), ("d_W1", ("c", "d"), ()), ("d_W2", ("c", "d"), ())), "host": {"float32": "diagc_linear_cart2_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_linear_cart2_vjp_part0_kernel_f32", "float64": "diagc_linear_cart2_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4864, "float64": 4864}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad0_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad1_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad1_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_linear_cart2_vjp_grad2_kernel_f32", "float64": "diagc_linear_cart2_vjp_grad2_kernel_f64"}, "output": 3, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 1024, "float64": 1024}})}
 _linear_cart2_vjp_vjp_KERNEL = {"name": "linear_cart2_vjp_vjp", "kind": "mixing_vjp", "inputs": (("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("d_Y", ("d",), (3, 3)), ("d_d_X", ("c",), (3, 3)), ("d_d_W0", ("c", "d"), ()), ("d_d_W1", ("c", "d"), ()), ("d_d_W2", ("c", "d"), ())), "outputs": (("dd_X", ("c",), (3, 3)), ("dd_W0", ("c", "d"), ()), ("dd_W1", ("c", "d"), ()), ("dd_W2", ("c", "d"), ()), ("d_d_Y", ("d",), (3, 3))), "host": {"float32": "diagc_linear_cart2_vjp_vjp_host_f32", "float64": "diagc_linear_cart2_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1, 2, 3), "unbatched": (1, 2, 3, 6, 7, 8)}
 _mix_SPEC = (_mix_planned, mix_vjp, (), (3, 2), None, _mix_KERNEL, None, ((0, (1, 2, 0)),))
 _mix_vjp_SPEC = (_mix_vjp_planned, mix_vjp_vjp, (0, 1), (3, 2, 3), None, _mix_vjp_KERNEL, (None, _mix_vjp_batch_summed, (1,), ((1, 1), (1, 0))), ((2, (1, 2, 0)),))

@@ -2574,7 +2574,7 @@ class _Numpy(_Backend):
         return self.xp.asarray(x)
 
     def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
-        letters = "abcdefgh"[:summed]
+        letters = "abcdefghijklmnopqrstuvwxyz"[:summed]  # (at most the letters a diagram's einsum has)
         return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):

@@ -3936,9 +3936,9 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_skew_vjp_part0_
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // d_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_skew_vjp_grad0_tile(
     const T* __restrict__ in_A, const int A_batched,
@@ -3956,7 +3956,7 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_grad0_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -4068,9 +4068,8 @@ extern \"C\" int diagc_mix_skew_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -4088,9 +4087,9 @@ extern \"C\" int diagc_mix_skew_vjp_f32(
     }
     if (ca > 0 && cb > 0) {
         if (!in_A || !in_W || !in_d_B) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_skew_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_mix_skew_vjp_grad0_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_A, A_batched != 0, in_W, W_batched != 0, in_d_B, d_B_batched != 0, out_d_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -4108,9 +4107,8 @@ extern \"C\" int diagc_mix_skew_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // d_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     cudaError_t status;
@@ -4128,9 +4126,9 @@ extern \"C\" int diagc_mix_skew_vjp_f64(
     }
     if (ca > 0 && cb > 0) {
         if (!in_A || !in_W || !in_d_B) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_skew_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_mix_skew_vjp_grad0_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_A, A_batched != 0, in_W, W_batched != 0, in_d_B, d_B_batched != 0, out_d_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -4630,9 +4628,9 @@ extern \"C\" __global__ void __launch_bounds__(128, 2) diagc_mix_skew_vjp_vjp_pa
 
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)
 // dd_W on the GPU: a block of 256 threads sums a 64 x 64 tile of [c, d] over spans of
-// 256 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
+// 128 batch rows (grid z: the spans, strided), 4 rows staged at a time in shared memory (x as
 // [row][a][k], y as [row][k][b]); thread t keeps a 4 x 4 register tile, a = t / 16 + 16 i and b = t % 16 + 16 j
-// (i, j < 4: each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
+// (each step reads 4 x and 4 y for 16 products), and adds it into the output (zeroed first) with atomicAdd
 template <typename T>
 __device__ __forceinline__ void diagc_mix_skew_vjp_vjp_grad0_tile(
     const T* __restrict__ in_A, const int A_batched,
@@ -4652,7 +4650,7 @@ __device__ __forceinline__ void diagc_mix_skew_vjp_vjp_grad0_tile(
     constexpr int PB = TILE / TB;  // channels b a thread keeps
     static_assert(TA * PA == TILE && TB * PB == TILE, \"the tile is the threads' register tiles\");
     constexpr int RS = 4;
-    constexpr long long SPAN = 256;
+    constexpr long long SPAN = 128;
     extern __shared__ __align__(16) unsigned char diagc_shared[];
     T* const sx = reinterpret_cast<T*>(diagc_shared);  // [RS][TILE][K]
     T* const sy = sx + RS * TILE * K;  // [RS][K][TILE]
@@ -4771,9 +4769,8 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f32(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // dd_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (cb + 127) / 128 > 65535LL)
@@ -4799,9 +4796,9 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f32(
     }
     if (ca > 0 && cb > 0) {
         if (!in_A || !in_W || !in_d_B || !in_d_d_A || !in_d_d_W) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_skew_vjp_vjp_grad0_kernel_f32<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
+        diagc_mix_skew_vjp_vjp_grad0_kernel_f32<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(float), stream>>>(
             in_A, A_batched != 0, in_W, W_batched != 0, in_d_B, d_B_batched != 0, in_d_d_A, d_d_A_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -4822,9 +4819,8 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f64(
     if (batch < 0 || ca < 0 || cb < 0) return (int)cudaErrorInvalidValue;
     // weights without batch axes only (a weight per row would have a cotangent per row)
     if (W_batched || d_d_W_batched) return (int)cudaErrorInvalidValue;
-    const long long tiles_a = (ca + 63) / 64;
-    const long long tiles_b = (cb + 63) / 64;
-    if (tiles_a > 2147483647LL || tiles_b > 65535LL) return (int)cudaErrorInvalidValue;
+    if ((ca + 63) / 64 > 2147483647LL || (cb + 63) / 64 > 65535LL)
+        return (int)cudaErrorInvalidValue;  // dd_W's tiles of [a, b]
     if ((batch + 7) / 8 > 2147483647LL || (ca + 127) / 128 > 65535LL)
         return (int)cudaErrorInvalidValue;
     if ((batch + 7) / 8 > 2147483647LL || (cb + 127) / 128 > 65535LL)
@@ -4850,9 +4846,9 @@ extern \"C\" int diagc_mix_skew_vjp_vjp_f64(
     }
     if (ca > 0 && cb > 0) {
         if (!in_A || !in_W || !in_d_B || !in_d_d_A || !in_d_d_W) return (int)cudaErrorInvalidValue;
-        long long spans = (batch + 255) / 256;
+        long long spans = (batch + 127) / 128;
         if (spans > 65535LL) spans = 65535LL;
-        diagc_mix_skew_vjp_vjp_grad0_kernel_f64<<<dim3((unsigned)tiles_a, (unsigned)tiles_b, (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
+        diagc_mix_skew_vjp_vjp_grad0_kernel_f64<<<dim3((unsigned)((ca + 63) / 64), (unsigned)((cb + 63) / 64), (unsigned)spans), 256, 4608 * sizeof(double), stream>>>(
             in_A, A_batched != 0, in_W, W_batched != 0, in_d_B, d_B_batched != 0, in_d_d_A, d_d_A_batched != 0, in_d_d_W, d_d_W_batched != 0, out_dd_W, batch, ca, cb);
     }
     return (int)cudaGetLastError();
@@ -6647,7 +6643,7 @@ class _Numpy(_Backend):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
 
     def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
-        letters = "abcdefgh"[:summed]
+        letters = "abcdefghijklmnopqrstuvwxyz"[:summed]  # (at most the letters a diagram's einsum has)
         return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):
@@ -9772,8 +9768,8 @@ _matmul_o3_KERNEL = {"name": "matmul_o3", "kind": "elementwise", "symbols": {"fl
 _matmul_o3_vjp_KERNEL = {"name": "matmul_o3_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_matmul_o3_vjp_host_f32", "float64": "diagc_matmul_o3_vjp_host_f64"}, "outputs": (("d_M", ("c",), (3, 3)), ("d_Y", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 3456, "float64": 3456}}
 _matmul_o3_vjp_vjp_KERNEL = {"name": "matmul_o3_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_matmul_o3_vjp_vjp_kernel_f32", "float64": "diagc_matmul_o3_vjp_vjp_kernel_f64"}, "inputs": (("M", ("c",), (3, 3)), ("Y", ("c",), (3, 3)), ("d_C", ("c",), (3, 3)), ("d_d_M", ("c",), (3, 3)), ("d_d_Y", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_matmul_o3_vjp_vjp_host_f32", "float64": "diagc_matmul_o3_vjp_vjp_host_f64"}, "outputs": (("dd_M", ("c",), (3, 3)), ("dd_Y", ("c",), (3, 3)), ("d_d_C", ("c",), (3, 3))), "summed": (), "channels": ("c",), "per_block": {"float32": 128, "float64": 128}, "shared_words": {"float32": 5760, "float64": 5760}}
 _mix_skew_KERNEL = {"name": "mix_skew", "kind": "mixing", "symbols": {"float32": "diagc_mix_skew_kernel_f32", "float64": "diagc_mix_skew_kernel_f64"}, "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ())), "block": 128, "host": {"float32": "diagc_mix_skew_host_f32", "float64": "diagc_mix_skew_host_f64"}, "outputs": (("B", ("d",), (3, 3)),), "channels": ("c", "d"), "rows": 8, "cols": 128, "library_gemm": True, "unbatched": (1,), "shared_words": {"float32": 4608, "float64": 4608}}
-_mix_skew_vjp_KERNEL = {"name": "mix_skew_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3))), "outputs": (("d_A", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_skew_vjp_host_f32", "float64": "diagc_mix_skew_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
-_mix_skew_vjp_vjp_KERNEL = {"name": "mix_skew_vjp_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_A", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_B", ("d",), (3, 3))), "host": {"float32": "diagc_mix_skew_vjp_vjp_host_f32", "float64": "diagc_mix_skew_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 256, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_skew_vjp_KERNEL = {"name": "mix_skew_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3))), "outputs": (("d_A", ("c",), (3, 3)), ("d_W", ("c", "d"), ())), "host": {"float32": "diagc_mix_skew_vjp_host_f32", "float64": "diagc_mix_skew_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1,), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}})}
+_mix_skew_vjp_vjp_KERNEL = {"name": "mix_skew_vjp_vjp", "kind": "mixing_vjp", "inputs": (("A", ("c",), (3, 3)), ("W", ("c", "d"), ()), ("d_B", ("d",), (3, 3)), ("d_d_A", ("c",), (3, 3)), ("d_d_W", ("c", "d"), ())), "outputs": (("dd_A", ("c",), (3, 3)), ("dd_W", ("c", "d"), ()), ("d_d_B", ("d",), (3, 3))), "host": {"float32": "diagc_mix_skew_vjp_vjp_host_f32", "float64": "diagc_mix_skew_vjp_vjp_host_f64"}, "channels": ("c", "d"), "totalled": (1,), "unbatched": (1, 4), "library_gemm": True, "launches": ({"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part0_kernel_f64"}, "output": 0, "channels": ("d", "c"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_part2_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_part2_kernel_f64"}, "output": 2, "channels": ("c", "d"), "block": 128, "rows": 8, "cols": 128, "shared_words": {"float32": 4608, "float64": 4608}}, {"symbols": {"float32": "diagc_mix_skew_vjp_vjp_grad0_kernel_f32", "float64": "diagc_mix_skew_vjp_vjp_grad0_kernel_f64"}, "output": 1, "channels": ("c", "d"), "block": 256, "tile": 64, "span": 128, "shared_words": {"float32": 4608, "float64": 4608}})}
 _edge_tensor_KERNEL = {"name": "edge_tensor", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_kernel_f32", "float64": "diagc_edge_tensor_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ())), "block": 128, "host": {"float32": "diagc_edge_tensor_host_f32", "float64": "diagc_edge_tensor_host_f64"}, "outputs": (("X", ("c",), (3, 3)),), "summed": (), "channels": ("c",), "per_block": {"float32": 256, "float64": 128}, "shared_words": {"float32": 2304, "float64": 1152}}
 _edge_tensor_vjp_KERNEL = {"name": "edge_tensor_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3))), "block": 128, "host": {"float32": "diagc_edge_tensor_vjp_host_f32", "float64": "diagc_edge_tensor_vjp_host_f64"}, "outputs": (("d_r", (), (3,)), ("d_fI", ("c",), ()), ("d_fA", ("c",), ()), ("d_fS", ("c",), ())), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 5632, "float64": 1408}}
 _edge_tensor_vjp_vjp_KERNEL = {"name": "edge_tensor_vjp_vjp", "kind": "elementwise", "symbols": {"float32": "diagc_edge_tensor_vjp_vjp_kernel_f32", "float64": "diagc_edge_tensor_vjp_vjp_kernel_f64"}, "inputs": (("r", (), (3,)), ("fI", ("c",), ()), ("fA", ("c",), ()), ("fS", ("c",), ()), ("d_X", ("c",), (3, 3)), ("d_d_r", (), (3,)), ("d_d_fI", ("c",), ()), ("d_d_fA", ("c",), ()), ("d_d_fS", ("c",), ())), "block": 128, "host": {"float32": "diagc_edge_tensor_vjp_vjp_host_f32", "float64": "diagc_edge_tensor_vjp_vjp_host_f64"}, "outputs": (("dd_r", (), (3,)), ("dd_fI", ("c",), ()), ("dd_fA", ("c",), ()), ("dd_fS", ("c",), ()), ("d_d_X", ("c",), (3, 3))), "summed": (0,), "channels": ("c",), "per_block": {"float32": 512, "float64": 128}, "shared_words": {"float32": 7168, "float64": 1792}}

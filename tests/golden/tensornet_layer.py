@@ -5264,7 +5264,7 @@ class _Numpy(_Backend):
         self.xp.einsum(spec, *operands, out=out, optimize=blas)
 
     def sum_product(self, x, y, summed):  # einsum's loops: no product temporary
-        letters = "abcdefgh"[:summed]
+        letters = "abcdefghijklmnopqrstuvwxyz"[:summed]  # (at most the letters a diagram's einsum has)
         return self.xp.einsum(f"...{letters},...{letters}->...", x, y)
 
     def exact(self, x):

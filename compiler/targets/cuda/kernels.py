@@ -71,14 +71,15 @@ MIX_MIN_BLOCKS = {"f32": 4, "f64": 2}
 MIX_LIBRARY_GEMM = True
 
 #: a weight's cotangent on the GPU (WeightGrad's kernel): a block of GRAD_THREADS threads sums a
-#: GRAD_TILE x GRAD_TILE tile of [a, b] over GRAD_SPAN batch rows at a time (grid z: the spans,
-#: strided), staging the polynomials of ``rows_step`` rows in shared memory (the most of
-#: GRAD_ROW_STEPS that fits), each thread a 4 x 4 register tile of the sums (GRAD_TILE / 16 a side),
-#: then adds them into the zeroed output with atomicAdd. (Session 12's tile of 32 with 4 sums a
-#: thread, one shared-memory read of x per product, lost to cuBLAS 2-2.7x on the H200.)
-GRAD_TILE = 64
+#: tile x tile block of [a, b] (the first of GRAD_TILES whose staged rows fit) over GRAD_SPAN batch
+#: rows at a time (grid z: the spans, strided), staging the polynomials of ``rows_step`` rows in
+#: shared memory (the most of GRAD_ROW_STEPS that fits), each thread a register tile of the sums
+#: (tile / 16 a side: 4 x 4 in a tile of 64), then adds them into the zeroed output with atomicAdd.
+#: (Session 12's tile of 32 with one sum per product read from shared memory lost to cuBLAS 2-2.7x
+#: on the H200.)
+GRAD_TILES = (64, 32)
 GRAD_THREADS = 256
-GRAD_SPAN = 256
+GRAD_SPAN = 128
 GRAD_ROW_STEPS = (8, 4, 2, 1)
 
 #: a leading underscore only on generated diagrams (a graph diagram's _NAME_edge / _NAME_node)
@@ -268,11 +269,13 @@ class WeightGrad:
     y: tuple[Component, ...]
     #: the GPU kernel's rows staged at a time (GRAD_ROW_STEPS); 0: none fits shared memory (host only)
     rows_step: int = 0
+    #: the GPU kernel's block covers tile x tile channels [a, b] (GRAD_TILES)
+    tile: int = GRAD_TILES[0]
 
     @property
     def shared_words(self) -> int:
         """Words of shared memory the GPU kernel's block takes: the x and y values of its staged rows."""
-        return 2 * self.rows_step * GRAD_TILE * max(len(self.x), 1)
+        return 2 * self.rows_step * self.tile * max(len(self.x), 1)
 
 
 @dataclass(frozen=True)
@@ -679,8 +682,10 @@ def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
                 ys.append(vy.component(my))
     views_x, views_y = vx.views(stage_dense=False), vy.views(stage_dense=False)
     fx, fy = vx.renumber(views_x), vy.renumber(views_y)
-    step = next((r for r in GRAD_ROW_STEPS if 2 * r * GRAD_TILE * len(xs) * WORD_BYTES <= SHARED_BYTES), 0) if xs else 0
-    return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step)
+    fits = [(r, tile) for tile in GRAD_TILES for r in GRAD_ROW_STEPS
+            if xs and 2 * r * tile * len(xs) * WORD_BYTES <= SHARED_BYTES]
+    step, tile = fits[0] if fits else (0, GRAD_TILES[0])
+    return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step, tile)
 
 
 def lower_program(program: Program, derived: Program | None = None) -> CudaProgram:
@@ -794,7 +799,7 @@ def _mixing_vjp_launches(kernel: MixingVjpKernel) -> tuple:
     for j, g in enumerate(kernel.grads):
         out.append({"symbols": {dtype: kernel_symbol(f"{kernel.name}_grad{j}", s) for s, dtype in _DTYPES},
                     "output": kernel.outputs.index(g.name), "channels": _axes(kernel.channels),
-                    "block": GRAD_THREADS, "tile": GRAD_TILE, "span": GRAD_SPAN,
+                    "block": GRAD_THREADS, "tile": g.tile, "span": GRAD_SPAN,
                     "shared_words": {dtype: g.shared_words for _, dtype in _DTYPES}})
     return tuple(out)
 

@@ -16,7 +16,7 @@ import jinja2
 from ... import __version__
 from ..python.codegen import template_text
 from ...ir.program import Program
-from .kernels import (GRAD_SPAN, GRAD_THREADS, GRAD_TILE, PRECISIONS, Component, CudaProgram, ElementwiseKernel,
+from .kernels import (GRAD_SPAN, GRAD_THREADS, PRECISIONS, Component, CudaProgram, ElementwiseKernel,
                       MixingKernel, MixingVjpKernel, View, host_symbol, kernel_symbol, launcher_symbol, lower_program)
 
 
@@ -164,7 +164,7 @@ def _mixing_vjp_entry(k: MixingVjpKernel) -> dict:
     return {"k": k, "params": [], "locals": [], "parts": parts, "grads": grads,
             "launcher": {s: launcher_symbol(k.name, s) for s, _ in PRECISIONS},
             "host": {s: host_symbol(k.name, s) for s, _ in PRECISIONS},
-            "grad": {"tile": GRAD_TILE, "threads": GRAD_THREADS, "span": GRAD_SPAN}}
+            "grad": {"threads": GRAD_THREADS, "span": GRAD_SPAN}}
 
 
 def generate_cuda(program: Program) -> str:
