@@ -65,7 +65,9 @@ def test_module_edited_by_one_character_fails(certs, tmp_path):
     folder = _copy(certs, "products", tmp_path)
     module = folder / "module.py"
     text = module.read_text()
-    module.write_text(text.replace("_t0 = _b.einsum(", "_t0 = _b.einsum( ", 1))
+    edited = text.replace("    _t0 = _b.", "    _t0 = _b .", 1)  # one character, still valid Python
+    assert edited != text
+    module.write_text(edited)
     r = run("verify", folder)
     assert r.returncode == 1 and "module does not match its sha256" in r.stderr
 
