@@ -35,7 +35,10 @@ keeps the rows it finished):
   inside each timed call). Checked in float64 (1e-10) then float32 (1e-4) against the hand-written
   step. Then, at the same sizes, TensorNet's embedding backward alone: ``embed_vjp`` of
   ``examples/tensornet_graph.diag`` (the module: its fused VJP kernel; ``kernels=False``) against
-  the VJP written out in torch (``graph_bench.hand_embed_vjp``), every cotangent checked.
+  the VJP written out in torch (``graph_bench.hand_embed_vjp``), every cotangent checked; and the
+  interaction message's backward alone, ``message_vjp`` (its fused VJP kernel visiting the edges
+  sorted by the senders it adds into, and with ``GRAPH_ORDER = False``, the edges' own order)
+  against ``graph_bench.hand_message_vjp``.
 * ``spherical``: ``tp_2e`` (cg(2,2,2)) and ``tp_1o_2e`` (cg(1,2,1)) of ``diagrams/spherical.diag``
   against e3nn's ``o3.TensorProduct`` for the same single path (``Cx2e x Cx2e -> Cx2e``, "uuu", no
   weights; e3nn's flat layout is a zero-copy reshape of diagc's), 2^15 and 2^17 rows x 32 channels
@@ -402,7 +405,7 @@ class GraphKernels:
 
 def part_graph(part: Part, torch, device, args):
     import compiler
-    from graph_bench import hand_embed_vjp, hand_painn, hand_tensornet
+    from graph_bench import hand_embed_vjp, hand_message_vjp, hand_painn, hand_tensornet
 
     path = ROOT / "examples" / "gnn.diag"
     ops = compiler.load(path)
@@ -451,6 +454,7 @@ def part_graph(part: Part, torch, device, args):
                 _check_or_time(part, torch, device, args, calls, ref, tol, label)
             del ref
         _embed_backward(part, torch, device, args, n, E, C, src, dst, hand_embed_vjp)
+        _message_backward(part, torch, device, args, n, E, C, src, dst, hand_message_vjp)
         del src, dst, cases
 
 
@@ -483,6 +487,43 @@ def _embed_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
             calls["kernels=False"] = lambda a=a: module(a, kernels=False)
         calls["hand-written torch"] = lambda a=a: hand(*a[:7], src, dst, *a[7:])
         label = {"message": "embed_vjp", "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
+        _check_or_time(part, torch, device, args, calls, ref, tol, label)
+
+
+def _message_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
+    """TensorNet's interaction message backward alone: ``message_vjp`` of
+    examples/tensornet_graph.diag, whose fused VJP kernel adds the parts' cotangents into the
+    senders (src) while the edges are sorted by the receivers (dst): the module as it runs (the
+    kernel visits the edges sorted by src, a sort on the device per call), with ``GRAPH_ORDER =
+    False`` (the edges' own order: an atomicAdd per edge), ``kernels=False`` (gathers, the per-edge
+    VJP, index_add), and the VJP written out in torch (graph_bench.hand_message_vjp)."""
+    import compiler
+
+    if part.left() < 8:
+        part.note(f"message_vjp {n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+        return
+    ops = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
+    g = torch.Generator().manual_seed(2)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+    arrays = (r(n, C), r(n, C, 3), r(n, C, 5), r(E, C), r(E, C), r(E, C), r(n, C), r(n, C, 3), r(n, C, 5))
+    ref = hand(*arrays[:6], src, dst, *arrays[6:])
+
+    def module(a, order=True, **kw):
+        ops.GRAPH_ORDER = order
+        try:  # (the edge lists' cotangents, None, left out)
+            return ops.message_vjp(*a[:6], src, dst, *a[6:], **kw)[:6]
+        finally:
+            ops.GRAPH_ORDER = True
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        a = tuple(x.to(dtype) for x in arrays)
+        calls = {"diagc module": lambda a=a: module(a)}
+        if device.type == "cuda":
+            calls["GRAPH_ORDER = False"] = lambda a=a: module(a, False)
+            calls["kernels=False"] = lambda a=a: module(a, kernels=False)
+        calls["hand-written torch"] = lambda a=a: hand(*a[:6], src, dst, *a[6:])
+        label = {"message": "message_vjp", "atoms": n, "edges": E, "channels": C, "dtype": str(dtype)[6:]}
         _check_or_time(part, torch, device, args, calls, ref, tol, label)
 
 
@@ -692,9 +733,11 @@ def report(results, status, device, versions, args, elapsed) -> str:
         "tensornet": ("TensorNet end to end (examples/tensornet.py vs torchmd-net 3.1.0 pure torch, same weights)",
                       ["atoms", "edges", "channels", "pass"], ["torchmd-net", "diagc", "diagc kernels=False"],
                       [("torchmd-net", "diagc"), ("torchmd-net", "diagc kernels=False")]),
-        "graph": ("Graph message step (examples/gnn.diag) and TensorNet's embedding backward (embed_vjp)", ["message", "atoms", "edges", "channels"],
-                  ["hand-written torch", "diagc module", "kernels=False", "fused graph kernel"],
-                  [("hand-written torch", "diagc module"), ("hand-written torch", "fused graph kernel")]),
+        "graph": ("Graph message step (examples/gnn.diag) and TensorNet's backward steps (embed_vjp, message_vjp)",
+                  ["message", "atoms", "edges", "channels"],
+                  ["hand-written torch", "diagc module", "GRAPH_ORDER = False", "kernels=False", "fused graph kernel"],
+                  [("hand-written torch", "diagc module"), ("GRAPH_ORDER = False", "diagc module"),
+                   ("hand-written torch", "fused graph kernel")]),
         "spherical": ("Spherical products vs e3nn's TensorProduct (one path, uuu, no weights)",
                       ["op", "rows", "channels", "pass"], ["e3nn TensorProduct", "diagc module", "kernels=False"],
                       [("e3nn TensorProduct", "diagc module")]),

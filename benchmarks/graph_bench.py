@@ -49,6 +49,18 @@ def hand_embed_vjp(zd, zs, w0, w1, w2, u, y, src, dst, gi, ga, gt):
     return d_zd, d_zs, Gi * Z, Gu * Z, Gy * Z, d_u, d_y
 
 
+def hand_message_vjp(i, a, t, f0, f1, f2, src, dst, gi, ga, gt):
+    """The VJP of TensorNet's interaction message (``message`` of examples/tensornet_graph.diag: mi,
+    ma, mt = sums at dst of f0 i, f1 a, f2 t read at src) written out in torch: the cotangents
+    gathered at dst, the parts' index_add-ed at src, the radial weights' per edge."""
+    Gi, Ga, Gt = gi.index_select(0, dst), ga.index_select(0, dst), gt.index_select(0, dst)
+    d_i = i.new_zeros(i.shape).index_add(0, src, f0 * Gi)
+    d_a = a.new_zeros(a.shape).index_add(0, src, f1[..., None] * Ga)
+    d_t = t.new_zeros(t.shape).index_add(0, src, f2[..., None] * Gt)
+    return (d_i, d_a, d_t, Gi * i.index_select(0, src), (Ga * a.index_select(0, src)).sum(-1),
+            (Gt * t.index_select(0, src)).sum(-1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--atoms", type=int, default=2000)

@@ -68,14 +68,19 @@ def _emulator(m, tmp: Path):
         pytest.skip("no g++: the kernels cannot be run on the host")
     # a block-form kernel's threads run at once: diagc_atomic_add is the prelude's atomicAdd (an
     # atomic_ref) on the host too, not the host element functions' plain add
+    # (counted: diagc_atomics_taken() returns and resets the count)
     atomic = "#if defined(__CUDA_ARCH__)\n    atomicAdd(p, v);"
     assert m._CUDA_SOURCE.count(atomic) == 1
-    lines = [_EMULATOR_PRELUDE, m._CUDA_SOURCE.replace(atomic, "#if 1\n    atomicAdd(p, v);")]
+    counter = ("static std::atomic<long long> diagc_atomics{0};\n"
+               'extern "C" long long diagc_atomics_taken() { return diagc_atomics.exchange(0); }\n')
+    lines = [_EMULATOR_PRELUDE, counter,
+             m._CUDA_SOURCE.replace(atomic, "#if 1\n    diagc_atomics.fetch_add(1);\n    atomicAdd(p, v);")]
     for name in dir(m):
         if not name.endswith("_GRAPH"):
             continue
         cfg = getattr(m, name)
         n_l, n_i, n_o = len(cfg["lists"]), len(cfg["inputs"]), len(cfg["outputs"])
+        n_l += cfg["visit"] is not None  # the order of the edges, after the lists
         for dtype, ctype in (("float32", "float"), ("float64", "double")):
             symbol = cfg["symbols"][dtype]
             args = [f"(const long long*)p[{k}]" for k in range(n_l)]
@@ -122,7 +127,7 @@ class GraphStandIn(StandIn):
         if symbol not in self.graphs:
             return super().launch(symbol, grid, block, args, shared_mem)
         cfg, dtype = self.graphs[symbol]
-        n_p = len(cfg["lists"]) + len(cfg["inputs"]) + len(cfg["outputs"])
+        n_p = len(cfg["lists"]) + (cfg["visit"] is not None) + len(cfg["inputs"]) + len(cfg["outputs"])
         assert len(args) == n_p + 1 + len(cfg["channels"])
         assert shared_mem == cfg["shared_words"] * np.dtype(dtype).itemsize
         assert all(type(a) is np.uint64 for a in args[:n_p]) and all(type(a) is np.int64 for a in args[n_p:])
@@ -232,6 +237,42 @@ def test_vjp_kernel_matches_the_array_code(gpu, name, C, dtype, tol, ordered):
     assert cfg["form"] == ("thread" if name == "message" else "block")
     if cfg["form"] == "block":
         assert s.launches[0][3] == cfg["shared_words"] * (4 if dtype == torch.float32 else 8)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_the_vjp_visits_edges_sorted_by_the_nodes_it_adds_into(gpu, monkeypatch, dtype, tol):
+    """message's VJP adds its messages into the senders (src), the nodes its forward gathered from,
+    while a neighbour list is sorted by the receivers: the kernel visits the edges in the order of
+    a stable sort of src (GRAPH_ORDER), so a thread's run of 8 consecutive edges mostly goes into one
+    node. Exactly one atomicAdd per word, channel element and change of node within a run, the
+    values the array code's either way; the forward (summing into dst) and embed's VJP (into both
+    lists) keep the edges' own order."""
+    m, s = gpu
+    lib = _emulator(m, None)
+    lib.diagc_atomics_taken.restype = ctypes.c_longlong
+    assert m._message_vjp_GRAPH["visit"] == 0 and m._message_vjp_GRAPH["form"] == "thread"  # src
+    assert m._message_GRAPH["visit"] is None and m._embed_vjp_GRAPH["visit"] is None
+    N, E, C = 9, 203, 5
+    rng, src, dst = _graph(N=N, E=E, seed=4, ordered=True)
+    args = _args(m, "message", rng, N, E, C, dtype)
+    cot = _cotangents("message", rng, N, C, dtype)
+    want = m.message_vjp(*args, src, dst, *cot, kernels=False)
+
+    def atomics(visited):  # per run of 8 positions: the node changes, plus the last run's flush
+        runs = [visited[k:k + 8] for k in range(0, E, 8)]
+        return C * 9 * sum(1 + sum(int(a != b) for a, b in zip(r, r[1:])) for r in runs)
+
+    counts = {}
+    for order in (True, False):
+        monkeypatch.setattr(m, "GRAPH_ORDER", order)
+        lib.diagc_atomics_taken()
+        got = m.message_vjp(*args, src, dst, *cot)
+        counts[order] = lib.diagc_atomics_taken()
+        _close(got, want, tol)
+    visited = src[torch.sort(src, stable=True)[1]].tolist()
+    assert counts == {True: atomics(visited), False: atomics(src.tolist())}
+    assert counts[True] * 4 < counts[False]  # 9 nodes, 203 edges: runs into one node, or nearly
+    assert [x[0] for x in s.launches] == [f"diagc_message_vjp_graph_kernel_{'f64' if dtype == torch.float64 else 'f32'}"] * 2
 
 
 def test_no_channels_and_no_edges(gpu):

@@ -73,6 +73,12 @@ class GraphKernel:
     lists: tuple[str, ...]  # the edge lists it reads, in the diagram's order
     #: consecutive edges a run (of one thread, for one channel element) covers
     edges_per_run: int = EDGES_PER_THREAD
+    #: thread form: the edge list in whose sorted order the kernel visits the edges (its ``order``
+    #: argument, a permutation of the edges; null: their own order), so that a run's edges add into
+    #: one node: the list every message is added into, where that is not the one the forward adds
+    #: into (a VJP adds into the nodes the forward gathered from, and an edge list sorted by its
+    #: receivers is in no useful order for its senders: one atomicAdd per edge instead of per run)
+    visit: str | None = None
 
     @property
     def block_form(self) -> bool:
@@ -179,7 +185,19 @@ def lower_graph_vjp(g: GraphDiagram, vjp: Diagram) -> GraphKernel | None:
     used = {r.edge_list for r in rows} | {o.edge_list for o in outs}
     words = sum(r.size for r in k.results if r.kept is not None)
     return GraphKernel(f"{g.diagram.name}_vjp", k, rows, outs, tuple(n for n in g.edge_lists if n in used),
-                       _edges_per_run(words) if words else EDGES_PER_THREAD)
+                       _edges_per_run(words) if words else EDGES_PER_THREAD, _visit(g, outs))
+
+
+def _visit(g: GraphDiagram, outs: tuple[GraphOut, ...]) -> str | None:
+    """GraphKernel.visit of a VJP kernel with results ``outs``: the one edge list its messages are
+    added into, when that is not one the forward adds into; None in the block form (its runs are a
+    block's consecutive edges), or where the messages go into several lists or none."""
+    if any(o.summed for o in outs):
+        return None
+    into = {o.edge_list for o in outs if o.edge_list is not None}
+    if len(into) != 1 or into & {s.edges for s in g.scatters}:
+        return None
+    return into.pop()
 
 
 def graph_vjp_refusal(g: GraphDiagram, vjp: Diagram | None) -> str | None:
@@ -315,14 +333,20 @@ def _element_function(gk: GraphKernel) -> list[str]:
         return lines  # the block form's run is device code (_block_function)
     summed = [(o, res) for o, res in zip(gk.outs, k.results) if o.edge_list is not None]
     lines.append("template <typename T>")
-    lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_run(",
-                          "    const long long first, const long long last, const long long c,"], results=False)
+    head = "    const long long first, const long long last, const long long c,"
+    if gk.visit is not None:  # positions first..last-1 of the edges in list_<visit>'s sorted order
+        head += " const long long* __restrict__ order,"
+    lines += _params(gk, [f"__host__ __device__ __forceinline__ void diagc_{gk.name}_graph_run(", head], results=False)
     lines += ["{", f"    const long long chans = {chans};"]
     for o, res in summed:
         lines += [f"    T acc_{res.name}[{res.size}];", f"    long long at_{res.name} = -1;"]
     lines += [f"    T r_{res.name}[{res.size}];" for res in k.results]
-    lines += ["    for (long long b = first; b < last; ++b) {",
-              f"        diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
+    if gk.visit is not None:
+        lines += ["    for (long long j = first; j < last; ++j) {",
+                  "        const long long b = order ? order[j] : j;  // the edge at position j"]
+    else:
+        lines.append("    for (long long b = first; b < last; ++b) {")
+    lines += [f"        diagc_{gk.name}_graph_compute<T>({_call_args(gk, 'b, c', results=True)});"]
     for o, res in summed:
         lines += _accumulate(o, res, "        ")
     lines += [store(o, res, "        ") for o, res in zip(gk.outs, k.results) if o.edge_list is None]
@@ -524,6 +548,10 @@ def print_graph(gk: GraphKernel) -> str:
         what = (f"the per-node input read at list_{r.edge_list}[edge]" if r.edge_list is not None
                 else "per edge" if r.batched else "shared by every edge")
         lines.append(f"//   in_{r.input}: {what}")
+    if gk.visit is not None:
+        lines += [f"// Edges are visited in the order of order[], a permutation sorting list_{gk.visit} (the nodes the",
+                  f"// messages are added into; null: the edges' own order), so that runs of edges into one node are",
+                  "// consecutive: one atomicAdd per run."]
     if gk.block_form:
         words = ", ".join(f"{o.output}" for o in gk.outs if o.summed)
         lines += [f"// Block form ({words} summed over the channels): a block owns runs of {gk.edges_per_run} consecutive",
@@ -540,6 +568,8 @@ def print_graph(gk: GraphKernel) -> str:
             f'extern "C" __global__ void __launch_bounds__({THREADS}) {graph_kernel_symbol(gk.name, suffix)}(',
         ]
         lines += [f"    const long long* __restrict__ list_{name}," for name in gk.lists]
+        if gk.visit is not None:
+            lines.append("    const long long* __restrict__ order,")
         lines += [f"    const {ctype}* __restrict__ in_{i.name}," for i in k.inputs]
         lines += [f"    {ctype}* __restrict__ out_{o}," for o in outs]
         if gk.block_form:
@@ -556,6 +586,7 @@ def print_graph(gk: GraphKernel) -> str:
                   f"    const long long first = el / chans * {EDGES_PER_THREAD};",
                   f"    const long long last = first + {EDGES_PER_THREAD} < edges ? first + {EDGES_PER_THREAD} : edges;",
                   f"    diagc_{gk.name}_graph_run<{ctype}>(first, last, el % chans, "
+                  + ("order, " if gk.visit is not None else "")
                   + "".join(f"list_{name}, " for name in gk.lists)
                   + "".join(f"in_{i.name}, " for i in k.inputs)
                   + "".join(f"out_{o}, " for o in outs) + f"{ch_args});",
@@ -568,6 +599,8 @@ def print_graph(gk: GraphKernel) -> str:
         pointers = [f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs] + [f"out_{o}" for o in outs]
         lines += [f'extern "C" int {graph_launcher_symbol(gk.name, suffix)}(']
         lines += [f"    const long long* list_{name}," for name in gk.lists]
+        if gk.visit is not None:
+            lines.append("    const long long* order,  // may be null")
         lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
         lines += [f"    {ctype}* out_{o}," for o in outs]
         lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}, cudaStream_t stream)", "{",
@@ -584,7 +617,8 @@ def print_graph(gk: GraphKernel) -> str:
         shared = f"{gk.shared_words} * sizeof({ctype})" if gk.block_form else "0"
         lines += ["    if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;",
                   f"    {graph_kernel_symbol(gk.name, suffix)}<<<(unsigned)blocks, {THREADS}, {shared}, stream>>>("
-                  + ", ".join(pointers + ["edges"] + [f"ch{p}" for p in range(n)]) + ");",
+                  + ", ".join(pointers[:len(gk.lists)] + (["order"] if gk.visit is not None else [])
+                              + pointers[len(gk.lists):] + ["edges"] + [f"ch{p}" for p in range(n)]) + ");",
                   "    return (int)cudaGetLastError();", "}"]
     lines.append("#endif  // host launchers")
     return "\n".join(lines) + "\n"

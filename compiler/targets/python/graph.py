@@ -388,5 +388,6 @@ def _launch_config(g: GraphDiagram, gk, vjp: Diagram | None = None) -> dict:
             "host": {"float32": graph_host_symbol(gk.name, "f32"), "float64": graph_host_symbol(gk.name, "f64")},
             "block": THREADS, "edges_per_thread": gk.edges_per_run, "form": "block" if gk.block_form else "thread",
             "shared_words": gk.shared_words, "lists": tuple(g.edge_lists.index(n) for n in gk.lists), "inputs": inputs,
-            "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order)}
+            "outputs": tuple(out_cfg), "results": got, "channels": cfg["channels"], "order": tuple(order),
+            "visit": None if gk.visit is None else g.edge_lists.index(gk.visit)}
 

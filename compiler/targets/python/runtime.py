@@ -1081,7 +1081,12 @@ def _graph_launch(b, cfg, arrays, lists, n):
         with b.xp.cuda.Device(index):
             lists = [b.xp.ascontiguousarray(idx.astype("int64", copy=False)) for idx in lists]
     ptr = (lambda x: numpy.uint64(x.data_ptr())) if torch else (lambda x: numpy.uint64(x.data.ptr))
-    params = [ptr(lists[j]) for j in cfg["lists"]] + [ptr(x) for x in xs] + [ptr(o) for o in outs]
+    params = [ptr(lists[j]) for j in cfg["lists"]]
+    order = None  # (held until the launch)
+    if cfg["visit"] is not None:  # the kernel visits the edges sorted by the nodes it adds into
+        order = _edge_order(b, lists[cfg["visit"]], index) if GRAPH_ORDER else None
+        params.append(numpy.uint64(0) if order is None else ptr(order))
+    params += [ptr(x) for x in xs] + [ptr(o) for o in outs]
     params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans]
     if grid[0] > 2147483647:
         raise ValueError(f"the graph is too large for one launch of the kernel ({grid[0]} blocks)")
@@ -1094,6 +1099,21 @@ def _graph_launch(b, cfg, arrays, lists, n):
         else:
             fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
     return results
+
+
+#: whether a graph VJP kernel that adds its messages into the nodes of an edge list the forward
+#: gathered from visits the edges sorted by that list (a stable sort on the device per call, so that
+#: runs of consecutive edges go into one node: one atomicAdd per run, not one per edge); False: the
+#: edges' own order (benchmarks compare the two)
+GRAPH_ORDER = True
+
+
+def _edge_order(b, nodes, index):
+    """The permutation (int64, on the device of ``nodes``) that sorts edge list ``nodes`` stably."""
+    if b.root == "torch":
+        return b.xp.sort(nodes, stable=True)[1]
+    with b.xp.cuda.Device(index):
+        return b.xp.argsort(nodes).astype("int64", copy=False)
 
 
 #: the torch autograd function of graph diagrams' functions (made at the first use)
