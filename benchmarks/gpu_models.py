@@ -362,6 +362,9 @@ class GraphKernels:
                 if key not in inputs:  # a node input read at an edge list: in_NAME_LIST
                     key = key.rsplit("_", 1)[0]
                 values.append(("ptr", inputs[key].contiguous()))
+            elif p.startswith("stride_"):  # rows of the contiguous input apart (elements)
+                key = p[7:] if p[7:] in inputs else p[7:].rsplit("_", 1)[0]
+                values.append(("int", math.prod(inputs[key].shape[1:])))
             elif p == "edges":
                 values.append(("int", edges))
             elif p == "ch0":

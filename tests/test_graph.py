@@ -313,9 +313,10 @@ def _graph_harness(cu: Path, kernels) -> str:
         n_ch = len(gk.edge.channels)
         outs = list(dict.fromkeys(o.output for o in gk.outs))
         args = ([f"l[{j}]" for j in range(len(gk.lists))] + [f"v[{j}]" for j in range(len(gk.edge.inputs))]
-                + [f"o[{j}]" for j in range(len(outs))] + [f"ch[{j}]" for j in range(n_ch)])
+                + [f"o[{j}]" for j in range(len(outs))] + [f"ch[{j}]" for j in range(n_ch)]
+                + [f"st[{j}]" for j in range(sum(r.batched for r in gk.rows))])  # the rows' strides
         lines += [f'extern "C" void host_{gk.name}(const long long* const* l, const double* const* v, double* const* o, '
-                  "long long edges, const long long* ch) {",
+                  "long long edges, const long long* ch, const long long* st) {",
                   "    long long chans = 1;" + "".join(f" chans *= ch[{j}];" for j in range(n_ch)),
                   "    for (long long b = 0; b < edges; ++b)",
                   "        for (long long c = 0; c < chans; ++c)",
@@ -364,7 +365,8 @@ def test_fused_graph_kernel_arithmetic_on_the_host(tmp_path):
         ptr = lambda arrays, kind: (kind * len(arrays))(*[a.ctypes.data for a in arrays])  # noqa: E731
         host[f"host_{gk.name}"](ptr([lists[n] for n in gk.lists], ctypes.c_void_p), ptr(ins, ctypes.c_void_p),
                                 ptr(outs, ctypes.c_void_p), ctypes.c_longlong(E),
-                                (ctypes.c_longlong * 1)(C))
+                                (ctypes.c_longlong * 1)(C),
+                                (ctypes.c_longlong * len(gk.rows))(*[x[0].size for x, r in zip(ins, gk.rows) if r.batched]))
         assert types  # the diagram's inputs were all given
         for got, want in zip(outs, expected):
             assert np.abs(got - want).max() < 1e-12 and np.abs(want).max() > 1e-3

@@ -86,7 +86,8 @@ def _emulator(m, tmp: Path):
             args = [f"(const long long*)p[{k}]" for k in range(n_l)]
             args += [f"(const {ctype}*)p[{n_l + k}]" for k in range(n_i)]
             args += [f"({ctype}*)p[{n_l + n_i + k}]" for k in range(n_o)]
-            args += [f"tl[{k}]" for k in range(1 + len(cfg["channels"]))]
+            # edges, the channel sizes, then the rows' strides of the inputs with rows
+            args += [f"tl[{k}]" for k in range(1 + len(cfg["channels"]) + sum(lead for _, lead, _, _ in cfg["inputs"]))]
             if cfg["form"] == "block":
                 lines += [f'extern "C" void run_{symbol}(void* const* p, const long long* tl, unsigned gx, unsigned bx_) {{',
                           "    for (unsigned bx = 0; bx < gx; ++bx) { blockIdx = {bx, 0, 0};",
@@ -128,12 +129,12 @@ class GraphStandIn(StandIn):
             return super().launch(symbol, grid, block, args, shared_mem)
         cfg, dtype = self.graphs[symbol]
         n_p = len(cfg["lists"]) + (cfg["visit"] is not None) + len(cfg["inputs"]) + len(cfg["outputs"])
-        assert len(args) == n_p + 1 + len(cfg["channels"])
+        assert len(args) == n_p + 1 + len(cfg["channels"]) + sum(lead for _, lead, _, _ in cfg["inputs"])
         assert shared_mem == cfg["shared_words"] * np.dtype(dtype).itemsize
         assert all(type(a) is np.uint64 for a in args[:n_p]) and all(type(a) is np.int64 for a in args[n_p:])
         tail = [int(a) for a in args[n_p:]]
         runs = -(-tail[0] // cfg["edges_per_thread"])
-        elements = int(np.prod(tail[1:]))
+        elements = int(np.prod(tail[1:1 + len(cfg["channels"])]))
         if cfg["form"] == "block":  # a block owns 128 // min(elements, 128) runs of edges
             assert shared_mem > 0 and grid == (-(-runs // (block[0] // min(elements, block[0]))), 1, 1)
         else:
@@ -371,6 +372,60 @@ def test_strided_and_int32_edge_lists_and_cupy_arrays(gpu, monkeypatch):
     assert all(type(g).__module__ == "cupy" for g in got)
     _close(tuple(torch.from_numpy(fake_cupy.asnumpy(g)) for g in got), want, 1e-12)
     assert [x[0] for x in s.launches] == ["diagc_painn_message_graph_kernel_f64"] * 2
+
+
+@pytest.mark.parametrize("where", ["gpu", "host loop"])
+def test_rows_of_a_wider_array_are_read_in_place(gpu, monkeypatch, where):
+    """Per-edge and per-node inputs whose rows are contiguous but further apart (TensorNet's radial
+    weights f0, f1, f2: unbind's views of one (E, 3, C) array; a per-node array's every other row;
+    a broadcast row, stride 0) reach the kernel (and its host loop, fused=True on CPU arrays) as
+    they are, read at row * stride: no copy, values those of the array code, forward and VJP. Rows
+    that are not contiguous (a transposed array, numpy's reversed rows) are copied first."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    m, s = gpu
+    if where == "host loop":  # CPU arrays, not counted as CUDA arrays: the host loops run (fused=True)
+        monkeypatch.setattr(m, "_on_gpu", lambda b, args: False)
+    b = m._backend(torch.zeros(1))
+    rng, src, dst = _graph(N=7, E=41, seed=9, ordered=True)
+    C = 4
+    f = torch.tensor(rng.standard_normal((41, 3, C)))
+    f0, f1, f2 = f.unbind(1)
+    wide = torch.tensor(rng.standard_normal((14, C, 3)))
+    i = torch.tensor(rng.standard_normal((7, C)))
+    a, t = wide[::2], torch.tensor(rng.standard_normal((1, C, 5))).expand(7, C, 5)
+    assert (m._row_stride(b, f0), m._row_stride(b, a), m._row_stride(b, t)) == (3 * C, 6 * C, 0)
+    assert m._row_stride(b, f0.t().contiguous().t()) is None
+    assert m._row_stride(m._backend(np.zeros(1)), f0.numpy()[::-1]) is None
+    cot = _cotangents("message", rng, 7, C, torch.float64)
+    plain = [x.contiguous() for x in (i, a, t, f0, f1, f2)]
+    want = m.message(*plain, src, dst, kernels=False)
+    want_vjp = m.message_vjp(*plain, src, dst, *cot, kernels=False)
+
+    class Copies(TorchDispatchMode):
+        seen = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket.__name__ in ("clone", "copy_", "contiguous"):
+                self.seen.append(tuple(args[0].shape))
+            return func(*args, **(kwargs or {}))
+
+    with Copies() as copies:
+        got = m.message(i, a, t, f0, f1, f2, src, dst, fused=True)
+        got_vjp = m.message_vjp(i, a, t, f0, f1, f2, src, dst, *cot, fused=True)
+    _close(got, want, 1e-12)
+    _close(got_vjp[:6], want_vjp[:6], 1e-12)
+    assert copies.seen == []
+    transposed = f0.t().contiguous().t()  # rows not contiguous: copied, same values
+    with Copies() as copies:
+        _close(m.message(i, a, t, transposed, f1, f2, src, dst, fused=True), want, 1e-12)
+    assert copies.seen == [(41, C)]
+    if where == "host loop":
+        assert {"diagc_message_graph_host_f64", "diagc_message_vjp_graph_host_f64"} <= set(m._HOST["functions"])
+    launched = [x[0] for x in s.launches]
+    assert launched == ([] if where == "host loop" else
+                        ["diagc_message_graph_kernel_f64", "diagc_message_vjp_graph_kernel_f64",
+                         "diagc_message_graph_kernel_f64"])
 
 
 def test_per_node_terms_fall_back_with_the_reason(gpu):

@@ -242,9 +242,17 @@ def _outputs(gk: GraphKernel) -> list[str]:
     return list(dict.fromkeys(o.output for o in gk.outs))
 
 
+def _strided(gk: GraphKernel) -> list[str]:
+    """The inputs with a row per edge or node (per-edge, or gathered at an edge list): each is read
+    at ``row * stride_NAME``, its rows' distance in elements (a launch argument), so that rows of a
+    wider array (a view of every third channel block, as unbind makes) need no copy. Each row's
+    channel elements and components are contiguous."""
+    return [r.input for r in gk.rows if r.batched]
+
+
 def _params(gk: GraphKernel, head: list[str], results: bool) -> list[str]:
     """The parameters of a device function: ``head``, the edge lists, the inputs, then the result
-    arrays (``results``) or the outputs, then the channel sizes."""
+    arrays (``results``) or the outputs, then the channel sizes and the rows' strides."""
     k = gk.edge
     n = len(k.channels)
     lines = list(head)
@@ -254,8 +262,9 @@ def _params(gk: GraphKernel, head: list[str], results: bool) -> list[str]:
         lines += [f"    T* __restrict__ r_{res.name}," for res in k.results]
     else:
         lines += [f"    T* __restrict__ out_{o}," for o in _outputs(gk)]
-    lines.append("    const long long " + ", const long long ".join(f"ch{p}" for p in range(n)) + ")"
-                 if n else "    const long long unused)")
+    scalars = [f"ch{p}" for p in range(n)] or ["unused"]
+    scalars += [f"stride_{name}" for name in _strided(gk)]
+    lines.append("    const long long " + ", const long long ".join(scalars) + ")")
     return lines
 
 
@@ -264,6 +273,7 @@ def _call_args(gk: GraphKernel, head: str, results: bool) -> str:
     args = [head] + [f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs]
     args += [f"r_{res.name}" for res in k.results] if results else [f"out_{o}" for o in _outputs(gk)]
     args += [f"ch{p}" for p in range(len(k.channels))] or ["0LL"]
+    args += [f"stride_{name}" for name in _strided(gk)]
     return ", ".join(args)
 
 
@@ -295,14 +305,13 @@ def _element_function(gk: GraphKernel) -> list[str]:
     for j, v in enumerate(k.views):
         r = rows[v.input]
         if v.dense:
-            at = f"row_{v.input} * chans + c" if r.batched else "c"
+            inner = "c"
         else:
             inner = "0LL"
             for p in v.places:
                 inner = f"{inner} * ch{p} + i{p}" if inner != "0LL" else f"i{p}"
-            per_row = _product([f"ch{p}" for p in v.places])
-            at = f"row_{v.input} * {per_row} + {inner}" if r.batched else inner
-        lines.append(f"    const T* view{j} = in_{v.input} + ({at}) * {v.size};")
+        row = f"row_{v.input} * stride_{v.input} + " if r.batched else ""
+        lines.append(f"    const T* view{j} = in_{v.input} + {row}({inner}) * {v.size};")
     args = [f"view{j}" for j in range(len(k.views))] + [f"r_{res.name}" for res in k.results]
     lines += [f"    diagc_{k.name}<T>({', '.join(args)});", "}", ""]
 
@@ -481,14 +490,15 @@ def _host_function(gk: GraphKernel, suffix: str, ctype: str) -> list[str]:
     def args(own: bool) -> str:
         names = [f"to_{o}" if own and any(o == s for s, _ in summed) else f"out_{o}" for o in outputs]
         return ", ".join([f"list_{name}" for name in gk.lists] + [f"in_{i.name}" for i in k.inputs] + names
-                         + ([f"ch{p}" for p in range(n)] or ["0LL"]))
+                         + ([f"ch{p}" for p in range(n)] or ["0LL"]) + [f"stride_{x}" for x in _strided(gk)])
 
     symbol = graph_host_symbol(gk.name, suffix)
     lines = ["", f"#if !defined(DIAGC_HOST_ONLY) || defined(DIAGC_HOST_{symbol})", f'extern "C" void {symbol}(']
     lines += [f"    const long long* list_{name}," for name in gk.lists]
     lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
     lines += [f"    {ctype}* out_{o}," for o in outputs]
-    lines += [f"    const long long edges{''.join(f', const long long ch{p}' for p in range(n))}, const int threads)",
+    lines += [f"    const long long edges{''.join(f', const long long ch{p}' for p in range(n))}"
+              f"{''.join(f', const long long stride_{x}' for x in _strided(gk))}, const int threads)",
               "{",
               f"    typedef {ctype} T;",
               f"    const long long chans = {_product([f'ch{p}' for p in range(n)])};",
@@ -537,13 +547,15 @@ def print_graph(gk: GraphKernel) -> str:
     kernels and their host launchers (nvcc builds)."""
     k = gk.edge
     n = len(k.channels)
-    ch_params = "".join(f", const long long ch{p}" for p in range(n))
-    ch_args = ", ".join(f"ch{p}" for p in range(n)) or "0LL"
+    strides = [f"stride_{x}" for x in _strided(gk)]
+    ch_params = "".join(f", const long long ch{p}" for p in range(n)) + "".join(f", const long long {x}" for x in strides)
+    ch_args = ", ".join([f"ch{p}" for p in range(n)] or ["0LL"]) + "".join(f", {x}" for x in strides)
     outs = _outputs(gk)
     lines = ["", f"// ---- {gk.name}: gather, per-edge product ({k.name}), sum over edges; one thread per channel "
              f"element and {EDGES_PER_THREAD} consecutive edges",
              "// Messages are added into the node outputs (atomicAdd): pass them zeroed, or holding the per-node",
-             "// terms. Edge lists are int64 node numbers, checked by the caller (0 <= node < nodes)."]
+             "// terms. Edge lists are int64 node numbers, checked by the caller (0 <= node < nodes). An input with",
+             "// a row per edge or node is read at row * stride_NAME (elements; each row contiguous)."]
     for r in gk.rows:
         what = (f"the per-node input read at list_{r.edge_list}[edge]" if r.edge_list is not None
                 else "per edge" if r.batched else "shared by every edge")
@@ -603,8 +615,10 @@ def print_graph(gk: GraphKernel) -> str:
             lines.append("    const long long* order,  // may be null")
         lines += [f"    const {ctype}* in_{i.name}," for i in k.inputs]
         lines += [f"    {ctype}* out_{o}," for o in outs]
-        lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}, cudaStream_t stream)", "{",
-                  "    if (edges < 0" + "".join(f" || ch{p} < 0" for p in range(n)) + ") return (int)cudaErrorInvalidValue;",
+        lines += [f"    long long edges{''.join(f', long long ch{p}' for p in range(n))}"
+                  f"{''.join(f', long long {x}' for x in strides)}, cudaStream_t stream)", "{",
+                  "    if (edges < 0" + "".join(f" || ch{p} < 0" for p in range(n)) + "".join(f" || {x} < 0" for x in strides)
+                  + ") return (int)cudaErrorInvalidValue;",
                   f"    const long long runs = (edges + {gk.edges_per_run - 1}) / {gk.edges_per_run};",
                   f"    const long long chans = 1{''.join(f' * ch{p}' for p in range(n))};",
                   "    if (runs == 0 || chans == 0) return 0;",
@@ -618,7 +632,7 @@ def print_graph(gk: GraphKernel) -> str:
         lines += ["    if (blocks > 2147483647LL) return (int)cudaErrorInvalidValue;",
                   f"    {graph_kernel_symbol(gk.name, suffix)}<<<(unsigned)blocks, {THREADS}, {shared}, stream>>>("
                   + ", ".join(pointers[:len(gk.lists)] + (["order"] if gk.visit is not None else [])
-                              + pointers[len(gk.lists):] + ["edges"] + [f"ch{p}" for p in range(n)]) + ");",
+                              + pointers[len(gk.lists):] + ["edges"] + [f"ch{p}" for p in range(n)] + strides) + ");",
                   "    return (int)cudaGetLastError();", "}"]
     lines.append("#endif  // host launchers")
     return "\n".join(lines) + "\n"

@@ -1039,12 +1039,18 @@ def _graph_launch(b, cfg, arrays, lists, n):
     index = None if host else _device_index(b, device)
     edges = int(lists[0].shape[0]) if lists else 0
     sizes = {}
-    xs = []
+    xs, strides = [], []
     for k, lead, chans, dims in cfg["inputs"]:
         x = arrays[k]
         for j, c in enumerate(chans):
             sizes[c] = int(x.shape[lead + j])
-        xs.append(x.contiguous() if torch else b.xp.ascontiguousarray(x))
+        stride = _row_stride(b, x) if lead else None  # rows of a wider array (unbind's views) are read in place
+        if stride is None:
+            x = x.contiguous() if torch else b.xp.ascontiguousarray(x)
+            stride = math.prod(x.shape[1:])
+        xs.append(x)
+        if lead:
+            strides.append(stride)
     chans = [sizes[c] for c in cfg["channels"]]
     runs = (edges + cfg["edges_per_thread"] - 1) // cfg["edges_per_thread"]
     elements = math.prod(chans)
@@ -1066,7 +1072,7 @@ def _graph_launch(b, cfg, arrays, lists, n):
         return results
     if host:
         lists = [idx.contiguous() if torch else b.xp.ascontiguousarray(idx, dtype="int64") for idx in lists]
-        _host_call(b, cfg["host"][dtype], [lists[j] for j in cfg["lists"]] + xs, outs, [edges] + chans)
+        _host_call(b, cfg["host"][dtype], [lists[j] for j in cfg["lists"]] + xs, outs, [edges] + chans + strides)
         return results
     if cfg["form"] == "block":  # a block owns block // min(elements, block) runs of consecutive edges
         slots = cfg["block"] // min(elements, cfg["block"])
@@ -1087,7 +1093,7 @@ def _graph_launch(b, cfg, arrays, lists, n):
         order = _edge_order(b, lists[cfg["visit"]], index) if GRAPH_ORDER else None
         params.append(numpy.uint64(0) if order is None else ptr(order))
     params += [ptr(x) for x in xs] + [ptr(o) for o in outs]
-    params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans]
+    params += [numpy.int64(edges)] + [numpy.int64(c) for c in chans] + [numpy.int64(r) for r in strides]
     if grid[0] > 2147483647:
         raise ValueError(f"the graph is too large for one launch of the kernel ({grid[0]} blocks)")
     fn = _cuda_function(cfg["symbols"][dtype], index)
@@ -1099,6 +1105,23 @@ def _graph_launch(b, cfg, arrays, lists, n):
         else:
             fn(grid, (cfg["block"], 1, 1), tuple(params), shared_mem=shared)
     return results
+
+
+def _row_stride(b, x):
+    """The distance in elements between the rows (axis 0) of array ``x`` when each row is contiguous
+    and the distance is a non-negative whole number of elements, else None (then copied)."""
+    if b.root == "torch":
+        strides = tuple(x.stride())
+    else:
+        if any(s % x.itemsize for s in x.strides):
+            return None
+        strides = tuple(s // x.itemsize for s in x.strides)
+    shape, expected = tuple(x.shape), 1
+    for n, s in zip(reversed(shape[1:]), reversed(strides[1:])):
+        if n != 1 and s != expected:
+            return None
+        expected *= n
+    return strides[0] if strides[0] >= 0 else None
 
 
 #: whether a graph VJP kernel that adds its messages into the nodes of an edge list the forward
