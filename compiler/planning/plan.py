@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from fractions import Fraction
 
 import numpy as np
@@ -1010,6 +1011,7 @@ class Dot:
     summed: int
 
 
+@lru_cache(maxsize=None)  # (Contraction.dot asks again at every access: a pure function of the spec)
 def dot_indexes(spec: str) -> Dot | None:
     """The batched-dot form of a pairwise einsum (``Dot``), or None when it is not one: an operand
     without '...', a repeated letter, a letter that one operand lacks, or nothing summed."""

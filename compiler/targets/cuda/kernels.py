@@ -682,9 +682,9 @@ def _weight_grad(diagram: Diagram, eq) -> WeightGrad:
                 ys.append(vy.component(my))
     views_x, views_y = vx.views(stage_dense=False), vy.views(stage_dense=False)
     fx, fy = vx.renumber(views_x), vy.renumber(views_y)
-    fits = [(r, tile) for tile in GRAD_TILES for r in GRAD_ROW_STEPS
-            if xs and 2 * r * tile * len(xs) * WORD_BYTES <= SHARED_BYTES]
-    step, tile = fits[0] if fits else (0, GRAD_TILES[0])
+    # the first tile (largest first) with the most rows staged that fit; (0, ...): none fits, host only
+    step, tile = next(((r, tile) for tile in GRAD_TILES for r in GRAD_ROW_STEPS
+                       if xs and 2 * r * tile * len(xs) * WORD_BYTES <= SHARED_BYTES), (0, GRAD_TILES[0]))
     return WeightGrad(eq.target, views_x, tuple(fx(c) for c in xs), views_y, tuple(fy(c) for c in ys), step, tile)
 
 
