@@ -113,6 +113,11 @@ def diagonal(a, offset=0, axis1=0, axis2=1):
     return numpy.einsum("...ii->...i", moved).view(ndarray)
 
 
+def argsort(a, axis=-1):
+    """cupy's argsort (a radix sort: stable)."""
+    return numpy.argsort(_base(a), axis=axis, kind="stable").view(ndarray)
+
+
 def may_share_memory(a, b):
     return numpy.may_share_memory(_base(a), _base(b))
 
@@ -125,6 +130,7 @@ def module() -> types.ModuleType:
     m.asnumpy = asnumpy
     m.diagonal = diagonal
     m.may_share_memory = may_share_memory
+    m.argsort = argsort
     m.float32, m.float64 = numpy.float32, numpy.float64
     for name in ("einsum", "swapaxes", "zeros_like", "moveaxis", "ones", "zeros", "empty", "stack",
                  "broadcast_arrays", "broadcast_to", "result_type", "add", "subtract", "multiply",

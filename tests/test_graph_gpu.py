@@ -274,6 +274,16 @@ def test_the_vjp_visits_edges_sorted_by_the_nodes_it_adds_into(gpu, monkeypatch,
     assert counts == {True: atomics(visited), False: atomics(src.tolist())}
     assert counts[True] * 4 < counts[False]  # 9 nodes, 203 edges: runs into one node, or nearly
     assert [x[0] for x in s.launches] == [f"diagc_message_vjp_graph_kernel_{'f64' if dtype == torch.float64 else 'f32'}"] * 2
+    # cupy arrays (tests/fake_cupy.py): the order from cupy's argsort, the same atomics and values
+    import fake_cupy
+
+    monkeypatch.setattr(m, "GRAPH_ORDER", True)
+    monkeypatch.setattr(m, "_BACKENDS", {k: v for k, v in m._BACKENDS.items() if k != "cupy"})  # this test's cupy
+    cp = cupy_arrays(s, monkeypatch)
+    got = m.message_vjp(*[cp.asarray(x.numpy()) for x in args], cp.asarray(src.numpy()), cp.asarray(dst.numpy()),
+                        *[cp.asarray(x.numpy()) for x in cot])
+    assert lib.diagc_atomics_taken() == counts[True]
+    _close(tuple(torch.from_numpy(fake_cupy.asnumpy(g)) for g in got[:6]), want[:6], tol)
 
 
 def test_no_channels_and_no_edges(gpu):

@@ -19,13 +19,15 @@ every channel size.
 from __future__ import annotations
 
 import itertools
+from functools import lru_cache
 
 import numpy as np
 from sympy import EX, QQ
 from sympy.polys.rings import ring
 
-from ..math.constants import DELTA
+from ..math.constants import DELTA, constant_array
 from ..math.einsum import Exact, evaluate_term as _evaluate_term
+from ..math.surds import Surds, surd_parts
 from .program import Equation, TensorNetwork
 from ..math.stf import free_monomials, is_stf, stf_fill, stf_from_array
 from .types import Channel, TensorType
@@ -59,20 +61,56 @@ def _n_entries(inputs, sizes) -> int:
     return sum(int(np.prod(shape(t.type, sizes))) for t in inputs)
 
 
+class _SurdRing:
+    """The ring R (polynomials over QQ) as the evaluation lifts numbers into it, with the square roots
+    of cg and P tables as :class:`~compiler.math.surds.Surds` over R: called on a table entry (a
+    sympy number) it gives sum_s R(c_s) sqrt(s), on anything else R's own element."""
+
+    def __init__(self, R):
+        self.R = R
+
+    def __call__(self, x):
+        import sympy
+
+        if isinstance(x, sympy.Basic):
+            return Surds.make({s: self.R(QQ(c.numerator, c.denominator)) for s, c in _surd_parts(x).items()})
+        return self.R(x)
+
+
+@lru_cache(maxsize=None)
+def _surd_parts(x):
+    return surd_parts(x)
+
+
+def _domain(equation: Equation):
+    """QQ, with ``surds`` True when the constants hold square roots (cg, P) that are all sums of
+    rational multiples of square roots (then they are lifted as Surds); EX (sympy expressions, slow)
+    for any other irrational constant."""
+    nodes = [n for t in equation.terms for n in t.nodes if n.kind in ("cg", "P")]
+    if not nodes:
+        return QQ, False
+    if all(_surd_parts(x) is not None for n in nodes for x in np.asarray(constant_array(n), dtype=object).flat):
+        return QQ, True
+    return EX, False
+
+
 def instances(diagram, equation: Equation):
     """(ring, arrays, how) for every way the equation is to be evaluated: one symbolic instance, or
-    RANDOM_TRIALS random integer instances when there are too many variables."""
+    RANDOM_TRIALS random integer instances when there are too many variables. The ring is called to
+    lift numbers into it (constant tables' entries too)."""
     sizes = channel_sizes([equation])
     inputs = _used_inputs(diagram, equation)
-    # cg and P hold square roots: exact arithmetic over sympy expressions (domain EX) instead of QQ
-    domain = EX if any(n.kind in ("cg", "P") for t in equation.terms for n in t.nodes) else QQ
+    # cg and P hold square roots: exact sums of rational multiples of them over QQ (Surds), or over
+    # sympy expressions (domain EX) where a constant is not of that form
+    domain, surds = _domain(equation)
     if _n_entries(inputs, sizes) <= MAX_VARIABLES:
         R, arrays = symbolic_inputs(inputs, sizes, domain)
-        return [(R, arrays)], "exactly"
+        return [(_SurdRing(R) if surds else R, arrays)], "exactly"
     import random
 
     rng = random.Random(f"{diagram.name}:{equation.target}")
     R, _ = ring(["unused"], domain)
+    R = _SurdRing(R) if surds else R
     out = []
     for _ in range(RANDOM_TRIALS):
         arrays = {}

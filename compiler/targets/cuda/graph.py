@@ -302,6 +302,8 @@ def _element_function(gk: GraphKernel) -> list[str]:
             lines.append(f"    const long long row_{r.input} = {row};")
             if all(v.input != r.input for v in k.views):
                 lines.append(f"    (void)row_{r.input};")
+                if r.batched:
+                    lines.append(f"    (void)stride_{r.input};")
     for j, v in enumerate(k.views):
         r = rows[v.input]
         if v.dense:
