@@ -461,21 +461,31 @@ def part_graph(part: Part, torch, device, args):
         del src, dst, cases
 
 
+def _tensornet_graph_step(part: Part, torch, device, name: str, n: int, seed: int):
+    """(the module of examples/tensornet_graph.diag, r(*shape): float64 normal arrays on ``device``
+    from a generator seeded ``seed``) for one of its steps timed alone, or None (noted) when the
+    part's budget is nearly spent."""
+    import compiler
+
+    if part.left() < 8:
+        part.note(f"{name} {n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+        return None
+    g = torch.Generator().manual_seed(seed)
+
+    def r(*shape):
+        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+    return compiler.load(ROOT / "examples" / "tensornet_graph.diag"), r
+
+
 def _embed_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
     """TensorNet's embedding backward alone: ``embed_vjp`` of examples/tensornet_graph.diag (on CUDA
     tensors its fused VJP kernel, the cotangents of u and y summed over the channels in the block),
     ``kernels=False`` (gathers, the per-edge VJP, index_add) and the VJP written out in torch
     (graph_bench.hand_embed_vjp), dst sorted as a neighbour list's receivers, src not."""
-    import compiler
-
-    if part.left() < 8:
-        part.note(f"embed_vjp {n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+    step = _tensornet_graph_step(part, torch, device, "embed_vjp", n, seed=1)
+    if step is None:
         return
-    ops = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
-    g = torch.Generator().manual_seed(1)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+    ops, r = step
     u = torch.nn.functional.normalize(r(E, 3), dim=-1)
     arrays = (r(n, C), r(n, C), r(E, C), r(E, C), r(E, C), u, r(E, 5), r(n, C), r(n, C, 3), r(n, C, 5))
     ref = hand(*arrays[:7], src, dst, *arrays[7:])
@@ -500,16 +510,10 @@ def _message_backward(part: Part, torch, device, args, n, E, C, src, dst, hand):
     kernel visits the edges sorted by src, a sort on the device per call), with ``GRAPH_ORDER =
     False`` (the edges' own order: an atomicAdd per edge), ``kernels=False`` (gathers, the per-edge
     VJP, index_add), and the VJP written out in torch (graph_bench.hand_message_vjp)."""
-    import compiler
-
-    if part.left() < 8:
-        part.note(f"message_vjp {n} atoms: skipped, {part.left():.0f} s of the part's budget left")
+    step = _tensornet_graph_step(part, torch, device, "message_vjp", n, seed=2)
+    if step is None:
         return
-    ops = compiler.load(ROOT / "examples" / "tensornet_graph.diag")
-    g = torch.Generator().manual_seed(2)
-
-    def r(*shape):
-        return torch.randn(*shape, generator=g, dtype=torch.float64).to(device)
+    ops, r = step
     arrays = (r(n, C), r(n, C, 3), r(n, C, 5), r(E, C), r(E, C), r(E, C), r(n, C), r(n, C, 3), r(n, C, 5))
     ref = hand(*arrays[:6], src, dst, *arrays[6:])
 
