@@ -8,19 +8,37 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import os
 import stat
+import sys
 import tempfile
 import types
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .ir.check import Verdict, check_program
 from .errors import OutputError
-from .ir.program import Program
-from .frontend.lower import lower_source
 from .targets import TARGETS as _REGISTRY
 from .targets import generate, get_target
+
+if TYPE_CHECKING:
+    from .ir.check import Verdict
+    from .ir.program import Program
+
+#: imported at first use (sympy and networkx take about a second): a module loaded from the module
+#: cache (:func:`load`) needs none of them
+_LAZY = {"lower_source": ".frontend.lower", "check_program": ".ir.check", "Verdict": ".ir.check",
+         "Program": ".ir.program"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name], __package__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: the names ``--target`` accepts (the registry of :mod:`compiler.targets`)
 TARGETS = tuple(_REGISTRY)
@@ -39,11 +57,17 @@ def read_source(path: str | os.PathLike) -> str:
 
 def check_source(source: str, filename: str = "<string>") -> list[Verdict]:
     """Verdicts for every diagram of a source; raises DiagError for ill-formed input."""
+    from .frontend.lower import lower_source
+    from .ir.check import check_program
+
     return check_program(lower_source(source, filename))
 
 
 def checked_program(source: str, filename: str = "<string>") -> Program:
     """The lowered program, raising the first EquivarianceError if a diagram is not equivariant."""
+    from .frontend.lower import lower_source
+    from .ir.check import check_program
+
     program = lower_source(source, filename)
     for verdict in check_program(program):
         if verdict.error is not None:
@@ -71,14 +95,78 @@ def module_from_text(text: str, name: str, filename: str | None = None) -> types
     return module
 
 
-def load(path: str | os.PathLike, name: str | None = None) -> types.ModuleType:
-    """Compile a .diag file and import the result as a module (see :func:`_module`)."""
-    return _module(compile_file(path), name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
+def load(path: str | os.PathLike, name: str | None = None, *, cache: bool = True) -> types.ModuleType:
+    """Compile a .diag file and import the result as a module (see :func:`_module`).
+
+    With ``cache`` (default) the module text is kept in the module cache (:func:`cached_compile`):
+    a later load of the same text by the same diagc reads it back instead of compiling again."""
+    source = read_source(path)
+    text = cached_compile(source, os.fspath(path)) if cache else compile_source(source, os.fspath(path))
+    return _module(text, name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
 
 
-def load_source(source: str, name: str = "diagc_module") -> types.ModuleType:
-    """Compile .diag text and import the result as a module."""
-    return _module(compile_source(source, f"<{name}>"), name, f"<diagc:{name}>")
+def load_source(source: str, name: str = "diagc_module", *, cache: bool = True) -> types.ModuleType:
+    """Compile .diag text and import the result as a module (``cache``: as :func:`load`)."""
+    text = cached_compile(source, f"<{name}>") if cache else compile_source(source, f"<{name}>")
+    return _module(text, name, f"<diagc:{name}>")
+
+
+def cache_folder() -> Path:
+    """Where diagc keeps what it builds at run time: ``DIAGC_CACHE``, else ``~/.cache/diagc`` (the
+    emitted modules' host loops use the same folder)."""
+    return Path(os.environ.get("DIAGC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "diagc"))
+
+
+def _package_files() -> list[tuple[str, Path]]:
+    """Every file the generators read: the package's sources (and the grammar) and the templates
+    (installed as ``compiler.templates``, else beside the package in the source tree)."""
+    here = Path(__file__).resolve().parent
+    files = [(p.relative_to(here).as_posix(), p) for p in here.rglob("*")
+             if p.suffix in (".py", ".lark", ".j2") and p.is_file() and "__pycache__" not in p.parts]
+    if not (here / "templates").is_dir():  # an editable or source-tree install: templates/ beside
+        tree = here.parent / "templates"
+        files += [("templates/" + p.relative_to(tree).as_posix(), p) for p in tree.rglob("*.j2") if p.is_file()]
+    return sorted(files)
+
+
+@functools.lru_cache(maxsize=1)
+def generator_fingerprint() -> str:
+    """A hash of what decides a module's text besides its source: every file of the generator
+    (:func:`_package_files`), the Python version and the versions of the libraries it computes
+    with. Computed once per process."""
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for rel, path in _package_files():
+        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+    h.update(repr(sys.version_info[:2]).encode())
+    for dist in ("sympy", "numpy", "jinja2", "lark", "networkx", "opt_einsum", "python-flint"):
+        try:
+            h.update(f"{dist} {metadata.version(dist)}\n".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"{dist} absent\n".encode())
+    return h.hexdigest()
+
+
+def cached_compile(source: str, filename: str = "<string>", target: str = "numpy") -> str:
+    """:func:`compile_source`, through the module cache: ``modules/`` in :func:`cache_folder`, one
+    file per (source text, file name, target, :func:`generator_fingerprint`), written atomically
+    after a compile. A folder that cannot be created or written only means no caching; a
+    source that does not compile raises as compile_source does, and nothing is written."""
+    key = hashlib.sha256("\0".join((generator_fingerprint(), target, filename, source)).encode()).hexdigest()
+    folder = cache_folder() / "modules"
+    path = folder / f"{key}{get_target(target).suffix}"
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        pass
+    text = compile_source(source, filename, target)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, text)
+    except (OSError, OutputError):
+        pass
+    return text
 
 
 _LOADED = itertools.count()

@@ -11,8 +11,12 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from ..errors import DiagError
-from ..ir.program import Program
+
+if TYPE_CHECKING:
+    from ..ir.program import Program
 
 
 @dataclass(frozen=True)
