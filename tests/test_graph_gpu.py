@@ -596,3 +596,45 @@ def test_tensornet_message_passing_runs_the_fused_kernels(monkeypatch, tmp_path_
     assert [x[0] for x in s.launches] == (["diagc_embed_graph_kernel_f64"] + ["diagc_message_graph_kernel_f64"] * 2
                                           + ["diagc_message_vjp_graph_kernel_f64"] * 2
                                           + ["diagc_embed_vjp_graph_kernel_f64"])
+
+
+def test_tensornet_on_the_gpu_path_runs_kernels_for_its_3x3_work(monkeypatch, tmp_path_factory):
+    """Every module of examples/tensornet.py on the (stand-in) GPU path at once: features and forces
+    equal the CPU path's; project and compose_mixed run as their elementwise parts' kernels
+    (decompose_scaled, compose_scaled, forward and VJP) around plain channel mixing (mix_parts), and
+    neither one-call form (array code on the GPU) is called."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    import tensornet
+    from test_cuda_module import StandIn
+
+    torch.manual_seed(1)
+    model = tensornet.TensorNet(hidden_channels=4, num_layers=2, num_rbf=5, cutoff_upper=3.0, dtype=torch.float64)
+    z = torch.tensor([8, 1, 1, 6, 1, 1, 7])
+    pos = torch.randn(7, 3, dtype=torch.float64) * 1.1
+    batch = torch.zeros(7, dtype=torch.long)
+
+    def run():
+        p = pos.clone().requires_grad_(True)
+        x = model(z, p, batch)[0]
+        (g,) = torch.autograd.grad((x * x).sum(), p)
+        return x.detach(), g
+
+    want = run()
+    _install(monkeypatch, tmp_path_factory, tensornet.GRAPH)
+    stand_ins = {}
+    for name in ("BASE", "LAYER", "SO3"):
+        m = getattr(tensornet, name)
+        stand_ins[name] = StandIn(m)
+        host_gpu(m, stand_ins[name].cupy, monkeypatch)
+    called = []
+    for name in ("project", "compose_mixed"):
+        real = getattr(tensornet.LAYER, name)
+        monkeypatch.setattr(tensornet.LAYER, name, lambda *a, real=real, name=name, **k: called.append(name) or real(*a, **k))
+    got = run()
+    _close(got, want, 1e-12)
+    assert called == []
+    launched = {x[0] for x in stand_ins["LAYER"].launches}
+    for fn in ("decompose_scaled", "compose_scaled", "decompose_scaled_vjp", "compose_scaled_vjp", "compose"):
+        assert f"diagc_{fn}_kernel_f64" in launched, (fn, sorted(launched))
