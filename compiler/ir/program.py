@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from functools import lru_cache
 
 import networkx as nx
 
@@ -208,7 +209,11 @@ class TensorNetwork:
         return (self.coefficient, self.shape_key())
 
     def shape_key(self) -> tuple:
-        """The canonical form without the coefficient (terms that differ only in it combine)."""
+        """The canonical form without the coefficient (terms that differ only in it combine);
+        memoised per (nodes, output, kinds): planning asks for the same networks many times."""
+        return _shape_key(self.nodes, self.output, self.kinds)
+
+    def _shape_key(self) -> tuple:
         n = len(self.nodes)
         base = [(node.kind, node.name, str(node.type)) for node in self.nodes]
         # colour refinement: a node's colour = its label + the sorted colours it touches
@@ -254,6 +259,11 @@ class TensorNetwork:
                    tuple(rename[i] for i in self.nodes[k].indices)) for k in order),
             tuple(rename[i] for i in self.output),
         )
+
+
+@lru_cache(maxsize=65536)
+def _shape_key(nodes, output, kinds) -> tuple:
+    return TensorNetwork(Fraction(1), nodes, output, kinds)._shape_key()
 
 
 def sum_formula(terms) -> str:

@@ -918,14 +918,21 @@ def _fold_constants(core: TensorNetwork, tables: dict) -> TensorNetwork:
 
 def _nested(a) -> tuple:
     """A float64 nested tuple of an exact array (integers stay integers)."""
-    import sympy
-
     if isinstance(a, np.ndarray) and a.ndim == 0:
         a = a.item()
     if not isinstance(a, np.ndarray):
-        v = sympy.sympify(a)
-        return int(v) if v.is_Integer else float(sympy.N(v, 30))
+        return _rounded(a)
     return tuple(_nested(x) for x in a)
+
+
+@lru_cache(maxsize=4096)
+def _rounded(value):
+    """An exact number (int, Fraction or sympy number) as an int if it is one, else rounded once to
+    float64 from 30 digits (the tables repeat a few values: sqrt(2)/2, sqrt(6)/6, ...)."""
+    import sympy
+
+    v = sympy.sympify(value)
+    return int(v) if v.is_Integer else float(sympy.N(v, 30))
 
 
 def _split_free_deltas(term: TensorNetwork):

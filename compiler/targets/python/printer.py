@@ -8,6 +8,8 @@ string literals) or as a name that the parser has already checked to be a safe i
 
 from __future__ import annotations
 
+import re
+
 from ...planning import emit as E
 from ...planning.plan import FunctionPlan
 from ...ir.types import Channel, FixedSize
@@ -18,27 +20,29 @@ def channel_literal(c: Channel) -> str:
     return str(c.size) if isinstance(c, FixedSize) else py_string(c)
 
 
+#: the characters py_string escapes (a newline too, unless in a triple-quoted literal)
+_ESCAPED = re.compile("[\\\\\"\\x00-\\x1f\\x7f\\x85\\u2028\\u2029\\ud800-\\udfff]")
+
+
+def _escape(ch: str, triple: bool) -> str:
+    code = ord(ch)
+    if ch == "\\":
+        return "\\\\"
+    if ch == '"':
+        return '\\"'
+    if ch == "\n":
+        return "\n" if triple else "\\n"
+    return f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}"
+
+
 def py_string(text: str, triple: bool = False) -> str:
     """A Python string literal whose value is exactly ``text``, whatever it contains.
 
     Backslashes, quotes and every control character except the newline are escaped, so the
     literal can never end early or smuggle code into the module.
     """
-    out = []
-    for ch in text:
-        code = ord(ch)
-        if ch == "\\":
-            out.append("\\\\")
-        elif ch == '"':
-            out.append('\\"')
-        elif ch == "\n":
-            out.append("\n" if triple else "\\n")
-        elif code < 32 or code == 127 or 0xD800 <= code <= 0xDFFF or code in (0x85, 0x2028, 0x2029):
-            out.append(f"\\u{code:04x}" if code > 0xFF else f"\\x{code:02x}")
-        else:
-            out.append(ch)
     quote = '"""' if triple else '"'
-    return quote + "".join(out) + quote
+    return quote + _ESCAPED.sub(lambda m: _escape(m.group(), triple), text) + quote
 
 
 class PythonPrinter:
