@@ -129,6 +129,24 @@ def _package_files() -> list[tuple[str, Path]]:
     return sorted(files)
 
 
+def _package_stats() -> tuple:
+    """(name, mtime, size) of every file of :func:`_package_files`: what changes when one is edited."""
+    out = []
+    for rel, path in _package_files():
+        try:
+            st = path.stat()
+        except OSError:
+            st = None
+        out.append((rel, st.st_mtime_ns if st else None, st.st_size if st else None))
+    return tuple(out)
+
+
+#: the generator's files as this process found them when it imported this module: a cached text is
+#: read or written only while they are unchanged, so a process never stores what its (older) code
+#: compiled under the fingerprint of edited files, nor reads by a fingerprint its code does not match
+_STATS_AT_IMPORT = _package_stats()
+
+
 @functools.lru_cache(maxsize=1)
 def generator_fingerprint() -> str:
     """A hash of what decides a module's text besides its source: every file of the generator
@@ -138,9 +156,9 @@ def generator_fingerprint() -> str:
 
     h = hashlib.sha256()
     for rel, path in _package_files():
-        h.update(rel.encode() + b"\0" + path.read_bytes() + b"\0")
+        h.update(hashlib.sha256(rel.encode()).digest() + hashlib.sha256(path.read_bytes()).digest())
     h.update(repr(sys.version_info[:2]).encode())
-    for dist in ("sympy", "numpy", "jinja2", "lark", "networkx", "opt_einsum", "python-flint"):
+    for dist in ("sympy", "mpmath", "numpy", "jinja2", "lark", "networkx", "opt_einsum", "python-flint"):
         try:
             h.update(f"{dist} {metadata.version(dist)}\n".encode())
         except metadata.PackageNotFoundError:
@@ -148,23 +166,41 @@ def generator_fingerprint() -> str:
     return h.hexdigest()
 
 
+#: the first line of a cached module: the sha256 of the rest (a damaged file is compiled again)
+_CACHE_HEADER = "# diagc module cache, sha256 of the text below: "
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def cached_compile(source: str, filename: str = "<string>", target: str = "numpy") -> str:
     """:func:`compile_source`, through the module cache: ``modules/`` in :func:`cache_folder`, one
     file per (source text, file name, target, :func:`generator_fingerprint`), written atomically
-    after a compile. A folder that cannot be created or written only means no caching; a
-    source that does not compile raises as compile_source does, and nothing is written."""
-    key = hashlib.sha256("\0".join((generator_fingerprint(), target, filename, source)).encode()).hexdigest()
+    after a compile, its first line the sha256 of the text (a file whose text does not match is
+    compiled again and replaced). The cache is not used while the generator's files differ from
+    what this process imported (:data:`_STATS_AT_IMPORT`). A folder that cannot be created or
+    written only means no caching; a source that does not compile raises as compile_source does,
+    and nothing is written. Code that changes the generator's settings at run time (a module
+    constant patched) must compile with :func:`compile_source` (or ``load(..., cache=False)``)."""
+    if _package_stats() != _STATS_AT_IMPORT:
+        return compile_source(source, filename, target)
+    parts = (generator_fingerprint(), target, filename, source)
+    key = hashlib.sha256(b"".join(bytes.fromhex(_digest(part)) for part in parts)).hexdigest()
     folder = cache_folder() / "modules"
     path = folder / f"{key}{get_target(target).suffix}"
     try:
-        return path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8", newline="") as fh:
+            header, _, text = fh.read().partition("\n")
+        if header == _CACHE_HEADER + _digest(text):
+            return text
     except (OSError, UnicodeDecodeError):
         pass
     text = compile_source(source, filename, target)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, text)
-    except (OSError, OutputError):
+        write_atomic(path, _CACHE_HEADER + _digest(text) + "\n" + text)
+    except (OSError, OutputError, UnicodeEncodeError):
         pass
     return text
 
@@ -256,6 +292,8 @@ def write_atomic(path: str | os.PathLike, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.chmod(tmp, new_file_mode(path))
         os.replace(tmp, path)
     except OSError as exc:

@@ -52,7 +52,9 @@ def test_a_second_load_reads_the_text_a_compile_gives(cache, compiles):
     second = compiler.load_source(SOURCE, "cross_ops")
     assert compiles == ["<cross_ops>"]  # read back, not compiled
     files = list(cache.iterdir())
-    assert len(files) == 1 and files[0].read_text(encoding="utf-8") == compiler.compile_source(SOURCE, "<cross_ops>")
+    header, text = files[0].read_text(encoding="utf-8").split("\n", 1)
+    assert len(files) == 1 and text == compiler.compile_source(SOURCE, "<cross_ops>")
+    assert header == api._CACHE_HEADER + api._digest(text)
     assert first is not second and first.__name__ != second.__name__
     np.testing.assert_array_equal(*_cross(second))
 
@@ -132,3 +134,47 @@ def test_import_compiler_and_a_cached_load_import_neither_sympy_nor_networkx(tmp
     assert [r.returncode for r in runs] == [0, 0], runs[0].stderr + runs[1].stderr
     assert runs[0].stdout.strip() == "['lark', 'networkx', 'sympy']"  # the first load compiles
     assert runs[1].stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "edited", "not utf-8"])
+def test_a_damaged_cache_file_is_compiled_again_and_replaced(cache, compiles, damage):
+    compiler.load_source(SOURCE, "dmg")
+    (path,) = cache.iterdir()
+    whole = path.read_bytes()
+    path.write_bytes({"truncated": whole[: len(whole) // 2], "empty": b"",
+                      "edited": whole.replace(b"def cross", b"def crosz"), "not utf-8": b"\xff" + whole}[damage])
+    m = compiler.load_source(SOURCE, "dmg")
+    np.testing.assert_array_equal(*_cross(m))
+    assert len(compiles) == 2 and path.read_bytes() == whole
+
+
+def test_the_target_is_part_of_the_key(cache):
+    py = api.cached_compile(SOURCE, "<t>")
+    cu = api.cached_compile(SOURCE, "<t>", target="cuda")
+    assert py != cu and sorted(p.suffix for p in cache.iterdir()) == [".cu", ".py"]
+    assert api.cached_compile(SOURCE, "<t>", target="cuda") == cu == compiler.compile_source(SOURCE, "<t>", "cuda")
+
+
+def test_names_that_are_not_utf8_and_parts_that_look_joined(cache, compiles, tmp_path):
+    """A file name with undecodable bytes (surrogate escapes) loads as without the cache; the key
+    hashes each part on its own, so a name ending in what another source begins with is no match."""
+    name = os.fsdecode(b"odd\xff.diag")
+    path = tmp_path / name
+    try:
+        path.write_text(SOURCE, encoding="utf-8")
+    except (OSError, UnicodeEncodeError):
+        pytest.skip("this file system refuses the name")
+    np.testing.assert_array_equal(*_cross(compiler.load(path)))
+    api.cached_compile(SOURCE, "<x>\0y")  # (a NUL in the name: compiled and cached, not importable)
+    with pytest.raises(DiagError):  # joined with NULs, the two keys' texts would be equal
+        api.cached_compile("y\0" + SOURCE, "<x>")
+
+
+def test_the_cache_is_not_used_once_the_generator_changed(cache, compiles, monkeypatch):
+    """A process whose generator files changed after it imported diagc (an edit, an upgrade) neither
+    reads nor writes the cache: what its code compiles would be stored under the new files' key."""
+    compiler.load_source(SOURCE, "gen")
+    monkeypatch.setattr(api, "_STATS_AT_IMPORT", api._STATS_AT_IMPORT[1:])
+    compiler.load_source(SOURCE, "gen")
+    compiler.load_source(SOURCE, "gen2")
+    assert compiles == ["<gen>", "<gen>", "<gen2>"] and len(list(cache.iterdir())) == 1

@@ -925,7 +925,7 @@ def _nested(a) -> tuple:
     return tuple(_nested(x) for x in a)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=4096, typed=True)
 def _rounded(value):
     """An exact number (int, Fraction or sympy number) as an int if it is one, else rounded once to
     float64 from 30 digits (the tables repeat a few values: sqrt(2)/2, sqrt(6)/6, ...)."""
