@@ -1,6 +1,6 @@
 """What the CUDA kernel path costs on the host: an emitted function's dispatch up to the launch.
 
-    python benchmarks/host_overhead.py [--repeat 15] [--number 200] [--profile] [--out DIR]
+    python benchmarks/host_overhead.py [--repeat 15] [--number 200] [--profile] [--out DIR] [--tensornet]
 
 On a machine without a GPU: the emitted module's launcher runs with cupy replaced by a stand-in
 whose ``RawModule`` hands back a launch that does nothing (no NVRTC, no device), torch CPU tensors
@@ -19,7 +19,10 @@ gradients: a force-training step's share), ``kernels=False`` forward for scale (
 code on CPU tensors: not a GPU figure); and torch's own floor for the same passes, an
 elementwise product of tensors of tp_2e's shape. Microseconds of process CPU time per call, best
 of ``--repeat`` runs of ``--number`` calls, contenders alternating. ``--profile`` prints cProfile's top entries per pass
-(what the time is spent in). ``--out DIR`` also writes DIR/host_overhead.md.
+(what the time is spent in). ``--out DIR`` also writes DIR/host_overhead.md. ``--tensornet`` adds
+TensorNet's forward + forces per call (examples/tensornet.py with all four modules on the stand-in,
+against torchmd-net's pure-torch model and the model with the one-call ``project`` /
+``compose_mixed``; see tensornet_calls).
 """
 
 from __future__ import annotations
@@ -118,6 +121,47 @@ def reference(torch, rows, channels):
             "kernels=False fwd": lambda: x * y}
 
 
+def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
+    """TensorNet forward + forces (examples/tensornet.py) with its four diagram modules on the
+    stand-in (every kernel launch a no-op: what Python and the torch operations around the kernels
+    cost, as on a GPU machine's host), beside torchmd-net's pure-torch model on CPU tensors of the
+    same tiny size (its operations' host cost, a little arithmetic) and examples/tensornet.py with
+    project and compose_mixed as the one-call diagrams (array code on the GPU; session 14's model)."""
+    sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "examples")]
+    import tensornet
+    import torchmdnet_ref
+    from tensornet_bench import system
+
+    for m in (tensornet.BASE, tensornet.LAYER, tensornet.SO3, tensornet.GRAPH):
+        stand_in(m)
+    args = dict(hidden_channels=channels, num_layers=2, num_rbf=8, cutoff_upper=4.5, max_num_neighbors=64,
+                static_shapes=False, dtype=torch.float32)
+    torch.manual_seed(0)
+    ref = torchmdnet_ref.reference_tensornet(**args)
+    ours = tensornet.TensorNet(**args)
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    z, pos, batch = system(atoms)
+    L = tensornet.LAYER
+    one_call = {"project": lambda X, s, W0, W1, W2, fused: L.project(X, s, W0, W1, W2),
+                "compose_mixed": lambda i, a, t, W0, W1, W2, n0, n1, n2, fused: L.compose_mixed(
+                    i, a, t, W0, W1, W2, n0, n1, n2)}
+
+    def step(model, swap=None):
+        def call():
+            saved = {k: getattr(tensornet, k) for k in swap or {}}
+            for k, f in (swap or {}).items():
+                setattr(tensornet, k, f)
+            try:
+                p = pos.detach().requires_grad_(True)
+                return torch.autograd.grad(model(z, p, batch)[0].sum(), p)
+            finally:
+                for k, f in saved.items():
+                    setattr(tensornet, k, f)
+        return call
+
+    return {"torchmd-net": step(ref), "diagc": step(ours), "diagc, one-call project / compose_mixed": step(ours, one_call)}
+
+
 def best(fs: dict, repeat: int, number: int) -> dict:
     """Microseconds of process CPU time per call of each function (time.process_time: on a shared
     machine wall time also counts other processes' turns), best of ``repeat`` runs of ``number``
@@ -154,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--number", type=int, default=200)
     ap.add_argument("--profile", action="store_true", help="cProfile's top entries per pass")
     ap.add_argument("--out", help="also write DIR/host_overhead.md")
+    ap.add_argument("--tensornet", action="store_true",
+                    help="also TensorNet's forward + forces (24 atoms, 16 channels) on the stand-in, per call")
     args = ap.parse_args(argv)
     import torch
 
@@ -180,6 +226,15 @@ def main(argv=None) -> int:
             for k in ("forward", "fwd+bwd", "double"):
                 profiles.append(f"\n## {name} {k}: cProfile, {args.number} calls, by own time\n```\n"
                                 f"{profile(fs[k], args.number)}\n```")
+    if args.tensornet:
+        fs = tensornet_calls(torch)
+        number = max(1, args.number // 40)
+        t = best(fs, args.repeat, number)
+        table = ["", f"TensorNet forward + forces, 24 atoms, 16 channels, float32: milliseconds of process CPU time "
+                 f"per call, best of {args.repeat} x {number} calls, alternating", "", "| model | ms |", "|---|---|"]
+        table += [f"| {k} | {v / 1000:.2f} |" for k, v in t.items()]
+        lines += table
+        print("\n".join(table), flush=True)
     if profiles:
         print("\n".join(profiles))
     if args.out:
