@@ -21,8 +21,8 @@ elementwise product of tensors of tp_2e's shape. Microseconds of process CPU tim
 of ``--repeat`` runs of ``--number`` calls, contenders alternating. ``--profile`` prints cProfile's top entries per pass
 (what the time is spent in). ``--out DIR`` also writes DIR/host_overhead.md. ``--tensornet`` adds
 TensorNet's forward + forces per call (examples/tensornet.py with all four modules on the stand-in,
-against torchmd-net's pure-torch model and the model with the one-call ``project`` /
-``compose_mixed``; see tensornet_calls).
+against torchmd-net's pure-torch model and the model with ``project`` / ``compose_mixed`` run as
+one call each, unstaged; see tensornet_calls).
 """
 
 from __future__ import annotations
@@ -126,7 +126,8 @@ def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
     stand-in (every kernel launch a no-op: what Python and the torch operations around the kernels
     cost, as on a GPU machine's host), beside torchmd-net's pure-torch model on CPU tensors of the
     same tiny size (its operations' host cost, a little arithmetic) and examples/tensornet.py with
-    project and compose_mixed as the one-call diagrams (array code on the GPU; session 14's model)."""
+    project and compose_mixed each run as one call, not in stages (compiler.planning.staging): their
+    own emitted code, array code on the GPU (session 14's model)."""
     sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "examples")]
     import tensornet
     import torchmdnet_ref
@@ -142,24 +143,24 @@ def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
     ours.load_state_dict(ref.state_dict(), strict=True)
     z, pos, batch = system(atoms)
     L = tensornet.LAYER
-    one_call = {"project": lambda X, s, W0, W1, W2, fused: L.project(X, s, W0, W1, W2),
-                "compose_mixed": lambda i, a, t, W0, W1, W2, n0, n1, n2, fused: L.compose_mixed(
-                    i, a, t, W0, W1, W2, n0, n1, n2)}
+    one_call = {name: lambda *args, fused=False, spec=getattr(L, f"_{name}_SPEC"): L._call(spec, args, None, fused)
+                for name in ("project", "compose_mixed")}
 
     def step(model, swap=None):
         def call():
-            saved = {k: getattr(tensornet, k) for k in swap or {}}
+            saved = {k: getattr(L, k) for k in swap or {}}
             for k, f in (swap or {}).items():
-                setattr(tensornet, k, f)
+                setattr(L, k, f)
             try:
                 p = pos.detach().requires_grad_(True)
                 return torch.autograd.grad(model(z, p, batch)[0].sum(), p)
             finally:
                 for k, f in saved.items():
-                    setattr(tensornet, k, f)
+                    setattr(L, k, f)
         return call
 
-    return {"torchmd-net": step(ref), "diagc": step(ours), "diagc, one-call project / compose_mixed": step(ours, one_call)}
+    return {"torchmd-net": step(ref), "diagc": step(ours),
+            "diagc, project / compose_mixed unstaged (one call)": step(ours, one_call)}
 
 
 def best(fs: dict, repeat: int, number: int) -> dict:

@@ -232,8 +232,18 @@ def _compile(args) -> int:
 
         from .frontend.graph import split_program
 
+        from .planning.staging import stage_diagram
+
         program = split_program(checked_program(source, args.file))[0]  # graph diagrams: their parts
-        sys.stdout.write("".join(explain(plan_diagram(d)) for d in program.diagrams))
+        stage_of = program.stage_of()
+        for d in program.diagrams:
+            staged = stage_diagram(d) if d.name not in stage_of else None
+            if staged is None:
+                sys.stdout.write(explain(plan_diagram(d)))
+                continue
+            names = ", ".join(s.name for s in staged.diagrams)
+            sys.stdout.write(f"{d.name}: runs in stages (channel mixing scaled per channel): {names}\n")
+            sys.stdout.write("".join(explain(plan_diagram(s)) for s in staged.diagrams))
         if args.output is None:
             return 0
     if args.output is None:

@@ -157,19 +157,6 @@ def weight(linear):
     return linear.weight.t()
 
 
-# project (decompose s X, mix each part over channels) and compose_mixed (mix, scale by n0, n1, n2,
-# compose) are diagrams of tensornet_layer.diag; the model runs each as two calls, the elementwise
-# diagram (decompose_scaled / compose_scaled: one kernel on the GPU, a host loop with fused=True)
-# and plain channel mixing (mix_parts: a GEMM a part), which measured faster than the one call on
-# every path (session 15; see the README) and gives the same values.
-def project(X, s, W0, W1, W2, fused):
-    return LAYER.mix_parts(*LAYER.decompose_scaled(X, s, fused=fused), W0, W1, W2, fused=fused)
-
-
-def compose_mixed(i, a, t, W0, W1, W2, n0, n1, n2, fused):
-    return LAYER.compose_scaled(*LAYER.mix_parts(i, a, t, W0, W1, W2, fused=fused), n0, n1, n2, fused=fused)
-
-
 # ---------------------------------------------------------------------------------------------------
 # the model: torchmd-net's module tree and parameter names, the 3x3 work through the diagrams
 # ---------------------------------------------------------------------------------------------------
@@ -211,7 +198,7 @@ class TensorEmbedding(nn.Module):
             norm = self.act(linear(norm))
         n0, n1, n2 = norm.reshape(-1, 3, C).unbind(1)
         W0, W1, W2 = (weight(lin) for lin in self.linears_tensor)
-        return compose_mixed(i, a, t, W0, W1, W2, n0, n1, n2, self.fused)
+        return LAYER.compose_mixed(i, a, t, W0, W1, W2, n0, n1, n2, fused=self.fused)
 
 
 class Interaction(nn.Module):
@@ -235,7 +222,7 @@ class Interaction(nn.Module):
         f0, f1, f2 = (edge_attr * self.cutoff(edge_weight)[:, None]).view(-1, 3, self.hidden_channels).unbind(1)
         W = [weight(lin) for lin in self.linears_tensor]
         s = 1 / (BASE.tensor_norm(X, fused=self.fused) + 1)
-        i, a, t = project(X, s, W[0], W[1], W[2], self.fused)
+        i, a, t = LAYER.project(X, s, W[0], W[1], W[2], fused=self.fused)
         Y = LAYER.compose(i, a, t, fused=self.fused)
         # the parts at each edge's source, scaled by the edge's radial weights, summed at the receiver
         M = LAYER.compose(*GRAPH.message(i, a, t, f0, f1, f2, edge_index[1], edge_index[0], fused=self.fused),
@@ -245,7 +232,7 @@ class Interaction(nn.Module):
         else:
             P = SO3.matmul_so3(M, Y, fused=self.fused)  # 2 Y M
         s2 = 1 / (BASE.tensor_norm(P, fused=self.fused) + 1)
-        dX = LAYER.compose(*project(P, s2, W[3], W[4], W[5], self.fused), fused=self.fused)
+        dX = LAYER.compose(*LAYER.project(P, s2, W[3], W[4], W[5], fused=self.fused), fused=self.fused)
         return LAYER.residual(X * s[..., None, None], dX, g, fused=self.fused)
 
 

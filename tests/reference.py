@@ -241,27 +241,6 @@ def tl_project(X, s, W0, W1, W2):
             np.einsum("...cm,...cd->...dm", t, W2))
 
 
-def tl_decompose_scaled(X, s):
-    X = np.asarray(X) * np.asarray(s)[..., None, None]
-    i = np.trace(X, axis1=-2, axis2=-1) / 3
-    a = 0.5 * np.stack([X[..., 2, 1] - X[..., 1, 2], X[..., 0, 2] - X[..., 2, 0], X[..., 1, 0] - X[..., 0, 1]], -1)
-    return i, a, np.tensordot(X, _L2, axes=([-2, -1], [1, 2]))
-
-
-def tl_mix_parts(i, a, t, W0, W1, W2):
-    def mix(x, W, k):  # x: (..., c, k geometric axes), W: (..., c, d): the sum over c of products
-        x, W = np.asarray(x), np.asarray(W)
-        channel_last = np.moveaxis(x, x.ndim - 1 - k, -1)[..., None]  # (..., geometric, c, 1)
-        products = channel_last * W.reshape(W.shape[:-2] + (1,) * k + W.shape[-2:])  # (..., geometric, c, d)
-        return np.moveaxis(products.sum(-2), -1, x.ndim - 1 - k)
-
-    return mix(i, W0, 0), mix(a, W1, 1), mix(t, W2, 1)
-
-
-def tl_compose_scaled(i, a, t, n0, n1, n2):
-    return tl_compose(np.asarray(i) * n0, np.asarray(a) * np.asarray(n1)[..., None], np.asarray(t) * np.asarray(n2)[..., None])
-
-
 def tl_parts_norm(i, a, t):
     return 3 * np.asarray(i) ** 2 + 2 * (np.asarray(a) ** 2).sum(-1) + (np.asarray(t) ** 2).sum(-1)
 

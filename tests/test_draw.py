@@ -217,7 +217,7 @@ PINNED = {
     "products": "ed3c57f05f8d3922",
     "spherical": "6aa281528c6dfb2e",
     "tensornet": "f5df4737dde14d86",
-    "tensornet_layer": "e8ca22372016749d",  # session 15: decompose_scaled, mix_parts, compose_scaled added
+    "tensornet_layer": "fc3f6f2d8516899c",  # session 16: the three hand-split diagrams gone again (staging)
     "tensornet_so3": "5fda2dc858a3cd51",
 }
 

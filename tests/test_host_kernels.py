@@ -115,7 +115,10 @@ def test_mixing_host_loops_match_the_array_code(stem, name):
     _needs_compiler()
     m = _module(stem)
     cfg = getattr(m, f"_{name}_KERNEL")
-    fn = getattr(m, name)
+    spec = getattr(m, f"_{name}_SPEC")  # as one call (a staged diagram's public function runs its stages)
+
+    def fn(*args, fused=False, kernels=True):
+        return m._call(spec, tuple(args), None, fused, kernels)
     rng = np.random.default_rng(len(stem) * 17 + len(name))
     weights = cfg["unbatched"]
     assert weights

@@ -41,8 +41,9 @@ def _declared(f: FnInput) -> str:
 
 def composite_doc(c: Composite, program: Program) -> str:
     stages = {d.name: d for d in program.diagrams}
-    lines = [f"{c.name}: equivariant under {c.group} (functions of invariants are invariant).", "",
-             "Arguments:"]
+    applies = any(isinstance(step, Apply) for step in c.steps)
+    why = " (functions of invariants are invariant)" if applies else ""
+    lines = [f"{c.name}: equivariant under {c.group}{why}.", "", "Arguments:"]
     for t in c.inputs:
         if isinstance(t, FnInput):
             lines.append(f"    {t.name}: {_declared(t)}, a callable of the array library (an nn.Module too): "
@@ -64,7 +65,8 @@ def composite_doc(c: Composite, program: Program) -> str:
     for t in c.outputs:
         dims = ", ".join(["..."] + [str(c) for c in t.type.channels] + [str(d) for d in t.type.geometric_dims])
         lines.append(f"    {t.name}: {t.type}, shape ({dims})")
-    lines += ["", "Computed in stages (each a checked diagram; function results are invariant by type):"]
+    lines += ["", "Computed in stages (each a checked diagram" +
+              ("; function results are invariant by type):" if applies else "):")]
     from ..ir.program import sum_formula
 
     for step in c.steps:
@@ -216,7 +218,8 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
     # backward: one cotangent variable per value
     every = list(names) + [r.name for s in c.steps if isinstance(s, Apply) for r in s.results] + \
         [a.name for s in c.steps if isinstance(s, Apply) for a in s.arguments] + \
-        [p.name for s in c.steps if isinstance(s, Sum) for p in s.parts]
+        [p.name for s in c.steps if isinstance(s, Sum) for p in s.parts] + \
+        [t.name for s in c.steps[:-1] if isinstance(s, str) for t in stages[s].outputs]  # one stage into the next
     grad = {n: f"_g{k}" for k, n in enumerate(dict.fromkeys(every))}
     reached: set[str] = set()
 

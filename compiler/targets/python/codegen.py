@@ -25,6 +25,7 @@ from ...planning.emit import lower_batch_sums, lower_function, lower_fused
 from ...planning.fuse import FusedPlan
 from ...ir.program import Diagram, Program, sum_formula
 from ...planning.plan import kept_copies, plan_diagram
+from ...planning.staging import stage_diagram
 from .printer import PythonPrinter, _tuple_text, input_checks, py_string  # noqa: F401
 
 TABLES = {
@@ -40,9 +41,11 @@ def _shape_text(typ) -> str:
     return "(" + ", ".join(dims) + ")"
 
 
-def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None = None) -> str:
+def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None = None,
+                 stages: tuple[Diagram, ...] | None = None) -> str:
     """The public function's docstring; ``kernel``: its kernel's launch configuration
-    (kernels.module_config), None without one."""
+    (kernels.module_config), None without one; ``stages``: the diagrams it runs in turn
+    (:mod:`compiler.planning.staging`), None where it runs as one."""
     kind = kernel["kind"] if kernel else None
     lines = [f"{d.name}: equivariant under {d.group}.", "", "Arguments:"]
     inputs, outputs = public_signature(d)
@@ -54,7 +57,11 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None
                      "written in place")
     else:
         lines.append("    out: optional preallocated result (a tuple for several), numpy or torch, written in place")
-    if fused is not None and fused.outputs:
+    if stages:
+        lines.append("    fused, kernels: passed to the stages it runs in turn (below), each as its own function")
+        lines.append("        runs them: an elementwise stage by its fused code (CPU: a host loop) or CUDA kernel, a")
+        lines.append("        channel mixing by the array library's GEMM (cuBLAS on a GPU)")
+    elif fused is not None and fused.outputs:
         lines.append(f"    fused: every component as one formula ({fused.products} products), one pass;")
         lines.append("        torch inputs run it through torch.compile (compiled on the first call)")
     else:
@@ -67,7 +74,9 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None
             lines.append("        (on CPU arrays whose weights have no batch axes: the host loop, C++ built at first use)")
         elif kind == "elementwise":  # the outputs other than those zero everywhere have a fused form
             lines.append("        (on CPU arrays: the kernel's host loop, C++ built at first use)")
-    if kind == "mixing_vjp" and "launches" not in kernel:
+    if stages:
+        pass
+    elif kind == "mixing_vjp" and "launches" not in kernel:
         lines.append("    kernels: no CUDA kernel for this function (host loops only); the array-library code")
         lines.append("        runs on a GPU")
     elif kind in ("mixing", "mixing_vjp"):
@@ -115,6 +124,12 @@ def function_doc(d: Diagram, fused: FusedPlan | None = None, kernel: dict | None
         lines.append("")
         for eq in d.equations:
             lines.append(f"    {eq.target} = " + sum_formula(eq.terms))
+    if stages:
+        lines += ["", "Run in stages (compiler.planning.staging; each a checked diagram):"]
+        for stage in stages:
+            lines.append(f"    {stage.name}:")
+            for eq in stage.equations:
+                lines.append(f"        {eq.target} = " + sum_formula(eq.terms))
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
 
 
@@ -158,6 +173,9 @@ def generate_python(program: Program) -> str:
     stage_of = program.stage_of()
     source_names = [d.name for d in program.diagrams if d.name not in stage_of]
     source_names += [c.name for c in program.composites]
+    # channel mixing scaled per channel: run as an elementwise stage, GEMMs, an elementwise stage
+    stagings = {st.source: st for st in (stage_diagram(d) for d in program.diagrams if d.name not in stage_of) if st}
+    program = replace(program, diagrams=program.diagrams + tuple(s for st in stagings.values() for s in st.diagrams))
     program, graphs = split_program(program)  # graph diagrams: their edge and node diagrams
     program = with_derivatives(program, checked=True)
     printer = PythonPrinter()
@@ -173,7 +191,10 @@ def generate_python(program: Program) -> str:
         functions.append(printer._print_FunctionProgram(
             lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body,
             f"_{d.name}_blocks" if d.irreps else None))
-        functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name))))
+        staged = stagings.get(d.name) or (stagings.get(d.name[:-4]) if d.sum_to and d.name.endswith("_vjp") else None)
+        staged_doc = tuple(by_name[n] for n in staged.composite.steps) if staged and staged.source == d.name else None
+        functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name), staged_doc),
+                                       staged.composite.name if staged else None))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
         vjp = d.name + "_vjp" if d.name + "_vjp" in by_name and not second else None
         positions = {t.name: k for k, t in enumerate(d.inputs)}
@@ -214,6 +235,11 @@ def generate_python(program: Program) -> str:
         for c in program.composites:
             functions += [printer.doprint(f) for f in lower_composite(c, staged, frozenset(by_name) | graph_vjps)]
             exports += [c.name, c.name + "_vjp"]
+    if stagings:  # the chains of staged diagrams (their public functions call them)
+        from ...planning.fnemit import lower_composite
+
+        for st in stagings.values():
+            functions += [printer.doprint(f) for f in lower_composite(st.composite, program, frozenset(by_name))]
     used = sorted({c for p in plans for c in p.constants})
     values = dict(TABLES)
     for p in plans:
@@ -389,17 +415,24 @@ def kernel_configs(program: Program, plans) -> tuple[str, dict]:
     return source, {k.name: module_config(k) for k in lowered}
 
 
-def _print_public(d: Diagram, doc: str) -> str:
+def _print_public(d: Diagram, doc: str, staged: str | None = None) -> str:
     """The public function: the emitted code, differentiable through the generated derivatives
     (torch autograd, jax custom_vjp) where they exist, and summed to its inputs' shapes for a
     derivative diagram. A diagram with irreps tensors gets it as ``_NAME_blocks`` (on the blocks),
-    and as ``NAME`` the function on e3nn's flat arrays (:func:`_print_irreps_public`)."""
+    and as ``NAME`` the function on e3nn's flat arrays (:func:`_print_irreps_public`). ``staged``:
+    the chain of stages that runs a staged diagram (``_NAME_staged``), or for its NAME_vjp without
+    ``out`` that chain's VJP (the chain rule through the stages' derivatives)."""
     params = ", ".join(t.name for t in d.inputs)
     sig = params + (", " if params else "") + "*, out=None, fused=False, kernels=True"
     args = _tuple_text([t.name for t in d.inputs])
     name = f"_{d.name}_blocks" if d.irreps else d.name
-    text = "\n".join([f"def {name}({sig}):", "    " + doc,
-                      f"    return _call(_{d.name}_SPEC, {args}, out, fused, kernels)"])
+    body = [f"    return _call(_{d.name}_SPEC, {args}, out, fused, kernels)"]
+    if staged and not d.sum_to:
+        body = [f"    return {staged}({params}{', ' if params else ''}out=out, fused=fused, kernels=kernels)"]
+    elif staged:
+        body = ["    if out is None:",
+                f"        return {staged}_vjp({params}, fused=fused, kernels=kernels)"] + body
+    text = "\n".join([f"def {name}({sig}):", "    " + doc] + body)
     if d.irreps:
         text += "\n\n\n" + _print_irreps_public(d, doc)
     return text
