@@ -56,6 +56,24 @@ def test_earlier_outputs_are_substituted_with_fresh_indices():
     assert [t.formula() for t in y.terms] == ["X[k~1,k~1] X[i,j]", "X[k~2,k~2] X[k~3,k~3] delta[i,j]"]
 
 
+def test_an_output_reusing_an_earlier_one_twice_can_be_reused_again():
+    """u = t with t = s s: t's two copies of s's summed index (i~1, i~2) stay apart when t itself is
+    substituted (they once both became i~3: a label on four legs, the diagram refused)."""
+    src = ("diagram f(a: vec, b: vec) -> (s: scalar, t: scalar, u: scalar, w: vec) {\n  s = a[i] b[i]\n"
+           "  t = s s\n  u = t\n  w[i] = t a[i]\n}\n")
+    d = lower_source(src).diagrams[0]
+    for eq in d.equations[2:]:
+        (term,) = eq.terms
+        labels = [i for n in term.nodes for i in n.indices]
+        assert sorted(labels.count(i) for i in set(labels) if i not in term.output) == [2, 2]
+    m = load_source(src, "reuse_twice")
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    s, t, u, w = m.f(a, b)
+    dot = (a * b).sum(-1)
+    assert np.allclose(u, dot ** 2) and np.allclose(w, dot[:, None] ** 2 * a)
+
+
 def test_empty_file_and_comments_only():
     assert parse("", "e.diag").diagrams == ()
     assert parse("# nothing\n\n   # here\n", "e.diag").group == "O3"

@@ -406,13 +406,24 @@ class _DiagramLowering:
         if len(names) != len(lhs):
             raise DiagTypeError(_arity_message(f.name, self.outputs[f.name].type, len(names)), f.pos)
         self.fresh += 1
+        copy = self.fresh  # one number per substitution, told apart per label where two share a name
         result = []
         for p in products:
             rename = dict(zip(lhs, names))
+            taken: set = set(names)
             occs = []
             for occ in p.factors:
-                new = tuple(rename.setdefault(i, Renamed(base_name(i), self.fresh)) for i in occ.indices)
-                occs.append(_Occ(occ.name, new, occ.pos, occ.index_pos, occ.constant))
+                labels = []
+                for i in occ.indices:
+                    if i not in rename:
+                        label = Renamed(base_name(i), copy)
+                        while label in taken:  # i~1 and i~2 (two earlier copies) both met again: i~3, i~4
+                            self.fresh += 1
+                            label = Renamed(base_name(i), self.fresh)
+                        rename[i] = label
+                        taken.add(label)
+                    labels.append(rename[i])
+                occs.append(_Occ(occ.name, tuple(labels), occ.pos, occ.index_pos, occ.constant))
             result.append(_Product(p.coefficient, tuple(occs), f.pos))
         return result
 
