@@ -207,3 +207,11 @@ def test_unused_inputs_get_a_warning_and_keep_the_exit_code(files):
     assert [(w["line"], w["column"]) for w in json.loads(r.stdout)["files"][0]["warnings"]] == [(1, 19), (1, 27)]
     r = run("check", files / "good.diag")
     assert r.stderr == ""
+    # a graph diagram with a function: each stage takes every edge list, but only one never read is unused
+    (files / "gate.diag").write_text(
+        "diagram gate(v: vec[n,c], f: scalar[e,c], src: edges[e,n], dst: edges[e,n], other: edges[e,n])\n"
+        "    -> m: vec[n,c] {\n    m[n,c,i] = dst[e,n] src[e,m] silu(f[e,c]) v[m,c,i]\n}\n")
+    r = run("check", files / "gate.diag")
+    assert r.returncode == 0
+    assert [l for l in r.stderr.splitlines() if ": warning: " in l] == [
+        f"{files / 'gate.diag'}:1:77: warning: input 'other' of diagram 'gate' is never used"]

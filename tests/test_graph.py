@@ -534,6 +534,34 @@ def test_graph_function_runtime_errors_name_the_users_function():
         GFN.gmsg(*args, phi, num_nodes=7)
 
 
+EDGE_GATE = """
+diagram gate(v: vec[n,c], f: scalar[e,c], src: edges[e,n], dst: edges[e,n]) -> m: vec[n,c] {
+    m[n,c,i] = dst[e,n] src[e,m] silu(f[e,c]) v[m,c,i]
+}
+"""
+
+
+def test_a_graph_function_whose_first_stage_reads_no_per_node_array_takes_n_from_one():
+    """silu(f) runs in a stage of per-edge arrays only: the number of nodes comes from v (a per-node
+    argument), also in the VJP, where it once asked for num_nodes=; values against a loop."""
+    ops = compiler.load_source(EDGE_GATE, "edge_gate")
+    rng = np.random.default_rng(4)
+    v, f = rng.normal(size=(4, 2, 3)), rng.normal(size=(5, 2))
+    src, dst = np.array([0, 1, 2, 3, 0]), np.array([1, 2, 3, 0, 1])
+    want = np.zeros_like(v)
+    for k in range(5):
+        want[dst[k]] += (f[k] / (1 + np.exp(-f[k])))[:, None] * v[src[k]]
+    assert np.allclose(ops.gate(v, f, src, dst), want, atol=1e-14)
+    d_v, d_f, _, _ = ops.gate_vjp(v, f, src, dst, np.ones_like(want))
+    assert d_v.shape == v.shape and d_f.shape == f.shape
+    vt, ft = torch.tensor(v, requires_grad=True), torch.tensor(f, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: ops.gate(a, b, torch.tensor(src), torch.tensor(dst)), (vt, ft))
+    with pytest.raises(ValueError, match=r"^v has shape \(1, 4, 2, 3\); expected \(n, c, 3\): arguments of gate have no batch"):
+        ops.gate(v[None], f, src, dst)
+    with pytest.raises(ValueError, match="arguments of gate_vjp have no batch"):
+        ops.gate_vjp(v[None], f, src, dst, np.ones_like(want))
+
+
 def _graph_vjp_calls():
     """(function, its arguments) that are right, per graph diagram VJP: tensornet_graph.diag's
     message_vjp, gnn.diag's tensornet_embedding_vjp (no per-node input) and gmsg_vjp (stages)."""

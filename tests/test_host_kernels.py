@@ -446,3 +446,22 @@ def test_bad_edge_lists_are_refused_before_the_loop(lib):
                        (src.reshape(4, 5), "src")):
         with pytest.raises(ValueError, match=match):
             g.message(*arrays, wrap(bad), wrap(dst), fused=True)
+
+
+def test_out_under_autograd_with_fused_true_records_the_gradient():
+    """fused=True on CPU tensors runs the host loop, whose out= records no gradient: with inputs
+    requiring grad and out= given, the recorded array code runs instead (as with fused=False), so
+    the result still differentiates; the host loop still serves the other calls."""
+    _needs_compiler()
+    m = _module("tensornet")
+    rng = np.random.default_rng(5)
+    X = torch.from_numpy(rng.standard_normal((6, 4, 3, 3))).requires_grad_(True)
+    out = torch.empty(6, 4, 3, 3, dtype=torch.float64)
+    got = m.vector_to_skew(torch.zeros(6, 4, 3, dtype=torch.float64), fused=True)  # warm: the loop is built
+    got = m.matmul_o3(X, X.detach(), out=out, fused=True)
+    assert got.requires_grad and torch.equal(out, got.detach())
+    (g,) = torch.autograd.grad(got.sum(), X)
+    (want,) = torch.autograd.grad(m.matmul_o3(X, X.detach(), kernels=False).sum(), X)
+    assert torch.allclose(g, want, atol=1e-12)
+    plain = m.matmul_o3(X.detach(), X.detach(), out=out, fused=True)  # no autograd: the host loop writes out
+    assert plain is out

@@ -366,7 +366,8 @@ def test_runtime_size():
     and 970 before the derivatives of channel mixing ran GPU kernels, several launches a call, and
     a channel axis of size 0 was reshaped by counted rows rather than -1; 997 for tensornet before a
     batched dot product ran as a multiply and a sum, sum_product: torch's einsum made it a gemv per
-    65,535 rows on the GPU)."""
+    65,535 rows on the GPU; 1004 for tensornet before out= under autograd, on a kernel's or host
+    loop's path, ran the recorded array code: a kernel writing out= records no gradient)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -374,7 +375,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 830 and sizes["tensornet"] <= 1004, sizes
+    assert sizes["dot"] <= 830 and sizes["tensornet"] <= 1006, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

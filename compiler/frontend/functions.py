@@ -283,8 +283,8 @@ def unused_composite_inputs(c: Composite, program) -> tuple:
     for step in c.steps:
         if isinstance(step, Apply):
             used.add(step.function)
-        elif isinstance(step, str):
-            used |= {t.name for t in stages[step].inputs}
+        elif isinstance(step, str):  # what its terms read (a graph stage takes every edge list)
+            used |= {n.name for eq in stages[step].equations for t in eq.terms for n in t.nodes if n.kind == "input"}
     return tuple(DiagWarning(f"input '{t.name}' of diagram '{c.name}' is never used", t.pos,
                              "remove it, or use it in an equation (the function still takes it as an argument)")
                  for t in c.inputs if t.name not in used)

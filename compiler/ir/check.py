@@ -99,9 +99,12 @@ def unused_inputs(diagram: Diagram) -> tuple[DiagWarning, ...]:
         return ()
     used = {n.name for eq in diagram.equations for t in eq.terms for n in t.nodes if n.kind == "input"}
     used |= {b for r in diagram.irreps if not r.output for b in r.blocks}  # a block may go unused
+    # a stage of a graph diagram with functions takes every edge list (graph_stages): whether the
+    # user's diagram uses each is the composite's question (unused_composite_inputs)
+    passed = {t.name for t in diagram.inputs if diagram.origin and t.type.family == "edges"}
     return tuple(DiagWarning(f"input '{t.name}' of diagram '{diagram.shown_name}' is never used", t.pos,
                              "remove it, or use it in an equation (the function still takes it as an argument)")
-                 for t in diagram.inputs if t.name not in used)
+                 for t in diagram.inputs if t.name not in used and t.name not in passed)
 
 
 def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProof:

@@ -99,6 +99,21 @@ def _checks(c: Composite, where: str) -> list:
             for f in _signature(c)[1]]
 
 
+def _nodes(c: Composite, arrays, where: str) -> list:
+    """A graph diagram's number of nodes, where not given, from its first per-node array (``arrays``:
+    (variable, its tensor) pairs), before any stage runs: a stage that reads no per-node array needs it."""
+    if not _is_graph(c):
+        return []
+    node_set = next(t for t in c.inputs if _is_edges(t)).type.channels[1]
+    per_node = [(n, t) for n, t in arrays if t.type.channels[:1] == (node_set,)]
+    if not per_node:
+        return []
+    axes = Tuple(tuple(Tuple((Str(n), Tuple(tuple(Int(ch.size) if isinstance(ch, FixedSize) else Str(ch)
+                                                  for ch in t.type.channels)),
+                              Tuple(tuple(Int(d) for d in t.type.geometric_dims)), Ref(n))) for n, t in per_node))
+    return [Assign(Ref("num_nodes"), Invoke("_graph_nodes", (Str(where), Ref("num_nodes"), axes)))]
+
+
 def _apply(step: Apply, where: str, declared: dict) -> Assign:
     """results = the function applied: a backend method for a built-in, _apply_fn for a user function."""
     if step.builtin:
@@ -153,6 +168,7 @@ def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> 
                                                                    for ch in t.type.channels)),
                                        Tuple(tuple(Int(d) for d in t.type.geometric_dims)))) for t in tensors))
         body.append(Evaluate(Invoke("_check_shapes", (signature, _refs(t.name for t in tensors)))))
+    body += _nodes(c, [(t.name, t) for t in tensors], c.name)
     if any(isinstance(s, Apply) and s.builtin for s in c.steps):  # the built-ins: methods of the backend
         body.append(Assign(_B, Invoke("_backend", tuple(Ref(t.name) for t in tensors))))
     for step in c.steps:
@@ -204,7 +220,8 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
     doc = (f"{vjp_name(c.name)}: the cotangents of {_returns(shown)} given the cotangents {', '.join(cots)} of "
            f"the outputs of {c.name}{' (None for an edge list)' if len(shown) > len(names) else ''}: the chain rule through the stages' generated VJPs (in reverse) and the "
            "functions' derivatives (built-ins written out; a user function's by torch or jax autograd).")
-    body = [Assign(_B, Invoke("_backend", tuple(Ref(n) for n in names + cots)))]
+    body = _nodes(c, [(t.name, t) for t in tensors] + list(zip(cots, c.outputs)), vjp_name(c.name))
+    body += [Assign(_B, Invoke("_backend", tuple(Ref(n) for n in names + cots)))]
     body += [Assign(Ref(n), Call("asarray", (Ref(n),))) for n in names]
     declared = {f.name: f for f in fns}
     where = vjp_name(c.name)  # what every message of NAME_vjp names: the function the user called

@@ -4616,7 +4616,9 @@ def _call(spec, args, out, fused, kernels=True):
         first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
         args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
     if kernels and _use_kernel(_b, spec, args, fused):
-        return _kernel_call(_b, spec, args, out)
+        if out is None or spec[1] is None or not _b.differentiable(args):
+            return _kernel_call(_b, spec, args, out)
+        fused = False  # out= under autograd: the array code, recorded (a kernel's out= records no gradient)
     if kernels and fused and spec[5] is not None and spec[5]["kind"] == "mixing" and _host_possible(_b, args):
         fused = False  # channel mixing on the host: the planned code's GEMM (the library's, as cuBLAS on a GPU)
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):

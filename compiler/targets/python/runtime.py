@@ -689,7 +689,9 @@ def _call_kernels(spec, args, out, fused, kernels=True):
         first = _b.asarray(args[0])  # the others take its dtype and device where they are converted
         args = _b.promote((first,) + tuple(_b.asarray(a, first) for a in args[1:]))
     if kernels and _use_kernel(_b, spec, args, fused):
-        return _kernel_call(_b, spec, args, out)
+        if out is None or spec[1] is None or not _b.differentiable(args):
+            return _kernel_call(_b, spec, args, out)
+        fused = False  # out= under autograd: the array code, recorded (a kernel's out= records no gradient)
     if kernels and fused and spec[5] is not None and spec[5]["kind"] == "mixing" and _host_possible(_b, args):
         fused = False  # channel mixing on the host: the planned code's GEMM (the library's, as cuBLAS on a GPU)
     if spec[1] is not None and _b.differentiable(args) and not (out is not None and _b.root == "jax"):
@@ -1221,6 +1223,20 @@ def _sum_parts_vjp(parts, channels, rank, g):
     b = _backend(g)
     return tuple(b.sum_to(g, tuple(_aligned(p, pos, rank).shape)).reshape(tuple(p.shape))
                  for p, pos in zip(parts, channels))
+
+
+def _graph_nodes(function, num_nodes, arrays):
+    """The number of nodes for the stages of a graph diagram with functions: ``num_nodes`` where given
+    (each stage checks it), else the node axis of the first per-node array of ``arrays`` ((name,
+    channel axes, geometric sizes, array) each: arguments of a graph diagram have no batch axis)."""
+    if num_nodes is not None:
+        return num_nodes
+    name, channels, dims, x = arrays[0]
+    if _len(x.shape) != _len(channels) + _len(dims):
+        axes = ", ".join(tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
+        raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({axes}): arguments of {function} "
+                         "have no batch axes (the node or edge axis leads)")
+    return int(x.shape[0])
 
 
 def _composite_vjp(where, fn, args, at, cotangents, fused, kernels, *num_nodes):
