@@ -333,9 +333,10 @@ def _verify(args) -> int:
 
 
 def _draw(args) -> int:
+    from .api import checked_program
     from .tools.draw import draw_program
 
-    program = lower_source(read_source(args.file), args.file)
+    program = checked_program(read_source(args.file), args.file)  # nothing drawn unless every diagram checks
     if args.derivatives:
         from .ir.grad import with_derivatives
 

@@ -62,3 +62,14 @@ def test_rewriting_a_file_or_certificate_keeps_its_mode(tmp_path, capsys):
     assert cli.main(["prove", str(src), "-o", str(cert)]) == 0
     assert mode(cert) == 0o751
     capsys.readouterr()
+
+
+def test_no_command_writes_a_file_for_a_diagram_that_does_not_check(tmp_path, capsys):
+    """A cross product declared vec (it is axial): compile, draw and prove exit 1 and write nothing
+    (draw once drew it and exited 0)."""
+    src = tmp_path / "cross.diag"
+    src.write_text("diagram cross(a: vec, b: vec) -> c: vec {\n    c[i] = eps[i,j,k] a[j] b[k]\n}\n")
+    for command, out in (("compile", "out.py"), ("draw", "out.svg"), ("prove", "cert")):
+        assert cli.main([command, str(src), "-o", str(tmp_path / out)]) == 1, command
+        assert not (tmp_path / out).exists(), command
+    assert "not equivariant" in capsys.readouterr().err
