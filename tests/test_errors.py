@@ -86,6 +86,7 @@ ERRORS = [
     ('eq_index_misspelt', 'diagram f(a: vec, b: vec) -> T: cart2 {\n    T[i,j] = a[i] b[l]\n}\n', 1, 2, 19, "in 'T' of diagram 'f', term 'a[i] b[l]': index 'l' is on one"),
     ('eq_parity_scalar', 'diagram f(a: vec, b: vec, c: vec) -> s: scalar {\n    s = eps[i,j,k] a[i] b[j] c[k]\n}\n', 1, 2, 9, "in 's' of diagram 'f', term 'eps[i,j,k] a[i] b[j] c[k]': the"),
     ('eq_parity_rank2', 'diagram f(a: vec) -> T: cart2 {\n    T[i,j] = eps[i,j,k] a[k]\n}\n', 1, 2, 14, "in 'T' of diagram 'f', term 'eps[i,j,k] a[k]': the term is"),
+    ('eq_parity_rank2_mixed', 'diagram f(a: vec, s: scalar) -> X: cart2 {\n    X[i,j] = a[i] a[j] + s eps[i,j,k] a[k]\n}\n', 1, 2, 26, "in 'X' of diagram 'f', term 's eps[i,j,k] a[k]': the term i"),
     ('eq_graded_fits', 'diagram f(X: cart2(0e+1o+2e)) -> C: cart2 {\n    C[i,j] = X[i,j]\n}\n', 1, 2, 14, "in diagram 'f': the antisymmetric (1e) part of 'C' does not "),
     ('eq_channel_missing', 'diagram f(a: vec[c]) -> s: scalar[c] {\n    s[c] = a[d,i] a[d,i]\n}\n', 1, 2, 12, "in 's' of diagram 'f', term 'a[d,i] a[d,i]': output channel "),
     ('type_irreps_malformed', 'diagram f(h: irreps(8x0e+4y1o)) -> s: scalar[8] {\n    s[u] = h.0e[u]\n}\n', 2, 1, 27, "unexpected 'y1o'; expected ')', '+', end of line"),
@@ -137,6 +138,7 @@ HELP = {
     'eq_parity': "declare 'c: axial'",
     'eq_parity_scalar': "declare 's: pscalar'",
     'eq_parity_rank2': "declare 'T: pcart(2)'",
+    'eq_parity_rank2_mixed': "declare 'X: cart2(0e+1o+2e)'",  # terms of both parities: not pcart(2)
     'eq_graded_fits': "declare 'C: cart2(0e+1o+2e)'",
     'type_graph_function_shared_argument': "apply it in a separate diagram and pass its value as an input",
     'eq_function_stage_parity': "declare 'v: axial'",

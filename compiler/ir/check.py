@@ -158,17 +158,16 @@ def _structural(diagram: Diagram, eq: Equation, term: TensorNetwork) -> TermProo
                          f"{term.nodes[b.node].name} axis {b.axis} ({kind})")
     parity = None
     if diagram.group == "O3" and not _graded(diagram, eq):
-        parity = 1
-        for node in term.nodes:
-            if node.kind == "input":
-                parity *= node.type.inversion
+        parity = _term_parity(term)
         want = eq.type.inversion
         if parity != want:
+            # terms of both parities into a rank-2 output: its parts differ (the graded type), not all flip
+            mixed = eq.type.family == "cart" and eq.type.rank == 2 and len({_term_parity(t) for t in eq.terms}) > 1
             raise EquivarianceError(
                 f"{where}: the term is {_parity_word(parity)} under inversion (product of its inputs' parities) "
                 f"but output {eq.target}: {eq.type} is {_parity_word(want)}; under O3 they must agree "
                 "(change the output type, or declare 'group SO3')", term.pos,
-                _parity_help(eq, flipped(eq.type), diagram))
+                _parity_help(eq, _actual_type(diagram, eq) if mixed else flipped(eq.type), diagram))
     return TermProof(term.formula(shown=True), tuple(lemmas), tuple(edges), parity)
 
 
@@ -211,6 +210,14 @@ def _parity_help(eq: Equation, want: TensorType | None, diagram: Diagram | None 
             shown = "+".join(f"{m}x{ir}" for m, ir in blocks)
             return f"declare '{r.name}: irreps({shown})' (or 'group SO3' if reflections do not matter)"
     return f"declare '{eq.target}: {want}' (or 'group SO3' if reflections do not matter)"
+
+
+def _term_parity(term: TensorNetwork) -> int:
+    parity = 1
+    for node in term.nodes:
+        if node.kind == "input":
+            parity *= node.type.inversion
+    return parity
 
 
 def _parity_word(p: int) -> str:
