@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from compiler.api import load_source, lower_source
-from compiler.ir.program import sum_formula
+from compiler.ir.program import StageCall, sum_formula
 from compiler.planning.staging import stage_diagram
 from compiler.testing import assert_equivariant, random_input
 
@@ -33,6 +33,10 @@ diagram sph_mix(x: sph(1o)[c], y: sph(1o)[c], W: weight[c,d], n: scalar[d]) -> t
 diagram post_only(x: vec[c], W: weight[c,d], n: scalar[d]) -> y: cart2[d] {
     y[d,i,j] = n[d] W[c,d] x[c,i] delta[j,k] x[c,k]
 }
+diagram named(X: cart2[c], s: scalar[c], W0: weight[c,d], W1: weight[c,d]) -> (i: scalar[d], a: axial[d]) {
+    i[d] = 1/3 W0[c,d] s[c] X[c,k,k]
+    a[d,k] = -1/2 W1[c,d] s[c] eps[k,i,j] X[c,i,j]
+}
 diagram plain(X: cart2[c], W: weight[c,d]) -> Y: cart2[d] {
     Y[d,i,j] = W[c,d] X[c,i,j] - W[c,d] X[c,j,i]
 }
@@ -53,32 +57,47 @@ def module():
 
 
 def _stages(d):
+    """Each stage of ``d``'s staged form: (stage, the values it takes, those it gives, its equations);
+    a shared mixing stage (StageCall) under names of its own."""
     st = stage_diagram(d)
     if st is None:
         return None
-    return [(s.name, [t.name for t in s.inputs], [t.name for t in s.outputs],
-             [f"{eq.target} = {sum_formula(eq.terms)}" for eq in s.equations]) for s in st.diagrams]
+    by = {s.name: s for s in st.diagrams}
+    rows = []
+    for step in st.composite.steps:
+        if isinstance(step, StageCall):
+            stage, args, results = by[step.stage], list(step.arguments), list(step.results)
+        else:
+            stage = by[step]
+            args, results = [t.name for t in stage.inputs], [t.name for t in stage.outputs]
+        rows.append((stage.name, args, results, [f"{eq.target} = {sum_formula(eq.terms)}" for eq in stage.equations]))
+    return rows
+
+
+MIX3 = ["v0 = W0[c,d] u0[c]", "v1 = W1[c,d] u1[c,k0]", "v2 = W2[c,d] u2[c,k0]"]
 
 
 def test_tensornets_diagrams_are_staged_as_written_by_hand_in_session_15():
     prog = lower_source((ROOT / "diagrams" / "tensornet_layer.diag").read_text(), "tensornet_layer.diag")
     by = {d.name: d for d in prog.diagrams}
-    # project: the scaled parts (decompose_scaled) then one GEMM a part, whose results are the outputs
-    assert _stages(by["project"]) == [
-        ("_project_pre", ["X", "s"], ["_project_u0", "_project_u1", "_project_u2"],
-         ["_project_u0 = 1/3 s[c] X[c,k,k]", "_project_u1 = -1/2 s[c] eps[k,i,j] X[c,i,j]",
-          "_project_u2 = s[c] P(2)[m,i,j] X[c,i,j]"]),
-        ("_project_mix", ["W0", "W1", "W2", "_project_u0", "_project_u1", "_project_u2"], ["i", "a", "t"],
-         ["i = W0[c,d] _project_u0[c]", "a = W1[c,d] _project_u1[c,k0]", "t = W2[c,d] _project_u2[c,k0]"]),
-    ]
-    # compose_mixed: the parts mixed as they are (no pre stage), then scaled and composed
+    # project: the scaled parts (session 15's decompose_scaled) then one GEMM a part, giving the outputs
+    project = _stages(by["project"])
+    assert [row[:2] for row in project] == [("_project_pre", ["X", "s"]),
+                                            (project[1][0], ["_project_u0", "_project_u1", "_project_u2",
+                                                             "W0", "W1", "W2"])]
+    assert project[0][3] == ["_project_u0 = 1/3 s[c] X[c,k,k]", "_project_u1 = -1/2 s[c] eps[k,i,j] X[c,i,j]",
+                             "_project_u2 = s[c] P(2)[m,i,j] X[c,i,j]"]
+    assert project[1][0].startswith("_mix_") and project[1][2:] == (["i", "a", "t"], MIX3)
+    # compose_mixed: the parts mixed as they are (no pre stage), by the same shared mixing stage as
+    # project's (one function, one host loop, one set of kernels), then scaled and composed
     stages = _stages(by["compose_mixed"])
-    assert [s[0] for s in stages] == ["_compose_mixed_mix", "_compose_mixed_post"]
-    assert stages[0][1] == ["i", "a", "t", "W0", "W1", "W2"]
+    assert [row[0] for row in stages] == [project[1][0], "_compose_mixed_post"]
+    assert stages[0][1:3] == (["i", "a", "t", "W0", "W1", "W2"], ["_compose_mixed_v0", "_compose_mixed_v1",
+                                                                   "_compose_mixed_v2"])
     assert stages[1][3] == ["X = n0[d] delta[i,j] _compose_mixed_v0[d] - n1[d] eps[i,j,k] _compose_mixed_v1[d,k] "
                             "+ n2[d] P(2)[m,i,j] _compose_mixed_v2[d,m]"]
     # elementwise diagrams and plain channel mixing are not staged
-    for name in ("compose", "decompose_scaled", "mix_parts", "compose_scaled", "matmul_o3_scaled"):
+    for name in ("compose", "parts_norm", "matmul_o3_scaled", "residual"):
         assert stage_diagram(by[name]) is None, name
 
 
@@ -87,10 +106,10 @@ def test_which_diagrams_are_staged_and_how(program):
     # two terms with one weight and the same post side: one intermediate, one GEMM
     stages = _stages(by["scaled_both"])
     assert stages[0][3] == ["_scaled_both_u0 = s[c] x[c,i] + 2 x[c,i]"]
-    assert stages[1][3] == ["_scaled_both_v0 = W[c,d] _scaled_both_u0[c,k0]"]
+    assert stages[1][1:] == (["_scaled_both_u0", "W"], ["_scaled_both_v0"], ["v0 = W0[c,d] u0[c,k0]"])
     assert stages[2][3] == ["y = n[d] _scaled_both_v0[d,i] + z[d,i]"]
     # the weight's orientation is kept
-    assert _stages(by["flipped"])[1][3] == ["y = W[d,c] _flipped_u0[c,k0]"]
+    assert _stages(by["flipped"])[1][3] == ["v0 = W0[d,c] u0[c,k0]"]
     # eps goes with the pre side (3 numbers a channel, not 9); the channel-free g with the post side
     stages = _stages(by["cross_mix"])
     assert stages[0][3] == ["_cross_mix_u0 = eps[i,j,k] a[c,j] b[c,k]"]
@@ -99,7 +118,9 @@ def test_which_diagrams_are_staged_and_how(program):
     stages = _stages(by["sph_mix"])
     assert stages[0][3] == ["_sph_mix_u0 = cg(1,1,2)[p,q,m] x[c,p] y[c,q]"]
     # delta goes where the intermediate is smallest: with x's pair (x x^T: 9 numbers either way) ...
-    assert [s[0] for s in _stages(by["post_only"])] == ["_post_only_pre", "_post_only_mix", "_post_only_post"]
+    assert [s[0][:5] for s in _stages(by["post_only"])] == ["_post", "_mix_", "_post"]
+    # the mixing's results are the outputs: no post stage
+    assert [s[2] for s in _stages(by["named"])] == [["_named_u0", "_named_u1"], ["i", "a"]]
     assert _stages(by["plain"]) is None and _stages(by["elementwise"]) is None
 
 
@@ -120,7 +141,7 @@ def _args(module, name, rng, batch=(6,), channels=None):
                          channel_sizes=sizes) for t in d.inputs]
 
 
-STAGED = ["scaled_both", "flipped", "cross_mix", "sph_mix", "post_only"]
+STAGED = ["scaled_both", "flipped", "cross_mix", "sph_mix", "post_only", "named"]
 
 
 @pytest.mark.parametrize("name", STAGED)
@@ -157,7 +178,7 @@ def test_staged_functions_are_equivariant(module, name):
                        channel_sizes={"c": 5, "d": 4})
 
 
-@pytest.mark.parametrize("name", ["scaled_both", "sph_mix"])
+@pytest.mark.parametrize("name", ["scaled_both", "sph_mix", "named"])
 def test_staged_functions_under_torch_autograd(module, name):
     rng = np.random.default_rng(2)
     args = [torch.tensor(a, requires_grad=True) for a in _args(module, name, rng, batch=(3,),

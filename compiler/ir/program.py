@@ -418,6 +418,16 @@ class Sum:
 
 
 @dataclass(frozen=True)
+class StageCall:
+    """``results = stage(arguments)``: a stage diagram that several composites share (its inputs and
+    outputs under names of its own), called with the composite's values named ``arguments`` (in the
+    order of its inputs) and giving the values named ``results`` (in the order of its outputs)."""
+    stage: str
+    arguments: tuple[str, ...]
+    results: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Composite:
     """A diagram with function nodes: pure stages (diagrams of the program, by name) and function
     applications between them, run in order. ``inputs`` are the declared arguments in order (tensors
@@ -427,7 +437,7 @@ class Composite:
     group: str
     inputs: tuple[Tensor | FnInput, ...]
     outputs: tuple[Tensor, ...]
-    steps: tuple[str | Apply | Sum, ...]
+    steps: tuple[str | Apply | Sum | StageCall, ...]
     pos: Position | None = field(default=None, compare=False)
 
 

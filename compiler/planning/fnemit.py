@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .emit import Assign, Call, ChainFunction, Evaluate, Int, Invoke, Item, Literal, Ref, Return, SignedSum, Str, Tuple
 from ..ir.grad import cotangent_name, vjp_name
-from ..ir.program import Apply, Composite, FnInput, Program, Sum, Tensor
+from ..ir.program import Apply, Composite, FnInput, Program, StageCall, Sum, Tensor
 from ..ir.types import FixedSize
 
 #: the keyword arguments every emitted function takes (the stages are called with them)
@@ -77,10 +77,15 @@ def composite_doc(c: Composite, program: Program) -> str:
             value = f"1 / {args}" if step.function == "recip" else f"{step.function}({args})"
             lines.append(f"    {', '.join(r.name for r in step.results)} = {value}")
         else:
-            for eq in stages[step].equations:
+            d, args, results = _call_of(step, stages)
+            pad = ""
+            if isinstance(step, StageCall):  # a shared stage, under names of its own
+                lines.append(f"    {', '.join(results)} = {d.name}({', '.join(args)}), where")
+                pad = "    "
+            for eq in d.equations:
                 legs = eq.terms[0].output if eq.terms else ()
                 target = f"{eq.target}[{','.join(legs)}]" if legs else eq.target
-                lines.append(f"    {target} = {sum_formula(eq.terms)}")
+                lines.append(f"    {pad}{target} = {sum_formula(eq.terms)}")
     return "\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    "
 
 
@@ -147,13 +152,22 @@ def _passed(d) -> tuple:
     return ((("num_nodes", Ref("num_nodes")),) if any(_is_edges(t) for t in d.inputs) else ()) + _PASSED
 
 
-def _stage(d, caller: str | None = None) -> Assign:
-    """The outputs of stage ``d`` = its call; a graph stage called by ``caller`` (NAME_vjp) names that
-    function in its messages (``_caller``), not NAME."""
+def _call_of(step, stages: dict) -> tuple:
+    """A stage step as (its diagram, the composite's values it takes, those it gives): a stage named
+    by the step (a str: its own input and output names are the values) or a StageCall."""
+    if isinstance(step, StageCall):
+        return stages[step.stage], step.arguments, step.results
+    d = stages[step]
+    return d, tuple(t.name for t in d.inputs), tuple(t.name for t in d.outputs)
+
+
+def _stage(d, args, results, caller: str | None = None) -> Assign:
+    """The values ``results`` = stage ``d`` called on the values ``args``; a graph stage called by
+    ``caller`` (NAME_vjp) names that function in its messages (``_caller``), not NAME."""
     passed = _passed(d)
     if caller is not None and any(_is_edges(t) for t in d.inputs):
         passed += (("_caller", Str(caller)),)
-    return Assign(_target(t.name for t in d.outputs), Invoke(d.name, tuple(Ref(t.name) for t in d.inputs), passed))
+    return Assign(_target(results), Invoke(d.name, _refs(args).items, passed))
 
 
 def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> list[ChainFunction]:
@@ -177,13 +191,14 @@ def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> 
         elif isinstance(step, Apply):
             body.append(_apply(step, c.name, declared))
         elif step == c.steps[-1]:
-            d = stages[step]
-            body.append(Return(Invoke(step, tuple(Ref(t.name) for t in d.inputs), (("out", Ref("out")),) + _passed(d))))
+            d, args, _ = _call_of(step, stages)
+            body.append(Return(Invoke(d.name, _refs(args).items, (("out", Ref("out")),) + _passed(d))))
         else:
-            body.append(_stage(stages[step]))
+            body.append(_stage(*_call_of(step, stages)))
     public = ChainFunction(c.name, tuple(t.name for t in c.inputs), (("out", Literal(None)),) + _options(c),
                            composite_doc(c, program), tuple(body))
-    if all(vjp_name(step) in derivatives for step in c.steps if isinstance(step, str)):
+    if all(vjp_name(_call_of(step, stages)[0].name) in derivatives for step in c.steps
+           if isinstance(step, (str, StageCall))):
         return [public, _chain_vjp(c, program)]
     return [public, _autograd_vjp(c)]
 
@@ -231,12 +246,12 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
         elif isinstance(step, Apply):
             body.append(_apply(step, where, declared))
         else:
-            body.append(_stage(stages[step], where))
+            body.append(_stage(*_call_of(step, stages), where))
     # backward: one cotangent variable per value
     every = list(names) + [r.name for s in c.steps if isinstance(s, Apply) for r in s.results] + \
         [a.name for s in c.steps if isinstance(s, Apply) for a in s.arguments] + \
         [p.name for s in c.steps if isinstance(s, Sum) for p in s.parts] + \
-        [t.name for s in c.steps[:-1] if isinstance(s, str) for t in stages[s].outputs]  # one stage into the next
+        [r for s in c.steps[:-1] if isinstance(s, (str, StageCall)) for r in _call_of(s, stages)[2]]  # stage to stage
     grad = {n: f"_g{k}" for k, n in enumerate(dict.fromkeys(every))}
     reached: set[str] = set()
 
@@ -271,17 +286,16 @@ def _chain_vjp(c: Composite, program: Program) -> ChainFunction:
                 Int(len(step.results[0].type.channels)), Tuple(tuple(cotangent(r.name) for r in step.results))))))
             body += accumulate([a.name for a in step.arguments], parts)
         else:
-            d = stages[step]
+            d, args, results = _call_of(step, stages)
             if not d.inputs:
                 continue
             if step == c.steps[-1]:
                 outs = tuple(Ref(g) for g in cots)
             else:
-                outs = tuple(cotangent(t.name) for t in d.outputs)
+                outs = tuple(cotangent(r) for r in results)
             parts = [f"_p{k}" for k in range(len(d.inputs))]
-            body.append(Assign(_target(parts), Invoke(vjp_name(step), tuple(Ref(t.name) for t in d.inputs) + outs,
-                                                      _passed(d))))
-            kept = [(t.name, q) for t, q in zip(d.inputs, parts) if not _is_edges(t)]  # an edge list's: None
+            body.append(Assign(_target(parts), Invoke(vjp_name(d.name), _refs(args).items + outs, _passed(d))))
+            kept = [(a, q) for t, a, q in zip(d.inputs, args, parts) if not _is_edges(t)]  # an edge list's: None
             body += accumulate([n for n, _ in kept], [q for _, q in kept])
     results = [Literal(None) if _is_edges(t) else cotangent(t.name) for t in c.inputs if isinstance(t, Tensor)]
     body.append(Return(results[0] if len(results) == 1 else Tuple(tuple(results))))

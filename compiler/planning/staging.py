@@ -11,7 +11,9 @@ as three diagrams:
 
 * ``_NAME_pre``: each distinct pre side as an output ``u[c, L]`` (``L``: its geometric legs that the
   post side or the output reads; the constants go to whichever side makes ``L`` smallest);
-* ``_NAME_mix``: ``v[d, L] = W[c,d] u[c, L]`` for each (pre side, weight) pair, plain channel mixing;
+* ``_mix_HASH``: ``v[d, L] = W[c,d] u[c, L]`` for each (pre side, weight) pair, plain channel mixing,
+  under names of its own (``u0, W0 -> v0``) and named after its content, so that equal mixings of
+  several diagrams are one function (a :class:`~compiler.ir.program.StageCall` passes the values);
 * ``_NAME_post``: the diagram's outputs from the ``v``, the post-side factors and the terms that
   contract no channel.
 
@@ -25,12 +27,12 @@ and chain-rule VJP :mod:`compiler.planning.fnemit` writes; the diagram's public 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from math import prod
 
 from ..ir.check import check_diagram
-from ..ir.program import Composite, Diagram, Equation, IndexKind, Node, Tensor, TensorNetwork
+from ..ir.program import Composite, Diagram, Equation, Node, StageCall, Tensor, TensorNetwork, sum_formula
 from ..ir.types import Irrep, TensorType
 
 #: at most this many constant nodes in a term are placed by trying every split (2**n)
@@ -157,7 +159,10 @@ def stage_diagram(d: Diagram) -> Staging | None:
     mix = _diagram(d, f"_{name}_mix", mix_eqs, outputs, extra=[u_tensors[j] for j in range(len(members))])
     if mix is None:
         return None
-    stages.append(mix)
+    shared, args = _shared(mix)  # under names of its own: one function (and one host loop) for equal mixings
+    steps: list = [s.name for s in stages]
+    steps.append(StageCall(shared.name, args, tuple(t.name for t in mix.outputs)))
+    stages.append(shared)
     if not named:
         post_eqs = []
         for eq, terms in zip(d.equations, post_terms):
@@ -175,7 +180,8 @@ def stage_diagram(d: Diagram) -> Staging | None:
         if post is None:
             return None
         stages.append(post)
-    composite = Composite(f"_{name}_staged", d.group, d.inputs, d.outputs, tuple(s.name for s in stages), d.pos)
+        steps.append(post.name)
+    composite = Composite(f"_{name}_staged", d.group, d.inputs, d.outputs, tuple(steps), d.pos)
     return Staging(name, composite, tuple(stages))
 
 
@@ -307,9 +313,37 @@ def _mixing(d: Diagram, name: str, s: _Split, term: TensorNetwork, u: Tensor,
 
 
 def _with_channel(t: TensorType, channel) -> TensorType:
-    from dataclasses import replace
-
     return replace(t, channels=(channel,))
+
+
+def _shared(mix: Diagram) -> tuple[Diagram, tuple[str, ...]]:
+    """The mixing stage with its inputs named ``u0, u1, ...`` then its weights ``W0, ...``, its outputs
+    ``v0, ...``, named after its content (``_mix_`` and a hash): two staged diagrams with equal
+    mixings (TensorNet's project and compose_mixed: three parts, three weights) share one function.
+    Also the names of the values it takes, in the order of its inputs."""
+    import hashlib
+
+    ordered = [t for t in mix.inputs if t.type.family != "weight"] + [t for t in mix.inputs if t.type.family == "weight"]
+    mix = replace(mix, inputs=tuple(ordered))
+    counts = {"u": 0, "W": 0}
+    rename = {}
+    for t in mix.inputs:
+        kind = "W" if t.type.family == "weight" else "u"
+        rename[t.name] = f"{kind}{counts[kind]}"
+        counts[kind] += 1
+    rename.update({t.name: f"v{k}" for k, t in enumerate(mix.outputs)})
+
+    def tensors(ts):
+        return tuple(replace(t, name=rename[t.name]) for t in ts)
+
+    equations = tuple(replace(eq, target=rename[eq.target], terms=tuple(
+        replace(term, nodes=tuple(replace(n, name=rename[n.name]) if n.kind == "input" else n for n in term.nodes))
+        for term in eq.terms)) for eq in mix.equations)
+    inputs, outputs = tensors(mix.inputs), tensors(mix.outputs)
+    text = "\n".join([mix.group, repr([(t.name, str(t.type)) for t in inputs + outputs])]
+                     + [f"{eq.target} = {sum_formula(eq.terms)}" for eq in equations])
+    name = "_mix_" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    return replace(mix, name=name, inputs=inputs, outputs=outputs, equations=equations), tuple(t.name for t in ordered)
 
 
 def _diagram(d: Diagram, name: str, equations, outputs, extra=()) -> Diagram | None:

@@ -175,7 +175,8 @@ def generate_python(program: Program) -> str:
     source_names += [c.name for c in program.composites]
     # channel mixing scaled per channel: run as an elementwise stage, GEMMs, an elementwise stage
     stagings = {st.source: st for st in (stage_diagram(d) for d in program.diagrams if d.name not in stage_of) if st}
-    program = replace(program, diagrams=program.diagrams + tuple(s for st in stagings.values() for s in st.diagrams))
+    shared = {s.name: s for st in stagings.values() for s in st.diagrams}  # equal mixings: one stage
+    program = replace(program, diagrams=program.diagrams + tuple(shared.values()))
     program, graphs = split_program(program)  # graph diagrams: their edge and node diagrams
     program = with_derivatives(program, checked=True)
     printer = PythonPrinter()
@@ -192,7 +193,7 @@ def generate_python(program: Program) -> str:
             lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body,
             f"_{d.name}_blocks" if d.irreps else None))
         staged = stagings.get(d.name) or (stagings.get(d.name[:-4]) if d.sum_to and d.name.endswith("_vjp") else None)
-        staged_doc = tuple(by_name[n] for n in staged.composite.steps) if staged and staged.source == d.name else None
+        staged_doc = staged.diagrams if staged and staged.source == d.name else None
         functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name), staged_doc),
                                        staged.composite.name if staged else None))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
