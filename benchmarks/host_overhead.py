@@ -143,8 +143,12 @@ def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
     ours.load_state_dict(ref.state_dict(), strict=True)
     z, pos, batch = system(atoms)
     L = tensornet.LAYER
-    one_call = {name: lambda *args, fused=False, spec=getattr(L, f"_{name}_SPEC"): L._call(spec, args, None, fused)
-                for name in ("project", "compose_mixed")}
+    def unstaged(name):  # the diagram's own code, its backward the derivative diagram's own code too
+        spec, vspec = getattr(L, f"_{name}_SPEC"), getattr(L, f"_{name}_vjp_SPEC")
+        spec = (spec[0], lambda *args, fused=False: L._call(vspec, args, None, fused)) + spec[2:]
+        return lambda *args, fused=False: L._call(spec, args, None, fused)
+
+    one_call = {name: unstaged(name) for name in ("project", "compose_mixed")}
 
     def step(model, swap=None):
         def call():
