@@ -28,6 +28,7 @@ ERRORS = [
     ('type_output_weight', 'diagram f(a: vec) -> W: weight[c] {\n    W[c] = a[i] a[i]\n}\n', 2, 1, 25, "output 'W' cannot be a weight: weights are inputs only"),
     ('name_unknown_tensor', 'diagram f(a: vec) -> s: scalar {\n    s = a[i] b[i]\n}\n', 2, 2, 14, "unknown tensor 'b' in diagram 'f'"),
     ('name_keyword', 'diagram f(class: vec) -> s: scalar {\n    s = class[i] class[i]\n}\n', 2, 1, 11, "tensor 'class' is a reserved word (Python, C/CUDA or diagc)"),
+    ('name_keyword_kernels', 'diagram f(kernels: vec) -> s: scalar {\n    s = kernels[i] kernels[i]\n}\n', 2, 1, 11, "tensor 'kernels' is a reserved word (Python, C/CUDA or diagc)"),
     ('name_underscore', 'diagram _f(a: vec) -> s: scalar {\n    s = a[i] a[i]\n}\n', 2, 1, 9, "diagram '_f': names starting with '_' are reserved for gener"),
     ('name_c_keyword', 'diagram f(a: vec) -> int: scalar {\n    int = a[i] a[i]\n}\n', 2, 1, 22, "tensor 'int' is a reserved word (Python, C/CUDA or diagc)"),
     ('name_twice', 'diagram f(a: vec, a: vec) -> s: scalar {\n    s = a[i] a[i]\n}\n', 2, 1, 19, "'a' is declared twice in diagram 'f'"),

@@ -186,3 +186,17 @@ def test_staged_functions_under_torch_autograd(module, name):
     f = getattr(module, name)
     assert torch.autograd.gradcheck(f, tuple(args))
     assert torch.autograd.gradgradcheck(f, tuple(args))
+
+
+def test_staged_functions_take_python_numbers_and_lists_like_the_one_call_code(module):
+    """A Python number or nested lists among the arguments are converted before the shape check (the
+    staged function once read their .shape), to the first argument's library and dtype."""
+    rng = np.random.default_rng(3)
+    x, s, W, n, z = _args(module, "scaled_both", rng)
+    want = module._call(module._scaled_both_SPEC, (x, s, W, n, z), None, False)
+    _close(module.scaled_both(x.tolist(), s, W, n.tolist(), z), want)
+    xt = torch.tensor(x, dtype=torch.float32)
+    got = module.scaled_both(xt, s, W, n, z)
+    one = module._call(module._scaled_both_SPEC, (xt, s, W, n, z), None, False)
+    assert isinstance(got, torch.Tensor) and got.dtype == one.dtype == torch.float32
+    _close(got.double(), one.double(), 1e-6)

@@ -27,7 +27,8 @@ RESERVED = frozenset(keyword.kwlist) | frozenset(getattr(keyword, "softkwlist", 
     mutable namespace new operator private protected public template this throw true try typeid
     typename using virtual nullptr constexpr decltype noexcept static_assert thread_local alignas
     alignof char16_t char32_t __global__ __device__ __host__ __shared__ __constant__ dim3
-    threadIdx blockIdx blockDim gridDim warpSize diagram basis group delta eps cg P out fused""".split()
+    threadIdx blockIdx blockDim gridDim warpSize diagram basis group delta eps cg P out fused kernels
+    num_nodes""".split()
 )
 
 _NAMES = {

@@ -177,14 +177,16 @@ def lower_composite(c: Composite, program: Program, derivatives=frozenset()) -> 
     tensors, fns = _signature(c)
     declared = {f.name: f for f in fns}
     body = _checks(c, c.name)
+    if tensors:  # arrays of one library, dtype and device (a Python number or list among them too)
+        body.append(Assign(_B, Invoke("_backend", tuple(Ref(t.name) for t in tensors))))
+        body += [Assign(Ref(t.name), Call("asarray", (Ref(t.name),) + ((Ref(tensors[0].name),) if k else ())))
+                 for k, t in enumerate(tensors)]
     if len(tensors) > 1:  # shapes of all array arguments at once (the stages see only some of them)
         signature = Tuple(tuple(Tuple((Str(t.name), Tuple(tuple(Int(ch.size) if isinstance(ch, FixedSize) else Str(ch)
                                                                    for ch in t.type.channels)),
                                        Tuple(tuple(Int(d) for d in t.type.geometric_dims)))) for t in tensors))
         body.append(Evaluate(Invoke("_check_shapes", (signature, _refs(t.name for t in tensors)))))
     body += _nodes(c, [(t.name, t) for t in tensors], c.name)
-    if any(isinstance(s, Apply) and s.builtin for s in c.steps):  # the built-ins: methods of the backend
-        body.append(Assign(_B, Invoke("_backend", tuple(Ref(t.name) for t in tensors))))
     for step in c.steps:
         if isinstance(step, Sum):
             body.append(_sum(step))

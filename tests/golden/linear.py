@@ -11939,6 +11939,11 @@ def _linear_cart2_staged(X, W0, W1, W2, *, out=None, fused=False, kernels=True):
             v2[d] = W2[c,d] u1[c]
         Y[d,i,j] = _linear_cart2_v0[d,i,j] + _linear_cart2_v1[d,j,i] + delta[i,j] _linear_cart2_v2[d]
     """
+    _b = _backend(X, W0, W1, W2)
+    X = _b.asarray(X)
+    W0 = _b.asarray(W0, X)
+    W1 = _b.asarray(W1, X)
+    W2 = _b.asarray(W2, X)
     _check_shapes((("X", ("c",), (3, 3)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), (X, W0, W1, W2))
     _linear_cart2_u2 = _linear_cart2_pre(X, fused=fused, kernels=kernels)
     (_linear_cart2_v0, _linear_cart2_v1, _linear_cart2_v2) = _mix_7ad488636a91(X, _linear_cart2_u2, W0, W1, W2, fused=fused, kernels=kernels)

@@ -17784,6 +17784,16 @@ def _compose_mixed_staged(i, a, t, W0, W1, W2, n0, n1, n2, *, out=None, fused=Fa
             v2[d,k0] = W2[c,d] u2[c,k0]
         X[d,i,j] = n0[d] delta[i,j] _compose_mixed_v0[d] - n1[d] eps[i,j,k] _compose_mixed_v1[d,k] + n2[d] P(2)[m,i,j] _compose_mixed_v2[d,m]
     """
+    _b = _backend(i, a, t, W0, W1, W2, n0, n1, n2)
+    i = _b.asarray(i)
+    a = _b.asarray(a, i)
+    t = _b.asarray(t, i)
+    W0 = _b.asarray(W0, i)
+    W1 = _b.asarray(W1, i)
+    W2 = _b.asarray(W2, i)
+    n0 = _b.asarray(n0, i)
+    n1 = _b.asarray(n1, i)
+    n2 = _b.asarray(n2, i)
     _check_shapes((("i", ("c",), ()), ("a", ("c",), (3,)), ("t", ("c",), (5,)), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ()), ("n0", ("d",), ()), ("n1", ("d",), ()), ("n2", ("d",), ())), (i, a, t, W0, W1, W2, n0, n1, n2))
     (_compose_mixed_v0, _compose_mixed_v1, _compose_mixed_v2) = _mix_9193b2a1d523(i, a, t, W0, W1, W2, fused=fused, kernels=kernels)
     return _compose_mixed_post(n0, n1, n2, _compose_mixed_v0, _compose_mixed_v1, _compose_mixed_v2, out=out, fused=fused, kernels=kernels)
@@ -17843,6 +17853,12 @@ def _project_staged(X, s, W0, W1, W2, *, out=None, fused=False, kernels=True):
             v1[d,k0] = W1[c,d] u1[c,k0]
             v2[d,k0] = W2[c,d] u2[c,k0]
     """
+    _b = _backend(X, s, W0, W1, W2)
+    X = _b.asarray(X)
+    s = _b.asarray(s, X)
+    W0 = _b.asarray(W0, X)
+    W1 = _b.asarray(W1, X)
+    W2 = _b.asarray(W2, X)
     _check_shapes((("X", ("c",), (3, 3)), ("s", ("c",), ()), ("W0", ("c", "d"), ()), ("W1", ("c", "d"), ()), ("W2", ("c", "d"), ())), (X, s, W0, W1, W2))
     (_project_u0, _project_u1, _project_u2) = _project_pre(X, s, fused=fused, kernels=kernels)
     return _mix_9193b2a1d523(_project_u0, _project_u1, _project_u2, W0, W1, W2, out=out, fused=fused, kernels=kernels)
