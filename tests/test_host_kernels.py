@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -209,6 +210,47 @@ def test_gradients_through_the_host_loops():
     assert torch.autograd.gradcheck(lambda *xs: m.matmul_o3(*xs, fused=True), args)
     assert torch.autograd.gradgradcheck(lambda *xs: m.matmul_o3(*xs, fused=True), args)
     assert {"diagc_matmul_o3_host_f64", "diagc_matmul_o3_vjp_host_f64"} <= set(m._HOST["functions"])
+
+
+def test_a_vjp_loop_builds_while_its_forward_runs(monkeypatch, tmp_path):
+    """Under autograd the forward's loop is built and waited for; its VJP's build starts beside it and
+    is waited for only by the backward (elementwise and graph functions alike)."""
+    _needs_compiler()
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    m = _fresh("later")
+    rng = np.random.default_rng(14)
+    args = tuple(torch.from_numpy(a).requires_grad_() for a in _arrays(m._cross_KERNEL, rng, (6,), 3))
+    got = m.cross(*args, fused=True)
+    assert set(m._HOST["functions"]) == {"diagc_cross_host_f64"}
+    assert set(m._HOST["building"]) == {"diagc_cross_vjp_host_f64"}
+    got.backward(torch.ones_like(got))
+    assert set(m._HOST["functions"]) == {"diagc_cross_host_f64", "diagc_cross_vjp_host_f64"}
+    assert not m._HOST["building"]
+    want = [torch.autograd.grad(m.cross(*args, kernels=False).sum(), a)[0] for a in args]
+    _same(tuple(a.grad for a in args), tuple(want), 1e-12)
+    g = compiler.load_source((ROOT / "examples" / "tensornet_graph.diag").read_text(), "diagc_test_host_later_graph")
+    arrays, lists = _graph_inputs(rng)
+    message = [torch.from_numpy(x).requires_grad_() for x in arrays["message"]]
+    g.message(*message, *(torch.from_numpy(x) for x in lists), fused=True)
+    assert set(g._HOST["building"]) == {"diagc_message_vjp_graph_host_f64"}
+
+
+def test_builds_never_waited_for_are_stopped_at_exit(tmp_path):
+    """A process that exits with a VJP's build still running (no backward came) stops it and leaves
+    no partial file in the cache; the forward's library stays."""
+    _needs_compiler()
+    script = (
+        "import sys, numpy as np, torch, compiler\n"
+        f"m = compiler.load_source(open({str(ROOT / 'diagrams' / 'products.diag')!r}).read(), 'diagc_exit')\n"
+        "x = [torch.from_numpy(np.random.default_rng(0).standard_normal((4, 2, 3))).requires_grad_() for _ in range(2)]\n"
+        "m.cross(*x, fused=True)\n"
+        "assert 'diagc_cross_vjp_host_f64' in m._HOST['building']\n"
+    )
+    env = dict(os.environ, DIAGC_CACHE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    left = sorted(p.name for p in (tmp_path / "host").rglob("*") if p.is_file() and p.suffix != ".cpp")
+    assert left == ["diagc_cross_host_f64.so"], left
 
 
 def _graph_inputs(rng, nodes=50, edges=300, channels=8, sort=False):

@@ -367,7 +367,9 @@ def test_runtime_size():
     a channel axis of size 0 was reshaped by counted rows rather than -1; 997 for tensornet before a
     batched dot product ran as a multiply and a sum, sum_product: torch's einsum made it a gemv per
     65,535 rows on the GPU; 1004 for tensornet before out= under autograd, on a kernel's or host
-    loop's path, ran the recorded array code: a kernel writing out= records no gradient)."""
+    loop's path, ran the recorded array code: a kernel writing out= records no gradient; 830 and 1006
+    before host loops were built in the background, a VJP's while its forward runs, stopped at exit
+    when never waited for: TensorNet's first fused call 8.1 -> 6.0 s on 2 cores)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -375,7 +377,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 830 and sizes["tensornet"] <= 1006, sizes
+    assert sizes["dot"] <= 854 and sizes["tensornet"] <= 1030, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

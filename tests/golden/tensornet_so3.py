@@ -91,50 +91,60 @@ static bool diagc_host_forked = false;
 static void diagc_host_mark_forked() { diagc_host_forked = true; }
 static const int diagc_host_atfork = pthread_atfork(nullptr, nullptr, diagc_host_mark_forked);
 #endif
-template <typename F>
+// part(p) for p in [0, parts), on up to `parts` threads, the caller's among them, through run(part,
+// p): one function for every loop of the file, and every loop's body compiled once (called through
+// the pointer `run`, not inlined at the serial, OpenMP and POSIX-thread call sites: a third of the
+// build time of a loop). Built with OpenMP (-fopenmp, as the Python module builds its host loops
+// where the compiler has it), the threads are OpenMP's: in a torch process built with GNU OpenMP the
+// libgomp torch loaded, whose threads its own operations have just used and which wait for work,
+// spinning; threads of our own would share the cores with them. Otherwise POSIX threads (a part
+// whose thread cannot be started runs on the caller's).
 struct diagc_host_task {
-    const F* part;
+    void (*run)(const void*, int);
+    const void* part;
     int p;
 };
-template <typename F>
 static void* diagc_host_task_run(void* task)
 {
-    const diagc_host_task<F>* t = static_cast<const diagc_host_task<F>*>(task);
-    (*t->part)(t->p);
+    const diagc_host_task* t = static_cast<const diagc_host_task*>(task);
+    t->run(t->part, t->p);
     return nullptr;
 }
-// part(p) for p in [0, parts), on up to `parts` threads, the caller's among them. Built with
-// OpenMP (-fopenmp, as the Python module builds its host loops where the compiler has it), the
-// threads are OpenMP's: in a torch process built with GNU OpenMP the libgomp torch loaded, whose
-// threads its own operations have just used and which wait for work, spinning; threads of our own
-// would share the cores with them. Otherwise POSIX threads (a part whose thread cannot be started
-// runs on the caller's).
-template <typename F>
-static void diagc_host_team(const int parts, const F& part)
+__attribute__((noinline, unused)) static void diagc_host_team_run(const int parts, void (*run)(const void*, int), const void* part)
 {
     if (parts <= 1) {
-        part(0);
+        run(part, 0);
         return;
     }
 #ifdef _OPENMP
     if (!diagc_host_forked) {
 #pragma omp parallel for num_threads(parts) schedule(static, 1)
-        for (int p = 0; p < parts; ++p) part(p);
+        for (int p = 0; p < parts; ++p) run(part, p);
         return;
     }
 #endif
     diagc_host_buffer<pthread_t> team(parts);
-    diagc_host_buffer<diagc_host_task<F>> tasks(parts);
+    diagc_host_buffer<diagc_host_task> tasks(parts);
     diagc_host_buffer<int> started(parts, true);
     for (int p = 1; p < parts; ++p) {
-        tasks[p] = diagc_host_task<F>{&part, p};
-        started[p] = pthread_create(&team[p], nullptr, diagc_host_task_run<F>, &tasks[p]) == 0;
-        if (!started[p]) part(p);
+        tasks[p] = diagc_host_task{run, part, p};
+        started[p] = pthread_create(&team[p], nullptr, diagc_host_task_run, &tasks[p]) == 0;
+        if (!started[p]) run(part, p);
     }
-    part(0);
+    run(part, 0);
     for (int p = 1; p < parts; ++p) {
         if (started[p]) pthread_join(team[p], nullptr);
     }
+}
+template <typename F>
+static void diagc_host_part(const void* part, const int p)
+{
+    (*static_cast<const F*>(part))(p);
+}
+template <typename F>
+static void diagc_host_team(const int parts, const F& part)
+{
+    diagc_host_team_run(parts, diagc_host_part<F>, &part);
 }
 
 // part(first, last) over [0, n) split among up to `threads` threads (the caller's among them), at
@@ -147,12 +157,9 @@ static void diagc_host_parallel(const long long n, const long long grain, const 
 {
     const long long units = (n + grain - 1) / grain;
     if (threads > units) threads = (int)units;
-    if (threads <= 1 || work < DIAGC_HOST_SERIAL) {
-        part(0LL, n);
-        return;
-    }
-    const long long per = (units + threads - 1) / threads * grain;
-    diagc_host_team((int)((n + per - 1) / per), [&](const int p) {
+    const bool serial = threads <= 1 || work < DIAGC_HOST_SERIAL;
+    const long long per = serial ? n : (units + threads - 1) / threads * grain;
+    diagc_host_team(serial ? 1 : (int)((n + per - 1) / per), [&](const int p) {
         const long long first = p * per;
         part(first, first + per < n ? first + per : n);
     });
@@ -224,18 +231,97 @@ static const T* diagc_host_transposed(const T* w, const long long I, const long 
     return staged.data();
 }
 
-// g[a][b] = sum over rows r < n of sum_k x(r, a)[k] y(r, b)[k]: fx(r, a, x) writes the K values read
-// at channel a, fy(r, b, y) those at channel b (the cotangent of a weight without batch axes). Rows
-// are split among the threads; a part stages NB rows at a time (x as [q][a][k], y transposed to
-// [q][k][b]) and adds their rank-K updates to its own [A][B] sums, blocks of 2 x 4 vectors held in
-// registers across the NB rows; the parts' sums are added at the end.
-template <typename T, typename FX, typename FY>
-static void diagc_host_weight_grad(T* g, const long long n, const long long A, const long long B, const int K,
-                                   const FX& fx, const FY& fy, const int threads)
+// acc[a][b] += sum over q < cnt of sum_k xs[q][a][k] ys[q][k][b]: the rank-K updates of NB staged rows, blocks
+// of 2 x 4 vectors held in registers across them. Not inlined: one copy per T, whatever the views
+// (each weight cotangent's instance of diagc_host_weight_grad stages its rows and calls it), so that a
+// mixing's VJP with several weights compiles this loop once.
+template <typename T>
+__attribute__((noinline)) static void diagc_host_rank_k(T* const acc, const T* const xs, const T* const ys, const int cnt,
+                                                        const long long A, const long long B, const int K)
 {
     typedef diagc_simd<T> V;
     typedef typename V::vec vec;
     constexpr int L = V::lanes;
+    long long a = 0;
+    for (; a + 2 <= A; a += 2) {
+        T* const r0p = acc + a * B;
+        T* const r1p = r0p + B;
+        long long b0 = 0;
+        for (; b0 + 4 * L <= B; b0 += 4 * L) {
+            vec s00, s01, s02, s03, s10, s11, s12, s13;
+            V::load(s00, r0p + b0); V::load(s01, r0p + b0 + L);
+            V::load(s02, r0p + b0 + 2 * L); V::load(s03, r0p + b0 + 3 * L);
+            V::load(s10, r1p + b0); V::load(s11, r1p + b0 + L);
+            V::load(s12, r1p + b0 + 2 * L); V::load(s13, r1p + b0 + 3 * L);
+            for (int q = 0; q < cnt; ++q) {
+                const T* x0 = xs + (q * A + a) * K;
+                const T* x1 = x0 + K;
+                const T* yq = ys + (long long)q * K * B + b0;
+                for (int k = 0; k < K; ++k) {
+                    const T* yk = yq + (long long)k * B;
+                    vec y0, y1, y2, y3;
+                    V::load(y0, yk); V::load(y1, yk + L); V::load(y2, yk + 2 * L); V::load(y3, yk + 3 * L);
+                    const T u = x0[k], v = x1[k];
+                    s00 += u * y0; s01 += u * y1; s02 += u * y2; s03 += u * y3;
+                    s10 += v * y0; s11 += v * y1; s12 += v * y2; s13 += v * y3;
+                }
+            }
+            V::store(r0p + b0, s00); V::store(r0p + b0 + L, s01);
+            V::store(r0p + b0 + 2 * L, s02); V::store(r0p + b0 + 3 * L, s03);
+            V::store(r1p + b0, s10); V::store(r1p + b0 + L, s11);
+            V::store(r1p + b0 + 2 * L, s12); V::store(r1p + b0 + 3 * L, s13);
+        }
+        for (; b0 < B; ++b0) {
+            T u0 = r0p[b0], u1 = r1p[b0];
+            for (int q = 0; q < cnt; ++q) {
+                const T* x0 = xs + (q * A + a) * K;
+                const T* yq = ys + (long long)q * K * B + b0;
+                for (int k = 0; k < K; ++k) {
+                    u0 += x0[k] * yq[(long long)k * B];
+                    u1 += x0[K + k] * yq[(long long)k * B];
+                }
+            }
+            r0p[b0] = u0;
+            r1p[b0] = u1;
+        }
+    }
+    for (; a < A; ++a) {
+        T* const rp = acc + a * B;
+        long long b0 = 0;
+        for (; b0 + L <= B; b0 += L) {
+            vec s0, y0;
+            V::load(s0, rp + b0);
+            for (int q = 0; q < cnt; ++q) {
+                const T* x0 = xs + (q * A + a) * K;
+                const T* yq = ys + (long long)q * K * B + b0;
+                for (int k = 0; k < K; ++k) {
+                    V::load(y0, yq + (long long)k * B);
+                    s0 += x0[k] * y0;
+                }
+            }
+            V::store(rp + b0, s0);
+        }
+        for (; b0 < B; ++b0) {
+            T u0 = rp[b0];
+            for (int q = 0; q < cnt; ++q) {
+                const T* x0 = xs + (q * A + a) * K;
+                const T* yq = ys + (long long)q * K * B + b0;
+                for (int k = 0; k < K; ++k) u0 += x0[k] * yq[(long long)k * B];
+            }
+            rp[b0] = u0;
+        }
+    }
+}
+
+// g[a][b] = sum over rows r < n of sum_k x(r, a)[k] y(r, b)[k]: fx(r, a, x) writes the K values read
+// at channel a, fy(r, b, y) those at channel b (the cotangent of a weight without batch axes). Rows
+// are split among the threads; a part stages NB rows at a time (x as [q][a][k], y transposed to
+// [q][k][b]) and adds their rank-K updates to its own [A][B] sums (diagc_host_rank_k); the parts' sums
+// are added at the end.
+template <typename T, typename FX, typename FY>
+static void diagc_host_weight_grad(T* g, const long long n, const long long A, const long long B, const int K,
+                                   const FX& fx, const FY& fy, const int threads)
+{
     constexpr int NB = 8;
     for (long long i = 0; i < A * B; ++i) g[i] = T(0);
     if (n <= 0 || A <= 0 || B <= 0 || K <= 0) return;
@@ -257,75 +343,7 @@ static void diagc_host_weight_grad(T* g, const long long n, const long long A, c
                     for (int k = 0; k < K; ++k) ys[(q * K + k) * B + b] = row[k];
                 }
             }
-            long long a = 0;
-            for (; a + 2 <= A; a += 2) {
-                T* const r0p = acc + a * B;
-                T* const r1p = r0p + B;
-                long long b0 = 0;
-                for (; b0 + 4 * L <= B; b0 += 4 * L) {
-                    vec s00, s01, s02, s03, s10, s11, s12, s13;
-                    V::load(s00, r0p + b0); V::load(s01, r0p + b0 + L);
-                    V::load(s02, r0p + b0 + 2 * L); V::load(s03, r0p + b0 + 3 * L);
-                    V::load(s10, r1p + b0); V::load(s11, r1p + b0 + L);
-                    V::load(s12, r1p + b0 + 2 * L); V::load(s13, r1p + b0 + 3 * L);
-                    for (int q = 0; q < cnt; ++q) {
-                        const T* x0 = xs.data() + (q * A + a) * K;
-                        const T* x1 = x0 + K;
-                        const T* yq = ys.data() + (long long)q * K * B + b0;
-                        for (int k = 0; k < K; ++k) {
-                            const T* yk = yq + (long long)k * B;
-                            vec y0, y1, y2, y3;
-                            V::load(y0, yk); V::load(y1, yk + L); V::load(y2, yk + 2 * L); V::load(y3, yk + 3 * L);
-                            const T u = x0[k], v = x1[k];
-                            s00 += u * y0; s01 += u * y1; s02 += u * y2; s03 += u * y3;
-                            s10 += v * y0; s11 += v * y1; s12 += v * y2; s13 += v * y3;
-                        }
-                    }
-                    V::store(r0p + b0, s00); V::store(r0p + b0 + L, s01);
-                    V::store(r0p + b0 + 2 * L, s02); V::store(r0p + b0 + 3 * L, s03);
-                    V::store(r1p + b0, s10); V::store(r1p + b0 + L, s11);
-                    V::store(r1p + b0 + 2 * L, s12); V::store(r1p + b0 + 3 * L, s13);
-                }
-                for (; b0 < B; ++b0) {
-                    T u0 = r0p[b0], u1 = r1p[b0];
-                    for (int q = 0; q < cnt; ++q) {
-                        const T* x0 = xs.data() + (q * A + a) * K;
-                        const T* yq = ys.data() + (long long)q * K * B + b0;
-                        for (int k = 0; k < K; ++k) {
-                            u0 += x0[k] * yq[(long long)k * B];
-                            u1 += x0[K + k] * yq[(long long)k * B];
-                        }
-                    }
-                    r0p[b0] = u0;
-                    r1p[b0] = u1;
-                }
-            }
-            for (; a < A; ++a) {
-                T* const rp = acc + a * B;
-                long long b0 = 0;
-                for (; b0 + L <= B; b0 += L) {
-                    vec s0, y0;
-                    V::load(s0, rp + b0);
-                    for (int q = 0; q < cnt; ++q) {
-                        const T* x0 = xs.data() + (q * A + a) * K;
-                        const T* yq = ys.data() + (long long)q * K * B + b0;
-                        for (int k = 0; k < K; ++k) {
-                            V::load(y0, yq + (long long)k * B);
-                            s0 += x0[k] * y0;
-                        }
-                    }
-                    V::store(rp + b0, s0);
-                }
-                for (; b0 < B; ++b0) {
-                    T u0 = rp[b0];
-                    for (int q = 0; q < cnt; ++q) {
-                        const T* x0 = xs.data() + (q * A + a) * K;
-                        const T* yq = ys.data() + (long long)q * K * B + b0;
-                        for (int k = 0; k < K; ++k) u0 += x0[k] * yq[(long long)k * B];
-                    }
-                    rp[b0] = u0;
-                }
-            }
+            diagc_host_rank_k<T>(acc, xs.data(), ys.data(), cnt, A, B, K);
         }
     });
     for (long long p = 1; p < parts; ++p) {
@@ -1568,11 +1586,9 @@ def _use_kernel(b, spec, args, fused=False):
     dtype = _host_dtype(b, args)
     if dtype is None or any(_len(args[k].shape) != 2 for k in cfg.get("unbatched", ())):
         return False  # a weight with batch axes (one per batch row): the array library's batched GEMMs
-    symbols = [cfg["host"][dtype]]
     vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
-    if vjp is not None and b.differentiable(args):
-        symbols.append(vjp[5]["host"][dtype])
-    return _host_ready(symbols)
+    later = [vjp[5]["host"][dtype]] if vjp is not None and b.differentiable(args) else []
+    return _host_ready([cfg["host"][dtype]], later)
 
 
 def _host_dtype(b, arrays):
@@ -1776,7 +1792,7 @@ def _torch_stream(b, device):
 
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "flags": None}
 
 
 def _host_possible(b, args):
@@ -1808,47 +1824,22 @@ def _host_compiler():
     return _HOST["compiler"] or None
 
 
-def _host_ready(symbols):
+def _host_ready(symbols, later=()):
     functions = _HOST["functions"]
     missing = [s for s in symbols if s not in functions]
-    if not missing:
+    if not missing and all(s in functions or s in _HOST["building"] for s in later):
         return True
     import ctypes
     import os
-    import subprocess
     import warnings
 
-    d = _HOST["dir"]
-    source = os.path.join(d, "source.cpp")
     try:
-        os.makedirs(d, exist_ok=True)
-        if not os.path.exists(source):
-            part = f"{source}.{os.getpid()}"
-            with open(part, "w") as f:
-                f.write(_CUDA_SOURCE)
-            os.replace(part, source)
-        # a compiler without OpenMP (Apple's clang): built again without it, on POSIX threads
-        for flags in dict.fromkeys((_HOST_FLAGS, tuple(f for f in _HOST_FLAGS if f != "-fopenmp"))):
-            jobs, failed = [], None
-            for s in missing:
-                lib = os.path.join(d, s + ".so")
-                if not os.path.exists(lib):
-                    part = f"{lib}.{os.getpid()}"
-                    cmd = [_HOST["compiler"], *flags, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{s}", source, "-o", part]
-                    jobs.append((lib, part, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                             stderr=subprocess.STDOUT)))
-            for lib, part, job in jobs:
-                text = job.communicate()[0]
-                if job.returncode != 0 and failed is None:
-                    failed = text.decode(errors="replace")[-2000:]
-                elif job.returncode == 0:
-                    os.replace(part, lib)
-            if failed is None:
-                break
-        if failed is not None:
-            raise OSError(failed)
+        for s in (*missing, *later):
+            if s not in functions:
+                _host_start(s)
         for s in missing:
-            fn = getattr(ctypes.CDLL(os.path.join(d, s + ".so")), s)
+            _host_finish(s)
+            fn = getattr(ctypes.CDLL(os.path.join(_HOST["dir"], s + ".so")), s)
             fn.restype = None
             functions[s] = fn
     except (OSError, AttributeError) as error:
@@ -1857,6 +1848,63 @@ def _host_ready(symbols):
                       RuntimeWarning, stacklevel=3)
         return False
     return True
+
+
+def _host_start(symbol):
+    import os
+    import subprocess
+
+    d = _HOST["dir"]
+    lib = os.path.join(d, symbol + ".so")
+    if symbol in _HOST["building"] or os.path.exists(lib):
+        return
+    source = os.path.join(d, "source.cpp")
+    os.makedirs(d, exist_ok=True)
+    if not os.path.exists(source):
+        part = f"{source}.{os.getpid()}"
+        with open(part, "w") as f:
+            f.write(_CUDA_SOURCE)
+        os.replace(part, source)
+    part = f"{lib}.{os.getpid()}"
+    flags = _HOST["flags"] or _HOST_FLAGS  # (None until a build without -fopenmp was needed)
+    cmd = [_HOST["compiler"], *flags, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{symbol}", source, "-o", part]
+    if not _HOST["building"]:
+        import atexit
+
+        atexit.register(_host_abandon)  # once per batch of builds (a later run finds none left)
+    job = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _HOST["building"][symbol] = (lib, part, job, flags)
+
+
+def _host_abandon():
+    import os
+
+    for lib, part, job, flags in _HOST["building"].values():
+        job.kill()
+        job.wait()
+        try:
+            os.remove(part)
+        except OSError:
+            pass
+    _HOST["building"].clear()
+
+
+def _host_finish(symbol):
+    import os
+
+    if symbol not in _HOST["building"]:
+        return
+    lib, part, job, flags = _HOST["building"].pop(symbol)
+    text = job.communicate()[0]
+    if job.returncode == 0:
+        os.replace(part, lib)
+        return
+    plain = tuple(f for f in _HOST_FLAGS if f != "-fopenmp")
+    if flags != plain:
+        _HOST["flags"] = plain
+        _host_start(symbol)
+        return _host_finish(symbol)
+    raise OSError(text.decode(errors="replace")[-2000:])
 
 
 def _host_call(b, symbol, inputs, outs, sizes):

@@ -221,7 +221,8 @@ def generate_python(program: Program) -> str:
             name = g.diagram.name
             public = not name.startswith("_")  # a stage of a diagram with functions is private
             vjp_text = graph_vjp_function(g, by_name, kernel=name + "_vjp" in graph_kernels)
-            functions.append(graph_function(g, kernel=name in graph_kernels, vjp=vjp_text is not None))
+            functions.append(graph_function(g, kernel=name in graph_kernels, vjp=vjp_text is not None,
+                                            vjp_kernel=name + "_vjp" in graph_kernels))
             exports += [name] if public else []
             if vjp_text is not None:
                 functions.append(vjp_text)

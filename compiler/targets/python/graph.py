@@ -94,11 +94,12 @@ def graph_doc(g: GraphDiagram, cuda: str = "") -> str:
     return py_string("\n".join(("    " + line).rstrip() for line in lines).lstrip() + "\n    ", triple=True)
 
 
-def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> str:
+def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False, vjp_kernel: bool = False) -> str:
     """``NAME(inputs..., *, num_nodes=None, out=None, fused=False, kernels=True)`` (a stage of a diagram
     with functions also takes ``_caller``, the user's function its messages name). With ``kernel`` (the module
     embeds the graph's fused CUDA kernel, ``_NAME_GRAPH``) CUDA arrays run that one kernel, torch
-    autograd through ``NAME_vjp`` (``vjp``: it exists; otherwise only calls needing no gradient)."""
+    autograd through ``NAME_vjp`` (``vjp``: it exists; otherwise only calls needing no gradient; ``vjp_kernel``:
+    it has a fused kernel too, ``_NAME_vjp_GRAPH``, whose host loop's build starts with the forward's)."""
     from ..cuda.graph import graph_refusal
 
     d = g.diagram
@@ -117,7 +118,8 @@ def graph_function(g: GraphDiagram, kernel: bool = False, vjp: bool = False) -> 
     if kernel:
         names, lists = _tuple(t.name for t in arrays), _tuple(g.edge_lists)
         backward = f"{d.name}_vjp" if vjp else "None"
-        lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}, fused):",
+        later = f", _{d.name}_vjp_GRAPH" if vjp and vjp_kernel else ""
+        lines += [f"    if kernels and _use_graph_kernel(_b, _{d.name}_GRAPH, {names}, {backward}, fused{later}):",
                   f"        return _graph_out(_b, _graph_kernel(_b, _{d.name}_GRAPH, {names}, {lists}, _n, {backward}, "
                   f"fused), out, {names})"]
     if vjp:  # torch CPU arrays wanting a gradient: the code below with none recorded, NAME_vjp its backward

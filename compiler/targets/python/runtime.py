@@ -998,16 +998,19 @@ def _graph_out(b, results, out, arrays):
     return out
 
 
-def _use_graph_kernel(b, cfg, arrays, vjp, fused=False):
+def _use_graph_kernel(b, cfg, arrays, vjp, fused=False, vjp_cfg=None):
     """Whether a graph diagram's function runs its fused CUDA kernel: CUDA arrays (torch or cupy) of
     float32 or float64, cupy importable, and for torch arrays wanting a gradient, a NAME_vjp. Or,
-    with ``fused``, the kernel's host loop on CPU arrays of one of those dtypes (_host_possible)."""
-    if not arrays or not (vjp is not None or not _recording(b, arrays)):
+    with ``fused``, the kernel's host loop on CPU arrays of one of those dtypes (_host_possible);
+    when a gradient is being recorded, the build of NAME_vjp's loop (``vjp_cfg``) starts too."""
+    recording = _recording(b, arrays)
+    if not arrays or not (vjp is not None or not recording):
         return False
     if b.root in ("torch", "cupy") and _on_gpu(b, arrays):
         return _dtype_name(b, arrays[0]) is not None and _cupy_importable()
     dtype = _host_dtype(b, arrays)
-    return bool(fused and dtype and _host_possible(b, arrays) and _host_ready([cfg["host"][dtype]]))
+    later = [vjp_cfg["host"][dtype]] if vjp_cfg is not None and dtype and recording else []
+    return bool(fused and dtype and _host_possible(b, arrays) and _host_ready([cfg["host"][dtype]], later))
 
 
 def _graph_kernel(b, cfg, arrays, lists, n, vjp, fused=False):
@@ -1308,8 +1311,8 @@ def _use_kernel(b, spec, args, fused=False):
     derivatives the kernel spec does not choose the array library's GEMM, ``library_gemm``, or
     MIXING overrides it with "kernel"; a derivative needs GPU kernels, ``launches``, and weights
     without batch axes), the arguments are CUDA arrays, and cupy is importable. Or, with ``fused``, an
-    elementwise kernel whose host loop runs on CPU arrays (_host_possible), compiled (with its VJP's
-    when a gradient is being recorded: the backward will want it)."""
+    elementwise kernel whose host loop runs on CPU arrays (_host_possible), compiled (its VJP's build
+    started when a gradient is being recorded: the backward will want it)."""
     cfg = spec[5]
     if cfg is None or not args:
         return False
@@ -1324,11 +1327,9 @@ def _use_kernel(b, spec, args, fused=False):
     dtype = _host_dtype(b, args)
     if dtype is None or any(_len(args[k].shape) != 2 for k in cfg.get("unbatched", ())):
         return False  # a weight with batch axes (one per batch row): the array library's batched GEMMs
-    symbols = [cfg["host"][dtype]]
     vjp = _kernel_specs().get(spec[1].__name__) if spec[1] is not None else None
-    if vjp is not None and b.differentiable(args):
-        symbols.append(vjp[5]["host"][dtype])
-    return _host_ready(symbols)
+    later = [vjp[5]["host"][dtype]] if vjp is not None and b.differentiable(args) else []
+    return _host_ready([cfg["host"][dtype]], later)
 
 
 def _host_dtype(b, arrays):
@@ -1566,7 +1567,7 @@ def _torch_stream(b, device):
 #: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "flags": None}
 
 
 def _host_possible(b, args):
@@ -1604,50 +1605,27 @@ def _host_compiler():
     return _HOST["compiler"] or None
 
 
-def _host_ready(symbols):
+def _host_ready(symbols, later=()):
     """Whether host loops ``symbols`` are loaded: each built at its first use (a shared library of its
-    own, ``DIAGC_HOST_ONLY``: the compiler sees one loop), the missing ones in parallel. A failed
-    build warns once (the compiler's message) and turns host loops off for the process."""
+    own, ``DIAGC_HOST_ONLY``: the compiler sees one loop), the missing ones in parallel, and loaded.
+    ``later``: loops wanted soon (a VJP's, while its forward runs), started now and not waited for;
+    a later call for them waits for their build. A failed build warns once (the compiler's message)
+    and turns host loops off for the process."""
     functions = _HOST["functions"]
     missing = [s for s in symbols if s not in functions]
-    if not missing:
+    if not missing and all(s in functions or s in _HOST["building"] for s in later):
         return True
     import ctypes
     import os
-    import subprocess
     import warnings
 
-    d = _HOST["dir"]
-    source = os.path.join(d, "source.cpp")
     try:
-        os.makedirs(d, exist_ok=True)
-        if not os.path.exists(source):
-            part = f"{source}.{os.getpid()}"
-            with open(part, "w") as f:
-                f.write(_CUDA_SOURCE)
-            os.replace(part, source)
-        # a compiler without OpenMP (Apple's clang): built again without it, on POSIX threads
-        for flags in dict.fromkeys((_HOST_FLAGS, tuple(f for f in _HOST_FLAGS if f != "-fopenmp"))):
-            jobs, failed = [], None
-            for s in missing:
-                lib = os.path.join(d, s + ".so")
-                if not os.path.exists(lib):
-                    part = f"{lib}.{os.getpid()}"
-                    cmd = [_HOST["compiler"], *flags, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{s}", source, "-o", part]
-                    jobs.append((lib, part, subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                             stderr=subprocess.STDOUT)))
-            for lib, part, job in jobs:
-                text = job.communicate()[0]
-                if job.returncode != 0 and failed is None:
-                    failed = text.decode(errors="replace")[-2000:]
-                elif job.returncode == 0:
-                    os.replace(part, lib)
-            if failed is None:
-                break
-        if failed is not None:
-            raise OSError(failed)
+        for s in (*missing, *later):
+            if s not in functions:
+                _host_start(s)
         for s in missing:
-            fn = getattr(ctypes.CDLL(os.path.join(d, s + ".so")), s)
+            _host_finish(s)
+            fn = getattr(ctypes.CDLL(os.path.join(_HOST["dir"], s + ".so")), s)
             fn.restype = None
             functions[s] = fn
     except (OSError, AttributeError) as error:
@@ -1656,6 +1634,70 @@ def _host_ready(symbols):
                       RuntimeWarning, stacklevel=3)
         return False
     return True
+
+
+def _host_start(symbol):
+    """Starts the build of host loop ``symbol`` (the compiler on the module's source, written once to
+    the cache folder), unless it is built, on disk, or being built."""
+    import os
+    import subprocess
+
+    d = _HOST["dir"]
+    lib = os.path.join(d, symbol + ".so")
+    if symbol in _HOST["building"] or os.path.exists(lib):
+        return
+    source = os.path.join(d, "source.cpp")
+    os.makedirs(d, exist_ok=True)
+    if not os.path.exists(source):
+        part = f"{source}.{os.getpid()}"
+        with open(part, "w") as f:
+            f.write(_CUDA_SOURCE)
+        os.replace(part, source)
+    part = f"{lib}.{os.getpid()}"
+    flags = _HOST["flags"] or _HOST_FLAGS  # (None until a build without -fopenmp was needed)
+    cmd = [_HOST["compiler"], *flags, "-DDIAGC_HOST_ONLY", f"-DDIAGC_HOST_{symbol}", source, "-o", part]
+    if not _HOST["building"]:
+        import atexit
+
+        atexit.register(_host_abandon)  # once per batch of builds (a later run finds none left)
+    job = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _HOST["building"][symbol] = (lib, part, job, flags)
+
+
+def _host_abandon():
+    """At exit: builds never waited for (a VJP's, when no backward came) are stopped, their partial
+    files removed."""
+    import os
+
+    for lib, part, job, flags in _HOST["building"].values():
+        job.kill()
+        job.wait()
+        try:
+            os.remove(part)
+        except OSError:
+            pass
+    _HOST["building"].clear()
+
+
+def _host_finish(symbol):
+    """Waits for the build of ``symbol`` (if one runs) and puts the library in place; a compiler
+    without OpenMP (Apple's clang) gets it built again without -fopenmp, on POSIX threads, as every
+    later build. Raises OSError with the compiler's message when it fails."""
+    import os
+
+    if symbol not in _HOST["building"]:
+        return
+    lib, part, job, flags = _HOST["building"].pop(symbol)
+    text = job.communicate()[0]
+    if job.returncode == 0:
+        os.replace(part, lib)
+        return
+    plain = tuple(f for f in _HOST_FLAGS if f != "-fopenmp")
+    if flags != plain:
+        _HOST["flags"] = plain
+        _host_start(symbol)
+        return _host_finish(symbol)
+    raise OSError(text.decode(errors="replace")[-2000:])
 
 
 def _host_call(b, symbol, inputs, outs, sizes):
