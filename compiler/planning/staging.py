@@ -60,6 +60,18 @@ class _Split:
     legs: tuple[str, ...]  # L: the pre side's open geometric legs, in order of first appearance
 
 
+@dataclass(frozen=True)
+class _Intermediate:
+    """One mixed intermediate ``u[c, L]``: the pre sides ``sums`` of a group of terms (sharing a weight
+    and a post side), the group's first split and term, and the input ``u`` is as it stands, if any
+    (mixed directly, no pre stage output)."""
+
+    split: _Split
+    term: TensorNetwork
+    sums: tuple[TensorNetwork, ...]
+    direct: Tensor | None
+
+
 def stage_diagram(d: Diagram) -> Staging | None:
     """The staged form of ``d``, or None where it does not apply: ``d`` contracts no channel, a term
     is not one weight times factors read at its two channels, an intermediate has Cartesian and
@@ -88,34 +100,34 @@ def stage_diagram(d: Diagram) -> Staging | None:
                 key = (k, s.weight.name, s.weight.indices.index(s.c), _post_key(term, s))
                 groups.setdefault(key, []).append((term, s))
     inters: dict[tuple, int] = {}  # (weight, orientation, pre sum) -> intermediate number
-    members: list[tuple] = []  # per intermediate: (first split, its term, [pre networks])
+    members: list[_Intermediate] = []
     post_of: dict[int, tuple[int, Fraction] | None] = {}  # id(term) -> (intermediate, post coefficient)
     inputs = {t.name: t for t in d.inputs}
     for items in groups.values():
-        lead = items[0][0].coefficient
-        sums = [TensorNetwork(term.coefficient / lead, s.pre, (s.c,) + s.legs, _kinds(s.pre, (s.c,) + s.legs, term))
-                for term, s in items]
+        (lead_term, s0), lead = items[0], items[0][0].coefficient
+        sums = tuple(TensorNetwork(term.coefficient / lead, s.pre, (s.c,) + s.legs, _kinds(s.pre, (s.c,) + s.legs, term))
+                     for term, s in items)
         post_coef = lead
-        if _as_input(sums, items[0][1], inputs) is None:  # computed anyway: the coefficient with it
-            sums = [TensorNetwork(n.coefficient * lead, n.nodes, n.output, n.kinds) for n in sums]
+        direct = _as_input(sums, s0, inputs)
+        if direct is None:  # computed anyway: the coefficient with it (which may make it an input: (1/2)(2 x))
+            sums = tuple(TensorNetwork(n.coefficient * lead, n.nodes, n.output, n.kinds) for n in sums)
             post_coef = Fraction(1)
-        s0 = items[0][1]
+            direct = _as_input(sums, s0, inputs)
         pre_key = (s0.weight.name, s0.weight.indices.index(s0.c), tuple(sorted((n.coefficient, n.shape_key()) for n in sums)))
         if pre_key not in inters:
             inters[pre_key] = len(members)
-            members.append((s0, items[0][0], sums))
-        post_of[id(items[0][0])] = (inters[pre_key], post_coef)
+            members.append(_Intermediate(s0, lead_term, sums, direct))
+        post_of[id(lead_term)] = (inters[pre_key], post_coef)
         for term, _ in items[1:]:
             post_of[id(term)] = None  # its pre side is in the first term's intermediate
     name = d.name
     pre_eqs: list[Equation] = []
     u_tensors: dict[int, Tensor] = {}
-    for j, (s, term, sums) in enumerate(members):
-        direct = _as_input(sums, s, inputs)
-        if direct is not None:
-            u_tensors[j] = direct
+    for j, m in enumerate(members):
+        if m.direct is not None:
+            u_tensors[j] = m.direct
             continue
-        u = _intermediate(d, f"_{name}_u{j}", sums, s, term)
+        u = _intermediate(d, f"_{name}_u{j}", m.sums, m.split, m.term)
         if u is None:
             return None
         u_tensors[j] = u[0]
@@ -149,9 +161,9 @@ def stage_diagram(d: Diagram) -> Staging | None:
             return None
         stages.append(pre)
     mix_eqs, v_tensors = [], {}
-    for j, (s, term, _) in enumerate(members):
+    for j, m in enumerate(members):
         target = named[j] if j in named else None
-        v, eq = _mixing(d, target.target if target else f"_{name}_v{j}", s, term, u_tensors[j],
+        v, eq = _mixing(d, target.target if target else f"_{name}_v{j}", m.split, m.term, u_tensors[j],
                         target.type if target else None)
         v_tensors[j] = v
         mix_eqs.append(eq)
@@ -306,14 +318,10 @@ def _mixing(d: Diagram, name: str, s: _Split, term: TensorNetwork, u: Tensor,
     rename = dict(zip(s.legs, legs)) | {s.c: "c", s.y: "d"}
     w = Node("input", s.weight.name, s.weight.type, tuple(rename[i] for i in s.weight.indices), s.weight.pos)
     un = Node("input", u.name, u.type, ("c",) + legs)
-    typ = typ or _with_channel(u.type, kinds[s.y].dim)
+    typ = typ or replace(u.type, channels=(kinds[s.y].dim,))
     table = tuple([("c", kinds[s.c]), ("d", kinds[s.y])] + [(rename[i], kinds[i]) for i in s.legs])
     network = TensorNetwork(Fraction(1), (w, un), ("d",) + legs, table, term.pos)
     return Tensor(name, typ, d.pos), Equation(name, typ, (network,), d.pos)
-
-
-def _with_channel(t: TensorType, channel) -> TensorType:
-    return replace(t, channels=(channel,))
 
 
 def _shared(mix: Diagram) -> tuple[Diagram, tuple[str, ...]]:

@@ -787,10 +787,7 @@ def _graph_args(function, signature, arrays, list_names, lists, num_nodes=None):
     first = b.asarray(arrays[0])  # the others take its dtype and device where they are converted
     arrays = b.promote((first,) + tuple(b.asarray(a, first) for a in arrays[1:]))
     for (name, channels, dims, role), x in zip(signature, arrays):
-        if _len(x.shape) != _len(channels) + _len(dims):
-            axes = ", ".join(tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
-            raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({axes}): arguments of {function} "
-                             "have no batch axes (the node or edge axis leads)")
+        _graph_unbatched(function, name, channels, dims, x)
     _check_shapes(tuple(s[:3] for s in signature), arrays)
     sizes = {}
     for (name, channels, dims, role), x in zip(signature, arrays):
@@ -1234,12 +1231,17 @@ def _graph_nodes(function, num_nodes, arrays):
     channel axes, geometric sizes, array) each: arguments of a graph diagram have no batch axis)."""
     if num_nodes is not None:
         return num_nodes
-    name, channels, dims, x = arrays[0]
+    _graph_unbatched(function, *arrays[0])
+    return int(arrays[0][3].shape[0])
+
+
+def _graph_unbatched(function, name, channels, dims, x):
+    """A ValueError unless ``x`` (argument ``name`` of graph function ``function``) has exactly its
+    channel and geometric axes: arguments of a graph diagram have no batch axis."""
     if _len(x.shape) != _len(channels) + _len(dims):
         axes = ", ".join(tuple(str(c) for c in channels) + tuple(str(d) for d in dims))
         raise ValueError(f"{name} has shape {tuple(x.shape)}; expected ({axes}): arguments of {function} "
                          "have no batch axes (the node or edge axis leads)")
-    return int(x.shape[0])
 
 
 def _composite_vjp(where, fn, args, at, cotangents, fused, kernels, *num_nodes):
@@ -1910,8 +1912,9 @@ def _check_shapes(signature, arrays):
     (channel sizes, then 3 per Cartesian leg and 2l+1 per spherical leg), channel sizes agreeing
     with the argument that fixed them first, batch axes that broadcast. ``signature`` holds
     (name, channel axes, geometric sizes) per argument; a channel axis is its name (str) or a fixed
-    size (int: an irreps block's multiplicity, weight[16,32]). Called only when the inline check of the
-    emitted function failed (a batch mismatch may still broadcast: then it returns)."""
+    size (int: an irreps block's multiplicity, weight[16,32]). A diagram's function calls it only when
+    its inline check failed (a batch mismatch may still broadcast: then it returns); graph functions
+    and composites (staged diagrams, diagrams with functions) on every call."""
     known = {}  # channel name -> (size, argument that fixed it)
     batches = []
     for (name, channels, dims), x in zip(signature, arrays):
