@@ -12,6 +12,7 @@ import ast
 import hashlib
 from dataclasses import replace
 import inspect
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -298,6 +299,9 @@ MODULE_DATA = frozenset({"_TABLES", "_CUDA_SOURCE", "_OP_NAMESPACE", "_CUDA", "M
 KERNEL_VARIANTS = ("_call", "_make_backend")
 #: names a backend is bound to in the runtime and the emitted code: attributes read on them are methods
 BACKEND_NAMES = frozenset({"_b", "b", "self"})
+_WORD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+#: an attribute read on a backend (BACKEND_NAMES, or ``_backend(...)``) in emitted code
+_BACKEND_ATTR = re.compile(r"(?<![\w.])(?:" + "|".join(sorted(BACKEND_NAMES)) + r"|_backend\([^()]*\))\.([A-Za-z_][A-Za-z_0-9]*)")
 
 
 @lru_cache(maxsize=1)
@@ -329,7 +333,21 @@ def runtime_source(code, kernels: bool) -> str:
                 if isinstance(m, ast.FunctionDef):
                     methods.setdefault(m.name, []).append(m)
     names, attrs = set(), {"__init__"}
-    pending = [ast.parse(text) for text in code] + methods["__init__"]
+    pending = methods["__init__"]
+    # the module's own code (about 350 kB for tensornet_layer: parsing it took half of a compile) is read as
+    # words: its names, and the attributes read on a backend; a word in a string may add a definition unused
+    text = "\n".join(code)
+    for word in dict.fromkeys(_WORD.findall(text)):
+        name = variant.get(word, word)
+        if name in defs and name not in names and name not in MODULE_DATA:
+            names.add(name)
+            d = defs[name]
+            pending += ([*d.bases, *(b for b in d.body if not isinstance(b, ast.FunctionDef))]
+                        if isinstance(d, ast.ClassDef) else [d])
+    for attr in dict.fromkeys(_BACKEND_ATTR.findall(text)):
+        if attr not in attrs and attr in methods:
+            attrs.add(attr)
+            pending += methods[attr]
     while pending:
         for node in ast.walk(pending.pop()):
             if isinstance(node, ast.Name):
