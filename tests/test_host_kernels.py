@@ -235,6 +235,28 @@ def test_a_vjp_loop_builds_while_its_forward_runs(monkeypatch, tmp_path):
     assert set(g._HOST["building"]) == {"diagc_message_vjp_graph_host_f64"}
 
 
+def test_a_forked_child_leaves_its_parents_builds_alone(monkeypatch, tmp_path):
+    """A child made by fork() while a build runs (a data-loader worker) neither waits for nor stops
+    its parent's builds: it sees none of its own, starts its own, and the parent's stays its."""
+    _needs_compiler()
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    m = _fresh("fork")
+    args = tuple(torch.from_numpy(a).requires_grad_()
+                 for a in _arrays(m._cross_KERNEL, np.random.default_rng(15), (6,), 3))
+    m.cross(*args, fused=True)
+    parents = m._host_jobs()
+    assert set(parents) == {"diagc_cross_vjp_host_f64"}
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)  # as seen from the child
+    assert m._host_jobs() == {}
+    m._host_abandon()  # the child's exit: nothing of the parent's is stopped
+    assert parents["diagc_cross_vjp_host_f64"][2].poll() in (None, 0)
+    monkeypatch.setattr(os, "getpid", lambda: pid)
+    m._HOST["pid"], m._HOST["building"] = pid, parents  # back in the parent
+    m._host_finish("diagc_cross_vjp_host_f64")
+    assert any((tmp_path / "host").rglob("diagc_cross_vjp_host_f64.so"))
+
+
 def test_builds_never_waited_for_are_stopped_at_exit(tmp_path):
     """A process that exits with a VJP's build still running (no backward came) stops it and leaves
     no partial file in the cache; the forward's library stays."""

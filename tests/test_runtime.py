@@ -369,7 +369,8 @@ def test_runtime_size():
     65,535 rows on the GPU; 1004 for tensornet before out= under autograd, on a kernel's or host
     loop's path, ran the recorded array code: a kernel writing out= records no gradient; 830 and 1006
     before host loops were built in the background, a VJP's while its forward runs, stopped at exit
-    when never waited for: TensorNet's first fused call 8.1 -> 6.0 s on 2 cores)."""
+    when never waited for (a forked child leaving its parent's alone): TensorNet's first fused call
+    8.1 -> 6.0 s on 2 cores)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -377,7 +378,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 854 and sizes["tensornet"] <= 1030, sizes
+    assert sizes["dot"] <= 860 and sizes["tensornet"] <= 1036, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

@@ -1839,7 +1839,7 @@ def _torch_stream(b, device):
 
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "flags": None}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "pid": None, "flags": None}
 
 
 def _host_possible(b, args):
@@ -1874,7 +1874,7 @@ def _host_compiler():
 def _host_ready(symbols, later=()):
     functions = _HOST["functions"]
     missing = [s for s in symbols if s not in functions]
-    if not missing and all(s in functions or s in _HOST["building"] for s in later):
+    if not missing and all(s in functions or s in _host_jobs() for s in later):
         return True
     import ctypes
     import os
@@ -1903,7 +1903,7 @@ def _host_start(symbol):
 
     d = _HOST["dir"]
     lib = os.path.join(d, symbol + ".so")
-    if symbol in _HOST["building"] or os.path.exists(lib):
+    if symbol in _host_jobs() or os.path.exists(lib):
         return
     source = os.path.join(d, "source.cpp")
     os.makedirs(d, exist_ok=True)
@@ -1923,10 +1923,18 @@ def _host_start(symbol):
     _HOST["building"][symbol] = (lib, part, job, flags)
 
 
+def _host_jobs():
+    import os
+
+    if _HOST["pid"] != os.getpid():
+        _HOST["pid"], _HOST["building"] = os.getpid(), {}
+    return _HOST["building"]
+
+
 def _host_abandon():
     import os
 
-    for lib, part, job, flags in _HOST["building"].values():
+    for lib, part, job, flags in _host_jobs().values():
         job.kill()
         job.wait()
         try:
@@ -1939,7 +1947,7 @@ def _host_abandon():
 def _host_finish(symbol):
     import os
 
-    if symbol not in _HOST["building"]:
+    if symbol not in _host_jobs():
         return
     lib, part, job, flags = _HOST["building"].pop(symbol)
     text = job.communicate()[0]

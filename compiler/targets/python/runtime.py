@@ -1569,7 +1569,7 @@ def _torch_stream(b, device):
 #: compiler: fused=True runs the fused array code (torch.compile on torch), as without kernels.
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "flags": None}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "pid": None, "flags": None}
 
 
 def _host_possible(b, args):
@@ -1615,7 +1615,7 @@ def _host_ready(symbols, later=()):
     and turns host loops off for the process."""
     functions = _HOST["functions"]
     missing = [s for s in symbols if s not in functions]
-    if not missing and all(s in functions or s in _HOST["building"] for s in later):
+    if not missing and all(s in functions or s in _host_jobs() for s in later):
         return True
     import ctypes
     import os
@@ -1646,7 +1646,7 @@ def _host_start(symbol):
 
     d = _HOST["dir"]
     lib = os.path.join(d, symbol + ".so")
-    if symbol in _HOST["building"] or os.path.exists(lib):
+    if symbol in _host_jobs() or os.path.exists(lib):
         return
     source = os.path.join(d, "source.cpp")
     os.makedirs(d, exist_ok=True)
@@ -1666,12 +1666,22 @@ def _host_start(symbol):
     _HOST["building"][symbol] = (lib, part, job, flags)
 
 
+def _host_jobs():
+    """The builds this process started and has not waited for, by symbol. A child made by fork()
+    starts with none: its parent's builds are not its to wait for or stop."""
+    import os
+
+    if _HOST["pid"] != os.getpid():
+        _HOST["pid"], _HOST["building"] = os.getpid(), {}
+    return _HOST["building"]
+
+
 def _host_abandon():
     """At exit: builds never waited for (a VJP's, when no backward came) are stopped, their partial
     files removed."""
     import os
 
-    for lib, part, job, flags in _HOST["building"].values():
+    for lib, part, job, flags in _host_jobs().values():
         job.kill()
         job.wait()
         try:
@@ -1687,7 +1697,7 @@ def _host_finish(symbol):
     later build. Raises OSError with the compiler's message when it fails."""
     import os
 
-    if symbol not in _HOST["building"]:
+    if symbol not in _host_jobs():
         return
     lib, part, job, flags = _HOST["building"].pop(symbol)
     text = job.communicate()[0]
