@@ -127,7 +127,8 @@ def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
     cost, as on a GPU machine's host), beside torchmd-net's pure-torch model on CPU tensors of the
     same tiny size (its operations' host cost, a little arithmetic) and examples/tensornet.py with
     project and compose_mixed each run as one call, not in stages (compiler.planning.staging): their
-    own emitted code, array code on the GPU (session 14's model)."""
+    own emitted code and their derivatives', array code on the GPU (session 14's model), from the
+    module built with ``staging=False``."""
     sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "examples")]
     import tensornet
     import torchmdnet_ref
@@ -143,12 +144,10 @@ def tensornet_calls(torch, atoms: int = 24, channels: int = 16) -> dict:
     ours.load_state_dict(ref.state_dict(), strict=True)
     z, pos, batch = system(atoms)
     L = tensornet.LAYER
-    def unstaged(name):  # the diagram's own code, its backward the derivative diagram's own code too
-        spec, vspec = getattr(L, f"_{name}_SPEC"), getattr(L, f"_{name}_vjp_SPEC")
-        spec = (spec[0], lambda *args, fused=False: L._call(vspec, args, None, fused)) + spec[2:]
-        return lambda *args, fused=False: L._call(spec, args, None, fused)
-
-    one_call = {name: unstaged(name) for name in ("project", "compose_mixed")}
+    unstaged = stand_in(compiler.load(ROOT / "diagrams" / "tensornet_layer.diag", "host_overhead_layer",
+                                      staging=False))
+    # the diagram's own code, its backward the derivative diagram's own code too
+    one_call = {name: getattr(unstaged, name) for name in ("project", "compose_mixed")}
 
     def step(model, swap=None):
         def call():

@@ -1,7 +1,8 @@
 """Staged against one-call: TensorNet's channel mixings scaled per channel (``project``,
 ``compose_mixed`` of diagrams/tensornet_layer.diag), which the emitted module runs in stages
 (compiler.planning.staging: an elementwise diagram, a GEMM per part, an elementwise diagram), against
-the same diagram run as one call (its own emitted code, ``_call(_NAME_SPEC, ...)``), forward and
+the same diagram run as one call (the module built with ``staging=False``: its own emitted code, and
+for the backward its derivative's), forward and
 forward + backward (torch autograd through the generated VJPs), CPU float32, planned and
 ``fused=True``, the two alternating, best of R. Values and gradients are checked against each
 other first.
@@ -23,6 +24,7 @@ def main(argv):
     n, C, R = (int(a) for a in (argv[0:3] + ["2000", "64", "5"][len(argv[0:3]):]))
     threads = [int(a) for a in argv[3:]] or [1, 2]
     m = load(ROOT / "diagrams" / "tensornet_layer.diag", "staging_ab_layer")
+    unstaged = load(ROOT / "diagrams" / "tensornet_layer.diag", "staging_ab_layer_one_call", staging=False)
     torch.manual_seed(0)
     X = torch.randn(n, C, 3, 3, requires_grad=True)
     s = torch.rand(n, C, requires_grad=True)
@@ -35,7 +37,7 @@ def main(argv):
         return getattr(m, name)(*args, fused=fused)
 
     def one_call(name, args, fused):
-        return m._call(getattr(m, f"_{name}_SPEC"), args, None, fused)
+        return getattr(unstaged, name)(*args, fused=fused)
 
     ways = {"staged": staged, "one call": one_call}
 

@@ -2,7 +2,7 @@
 
 The Python API (see :mod:`compiler.api`)::
 
-    compile_source(text, filename="<string>", target="numpy") -> str   # module text
+    compile_source(text, filename="<string>", target="numpy", *, staging=True) -> str   # module text
     compile_file(path, target="numpy") -> str
     load(path) -> module          # compile a .diag file and import it in one call
     load_source(text) -> module

@@ -75,15 +75,18 @@ def checked_program(source: str, filename: str = "<string>") -> Program:
     return program
 
 
-def compile_source(source: str, filename: str = "<string>", target: str = "numpy") -> str:
-    """Compile .diag text to the text of a standalone module for ``target``."""
+def compile_source(source: str, filename: str = "<string>", target: str = "numpy", *, staging: bool = True) -> str:
+    """Compile .diag text to the text of a standalone module for ``target``. ``staging`` (default):
+    the Python module runs channel mixing scaled per channel in stages (:mod:`compiler.planning.staging`)
+    and has no one-call code for such a diagram; False: every diagram runs as one call, as written
+    (the ``cuda`` target always writes the diagrams as written)."""
     get_target(target)  # an unknown target is refused before anything is parsed
-    return generate(checked_program(source, filename), target)
+    return generate(checked_program(source, filename), target, staging)
 
 
-def compile_file(path: str | os.PathLike, target: str = "numpy") -> str:
-    """Compile a .diag file to module text."""
-    return compile_source(read_source(path), os.fspath(path), target)
+def compile_file(path: str | os.PathLike, target: str = "numpy", *, staging: bool = True) -> str:
+    """Compile a .diag file to module text (``staging``: as :func:`compile_source`)."""
+    return compile_source(read_source(path), os.fspath(path), target, staging=staging)
 
 
 def module_from_text(text: str, name: str, filename: str | None = None) -> types.ModuleType:
@@ -95,19 +98,24 @@ def module_from_text(text: str, name: str, filename: str | None = None) -> types
     return module
 
 
-def load(path: str | os.PathLike, name: str | None = None, *, cache: bool = True) -> types.ModuleType:
+def load(path: str | os.PathLike, name: str | None = None, *, cache: bool = True,
+         staging: bool = True) -> types.ModuleType:
     """Compile a .diag file and import the result as a module (see :func:`_module`).
 
     With ``cache`` (default) the module text is kept in the module cache (:func:`cached_compile`):
-    a later load of the same text by the same diagc reads it back instead of compiling again."""
+    a later load of the same text by the same diagc reads it back instead of compiling again.
+    ``staging``: as :func:`compile_source` (False: every diagram as one call, no stages)."""
     source = read_source(path)
-    text = cached_compile(source, os.fspath(path)) if cache else compile_source(source, os.fspath(path))
+    compile_text = cached_compile if cache else compile_source
+    text = compile_text(source, os.fspath(path), staging=staging)
     return _module(text, name or Path(path).stem, f"<diagc:{os.fspath(path)}>")
 
 
-def load_source(source: str, name: str = "diagc_module", *, cache: bool = True) -> types.ModuleType:
-    """Compile .diag text and import the result as a module (``cache``: as :func:`load`)."""
-    text = cached_compile(source, f"<{name}>") if cache else compile_source(source, f"<{name}>")
+def load_source(source: str, name: str = "diagc_module", *, cache: bool = True,
+                staging: bool = True) -> types.ModuleType:
+    """Compile .diag text and import the result as a module (``cache``, ``staging``: as :func:`load`)."""
+    compile_text = cached_compile if cache else compile_source
+    text = compile_text(source, f"<{name}>", staging=staging)
     return _module(text, name, f"<diagc:{name}>")
 
 
@@ -174,9 +182,9 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def cached_compile(source: str, filename: str = "<string>", target: str = "numpy") -> str:
+def cached_compile(source: str, filename: str = "<string>", target: str = "numpy", *, staging: bool = True) -> str:
     """:func:`compile_source`, through the module cache: ``modules/`` in :func:`cache_folder`, one
-    file per (source text, file name, target, :func:`generator_fingerprint`), written atomically
+    file per (source text, file name, target, ``staging``, :func:`generator_fingerprint`), written atomically
     after a compile, its first line the sha256 of the text (a file whose text does not match is
     compiled again and replaced). The cache is not used while the generator's files differ from
     what this process imported (:data:`_STATS_AT_IMPORT`). A folder that cannot be created or
@@ -184,8 +192,8 @@ def cached_compile(source: str, filename: str = "<string>", target: str = "numpy
     and nothing is written. Code that changes the generator's settings at run time (a module
     constant patched) must compile with :func:`compile_source` (or ``load(..., cache=False)``)."""
     if _package_stats() != _STATS_AT_IMPORT:
-        return compile_source(source, filename, target)
-    parts = (generator_fingerprint(), target, filename, source)
+        return compile_source(source, filename, target, staging=staging)
+    parts = (generator_fingerprint(), target, "staged" if staging else "unstaged", filename, source)
     key = hashlib.sha256(b"".join(bytes.fromhex(_digest(part)) for part in parts)).hexdigest()
     folder = cache_folder() / "modules"
     path = folder / f"{key}{get_target(target).suffix}"
@@ -196,7 +204,7 @@ def cached_compile(source: str, filename: str = "<string>", target: str = "numpy
             return text
     except (OSError, UnicodeDecodeError):
         pass
-    text = compile_source(source, filename, target)
+    text = compile_source(source, filename, target, staging=staging)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(path, _CACHE_HEADER + _digest(text) + "\n" + text)

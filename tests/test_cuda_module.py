@@ -61,7 +61,10 @@ def _module(stem: str):
     process, bound to the module that registered them."""
     if stem not in _MODULES:
         base, _, variant = stem.partition("+")
-        if variant:  # "direct": every elementwise kernel that can, direct (kernels.DIRECT_ROW_WORDS);
+        if variant == "unstaged":  # every diagram as one call (staging=False): a staged diagram's own kernel
+            _MODULES[stem] = (compiler.load_source(SOURCES[base], f"diagc_test_{base}_unstaged", staging=False)
+                              if base in SOURCES else compiler.load(ROOT / "diagrams" / f"{base}.diag", staging=False))
+        elif variant:  # "direct": every elementwise kernel that can, direct (kernels.DIRECT_ROW_WORDS);
             from compiler.targets.cuda import kernels  # "tile32": weight cotangents in tiles of 32
 
             constant, value = {"direct": ("DIRECT_ROW_WORDS", 1 << 20), "tile32": ("GRAD_TILES", (32,))}[variant]
@@ -670,8 +673,8 @@ def test_emulated_direct_kernels_match_the_array_code(gpu, name):
 
 
 def _one_call(m, name):
-    """The function of diagram ``name`` run as one call, with its kernel (the public function of a
-    staged diagram, compiler.planning.staging, and of its VJP runs the stages instead)."""
+    """The function of diagram ``name`` run as one call, with its kernel (the public VJP of a staged
+    diagram, compiler.planning.staging, runs the stages' VJPs instead when not given out=)."""
     spec = getattr(m, f"_{name}_SPEC")
 
     def fn(*args, kernels=True):
@@ -679,12 +682,14 @@ def _one_call(m, name):
     return fn
 
 
-@pytest.mark.parametrize("stem, name", [("linear", "mix"), ("linear", "linear_cart2"), ("tensornet_layer", "project"),
-                                        ("mixing_forms", "mix_forms")])
+@pytest.mark.parametrize("stem, name", [("linear", "mix"), ("linear+unstaged", "linear_cart2"),
+                                        ("tensornet_layer+unstaged", "project"), ("mixing_forms+unstaged", "mix_forms")])
 def test_emulated_gemm_kernels_in_every_mixing_form(gpu, stem, name):
     """The tiled GEMM with several staged weights (one per term), weights stored [c, d] and [d, c],
     several outputs and polynomials per channel: each weight shared by the batch (staged once for
-    all rows) and with a batch axis (each row's weights staged), against the array code."""
+    all rows) and with a batch axis (each row's weights staged), against the array code. A diagram
+    the module runs in stages (compiler.planning.staging) has its one-call kernel in the module
+    built without stages."""
     m, s = gpu(stem, emulate=True)
     cfg = getattr(m, f"_{name}_KERNEL")
     assert cfg["kind"] == "mixing"

@@ -32,11 +32,11 @@ torch = pytest.importorskip("torch")
 _MODULES = {}
 
 
-def _module(stem: str):
-    if stem not in _MODULES:
+def _module(stem: str, staging: bool = True):
+    if (stem, staging) not in _MODULES:
         path = ROOT / ("examples" if stem == "tensornet_graph" else "diagrams") / f"{stem}.diag"
-        _MODULES[stem] = compiler.load(path)
-    return _MODULES[stem]
+        _MODULES[stem, staging] = compiler.load(path, staging=staging)
+    return _MODULES[stem, staging]
 
 
 def _needs_compiler():
@@ -44,16 +44,26 @@ def _needs_compiler():
         pytest.skip("no C++ compiler (g++, c++ or CXX): the host loops cannot be built")
 
 
+def _every_kernel(kinds):
+    """(file, kernel, staging) for every kernel of these kinds of every file in diagrams/: its module's,
+    and those only its module without stages has (a staged diagram's own one-call kernel)."""
+    params = []
+    for stem in sorted(p.stem for p in (ROOT / "diagrams").glob("*.diag")):
+        staged = {s[5]["name"] for s in _module(stem)._KERNEL_SPECS}
+        for staging in (True, False):
+            params += [pytest.param(stem, s[5]["name"], staging,
+                                    id=f"{stem}.{s[5]['name']}" + ("" if staging else ".unstaged"))
+                       for s in _module(stem, staging)._KERNEL_SPECS
+                       if s[5]["kind"] in kinds and (staging or s[5]["name"] not in staged)]
+    return params
+
+
 def _every_elementwise_kernel():
-    stems = sorted(p.stem for p in (ROOT / "diagrams").glob("*.diag"))
-    return [pytest.param(stem, s[5]["name"], id=f"{stem}.{s[5]['name']}")
-            for stem in stems for s in _module(stem)._KERNEL_SPECS if s[5]["kind"] == "elementwise"]
+    return _every_kernel(("elementwise",))
 
 
 def _every_mixing_kernel():
-    stems = sorted(p.stem for p in (ROOT / "diagrams").glob("*.diag"))
-    return [pytest.param(stem, s[5]["name"], id=f"{stem}.{s[5]['name']}")
-            for stem in stems for s in _module(stem)._KERNEL_SPECS if s[5]["kind"] in ("mixing", "mixing_vjp")]
+    return _every_kernel(("mixing", "mixing_vjp"))
 
 
 def _arrays(cfg, rng, batch, channels, xp="numpy", dtype=np.float64, unbatched=()):
@@ -77,14 +87,14 @@ def _same(got, want, tol):
         assert float(np.abs(g - w).max(initial=0)) <= tol * max(1.0, float(np.abs(w).max(initial=0)))
 
 
-@pytest.mark.parametrize("stem, name", _every_elementwise_kernel())
-def test_host_loops_match_the_array_code(stem, name):
+@pytest.mark.parametrize("stem, name, staging", _every_elementwise_kernel())
+def test_host_loops_match_the_array_code(stem, name, staging):
     """Every elementwise kernel's host loop (forward, VJP, second order), float64 to 1e-12 on numpy
     at a batch of 37 and at a (3, 3) batch with 40-odd channels per axis (channel axes of different
     sizes: the index arithmetic of broadcast views and summed rows), float32 to 1e-5 on torch; the
     loop was loaded (no silent fallback to the array code)."""
     _needs_compiler()
-    m = _module(stem)
+    m = _module(stem, staging)
     cfg = getattr(m, f"_{name}_KERNEL")
     fn = getattr(m, name)
     rng = np.random.default_rng(len(stem) * 31 + len(name))
@@ -100,23 +110,24 @@ def test_every_file_has_mixing_loops():
     """The mixing kernels the test below covers: tensornet's mix_skew with both derivatives, and
     linear.diag's (several terms, transposed and traced inputs; linear_cart2's second order has 54
     polynomial components a channel, more than a GPU mixing kernel stages: a host loop's part is not
-    limited by shared memory)."""
+    limited by shared memory; linear_cart2 itself is staged, its one-call loop that of the module
+    without stages)."""
     found = {p.values[1] for p in _every_mixing_kernel()}
     assert {"mix_skew", "mix_skew_vjp", "mix_skew_vjp_vjp", "mix", "mix_vjp", "mix_vjp_vjp", "linear_cart2",
             "linear_cart2_vjp", "linear_cart2_vjp_vjp"} <= found
 
 
-@pytest.mark.parametrize("stem, name", _every_mixing_kernel())
-def test_mixing_host_loops_match_the_array_code(stem, name):
+@pytest.mark.parametrize("stem, name, staging", _every_mixing_kernel())
+def test_mixing_host_loops_match_the_array_code(stem, name, staging):
     """Every channel-mixing kernel's host loop (forward, VJP, second order) with weights without batch
     axes: float64 to 1e-12 on numpy at a batch of 37 with 3-4 channels (narrower than a vector: the
     scalar tails) and at a (3, 3) batch with 40-41 channels (whole vectors and tails), float32 to
     1e-5 on torch; the loop was loaded. Weights with batch axes (one per row) run the array code,
     still right."""
     _needs_compiler()
-    m = _module(stem)
+    m = _module(stem, staging)
     cfg = getattr(m, f"_{name}_KERNEL")
-    spec = getattr(m, f"_{name}_SPEC")  # as one call (a staged diagram's public function runs its stages)
+    spec = getattr(m, f"_{name}_SPEC")  # as one call (a staged diagram's NAME_vjp without out= runs its stages')
 
     def fn(*args, fused=False, kernels=True):
         return m._call(spec, tuple(args), None, fused, kernels)
@@ -130,7 +141,7 @@ def test_mixing_host_loops_match_the_array_code(stem, name):
         _same(fn(*args, fused=True), fn(*args, kernels=False), tol)
     assert {cfg["host"]["float64"], cfg["host"]["float32"]} <= set(m._HOST["functions"])
     args = _arrays(cfg, rng, (4,), 3)  # batched weights: not the host loop's case
-    assert not m._use_kernel(m._backend(*args), getattr(m, f"_{name}_SPEC"), tuple(args), True)
+    assert not m._use_kernel(m._backend(*args), spec, tuple(args), True)
     _same(fn(*args, fused=True), fn(*args, kernels=False), 1e-12)
 
 

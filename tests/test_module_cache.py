@@ -33,9 +33,9 @@ def compiles(monkeypatch):
     seen = []
     real = api.compile_source
 
-    def counting(source, filename="<string>", target="numpy"):
+    def counting(source, filename="<string>", target="numpy", *, staging=True):
         seen.append(filename)
-        return real(source, filename, target)
+        return real(source, filename, target, staging=staging)
 
     monkeypatch.setattr(api, "compile_source", counting)
     return seen
@@ -153,6 +153,20 @@ def test_the_target_is_part_of_the_key(cache):
     cu = api.cached_compile(SOURCE, "<t>", target="cuda")
     assert py != cu and sorted(p.suffix for p in cache.iterdir()) == [".cu", ".py"]
     assert api.cached_compile(SOURCE, "<t>", target="cuda") == cu == compiler.compile_source(SOURCE, "<t>", "cuda")
+
+
+def test_staging_is_part_of_the_key(cache, compiles):
+    """A module built without stages (staging=False) is cached apart from the staged one."""
+    source = "diagram scaled(x: vec[c], s: scalar[c], W: weight[c,d]) -> y: vec[d] { y[d,i] = W[c,d] s[c] x[c,i] }\n"
+    staged = api.cached_compile(source, "<s>")
+    one_call = api.cached_compile(source, "<s>", staging=False)
+    assert staged != one_call and len(compiles) == 2 and len(list(cache.iterdir())) == 2
+    assert "_scaled_staged" in staged and "_scaled_staged" not in one_call
+    assert api.cached_compile(source, "<s>", staging=False) == one_call == compiler.compile_source(source, "<s>",
+                                                                                                     staging=False)
+    assert api.cached_compile(source, "<s>") == staged and len(compiles) == 2  # both read back
+    assert "_scaled_SPEC" in compiler.load_source(source, "s", staging=False).scaled.__code__.co_names
+    assert len(compiles) == 2  # load_source(staging=False) read the same file back
 
 
 def test_names_that_are_not_utf8_and_parts_that_look_joined(cache, compiles, tmp_path):

@@ -409,22 +409,26 @@ def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():
 @pytest.mark.parametrize("sizes", [{"c": 0, "d": 4}, {"c": 3, "d": 0}])
 def test_channel_mixing_and_its_derivatives_with_an_empty_channel_axis(sizes):
     """One channel axis of size 0: every function of linear.diag (a mixing, its VJP and second
-    order) returns arrays of the right shapes, zeros where the contracted axis is empty, the same on
-    numpy and torch, planned and fused (a reshape to (-1, 0) is ambiguous: the rows are counted)."""
+    order; linear_cart2 in stages and, built without stages, as one call) returns arrays of the
+    right shapes, zeros where the contracted axis is empty, the same on numpy and torch, planned and
+    fused (a reshape to (-1, 0) is ambiguous: the rows are counted)."""
     m = compiler.load(ROOT / "diagrams" / "linear.diag")
+    unstaged = compiler.load(ROOT / "diagrams" / "linear.diag", staging=False)
     rng = np.random.default_rng(4)
-    for spec in m._KERNEL_SPECS:
-        cfg = spec[5]
+    # the functions with a kernel (its config gives their inputs' shapes) in either module
+    cfgs = {spec[5]["name"]: spec[5] for module in (unstaged, m) for spec in module._KERNEL_SPECS}
+    for cfg in cfgs.values():
         args = [rng.standard_normal(((5,) if not (len(chans) == 2 and not dims) else ())
                                     + tuple(sizes[c] for c in chans) + tuple(dims)) for _, chans, dims in cfg["inputs"]]
-        want = getattr(m, cfg["name"])(*args)
-        want = want if isinstance(want, tuple) else (want,)
-        for fused in (False, True):
-            got = getattr(m, cfg["name"])(*[torch.tensor(a) for a in args], fused=fused)
-            got = got if isinstance(got, tuple) else (got,)
-            assert [tuple(g.shape) for g in got] == [w.shape for w in want]
-            for g, w in zip(got, want):
-                assert np.array_equal(g.detach().numpy(), w) or np.abs(g.detach().numpy() - w).max() <= 1e-12
+        for module in (m, unstaged) if hasattr(unstaged, cfg["name"]) else (m,):
+            want = getattr(module, cfg["name"])(*args)
+            want = want if isinstance(want, tuple) else (want,)
+            for fused in (False, True):
+                got = getattr(module, cfg["name"])(*[torch.tensor(a) for a in args], fused=fused)
+                got = got if isinstance(got, tuple) else (got,)
+                assert [tuple(g.shape) for g in got] == [w.shape for w in want]
+                for g, w in zip(got, want):
+                    assert np.array_equal(g.detach().numpy(), w) or np.abs(g.detach().numpy() - w).max() <= 1e-12
     X, W, dY = (rng.standard_normal(s) for s in ((5, sizes["c"], 3, 3), (sizes["c"], sizes["d"]), (5, sizes["d"], 3, 3)))
     Y, (dX, dW) = m.mix(torch.tensor(X), torch.tensor(W)), m.mix_vjp(torch.tensor(X), torch.tensor(W), torch.tensor(dY))
     assert Y.shape == (5, sizes["d"], 3, 3) and dX.shape == X.shape and dW.shape == W.shape

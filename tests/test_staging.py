@@ -1,15 +1,16 @@
 """Channel mixing scaled per channel run in stages (compiler.planning.staging): which diagrams are
-staged and into what, and the staged public functions against the one-call emitted code (the
-diagram's own planned function through the same runtime entry), values, VJPs, out=, fused=True,
-batched weights, broadcasting, torch gradcheck / gradgradcheck, equivariance."""
+staged and into what, the staged module without one-call code for them, and the staged public
+functions against the one-call emitted code (the module built with staging=False), values, VJPs,
+out=, fused=True, batched weights, broadcasting, torch gradcheck / gradgradcheck, equivariance."""
 
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from compiler.api import load_source, lower_source
+from compiler.api import compile_source, load_source, lower_source
 from compiler.ir.program import StageCall, sum_formula
 from compiler.planning.staging import stage_diagram
 from compiler.testing import assert_equivariant, random_input
@@ -54,6 +55,12 @@ def program():
 @pytest.fixture(scope="module")
 def module():
     return load_source(SOURCE, "staging_test_module")
+
+
+@pytest.fixture(scope="module")
+def unstaged():
+    """The same source as one call each (staging=False): the one-call side of the comparisons."""
+    return load_source(SOURCE, "staging_test_unstaged", staging=False)
 
 
 def _stages(d):
@@ -144,14 +151,49 @@ def _args(module, name, rng, batch=(6,), channels=None):
 STAGED = ["scaled_both", "flipped", "cross_mix", "sph_mix", "post_only", "named"]
 
 
+def _one_call_names(name):
+    """What a diagram's one-call forward code is called in a module: its planned and fused functions,
+    spec, kernel config, and its kernels' and host loops' symbols in _CUDA_SOURCE (``diagc_NAME_``
+    and no more: ``diagc_NAME_vjp_`` are its derivative's)."""
+    return [rf"\b_{name}_planned\b", rf"\b_{name}_fused\b", rf"\b_{name}_SPEC\b", rf"\b_{name}_KERNEL\b",
+            rf"\bdiagc_{name}_(?!vjp_)"]
+
+
+def test_a_staged_diagram_has_no_one_call_code_and_staging_false_gives_it_back(module, unstaged, monkeypatch):
+    staged_text = compile_source(SOURCE, "staging.diag")
+    text = compile_source(SOURCE, "staging.diag", staging=False)
+    assert module._CUDA_SOURCE and unstaged._CUDA_SOURCE
+    for name in STAGED:
+        for pattern in _one_call_names(name):
+            assert not re.search(pattern, staged_text), (name, pattern)
+            assert not re.search(pattern, module._CUDA_SOURCE), (name, pattern)
+        assert not hasattr(module, f"_{name}_SPEC") and not hasattr(module, f"_{name}_planned")
+        assert f"_{name}_staged" in getattr(module, name).__code__.co_names  # it runs its stages
+        # what its derivatives run as one call is there: NAME_vjp with out=, NAME_vjp_vjp
+        assert hasattr(module, f"_{name}_vjp_SPEC") and hasattr(module, f"_{name}_vjp_vjp_SPEC")
+        # staging=False: the one-call public function, its code and kernel; no stages
+        assert re.search(rf"\b_{name}_SPEC = \(_{name}_planned, ", text), name
+        assert f"_{name}_staged" not in text and f"_{name}_SPEC" in getattr(unstaged, name).__code__.co_names
+    kernels = {name for name in STAGED if hasattr(unstaged, f"_{name}_KERNEL")}
+    assert kernels == {"flipped", "cross_mix", "named"}  # as one call these have kernels (and host loops)
+    assert all(re.search(rf"\bdiagc_{name}_(?!vjp_)", unstaged._CUDA_SOURCE) for name in kernels)
+    assert not re.search(r"\b_mix_[0-9a-f]{12}\b", text) and re.search(r"\b_mix_[0-9a-f]{12}\b", staged_text)
+    # exactly the module of a compiler without the staging pass
+    import compiler.targets.python.codegen as codegen
+
+    monkeypatch.setattr(codegen, "stage_diagram", lambda d: None)
+    assert compile_source(SOURCE, "staging.diag") == text
+
+
 @pytest.mark.parametrize("name", STAGED)
-def test_staged_functions_equal_the_one_call_code(module, name):
+def test_staged_functions_equal_the_one_call_code(module, unstaged, name):
     rng = np.random.default_rng(1)
     f = getattr(module, name)
-    spec = getattr(module, f"_{name}_SPEC")
+    one_call = getattr(unstaged, name)
     assert f"_{name}_staged" in f.__code__.co_names  # the public function calls the chain of stages
+    assert f"_{name}_SPEC" in one_call.__code__.co_names  # the diagram's own emitted code, one call
     args = _args(module, name, rng)
-    one = module._call(spec, tuple(args), None, False)
+    one = one_call(*args)
     _close(f(*args), one)
     _close(f(*args, fused=True), one)  # each stage's fused code / host loop
     outs = tuple(np.empty_like(np.asarray(r)) for r in (one if isinstance(one, tuple) else (one,)))
@@ -168,7 +210,7 @@ def test_staged_functions_equal_the_one_call_code(module, name):
     args2 = [np.stack([a, 2 * a, -a])[:, None] if np.ndim(a) == 2 and a.shape in ((5, 4), (4, 5)) else a  # (3, 1)
              for a in args2]
     assert any(np.ndim(a) == 4 and a.shape[-2:] in ((5, 4), (4, 5)) for a in args2)
-    _close(f(*args2), module._call(spec, tuple(args2), None, False))
+    _close(f(*args2), one_call(*args2))
 
 
 @pytest.mark.parametrize("name", STAGED)
@@ -188,15 +230,15 @@ def test_staged_functions_under_torch_autograd(module, name):
     assert torch.autograd.gradgradcheck(f, tuple(args))
 
 
-def test_staged_functions_take_python_numbers_and_lists_like_the_one_call_code(module):
+def test_staged_functions_take_python_numbers_and_lists_like_the_one_call_code(module, unstaged):
     """A Python number or nested lists among the arguments are converted before the shape check (the
     staged function once read their .shape), to the first argument's library and dtype."""
     rng = np.random.default_rng(3)
     x, s, W, n, z = _args(module, "scaled_both", rng)
-    want = module._call(module._scaled_both_SPEC, (x, s, W, n, z), None, False)
+    want = unstaged.scaled_both(x, s, W, n, z)
     _close(module.scaled_both(x.tolist(), s, W, n.tolist(), z), want)
     xt = torch.tensor(x, dtype=torch.float32)
     got = module.scaled_both(xt, s, W, n, z)
-    one = module._call(module._scaled_both_SPEC, (xt, s, W, n, z), None, False)
+    one = unstaged.scaled_both(xt, s, W, n, z)
     assert isinstance(got, torch.Tensor) and got.dtype == one.dtype == torch.float32
     _close(got.double(), one.double(), 1e-6)

@@ -27,6 +27,7 @@ class Target:
     suffix: str  # the file name ending of what it writes
     generate: str
     summary: str
+    staging: bool = False  # its generator takes ``staging`` (runs some diagrams in stages); else all as written
 
     def generator(self):
         module, _, function = self.generate.partition(":")
@@ -37,7 +38,7 @@ TARGETS: dict[str, Target] = {
     t.name: t
     for t in (
         Target("numpy", ".py", ".python.codegen:generate_python",
-               "a Python module running on numpy, torch, jax or cupy arrays (default)"),
+               "a Python module running on numpy, torch, jax or cupy arrays (default)", staging=True),
         Target("cuda", ".cu", ".cuda:generate_cuda",
                "one CUDA C++ source: per diagram a __host__ __device__ element function, float and "
                "double kernels, extern \"C\" launchers"),
@@ -53,6 +54,9 @@ def get_target(name: str) -> Target:
         raise DiagError(f"unknown target '{name}' (known: {', '.join(TARGETS)})") from None
 
 
-def generate(program: Program, target: str = "numpy") -> str:
-    """The text ``target`` emits for a checked program."""
-    return get_target(target).generator()(program)
+def generate(program: Program, target: str = "numpy", staging: bool = True) -> str:
+    """The text ``target`` emits for a checked program; ``staging``: passed to a target that stages
+    (:attr:`Target.staging`), which then runs channel mixing scaled per channel in stages
+    (:mod:`compiler.planning.staging`), or, False, every diagram as one call."""
+    t = get_target(target)
+    return t.generator()(program, staging) if t.staging else t.generator()(program)

@@ -165,9 +165,14 @@ def source_sha256(source: str) -> str:
     return hashlib.sha256(source.encode("utf-8")).hexdigest()
 
 
-def generate_python(program: Program) -> str:
+def generate_python(program: Program, staging: bool = True) -> str:
     """The text of a standalone Python module with one function per diagram, and beside each its
-    derivative functions ``NAME_vjp`` and ``NAME_vjp_vjp`` (:mod:`compiler.ir.grad`)."""
+    derivative functions ``NAME_vjp`` and ``NAME_vjp_vjp`` (:mod:`compiler.ir.grad`).
+
+    With ``staging`` a diagram that :func:`~compiler.planning.staging.stage_diagram` stages runs in
+    stages: its public function calls the chain ``_NAME_staged``, and the module has no one-call code
+    of its own for it (no ``_NAME_planned``, ``_NAME_SPEC``, kernel); its ``NAME_vjp`` with ``out``
+    and ``NAME_vjp_vjp`` run as one call all the same. Without, every diagram runs as one call."""
     from ...frontend.graph import split_program
     from ...ir.grad import with_derivatives
 
@@ -175,27 +180,34 @@ def generate_python(program: Program) -> str:
     source_names = [d.name for d in program.diagrams if d.name not in stage_of]
     source_names += [c.name for c in program.composites]
     # channel mixing scaled per channel: run as an elementwise stage, GEMMs, an elementwise stage
-    stagings = {st.source: st for st in (stage_diagram(d) for d in program.diagrams if d.name not in stage_of) if st}
+    found = (stage_diagram(d) for d in program.diagrams if d.name not in stage_of) if staging else ()
+    stagings = {st.source: st for st in found if st}
     shared = {s.name: s for st in stagings.values() for s in st.diagrams}  # equal mixings: one stage
     program = replace(program, diagrams=program.diagrams + tuple(shared.values()))
     program, graphs = split_program(program)  # graph diagrams: their edge and node diagrams
     program = with_derivatives(program, checked=True)
     printer = PythonPrinter()
-    plans = [plan_diagram(d) for d in program.diagrams]
+    # a staged diagram's public function runs its stages: it has no code of its own as one call
+    one_call = tuple(d for d in program.diagrams if d.name not in stagings)
+    plans = [plan_diagram(d) for d in one_call]
     by_name = {d.name: d for d in program.diagrams}
-    cuda_source, kernels = kernel_configs(program, plans)
+    cuda_source, kernels = kernel_configs(replace(program, diagrams=one_call), plans)
     functions, specs = [], []
-    plan_of = {d.name: p for p, d in zip(plans, program.diagrams)}
-    for p, d in zip(plans, program.diagrams):
+    plan_of = {d.name: p for p, d in zip(plans, one_call)}
+    for d in program.diagrams:
+        if d.name in stagings:
+            st = stagings[d.name]
+            functions.append(_print_public(d, function_doc(d, stages=st.diagrams), st.composite.name))
+            continue
+        p = plan_of[d.name]
         if p.fused is not None and p.fused.outputs:
             functions.append(printer.doprint(lower_fused(p.fused, p.stack_axis)))
         body = f"_{d.name}_planned"
         functions.append(printer._print_FunctionProgram(
             lower_function(p), py_string(f"{d.name}: the emitted code (see {d.name}).", triple=True), d.inputs, body,
             f"_{d.name}_blocks" if d.irreps else None))
-        staged = stagings.get(d.name) or (stagings.get(d.name[:-4]) if d.sum_to and d.name.endswith("_vjp") else None)
-        staged_doc = staged.diagrams if staged and staged.source == d.name else None
-        functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name), staged_doc),
+        staged = stagings.get(d.name[:-4]) if d.sum_to and d.name.endswith("_vjp") else None
+        functions.append(_print_public(d, function_doc(d, p.fused, kernels.get(d.name)),
                                        staged.composite.name if staged else None))
         second = d.sum_to and d.name.endswith("_vjp") and bool(getattr(by_name.get(d.name[:-4]), "sum_to", ()))
         vjp = d.name + "_vjp" if d.name + "_vjp" in by_name and not second else None
