@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -268,22 +269,60 @@ def test_a_forked_child_leaves_its_parents_builds_alone(monkeypatch, tmp_path):
     assert any((tmp_path / "host").rglob("diagc_cross_vjp_host_f64.so"))
 
 
-def test_builds_never_waited_for_are_stopped_at_exit(tmp_path):
+def _slow_vjp_compiler(tmp_path):
+    """A C++ compiler whose VJP builds never finish (they sleep), its other builds the real compiler's."""
+    real = _module("products")._host_compiler()
+    wrapper = tmp_path / "cxx-slow-vjp"
+    wrapper.write_text(f'#!/bin/sh\ncase "$*" in *_vjp_*) exec sleep 600;; esac\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def test_builds_never_waited_for_are_stopped_at_exit(monkeypatch, tmp_path):
     """A process that exits with a VJP's build still running (no backward came) stops it and leaves
-    no partial file in the cache; the forward's library stays."""
+    no partial file in the cache; the forward's library stays. A partial file left by a process that
+    is gone (killed mid-build) is removed by the next process's first build."""
     _needs_compiler()
     script = (
         "import sys, numpy as np, torch, compiler\n"
-        f"m = compiler.load_source(open({str(ROOT / 'diagrams' / 'products.diag')!r}).read(), 'diagc_exit')\n"
+        f"m = compiler.load_source(open({str(ROOT / 'diagrams' / 'products.diag')!r}).read(), 'diagc_test_host_exit')\n"
         "x = [torch.from_numpy(np.random.default_rng(0).standard_normal((4, 2, 3))).requires_grad_() for _ in range(2)]\n"
         "m.cross(*x, fused=True)\n"
         "assert 'diagc_cross_vjp_host_f64' in m._HOST['building']\n"
     )
-    env = dict(os.environ, DIAGC_CACHE=str(tmp_path))
-    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", str(_slow_vjp_compiler(tmp_path)))
+    m = _fresh("exit")  # the same source as the script's module: the same cache folder
+    m._host_compiler()
+    folder = Path(m._HOST["dir"])
+    folder.mkdir(parents=True)
+    gone = subprocess.Popen([sys.executable, "-c", ""])
+    gone.wait()
+    (folder / f"diagc_dot_host_f64.so.{gone.pid}").write_bytes(b"partial")
+    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
-    left = sorted(p.name for p in (tmp_path / "host").rglob("*") if p.is_file() and p.suffix != ".cpp")
+    left = sorted(p.name for p in folder.iterdir() if p.suffix != ".cpp")
     assert left == ["diagc_cross_host_f64.so"], left
+
+
+def test_a_finished_build_never_waited_for_is_kept(monkeypatch, tmp_path):
+    """A VJP's build that finished but was never waited for (the backward ran the array code, or
+    none came) is put in place at exit, not thrown away; a later forward finds it on disk and does
+    not build it again."""
+    _needs_compiler()
+    monkeypatch.setenv("DIAGC_CACHE", str(tmp_path))
+    m = _fresh("kept")
+    args = tuple(torch.from_numpy(a).requires_grad_() for a in _arrays(m._cross_KERNEL, np.random.default_rng(16), (6,), 3))
+    m.cross(*args, fused=True)
+    (job,) = (entry[2] for entry in m._HOST["building"].values())
+    assert job.wait(timeout=300) == 0
+    m._host_abandon()
+    left = sorted(p.name for p in (tmp_path / "host").rglob("*") if p.is_file() and p.suffix != ".cpp")
+    assert left == ["diagc_cross_host_f64.so", "diagc_cross_vjp_host_f64.so"], left
+    again = _fresh("kept")  # a module of its own, as in a new process
+    again.cross(*args, fused=True)
+    assert not again._HOST["building"] and "diagc_cross_vjp_host_f64" in again._HOST["started"]
 
 
 def _graph_inputs(rng, nodes=50, edges=300, channels=8, sort=False):

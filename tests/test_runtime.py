@@ -370,7 +370,9 @@ def test_runtime_size():
     loop's path, ran the recorded array code: a kernel writing out= records no gradient; 830 and 1006
     before host loops were built in the background, a VJP's while its forward runs, stopped at exit
     when never waited for (a forked child leaving its parent's alone): TensorNet's first fused call
-    8.1 -> 6.0 s on 2 cores)."""
+    8.1 -> 6.0 s on 2 cores; 860 and 1036 before a review's mends: one thread builds at a time (a
+    lock), a build finished but never waited for is kept at exit, the partial files of processes
+    that are gone are swept, the no-OpenMP rebuild only when the compiler's message names OpenMP)."""
     from compiler.api import checked_program
     from compiler.ir.grad import with_derivatives
 
@@ -378,7 +380,7 @@ def test_runtime_size():
     for name, source in (("dot", DOT), ("tensornet", (ROOT / "diagrams" / "tensornet.diag").read_text())):
         names = [d.name for d in with_derivatives(checked_program(source), checked=True).diagrams]
         sizes[name] = runtime_lines(compiler.compile_source(source), names)
-    assert sizes["dot"] <= 860 and sizes["tensornet"] <= 1036, sizes
+    assert sizes["dot"] <= 890 and sizes["tensornet"] <= 1066, sizes
 
 
 def test_torch_mm_of_a_batch_and_one_matrix_is_one_gemm():

@@ -1839,7 +1839,8 @@ def _torch_stream(b, device):
 
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "pid": None, "flags": None}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "started": set(), "pid": None, "flags": None,
+         "swept": False}
 
 
 def _host_possible(b, args):
@@ -1874,26 +1875,29 @@ def _host_compiler():
 def _host_ready(symbols, later=()):
     functions = _HOST["functions"]
     missing = [s for s in symbols if s not in functions]
-    if not missing and all(s in functions or s in _host_jobs() for s in later):
+    if not missing and all(s in functions or s in _HOST["started"] for s in later):
         return True
     import ctypes
     import os
+    import threading
     import warnings
 
-    try:
-        for s in (*missing, *later):
-            if s not in functions:
-                _host_start(s)
-        for s in missing:
-            _host_finish(s)
-            fn = getattr(ctypes.CDLL(os.path.join(_HOST["dir"], s + ".so")), s)
-            fn.restype = None
-            functions[s] = fn
-    except (OSError, AttributeError) as error:
-        _HOST["failed"] = True
-        warnings.warn(f"the kernels' host loops could not be built ({error}); fused=True runs the array code",
-                      RuntimeWarning, stacklevel=3)
-        return False
+    with _HOST.setdefault("lock", threading.RLock()):
+        try:
+            for s in (*missing, *later):
+                if s not in functions:
+                    _host_start(s)
+            for s in missing:
+                if s not in functions:
+                    _host_finish(s)
+                    fn = getattr(ctypes.CDLL(os.path.join(_HOST["dir"], s + ".so")), s)
+                    fn.restype = None
+                    functions[s] = fn
+        except (OSError, AttributeError) as error:
+            _HOST["failed"] = True
+            warnings.warn(f"the kernels' host loops could not be built ({error}); fused=True runs the array code",
+                          RuntimeWarning, stacklevel=3)
+            return False
     return True
 
 
@@ -1904,9 +1908,13 @@ def _host_start(symbol):
     d = _HOST["dir"]
     lib = os.path.join(d, symbol + ".so")
     if symbol in _host_jobs() or os.path.exists(lib):
+        _HOST["started"].add(symbol)
         return
-    source = os.path.join(d, "source.cpp")
     os.makedirs(d, exist_ok=True)
+    if not _HOST["swept"]:
+        _HOST["swept"] = True
+        _host_sweep(d)
+    source = os.path.join(d, "source.cpp")
     if not os.path.exists(source):
         part = f"{source}.{os.getpid()}"
         with open(part, "w") as f:
@@ -1921,13 +1929,32 @@ def _host_start(symbol):
         atexit.register(_host_abandon)  # once per batch of builds (a later run finds none left)
     job = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _HOST["building"][symbol] = (lib, part, job, flags)
+    _HOST["started"].add(symbol)
+
+
+def _host_sweep(d):
+    import os
+
+    for name in os.listdir(d):
+        stem, _, pid = name.rpartition(".")
+        if not (stem.endswith((".so", ".cpp")) and pid.isdigit()) or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            try:
+                os.remove(os.path.join(d, name))
+            except OSError:
+                pass
+        except OSError:
+            pass  # a process of another user: alive
 
 
 def _host_jobs():
     import os
 
     if _HOST["pid"] != os.getpid():
-        _HOST["pid"], _HOST["building"] = os.getpid(), {}
+        _HOST["pid"], _HOST["building"], _HOST["started"] = os.getpid(), {}, set(_HOST["functions"])
     return _HOST["building"]
 
 
@@ -1935,10 +1962,13 @@ def _host_abandon():
     import os
 
     for lib, part, job, flags in _host_jobs().values():
-        job.kill()
-        job.wait()
+        if job.poll() is None:
+            job.kill()
         try:
-            os.remove(part)
+            if job.wait() == 0:
+                os.replace(part, lib)
+            else:
+                os.remove(part)
         except OSError:
             pass
     _HOST["building"].clear()
@@ -1947,15 +1977,17 @@ def _host_abandon():
 def _host_finish(symbol):
     import os
 
-    if symbol not in _host_jobs():
+    jobs = _host_jobs()
+    if symbol not in jobs:
         return
-    lib, part, job, flags = _HOST["building"].pop(symbol)
+    lib, part, job, flags = jobs[symbol]
     text = job.communicate()[0]
+    del jobs[symbol]
     if job.returncode == 0:
         os.replace(part, lib)
         return
     plain = tuple(f for f in _HOST_FLAGS if f != "-fopenmp")
-    if flags != plain:
+    if flags != plain and b"openmp" in text.lower():
         _HOST["flags"] = plain
         _host_start(symbol)
         return _host_finish(symbol)
