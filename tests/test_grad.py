@@ -21,10 +21,12 @@ _MODULES = {}
 SIZES = {"c": 2, "d": 3}
 
 
-def module(path):
-    if path not in _MODULES:
-        _MODULES[path] = compiler.load(path)
-    return _MODULES[path]
+def module(path, staging=True):
+    """The module of ``path``; ``staging=False``: built without stages, so that a staged diagram's
+    one-call code (``_NAME_planned``) is there to differentiate by autograd."""
+    if (path, staging) not in _MODULES:
+        _MODULES[path, staging] = compiler.load(path, staging=staging)
+    return _MODULES[path, staging]
 
 
 def inputs_for(d, seed=0, batch=(3,)):
@@ -41,10 +43,11 @@ def outputs_list(y):
 
 @pytest.mark.parametrize("path,d", [p for p in example_diagrams() if not p.values[1].stacked])
 def test_vjp_equals_autograd_of_planned_forward(path, d):
-    """For every example diagram and every input: NAME_vjp == torch.autograd of the planned forward."""
+    """For every example diagram and every input: NAME_vjp == torch.autograd of the planned forward
+    (a staged diagram's: NAME_vjp runs the stages' VJPs, the forward is the diagram as one call)."""
     ops = module(path)
     xs = [x.clone().requires_grad_(True) for x in inputs_for(d)]
-    ys = outputs_list(getattr(ops, f"_{d.name}_planned")(*xs))  # plain torch code, tracked by autograd
+    ys = outputs_list(getattr(module(path, staging=False), f"_{d.name}_planned")(*xs))  # plain torch code
     rng = np.random.default_rng(1)
     cots = [torch.tensor(rng.normal(size=tuple(y.shape))) for y in ys]
     expected = torch.autograd.grad(ys, xs, cots, allow_unused=True)
@@ -391,7 +394,7 @@ def test_weight_cotangents_of_products_with_constants_are_batch_sums():
             assert all("..." in c.spec.split("->")[1] for c in last if c.var not in finals)
         args = inputs_for(d, batch=(5,))
         grads = [a.clone().requires_grad_(True) for a in args]
-        y = getattr(ops, f"_{name}_planned")(*grads)
+        y = getattr(module(path, staging=False), f"_{name}_planned")(*grads)  # one call (ops runs stages)
         ys = outputs_list(y)
         cots = [torch.tensor(np.random.default_rng(k).normal(size=tuple(o.shape))) for k, o in enumerate(ys)]
         expected = torch.autograd.grad(ys, grads, cots, allow_unused=True)
