@@ -1792,8 +1792,8 @@ def _torch_stream(b, device):
 
 HOST_KERNELS = True
 _HOST_FLAGS = ("-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-pthread", "-fopenmp", "-x", "c++")
-_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False, "building": {}, "started": set(), "pid": None, "flags": None,
-         "swept": False}
+_HOST = {"compiler": None, "dir": None, "functions": {}, "failed": False,
+         "building": {}, "started": set(), "pid": None, "flags": None, "swept": False}
 
 
 def _host_possible(b, args):

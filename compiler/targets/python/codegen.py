@@ -345,36 +345,37 @@ def runtime_source(code, kernels: bool) -> str:
                 if isinstance(m, ast.FunctionDef):
                     methods.setdefault(m.name, []).append(m)
     names, attrs = set(), {"__init__"}
-    pending = methods["__init__"]
-    # the module's own code (about 350 kB for tensornet_layer: parsing it took half of a compile) is read as
-    # words: its names, and the attributes read on a backend; a word in a string may add a definition unused
-    text = "\n".join(code)
-    for word in dict.fromkeys(_WORD.findall(text)):
+    pending = list(methods["__init__"])
+
+    def name_used(word):  # a top-level definition named: it and what its body reads
         name = variant.get(word, word)
         if name in defs and name not in names and name not in MODULE_DATA:
             names.add(name)
             d = defs[name]
-            pending += ([*d.bases, *(b for b in d.body if not isinstance(b, ast.FunctionDef))]
-                        if isinstance(d, ast.ClassDef) else [d])
-    for attr in dict.fromkeys(_BACKEND_ATTR.findall(text)):
+            pending.extend([*d.bases, *(b for b in d.body if not isinstance(b, ast.FunctionDef))]
+                           if isinstance(d, ast.ClassDef) else [d])
+
+    def method_used(attr):  # a backend method called: every class's method of that name
         if attr not in attrs and attr in methods:
             attrs.add(attr)
-            pending += methods[attr]
-    while pending:
+            pending.extend(methods[attr])
+
+    # the module's own code (about 350 kB for tensornet_layer: parsing it took half of a compile) is read as
+    # words: its names, and the attributes read on a backend; a word in a string may add a definition unused
+    text = "\n".join(code)
+    for word in dict.fromkeys(_WORD.findall(text)):
+        name_used(word)
+    for attr in dict.fromkeys(_BACKEND_ATTR.findall(text)):
+        method_used(attr)
+    while pending:  # the runtime's own definitions, parsed once (_runtime_definitions)
         for node in ast.walk(pending.pop()):
             if isinstance(node, ast.Name):
-                name = variant.get(node.id, node.id)
-                if name in defs and name not in names and name not in MODULE_DATA:
-                    names.add(name)
-                    d = defs[name]
-                    pending += ([*d.bases, *(b for b in d.body if not isinstance(b, ast.FunctionDef))]
-                                if isinstance(d, ast.ClassDef) else [d])
-            elif isinstance(node, ast.Attribute) and node.attr not in attrs and node.attr in methods and (
+                name_used(node.id)
+            elif isinstance(node, ast.Attribute) and (
                     (isinstance(node.value, ast.Name) and node.value.id in BACKEND_NAMES)
                     or (isinstance(node.value, ast.Call) and isinstance(node.value.func, ast.Name)
                         and node.value.func.id == "_backend")):
-                attrs.add(node.attr)
-                pending += methods[node.attr]
+                method_used(node.attr)
     lines = source.splitlines()
     parts, previous = [], None
     renamed = {v: k for k, v in variant.items()}
