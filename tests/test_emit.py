@@ -178,3 +178,65 @@ def test_batch_sums_are_lowered_to_channels_last_copies_and_one_contraction():
     eq = next(eq for eq in d.equations if eq.target == "d_X")
     want = evaluate_sum(eq.terms, {"X": X, "W": W, "d_Y": dY}, Floats())
     np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
+
+
+def _cell_value(cell, env):
+    """A cell's (sign, Expr) terms evaluated on plain numbers (Ref: a value of env)."""
+    def value(e):
+        if isinstance(e, emit.Ref):
+            return env[e.name]
+        if isinstance(e, emit.Real):
+            return e.value
+        if isinstance(e, emit.Mul):
+            return np.prod([value(f) for f in e.factors])
+        if isinstance(e, emit.Paren):
+            return value(e.value)
+        if isinstance(e, emit.SignedSum):
+            return sum(s * value(t) for s, t in e.terms)
+        raise TypeError(e)
+    return sum(s * value(e) for s, e in cell)
+
+
+def _operations(cell):
+    """Array operations a cell's text costs: a product or sum of n parts is n - 1 of them."""
+    def ops(e):
+        if isinstance(e, emit.Mul):
+            return len(e.factors) - 1 + sum(ops(f) for f in e.factors)
+        if isinstance(e, emit.Paren):
+            return ops(e.value)
+        if isinstance(e, emit.SignedSum):
+            return len(e.terms) - 1 + sum(ops(t) for _, t in e.terms)
+        return 0
+    return len(cell) - 1 + sum(ops(e) for _, e in cell)
+
+
+R = emit.Ref
+
+
+@pytest.mark.parametrize("cell, factored_ops", [
+    # s a - s b: s (a - b)
+    ([(1, emit.Mul((R("s"), R("a")))), (-1, emit.Mul((R("s"), R("b"))))], 2),
+    # a coefficient shared with the factor: c s (a + b)
+    ([(1, emit.Mul((emit.Real(0.5), R("s"), R("a")))), (1, emit.Mul((emit.Real(0.5), R("s"), R("b"))))], 3),
+    # like products summed: (r0 r2 + r2 r0) / 2 is r0 r2
+    ([(1, emit.Mul((emit.Real(0.5), R("r0"), R("r2")))), (1, emit.Mul((emit.Real(0.5), R("r2"), R("r0"))))], 1),
+    # no common factor, a shared coefficient: c (a s + b t) - d c u
+    ([(1, emit.Mul((emit.Real(0.25), R("a"), R("s")))), (1, emit.Mul((emit.Real(0.25), R("b"), R("t")))),
+      (-1, emit.Mul((emit.Real(0.75), R("c"), R("u"))))], 7),
+    # a bilinear form: grouped by the factor most products share, then by the next
+    ([(1, emit.Mul((emit.Real(0.5), R("a"), R("u")))), (1, emit.Mul((emit.Real(0.5), R("b"), R("u")))),
+      (-1, emit.Mul((emit.Real(0.25), R("a"), R("v")))), (1, emit.Mul((emit.Real(0.75), R("c"), R("v")))),
+      (-1, emit.Mul((emit.Real(0.25), R("b"), R("v"))))], 9),
+    # nothing shared: unchanged
+    ([(1, emit.Mul((R("a"), R("u")))), (-1, emit.Mul((R("b"), R("v"))))], 3),
+])
+def test_a_cell_with_common_factors_is_factored(cell, factored_ops):
+    """Unrolled cells take their common factors and coefficients out (fewer array passes), and the
+    value is unchanged; the result is deterministic."""
+    out = emit.factored(cell)
+    assert _operations(out) == factored_ops < _operations(cell) or out == cell
+    assert emit.factored(cell) == out
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        env = {k: rng.normal() for k in ("s", "t", "u", "v", "a", "b", "c", "r0", "r2")}
+        assert _cell_value(out, env) == pytest.approx(_cell_value(cell, env), rel=1e-12, abs=1e-12)

@@ -9405,7 +9405,7 @@ def _edge_tensor_vjp_planned(r, fI, fA, fS, d_X, *, out=None, fused=False):
     _t6 = _b.einsum("...abb->...a", d_X)
     _t7_0 = _b.sum_product(_t6, fS, 1)
     _t7 = _t7_0[..., None] * r
-    _t8 = -r[..., 2][..., None] * d_X[..., :, 0, 1] + r[..., 1][..., None] * d_X[..., :, 0, 2] + r[..., 2][..., None] * d_X[..., :, 1, 0] - r[..., 0][..., None] * d_X[..., :, 1, 2] - r[..., 1][..., None] * d_X[..., :, 2, 0] + r[..., 0][..., None] * d_X[..., :, 2, 1]
+    _t8 = r[..., 2][..., None] * (-d_X[..., :, 0, 1] + d_X[..., :, 1, 0]) + r[..., 1][..., None] * (d_X[..., :, 0, 2] - d_X[..., :, 2, 0]) + r[..., 0][..., None] * (-d_X[..., :, 1, 2] + d_X[..., :, 2, 1])
     _t9_0 = r[..., :, None] * r[..., None, :]
     _t9 = _b.einsum_blas("...cb,...abc->...a", _t9_0, d_X)
     _t10_0 = _b.sum_product(r, r, 1)
@@ -9538,7 +9538,7 @@ def _edge_tensor_vjp_vjp_planned(r, fI, fA, fS, d_X, d_d_r, d_d_fI, d_d_fA, d_d_
     _t8_0 = _b.sum_product(d_d_fS, _t5, 1)
     _t8 = _t8_0[..., None] * r
     _t9 = fI
-    _t10 = -d_X[..., :, 0, 1] * d_d_r[..., 2][..., None] + d_X[..., :, 0, 2] * d_d_r[..., 1][..., None] + d_X[..., :, 1, 0] * d_d_r[..., 2][..., None] - d_X[..., :, 1, 2] * d_d_r[..., 0][..., None] - d_X[..., :, 2, 0] * d_d_r[..., 1][..., None] + d_X[..., :, 2, 1] * d_d_r[..., 0][..., None]
+    _t10 = d_d_r[..., 2][..., None] * (-d_X[..., :, 0, 1] + d_X[..., :, 1, 0]) + d_d_r[..., 1][..., None] * (d_X[..., :, 0, 2] - d_X[..., :, 2, 0]) + d_d_r[..., 0][..., None] * (-d_X[..., :, 1, 2] + d_X[..., :, 2, 1])
     _t11 = r[..., None, :] * d_d_r[..., :, None]
     _t12 = r[..., :, None] * d_d_r[..., None, :]
     _t13 = _t11 + _t12
