@@ -3,6 +3,7 @@ inputs, fixed-size channel axes, and e3nn's TensorProduct instructions (uvw, uvu
 against e3nn's values in float64."""
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +13,9 @@ from compiler.api import checked_program
 from compiler.testing import assert_equivariant
 from compiler.ir.types import TensorType
 from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "examples"))
+from e3nn_paths import diagram_weights  # noqa: E402
 
 INSTRUCTIONS = ROOT / "examples" / "e3nn_instructions.diag"
 
@@ -181,23 +185,6 @@ def instructions():
     return compiler.load(INSTRUCTIONS)
 
 
-def diagram_weights(tp, weight):
-    """e3nn's flat weight vector -> one array per instruction (its path_shape), times the instruction's
-    path_weight, over cg(l1,l2,l3)'s value where the diagram writes a path with an l = 0 leg without
-    its cg: cg(l,0,l) = cg(0,l,l) = cg(l,l,0) = delta / sqrt(2l+1)."""
-    out, offset = [], 0
-    for ins in tp.instructions:
-        n = math.prod(ins.path_shape)
-        w = weight[offset:offset + n].reshape(ins.path_shape) * ins.path_weight
-        offset += n
-        ls = (tp.irreps_in1[ins.i_in1].ir.l, tp.irreps_in2[ins.i_in2].ir.l, tp.irreps_out[ins.i_out].ir.l)
-        if min(ls) == 0:
-            w = w / math.sqrt(2 * max(ls) + 1)
-        out.append(w.detach().numpy())
-    assert offset == weight.shape[0] == tp.weight_numel
-    return out
-
-
 @pytest.mark.parametrize("mode", ["uvw", "uvu", "uuu"])
 def test_instructions_match_e3nn(e3nn, instructions, mode):
     import torch
@@ -209,12 +196,51 @@ def test_instructions_match_e3nn(e3nn, instructions, mode):
     x, y = e3nn.Irreps(in1).randn(6, -1), e3nn.Irreps(in2).randn(6, -1)
     w = torch.randn(tp.weight_numel)
     want = tp(x, y, w).detach().numpy()
-    got = getattr(instructions, f"tp_{mode}")(x.numpy(), y.numpy(), *diagram_weights(tp, w))
+    got = getattr(instructions, f"tp_{mode}")(x.numpy(), y.numpy(), *(a.detach().numpy() for a in diagram_weights(tp, w)))
     assert got.shape == want.shape == (6, e3nn.Irreps(out).dim)
     assert np.abs(got - want).max() < 1e-10
     # the same through torch (flat tensors in, a flat tensor out)
-    got_t = getattr(instructions, f"tp_{mode}")(x, y, *(torch.tensor(a) for a in diagram_weights(tp, w)))
+    got_t = getattr(instructions, f"tp_{mode}")(x, y, *diagram_weights(tp, w))
     assert torch.allclose(got_t, tp(x, y, w), atol=1e-10, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def every_path():
+    """examples/e3nn_paths.py's product of (0e, 1o, 2e) features with (0e, 1o, 2e) harmonics along
+    all 11 paths (cg(1,1,2), cg(1,2,1), cg(2,1,1), cg(2,2,2) among them), K = 3, per mode."""
+    import e3nn_paths
+
+    return {mode: compiler.load_source(e3nn_paths.source(3, mode), f"every_path_{mode}") for mode in ("uvw", "uvu")}
+
+
+@pytest.mark.parametrize("mode", ["uvw", "uvu"])
+def test_every_path_to_l2_matches_e3nn_with_its_gradients(e3nn, every_path, mode):
+    """Values, and the gradients of a random linear functional with respect to x, y and every
+    weight (diagc's generated VJPs against e3nn's autograd), equal e3nn's in float64; the product
+    is O(3)-equivariant on the flat arrays."""
+    import torch
+    import e3nn_paths
+
+    tp = e3nn_paths.e3nn_tensor_product(3, mode)
+    torch.manual_seed(1)
+    x = tp.irreps_in1.randn(5, -1, dtype=torch.float64).requires_grad_(True)
+    y = tp.irreps_in2.randn(5, -1, dtype=torch.float64).requires_grad_(True)
+    w = torch.randn(tp.weight_numel, dtype=torch.float64, requires_grad=True)
+    want = tp(x, y, w)
+    got = every_path[mode].tp(x, y, *diagram_weights(tp, w))
+    assert got.shape == want.shape == (5, 27)
+    assert (got - want).abs().max() < 1e-12
+    cot = torch.randn(want.shape, dtype=torch.float64)
+    g_want = torch.autograd.grad(want, (x, y, w), cot)
+    g_got = torch.autograd.grad(got, (x, y, w), cot)
+    for a, b in zip(g_got, g_want):
+        assert (a - b).abs().max() < 1e-12 * max(1.0, float(b.abs().max()))
+    R = e3nn.rand_matrix(dtype=torch.float64)
+    D_x, D_y = (ir.D_from_matrix(-R) for ir in (tp.irreps_in1, tp.irreps_in2))  # an improper rotation
+    ws = [a.detach() for a in diagram_weights(tp, w)]
+    with torch.no_grad():
+        rotated = every_path[mode].tp(x @ D_x.T, y @ D_y.T, *ws)
+        assert (rotated - every_path[mode].tp(x, y, *ws) @ D_x.T).abs().max() < 1e-12
 
 
 def test_instructions_equivariant(e3nn, instructions):

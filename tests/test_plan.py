@@ -401,3 +401,26 @@ def test_batched_dot_products_are_a_multiply_and_a_sum():
     for f, args in ((m.g, (Xt, Yt)), (m.h, (Xt, at))):
         assert torch.autograd.gradcheck(f, args)
         assert torch.autograd.gradgradcheck(f, args)
+
+
+def test_fixed_size_channel_axes_are_costed_at_their_size():
+    """The cost model sizes a channel axis written as a number (an irreps multiplicity, a weight's
+    axis) at that number, not at the reference channel size: a multiplicity of 1 makes the
+    contraction that carries it cheap, and --explain's element counts use the sizes too."""
+    src = """group O3
+diagram path(x: sph(1o)[16], y: sph(1o)[1], W: weight[16,1,16]) -> o: sph(1o)[16] {
+    o[w,k] = W[u,v,w] x[u,k] y[v,j] x[u,j]
+}
+"""
+    plan = plan_diagram(checked_program(src).diagrams[0])
+    text = explain(plan)
+    steps = [line for line in text.splitlines() if "multiply-adds" in line and "total" not in line]
+    # the reference batch 4096; u = w = 16, v = 1, k = j = 3: y's contraction with x first (its v is 1)
+    # or W with y (16 x 1 x 16): never a step that multiplies a 16 by a 16 by a 16
+    costs = [int(line.split("~")[1].split(" ")[0].replace(",", "")) for line in steps]
+    assert max(costs) <= 4096 * 16 * 16 * 3, text
+    module = compiler.load_source(src, "fixed_size_path")
+    rng = np.random.default_rng(0)
+    x, y, W = rng.normal(size=(5, 16, 3)), rng.normal(size=(5, 1, 3)), rng.normal(size=(16, 1, 16))
+    want = np.einsum("uvw,zuk,zvj,zuj->zwk", W, x, y, x)
+    np.testing.assert_allclose(module.path(x, y, W), want, rtol=1e-12, atol=1e-12)

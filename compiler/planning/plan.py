@@ -28,6 +28,7 @@ from ..math.constants import EPS
 from ..math.einsum import letters as index_letters, symbol
 from .fuse import FusedPlan, fuse_diagram
 from ..ir.program import CONSTANT_TYPE, Diagram, Node, TensorNetwork
+from ..ir.types import FixedSize
 
 MAX_LETTERS = 52  # numpy.einsum takes a-z, A-Z
 
@@ -439,7 +440,8 @@ def _combination_spec(f: Factored) -> str:
 def _type_elements(typ) -> int:
     """Elements of a tensor of this type at the reference sizes (batch, channels)."""
     batch = 1 if typ.family == "weight" else BATCH_SIZE
-    return batch * CHANNEL_SIZE ** len(typ.channels) * int(np.prod(typ.geometric_dims, dtype=int))
+    channels = int(np.prod([c.size if isinstance(c, FixedSize) else CHANNEL_SIZE for c in typ.channels], dtype=int))
+    return batch * channels * int(np.prod(typ.geometric_dims, dtype=int))
 
 
 def _elements(spec: str, sizes: dict[str, int]) -> int:
@@ -661,7 +663,11 @@ def _complement_groups(terms, elsewhere=frozenset()) -> list:
 
 
 def _reference_size(kind) -> int:
-    return CHANNEL_SIZE if kind.kind == "channel" else (3 if kind.kind == "cart" else 2 * int(kind.dim) + 1)
+    """The cost model's size of an index: a channel axis CHANNEL_SIZE unless it has a fixed size (an
+    irreps multiplicity, ``weight[4,1,4]``), a Cartesian leg 3, a spherical leg 2l + 1."""
+    if kind.kind == "channel":
+        return kind.dim.size if isinstance(kind.dim, FixedSize) else CHANNEL_SIZE
+    return 3 if kind.kind == "cart" else 2 * int(kind.dim) + 1
 
 
 #: suffix of the plan of a derivative's other outputs (FunctionPlan.rest)
@@ -1274,8 +1280,7 @@ def _einsum(core: TensorNetwork) -> tuple[str, tuple[str, ...], dict[str, int]]:
     sizes = {}
     for index, kind in core.kinds:
         if index in letters:
-            sizes[letters[index]] = CHANNEL_SIZE if kind.kind == "channel" else (
-                3 if kind.kind == "cart" else 2 * int(kind.dim) + 1)
+            sizes[letters[index]] = _reference_size(kind)
     specs, operands = [], []
     for node in core.nodes:
         sub = "".join(letters[i] for i in node.indices)
