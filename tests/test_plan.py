@@ -424,3 +424,27 @@ diagram path(x: sph(1o)[16], y: sph(1o)[1], W: weight[16,1,16]) -> o: sph(1o)[16
     x, y, W = rng.normal(size=(5, 16, 3)), rng.normal(size=(5, 1, 3)), rng.normal(size=(16, 1, 16))
     want = np.einsum("uvw,zuk,zvj,zuj->zwk", W, x, y, x)
     np.testing.assert_allclose(module.path(x, y, W), want, rtol=1e-12, atol=1e-12)
+
+
+def test_a_weight_is_never_broadcast_over_the_batch_as_a_flat_matmul_and_unit_sums_are_products():
+    """e3nn's uvw product (examples/e3nn_paths.py): a step contracting a batched input with a
+    weight keeps the weight as the GEMM's matrix (a FlatMatmul with the batched operand as its
+    matrix broadcasts the weight over the batch: one small product per row), and a step that sums
+    only the harmonics' multiplicity of 1 is a broadcast product of slices, not a matrix product
+    with an inner size of 1; values as e3nn's in tests/test_irreps.py."""
+    import sys
+
+    from compiler.planning.plan import FlatMatmul, Unrolled
+
+    sys.path.insert(0, str(__import__("conftest").ROOT / "examples"))
+    import e3nn_paths
+
+    diagram = checked_program(e3nn_paths.source(4, "uvw")).diagrams[0]
+    weights = {t.name for t in diagram.inputs if t.type.family == "weight"}
+    plan = plan_diagram(diagram)
+    steps = list(plan.contractions)
+    flats = [c for c in steps if isinstance(c, FlatMatmul)]
+    assert not [c for c in flats if c.operands[1] in weights and c.operands[0] not in weights]
+    units = [c for c in steps if isinstance(c, Unrolled) and len(c.cells) == 1 and len(c.cells[0]) == 1
+             and any(0 in idx for _, idx in c.cells[0][0].slices)]
+    assert len(units) == 2  # the 0e x 1o -> 1o and 0e x 2e -> 2e paths: (x W)[w, v] y[v, m], v of size 1

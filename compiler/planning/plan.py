@@ -277,6 +277,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
     folded: dict[str, tuple] = {}
     elements: dict[str, int] = {t.name: _type_elements(t.type) for t in diagram.inputs}
     channel_outer: set[str] = set()  # broadcast steps that spread an operand over a channel axis
+    weights = frozenset(t.name for t in diagram.inputs if t.type.family == "weight")
 
     def plan_core(core: TensorNetwork) -> str:
         """The var of a delta-free network's contraction (shared with every equal one)."""
@@ -315,7 +316,7 @@ def plan_diagram(diagram: Diagram) -> FunctionPlan:
                 alias[c.var] = steps_seen[key].var
                 result.append(steps_seen[key])
                 continue
-            step = _as_matmul(c)
+            step = _unit_sum(c, sizes) or _as_matmul(c, weights)
             if in_runs and step is c and not any(o in ("eps", "eye") or o in folded for o in c.operands):
                 step = _small_sum(c, sizes, geometric) or c
             steps_seen[key] = step
@@ -1111,9 +1112,11 @@ def _fold_signs(outputs, contractions):
     return result
 
 
-def _as_flat_matmul(c: Contraction):
+def _as_flat_matmul(c: Contraction, unbatched: frozenset = frozenset()):
     """'...da,...dT->...aT' (either order of w's letters, T one or more trailing letters of x):
-    a FlatMatmul; else None."""
+    a FlatMatmul; else None. Not with an ``unbatched`` operand (a weight) as x and a batched one as
+    w: the product would be one small matrix product per row (the weight broadcast over the
+    batch), where einsum folds the batch into one GEMM."""
     lhs, out = c.spec.split("->")
     parts = lhs.split(",")
     if len(parts) != 2 or not all(p.startswith("...") for p in parts) or not out.startswith("..."):
@@ -1129,14 +1132,16 @@ def _as_flat_matmul(c: Contraction):
         (a,) = set(w) - {d} or {d}
         if a == d or a in x or o != a + tail:
             continue
+        if c.operands[x_at] in unbatched and c.operands[w_at] not in unbatched:
+            continue
         return FlatMatmul(c.var, (c.operands[w_at], c.operands[x_at]), w == d + a, len(tail), c.cost, c.spec)
     return None
 
 
-def _as_matmul(c: Contraction):
+def _as_matmul(c: Contraction, unbatched: frozenset = frozenset()):
     """The cost model's matmul choice: '...Lik,...Lkj->...Lij' (L shared leading letters, either
     matrix possibly transposed) becomes x @ y, which beats einsum's loops on batched 3x3 products."""
-    flat = _as_flat_matmul(c)
+    flat = _as_flat_matmul(c, unbatched)
     if flat is not None:
         return flat
     lhs, out = c.spec.split("->")
@@ -1190,6 +1195,28 @@ def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | N
         sub = ",".join("..." + "".join(ch for ch in letters if ch not in assign) for letters in (x, y))
         products.append(Product(1, sub + "->..." + o, slices))
     return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), (None,) * len(o), c.cost, c.spec)
+
+
+def _unit_sum(c: Contraction, sizes: dict[str, int]) -> Unrolled | None:
+    """A pairwise step that sums only axes of size 1 (an irreps multiplicity of 1: e3nn's ``v`` of
+    the spherical harmonics, ``W[u,v,w] x[u,i] y[v,j]``) is a broadcast product of the operands
+    read at component 0 of those axes, not a matrix product per row with an inner size of 1 (torch's
+    bmm, several times slower); None when it does not apply."""
+    lhs, out = c.spec.split("->")
+    specs = lhs.split(",")
+    if len(specs) != 2 or not out.startswith("...") or not all(sp.startswith("...") for sp in specs):
+        return None
+    x, y, o = specs[0][3:], specs[1][3:], out[3:]
+    if len(set(x)) < len(x) or len(set(y)) < len(y) or not set(o) <= set(x + y):
+        return None
+    summed = [ch for ch in dict.fromkeys(x + y) if ch not in o]
+    if not summed or any(sizes[ch] != 1 for ch in summed):
+        return None
+    slices = tuple((name, tuple(0 if ch in summed else None for ch in letters))
+                   for name, letters in zip(c.operands, (x, y)))
+    sub = ",".join("..." + "".join(ch for ch in letters if ch not in summed) for letters in (x, y))
+    return Unrolled(c.var, c.operands, ((Product(1, sub + "->..." + o, slices),),), (), (), (),
+                    (None,) * len(o), c.cost, c.spec)
 
 
 def _unrolled(var, spec, operands, sizes, tables):

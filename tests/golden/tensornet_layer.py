@@ -12395,9 +12395,9 @@ def _compose_mixed_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *, out=None
     _t6 = n2[..., None, :] * (t[..., :, 2][..., :, None] * (-0.408248290463863 * (d_X[..., :, 0, 0][..., None, :] + d_X[..., :, 2, 2][..., None, :]) + 0.816496580927726 * d_X[..., :, 1, 1][..., None, :]) + 0.7071067811865476 * t[..., :, 0][..., :, None] * (d_X[..., :, 0, 2][..., None, :] + d_X[..., :, 2, 0][..., None, :]) + 0.7071067811865476 * t[..., :, 1][..., :, None] * (d_X[..., :, 0, 1][..., None, :] + d_X[..., :, 1, 0][..., None, :]) + 0.7071067811865476 * t[..., :, 3][..., :, None] * (d_X[..., :, 1, 2][..., None, :] + d_X[..., :, 2, 1][..., None, :]) + 0.7071067811865476 * t[..., :, 4][..., :, None] * (-d_X[..., :, 0, 0][..., None, :] + d_X[..., :, 2, 2][..., None, :]))
     _t7_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t7 = _t7_0 * _t0
-    _t8_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t8_0 = _b.mm(_b.swap(a), W1)
     _t8 = _b.sum_product(_t2_0, _b.einsum("...ea->...ae", _t8_0), 1)
-    _t9_1 = _b.matmul_flat(_b.swap(t), W2, 1)
+    _t9_1 = _b.mm(_b.swap(t), W2)
     _t9 = _b.sum_product(_b.einsum("...ba->...ab", _t9_1), _t3_0, 1)
     if out is None:
         d_i = _t1
@@ -12551,9 +12551,9 @@ def _compose_mixed_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, *
     _t3 = _b.matmul_flat(W2, _t3_1, 1)
     _t4_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t4 = _t4_0 * _t0
-    _t5_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t5_0 = _b.mm(_b.swap(a), W1)
     _t5 = _b.sum_product(_t2_0, _b.einsum("...ea->...ae", _t5_0), 1)
-    _t6_1 = _b.matmul_flat(_b.swap(t), W2, 1)
+    _t6_1 = _b.mm(_b.swap(t), W2)
     _t6 = _b.sum_product(_b.einsum("...ba->...ab", _t6_1), _t3_0, 1)
     if out is None:
         d_i = _t1
@@ -12811,11 +12811,11 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t13 = _t13_0 * _t0
     _t14_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t14 = _t14_0 * _t0
-    _t15_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
+    _t15_0 = _b.mm(_b.swap(d_d_a), W1)
     _t15 = _b.sum_product(_t3_0, _b.einsum("...ea->...ae", _t15_0), 1)
     _t16_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
     _t16 = _b.sum_product(_t16_1, _t3_0, 1)
-    _t17_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
+    _t17_1 = _b.mm(_b.swap(d_d_t), W2)
     _t17 = _b.sum_product(_b.einsum("...ba->...ab", _t17_1), _t5_0, 1)
     _t18_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
     _t18 = _b.sum_product(_t18_1, _t5_0, 1)
@@ -12831,10 +12831,10 @@ def _compose_mixed_vjp_vjp_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_X, d_d_i, 
     _t26 = _b.einsum_blas("...ad,bcd->...abc", _t26_1, _eps)
     _t27_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t27 = _t27_0 * d_d_n0
-    _t28_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t28_0 = _b.mm(_b.swap(a), W1)
     _t28_1 = _t28_0 * d_d_n1[..., None, :]
     _t28 = _b.einsum_blas("...ea,bce->...abc", _t28_1, _eps)
-    _t29_0 = _b.matmul_flat(_b.swap(t), W2, 1)
+    _t29_0 = _b.mm(_b.swap(t), W2)
     _t29_1 = _t29_0 * d_d_n2[..., None, :]
     _t29 = _b.einsum_blas("...da,dbc->...abc", _t29_1, _c_760bb7b8eb81)
     if out is None:
@@ -13078,11 +13078,11 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
     _t7 = _t7_0 * _t0
     _t8_0 = _b.einsum_blas("...ba,...b->...a", d_d_W0, i)
     _t8 = _t8_0 * _t0
-    _t9_0 = _b.matmul_flat(_b.swap(d_d_a), W1, 1)
+    _t9_0 = _b.mm(_b.swap(d_d_a), W1)
     _t9 = _b.sum_product(_t3_0, _b.einsum("...ea->...ae", _t9_0), 1)
     _t10_1 = _b.matmul_flat(_b.swap(d_d_W1), a, 1)
     _t10 = _b.sum_product(_t10_1, _t3_0, 1)
-    _t11_1 = _b.matmul_flat(_b.swap(d_d_t), W2, 1)
+    _t11_1 = _b.mm(_b.swap(d_d_t), W2)
     _t11 = _b.sum_product(_b.einsum("...ba->...ab", _t11_1), _t5_0, 1)
     _t12_1 = _b.matmul_flat(_b.swap(d_d_W2), t, 1)
     _t12 = _b.sum_product(_t12_1, _t5_0, 1)
@@ -13098,10 +13098,10 @@ def _compose_mixed_vjp_vjp_batchrest_planned(i, a, t, W0, W1, W2, n0, n1, n2, d_
     _t20 = _b.einsum_blas("...ad,bcd->...abc", _t20_1, _eps)
     _t21_0 = _b.einsum_blas("...b,...ba->...a", i, W0)
     _t21 = _t21_0 * d_d_n0
-    _t22_0 = _b.matmul_flat(_b.swap(a), W1, 1)
+    _t22_0 = _b.mm(_b.swap(a), W1)
     _t22_1 = _t22_0 * d_d_n1[..., None, :]
     _t22 = _b.einsum_blas("...ea,bce->...abc", _t22_1, _eps)
-    _t23_0 = _b.matmul_flat(_b.swap(t), W2, 1)
+    _t23_0 = _b.mm(_b.swap(t), W2)
     _t23_1 = _t23_0 * d_d_n2[..., None, :]
     _t23 = _b.einsum_blas("...da,dbc->...abc", _t23_1, _c_760bb7b8eb81)
     if out is None:
