@@ -48,14 +48,6 @@ def contenders(K: int, mode: str, rows: int, dtype, seed: int = 0):
     cot64 = torch.randn(rows, tp.irreps_out.dim, generator=g, dtype=torch.float64)
 
     def make(x, y, w, cot, t):
-        def e3nn_fwd():
-            return t(x, y, w)
-
-        def diagc(fused):
-            def fwd():
-                return module.tp(x, y, *e3nn_paths.diagram_weights(tp, w), fused=fused)
-            return fwd
-
         def with_backward(f):
             def step():
                 xs, ys, ws = (a.detach().requires_grad_(True) for a in (x, y, w))
