@@ -48,24 +48,22 @@ def contenders(K: int, mode: str, rows: int, dtype, seed: int = 0):
     cot64 = torch.randn(rows, tp.irreps_out.dim, generator=g, dtype=torch.float64)
 
     def make(x, y, w, cot, t):
-        def with_backward(f):
-            def step():
-                xs, ys, ws = (a.detach().requires_grad_(True) for a in (x, y, w))
-                out = f.__wrapped__(xs, ys, ws)
-                return (out,) + torch.autograd.grad(out, (xs, ys, ws), cot)
-            return step
-
-        calls = {}
-        for name, fn in (("e3nn", lambda a, b, c: t(a, b, c)),
-                         ("diagc planned", lambda a, b, c: module.tp(a, b, *e3nn_paths.diagram_weights(tp, c))),
-                         ("diagc fused", lambda a, b, c: module.tp(a, b, *e3nn_paths.diagram_weights(tp, c),
-                                                                   fused=True))):
-            def fwd(fn=fn):
+        """{name: (forward under no_grad, forward + the gradients w.r.t. x, y, w)}, each a tuple."""
+        def passes(fn):
+            def forward():
                 with torch.no_grad():
                     return (fn(x, y, w),)
-            fwd.__wrapped__ = fn
-            calls[name] = (fwd, with_backward(fwd))
-        return calls
+
+            def step():
+                xs, ys, ws = (a.detach().requires_grad_(True) for a in (x, y, w))
+                out = fn(xs, ys, ws)
+                return (out,) + torch.autograd.grad(out, (xs, ys, ws), cot)
+            return forward, step
+
+        return {"e3nn": passes(lambda a, b, c: t(a, b, c)),
+                "diagc planned": passes(lambda a, b, c: module.tp(a, b, *e3nn_paths.diagram_weights(tp, c))),
+                "diagc fused": passes(lambda a, b, c: module.tp(a, b, *e3nn_paths.diagram_weights(tp, c),
+                                                                 fused=True))}
 
     # float64: every contender's forward and gradients against e3nn's
     ref = make(x64, y64, w64, cot64, tp)

@@ -441,7 +441,7 @@ def _combination_spec(f: Factored) -> str:
 def _type_elements(typ) -> int:
     """Elements of a tensor of this type at the reference sizes (batch, channels)."""
     batch = 1 if typ.family == "weight" else BATCH_SIZE
-    channels = int(np.prod([c.size if isinstance(c, FixedSize) else CHANNEL_SIZE for c in typ.channels], dtype=int))
+    channels = int(np.prod([_channel_size(c) for c in typ.channels], dtype=int))
     return batch * channels * int(np.prod(typ.geometric_dims, dtype=int))
 
 
@@ -663,11 +663,17 @@ def _complement_groups(terms, elsewhere=frozenset()) -> list:
     return found
 
 
+def _channel_size(channel) -> int:
+    """The cost model's size of a channel axis: its own when it has one (an irreps multiplicity,
+    ``weight[4,1,4]``), else CHANNEL_SIZE."""
+    return channel.size if isinstance(channel, FixedSize) else CHANNEL_SIZE
+
+
 def _reference_size(kind) -> int:
-    """The cost model's size of an index: a channel axis CHANNEL_SIZE unless it has a fixed size (an
-    irreps multiplicity, ``weight[4,1,4]``), a Cartesian leg 3, a spherical leg 2l + 1."""
+    """The cost model's size of an index: a channel axis's (:func:`_channel_size`), a Cartesian leg
+    3, a spherical leg 2l + 1."""
     if kind.kind == "channel":
-        return kind.dim.size if isinstance(kind.dim, FixedSize) else CHANNEL_SIZE
+        return _channel_size(kind.dim)
     return 3 if kind.kind == "cart" else 2 * int(kind.dim) + 1
 
 
@@ -1168,26 +1174,22 @@ def _as_matmul(c: Contraction, unbatched: frozenset = frozenset()):
 SMALL_SUM = 9
 
 
-def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | None:
-    """The cost model's choice for a diagram run on cache-sized runs of its batch (a graph's per-edge
-    part): a pairwise contraction that sums geometric letters only (at most SMALL_SUM components),
-    whose output one operand covers, written out as a sum of products of sliced operands
-    (``d[c,k] u[k]``: three broadcast products). torch's einsum runs a batched product of tiny
-    matrices there, about 2x slower on runs of 1,024 edges (numpy's 1.5-3x); on whole arrays that
-    miss the cache the products' temporaries cost more, so other diagrams keep einsum. None when it
-    does not apply."""
+def _pairwise_sum(c: Contraction):
+    """(x, y, out letters, summed letters) of a pairwise step on batched operands with no letter
+    repeated within an operand and every output letter from an operand; None otherwise."""
     lhs, out = c.spec.split("->")
     specs = lhs.split(",")
     if len(specs) != 2 or not out.startswith("...") or not all(sp.startswith("...") for sp in specs):
         return None
     x, y, o = specs[0][3:], specs[1][3:], out[3:]
-    if len(set(x)) < len(x) or len(set(y)) < len(y) or not (set(o) <= set(x) or set(o) <= set(y)):
+    if len(set(x)) < len(x) or len(set(y)) < len(y) or not set(o) <= set(x + y):
         return None
-    summed = [ch for ch in dict.fromkeys(x + y) if ch not in o]
-    if not summed or any(ch not in geometric for ch in summed):
-        return None
-    if int(np.prod([sizes[ch] for ch in summed])) > SMALL_SUM:
-        return None
+    return x, y, o, [ch for ch in dict.fromkeys(x + y) if ch not in o]
+
+
+def _written_out(c: Contraction, x: str, y: str, o: str, summed: list, sizes: dict[str, int]) -> Unrolled:
+    """The step as a sum of broadcast products of its operands sliced at every component of the
+    ``summed`` letters."""
     products = []
     for values in itertools.product(*(range(sizes[ch]) for ch in summed)):
         assign = dict(zip(summed, values))
@@ -1197,26 +1199,34 @@ def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | N
     return Unrolled(c.var, c.operands, (tuple(products),), (), (), (), (None,) * len(o), c.cost, c.spec)
 
 
+def _small_sum(c: Contraction, sizes: dict[str, int], geometric) -> Unrolled | None:
+    """The cost model's choice for a diagram run on cache-sized runs of its batch (a graph's per-edge
+    part): a pairwise contraction that sums geometric letters only (at most SMALL_SUM components),
+    whose output one operand covers, written out as a sum of products of sliced operands
+    (``d[c,k] u[k]``: three broadcast products). torch's einsum runs a batched product of tiny
+    matrices there, about 2x slower on runs of 1,024 edges (numpy's 1.5-3x); on whole arrays that
+    miss the cache the products' temporaries cost more, so other diagrams keep einsum. None when it
+    does not apply."""
+    parts = _pairwise_sum(c)
+    if parts is None:
+        return None
+    x, y, o, summed = parts
+    if not (set(o) <= set(x) or set(o) <= set(y)) or not summed or any(ch not in geometric for ch in summed):
+        return None
+    if int(np.prod([sizes[ch] for ch in summed])) > SMALL_SUM:
+        return None
+    return _written_out(c, x, y, o, summed, sizes)
+
+
 def _unit_sum(c: Contraction, sizes: dict[str, int]) -> Unrolled | None:
     """A pairwise step that sums only axes of size 1 (an irreps multiplicity of 1: e3nn's ``v`` of
     the spherical harmonics, ``W[u,v,w] x[u,i] y[v,j]``) is a broadcast product of the operands
     read at component 0 of those axes, not a matrix product per row with an inner size of 1 (torch's
     bmm, several times slower); None when it does not apply."""
-    lhs, out = c.spec.split("->")
-    specs = lhs.split(",")
-    if len(specs) != 2 or not out.startswith("...") or not all(sp.startswith("...") for sp in specs):
+    parts = _pairwise_sum(c)
+    if parts is None or not parts[3] or any(sizes[ch] != 1 for ch in parts[3]):
         return None
-    x, y, o = specs[0][3:], specs[1][3:], out[3:]
-    if len(set(x)) < len(x) or len(set(y)) < len(y) or not set(o) <= set(x + y):
-        return None
-    summed = [ch for ch in dict.fromkeys(x + y) if ch not in o]
-    if not summed or any(sizes[ch] != 1 for ch in summed):
-        return None
-    slices = tuple((name, tuple(0 if ch in summed else None for ch in letters))
-                   for name, letters in zip(c.operands, (x, y)))
-    sub = ",".join("..." + "".join(ch for ch in letters if ch not in summed) for letters in (x, y))
-    return Unrolled(c.var, c.operands, ((Product(1, sub + "->..." + o, slices),),), (), (), (),
-                    (None,) * len(o), c.cost, c.spec)
+    return _written_out(c, *parts, sizes)
 
 
 def _unrolled(var, spec, operands, sizes, tables):
